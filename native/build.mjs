@@ -1,0 +1,114 @@
+// Builds native/build/reals.node against libtorch, found as the Rust crate tch does:
+// LIBTORCH (a libtorch folder, CPU or CUDA), else LIBTORCH_USE_PYTORCH=1 (python's torch),
+// else Debian's libtorch-dev under /usr. Sources compile in parallel; a source is rebuilt only
+// when it, a header of ours, or the chosen libtorch changed.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const outDir = join(here, 'build');
+
+function findLibtorch() {
+  if (process.env.LIBTORCH) {
+    const root = process.env.LIBTORCH;
+    return {
+      source: `LIBTORCH=${root}`,
+      include: [join(root, 'include'), join(root, 'include/torch/csrc/api/include')],
+      lib: join(root, 'lib'),
+    };
+  }
+  if (process.env.LIBTORCH_USE_PYTORCH === '1') {
+    const python = process.env.PYTHON ?? 'python3';
+    const script =
+      'import torch, torch.utils.cpp_extension as e, json; ' +
+      'print(json.dumps({"include": e.include_paths(), "lib": e.library_paths()[0], "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI)}))';
+    const info = JSON.parse(execFileSync(python, ['-c', script], { encoding: 'utf8' }));
+    return { source: `LIBTORCH_USE_PYTORCH=1 (${python})`, include: info.include, lib: info.lib, abi: info.abi };
+  }
+  if (existsSync('/usr/include/torch/csrc/api/include/torch/torch.h')) {
+    return {
+      source: "Debian's libtorch-dev",
+      include: ['/usr/include', '/usr/include/torch/csrc/api/include'],
+      lib: '/usr/lib/x86_64-linux-gnu',
+    };
+  }
+  throw new Error(
+    'native/build.mjs: libtorch not found. Set LIBTORCH to a libtorch folder, or LIBTORCH_USE_PYTORCH=1, ' +
+      'or install Debian 12 packages: apt-get install libtorch-dev libgloo-dev libopenblas0-pthread',
+  );
+}
+
+function nodeInclude() {
+  const candidates = [
+    process.env.NODE_INCLUDE,
+    join(dirname(process.execPath), '../include/node'),
+    '/usr/include/node',
+  ].filter(Boolean);
+  const found = candidates.find((dir) => existsSync(join(dir, 'node_api.h')));
+  if (!found) throw new Error(`native/build.mjs: node_api.h not found in ${candidates.join(', ')}; set NODE_INCLUDE`);
+  return found;
+}
+
+const torch = findLibtorch();
+const libs = readdirSync(torch.lib);
+const hasCuda = libs.some((f) => f.startsWith('libtorch_cuda'));
+const linkLibs = ['c10', 'torch_cpu', 'torch'];
+if (hasCuda) linkLibs.push('torch_cuda', 'c10_cuda');
+
+const flags = [
+  '-std=c++17', '-O2', '-fPIC', '-Wall', '-Wno-unused-parameter', '-Wno-unknown-pragmas',
+  '-DNAPI_VERSION=8', '-DUSE_C10D_GLOO', '-DUSE_DISTRIBUTED',
+  ...(hasCuda ? ['-DREALS_CUDA', '-DUSE_C10D_NCCL'] : []),
+  ...(torch.abi !== undefined ? [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`] : []),
+  `-I${nodeInclude()}`,
+  ...torch.include.map((dir) => `-I${dir}`),
+];
+const linkFlags = [
+  '-shared', `-L${torch.lib}`, `-Wl,-rpath,${torch.lib}`, '-Wl,--no-as-needed',
+  ...linkLibs.map((l) => `-l${l}`),
+];
+
+mkdirSync(outDir, { recursive: true });
+const srcDir = join(here, 'src');
+const sources = readdirSync(srcDir).filter((f) => f.endsWith('.cc'));
+const headers = readdirSync(srcDir).filter((f) => f.endsWith('.h'));
+const stamp = JSON.stringify({ torch, flags, linkFlags });
+const stampFile = join(outDir, 'config.json');
+const configChanged = !existsSync(stampFile) || readFileSync(stampFile, 'utf8') !== stamp;
+const newestHeader = Math.max(0, ...headers.map((h) => statSync(join(srcDir, h)).mtimeMs));
+
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: 'inherit' });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited with ${code}`))));
+  });
+}
+
+console.log(`reals native: libtorch from ${torch.source}${hasCuda ? ' (CUDA)' : ' (CPU)'}`);
+const objects = sources.map((s) => join(outDir, s.replace(/\.cc$/, '.o')));
+const stale = sources.filter((s, i) => {
+  const obj = objects[i];
+  if (configChanged || !existsSync(obj)) return true;
+  const objTime = statSync(obj).mtimeMs;
+  return statSync(join(srcDir, s)).mtimeMs > objTime || newestHeader > objTime;
+});
+const jobs = Math.max(1, Math.min(cpus().length, Number(process.env.JOBS ?? cpus().length)));
+const queue = [...stale];
+await Promise.all(
+  Array.from({ length: jobs }, async () => {
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      console.log(`  compile ${s}`);
+      await run('g++', [...flags, '-c', join(srcDir, s), '-o', join(outDir, s.replace(/\.cc$/, '.o'))]);
+    }
+  }),
+);
+const target = join(outDir, 'reals.node');
+if (stale.length > 0 || !existsSync(target)) {
+  console.log('  link reals.node');
+  await run('g++', [...objects, ...linkFlags, '-o', target]);
+}
+writeFileSync(stampFile, stamp);
+console.log(`reals native: ${target}`);

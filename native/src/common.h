@@ -1,0 +1,80 @@
+// Shared pieces of the addon: the tensor handle, N-API helpers, error translation.
+#pragma once
+#include <node_api.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace reals {
+
+// A JS tensor handle is an napi External owning one at::Tensor reference. Disposing a handle drops
+// that reference (the storage is freed when no other tensor or autograd node holds it), exactly
+// like `del t` in Python. The bytes are reported to V8 so the GC feels the memory pressure.
+struct Handle {
+  at::Tensor tensor;
+  int64_t reportedBytes = 0;
+};
+
+struct JsError {
+  std::string message;
+};
+
+inline void check(napi_status status, const char* what) {
+  if (status != napi_ok) throw JsError{std::string("reals native: ") + what + " failed"};
+}
+
+napi_value wrapTensor(napi_env env, at::Tensor tensor);
+Handle* unwrapHandle(napi_env env, napi_value value, const char* what);
+const at::Tensor& unwrapTensor(napi_env env, napi_value value, const char* what);
+bool isHandle(napi_env env, napi_value value);
+
+int64_t getInt64(napi_env env, napi_value value, const char* what);
+double getDouble(napi_env env, napi_value value, const char* what);
+bool getBool(napi_env env, napi_value value, const char* what);
+std::string getString(napi_env env, napi_value value, const char* what);
+std::vector<int64_t> getIntList(napi_env env, napi_value value, const char* what);
+napi_valuetype typeOf(napi_env env, napi_value value);
+napi_value makeNumber(napi_env env, double v);
+napi_value makeString(napi_env env, const std::string& s);
+napi_value makeBool(napi_env env, bool v);
+napi_value makeUndefined(napi_env env);
+napi_value makeNull(napi_env env);
+napi_value makeIntArray(napi_env env, at::IntArrayRef values);
+
+// Runs `body`, turning C++ exceptions (c10::Error keeps libtorch's message, without the C++
+// backtrace) into JS exceptions.
+template <typename F>
+napi_value guarded(napi_env env, const char* name, F&& body) {
+  try {
+    return body();
+  } catch (const JsError& e) {
+    napi_throw_error(env, nullptr, e.message.c_str());
+  } catch (const c10::Error& e) {
+    std::string msg = std::string(name) + ": " + e.what_without_backtrace();
+    napi_throw_error(env, nullptr, msg.c_str());
+  } catch (const std::exception& e) {
+    std::string msg = std::string(name) + ": " + e.what();
+    napi_throw_error(env, nullptr, msg.c_str());
+  }
+  return nullptr;
+}
+
+struct Args {
+  size_t argc = 0;
+  napi_value argv[16];
+  napi_value self;
+  Args(napi_env env, napi_callback_info info) {
+    argc = 16;
+    check(napi_get_cb_info(env, info, &argc, argv, &self, nullptr), "napi_get_cb_info");
+  }
+  napi_value operator[](size_t i) const { return i < argc ? argv[i] : nullptr; }
+};
+
+void exportFunction(napi_env env, napi_value exports, const char* name, napi_callback cb);
+
+void initTensor(napi_env env, napi_value exports);
+void initOps(napi_env env, napi_value exports);
+void initDistributed(napi_env env, napi_value exports);
+
+}  // namespace reals

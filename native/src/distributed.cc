@@ -1,0 +1,162 @@
+// c10d process groups: a TCPStore rendezvous and ProcessGroupGloo (ProcessGroupNCCL with CUDA).
+// Collectives are synchronous: they return when work->wait() does, or throw on timeout.
+#include "common.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace reals {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+static void finalizeGroup(napi_env env, void* data, void* hint) { delete static_cast<Group*>(data); }
+
+static Group* unwrapGroup(napi_env env, napi_value value) {
+  void* data = nullptr;
+  if (napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) throw JsError{"distributed: expected a process group"};
+  auto* group = static_cast<Group*>(data);
+  if (!group->group) throw JsError{"distributed: process group used after destroy()"};
+  return group;
+}
+
+// newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs) -> group handle
+static napi_value NewGroup(napi_env env, napi_callback_info info) {
+  return guarded(env, "initProcessGroup", [&] {
+    Args args(env, info);
+    std::string backend = getString(env, args[0], "initProcessGroup(backend)");
+    std::string addr = getString(env, args[1], "initProcessGroup(masterAddr)");
+    auto port = static_cast<uint16_t>(getInt64(env, args[2], "initProcessGroup(masterPort)"));
+    int rank = static_cast<int>(getInt64(env, args[3], "initProcessGroup(rank)"));
+    int worldSize = static_cast<int>(getInt64(env, args[4], "initProcessGroup(worldSize)"));
+    std::chrono::milliseconds timeout(getInt64(env, args[5], "initProcessGroup(timeoutMs)"));
+    c10d::TCPStoreOptions options;
+    options.port = port;
+    options.isServer = rank == 0;
+    options.numWorkers = worldSize;
+    options.waitWorkers = true;
+    options.timeout = timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(addr, options);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("reals/" + backend, store);
+    auto group = std::make_unique<Group>();
+    group->store = store;
+    if (backend == "gloo") {
+      auto glooOptions = c10d::ProcessGroupGloo::Options::create(timeout);
+      glooOptions->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      group->group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, worldSize, glooOptions);
+#ifdef USE_C10D_NCCL
+    } else if (backend == "nccl") {
+      auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
+      ncclOptions->timeout = timeout;
+      group->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, worldSize, ncclOptions);
+#endif
+    } else {
+      throw JsError{"initProcessGroup: backend '" + backend + "' is not available in this build (gloo" +
+#ifdef USE_C10D_NCCL
+                    std::string(", nccl") +
+#else
+                    std::string("") +
+#endif
+                    ")"};
+    }
+    napi_value result;
+    check(napi_create_external(env, group.get(), finalizeGroup, nullptr, &result), "napi_create_external");
+    group.release();
+    return result;
+  });
+}
+
+static c10d::ReduceOp reduceOp(const std::string& name) {
+  if (name == "sum") return c10d::ReduceOp::SUM;
+  if (name == "product") return c10d::ReduceOp::PRODUCT;
+  if (name == "max") return c10d::ReduceOp::MAX;
+  if (name == "min") return c10d::ReduceOp::MIN;
+  throw JsError{"allReduce: unknown op '" + name + "' (sum, product, max, min)"};
+}
+
+static std::vector<at::Tensor> tensorList(napi_env env, napi_value value, const char* what) {
+  uint32_t n;
+  if (napi_get_array_length(env, value, &n) != napi_ok) throw JsError{std::string(what) + ": expected an array of tensors"};
+  std::vector<at::Tensor> out;
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value v;
+    check(napi_get_element(env, value, i, &v), "napi_get_element");
+    out.push_back(unwrapTensor(env, v, what));
+  }
+  return out;
+}
+
+// allReduce(group, tensors[], op): in place on each tensor.
+static napi_value AllReduce(napi_env env, napi_callback_info info) {
+  return guarded(env, "allReduce", [&] {
+    Args args(env, info);
+    Group* g = unwrapGroup(env, args[0]);
+    auto tensors = tensorList(env, args[1], "allReduce");
+    c10d::AllreduceOptions options;
+    options.reduceOp = reduceOp(getString(env, args[2], "allReduce(op)"));
+    g->group->allreduce(tensors, options)->wait();
+    return makeUndefined(env);
+  });
+}
+
+// broadcast(group, tensors[], root): in place.
+static napi_value Broadcast(napi_env env, napi_callback_info info) {
+  return guarded(env, "broadcast", [&] {
+    Args args(env, info);
+    Group* g = unwrapGroup(env, args[0]);
+    auto tensors = tensorList(env, args[1], "broadcast");
+    c10d::BroadcastOptions options;
+    options.rootRank = static_cast<int64_t>(getInt64(env, args[2], "broadcast(src)"));
+    g->group->broadcast(tensors, options)->wait();
+    return makeUndefined(env);
+  });
+}
+
+// allGather(group, outputs[], input): outputs[r] receives rank r's input.
+static napi_value AllGather(napi_env env, napi_callback_info info) {
+  return guarded(env, "allGather", [&] {
+    Args args(env, info);
+    Group* g = unwrapGroup(env, args[0]);
+    std::vector<std::vector<at::Tensor>> outputs{tensorList(env, args[1], "allGather(outputs)")};
+    std::vector<at::Tensor> inputs{unwrapTensor(env, args[2], "allGather(input)")};
+    g->group->allgather(outputs, inputs)->wait();
+    return makeUndefined(env);
+  });
+}
+
+static napi_value Barrier(napi_env env, napi_callback_info info) {
+  return guarded(env, "barrier", [&] {
+    Args args(env, info);
+    unwrapGroup(env, args[0])->group->barrier()->wait();
+    return makeUndefined(env);
+  });
+}
+
+static napi_value DestroyGroup(napi_env env, napi_callback_info info) {
+  return guarded(env, "destroyProcessGroup", [&] {
+    Args args(env, info);
+    void* data = nullptr;
+    check(napi_get_value_external(env, args[0], &data), "napi_get_value_external");
+    auto* g = static_cast<Group*>(data);
+    g->group.reset();
+    g->store.reset();
+    return makeUndefined(env);
+  });
+}
+
+void initDistributed(napi_env env, napi_value exports) {
+  exportFunction(env, exports, "newGroup", NewGroup);
+  exportFunction(env, exports, "allReduce", AllReduce);
+  exportFunction(env, exports, "broadcast", Broadcast);
+  exportFunction(env, exports, "allGather", AllGather);
+  exportFunction(env, exports, "barrier", Barrier);
+  exportFunction(env, exports, "destroyGroup", DestroyGroup);
+}
+
+}  // namespace reals

@@ -1,0 +1,583 @@
+// Tensor handles: creation from and export to typed arrays, metadata, autograd entry points,
+// global state (grad mode, seed, threads, autocast) and CUDA helpers.
+#include "common.h"
+
+#include <torch/csrc/autograd/autograd.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+#ifdef REALS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+#include <cstring>
+
+namespace reals {
+
+static void finalizeHandle(napi_env env, void* data, void* hint) {
+  auto* handle = static_cast<Handle*>(data);
+  if (handle->reportedBytes != 0) {
+    int64_t ignored;
+    napi_adjust_external_memory(env, -handle->reportedBytes, &ignored);
+  }
+  delete handle;
+}
+
+static int64_t tensorBytes(const at::Tensor& t) {
+  if (!t.defined() || !t.has_storage()) return 0;
+  return static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size());
+}
+
+napi_value wrapTensor(napi_env env, at::Tensor tensor) {
+  if (!tensor.defined()) return makeNull(env);
+  auto* handle = new Handle{std::move(tensor), 0};
+  handle->reportedBytes = tensorBytes(handle->tensor);
+  napi_value result;
+  napi_status status = napi_create_external(env, handle, finalizeHandle, nullptr, &result);
+  if (status != napi_ok) {
+    delete handle;
+    throw JsError{"reals native: napi_create_external failed"};
+  }
+  if (handle->reportedBytes != 0) {
+    int64_t ignored;
+    napi_adjust_external_memory(env, handle->reportedBytes, &ignored);
+  }
+  return result;
+}
+
+bool isHandle(napi_env env, napi_value value) { return typeOf(env, value) == napi_external; }
+
+Handle* unwrapHandle(napi_env env, napi_value value, const char* what) {
+  void* data = nullptr;
+  if (value == nullptr || napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) {
+    throw JsError{std::string(what) + ": expected a tensor"};
+  }
+  return static_cast<Handle*>(data);
+}
+
+const at::Tensor& unwrapTensor(napi_env env, napi_value value, const char* what) {
+  Handle* handle = unwrapHandle(env, value, what);
+  if (!handle->tensor.defined()) throw JsError{std::string(what) + ": tensor used after dispose()"};
+  return handle->tensor;
+}
+
+napi_valuetype typeOf(napi_env env, napi_value value) {
+  if (value == nullptr) return napi_undefined;
+  napi_valuetype type;
+  check(napi_typeof(env, value, &type), "napi_typeof");
+  return type;
+}
+
+int64_t getInt64(napi_env env, napi_value value, const char* what) {
+  double v;
+  if (napi_get_value_double(env, value, &v) != napi_ok) throw JsError{std::string(what) + ": expected a number"};
+  if (v != static_cast<double>(static_cast<int64_t>(v))) {
+    throw JsError{std::string(what) + ": expected an integer, got " + std::to_string(v)};
+  }
+  return static_cast<int64_t>(v);
+}
+
+double getDouble(napi_env env, napi_value value, const char* what) {
+  double v;
+  if (napi_get_value_double(env, value, &v) != napi_ok) throw JsError{std::string(what) + ": expected a number"};
+  return v;
+}
+
+bool getBool(napi_env env, napi_value value, const char* what) {
+  bool v;
+  if (napi_get_value_bool(env, value, &v) != napi_ok) throw JsError{std::string(what) + ": expected a boolean"};
+  return v;
+}
+
+std::string getString(napi_env env, napi_value value, const char* what) {
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, nullptr, 0, &length) != napi_ok) {
+    throw JsError{std::string(what) + ": expected a string"};
+  }
+  std::string s(length, '\0');
+  check(napi_get_value_string_utf8(env, value, s.data(), length + 1, &length), "napi_get_value_string_utf8");
+  return s;
+}
+
+std::vector<int64_t> getIntList(napi_env env, napi_value value, const char* what) {
+  bool isArray = false;
+  napi_is_array(env, value, &isArray);
+  if (!isArray) {
+    if (typeOf(env, value) == napi_number) return {getInt64(env, value, what)};
+    throw JsError{std::string(what) + ": expected an array of integers"};
+  }
+  uint32_t n;
+  check(napi_get_array_length(env, value, &n), "napi_get_array_length");
+  std::vector<int64_t> out(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value element;
+    check(napi_get_element(env, value, i, &element), "napi_get_element");
+    out[i] = getInt64(env, element, what);
+  }
+  return out;
+}
+
+napi_value makeNumber(napi_env env, double v) {
+  napi_value r;
+  check(napi_create_double(env, v, &r), "napi_create_double");
+  return r;
+}
+napi_value makeString(napi_env env, const std::string& s) {
+  napi_value r;
+  check(napi_create_string_utf8(env, s.data(), s.size(), &r), "napi_create_string_utf8");
+  return r;
+}
+napi_value makeBool(napi_env env, bool v) {
+  napi_value r;
+  check(napi_get_boolean(env, v, &r), "napi_get_boolean");
+  return r;
+}
+napi_value makeUndefined(napi_env env) {
+  napi_value r;
+  check(napi_get_undefined(env, &r), "napi_get_undefined");
+  return r;
+}
+napi_value makeNull(napi_env env) {
+  napi_value r;
+  check(napi_get_null(env, &r), "napi_get_null");
+  return r;
+}
+napi_value makeIntArray(napi_env env, at::IntArrayRef values) {
+  napi_value arr;
+  check(napi_create_array_with_length(env, values.size(), &arr), "napi_create_array");
+  for (size_t i = 0; i < values.size(); ++i) {
+    check(napi_set_element(env, arr, i, makeNumber(env, static_cast<double>(values[i]))), "napi_set_element");
+  }
+  return arr;
+}
+
+void exportFunction(napi_env env, napi_value exports, const char* name, napi_callback cb) {
+  napi_value fn;
+  check(napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, nullptr, &fn), "napi_create_function");
+  check(napi_set_named_property(env, exports, name, fn), "napi_set_named_property");
+}
+
+static std::vector<at::Tensor> getTensorList(napi_env env, napi_value value, const char* what) {
+  uint32_t n;
+  if (napi_get_array_length(env, value, &n) != napi_ok) throw JsError{std::string(what) + ": expected an array of tensors"};
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value element;
+    check(napi_get_element(env, value, i, &element), "napi_get_element");
+    napi_valuetype t = typeOf(env, element);
+    out.push_back(t == napi_null || t == napi_undefined ? at::Tensor() : unwrapTensor(env, element, what));
+  }
+  return out;
+}
+
+static napi_value wrapTensorList(napi_env env, const std::vector<at::Tensor>& tensors) {
+  napi_value arr;
+  check(napi_create_array_with_length(env, tensors.size(), &arr), "napi_create_array");
+  for (size_t i = 0; i < tensors.size(); ++i) check(napi_set_element(env, arr, i, wrapTensor(env, tensors[i])), "napi_set_element");
+  return arr;
+}
+
+// fromBuffer(data: ArrayBuffer | TypedArray, shape: number[], dtype: number) -> handle (a copy)
+static napi_value FromBuffer(napi_env env, napi_callback_info info) {
+  return guarded(env, "fromBuffer", [&] {
+    Args args(env, info);
+    void* data = nullptr;
+    size_t byteLength = 0;
+    bool isTyped = false, isBuffer = false;
+    napi_is_typedarray(env, args[0], &isTyped);
+    if (isTyped) {
+      napi_typedarray_type type;
+      size_t length, offset;
+      napi_value ab;
+      check(napi_get_typedarray_info(env, args[0], &type, &length, &data, &ab, &offset), "napi_get_typedarray_info");
+      size_t elementBytes = 1;
+      switch (type) {
+        case napi_int16_array: case napi_uint16_array: elementBytes = 2; break;
+        case napi_int32_array: case napi_uint32_array: case napi_float32_array: elementBytes = 4; break;
+        case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elementBytes = 8; break;
+        default: elementBytes = 1;
+      }
+      byteLength = length * elementBytes;
+    } else {
+      napi_is_arraybuffer(env, args[0], &isBuffer);
+      if (!isBuffer) throw JsError{"fromBuffer: expected an ArrayBuffer or a typed array"};
+      check(napi_get_arraybuffer_info(env, args[0], &data, &byteLength), "napi_get_arraybuffer_info");
+    }
+    auto shape = getIntList(env, args[1], "fromBuffer(shape)");
+    auto dtype = static_cast<at::ScalarType>(getInt64(env, args[2], "fromBuffer(dtype)"));
+    auto tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
+    size_t need = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+    if (need != byteLength) {
+      throw JsError{"fromBuffer: shape " + c10::str(tensor.sizes()) + " of " + c10::toString(dtype) + " needs " +
+                    std::to_string(need) + " bytes, the buffer holds " + std::to_string(byteLength)};
+    }
+    if (need > 0) std::memcpy(tensor.data_ptr(), data, need);
+    return wrapTensor(env, tensor);
+  });
+}
+
+// toBuffer(handle) -> ArrayBuffer holding a contiguous CPU copy of the elements.
+static napi_value ToBuffer(napi_env env, napi_callback_info info) {
+  return guarded(env, "toBuffer", [&] {
+    Args args(env, info);
+    at::Tensor t = unwrapTensor(env, args[0], "toBuffer");
+    {
+      at::NoGradGuard noGrad;
+      t = t.detach().to(at::kCPU).contiguous();
+    }
+    size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+    void* out;
+    napi_value ab;
+    check(napi_create_arraybuffer(env, bytes, &out, &ab), "napi_create_arraybuffer");
+    if (bytes > 0) std::memcpy(out, t.data_ptr(), bytes);
+    return ab;
+  });
+}
+
+static napi_value Shape(napi_env env, napi_callback_info info) {
+  return guarded(env, "shape", [&] {
+    Args args(env, info);
+    return makeIntArray(env, unwrapTensor(env, args[0], "shape").sizes());
+  });
+}
+
+static napi_value Stride(napi_env env, napi_callback_info info) {
+  return guarded(env, "stride", [&] {
+    Args args(env, info);
+    return makeIntArray(env, unwrapTensor(env, args[0], "stride").strides());
+  });
+}
+
+static napi_value Dim(napi_env env, napi_callback_info info) {
+  return guarded(env, "dim", [&] {
+    Args args(env, info);
+    return makeNumber(env, static_cast<double>(unwrapTensor(env, args[0], "dim").dim()));
+  });
+}
+
+static napi_value Numel(napi_env env, napi_callback_info info) {
+  return guarded(env, "numel", [&] {
+    Args args(env, info);
+    return makeNumber(env, static_cast<double>(unwrapTensor(env, args[0], "numel").numel()));
+  });
+}
+
+static napi_value DType(napi_env env, napi_callback_info info) {
+  return guarded(env, "dtype", [&] {
+    Args args(env, info);
+    return makeNumber(env, static_cast<double>(unwrapTensor(env, args[0], "dtype").scalar_type()));
+  });
+}
+
+static napi_value Device(napi_env env, napi_callback_info info) {
+  return guarded(env, "device", [&] {
+    Args args(env, info);
+    return makeString(env, unwrapTensor(env, args[0], "device").device().str());
+  });
+}
+
+static napi_value IsContiguous(napi_env env, napi_callback_info info) {
+  return guarded(env, "isContiguous", [&] {
+    Args args(env, info);
+    return makeBool(env, unwrapTensor(env, args[0], "isContiguous").is_contiguous());
+  });
+}
+
+static napi_value Dispose(napi_env env, napi_callback_info info) {
+  return guarded(env, "dispose", [&] {
+    Args args(env, info);
+    Handle* handle = unwrapHandle(env, args[0], "dispose");
+    if (handle->reportedBytes != 0) {
+      int64_t ignored;
+      napi_adjust_external_memory(env, -handle->reportedBytes, &ignored);
+      handle->reportedBytes = 0;
+    }
+    handle->tensor = at::Tensor();
+    return makeUndefined(env);
+  });
+}
+
+static napi_value IsDisposed(napi_env env, napi_callback_info info) {
+  return guarded(env, "isDisposed", [&] {
+    Args args(env, info);
+    return makeBool(env, !unwrapHandle(env, args[0], "isDisposed")->tensor.defined());
+  });
+}
+
+static napi_value SameTensor(napi_env env, napi_callback_info info) {
+  return guarded(env, "sameTensor", [&] {
+    Args args(env, info);
+    return makeBool(env, unwrapTensor(env, args[0], "sameTensor").is_same(unwrapTensor(env, args[1], "sameTensor")));
+  });
+}
+
+static napi_value Item(napi_env env, napi_callback_info info) {
+  return guarded(env, "item", [&] {
+    Args args(env, info);
+    const at::Tensor& t = unwrapTensor(env, args[0], "item");
+    if (t.numel() != 1) {
+      throw JsError{"item: a tensor with " + std::to_string(t.numel()) + " elements cannot be converted to a number"};
+    }
+    return makeNumber(env, t.item().toDouble());
+  });
+}
+
+static napi_value RequiresGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, "requiresGrad", [&] {
+    Args args(env, info);
+    return makeBool(env, unwrapTensor(env, args[0], "requiresGrad").requires_grad());
+  });
+}
+
+static napi_value SetRequiresGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, "setRequiresGrad", [&] {
+    Args args(env, info);
+    unwrapTensor(env, args[0], "requiresGrad_").set_requires_grad(getBool(env, args[1], "requiresGrad_"));
+    return makeUndefined(env);
+  });
+}
+
+static napi_value IsLeaf(napi_env env, napi_callback_info info) {
+  return guarded(env, "isLeaf", [&] {
+    Args args(env, info);
+    return makeBool(env, unwrapTensor(env, args[0], "isLeaf").is_leaf());
+  });
+}
+
+static napi_value GradFn(napi_env env, napi_callback_info info) {
+  return guarded(env, "gradFn", [&] {
+    Args args(env, info);
+    const auto& fn = unwrapTensor(env, args[0], "gradFn").grad_fn();
+    return fn ? makeString(env, fn->name()) : makeNull(env);
+  });
+}
+
+static napi_value Grad(napi_env env, napi_callback_info info) {
+  return guarded(env, "grad", [&] {
+    Args args(env, info);
+    return wrapTensor(env, unwrapTensor(env, args[0], "grad").grad());
+  });
+}
+
+static napi_value SetGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, "setGrad", [&] {
+    Args args(env, info);
+    at::Tensor t = unwrapTensor(env, args[0], "setGrad");
+    napi_valuetype type = typeOf(env, args[1]);
+    t.mutable_grad() = (type == napi_null || type == napi_undefined) ? at::Tensor() : unwrapTensor(env, args[1], "setGrad");
+    return makeUndefined(env);
+  });
+}
+
+// backward(tensor, gradient | null, retainGraph, createGraph)
+static napi_value Backward(napi_env env, napi_callback_info info) {
+  return guarded(env, "backward", [&] {
+    Args args(env, info);
+    const at::Tensor& t = unwrapTensor(env, args[0], "backward");
+    napi_valuetype gradType = typeOf(env, args[1]);
+    at::Tensor gradient = (gradType == napi_null || gradType == napi_undefined) ? at::Tensor() : unwrapTensor(env, args[1], "backward(gradient)");
+    bool createGraph = args[3] ? getBool(env, args[3], "backward(createGraph)") : false;
+    c10::optional<bool> retain;
+    if (args[2] && typeOf(env, args[2]) == napi_boolean) retain = getBool(env, args[2], "backward(retainGraph)");
+    torch::autograd::backward({t}, {gradient}, retain, createGraph);
+    return makeUndefined(env);
+  });
+}
+
+// autogradGrad(outputs[], inputs[], gradOutputs[] | null, retainGraph, createGraph, allowUnused) -> (handle|null)[]
+static napi_value AutogradGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, "autograd.grad", [&] {
+    Args args(env, info);
+    auto outputs = getTensorList(env, args[0], "autograd.grad(outputs)");
+    auto inputs = getTensorList(env, args[1], "autograd.grad(inputs)");
+    std::vector<at::Tensor> gradOutputs;
+    napi_valuetype gt = typeOf(env, args[2]);
+    if (gt != napi_null && gt != napi_undefined) gradOutputs = getTensorList(env, args[2], "autograd.grad(gradOutputs)");
+    c10::optional<bool> retain;
+    if (args[3] && typeOf(env, args[3]) == napi_boolean) retain = getBool(env, args[3], "autograd.grad(retainGraph)");
+    bool createGraph = args[4] ? getBool(env, args[4], "autograd.grad(createGraph)") : false;
+    bool allowUnused = args[5] ? getBool(env, args[5], "autograd.grad(allowUnused)") : false;
+    auto grads = torch::autograd::grad(outputs, inputs, gradOutputs, retain, createGraph, allowUnused);
+    return wrapTensorList(env, grads);
+  });
+}
+
+static napi_value SetGradEnabled(napi_env env, napi_callback_info info) {
+  return guarded(env, "setGradEnabled", [&] {
+    Args args(env, info);
+    at::GradMode::set_enabled(getBool(env, args[0], "setGradEnabled"));
+    return makeUndefined(env);
+  });
+}
+
+static napi_value IsGradEnabled(napi_env env, napi_callback_info info) {
+  return guarded(env, "isGradEnabled", [&] { return makeBool(env, at::GradMode::is_enabled()); });
+}
+
+static napi_value ManualSeed(napi_env env, napi_callback_info info) {
+  return guarded(env, "manualSeed", [&] {
+    Args args(env, info);
+    torch::manual_seed(static_cast<uint64_t>(getInt64(env, args[0], "manualSeed")));
+    return makeUndefined(env);
+  });
+}
+
+// The CPU generator's full state (mt19937 + normal cache) as a uint8 tensor, for exact resume.
+static napi_value GetRngState(napi_env env, napi_callback_info info) {
+  return guarded(env, "getRngState", [&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return wrapTensor(env, gen.get_state());
+  });
+}
+
+static napi_value SetRngState(napi_env env, napi_callback_info info) {
+  return guarded(env, "setRngState", [&] {
+    Args args(env, info);
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(unwrapTensor(env, args[0], "setRngState"));
+    return makeUndefined(env);
+  });
+}
+
+static napi_value SetNumThreads(napi_env env, napi_callback_info info) {
+  return guarded(env, "setNumThreads", [&] {
+    Args args(env, info);
+    at::set_num_threads(static_cast<int>(getInt64(env, args[0], "setNumThreads")));
+    return makeUndefined(env);
+  });
+}
+
+static napi_value GetNumThreads(napi_env env, napi_callback_info info) {
+  return guarded(env, "getNumThreads", [&] { return makeNumber(env, at::get_num_threads()); });
+}
+
+static napi_value Version(napi_env env, napi_callback_info info) {
+  return guarded(env, "version", [&] { return makeString(env, TORCH_VERSION); });
+}
+
+// setAutocast(enabled, dtype): CUDA autocast, the state torch.autocast('cuda', dtype) sets.
+static napi_value SetAutocast(napi_env env, napi_callback_info info) {
+  return guarded(env, "setAutocast", [&] {
+    Args args(env, info);
+    bool enabled = getBool(env, args[0], "setAutocast(enabled)");
+    auto dtype = static_cast<at::ScalarType>(getInt64(env, args[1], "setAutocast(dtype)"));
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+    if (!enabled) at::autocast::clear_cache();
+    return makeUndefined(env);
+  });
+}
+
+static napi_value IsAutocastEnabled(napi_env env, napi_callback_info info) {
+  return guarded(env, "isAutocastEnabled", [&] {
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    return makeBool(env, at::autocast::is_autocast_enabled(at::kCUDA));
+#else
+    return makeBool(env, at::autocast::is_enabled());
+#endif
+  });
+}
+
+static napi_value CudaIsAvailable(napi_env env, napi_callback_info info) {
+  return guarded(env, "cuda.isAvailable", [&] { return makeBool(env, torch::cuda::is_available()); });
+}
+
+static napi_value CudaDeviceCount(napi_env env, napi_callback_info info) {
+  return guarded(env, "cuda.deviceCount", [&] { return makeNumber(env, static_cast<double>(torch::cuda::device_count())); });
+}
+
+static napi_value CudaSynchronize(napi_env env, napi_callback_info info) {
+  return guarded(env, "cuda.synchronize", [&] {
+#ifdef REALS_CUDA
+    c10::cuda::device_synchronize();
+#endif
+    return makeUndefined(env);
+  });
+}
+
+// cudaMemoryStats(device) -> { allocated, reserved, maxAllocated } in bytes (zeros without CUDA).
+static napi_value CudaMemoryStats(napi_env env, napi_callback_info info) {
+  return guarded(env, "cuda.memoryStats", [&] {
+    napi_value result;
+    check(napi_create_object(env, &result), "napi_create_object");
+    double allocated = 0, reserved = 0, maxAllocated = 0;
+#ifdef REALS_CUDA
+    Args args(env, info);
+    int device = args[0] ? static_cast<int>(getInt64(env, args[0], "cuda.memoryStats(device)")) : 0;
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+    allocated = static_cast<double>(stats.allocated_bytes[all].current);
+    reserved = static_cast<double>(stats.reserved_bytes[all].current);
+    maxAllocated = static_cast<double>(stats.allocated_bytes[all].peak);
+#endif
+    napi_set_named_property(env, result, "allocated", makeNumber(env, allocated));
+    napi_set_named_property(env, result, "reserved", makeNumber(env, reserved));
+    napi_set_named_property(env, result, "maxAllocated", makeNumber(env, maxAllocated));
+    return result;
+  });
+}
+
+static napi_value CudaEmptyCache(napi_env env, napi_callback_info info) {
+  return guarded(env, "cuda.emptyCache", [&] {
+#ifdef REALS_CUDA
+    c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+    return makeUndefined(env);
+  });
+}
+
+void initTensor(napi_env env, napi_value exports) {
+  exportFunction(env, exports, "fromBuffer", FromBuffer);
+  exportFunction(env, exports, "toBuffer", ToBuffer);
+  exportFunction(env, exports, "shape", Shape);
+  exportFunction(env, exports, "stride", Stride);
+  exportFunction(env, exports, "dim", Dim);
+  exportFunction(env, exports, "numel", Numel);
+  exportFunction(env, exports, "dtype", DType);
+  exportFunction(env, exports, "device", Device);
+  exportFunction(env, exports, "isContiguous", IsContiguous);
+  exportFunction(env, exports, "dispose", Dispose);
+  exportFunction(env, exports, "isDisposed", IsDisposed);
+  exportFunction(env, exports, "sameTensor", SameTensor);
+  exportFunction(env, exports, "item", Item);
+  exportFunction(env, exports, "requiresGrad", RequiresGrad);
+  exportFunction(env, exports, "setRequiresGrad", SetRequiresGrad);
+  exportFunction(env, exports, "isLeaf", IsLeaf);
+  exportFunction(env, exports, "gradFn", GradFn);
+  exportFunction(env, exports, "grad", Grad);
+  exportFunction(env, exports, "setGrad", SetGrad);
+  exportFunction(env, exports, "backward", Backward);
+  exportFunction(env, exports, "autogradGrad", AutogradGrad);
+  exportFunction(env, exports, "setGradEnabled", SetGradEnabled);
+  exportFunction(env, exports, "isGradEnabled", IsGradEnabled);
+  exportFunction(env, exports, "manualSeed", ManualSeed);
+  exportFunction(env, exports, "getRngState", GetRngState);
+  exportFunction(env, exports, "setRngState", SetRngState);
+  exportFunction(env, exports, "setNumThreads", SetNumThreads);
+  exportFunction(env, exports, "getNumThreads", GetNumThreads);
+  exportFunction(env, exports, "version", Version);
+  exportFunction(env, exports, "setAutocast", SetAutocast);
+  exportFunction(env, exports, "isAutocastEnabled", IsAutocastEnabled);
+  exportFunction(env, exports, "cudaIsAvailable", CudaIsAvailable);
+  exportFunction(env, exports, "cudaDeviceCount", CudaDeviceCount);
+  exportFunction(env, exports, "cudaSynchronize", CudaSynchronize);
+  exportFunction(env, exports, "cudaMemoryStats", CudaMemoryStats);
+  exportFunction(env, exports, "cudaEmptyCache", CudaEmptyCache);
+}
+
+}  // namespace reals
+
+NAPI_MODULE_INIT() {
+  reals::initTensor(env, exports);
+  reals::initOps(env, exports);
+  reals::initDistributed(env, exports);
+  return exports;
+}

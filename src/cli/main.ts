@@ -1,0 +1,38 @@
+// `reals <command>`: a thin layer over the library. Each command lives in its own file and
+// registers itself on the program here.
+import { Command } from 'commander';
+import * as torch from '../torch/index.js';
+
+function envCommand(): Command {
+  return new Command('env')
+    .description('print the libtorch build, threads and devices reals runs on, and time a 1024^3 matmul')
+    .action(() => {
+      const a = torch.randn([1024, 1024]);
+      const b = torch.randn([1024, 1024]);
+      a.matmul(b);
+      const start = process.hrtime.bigint();
+      const reps = 10;
+      for (let i = 0; i < reps; i++) torch.scope(() => a.matmul(b).dispose());
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      console.log(JSON.stringify({
+        libtorch: torch.version(),
+        threads: torch.getNumThreads(),
+        cuda: torch.cuda.isAvailable(),
+        cudaDevices: torch.cuda.deviceCount(),
+        matmul1024Gflops: Number(((2 * 1024 ** 3 * reps) / seconds / 1e9).toFixed(1)),
+      }));
+    });
+}
+
+export function buildProgram(): Command {
+  const program = new Command('reals')
+    .description('ReaLS: representation-aligned latent space, on libtorch')
+    .showHelpAfterError()
+    .configureHelp({ showGlobalOptions: true });
+  program.addCommand(envCommand());
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  await buildProgram().parseAsync(argv);
+}

@@ -1,0 +1,11 @@
+// The tensor API: `import * as torch from './torch/index.js'` reads like PyTorch.
+export * from './dtype.js';
+export { Tensor, scope, keep, op, callOp, opId, hasOp, slice, where, scalarTensor } from './tensor.js';
+export type { Device, Shape, Scalar, Index, Slice } from './tensor.js';
+export * from './creation.js';
+export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export * as autograd from './autograd.js';
+export * as linalg from './linalg.js';
+export * as nnFunctional from './functional.js';
+export { cuda, setNumThreads, getNumThreads, version, autocast } from './cuda.js';
+export { native } from './native.js';

@@ -1,0 +1,76 @@
+// The libtorch addon (native/), loaded once. Everything above src/torch talks to it through Tensor.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+/** An opaque reference to one at::Tensor owned by the addon. */
+export type Handle = { readonly __handle: unique symbol };
+export type GroupHandle = { readonly __group: unique symbol };
+
+export interface Native {
+  version(): string;
+  fromBuffer(data: ArrayBufferView | ArrayBuffer, shape: readonly number[], dtype: number): Handle;
+  toBuffer(h: Handle): ArrayBuffer;
+  shape(h: Handle): number[];
+  stride(h: Handle): number[];
+  dim(h: Handle): number;
+  numel(h: Handle): number;
+  dtype(h: Handle): number;
+  device(h: Handle): string;
+  isContiguous(h: Handle): boolean;
+  dispose(h: Handle): void;
+  isDisposed(h: Handle): boolean;
+  sameTensor(a: Handle, b: Handle): boolean;
+  item(h: Handle): number;
+  requiresGrad(h: Handle): boolean;
+  setRequiresGrad(h: Handle, value: boolean): void;
+  isLeaf(h: Handle): boolean;
+  gradFn(h: Handle): string | null;
+  grad(h: Handle): Handle | null;
+  setGrad(h: Handle, grad: Handle | null): void;
+  backward(h: Handle, gradient: Handle | null, retainGraph: boolean | undefined, createGraph: boolean): void;
+  autogradGrad(
+    outputs: Handle[],
+    inputs: Handle[],
+    gradOutputs: (Handle | null)[] | null,
+    retainGraph: boolean | undefined,
+    createGraph: boolean,
+    allowUnused: boolean,
+  ): (Handle | null)[];
+  setGradEnabled(enabled: boolean): void;
+  isGradEnabled(): boolean;
+  manualSeed(seed: number): void;
+  getRngState(): Handle;
+  setRngState(state: Handle): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  setAutocast(enabled: boolean, dtype: number): void;
+  isAutocastEnabled(): boolean;
+  cudaIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  cudaSynchronize(): void;
+  cudaMemoryStats(device?: number): { allocated: number; reserved: number; maxAllocated: number };
+  cudaEmptyCache(): void;
+  lookupOp(name: string, overload: string): number;
+  hasOp(name: string, overload: string): boolean;
+  opSchema(id: number): string;
+  callOp(id: number, ...args: unknown[]): unknown;
+  newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number): GroupHandle;
+  allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
+  broadcast(group: GroupHandle, tensors: Handle[], src: number): void;
+  allGather(group: GroupHandle, outputs: Handle[], input: Handle): void;
+  barrier(group: GroupHandle): void;
+  destroyGroup(group: GroupHandle): void;
+}
+
+function load(): Native {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
+  const path = process.env.REALS_NATIVE ?? join(root, 'native/build/reals.node');
+  if (!existsSync(path)) {
+    throw new Error(`reals: the libtorch addon ${path} is not built; run \`npm run build:native\` (see README)`);
+  }
+  return createRequire(import.meta.url)(path) as Native;
+}
+
+export const native: Native = load();

@@ -1,0 +1,54 @@
+// Shared test helpers: fixtures written by test/fixtures/*.py and closeness checks.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import * as torch from '../src/torch/index.js';
+
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+
+interface FixtureTensor { shape: number[]; dtype: torch.DType; data: number[] }
+
+/**
+ * Loads a fixture JSON written by test/fixtures/common.py: tensors become torch tensors, other
+ * values stay as they are.
+ */
+export function loadFixture(name: string): Record<string, any> {
+  const raw = JSON.parse(readFileSync(join(FIXTURES, name), 'utf8')) as Record<string, unknown>;
+  const out: Record<string, any> = {};
+  for (const [key, value] of Object.entries(raw)) out[key] = revive(value);
+  return out;
+}
+
+function revive(value: unknown): any {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const v = value as Record<string, unknown>;
+    if (v.__tensor__) {
+      const t = v as unknown as FixtureTensor;
+      return torch.tensor(t.data, { shape: t.shape, dtype: t.dtype });
+    }
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)]));
+  }
+  if (Array.isArray(value)) return value.map(revive);
+  return value;
+}
+
+/** Largest |a - b| / (|b| + atol-floor) elementwise; asserts shapes match. */
+export function maxRelError(actual: torch.Tensor, expected: torch.Tensor, floor = 1e-6): number {
+  assert.deepEqual(actual.shape, expected.shape, 'shapes differ');
+  const a = actual.double();
+  const b = expected.double();
+  return a.sub(b).abs().div(b.abs().add(floor)).max().item();
+}
+
+/** Asserts allclose in PyTorch's sense: |a - b| <= atol + rtol * |b| everywhere. */
+export function assertClose(actual: torch.Tensor, expected: torch.Tensor, rtol = 1e-5, atol = 1e-6, what = 'tensor'): void {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape ${actual.shape} != ${expected.shape}`);
+  const a = actual.double();
+  const b = expected.double();
+  const excess = a.sub(b).abs().sub(b.abs().mul(rtol).add(atol)).max().item();
+  if (excess > 0) {
+    const maxAbs = a.sub(b).abs().max().item();
+    assert.fail(`${what}: not close (max |diff| ${maxAbs}, rtol ${rtol}, atol ${atol})`);
+  }
+}
