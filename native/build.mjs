@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const outDir = join(here, 'build');
+const outDir = process.env.REALS_NATIVE_BUILD_DIR ?? join(here, 'build');
 
 function findLibtorch() {
   if (process.env.LIBTORCH) {
