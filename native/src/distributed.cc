@@ -2,6 +2,11 @@
 // Collectives are synchronous: they return when work->wait() does, or throw on timeout.
 #include "common.h"
 
+#include <cstdlib>
+#include <sstream>
+
+#include <torch/version.h>
+
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -48,10 +53,29 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
     group->store = store;
     if (backend == "gloo") {
       auto glooOptions = c10d::ProcessGroupGloo::Options::create(timeout);
-      glooOptions->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      // As torch.distributed: GLOO_SOCKET_IFNAME=eth0[,eth1] picks the network interfaces (a
+      // machine with several would otherwise use the one its hostname resolves to).
+      const char* interfaces = std::getenv("GLOO_SOCKET_IFNAME");
+      if (interfaces != nullptr && *interfaces != '\0') {
+        std::stringstream list(interfaces);
+        for (std::string name; std::getline(list, name, ',');) {
+          glooOptions->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+        }
+      } else {
+        glooOptions->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
       group->group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, worldSize, glooOptions);
 #ifdef USE_C10D_NCCL
     } else if (backend == "nccl") {
+      // Without blocking wait, NCCL's work->wait() returns as soon as the collective is queued on
+      // the stream, and a collective that never completes hangs (1.x) or is found by the watchdog,
+      // which aborts the process (2.x). With it, wait() blocks until the collective completes and
+      // throws after the timeout, as with Gloo. A value the user set wins (overwrite = 0).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+      setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+#else
+      setenv("NCCL_BLOCKING_WAIT", "1", 0);
+#endif
       auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
       ncclOptions->timeout = timeout;
       group->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, worldSize, ncclOptions);

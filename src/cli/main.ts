@@ -2,6 +2,7 @@
 // registers itself on the program here.
 import { Command } from 'commander';
 import * as torch from '../torch/index.js';
+import { launchCommand } from './launch.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .configureHelp({ showGlobalOptions: true });
   program.addCommand(envCommand());
+  program.addCommand(launchCommand());
   return program;
 }
 

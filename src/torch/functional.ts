@@ -115,8 +115,14 @@ export function dropout(input: Tensor, p = 0.5, training = true): Tensor {
   if (p < 0 || p > 1) throw new RangeError(`dropout: p must be in [0, 1], got ${p}`);
   return O.dropout(input, p, training);
 }
+/** F.embedding: rows of `weight`; the row `paddingIdx` (negative counts from the end) gets no gradient. */
 export function embedding(input: Tensor, weight: Tensor, paddingIdx: number | null = null): Tensor {
-  return O.embedding(weight, input, paddingIdx ?? -1, false, false);
+  const rows = weight.size(0);
+  if (paddingIdx !== null && (paddingIdx >= rows || paddingIdx < -rows)) {
+    throw new RangeError(`embedding: paddingIdx ${paddingIdx} is out of range for a weight of ${rows} rows`);
+  }
+  // aten::embedding reads -1 as "no padding row", so a negative index is resolved here, as F.embedding does.
+  return O.embedding(weight, input, paddingIdx === null ? -1 : paddingIdx < 0 ? rows + paddingIdx : paddingIdx, false, false);
 }
 
 export function mseLoss(input: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor { return O.mseLoss(input, target, REDUCTION[reduction]); }

@@ -7,5 +7,6 @@ export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd.js
 export * as autograd from './autograd.js';
 export * as linalg from './linalg.js';
 export * as nnFunctional from './functional.js';
+export * as distributed from './distributed.js';
 export { cuda, setNumThreads, getNumThreads, version, autocast } from './cuda.js';
 export { native } from './native.js';

@@ -112,7 +112,28 @@ export function callOp(qualified: string, ...args: unknown[]): any {
 function callOpId(id: number, args: readonly unknown[]): any {
   const converted = new Array<unknown>(args.length);
   for (let i = 0; i < args.length; i++) converted[i] = toNative(args[i]);
-  return fromNative(native.callOp(id, ...converted), args);
+  let out: unknown;
+  try {
+    out = native.callOp(id, ...converted);
+  } catch (error) {
+    throw withTensorArguments(error, args);
+  }
+  return fromNative(out, args);
+}
+
+/** libtorch's message (which names the op) plus the dtype and shape of each tensor argument. */
+function withTensorArguments(error: unknown, args: readonly unknown[]): unknown {
+  if (!(error instanceof Error)) return error;
+  const describe = (t: Tensor): string => (t.isDisposed ? 'disposed' : `${t.dtype}[${t.shape.join(', ')}]`);
+  const tensors: string[] = [];
+  for (const arg of args) {
+    if (arg instanceof Tensor) tensors.push(describe(arg));
+    else if (Array.isArray(arg) && arg.some((a) => a instanceof Tensor)) {
+      tensors.push(`[${arg.map((a) => (a instanceof Tensor ? describe(a) : String(a))).join(', ')}]`);
+    }
+  }
+  if (tensors.length === 0) return error;
+  return new Error(`${error.message} (tensor arguments: ${tensors.join(', ')})`, { cause: error });
 }
 
 /** A callable for one operator, with the id cached in the closure (the fast path). */
@@ -180,6 +201,10 @@ export type Index = number | null | '...' | ':' | Slice | Tensor;
 
 const INT64_MAX = Number.MAX_SAFE_INTEGER;
 
+// libtorch only checks this in its Python binding (python_variable.cpp); its C++ setter would
+// silently keep a computed tensor requiring grad.
+const REQUIRES_GRAD_LEAF_ERROR = 'you can only change requires_grad flags of leaf variables; use detach() for a tensor outside the graph';
+
 // ---------------------------------------------------------------------------------------------
 
 export class Tensor {
@@ -224,8 +249,20 @@ export class Tensor {
 
   // --- autograd ---------------------------------------------------------------------------
   get requiresGrad(): boolean { return native.requiresGrad(this._handle); }
-  set requiresGrad(value: boolean) { native.setRequiresGrad(this._handle, value); }
-  requiresGrad_(value = true): this { native.setRequiresGrad(this._handle, value); return this; }
+  /** As PyTorch, only a leaf's flag can be set (a computed tensor's follows its inputs). */
+  set requiresGrad(value: boolean) {
+    if (!this.isLeaf) throw new Error(`requiresGrad: ${REQUIRES_GRAD_LEAF_ERROR}`);
+    native.setRequiresGrad(this._handle, value);
+  }
+  /** As PyTorch, `requiresGrad_(true)` on a computed tensor is a no-op and `false` throws. */
+  requiresGrad_(value = true): this {
+    if (!this.isLeaf) {
+      if (!value) throw new Error(`requiresGrad_(false): ${REQUIRES_GRAD_LEAF_ERROR}`);
+      return this;
+    }
+    native.setRequiresGrad(this._handle, value);
+    return this;
+  }
   get isLeaf(): boolean { return native.isLeaf(this._handle); }
   get gradFn(): string | null { return native.gradFn(this._handle); }
   get grad(): Tensor | null {
@@ -244,7 +281,8 @@ export class Tensor {
   toArray(): AnyTypedArray { return typedArrayFromBuffer(native.toBuffer(this._handle), this.dtype); }
   /** Nested JS arrays of numbers (int64 converted to Number), like PyTorch's tolist(). */
   tolist(): unknown {
-    const flat = this.toArray();
+    // float16/bfloat16 export as bit patterns; tolist gives their values.
+    const flat = this.dtype === 'float16' || this.dtype === 'bfloat16' ? this.float().toArray() : this.toArray();
     const values: number[] = Array.from(flat as ArrayLike<number | bigint>, (v) => Number(v));
     if (this.dtype === 'bool') return nest(values.map((v) => v !== 0), this.shape);
     return nest(values, this.shape);
@@ -440,7 +478,9 @@ export class Tensor {
   }
 
   private basicIndex(indices: Index[]): { view: Tensor; tensorIndices: (Tensor | null)[] } {
-    const consuming = indices.filter((i) => i !== null && i !== '...').length;
+    // A bool (or uint8) mask consumes as many dims as it has, as in Python.
+    const consumed = (i: Index): number => (i instanceof Tensor && (i.dtype === 'bool' || i.dtype === 'uint8') ? i.ndim : 1);
+    const consuming = indices.reduce((n: number, i) => (i === null || i === '...' ? n : n + consumed(i)), 0);
     const ellipsis = indices.filter((i) => i === '...').length;
     if (ellipsis > 1) throw new Error('index: at most one "..." is allowed');
     const ndim = this.ndim;
@@ -464,9 +504,10 @@ export class Tensor {
         dim++;
       } else if (index instanceof Tensor) {
         tensorIndices.push(index);
-        dim++;
+        dim += consumed(index);
       } else {
-        view = A.slice(view, dim, index.start ?? (index.step < 0 ? INT64_MAX : 0), index.stop ?? INT64_MAX, index.step);
+        if (index.step <= 0) throw new RangeError(`index: slice step must be positive, got ${index.step} (as PyTorch; use flip)`);
+        view = A.slice(view, dim, index.start ?? 0, index.stop ?? INT64_MAX, index.step);
         tensorIndices.push(null);
         dim++;
       }

@@ -1,0 +1,232 @@
+// `npm run bench [-- --threads N] [-- --only add,matmul]`: the same work timed in TypeScript (our
+// API), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch from C++,
+// in one invocation. Samples of the sides alternate round by round (in alternating order), so the
+// load of a shared machine hits both; we report medians, spread, and the median of the per-round
+// ratios TS time / reference time (<= 1.0: as fast or faster). See bench/README.md.
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import type { CppWorker, PytorchWorker } from './workers.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    threads: { type: 'string' },
+    only: { type: 'string' },
+  },
+});
+
+// Debian's libtorch does matmul in OpenBLAS, whose thread pool ignores torch.set_num_threads and
+// reads OPENBLAS_NUM_THREADS once, when the library loads: set it before libtorch is imported
+// here and before the reference processes start, so `--threads N` governs every side alike.
+if (flags.threads !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined) {
+  process.env.OPENBLAS_NUM_THREADS = flags.threads;
+}
+const torch = await import('../src/torch/index.js');
+const { WORKLOADS } = await import('./workloads.js');
+const { startPytorch, startCpp } = await import('./workers.js');
+
+type Side = 'ts' | 'pytorch' | 'cpp';
+const SIDE_NAMES: Record<Side, string> = { ts: 'TS', pytorch: 'PyTorch', cpp: 'C++' };
+
+interface Target {
+  /** The side whose time TS's time is divided by. */
+  vs: Side;
+  maxRatio: number;
+  /** An absolute bound on TS's median, in the item's unit (per-op overhead). */
+  maxValue?: number;
+}
+
+interface Item {
+  name: string;
+  what: string;
+  unit: 'µs/call' | 'ms/iter' | 'GFLOP/s';
+  /** Iterations timed together as one sample; samples are what the statistics are over. */
+  iterations: number;
+  warmup: number;
+  rounds: number;
+  sides: Side[];
+  flops?: number;
+  targets: Target[];
+}
+
+const MATMUL_FLOPS = 2 * 1024 ** 3;
+const ITEMS: Item[] = [
+  { name: 'add', what: 'a.add(b), 16 float32, new tensor per call', unit: 'µs/call', iterations: 20000, warmup: 2, rounds: 15,
+    sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0, maxValue: 5 }] },
+  { name: 'add_', what: 'a.add_(b), 16 float32, in place', unit: 'µs/call', iterations: 20000, warmup: 2, rounds: 15,
+    sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0, maxValue: 5 }] },
+  { name: 'napi.noop', what: 'diagnostic: one trivial N-API call', unit: 'µs/call', iterations: 200000, warmup: 2, rounds: 15,
+    sides: ['ts'], targets: [] },
+  { name: 'add.rawCallOp', what: 'diagnostic: add via native.callOp, no Tensor wrapper', unit: 'µs/call', iterations: 20000,
+    warmup: 2, rounds: 15, sides: ['ts'], targets: [] },
+  { name: 'matmul', what: '1024x1024 @ 1024x1024 float32', unit: 'GFLOP/s', iterations: 3, warmup: 2, rounds: 15,
+    sides: ['ts', 'pytorch', 'cpp'], flops: MATMUL_FLOPS, targets: [{ vs: 'cpp', maxRatio: 1.05 }] },
+  { name: 'conv2d.forward', what: '3x3 conv 128->128, 8x64x64, pad 1, no grad', unit: 'ms/iter', iterations: 2, warmup: 1,
+    rounds: 9, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'conv2d.forward+backward', what: 'same conv, backward to input and weight', unit: 'ms/iter', iterations: 1, warmup: 2,
+    rounds: 9, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'mlp.step', what: 'MLP 784-512-512-10 GELU, batch 256, CE, AdamW', unit: 'ms/iter', iterations: 5, warmup: 2,
+    rounds: 15, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
+];
+
+function selectedItems(): Item[] {
+  if (flags.only === undefined) return ITEMS;
+  const names = flags.only.split(',').map((s) => s.trim());
+  const unknown = names.filter((n) => !ITEMS.some((item) => item.name === n));
+  if (unknown.length > 0) throw new Error(`bench --only: unknown items ${unknown.join(', ')} (known: ${ITEMS.map((i) => i.name).join(', ')})`);
+  return ITEMS.filter((item) => names.includes(item.name));
+}
+
+// --- statistics ----------------------------------------------------------------------------
+
+interface Spread { median: number; min: number; max: number }
+
+function quantile(sorted: readonly number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { median: quantile(sorted, 0.5), min: sorted[0]!, max: sorted[sorted.length - 1]! };
+}
+
+/** Seconds per iteration shown in the item's unit (GFLOP/s inverts, so its min and max swap). */
+function display(item: Item, s: Spread): Spread {
+  if (item.unit === 'GFLOP/s') {
+    const rate = (t: number): number => item.flops! / t / 1e9;
+    return { median: rate(s.median), min: rate(s.max), max: rate(s.min) };
+  }
+  const scale = item.unit === 'µs/call' ? 1e6 : 1e3;
+  return { median: s.median * scale, min: s.min * scale, max: s.max * scale };
+}
+
+// --- the run -------------------------------------------------------------------------------
+
+function blasLibraries(): string {
+  if (!existsSync('/proc/self/maps')) return 'unknown';
+  const paths = new Set(readFileSync('/proc/self/maps', 'utf8').split('\n')
+    .map((line) => line.slice(line.indexOf('/')))
+    .filter((path) => /\/lib[^/]*(blas|mkl)[^/]*\.so/.test(path)));
+  return [...paths].join(', ') || 'none loaded';
+}
+
+async function main(): Promise<void> {
+  const items = selectedItems();
+  const threads = flags.threads === undefined ? torch.getNumThreads() : Number(flags.threads);
+  torch.setNumThreads(threads);
+  torch.manualSeed(0);
+
+  const pytorch: PytorchWorker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads);
+  const cpp: CppWorker | undefined = items.some((item) => item.sides.includes('cpp'))
+    ? await startCpp(process.env.CXX ?? 'g++', threads)
+    : undefined;
+  for (const [side, reported] of [['PyTorch', pytorch.threads], ['C++', cpp?.threads ?? threads]] as const) {
+    if (reported !== threads) throw new Error(`bench: ${side} runs ${reported} threads, TS ${threads}`);
+  }
+
+  const machine = {
+    type: 'machine',
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    logicalCores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    libtorch: torch.version(),
+    pytorch: pytorch.torch,
+    cppLibtorch: cpp?.libtorch ?? null,
+    threads,
+    blas: `${pytorch.blas}: ${blasLibraries()}`,
+    openblasThreads: process.env.OPENBLAS_NUM_THREADS ?? 'OpenBLAS default (all cores)',
+    loadAverageAtStart: loadavg().map((l) => Number(l.toFixed(2))),
+  };
+  console.log(JSON.stringify(machine));
+
+  const rows: string[][] = [];
+  const missed: string[] = [];
+  const started = Date.now();
+  for (const item of items) {
+    const tsRun = WORKLOADS[item.name]!();
+    const samplers: Record<Side, () => Promise<number>> = {
+      ts: async () => {
+        const start = process.hrtime.bigint();
+        tsRun(item.iterations);
+        return Number(process.hrtime.bigint() - start) / 1e9 / item.iterations;
+      },
+      pytorch: () => pytorch.sample(item.name, item.iterations),
+      cpp: () => cpp!.sampleMatmul(item.iterations),
+    };
+    const samples: Record<Side, number[]> = { ts: [], pytorch: [], cpp: [] };
+    for (let w = 0; w < item.warmup; w++) for (const side of item.sides) await samplers[side]();
+    for (let round = 0; round < item.rounds; round++) {
+      const order = round % 2 === 0 ? item.sides : [...item.sides].reverse();
+      for (const side of order) samples[side].push(await samplers[side]());
+    }
+
+    const shown: Partial<Record<Side, Spread>> = {};
+    for (const side of item.sides) {
+      const s = spread(samples[side]);
+      shown[side] = display(item, s);
+      console.log(JSON.stringify({
+        type: 'result', item: item.name, side, unit: 'seconds/iteration', iterationsPerSample: item.iterations, ...s,
+        shown: { unit: item.unit, ...shown[side] }, samples: samples[side],
+      }));
+    }
+    const ratios: Partial<Record<Side, Spread>> = {};
+    let allMet = true;
+    for (const vs of item.sides.filter((s) => s !== 'ts')) {
+      ratios[vs] = spread(samples.ts.map((t, r) => t / samples[vs][r]!));
+      const target = item.targets.find((t) => t.vs === vs);
+      const met = target === undefined ? null
+        : ratios[vs]!.median <= target.maxRatio && (target.maxValue === undefined || shown.ts!.median < target.maxValue);
+      console.log(JSON.stringify({ type: 'ratio', item: item.name, of: 'ts', to: vs, ...ratios[vs], target: target ?? null, met }));
+      if (met === false) {
+        allMet = false;
+        missed.push(`${item.name} vs ${SIDE_NAMES[vs]}`);
+      }
+    }
+
+    const cell = (side: Side): string => {
+      const s = shown[side];
+      return s === undefined ? '' : `${fmt(s.median)} [${fmt(s.min)}-${fmt(s.max)}]`;
+    };
+    const ratioCell = (vs: Side): string => {
+      const r = ratios[vs];
+      return r === undefined ? '' : `${r.median.toFixed(2)} [${r.min.toFixed(2)}-${r.max.toFixed(2)}]`;
+    };
+    const targets = item.targets.map((t) =>
+      `${t.maxValue === undefined ? '' : `< ${t.maxValue} ${item.unit}, `}vs ${SIDE_NAMES[t.vs]} <= ${t.maxRatio.toFixed(2)}`);
+    const verdict = item.targets.length === 0 ? '' : allMet ? 'met' : 'MISSED';
+    rows.push([item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCell('pytorch'), ratioCell('cpp'), targets.join('; '), verdict]);
+  }
+  pytorch.close();
+  cpp?.close();
+
+  const loadAtEnd = loadavg().map((l) => l.toFixed(2)).join(' ');
+  console.log();
+  console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, node ${machine.node}`);
+  console.log(`libtorch ${machine.libtorch} (TS addon), PyTorch ${machine.pytorch} (python), ${cpp ? `libtorch ${cpp.libtorch} (C++), ` : ''}` +
+    `threads ${threads} on every side; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
+  console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
+    `${((Date.now() - started) / 1000).toFixed(0)} s of measurement`);
+  console.log('values: median [min-max] over rounds; ratio: median [min-max] of TS time / reference time within a round');
+  console.log();
+  printTable(['item', 'unit', 'TS', 'PyTorch', 'C++', 'TS/PyTorch', 'TS/C++', 'target', 'verdict'], rows);
+  if (missed.length > 0) console.log(`\ntargets missed: ${missed.join(', ')}`);
+}
+
+function fmt(v: number): string {
+  return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+  const line = (cells: string[]): string => cells.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd();
+  console.log(line(header));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const row of rows) console.log(line(row));
+}
+
+await main();

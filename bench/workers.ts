@@ -1,0 +1,119 @@
+// The reference sides of `npm run bench`, each a child process that answers one stdout line per
+// stdin line: PyTorch eager (bench/torch_eager.py) and libtorch from C++ (bench/matmul.cc,
+// compiled here against the libtorch that native/build.mjs found).
+import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+class LineWorker {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterator<string>;
+  private stderr = '';
+  private spawnError: Error | undefined;
+
+  constructor(readonly name: string, command: string, args: string[]) {
+    this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.on('error', (error) => { this.spawnError = error; });
+    this.child.stderr.on('data', (chunk: Buffer) => { this.stderr += chunk.toString(); });
+    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async readLine(): Promise<string> {
+    const next = await this.lines.next();
+    if (next.done) {
+      const why = this.spawnError?.message ?? (this.stderr.trim() || 'no output');
+      throw new Error(`bench: ${this.name} stopped: ${why}`);
+    }
+    return next.value;
+  }
+
+  async request(line: string): Promise<string> {
+    this.child.stdin.write(`${line}\n`);
+    return this.readLine();
+  }
+
+  close(): void { this.child.stdin.end(); }
+}
+
+const PytorchReady = z.object({ torch: z.string(), threads: z.number().int(), blas: z.string() });
+const PytorchSample = z.object({ seconds: z.number() });
+
+export interface PytorchWorker {
+  readonly torch: string;
+  readonly threads: number;
+  readonly blas: string;
+  /** Seconds per iteration of `item`, run `iterations` times in a row. */
+  sample(item: string, iterations: number): Promise<number>;
+  close(): void;
+}
+
+/** Starts bench/torch_eager.py under `python` (Debian's python3 with torch by default). */
+export async function startPytorch(python: string, threads: number): Promise<PytorchWorker> {
+  const worker = new LineWorker(`PyTorch (${python} bench/torch_eager.py)`, python, [join(root, 'bench/torch_eager.py'), '--threads', String(threads)]);
+  const ready = PytorchReady.parse(JSON.parse(await worker.readLine()));
+  return {
+    ...ready,
+    sample: async (item, iterations) =>
+      PytorchSample.parse(JSON.parse(await worker.request(JSON.stringify({ item, iterations })))).seconds,
+    close: () => worker.close(),
+  };
+}
+
+// native/build.mjs records the libtorch it built against (include and lib folders, C++ ABI).
+const BuildConfig = z.object({
+  torch: z.object({
+    source: z.string(),
+    include: z.array(z.string()).min(1),
+    lib: z.string(),
+    abi: z.number().int().optional(),
+  }),
+});
+
+export interface CppWorker {
+  readonly libtorch: string;
+  readonly threads: number;
+  /** Seconds per 1024^3 matmul, over `iterations` in a row. */
+  sampleMatmul(iterations: number): Promise<number>;
+  close(): void;
+}
+
+/**
+ * Compiles bench/matmul.cc with `compiler` against native/build/config.json's libtorch (cached
+ * in the temp folder under a hash of source, config and compiler) and starts it.
+ */
+export async function startCpp(compiler: string, threads: number): Promise<CppWorker> {
+  const configPath = join(root, 'native/build/config.json');
+  if (!existsSync(configPath)) throw new Error(`bench: ${configPath} is missing; run \`npm run build:native\` first`);
+  const config = BuildConfig.safeParse(JSON.parse(readFileSync(configPath, 'utf8')));
+  if (!config.success) throw new Error(`bench: ${configPath}: ${z.prettifyError(config.error)}`);
+  const { torch } = config.data;
+  const source = join(root, 'bench/matmul.cc');
+  const hash = createHash('sha256').update(readFileSync(source)).update(JSON.stringify(torch)).update(compiler).digest('hex');
+  const binary = join(tmpdir(), `reals-bench-matmul-${hash.slice(0, 16)}`);
+  if (!existsSync(binary)) {
+    execFileSync(compiler, [
+      '-std=c++17', '-O2',
+      ...(torch.abi === undefined ? [] : [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`]),
+      ...torch.include.map((dir) => `-I${dir}`),
+      source, '-o', `${binary}.${process.pid}`,
+      `-L${torch.lib}`, `-Wl,-rpath,${torch.lib}`, '-lc10', '-ltorch_cpu',
+    ], { stdio: ['ignore', 'inherit', 'inherit'] });
+    renameSync(`${binary}.${process.pid}`, binary);
+  }
+  const worker = new LineWorker(`C++ (${binary})`, binary, [String(threads)]);
+  const [word, libtorch, reportedThreads] = (await worker.readLine()).split(' ');
+  if (word !== 'ready' || libtorch === undefined || reportedThreads === undefined) throw new Error(`bench: ${binary} did not start`);
+  return {
+    libtorch,
+    threads: Number(reportedThreads),
+    sampleMatmul: async (iterations) => Number(await worker.request(`matmul ${iterations}`)),
+    close: () => worker.close(),
+  };
+}

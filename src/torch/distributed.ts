@@ -1,0 +1,137 @@
+// torch.distributed: one default process group per process, set up from torchrun's variables
+// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) as `init_process_group('env://')`.
+// Collectives are synchronous and in place; one that does not complete within the group's
+// timeout throws (a dead peer is usually detected sooner: its connection closes).
+import { native, type GroupHandle } from './native.js';
+import { Tensor } from './tensor.js';
+import { cuda } from './cuda.js';
+
+export type Backend = 'gloo' | 'nccl';
+export type ReduceOp = 'sum' | 'product' | 'max' | 'min';
+
+/** 30 minutes, PyTorch's default_pg_timeout. */
+export const DEFAULT_TIMEOUT_MS = 30 * 60 * 1000;
+
+export interface InitOptions {
+  /** 'nccl' when CUDA is available, else 'gloo'. */
+  backend?: Backend;
+  /** Limit for the rendezvous and for each collective; default 30 minutes. */
+  timeoutMs?: number;
+  /** Default: the RANK environment variable. */
+  rank?: number;
+  /** Default: WORLD_SIZE. */
+  worldSize?: number;
+  /** Default: LOCAL_RANK. */
+  localRank?: number;
+  /** Default: MASTER_ADDR. */
+  masterAddr?: string;
+  /** Default: MASTER_PORT. */
+  masterPort?: number;
+}
+
+interface ProcessGroup {
+  handle: GroupHandle;
+  backend: Backend;
+  rank: number;
+  worldSize: number;
+  localRank: number;
+}
+
+let current: ProcessGroup | null = null;
+
+function fromEnv(variable: string, option: string): string {
+  const value = process.env[variable];
+  if (value === undefined || value === '') {
+    throw new Error(
+      `initProcessGroup: environment variable ${variable} is not set; pass options.${option} ` +
+        'or start the processes with `reals launch --nproc-per-node N -- <command>`',
+    );
+  }
+  return value;
+}
+
+function integer(given: number | undefined, variable: string, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = given ?? fromEnv(variable, option);
+  const value = typeof raw === 'number' ? raw : /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const source = given === undefined ? `environment variable ${variable}` : `options.${option}`;
+    throw new Error(`initProcessGroup: ${source} must be an integer in [${min}, ${max}], got '${raw}'`);
+  }
+  return value;
+}
+
+/**
+ * dist.init_process_group: joins the default process group. Every value not given is read from
+ * the variable `reals launch` (or torchrun, SLURM scripts, Kubernetes operators) sets; rank 0
+ * hosts the TCPStore rendezvous at MASTER_ADDR:MASTER_PORT.
+ */
+export function initProcessGroup(options: InitOptions = {}): void {
+  if (current !== null) throw new Error('initProcessGroup: the default process group is already initialized; call destroyProcessGroup() first');
+  const backend = options.backend ?? (cuda.isAvailable() ? 'nccl' : 'gloo');
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new Error(`initProcessGroup: options.timeoutMs must be a positive integer, got ${timeoutMs}`);
+  const worldSize = integer(options.worldSize, 'WORLD_SIZE', 'worldSize', 1);
+  const rank = integer(options.rank, 'RANK', 'rank', 0, worldSize - 1);
+  const localRank = integer(options.localRank, 'LOCAL_RANK', 'localRank', 0, rank);
+  const masterAddr = options.masterAddr ?? fromEnv('MASTER_ADDR', 'masterAddr');
+  const masterPort = integer(options.masterPort, 'MASTER_PORT', 'masterPort', 1, 65535);
+  let handle: GroupHandle;
+  try {
+    handle = native.newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs);
+  } catch (error) {
+    const reason = (error as Error).message.replace(/^initProcessGroup: /, '');
+    throw new Error(
+      `initProcessGroup: rank ${rank} of ${worldSize} could not join the ${backend} group at ${masterAddr}:${masterPort} ` +
+        `(timeout ${timeoutMs} ms): ${reason}`,
+    );
+  }
+  current = { handle, backend, rank, worldSize, localRank };
+}
+
+function group(what: string): ProcessGroup {
+  if (current === null) throw new Error(`distributed.${what}: the default process group is not initialized; call initProcessGroup() first`);
+  return current;
+}
+
+export function isInitialized(): boolean { return current !== null; }
+export function getBackend(): Backend { return group('getBackend').backend; }
+export function getRank(): number { return group('getRank').rank; }
+export function getWorldSize(): number { return group('getWorldSize').worldSize; }
+/** This process's index on its node (LOCAL_RANK): the CUDA device it should use. */
+export function getLocalRank(): number { return group('getLocalRank').localRank; }
+
+function checkRank(what: string, rank: number, worldSize: number): void {
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new RangeError(`distributed.${what}: rank ${rank} is not in [0, ${worldSize})`);
+}
+
+/** dist.all_reduce: reduces `tensor` across all ranks, in place on every rank. */
+export function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): void {
+  native.allReduce(group('allReduce').handle, [tensor._handle], op);
+}
+
+/** dist.broadcast: copies rank `src`'s `tensor` into `tensor` on every other rank. */
+export function broadcast(tensor: Tensor, src: number): void {
+  const g = group('broadcast');
+  checkRank('broadcast(src)', src, g.worldSize);
+  native.broadcast(g.handle, [tensor._handle], src);
+}
+
+/** dist.all_gather: `outputs[r]` receives rank r's `input` (one output per rank, same shape). */
+export function allGather(outputs: Tensor[], input: Tensor): void {
+  const g = group('allGather');
+  if (outputs.length !== g.worldSize) {
+    throw new Error(`distributed.allGather: expected ${g.worldSize} output tensors (one per rank), got ${outputs.length}`);
+  }
+  native.allGather(g.handle, outputs.map((t) => t._handle), input._handle);
+}
+
+/** dist.barrier: returns once every rank has called it. */
+export function barrier(): void {
+  native.barrier(group('barrier').handle);
+}
+
+/** dist.destroy_process_group: leaves the default group; initProcessGroup may be called again. */
+export function destroyProcessGroup(): void {
+  native.destroyGroup(group('destroyProcessGroup').handle);
+  current = null;
+}

@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as torch from '../../src/torch/index.js';
+import { runScenario, freePort } from './run-ranks.js';
+
+const dist = torch.distributed;
+
+test('collectives on two Gloo ranks: allReduce (4 ops), broadcast, allGather, barrier, rank queries', { timeout: 30_000 }, async () => {
+  const { code, output, reports } = await runScenario('collectives');
+  assert.equal(code, 0, output);
+  for (const [rank, report] of reports.entries()) {
+    assert.ok(report, `rank ${rank} wrote no report\n${output}`);
+    assert.deepEqual(report.identity, { rank, worldSize: 2, localRank: rank, backend: 'gloo' });
+    // Rank r contributes [r + 1, 10 (r + 1)].
+    assert.deepEqual(report.reduced, { sum: [3, 30], product: [2, 200], max: [2, 20], min: [1, 10] });
+    assert.deepEqual(report.ints, [1, 14]);
+    assert.deepEqual(report.broadcasted, [1, 1, 1], 'broadcast from rank 1');
+    assert.deepEqual(report.gathered, [[0, 5], [1, 6]], 'allGather: outputs[r] is rank r\'s [r, r^2 + 5]');
+    assert.equal(report.initializedAfterDestroy, false);
+  }
+});
+
+test('a collective that one rank skips throws on the other after the group timeout', { timeout: 30_000 }, async () => {
+  const { code, output, reports } = await runScenario('timeout');
+  assert.equal(code, 0, output);
+  const report = reports[0];
+  assert.ok(report, `rank 0 wrote no report\n${output}`);
+  assert.match(report.error, /^allReduce: .*timed out/i);
+  assert.ok(report.elapsedMs >= 1900 && report.elapsedMs < 10_000, `threw after ${report.elapsedMs} ms with a 2000 ms timeout`);
+});
+
+test('initProcessGroup names the missing or invalid torchrun variable', () => {
+  const names = ['MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'];
+  const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
+  const setEnv = (values: Record<string, string | undefined>): void => {
+    for (const n of names) {
+      if (values[n] === undefined) delete process.env[n];
+      else process.env[n] = values[n];
+    }
+  };
+  const complete = { MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500', RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '1' };
+  try {
+    for (const missing of names) {
+      setEnv({ ...complete, [missing]: undefined });
+      assert.throws(() => dist.initProcessGroup(), new RegExp(`environment variable ${missing} is not set`));
+    }
+    setEnv({ ...complete, RANK: 'one' });
+    assert.throws(() => dist.initProcessGroup(), /environment variable RANK must be an integer in \[0, 1\], got 'one'/);
+    setEnv({ ...complete, RANK: '2' });
+    assert.throws(() => dist.initProcessGroup(), /environment variable RANK must be an integer in \[0, 1\], got '2'/);
+    setEnv({ ...complete, MASTER_PORT: '70000' });
+    assert.throws(() => dist.initProcessGroup(), /MASTER_PORT must be an integer in \[1, 65535\]/);
+    setEnv({});
+    assert.throws(() => dist.initProcessGroup({ ...complete, rank: 0, worldSize: 0, localRank: 0, masterPort: 1 }), /options.worldSize must be/);
+  } finally {
+    setEnv(saved);
+  }
+  assert.equal(dist.isInitialized(), false);
+  assert.throws(() => dist.getRank(), /not initialized; call initProcessGroup\(\) first/);
+  assert.throws(() => dist.allReduce(torch.ones([1])), /distributed.allReduce: .*not initialized/);
+});
+
+test('a one-rank group works without a launcher, and rejects bad arguments by name', async () => {
+  dist.initProcessGroup({ backend: 'gloo', rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 10_000 });
+  try {
+    assert.throws(() => dist.initProcessGroup(), /already initialized/);
+    const t = torch.tensor([1.5, -2]);
+    dist.allReduce(t, 'sum');
+    dist.broadcast(t, 0);
+    assert.deepEqual(t.tolist(), [1.5, -2]);
+    assert.throws(() => dist.broadcast(t, 1), /broadcast\(src\): rank 1 is not in \[0, 1\)/);
+    assert.throws(() => dist.allGather([t, t.clone()], t), /expected 1 output tensors \(one per rank\), got 2/);
+  } finally {
+    dist.destroyProcessGroup();
+  }
+  assert.equal(dist.isInitialized(), false);
+});
+
+test('GLOO_SOCKET_IFNAME selects the network interface, as in torch.distributed', async () => {
+  const saved = process.env.GLOO_SOCKET_IFNAME;
+  process.env.GLOO_SOCKET_IFNAME = 'nosuchif0';
+  try {
+    const port = await freePort();
+    assert.throws(
+      () => dist.initProcessGroup({ backend: 'gloo', rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: port, timeoutMs: 10_000 }),
+      new RegExp(`^Error: initProcessGroup: rank 0 of 1 could not join the gloo group at 127.0.0.1:${port} \\(timeout 10000 ms\\): .*nosuchif0`),
+    );
+  } finally {
+    if (saved === undefined) delete process.env.GLOO_SOCKET_IFNAME;
+    else process.env.GLOO_SOCKET_IFNAME = saved;
+  }
+  assert.equal(dist.isInitialized(), false);
+});

@@ -1,0 +1,57 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FIXTURES } from '../helpers.js';
+import { bufferSource, toPlain, unpickle } from '../../src/io/pickle.js';
+
+function loads(bytes: Uint8Array, name = 'test.pkl'): unknown {
+  const { value, end } = unpickle(bufferSource(bytes), 0, { name });
+  assert.equal(end, bytes.length, 'the pickle ends at the end of the input');
+  return toPlain(value);
+}
+
+const latin1 = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
+
+// make_io.py's plain(), spelled out in JavaScript.
+const shared = [1, 2];
+const PLAIN = {
+  ints: [0, 1, -1, 255, 256, 65535, 65536, -(2 ** 31), 2 ** 31 - 1, 2 ** 31, 2 ** 53 - 1, 2n ** 53n, -(2n ** 63n), 2n ** 64n],
+  floats: [0, -0.5, 1e300, Infinity],
+  strings: ['', 'ascii', 'h\u00e9llo \u2713 \u{1F600}', 'x'.repeat(300)],
+  bytes: [latin1('ab'), Uint8Array.from({ length: 400 }, (_, i) => (i % 2 === 1 ? 0xff : 0))],
+  bytearray: latin1('xyz'),
+  set: new Set([1, 2, 3]),
+  frozenset: new Set(['a']),
+  tuples: [[], [1], [1, 2], [1, 2, 3], [1, 2, 3, 4]],
+  none: null,
+  bools: [true, false],
+  shared: [shared, shared],
+  namespace: { __class__: 'argparse.Namespace', a: 1, b: [1, 2] },
+  ordered: { z: 1, a: 2 },
+  keys: new Map<unknown, unknown>([[1, { x: null }], [[1, 'a'], 2], [null, 3]]),
+};
+
+for (const protocol of [2, 5]) {
+  test(`protocol ${protocol}: Python's pickle of plain data reads back as the documented JavaScript values`, () => {
+    const value = loads(readFileSync(join(FIXTURES, 'io', `plain${protocol}.pkl`))) as typeof PLAIN;
+    assert.deepEqual(value, PLAIN);
+    assert.deepEqual(Object.keys(value.ordered), ['z', 'a'], 'dict order is kept');
+    assert.equal(value.shared[0], value.shared[1], 'an object pickled once and referenced twice stays one object');
+  });
+}
+
+test('an unsupported opcode is named in the error, with the input name', () => {
+  assert.throws(() => loads(latin1('\x80\x02I1\n.'), 'old.pkl'), /^Error: old\.pkl: unsupported pickle opcode INT \(0x49\) at byte 2$/);
+});
+
+test('calling a global that reals does not know is an error naming it; a bare reference is a record', () => {
+  assert.throws(() => loads(latin1('\x80\x02cdatetime\ndate\n)R.')), /test\.pkl: cannot unpickle a call to datetime\.date/);
+  assert.deepEqual(loads(latin1('\x80\x02cpathlib\nPosixPath\n.')), { __global__: 'pathlib.PosixPath' });
+});
+
+test('truncated pickles and persistent ids without a loader are errors', () => {
+  const bytes = readFileSync(join(FIXTURES, 'io', 'plain5.pkl'));
+  assert.throws(() => loads(bytes.subarray(0, 600), 'cut.pkl'), /cut\.pkl: pickle data is truncated/);
+  assert.throws(() => loads(latin1('\x80\x02K\x01Q.')), /persistent id \(BINPERSID at byte 4\) but no loader/);
+});

@@ -1,0 +1,127 @@
+// nn.functional equals PyTorch 1.13 on fixed inputs (test/fixtures/make_torch.py), in float32
+// (relative 1e-5) and float64 (relative 1e-6); plus the argument checks the wrappers add.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as torch from '../../src/torch/index.js';
+import { loadFixture, assertClose } from '../helpers.js';
+
+const F = torch.nnFunctional;
+type T = torch.Tensor;
+const fx = loadFixture('torch_functional.json');
+
+/** allclose with rtol 1e-5 (float32) or 1e-6 (float64), atol the same fraction of the largest |expected|. */
+function assertMatches(actual: T, expected: T, what: string): void {
+  assert.equal(actual.dtype, expected.dtype, `${what}: dtype`);
+  const rtol = expected.dtype === 'float64' ? 1e-6 : 1e-5;
+  assertClose(actual, expected, rtol, rtol * expected.abs().max().item(), what);
+}
+
+/** Runs `fn` on the float32 inputs and on the same values in float64 and compares with out32/out64. */
+function assertBoth(expected: { out32: T; out64: T }, what: string, fn: (...xs: (T | null)[]) => T, ...inputs: (T | null)[]): void {
+  assertMatches(fn(...inputs), expected.out32, `${what} float32`);
+  assertMatches(fn(...inputs.map((t) => t?.double() ?? null)), expected.out64, `${what} float64`);
+}
+
+test('conv2d equals PyTorch (bias, stride, padding, dilation, groups)', () => {
+  for (const [i, c] of (fx.conv2d as any[]).entries()) {
+    const o = { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups };
+    assertBoth(c, `conv2d case ${i}`, (x, w, b) => F.conv2d(x!, w!, b, o), c.input, c.weight, c.bias);
+  }
+});
+
+test('convTranspose2d equals PyTorch (stride, padding, outputPadding, groups, dilation)', () => {
+  for (const [i, c] of (fx.conv_transpose2d as any[]).entries()) {
+    const o = { stride: c.stride, padding: c.padding, outputPadding: c.output_padding, groups: c.groups, dilation: c.dilation };
+    assertBoth(c, `convTranspose2d case ${i}`, (x, w, b) => F.convTranspose2d(x!, w!, b, o), c.input, c.weight, c.bias);
+  }
+});
+
+test('groupNorm and layerNorm equal PyTorch', () => {
+  const g = fx.group_norm;
+  assertBoth(g, 'groupNorm', (x, w, b) => F.groupNorm(x!, g.groups, w, b), g.input, g.weight, g.bias);
+  const l = fx.layer_norm;
+  assertBoth(l, 'layerNorm', (x, w, b) => F.layerNorm(x!, [3, 8], w, b), l.input, l.weight, l.bias);
+});
+
+test('batchNorm equals PyTorch in training (output and running-stat update) and eval', () => {
+  const c = fx.batch_norm;
+  for (const [dtype, suffix] of [['float32', '32'], ['float64', '64']] as const) {
+    const [x, w, b] = [c.input, c.weight, c.bias].map((t: T) => t.to(dtype));
+    const runningMean = c.running_mean.to(dtype).clone();
+    const runningVar = c.running_var.to(dtype).clone();
+    const y = F.batchNorm(x!, runningMean, runningVar, { weight: w, bias: b, training: true, momentum: 0.2 });
+    assertMatches(y, c[`train${suffix}`], `batchNorm training ${dtype}`);
+    assertMatches(runningMean, c[`running_mean${suffix}`], `running mean ${dtype}`);
+    assertMatches(runningVar, c[`running_var${suffix}`], `running var ${dtype}`);
+    const e = F.batchNorm(x!, c.running_mean.to(dtype), c.running_var.to(dtype), { weight: w, bias: b });
+    assertMatches(e, c[`eval${suffix}`], `batchNorm eval ${dtype}`);
+  }
+});
+
+test('scaledDotProductAttention equals the attention formula (plain, bool mask, float mask + scale, causal)', () => {
+  const a = fx.attention;
+  const sdpa = F.scaledDotProductAttention;
+  assertBoth(a.plain, 'plain', (q, k, v) => sdpa(q!, k!, v!), a.q, a.k, a.v);
+  assertBoth(a.bool, 'bool mask', (q, k, v) => sdpa(q!, k!, v!, { attnMask: a.bool_mask }), a.q, a.k, a.v);
+  assertBoth(a.float, 'float mask', (q, k, v) => sdpa(q!, k!, v!, { attnMask: a.float_mask.to(q!.dtype), scale: 0.2 }), a.q, a.k, a.v);
+  const first5 = (t: T): T => t.narrow(2, 0, 5);
+  assertBoth(a.causal, 'causal', (q, k, v) => sdpa(q!, k!, v!, { isCausal: true }), a.q, first5(a.k), first5(a.v));
+});
+
+test('interpolate equals PyTorch (nearest, bilinear, bicubic, alignCorners, antialias)', () => {
+  const i = fx.interpolate;
+  const cases: [string, T, (x: T) => T][] = [
+    ['bicubic_down', i.input, (x) => F.interpolate(x, { size: [5, 3], mode: 'bicubic' })],
+    ['bicubic_up', i.small, (x) => F.interpolate(x, { scaleFactor: 2, mode: 'bicubic' })],
+    ['bicubic_aa_down', i.input, (x) => F.interpolate(x, { size: [5, 3], mode: 'bicubic', antialias: true })],
+    ['bicubic_align_corners', i.small, (x) => F.interpolate(x, { size: [7, 6], mode: 'bicubic', alignCorners: true })],
+    ['bilinear_down', i.input, (x) => F.interpolate(x, { size: [4, 6], mode: 'bilinear' })],
+    ['bilinear_up_align_corners', i.small, (x) => F.interpolate(x, { scaleFactor: 1.5, mode: 'bilinear', alignCorners: true })],
+    ['bilinear_aa_down', i.input, (x) => F.interpolate(x, { size: [4, 3], mode: 'bilinear', antialias: true })],
+    ['nearest_down', i.input, (x) => F.interpolate(x, { size: [4, 3], mode: 'nearest' })],
+    ['nearest_up', i.small, (x) => F.interpolate(x, { scaleFactor: 2 })],
+  ];
+  for (const [name, input, fn] of cases) assertBoth(i[name], name, (x) => fn(x!), input);
+});
+
+test('gelu (erf and tanh), softmax, logSoftmax and matmul equal PyTorch', () => {
+  assertBoth(fx.gelu_tanh, 'gelu tanh', (x) => F.gelu(x!, 'tanh'), fx.gelu_tanh.input);
+  assertBoth(fx.gelu, 'gelu', (x) => F.gelu(x!), fx.gelu.input);
+  assertBoth(fx.softmax, 'softmax', (x) => F.softmax(x!, -1), fx.softmax.input);
+  assertBoth(fx.log_softmax, 'logSoftmax', (x) => F.logSoftmax(x!, 0), fx.log_softmax.input);
+  assertBoth(fx.matmul, 'matmul', (a, b) => a!.matmul(b!), fx.matmul.a, fx.matmul.b);
+});
+
+test('interpolate and pad reject contradictory arguments with errors that say why', () => {
+  const x = torch.zeros([1, 1, 4, 4]);
+  assert.throws(() => F.interpolate(x, {}), /interpolate: give exactly one of size and scaleFactor/);
+  assert.throws(() => F.interpolate(x, { size: 2, scaleFactor: 2 }), /exactly one of size and scaleFactor/);
+  assert.throws(() => F.interpolate(x, { size: 2, alignCorners: true }), /alignCorners only applies to bilinear and bicubic/);
+  assert.throws(() => F.interpolate(x, { size: 2, antialias: true }), /antialias only applies to bilinear and bicubic/);
+  assert.throws(() => F.pad(torch.zeros([2, 3]), [1, 1], 'reflect'), /pad: mode 'reflect' is implemented for 4-D input/);
+  assert.throws(() => F.dropout(x, 1.5), /dropout: p must be in \[0, 1\], got 1.5/);
+});
+
+test('dropout: p = 0 and eval are the identity; with a fixed seed the mask repeats and survivors scale by 1/(1-p)', () => {
+  const x = torch.ones([1000], { dtype: 'float64' });
+  assert.deepEqual(F.dropout(x, 0).tolist(), x.tolist());
+  assert.deepEqual(F.dropout(x, 0.5, false).tolist(), x.tolist());
+  torch.manualSeed(7);
+  const a = F.dropout(x, 0.25);
+  torch.manualSeed(7);
+  const b = F.dropout(x, 0.25);
+  assert.deepEqual(a.tolist(), b.tolist());
+  const values = new Set(a.tolist() as number[]);
+  assert.deepEqual([...values].sort(), [0, 1 / 0.75]);
+  const kept = a.ne(0).double().mean().item();
+  assert.ok(Math.abs(kept - 0.75) < 0.05, `kept fraction ${kept}`);
+});
+
+test('embedding: the padding row (negative index counts from the end) gets no gradient', () => {
+  const weight = torch.ones([4, 2], { dtype: 'float64', requiresGrad: true });
+  const ids = torch.tensor([[3, 1], [3, 0]]);
+  F.embedding(ids, weight, -1).sum().backward();
+  assert.deepEqual(weight.grad!.tolist(), [[1, 1], [1, 1], [0, 0], [0, 0]]);
+  assert.throws(() => F.embedding(ids, weight, 4), /embedding: paddingIdx 4 is out of range for a weight of 4 rows/);
+  assert.throws(() => F.embedding(ids, weight, -5), /paddingIdx -5 is out of range/);
+});
