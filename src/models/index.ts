@@ -1,0 +1,4 @@
+// Models that load the official weights: `import { SiT, SIT_CONFIGS } from '../models/index.js'`.
+export * from './sit.js';
+export * from './autoencoder-kl.js';
+export * from './dinov2.js';
