@@ -1,7 +1,7 @@
 // The libtorch C++ reference for `npm run bench`: a 1024x1024 @ 1024x1024 float32 matmul called
 // straight from C++ (at::matmul, no binding layer). bench/run.ts compiles this file against the
 // libtorch that native/build.mjs found and drives it over stdin, one line per sample:
-//   in:  "matmul <iterations>"       out: seconds per iteration (mean over the iterations)
+//   in:  "matmul <iterations>"    out: "<wall seconds> <process CPU seconds>" per iteration
 // Usage: matmul <threads>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -37,9 +38,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     auto start = std::chrono::steady_clock::now();
+    timespec cpuStart, cpuEnd;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpuStart);
     for (long i = 0; i < iterations; ++i) at::Tensor c = at::matmul(a, b);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpuEnd);
     std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    std::printf("%.9g\n", elapsed.count() / static_cast<double>(iterations));
+    double cpu = static_cast<double>(cpuEnd.tv_sec - cpuStart.tv_sec) + 1e-9 * static_cast<double>(cpuEnd.tv_nsec - cpuStart.tv_nsec);
+    std::printf("%.9g %.9g\n", elapsed.count() / static_cast<double>(iterations), cpu / static_cast<double>(iterations));
     std::fflush(stdout);
   }
   return 0;

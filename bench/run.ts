@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import type { CppWorker, PytorchWorker } from './workers.js';
+import type { CppWorker, PytorchWorker, Sample } from './workers.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -18,8 +18,12 @@ const { values: flags } = parseArgs({
 // Debian's libtorch does matmul in OpenBLAS, whose thread pool ignores torch.set_num_threads and
 // reads OPENBLAS_NUM_THREADS once, when the library loads: set it before libtorch is imported
 // here and before the reference processes start, so `--threads N` governs every side alike.
-if (flags.threads !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined) {
-  process.env.OPENBLAS_NUM_THREADS = flags.threads;
+const threadsFlag = flags.threads === undefined ? undefined : Number(flags.threads);
+if (threadsFlag !== undefined && !(Number.isInteger(threadsFlag) && threadsFlag > 0)) {
+  throw new Error(`bench --threads: expected a positive integer, got '${flags.threads}'`);
+}
+if (threadsFlag !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined) {
+  process.env.OPENBLAS_NUM_THREADS = String(threadsFlag);
 }
 const torch = await import('../src/torch/index.js');
 const { WORKLOADS } = await import('./workloads.js');
@@ -51,22 +55,22 @@ interface Item {
 
 const MATMUL_FLOPS = 2 * 1024 ** 3;
 const ITEMS: Item[] = [
-  { name: 'add', what: 'a.add(b), 16 float32, new tensor per call', unit: 'µs/call', iterations: 20000, warmup: 2, rounds: 15,
-    sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0, maxValue: 5 }] },
-  { name: 'add_', what: 'a.add_(b), 16 float32, in place', unit: 'µs/call', iterations: 20000, warmup: 2, rounds: 15,
+  { name: 'add', what: 'a.add(b), 16 float32, new tensor per call, scope per 100', unit: 'µs/call', iterations: 20000, warmup: 2,
+    rounds: 41, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0, maxValue: 5 }] },
+  { name: 'add_', what: 'a.add_(b), 16 float32, in place', unit: 'µs/call', iterations: 20000, warmup: 2, rounds: 41,
     sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0, maxValue: 5 }] },
   { name: 'napi.noop', what: 'diagnostic: one trivial N-API call', unit: 'µs/call', iterations: 200000, warmup: 2, rounds: 15,
     sides: ['ts'], targets: [] },
-  { name: 'add.rawCallOp', what: 'diagnostic: add via native.callOp, no Tensor wrapper', unit: 'µs/call', iterations: 20000,
-    warmup: 2, rounds: 15, sides: ['ts'], targets: [] },
-  { name: 'matmul', what: '1024x1024 @ 1024x1024 float32', unit: 'GFLOP/s', iterations: 3, warmup: 2, rounds: 15,
+  { name: 'add.rawCallOp', what: 'diagnostic: add via native.callOp + native.dispose, no Tensor wrapper', unit: 'µs/call',
+    iterations: 20000, warmup: 2, rounds: 41, sides: ['ts'], targets: [] },
+  { name: 'matmul', what: '1024x1024 @ 1024x1024 float32', unit: 'GFLOP/s', iterations: 3, warmup: 2, rounds: 41,
     sides: ['ts', 'pytorch', 'cpp'], flops: MATMUL_FLOPS, targets: [{ vs: 'cpp', maxRatio: 1.05 }] },
   { name: 'conv2d.forward', what: '3x3 conv 128->128, 8x64x64, pad 1, no grad', unit: 'ms/iter', iterations: 2, warmup: 1,
-    rounds: 9, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    rounds: 31, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
   { name: 'conv2d.forward+backward', what: 'same conv, backward to input and weight', unit: 'ms/iter', iterations: 1, warmup: 2,
-    rounds: 9, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'mlp.step', what: 'MLP 784-512-512-10 GELU, batch 256, CE, AdamW', unit: 'ms/iter', iterations: 5, warmup: 2,
-    rounds: 15, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
+    rounds: 21, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'mlp.step', what: 'nn.Linear MLP 784-512-512-10 GELU, batch 256, CE, AdamW step, zeroGrad', unit: 'ms/iter',
+    iterations: 5, warmup: 2, rounds: 61, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
 ];
 
 function selectedItems(): Item[] {
@@ -108,14 +112,14 @@ function display(item: Item, s: Spread): Spread {
 function blasLibraries(): string {
   if (!existsSync('/proc/self/maps')) return 'unknown';
   const paths = new Set(readFileSync('/proc/self/maps', 'utf8').split('\n')
-    .map((line) => line.slice(line.indexOf('/')))
-    .filter((path) => /\/lib[^/]*(blas|mkl)[^/]*\.so/.test(path)));
+    .map((line) => /\/\S*\/lib[^/\s]*(blas|mkl)[^/\s]*\.so\S*/.exec(line)?.[0])
+    .filter((path) => path !== undefined));
   return [...paths].join(', ') || 'none loaded';
 }
 
 async function main(): Promise<void> {
   const items = selectedItems();
-  const threads = flags.threads === undefined ? torch.getNumThreads() : Number(flags.threads);
+  const threads = threadsFlag ?? torch.getNumThreads();
   torch.setNumThreads(threads);
   torch.manualSeed(0);
 
@@ -149,16 +153,19 @@ async function main(): Promise<void> {
   const started = Date.now();
   for (const item of items) {
     const tsRun = WORKLOADS[item.name]!();
-    const samplers: Record<Side, () => Promise<number>> = {
+    const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
+        const cpuStart = process.cpuUsage();
         const start = process.hrtime.bigint();
         tsRun(item.iterations);
-        return Number(process.hrtime.bigint() - start) / 1e9 / item.iterations;
+        const wall = Number(process.hrtime.bigint() - start) / 1e9;
+        const cpu = process.cpuUsage(cpuStart);
+        return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
       },
       pytorch: () => pytorch.sample(item.name, item.iterations),
-      cpp: () => cpp!.sampleMatmul(item.iterations),
+      cpp: () => cpp!.sample(item.name, item.iterations),
     };
-    const samples: Record<Side, number[]> = { ts: [], pytorch: [], cpp: [] };
+    const samples: Record<Side, Sample[]> = { ts: [], pytorch: [], cpp: [] };
     for (let w = 0; w < item.warmup; w++) for (const side of item.sides) await samplers[side]();
     for (let round = 0; round < item.rounds; round++) {
       const order = round % 2 === 0 ? item.sides : [...item.sides].reverse();
@@ -167,39 +174,41 @@ async function main(): Promise<void> {
 
     const shown: Partial<Record<Side, Spread>> = {};
     for (const side of item.sides) {
-      const s = spread(samples[side]);
-      shown[side] = display(item, s);
+      const wall = spread(samples[side].map((s) => s.wall));
+      const cpu = spread(samples[side].map((s) => s.cpu));
+      shown[side] = display(item, wall);
       console.log(JSON.stringify({
-        type: 'result', item: item.name, side, unit: 'seconds/iteration', iterationsPerSample: item.iterations, ...s,
-        shown: { unit: item.unit, ...shown[side] }, samples: samples[side],
+        type: 'result', item: item.name, what: item.what, side, unit: 'seconds/iteration', iterationsPerSample: item.iterations,
+        wall, cpu, shown: { unit: item.unit, ...shown[side] }, samples: samples[side],
       }));
     }
-    const ratios: Partial<Record<Side, Spread>> = {};
+    const ratioCells: Record<string, string> = {};
     let allMet = true;
     for (const vs of item.sides.filter((s) => s !== 'ts')) {
-      ratios[vs] = spread(samples.ts.map((t, r) => t / samples[vs][r]!));
+      // Each round's TS and reference samples ran back to back, so their ratio cancels most drift.
+      const wall = spread(samples.ts.map((t, r) => t.wall / samples[vs][r]!.wall));
+      const cpu = spread(samples.ts.map((t, r) => t.cpu / samples[vs][r]!.cpu));
       const target = item.targets.find((t) => t.vs === vs);
       const met = target === undefined ? null
-        : ratios[vs]!.median <= target.maxRatio && (target.maxValue === undefined || shown.ts!.median < target.maxValue);
-      console.log(JSON.stringify({ type: 'ratio', item: item.name, of: 'ts', to: vs, ...ratios[vs], target: target ?? null, met }));
+        : wall.median <= target.maxRatio && (target.maxValue === undefined || shown.ts!.median < target.maxValue);
+      console.log(JSON.stringify({ type: 'ratio', item: item.name, of: 'ts', to: vs, wall, cpu, target: target ?? null, met }));
       if (met === false) {
         allMet = false;
         missed.push(`${item.name} vs ${SIDE_NAMES[vs]}`);
       }
+      ratioCells[vs] = `${wall.median.toFixed(2)} [${wall.min.toFixed(2)}-${wall.max.toFixed(2)}]`;
+      ratioCells[`${vs}.cpu`] = cpu.median.toFixed(2);
     }
 
     const cell = (side: Side): string => {
       const s = shown[side];
       return s === undefined ? '' : `${fmt(s.median)} [${fmt(s.min)}-${fmt(s.max)}]`;
     };
-    const ratioCell = (vs: Side): string => {
-      const r = ratios[vs];
-      return r === undefined ? '' : `${r.median.toFixed(2)} [${r.min.toFixed(2)}-${r.max.toFixed(2)}]`;
-    };
     const targets = item.targets.map((t) =>
       `${t.maxValue === undefined ? '' : `< ${t.maxValue} ${item.unit}, `}vs ${SIDE_NAMES[t.vs]} <= ${t.maxRatio.toFixed(2)}`);
     const verdict = item.targets.length === 0 ? '' : allMet ? 'met' : 'MISSED';
-    rows.push([item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCell('pytorch'), ratioCell('cpp'), targets.join('; '), verdict]);
+    rows.push([item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCells.pytorch ?? '', ratioCells['pytorch.cpu'] ?? '',
+      ratioCells.cpp ?? '', ratioCells['cpp.cpu'] ?? '', targets.join('; '), verdict]);
   }
   pytorch.close();
   cpp?.close();
@@ -211,9 +220,12 @@ async function main(): Promise<void> {
     `threads ${threads} on every side; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
   console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
     `${((Date.now() - started) / 1000).toFixed(0)} s of measurement`);
-  console.log('values: median [min-max] over rounds; ratio: median [min-max] of TS time / reference time within a round');
+  console.log('values: wall-clock median [min-max] over rounds; ratios: median [min-max] over rounds of TS time / reference time');
+  console.log('in the same round, wall clock (verdict) and process CPU time (cpu: steadier when the machine is shared)');
   console.log();
-  printTable(['item', 'unit', 'TS', 'PyTorch', 'C++', 'TS/PyTorch', 'TS/C++', 'target', 'verdict'], rows);
+  printTable(['item', 'unit', 'TS', 'PyTorch', 'C++', 'TS/PyTorch', 'cpu', 'TS/C++', 'cpu', 'target', 'verdict'], rows);
+  console.log();
+  for (const item of items) console.log(`${item.name}: ${item.what}`);
   if (missed.length > 0) console.log(`\ntargets missed: ${missed.join(', ')}`);
 }
 

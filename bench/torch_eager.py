@@ -2,7 +2,8 @@
 Debian's python3 with torch 1.13 (the libtorch our addon links). bench/run.ts starts this script
 and drives it over stdin, one JSON line per sample, so that samples of both sides interleave:
 
-    in:  {"item": "conv2d.forward", "iterations": 2}     out: {"seconds": <per iteration>}
+    in:  {"item": "conv2d.forward", "iterations": 2}
+    out: {"seconds": <wall time per iteration>, "cpuSeconds": <process CPU time per iteration>}
 
 The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>}.
 Usage: /usr/bin/python3 bench/torch_eager.py --threads N
@@ -123,10 +124,11 @@ def main():
         if item not in runs:
             runs[item] = WORKLOADS[item]()
         iterations = int(request["iterations"])
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         runs[item](iterations)
         seconds = (time.perf_counter() - start) / iterations
-        print(json.dumps({"seconds": seconds}), flush=True)
+        cpu_seconds = (time.process_time() - cpu_start) / iterations
+        print(json.dumps({"seconds": seconds, "cpuSeconds": cpu_seconds}), flush=True)
 
 
 if __name__ == "__main__":

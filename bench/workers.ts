@@ -43,14 +43,17 @@ class LineWorker {
 }
 
 const PytorchReady = z.object({ torch: z.string(), threads: z.number().int(), blas: z.string() });
-const PytorchSample = z.object({ seconds: z.number() });
+const PytorchSample = z.object({ seconds: z.number(), cpuSeconds: z.number() });
+
+/** Wall-clock and process CPU seconds per iteration. */
+export interface Sample { wall: number; cpu: number }
 
 export interface PytorchWorker {
   readonly torch: string;
   readonly threads: number;
   readonly blas: string;
   /** Seconds per iteration of `item`, run `iterations` times in a row. */
-  sample(item: string, iterations: number): Promise<number>;
+  sample(item: string, iterations: number): Promise<Sample>;
   close(): void;
 }
 
@@ -60,8 +63,10 @@ export async function startPytorch(python: string, threads: number): Promise<Pyt
   const ready = PytorchReady.parse(JSON.parse(await worker.readLine()));
   return {
     ...ready,
-    sample: async (item, iterations) =>
-      PytorchSample.parse(JSON.parse(await worker.request(JSON.stringify({ item, iterations })))).seconds,
+    sample: async (item, iterations) => {
+      const { seconds, cpuSeconds } = PytorchSample.parse(JSON.parse(await worker.request(JSON.stringify({ item, iterations }))));
+      return { wall: seconds, cpu: cpuSeconds };
+    },
     close: () => worker.close(),
   };
 }
@@ -79,8 +84,8 @@ const BuildConfig = z.object({
 export interface CppWorker {
   readonly libtorch: string;
   readonly threads: number;
-  /** Seconds per 1024^3 matmul, over `iterations` in a row. */
-  sampleMatmul(iterations: number): Promise<number>;
+  /** Seconds per iteration of `item` (bench/matmul.cc knows 'matmul'), run `iterations` times in a row. */
+  sample(item: string, iterations: number): Promise<Sample>;
   close(): void;
 }
 
@@ -113,7 +118,12 @@ export async function startCpp(compiler: string, threads: number): Promise<CppWo
   return {
     libtorch,
     threads: Number(reportedThreads),
-    sampleMatmul: async (iterations) => Number(await worker.request(`matmul ${iterations}`)),
+    sample: async (item, iterations) => {
+      const answer = await worker.request(`${item} ${iterations}`);
+      const [wall, cpu] = answer.split(' ').map(Number);
+      if (!(wall! > 0 && cpu! >= 0)) throw new Error(`bench: ${binary} answered '${answer}' to '${item} ${iterations}'`);
+      return { wall: wall!, cpu: cpu! };
+    },
     close: () => worker.close(),
   };
 }

@@ -328,13 +328,13 @@ const IMAGENET_STD = [0.229, 0.224, 0.225];
 /**
  * Images (B, 3, H, W) in [-1, 1] to DINOv2's input: mapped to [0, 1], normalized with the
  * ImageNet mean and std, then resized to `size` by bicubic interpolation (in this order, as REPA's
- * preprocess_raw_image; antialiased unless `antialias: false`).
+ * preprocess_raw_image, which does not antialias; `antialias: true` for torchvision-style resizing).
  */
 export function preprocessImages(x: Tensor, size: number | [number, number], options: { antialias?: boolean } = {}): Tensor {
   if (x.ndim !== 4 || x.size(1) !== 3) throw new Error(`preprocessImages: expected images (B, 3, H, W), got [${x.shape}]`);
   const stats = (values: number[]): Tensor => torch.tensor(values, { dtype: x.dtype, device: x.device }).view(1, 3, 1, 1);
   const normalized = x.add(1).div(2).sub(stats(IMAGENET_MEAN)).div(stats(IMAGENET_STD));
-  return F.interpolate(normalized, { size, mode: 'bicubic', antialias: options.antialias ?? true });
+  return F.interpolate(normalized, { size, mode: 'bicubic', antialias: options.antialias ?? false });
 }
 
 // --- Hugging Face naming ------------------------------------------------------------------------

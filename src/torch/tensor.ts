@@ -155,7 +155,7 @@ const A = {
   pow: op('aten::pow.Tensor_Tensor'), powS: op('aten::pow.Tensor_Scalar'), powS_: op('aten::pow_.Scalar'),
   neg: op('aten::neg'), abs: op('aten::abs'), sqrt: op('aten::sqrt'), sqrt_: op('aten::sqrt_'), rsqrt: op('aten::rsqrt'),
   exp: op('aten::exp'), exp_: op('aten::exp_'), log: op('aten::log'), log1p: op('aten::log1p'), expm1: op('aten::expm1'),
-  sin: op('aten::sin'), cos: op('aten::cos'), tanh: op('aten::tanh'), sigmoid: op('aten::sigmoid'), erf: op('aten::erf'),
+  sin: op('aten::sin'), cos: op('aten::cos'), tan: op('aten::tan'), tanh: op('aten::tanh'), sigmoid: op('aten::sigmoid'), erf: op('aten::erf'),
   floor: op('aten::floor'), ceil: op('aten::ceil'), round: op('aten::round'), sign: op('aten::sign'),
   reciprocal: op('aten::reciprocal'), square: op('aten::square'),
   clamp: op('aten::clamp'), clamp_: op('aten::clamp_'), clampT: op('aten::clamp.Tensor'),
@@ -337,6 +337,7 @@ export class Tensor {
   expm1(): Tensor { return A.expm1(this); }
   sin(): Tensor { return A.sin(this); }
   cos(): Tensor { return A.cos(this); }
+  tan(): Tensor { return A.tan(this); }
   tanh(): Tensor { return A.tanh(this); }
   sigmoid(): Tensor { return A.sigmoid(this); }
   erf(): Tensor { return A.erf(this); }
@@ -352,7 +353,8 @@ export class Tensor {
     }
     return A.clamp(this, min, max);
   }
-  clip(min: Scalar | null = null, max: Scalar | null = null): Tensor { return A.clamp(this, min, max); }
+  /** Alias of clamp, as torch.clip. */
+  clip(min: Scalar | Tensor | null = null, max: Scalar | Tensor | null = null): Tensor { return this.clamp(min, max); }
   maximum(other: Tensor): Tensor { return A.maximum(this, other); }
   minimum(other: Tensor): Tensor { return A.minimum(this, other); }
   nanToNum(nan = 0, posinf: number | null = null, neginf: number | null = null): Tensor { return A.nanToNum(this, nan, posinf, neginf); }

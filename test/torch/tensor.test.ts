@@ -19,7 +19,7 @@ test('every Tensor method equals PyTorch on fixed float64 inputs (make_torch.py 
     "div(0.7, 'floor')": () => x.div(0.7, 'floor'), "div(y, 'trunc')": () => x.div(y, 'trunc'), 'remainder(0.7)': () => x.remainder(0.7),
     'remainder(y)': () => x.remainder(y), 'pow(3)': () => x.pow(3), 'p.pow(y)': () => p.pow(y),
     'neg()': () => x.neg(), 'abs()': () => x.abs(), 'p.sqrt()': () => p.sqrt(), 'p.rsqrt()': () => p.rsqrt(), 'exp()': () => x.exp(),
-    'p.log()': () => p.log(), 'p.log1p()': () => p.log1p(), 'expm1()': () => x.expm1(), 'sin()': () => x.sin(), 'cos()': () => x.cos(),
+    'p.log()': () => p.log(), 'p.log1p()': () => p.log1p(), 'expm1()': () => x.expm1(), 'sin()': () => x.sin(), 'cos()': () => x.cos(), 'tan()': () => x.tan(),
     'tanh()': () => x.tanh(), 'sigmoid()': () => x.sigmoid(), 'erf()': () => x.erf(), 'mul(3).floor()': () => x.mul(3).floor(),
     'mul(3).ceil()': () => x.mul(3).ceil(), 'mul(3).round()': () => x.mul(3).round(), 'sign()': () => x.sign(),
     'reciprocal()': () => x.reciprocal(), 'square()': () => x.square(),
