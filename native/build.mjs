@@ -60,7 +60,7 @@ if (hasCuda) linkLibs.push('torch_cuda', 'c10_cuda');
 
 const flags = [
   '-std=c++17', '-O2', '-fPIC', '-Wall', '-Wno-unused-parameter', '-Wno-unknown-pragmas',
-  '-DNAPI_VERSION=8', '-DUSE_C10D_GLOO', '-DUSE_DISTRIBUTED',
+  '-DNAPI_EXPERIMENTAL', '-DUSE_C10D_GLOO', '-DUSE_DISTRIBUTED',
   ...(hasCuda ? ['-DREALS_CUDA', '-DUSE_C10D_NCCL'] : []),
   ...(torch.abi !== undefined ? [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`] : []),
   `-I${nodeInclude()}`,

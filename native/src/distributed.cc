@@ -21,7 +21,7 @@ struct Group {
   c10::intrusive_ptr<c10d::ProcessGroup> group;
 };
 
-static void finalizeGroup(napi_env env, void* data, void* hint) { delete static_cast<Group*>(data); }
+static void finalizeGroup(node_api_basic_env env, void* data, void* hint) { delete static_cast<Group*>(data); }
 
 static Group* unwrapGroup(napi_env env, napi_value value) {
   void* data = nullptr;

@@ -14,7 +14,10 @@
 
 namespace reals {
 
-static void finalizeHandle(napi_env env, void* data, void* hint) {
+// A basic (synchronous) finalizer: with NAPI_EXPERIMENTAL, Node runs it during garbage collection
+// instead of deferring it to the event loop, so tensors dropped in a long synchronous loop are
+// freed as the GC finds them.
+static void finalizeHandle(node_api_basic_env env, void* data, void* hint) {
   auto* handle = static_cast<Handle*>(data);
   if (handle->reportedBytes != 0) {
     int64_t ignored;
