@@ -489,6 +489,16 @@ static napi_value IsAutocastEnabled(napi_env env, napi_callback_info info) {
   });
 }
 
+static napi_value AutocastDtype(napi_env env, napi_callback_info info) {
+  return guarded(env, "autocastDtype", [&] {
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    return makeNumber(env, static_cast<double>(at::autocast::get_autocast_dtype(at::kCUDA)));
+#else
+    return makeNumber(env, static_cast<double>(at::autocast::get_autocast_gpu_dtype()));
+#endif
+  });
+}
+
 static napi_value CudaIsAvailable(napi_env env, napi_callback_info info) {
   return guarded(env, "cuda.isAvailable", [&] { return makeBool(env, torch::cuda::is_available()); });
 }
@@ -569,6 +579,7 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "version", Version);
   exportFunction(env, exports, "setAutocast", SetAutocast);
   exportFunction(env, exports, "isAutocastEnabled", IsAutocastEnabled);
+  exportFunction(env, exports, "autocastDtype", AutocastDtype);
   exportFunction(env, exports, "cudaIsAvailable", CudaIsAvailable);
   exportFunction(env, exports, "cudaDeviceCount", CudaDeviceCount);
   exportFunction(env, exports, "cudaSynchronize", CudaSynchronize);

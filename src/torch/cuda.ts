@@ -23,12 +23,12 @@ export function version(): string { return native.version(); }
  * and convolutions run in `dtype`, reductions and norms stay float32. CPU ops are unaffected.
  */
 export function autocast<T>(fn: () => T, options: { dtype?: DType; enabled?: boolean } = {}): T {
-  const enabled = options.enabled ?? true;
-  const previous = native.isAutocastEnabled();
-  native.setAutocast(enabled, dtypeCode(options.dtype ?? 'bfloat16'));
+  const previousEnabled = native.isAutocastEnabled();
+  const previousDtype = native.autocastDtype();
+  native.setAutocast(options.enabled ?? true, dtypeCode(options.dtype ?? 'bfloat16'));
   try {
     return fn();
   } finally {
-    native.setAutocast(previous, dtypeCode(options.dtype ?? 'bfloat16'));
+    native.setAutocast(previousEnabled, previousDtype);
   }
 }

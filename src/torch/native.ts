@@ -47,6 +47,7 @@ export interface Native {
   getNumThreads(): number;
   setAutocast(enabled: boolean, dtype: number): void;
   isAutocastEnabled(): boolean;
+  autocastDtype(): number;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;
