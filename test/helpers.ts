@@ -52,3 +52,14 @@ export function assertClose(actual: torch.Tensor, expected: torch.Tensor, rtol =
     assert.fail(`${what}: not close (max |diff| ${maxAbs}, rtol ${rtol}, atol ${atol})`);
   }
 }
+
+/**
+ * Asserts that `tensors` hold the numbers PyTorch drew (a fixture's `{sum, abs_sum}`): tests that
+ * redraw large weights from a seed instead of committing them check the draw before the parity.
+ */
+export function assertSameDraw(tensors: torch.Tensor[], reference: { sum: number; abs_sum: number }, what: string): void {
+  const sum = tensors.reduce((s, t) => s + t.double().sum().item(), 0);
+  const absSum = tensors.reduce((s, t) => s + t.double().abs().sum().item(), 0);
+  assert.ok(Math.abs(sum - reference.sum) <= 1e-9 * reference.abs_sum && Math.abs(absSum - reference.abs_sum) <= 1e-9 * reference.abs_sum,
+    `${what}: drew other numbers than PyTorch (sums ${sum}, ${absSum} vs ${reference.sum}, ${reference.abs_sum}): the RNG differs`);
+}

@@ -10,6 +10,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { load } from '../io/index.js';
+import { Attention } from './attention.js';
 
 const F = nn.F;
 
@@ -52,26 +53,6 @@ class PatchEmbed extends nn.Module {
       throw new Error(`PatchEmbed: input ${H}x${W} is not a multiple of the patch size ${this.patchSize}`);
     }
     return this.proj.forward(x).flatten(2).transpose(1, 2);
-  }
-}
-
-/** Multi-head self-attention with a fused qkv projection (MemEffAttention without xFormers). */
-class Attention extends nn.Module {
-  readonly qkv: nn.Linear;
-  readonly proj: nn.Linear;
-
-  constructor(dim: number, readonly numHeads: number) {
-    super();
-    this.qkv = this.addModule('qkv', new nn.Linear(dim, dim * 3));
-    this.proj = this.addModule('proj', new nn.Linear(dim, dim));
-  }
-
-  override forward(x: Tensor): Tensor {
-    const [B, N, C] = x.shape as [number, number, number];
-    const qkv = this.qkv.forward(x).reshape(B, N, 3, this.numHeads, C / this.numHeads);
-    const [q, k, v] = qkv.unbind(2).map((t) => t.transpose(1, 2)) as [Tensor, Tensor, Tensor];
-    const out = F.scaledDotProductAttention(q, k, v);
-    return this.proj.forward(out.transpose(1, 2).reshape(B, N, C));
   }
 }
 

@@ -8,6 +8,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { load } from '../io/index.js';
+import { Attention } from './attention.js';
 
 const { F, init } = nn;
 
@@ -34,27 +35,6 @@ class PatchEmbed extends nn.Module {
       throw new Error(`PatchEmbed: expected input [N, C, ${this.imgSize}, ${this.imgSize}], got [${x.shape}]`);
     }
     return this.proj.forward(x).flatten(2).transpose(1, 2);
-  }
-}
-
-/** Multi-head self-attention with a fused qkv projection (bias on), no dropout. */
-class Attention extends nn.Module {
-  readonly qkv: nn.Linear;
-  readonly proj: nn.Linear;
-
-  constructor(dim: number, readonly numHeads: number) {
-    super();
-    if (dim % numHeads !== 0) throw new Error(`Attention: hidden size ${dim} is not divisible by ${numHeads} heads`);
-    this.qkv = this.addModule('qkv', new nn.Linear(dim, dim * 3));
-    this.proj = this.addModule('proj', new nn.Linear(dim, dim));
-  }
-
-  override forward(x: Tensor): Tensor {
-    const [b, n, c] = x.shape as [number, number, number];
-    const qkv = this.qkv.forward(x).reshape(b, n, 3, this.numHeads, c / this.numHeads).permute(2, 0, 3, 1, 4);
-    const [q, k, v] = qkv.unbind(0) as [Tensor, Tensor, Tensor];
-    const out = F.scaledDotProductAttention(q, k, v);
-    return this.proj.forward(out.transpose(1, 2).reshape(b, n, c));
   }
 }
 
