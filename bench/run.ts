@@ -1,4 +1,4 @@
-// `npm run bench [-- --threads N] [-- --only add,matmul]`: the same work timed in TypeScript (our
+// `npm run bench -- [--threads N] [--only add,matmul]`: the same work timed in TypeScript (our
 // API), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch from C++,
 // in one invocation. Samples of the sides alternate round by round (in alternating order), so the
 // load of a shared machine hits both; we report medians, spread, and the median of the per-round

@@ -2,3 +2,6 @@
 export * from './sit.js';
 export * from './autoencoder-kl.js';
 export * from './dinov2.js';
+export * from './inception.js';
+export * from './lpips.js';
+export * from './discriminator.js';
