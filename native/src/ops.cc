@@ -13,6 +13,8 @@ namespace reals {
 struct OpEntry {
   c10::OperatorHandle handle;
   std::string name;
+  // "aten::op(arg)" per argument, built once so the call path allocates no error-context strings.
+  std::vector<std::string> argLabels;
 };
 
 static std::deque<OpEntry> opTable;
@@ -31,7 +33,9 @@ static napi_value LookupOp(napi_env env, napi_callback_info info) {
       throw JsError{"operator " + name + (overload.empty() ? "" : "." + overload) + " does not exist in libtorch " +
                     TORCH_VERSION};
     }
-    opTable.push_back(OpEntry{*handle, qualifiedName(handle->schema())});
+    OpEntry entry{*handle, qualifiedName(handle->schema()), {}};
+    for (const auto& argument : handle->schema().arguments()) entry.argLabels.push_back(entry.name + "(" + argument.name() + ")");
+    opTable.push_back(std::move(entry));
     return makeNumber(env, static_cast<double>(opTable.size() - 1));
   });
 }
@@ -163,14 +167,17 @@ static c10::IValue toIValue(napi_env env, napi_value value, const c10::TypePtr& 
   }
 }
 
+// `inputs` are the JS arguments (handles among them stay alive for the whole call).
 static napi_value fromIValue(napi_env env, const c10::IValue& value, const c10::Argument& ret,
-                             const std::vector<std::pair<const at::Tensor*, napi_value>>& inputs) {
+                             const napi_value* inputs, size_t inputCount) {
   if (value.isTensor()) {
     const at::Tensor& t = value.toTensor();
     // An in-place or out= op returns its (written) input: hand back the same JS handle.
     if (ret.alias_info() && ret.alias_info()->isWrite()) {
-      for (const auto& [input, js] : inputs) {
-        if (input->is_same(t)) return js;
+      for (size_t i = 0; i < inputCount; ++i) {
+        if (!isHandle(env, inputs[i])) continue;
+        const at::Tensor& input = unwrapHandle(env, inputs[i], "callOp")->tensor;
+        if (input.defined() && input.is_same(t)) return inputs[i];
       }
     }
     return wrapTensor(env, t);
@@ -193,7 +200,7 @@ static napi_value fromIValue(napi_env env, const c10::IValue& value, const c10::
     const auto& elements = value.toTupleRef().elements();
     napi_value arr;
     check(napi_create_array_with_length(env, elements.size(), &arr), "napi_create_array");
-    for (size_t i = 0; i < elements.size(); ++i) check(napi_set_element(env, arr, i, fromIValue(env, elements[i], ret, inputs)), "napi_set_element");
+    for (size_t i = 0; i < elements.size(); ++i) check(napi_set_element(env, arr, i, fromIValue(env, elements[i], ret, inputs, inputCount)), "napi_set_element");
     return arr;
   }
   throw JsError{"callOp: return type " + value.tagKind() + " is not supported"};
@@ -218,7 +225,6 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
     }
     torch::jit::Stack stack;
     stack.reserve(arguments.size());
-    std::vector<std::pair<const at::Tensor*, napi_value>> inputs;
     for (size_t i = 0; i < arguments.size(); ++i) {
       const auto& argument = arguments[i];
       napi_value value = i + 1 < argc ? argv[i + 1] : nullptr;
@@ -227,24 +233,16 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
         stack.push_back(*argument.default_value());
         continue;
       }
-      stack.push_back(toIValue(env, value, argument.type(), op.name + "(" + argument.name() + ")"));
-      if (stack.back().isTensor()) inputs.emplace_back(&stack.back().toTensor(), value);
+      stack.push_back(toIValue(env, value, argument.type(), op.argLabels[i]));
     }
-    // Stack entries move during the call; keep input tensors alive for the alias check.
-    std::vector<at::Tensor> keepAlive;
-    keepAlive.reserve(inputs.size());
-    for (auto& input : inputs) {
-      keepAlive.push_back(*input.first);
-    }
-    for (size_t i = 0; i < inputs.size(); ++i) inputs[i].first = &keepAlive[i];
     op.handle.callBoxed(&stack);
     const auto& returns = schema.returns();
     if (returns.empty()) return makeUndefined(env);
-    if (returns.size() == 1) return fromIValue(env, stack[0], returns[0], inputs);
+    if (returns.size() == 1) return fromIValue(env, stack[0], returns[0], argv + 1, argc - 1);
     napi_value arr;
     check(napi_create_array_with_length(env, returns.size(), &arr), "napi_create_array");
     for (size_t i = 0; i < returns.size(); ++i) {
-      check(napi_set_element(env, arr, i, fromIValue(env, stack[i], returns[i], inputs)), "napi_set_element");
+      check(napi_set_element(env, arr, i, fromIValue(env, stack[i], returns[i], argv + 1, argc - 1)), "napi_set_element");
     }
     return arr;
   } catch (const JsError& e) {
