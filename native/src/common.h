@@ -8,14 +8,6 @@
 
 namespace reals {
 
-// A JS tensor handle is an napi External owning one at::Tensor reference. Disposing a handle drops
-// that reference (the storage is freed when no other tensor or autograd node holds it), exactly
-// like `del t` in Python. The bytes are reported to V8 so the GC feels the memory pressure.
-struct Handle {
-  at::Tensor tensor;
-  int64_t reportedBytes = 0;
-};
-
 struct JsError {
   std::string message;
 };
@@ -24,10 +16,13 @@ inline void check(napi_status status, const char* what) {
   if (status != napi_ok) throw JsError{std::string("reals native: ") + what + " failed"};
 }
 
+// A JS tensor handle is a number naming a slot of the addon's tensor table, with the slot's
+// generation folded in so a handle used after dispose() (its slot since reused) is refused.
+// Each slot owns one at::Tensor reference; disposing drops it, like `del t` in Python.
 napi_value wrapTensor(napi_env env, at::Tensor tensor);
-Handle* unwrapHandle(napi_env env, napi_value value, const char* what);
 const at::Tensor& unwrapTensor(napi_env env, napi_value value, const char* what);
-bool isHandle(napi_env env, napi_value value);
+// The live tensor a JS value names, or nullptr (for values that are not live handles).
+const at::Tensor* tryUnwrapTensor(napi_env env, napi_value value);
 
 int64_t getInt64(napi_env env, napi_value value, const char* what);
 double getDouble(napi_env env, napi_value value, const char* what);

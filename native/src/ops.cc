@@ -40,6 +40,29 @@ static napi_value LookupOp(napi_env env, napi_callback_info info) {
   });
 }
 
+// opReturns(id): the kind of each return, so JS can tell tensor handles from plain numbers:
+// 'Tensor' (also Tensor?), 'Tensor[]', or 'value'.
+static napi_value OpReturns(napi_env env, napi_callback_info info) {
+  return guarded(env, "opReturns", [&] {
+    Args args(env, info);
+    auto id = static_cast<size_t>(getInt64(env, args[0], "opReturns(id)"));
+    if (id >= opTable.size()) throw JsError{"opReturns: unknown operator id"};
+    const auto& returns = opTable[id].handle.schema().returns();
+    napi_value arr;
+    check(napi_create_array_with_length(env, returns.size(), &arr), "napi_create_array");
+    for (size_t i = 0; i < returns.size(); ++i) {
+      c10::TypePtr type = returns[i].type();
+      if (type->kind() == c10::TypeKind::OptionalType) type = type->expectRef<c10::OptionalType>().getElementType();
+      std::string kind = "value";
+      if (type->kind() == c10::TypeKind::TensorType) kind = "Tensor";
+      else if (type->kind() == c10::TypeKind::ListType &&
+               type->expectRef<c10::ListType>().getElementType()->kind() == c10::TypeKind::TensorType) kind = "Tensor[]";
+      check(napi_set_element(env, arr, i, makeString(env, kind)), "napi_set_element");
+    }
+    return arr;
+  });
+}
+
 static napi_value HasOp(napi_env env, napi_callback_info info) {
   return guarded(env, "hasOp", [&] {
     Args args(env, info);
@@ -76,13 +99,16 @@ static napi_value element(napi_env env, napi_value array, uint32_t i) {
   return v;
 }
 
-static c10::IValue toScalar(napi_env env, napi_value value, const std::string& what) {
-  if (typeOf(env, value) == napi_boolean) return c10::IValue(getBool(env, value, what.c_str()));
-  double v = getDouble(env, value, what.c_str());
-  // An integral JS number is passed as an int Scalar, as Python passes `1` (not `1.0`), so integer
-  // tensors keep their dtype; float tensors are unaffected.
+// An integral JS number is passed as an int Scalar, as Python passes `1` (not `1.0`), so integer
+// tensors keep their dtype; float tensors are unaffected.
+static c10::IValue scalarFromNumber(double v) {
   if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9007199254740992.0) return c10::IValue(static_cast<int64_t>(v));
   return c10::IValue(v);
+}
+
+static c10::IValue toScalar(napi_env env, napi_value value, const std::string& what) {
+  if (typeOf(env, value) == napi_boolean) return c10::IValue(getBool(env, value, what.c_str()));
+  return scalarFromNumber(getDouble(env, value, what.c_str()));
 }
 
 static c10::IValue toIValue(napi_env env, napi_value value, const c10::TypePtr& declared, const std::string& what) {
@@ -175,9 +201,8 @@ static napi_value fromIValue(napi_env env, const c10::IValue& value, const c10::
     // An in-place or out= op returns its (written) input: hand back the same JS handle.
     if (ret.alias_info() && ret.alias_info()->isWrite()) {
       for (size_t i = 0; i < inputCount; ++i) {
-        if (!isHandle(env, inputs[i])) continue;
-        const at::Tensor& input = unwrapHandle(env, inputs[i], "callOp")->tensor;
-        if (input.defined() && input.is_same(t)) return inputs[i];
+        const at::Tensor* input = tryUnwrapTensor(env, inputs[i]);
+        if (input != nullptr && input->is_same(t)) return inputs[i];
       }
     }
     return wrapTensor(env, t);
@@ -228,6 +253,23 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
     for (size_t i = 0; i < arguments.size(); ++i) {
       const auto& argument = arguments[i];
       napi_value value = i + 1 < argc ? argv[i + 1] : nullptr;
+      // Fast paths (one N-API call) for the common argument kinds; anything else, including an
+      // explicit `undefined` for a default, takes the general conversion below.
+      if (value != nullptr) {
+        auto kind = argument.type()->kind();
+        if (kind == c10::TypeKind::TensorType) {
+          if (const at::Tensor* tensor = tryUnwrapTensor(env, value)) {
+            stack.emplace_back(*tensor);
+            continue;
+          }
+        } else if (kind == c10::TypeKind::NumberType || kind == c10::TypeKind::FloatType) {
+          double v;
+          if (napi_get_value_double(env, value, &v) == napi_ok) {
+            stack.push_back(kind == c10::TypeKind::FloatType ? c10::IValue(v) : scalarFromNumber(v));
+            continue;
+          }
+        }
+      }
       napi_valuetype jsType = typeOf(env, value);
       if (jsType == napi_undefined && argument.default_value()) {
         stack.push_back(*argument.default_value());
@@ -260,6 +302,7 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
 void initOps(napi_env env, napi_value exports) {
   exportFunction(env, exports, "lookupOp", LookupOp);
   exportFunction(env, exports, "hasOp", HasOp);
+  exportFunction(env, exports, "opReturns", OpReturns);
   exportFunction(env, exports, "opSchema", OpSchema);
   exportFunction(env, exports, "callOp", CallOp);
 }

@@ -14,54 +14,111 @@
 
 namespace reals {
 
-// A basic (synchronous) finalizer: with NAPI_EXPERIMENTAL, Node runs it during garbage collection
-// instead of deferring it to the event loop, so tensors dropped in a long synchronous loop are
-// freed as the GC finds them.
-static void finalizeHandle(node_api_basic_env env, void* data, void* hint) {
-  auto* handle = static_cast<Handle*>(data);
-  if (handle->reportedBytes != 0) {
-    int64_t ignored;
-    napi_adjust_external_memory(env, -handle->reportedBytes, &ignored);
-  }
-  delete handle;
-}
+namespace {
 
-static int64_t tensorBytes(const at::Tensor& t) {
+struct Slot {
+  at::Tensor tensor;
+  uint32_t generation = 0;
+  int64_t bytes = 0;
+};
+
+std::vector<Slot> slots;
+std::vector<uint32_t> freeSlots;
+// Bytes reported to V8 (external memory) are batched: napi_adjust_external_memory per small
+// tensor would cost as much as the operator itself.
+int64_t pendingExternalBytes = 0;
+constexpr int64_t kExternalBatch = 4 << 20;
+
+int64_t tensorBytes(const at::Tensor& t) {
   if (!t.defined() || !t.has_storage()) return 0;
   return static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size());
 }
 
+// Never flushes from a finalizer: adjusting external memory can start a GC, which must not
+// re-enter from inside one (V8 aborts).
+void reportBytes(node_api_basic_env env, int64_t delta, bool mayFlush = true) {
+  pendingExternalBytes += delta;
+  if (mayFlush && (pendingExternalBytes >= kExternalBatch || pendingExternalBytes <= -kExternalBatch)) {
+    int64_t flush = pendingExternalBytes;
+    pendingExternalBytes = 0;
+    int64_t ignored;
+    napi_adjust_external_memory(env, flush, &ignored);
+  }
+}
+
+constexpr uint64_t kSlotBits = 24;  // 2^24 live tensors; generations use the bits above
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
+
+double encode(uint32_t index) {
+  return static_cast<double>((static_cast<uint64_t>(slots[index].generation) << kSlotBits) | index);
+}
+
+// The slot a handle names when it is live, else -1.
+int64_t liveSlot(double id) {
+  if (!(id >= 0 && id < 9007199254740992.0)) return -1;
+  auto bits = static_cast<uint64_t>(id);
+  if (static_cast<double>(bits) != id) return -1;
+  uint64_t index = bits & kSlotMask;
+  if (index >= slots.size() || slots[index].generation != (bits >> kSlotBits) || !slots[index].tensor.defined()) return -1;
+  return static_cast<int64_t>(index);
+}
+
+void release(node_api_basic_env env, double id, bool fromFinalizer = false) {
+  int64_t index = liveSlot(id);
+  if (index < 0) return;
+  Slot& slot = slots[index];
+  reportBytes(env, -slot.bytes, !fromFinalizer);
+  slot.bytes = 0;
+  slot.generation = (slot.generation + 1) & ((1u << 29) - 1);  // handles stay below 2^53
+  freeSlots.push_back(static_cast<uint32_t>(index));
+  at::Tensor dropped = std::move(slot.tensor);  // freed once the table is consistent
+  slot.tensor = at::Tensor();
+}
+
+// A basic (synchronous) finalizer: with NAPI_EXPERIMENTAL, Node runs it during garbage collection
+// instead of deferring it to the event loop, so tensors dropped in a long synchronous loop are
+// freed as the GC finds them. A handle disposed earlier is stale here and ignored.
+void finalizeTensor(node_api_basic_env env, void* data, void* hint) {
+  release(env, static_cast<double>(reinterpret_cast<uintptr_t>(data)), true);
+}
+
+}  // namespace
+
 napi_value wrapTensor(napi_env env, at::Tensor tensor) {
   if (!tensor.defined()) return makeNull(env);
-  auto* handle = new Handle{std::move(tensor), 0};
-  handle->reportedBytes = tensorBytes(handle->tensor);
+  uint32_t index;
+  if (!freeSlots.empty()) {
+    index = freeSlots.back();
+    freeSlots.pop_back();
+  } else {
+    if (slots.size() > kSlotMask) throw JsError{"reals native: more than 2^24 live tensors"};
+    index = static_cast<uint32_t>(slots.size());
+    slots.emplace_back();
+  }
+  Slot& slot = slots[index];
+  slot.bytes = tensorBytes(tensor);
+  slot.tensor = std::move(tensor);
+  reportBytes(env, slot.bytes);
   napi_value result;
-  napi_status status = napi_create_external(env, handle, finalizeHandle, nullptr, &result);
-  if (status != napi_ok) {
-    delete handle;
-    throw JsError{"reals native: napi_create_external failed"};
-  }
-  if (handle->reportedBytes != 0) {
-    int64_t ignored;
-    napi_adjust_external_memory(env, handle->reportedBytes, &ignored);
-  }
+  check(napi_create_double(env, encode(index), &result), "napi_create_double");
   return result;
 }
 
-bool isHandle(napi_env env, napi_value value) { return typeOf(env, value) == napi_external; }
-
-Handle* unwrapHandle(napi_env env, napi_value value, const char* what) {
-  void* data = nullptr;
-  if (value == nullptr || napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) {
-    throw JsError{std::string(what) + ": expected a tensor"};
-  }
-  return static_cast<Handle*>(data);
+const at::Tensor* tryUnwrapTensor(napi_env env, napi_value value) {
+  double id;
+  if (value == nullptr || napi_get_value_double(env, value, &id) != napi_ok) return nullptr;
+  int64_t index = liveSlot(id);
+  return index < 0 ? nullptr : &slots[index].tensor;
 }
 
 const at::Tensor& unwrapTensor(napi_env env, napi_value value, const char* what) {
-  Handle* handle = unwrapHandle(env, value, what);
-  if (!handle->tensor.defined()) throw JsError{std::string(what) + ": tensor used after dispose()"};
-  return handle->tensor;
+  double id;
+  if (value == nullptr || napi_get_value_double(env, value, &id) != napi_ok) {
+    throw JsError{std::string(what) + ": expected a tensor"};
+  }
+  int64_t index = liveSlot(id);
+  if (index < 0) throw JsError{std::string(what) + ": tensor used after dispose()"};
+  return slots[index].tensor;
 }
 
 napi_valuetype typeOf(napi_env env, napi_value value) {
@@ -290,13 +347,33 @@ static napi_value IsContiguous(napi_env env, napi_callback_info info) {
 static napi_value Dispose(napi_env env, napi_callback_info info) {
   return guarded(env, "dispose", [&] {
     Args args(env, info);
-    Handle* handle = unwrapHandle(env, args[0], "dispose");
-    if (handle->reportedBytes != 0) {
-      int64_t ignored;
-      napi_adjust_external_memory(env, -handle->reportedBytes, &ignored);
-      handle->reportedBytes = 0;
+    release(env, getDouble(env, args[0], "dispose"));
+    return makeUndefined(env);
+  });
+}
+
+// disposeMany(handles[]): one call for a whole scope.
+static napi_value DisposeMany(napi_env env, napi_callback_info info) {
+  return guarded(env, "disposeMany", [&] {
+    Args args(env, info);
+    uint32_t n;
+    check(napi_get_array_length(env, args[0], &n), "napi_get_array_length");
+    for (uint32_t i = 0; i < n; ++i) {
+      napi_value element;
+      check(napi_get_element(env, args[0], i, &element), "napi_get_element");
+      release(env, getDouble(env, element, "disposeMany"));
     }
-    handle->tensor = at::Tensor();
+    return makeUndefined(env);
+  });
+}
+
+// attachFinalizer(object, handle): dispose `handle` when `object` (its Tensor) is garbage collected.
+static napi_value AttachFinalizer(napi_env env, napi_callback_info info) {
+  return guarded(env, "attachFinalizer", [&] {
+    Args args(env, info);
+    double id = getDouble(env, args[1], "attachFinalizer");
+    check(napi_add_finalizer(env, args[0], reinterpret_cast<void*>(static_cast<uintptr_t>(id)), finalizeTensor, nullptr, nullptr),
+          "napi_add_finalizer");
     return makeUndefined(env);
   });
 }
@@ -304,8 +381,27 @@ static napi_value Dispose(napi_env env, napi_callback_info info) {
 static napi_value IsDisposed(napi_env env, napi_callback_info info) {
   return guarded(env, "isDisposed", [&] {
     Args args(env, info);
-    return makeBool(env, !unwrapHandle(env, args[0], "isDisposed")->tensor.defined());
+    return makeBool(env, tryUnwrapTensor(env, args[0]) == nullptr);
   });
+}
+
+// setData(handle, source): `t.data = source`; at::Tensor::set_data keeps t's autograd identity.
+static napi_value SetData(napi_env env, napi_callback_info info) {
+  return guarded(env, "setData", [&] {
+    Args args(env, info);
+    int64_t index = liveSlot(getDouble(env, args[0], "data"));
+    if (index < 0) throw JsError{"data: tensor used after dispose()"};
+    slots[index].tensor.set_data(unwrapTensor(env, args[1], "data"));
+    int64_t bytes = tensorBytes(slots[index].tensor);
+    reportBytes(env, bytes - slots[index].bytes);
+    slots[index].bytes = bytes;
+    return makeUndefined(env);
+  });
+}
+
+// liveTensors(): how many handles are live (for leak tests).
+static napi_value LiveTensors(napi_env env, napi_callback_info info) {
+  return guarded(env, "liveTensors", [&] { return makeNumber(env, static_cast<double>(slots.size() - freeSlots.size())); });
 }
 
 static napi_value SameTensor(napi_env env, napi_callback_info info) {
@@ -558,6 +654,10 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "device", Device);
   exportFunction(env, exports, "isContiguous", IsContiguous);
   exportFunction(env, exports, "dispose", Dispose);
+  exportFunction(env, exports, "disposeMany", DisposeMany);
+  exportFunction(env, exports, "attachFinalizer", AttachFinalizer);
+  exportFunction(env, exports, "setData", SetData);
+  exportFunction(env, exports, "liveTensors", LiveTensors);
   exportFunction(env, exports, "isDisposed", IsDisposed);
   exportFunction(env, exports, "sameTensor", SameTensor);
   exportFunction(env, exports, "item", Item);

@@ -1,4 +1,5 @@
-// Diffusion: stochastic-interpolant transport (SiT) and its ODE/SDE samplers.
+// Diffusion: stochastic-interpolant transport (SiT) and its ODE/SDE samplers, DiT's DDPM, classifier-free
+// guidance, and the generateLatents front end.
 export { ICPlan, VPCPlan, GVPCPlan, expandTLikeX } from './path.js';
 export type { Coefficient, DiffusionForm } from './path.js';
 export { Transport, createTransport, meanFlat } from './transport.js';
@@ -9,3 +10,15 @@ export { sdeint } from './sde.js';
 export type { SdeMethod, SdeField, SdeOptions } from './sde.js';
 export { Sampler } from './sampler.js';
 export type { OdeSamplerOptions, SdeSamplerOptions, LastStep, SampleResult, SampleFn } from './sampler.js';
+export {
+  GaussianDiffusion, createDiffusion, getNamedBetaSchedule, spaceTimesteps, spacedDiffusion,
+  normalKl, approxStandardNormalCdf, discretizedGaussianLogLikelihood,
+} from './gaussian-diffusion.js';
+export type {
+  ModelMeanType, ModelVarType, LossType, NoiseSchedule, GaussianDiffusionConfig, CreateDiffusionOptions,
+  PMeanVariance, SampleStep, SampleOptions, DdimOptions, SampleLoopOptions, TrainingLosses,
+} from './gaussian-diffusion.js';
+export { guidedModel, fromRepaTime, isGuided, convertTime } from './guidance.js';
+export type { TimeConvention, ConditionalNetwork, GuidanceInterval, GuidanceOptions } from './guidance.js';
+export { generateLatents } from './generate.js';
+export type { GenerateMethod, GenerateOptions } from './generate.js';

@@ -1,8 +1,7 @@
 // DiT (facebookresearch/DiT models.py) and SiT (willisma/SiT models.py): a transformer over the
 // patches of a latent, conditioned on a timestep and a class label through adaLN-Zero blocks.
-// SiT's models.py is DiT's with three changes, which `SiT extends DiT` makes here: the patch
-// embedding's bias is zeroed at init, forward drops the learned-sigma channels, and
-// forwardWithCfg guides the first 3 channels where DiT's guides the first 4. Children are
+// SiT's models.py is DiT's with two changes, which `SiT extends DiT` makes here: the patch
+// embedding's bias is zeroed at init, and forward drops the learned-sigma channels. Children are
 // registered under upstream's names, so the official checkpoints load as they are.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
@@ -203,8 +202,11 @@ export class DiT extends nn.Module {
   readonly posEmbed: Tensor;
   readonly blocks: nn.ModuleList<SiTBlock>;
   readonly finalLayer: FinalLayer;
-  /** Channels forwardWithCfg guides by default: DiT's `model_out[:, :4]`. */
-  readonly cfgChannels: number | 'all' = 4;
+  /**
+   * Channels forwardWithCfg guides by default: `model_out[:, :3]`, "for exact reproducibility
+   * reasons" (DiT and SiT models.py; an early DiT commit guided 4).
+   */
+  readonly cfgChannels: number | 'all' = 3;
 
   constructor(config: SiTConfig) {
     super();
@@ -335,9 +337,6 @@ export class DiT extends nn.Module {
 
 /** SiT: forward returns the first inChannels channels only (the velocity, score or noise). */
 export class SiT extends DiT {
-  /** SiT's forward_with_cfg guides `model_out[:, :3]`, "for exact reproducibility" (willisma/SiT). */
-  override readonly cfgChannels: number | 'all' = 3;
-
   override initializeWeights(): void {
     super.initializeWeights();
     init.zeros_(this.xEmbedder.proj.bias!);

@@ -217,11 +217,9 @@ export class Module {
           converted.dispose();
           continue;
         }
-        const requiresGrad = t.requiresGrad;
-        // Swap storages: `t` takes the converted tensor, `converted` the old one and is dropped.
-        [t._handle, converted._handle] = [converted._handle, t._handle];
+        // As PyTorch's module._apply: `param.data = converted` keeps the object and requiresGrad.
+        t.data = converted;
         converted.dispose();
-        t.requiresGrad = requiresGrad;
         if (grad !== null) t.grad = convert(grad);
       }
     });

@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
-/** An opaque reference to one at::Tensor owned by the addon. */
-export type Handle = { readonly __handle: unique symbol };
+/** A number naming one at::Tensor in the addon's table (generation-checked, so stale ones are refused). */
+export type Handle = number & { readonly __handle: unique symbol };
 export type GroupHandle = { readonly __group: unique symbol };
 
 export interface Native {
@@ -20,6 +20,11 @@ export interface Native {
   device(h: Handle): string;
   isContiguous(h: Handle): boolean;
   dispose(h: Handle): void;
+  disposeMany(handles: Handle[]): void;
+  /** Disposes `h` when `owner` is garbage collected. */
+  attachFinalizer(owner: object, h: Handle): void;
+  setData(h: Handle, source: Handle): void;
+  liveTensors(): number;
   isDisposed(h: Handle): boolean;
   sameTensor(a: Handle, b: Handle): boolean;
   item(h: Handle): number;
@@ -56,6 +61,7 @@ export interface Native {
   lookupOp(name: string, overload: string): number;
   hasOp(name: string, overload: string): boolean;
   opSchema(id: number): string;
+  opReturns(id: number): ('Tensor' | 'Tensor[]' | 'value')[];
   callOp(id: number, ...args: unknown[]): unknown;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;

@@ -17,9 +17,17 @@ export type Scalar = number | boolean;
 
 const scopeStack: Tensor[][] = [];
 
+/** Tensors outside every scope are disposed when garbage collected; scoped ones when the scope ends. */
 function track(t: Tensor): void {
   const top = scopeStack[scopeStack.length - 1];
   if (top !== undefined) top.push(t);
+  else attachFinalizer(t);
+}
+
+function attachFinalizer(t: Tensor): void {
+  if (t._finalized) return;
+  t._finalized = true;
+  native.attachFinalizer(t, t._handle);
 }
 
 function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
@@ -53,17 +61,25 @@ export function scope<T>(fn: () => T): T {
   const returned = new Set<Tensor>();
   collectTensors(result, returned);
   const parent = scopeStack[scopeStack.length - 1];
+  const dropped: Handle[] = [];
   for (const t of created) {
-    if (returned.has(t)) parent?.push(t);
-    else if (!t._kept) t.dispose();
+    if (returned.has(t)) {
+      if (parent !== undefined) parent.push(t);
+      else attachFinalizer(t);
+    } else if (!t._kept) {
+      dropped.push(t._handle);
+    }
   }
+  native.disposeMany(dropped);
   return result;
 }
 
 /** Exempts tensors from disposal by the scopes they were created in (optimizer state, buffers). */
 export function keep<T extends Tensor | Tensor[]>(value: T): T {
-  if (value instanceof Tensor) value._kept = true;
-  else for (const t of value as Tensor[]) t._kept = true;
+  for (const t of value instanceof Tensor ? [value] : (value as Tensor[])) {
+    t._kept = true;
+    attachFinalizer(t);
+  }
   return value;
 }
 
@@ -97,11 +113,29 @@ function toNative(arg: unknown): unknown {
   return arg;
 }
 
-function fromNative(out: unknown, inputs: readonly unknown[]): unknown {
-  if (out === null || typeof out !== 'object') return out;
-  if (Array.isArray(out)) return out.map((o) => fromNative(o, inputs));
+type ReturnKind = 'Tensor' | 'Tensor[]' | 'value';
+const returnKinds: ReturnKind[][] = [];
+
+function kindsOf(id: number): ReturnKind[] {
+  let kinds = returnKinds[id];
+  if (kinds === undefined) kinds = returnKinds[id] = native.opReturns(id);
+  return kinds;
+}
+
+// Tensor returns come back as handles (numbers); an in-place op returns its input's own handle,
+// which maps back to that input's Tensor object.
+function wrapReturn(out: unknown, kind: ReturnKind, inputs: readonly unknown[]): unknown {
+  if (kind === 'value' || out === null) return out;
+  if (kind === 'Tensor[]') return (out as Handle[]).map((h) => new Tensor(h));
   for (const input of inputs) if (input instanceof Tensor && input._handle === out) return input;
   return new Tensor(out as Handle);
+}
+
+function fromNative(id: number, out: unknown, inputs: readonly unknown[]): unknown {
+  const kinds = kindsOf(id);
+  if (kinds.length === 1) return wrapReturn(out, kinds[0]!, inputs);
+  if (kinds.length === 0) return out;
+  return (out as unknown[]).map((o, i) => wrapReturn(o, kinds[i]!, inputs));
 }
 
 /** Calls an operator by qualified schema name with positional arguments (undefined = default). */
@@ -118,7 +152,7 @@ function callOpId(id: number, args: readonly unknown[]): any {
   } catch (error) {
     throw withTensorArguments(error, args);
   }
-  return fromNative(out, args);
+  return fromNative(id, out, args);
 }
 
 /** libtorch's message (which names the op) plus the dtype and shape of each tensor argument. */
@@ -212,6 +246,8 @@ export class Tensor {
   _handle: Handle;
   /** @internal exempt from scope disposal. */
   _kept = false;
+  /** @internal disposed when garbage collected (outside scopes, kept, or escaped). */
+  _finalized = false;
 
   /** @internal use torch.tensor / fromArray / the factory functions. */
   constructor(handle: Handle) {
@@ -274,6 +310,10 @@ export class Tensor {
     native.backward(this._handle, gradient?._handle ?? null, options.retainGraph, options.createGraph ?? false);
   }
   detach(): Tensor { return A.detach(this); }
+  /** The same storage outside autograd, as PyTorch's `t.data`. */
+  get data(): Tensor { return A.detach(this); }
+  /** `t.data = other`: this tensor (same object, same autograd identity) takes other's storage, dtype and device. */
+  set data(value: Tensor) { native.setData(this._handle, value._handle); }
   detach_(): this { return A.detach_(this); }
 
   // --- export -----------------------------------------------------------------------------

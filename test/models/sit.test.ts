@@ -65,8 +65,8 @@ test('forwardWithCfg equals the reference: SiT guides 3 channels by default, DiT
     assertMatches(sit.forwardWithCfg(x, t, y, scale), d('sit_cfg'), 'SiT cfg (3 channels)');
     assertMatches(sit.forwardWithCfg(x, t, y, scale, { channels: 3 }), d('sit_cfg'), 'SiT cfg (channels: 3)');
     assertMatches(sit.forwardWithCfg(x, t, y, scale, { channels: 'all' }), d('sit_cfg_all'), 'SiT cfg (all channels)');
-    assertMatches(dit.forwardWithCfg(x, tDit, y, scale), d('dit_cfg'), 'DiT cfg (4 channels)');
-    assertMatches(dit.forwardWithCfg(x, tDit, y, scale, { channels: 'all' }), d('dit_cfg'), 'DiT cfg (all = inChannels)');
+    assertMatches(dit.forwardWithCfg(x, tDit, y, scale), d('dit_cfg'), 'DiT cfg (3 channels)');
+    assertMatches(dit.forwardWithCfg(x, tDit, y, scale, { channels: 'all' }), d('dit_cfg_all'), 'DiT cfg (all = inChannels)');
     assertMatches(parityModel(SiT, false).forwardWithCfg(x, t, y, scale), d('sit_nosigma_cfg'), 'SiT cfg, learnSigma false');
   });
   // The two guidance modes differ on channel 3 only, so the checks above tell them apart.

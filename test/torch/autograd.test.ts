@@ -284,7 +284,7 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'Tensor.constructor', 'Tensor.shape', 'Tensor.size', 'Tensor.ndim', 'Tensor.dim', 'Tensor.numel', 'Tensor.stride',
     'Tensor.dtype', 'Tensor.device', 'Tensor.isCuda', 'Tensor.isContiguous', 'Tensor.isFloatingPoint', 'Tensor.isDisposed',
     'Tensor.toString', 'Tensor.dispose', 'Tensor.requiresGrad', 'Tensor.requiresGrad_', 'Tensor.isLeaf', 'Tensor.gradFn',
-    'Tensor.grad', 'Tensor.backward', 'Tensor.detach', 'Tensor.detach_', 'Tensor.basicIndex',
+    'Tensor.grad', 'Tensor.backward', 'Tensor.detach', 'Tensor.detach_', 'Tensor.basicIndex', 'Tensor.data',
   ],
   'export to JS values': ['Tensor.toArray', 'Tensor.tolist', 'Tensor.item'],
   'integer or bool results': [
