@@ -6,18 +6,9 @@ import {
   generateLatents, guidedModel, createDiffusion, createTransport, Sampler,
   type ConditionalNetwork, type GenerateMethod, type GenerateOptions,
 } from '../../src/diffusion/index.js';
-import { DiT, SiT, type SiTConfig } from '../../src/models/index.js';
+import { DiT, SiT } from '../../src/models/index.js';
 import { assertClose } from '../helpers.js';
-
-const TINY: SiTConfig = { depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 };
-
-function tiny<M extends SiT | DiT>(Model: new (config: SiTConfig) => M): M {
-  torch.manualSeed(0);
-  const model = new Model(TINY);
-  model.eval();
-  torch.noGrad(() => { for (const p of model.parameters()) p.add_(torch.randnLike(p).mul(0.3)); });
-  return model;
-}
+import { tiny } from './tiny-sit.js';
 
 const sit = tiny(SiT);
 const dit = tiny(DiT);

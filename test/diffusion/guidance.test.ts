@@ -6,23 +6,13 @@ import {
   Sampler, createTransport, guidedModel, fromRepaTime, isGuided, convertTime,
   type ConditionalNetwork, type GuidanceInterval,
 } from '../../src/diffusion/index.js';
-import { DiT, SiT, type SiTConfig } from '../../src/models/index.js';
+import { DiT, SiT } from '../../src/models/index.js';
 import { loadFixture, assertClose } from '../helpers.js';
+import { tiny } from './tiny-sit.js';
 
 // Written by test/fixtures/make_guidance.py from REPA's samplers.py.
 const fixture = loadFixture('diffusion_guidance.json');
 const F = torch.nnFunctional;
-
-const TINY: SiTConfig = { depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 };
-
-/** A tiny SiT or DiT in eval mode with random weights everywhere (adaLN-Zero would make its output 0). */
-function tiny<M extends SiT | DiT>(Model: new (config: SiTConfig) => M): M {
-  torch.manualSeed(0);
-  const model = new Model(TINY);
-  model.eval();
-  torch.noGrad(() => { for (const p of model.parameters()) p.add_(torch.randnLike(p).mul(0.3)); });
-  return model;
-}
 
 /** Records the batch size of every forward call. */
 function counting(network: ConditionalNetwork): ConditionalNetwork & { batches: number[] } {
