@@ -1,6 +1,6 @@
 // `npm run bench -- [--threads N] [--only add,matmul]`: the same work timed in TypeScript (our
-// API), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch from C++,
-// in one invocation. Samples of the sides alternate round by round (in alternating order), so the
+// API and models), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch
+// from C++, in one invocation. Samples of the sides alternate round by round (in alternating order), so the
 // load of a shared machine hits both; we report medians, spread, and the median of the per-round
 // ratios TS time / reference time (<= 1.0: as fast or faster). See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
@@ -43,13 +43,17 @@ interface Target {
 interface Item {
   name: string;
   what: string;
-  unit: 'µs/call' | 'ms/iter' | 'GFLOP/s';
+  /** Rates (GFLOP/s, images/s, latents/s) are shown from the seconds per iteration. */
+  unit: 'µs/call' | 'ms/iter' | 'GFLOP/s' | 'images/s' | 'latents/s';
   /** Iterations timed together as one sample; samples are what the statistics are over. */
   iterations: number;
   warmup: number;
   rounds: number;
   sides: Side[];
+  /** GFLOP/s: the flop of one iteration. */
   flops?: number;
+  /** images/s, latents/s: the images or latents of one iteration, the batch size of the model workloads. */
+  batch?: number;
   targets: Target[];
 }
 
@@ -71,7 +75,27 @@ const ITEMS: Item[] = [
     rounds: 21, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
   { name: 'mlp.step', what: 'nn.Linear MLP 784-512-512-10 GELU, batch 256, CE, AdamW step, zeroGrad', unit: 'ms/iter',
     iterations: 5, warmup: 2, rounds: 61, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
+  // Issue 3: model forwards, eval mode, no grad, float32.
+  { name: 'vae.encode', what: 'SD-VAE (AutoencoderKL sd-vae) encode, 256x256 -> 4x32x32 posterior mode', unit: 'images/s', batch: 1,
+    iterations: 1, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'vae.decode', what: 'SD-VAE decode, 4x32x32 -> 256x256', unit: 'images/s', batch: 1,
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'dinov2.forward', what: 'DINOv2-B/14 (dinov2_vitb14) forward_features, 224x224 (pos_embed interpolated from 37x37)', unit: 'images/s',
+    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'sit.forward', what: 'SiT-B/2 forward, 4x32x32 latents, class labels', unit: 'images/s', batch: 8,
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  // Issue 4: sampling (the PyTorch side is SiT's torchdiffeq Euler loop, written out in bench/torch_eager.py).
+  { name: 'sit.sample', what: 'SiT-S/2, 4x32x32, ODE Euler 50 steps (50 forwards), no CFG', unit: 'latents/s', batch: 8,
+    iterations: 1, warmup: 0, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1] (50 forwards of the doubled batch)', unit: 'latents/s', batch: 8,
+    iterations: 1, warmup: 0, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  // Issue 7: the evaluator's network (ADM's evaluator runs batches of 64).
+  { name: 'inception.forward', what: 'FID Inception v3, uint8 256x256 -> TF1 bilinear 299 -> pool_3, spatial, logits', unit: 'images/s',
+    batch: 8, iterations: 1, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
 ];
+
+/** The ADM evaluation that inception.forward's rate is projected to: 50K samples, reference statistics cached. */
+const FID_SAMPLES = 50_000;
 
 function selectedItems(): Item[] {
   if (flags.only === undefined) return ITEMS;
@@ -97,10 +121,11 @@ function spread(values: readonly number[]): Spread {
   return { median: quantile(sorted, 0.5), min: sorted[0]!, max: sorted[sorted.length - 1]! };
 }
 
-/** Seconds per iteration shown in the item's unit (GFLOP/s inverts, so its min and max swap). */
+/** Seconds per iteration shown in the item's unit (rates invert, so their min and max swap). */
 function display(item: Item, s: Spread): Spread {
-  if (item.unit === 'GFLOP/s') {
-    const rate = (t: number): number => item.flops! / t / 1e9;
+  const work = item.unit === 'GFLOP/s' ? item.flops! / 1e9 : item.unit === 'images/s' || item.unit === 'latents/s' ? item.batch! : undefined;
+  if (work !== undefined) {
+    const rate = (t: number): number => work / t;
     return { median: rate(s.median), min: rate(s.max), max: rate(s.min) };
   }
   const scale = item.unit === 'µs/call' ? 1e6 : 1e3;
@@ -150,9 +175,10 @@ async function main(): Promise<void> {
 
   const rows: string[][] = [];
   const missed: string[] = [];
+  const projections: string[] = [];
   const started = Date.now();
   for (const item of items) {
-    const tsRun = WORKLOADS[item.name]!();
+    const tsRun = WORKLOADS[item.name]!(item.batch ?? 0);
     const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
         const cpuStart = process.cpuUsage();
@@ -162,7 +188,7 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage(cpuStart);
         return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
       },
-      pytorch: () => pytorch.sample(item.name, item.iterations),
+      pytorch: () => pytorch.sample(item.name, item.iterations, item.batch),
       cpp: () => cpp!.sample(item.name, item.iterations),
     };
     const samples: Record<Side, Sample[]> = { ts: [], pytorch: [], cpp: [] };
@@ -207,6 +233,14 @@ async function main(): Promise<void> {
     const targets = item.targets.map((t) =>
       `${t.maxValue === undefined ? '' : `< ${t.maxValue} ${item.unit}, `}vs ${SIDE_NAMES[t.vs]} <= ${t.maxRatio.toFixed(2)}`);
     const verdict = item.targets.length === 0 ? '' : allMet ? 'met' : 'MISSED';
+    if (item.name === 'inception.forward') {
+      const hours = (side: Side): string => `${(FID_SAMPLES / shown[side]!.median / 3600).toFixed(2)} h`;
+      projections.push(`inception.forward: ${FID_SAMPLES / 1000}K-sample FID/sFID/IS/precision/recall features (reference batch ` +
+        `statistics cached) at the measured median rate, batch ${item.batch} (ADM's evaluator uses 64): ` +
+        `TS ${hours('ts')}, PyTorch ${hours('pytorch')}, on ${threads} thread(s)`);
+      console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
+        seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
+    }
     rows.push([item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCells.pytorch ?? '', ratioCells['pytorch.cpu'] ?? '',
       ratioCells.cpp ?? '', ratioCells['cpp.cpu'] ?? '', targets.join('; '), verdict]);
   }
@@ -225,7 +259,8 @@ async function main(): Promise<void> {
   console.log();
   printTable(['item', 'unit', 'TS', 'PyTorch', 'C++', 'TS/PyTorch', 'cpu', 'TS/C++', 'cpu', 'target', 'verdict'], rows);
   console.log();
-  for (const item of items) console.log(`${item.name}: ${item.what}`);
+  for (const item of items) console.log(`${item.name}: ${item.what}${item.batch === undefined ? '' : `, batch ${item.batch}`}`);
+  if (projections.length > 0) console.log(`\n${projections.join('\n')}`);
   if (missed.length > 0) console.log(`\ntargets missed: ${missed.join(', ')}`);
 }
 

@@ -2,20 +2,31 @@
 Debian's python3 with torch 1.13 (the libtorch our addon links). bench/run.ts starts this script
 and drives it over stdin, one JSON line per sample, so that samples of both sides interleave:
 
-    in:  {"item": "conv2d.forward", "iterations": 2}
+    in:  {"item": "conv2d.forward", "iterations": 2, "batch": null}
     out: {"seconds": <wall time per iteration>, "cpuSeconds": <process CPU time per iteration>}
+
+The model items run the reference networks that the parity fixtures were made with
+(test/fixtures/make_*.py, checked against upstream), with their constructors' random weights,
+in eval mode under no_grad, at the batch size of the request.
 
 The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>}.
 Usage: /usr/bin/python3 bench/torch_eager.py --threads N
 """
 import argparse
 import json
+import os
 import re
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures"))
+import make_autoencoder_kl  # noqa: E402
+import make_dinov2  # noqa: E402
+import make_inception  # noqa: E402
+import make_sit  # noqa: E402
 
 
 def add_new():
@@ -96,6 +107,89 @@ def mlp_step():
     return run
 
 
+def inference(forward):
+    def run(iterations):
+        with torch.no_grad():
+            for _ in range(iterations):
+                forward()
+
+    return run
+
+
+def sd_vae():
+    # diffusers' config of stabilityai/sd-vae-ft-mse (AUTOENCODER_KL_CONFIGS['sd-vae'] in src/models/autoencoder-kl.ts).
+    config = {**make_autoencoder_kl.config([128, 256, 512, 512], 32), "layers_per_block": 2}
+    return make_autoencoder_kl.AutoencoderKL(config).eval()
+
+
+def vae_encode(batch):
+    vae = sd_vae()
+    x = torch.rand(batch, 3, 256, 256) * 2 - 1
+    return inference(lambda: vae.encode(x).mode())
+
+
+def vae_decode(batch):
+    vae = sd_vae()
+    z = torch.randn(batch, 4, 32, 32)
+    return inference(lambda: vae.decode(z))
+
+
+def dinov2_forward(batch):
+    # dinov2/hub/backbones.py dinov2_vitb14.
+    model = make_dinov2.DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=768, depth=12, num_heads=12,
+                                              init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    return inference(lambda: model.forward_features(x))
+
+
+def sit(depth, hidden_size, num_heads):
+    return make_sit.Model(True, input_size=32, patch_size=2, in_channels=4, hidden_size=hidden_size, depth=depth,
+                          num_heads=num_heads).eval()
+
+
+def sit_forward(batch):
+    model = sit(depth=12, hidden_size=768, num_heads=12)  # SiT-B/2
+    x = torch.randn(batch, 4, 32, 32)
+    t = torch.rand(batch)
+    y = torch.randint(0, 1000, (batch,))
+    return inference(lambda: model(x, t, y))
+
+
+def sit_sample(cfg_scale):
+    """SiT's sample.py with --sampling-method euler --num-sampling-steps 51 (50 steps): torchdiffeq's
+    fixed-grid Euler over th.linspace(0, 1, 51) of the Linear path's velocity; with guidance the batch
+    is doubled with the null class and the model is forward_with_cfg."""
+
+    def workload(batch):
+        model = sit(depth=12, hidden_size=384, num_heads=6)  # SiT-S/2
+        labels = torch.tensor([(i * 97) % 1000 for i in range(batch)])
+        grid = torch.linspace(0, 1, 51)
+
+        def sample():
+            torch.manual_seed(0)
+            z = torch.randn(batch, 4, 32, 32)
+            if cfg_scale > 1:
+                z = torch.cat([z, z], 0)
+                y = torch.cat([labels, torch.full_like(labels, 1000)])
+                model_fn = lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale)  # noqa: E731
+            else:
+                y = labels
+                model_fn = model.forward
+            for t0, t1 in zip(grid[:-1], grid[1:]):
+                z = z + (t1 - t0) * model_fn(z, torch.ones(z.shape[0]) * t0, y)
+            return z[:batch]
+
+        return inference(sample)
+
+    return workload
+
+
+def inception_forward(batch):
+    model = make_inception.FIDInceptionV3().eval()
+    images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8)
+    return inference(lambda: model(images))
+
+
 WORKLOADS = {
     "add": add_new,
     "add_": add_inplace,
@@ -103,6 +197,13 @@ WORKLOADS = {
     "conv2d.forward": conv2d_forward,
     "conv2d.forward+backward": conv2d_forward_backward,
     "mlp.step": mlp_step,
+    "vae.encode": vae_encode,
+    "vae.decode": vae_decode,
+    "dinov2.forward": dinov2_forward,
+    "sit.forward": sit_forward,
+    "sit.sample": sit_sample(1),
+    "sit.sample.cfg": sit_sample(4),
+    "inception.forward": inception_forward,
 }
 
 
@@ -122,7 +223,8 @@ def main():
         if item not in WORKLOADS:
             sys.exit(f"torch_eager.py: unknown item {item!r} (known: {', '.join(WORKLOADS)})")
         if item not in runs:
-            runs[item] = WORKLOADS[item]()
+            batch = request.get("batch")
+            runs[item] = WORKLOADS[item]() if batch is None else WORKLOADS[item](batch)
         iterations = int(request["iterations"])
         start, cpu_start = time.perf_counter(), time.process_time()
         runs[item](iterations)

@@ -52,8 +52,8 @@ export interface PytorchWorker {
   readonly torch: string;
   readonly threads: number;
   readonly blas: string;
-  /** Seconds per iteration of `item`, run `iterations` times in a row. */
-  sample(item: string, iterations: number): Promise<Sample>;
+  /** Seconds per iteration of `item` (set up at `batch` size, for the model items), run `iterations` times in a row. */
+  sample(item: string, iterations: number, batch?: number): Promise<Sample>;
   close(): void;
 }
 
@@ -63,8 +63,9 @@ export async function startPytorch(python: string, threads: number): Promise<Pyt
   const ready = PytorchReady.parse(JSON.parse(await worker.readLine()));
   return {
     ...ready,
-    sample: async (item, iterations) => {
-      const { seconds, cpuSeconds } = PytorchSample.parse(JSON.parse(await worker.request(JSON.stringify({ item, iterations }))));
+    sample: async (item, iterations, batch) => {
+      const request = JSON.stringify({ item, iterations, batch: batch ?? null });
+      const { seconds, cpuSeconds } = PytorchSample.parse(JSON.parse(await worker.request(request)));
       return { wall: seconds, cpu: cpuSeconds };
     },
     close: () => worker.close(),

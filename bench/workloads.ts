@@ -1,11 +1,15 @@
 // The TypeScript side of `npm run bench`: each workload mirrors the function of the same name in
 // bench/torch_eager.py line for line (same shapes, same ops, same freeing of results), so the two
 // timings differ only by the binding layer. A workload is set up once and then run for a number
-// of iterations; run.ts times it.
+// of iterations; run.ts times it. The model workloads run our models (src/models) against the
+// reference networks of the parity fixtures (test/fixtures/make_*.py), with the constructors'
+// own random weights: the timing depends on the shapes, not the values.
 import * as torch from '../src/torch/index.js';
 import { conv2d, crossEntropy } from '../src/torch/functional.js';
 import * as nn from '../src/nn/index.js';
 import { AdamW } from '../src/optim/index.js';
+import { AutoencoderKL, AUTOENCODER_KL_CONFIGS, DinoVisionTransformer, DINOV2_CONFIGS, FIDInceptionV3, SiT, SIT_CONFIGS } from '../src/models/index.js';
+import { generateLatents } from '../src/diffusion/index.js';
 import type { Handle } from '../src/torch/native.js';
 
 export type Run = (iterations: number) => void;
@@ -102,7 +106,64 @@ function mlpStep(): Run {
   };
 }
 
-export const WORKLOADS: Record<string, () => Run> = {
+/** Runs `forward` once per iteration without autograd, freeing everything it creates. */
+function inference(forward: () => unknown): Run {
+  return (iterations) => torch.noGrad(() => {
+    for (let i = 0; i < iterations; i++) torch.scope(() => { forward(); });
+  });
+}
+
+function sdVae(): AutoencoderKL {
+  return new AutoencoderKL(AUTOENCODER_KL_CONFIGS['sd-vae']).eval();
+}
+
+function vaeEncode(batch: number): Run {
+  const vae = sdVae();
+  const x = torch.rand([batch, 3, 256, 256]).mul(2).sub(1);
+  return inference(() => vae.encode(x).mode());
+}
+
+function vaeDecode(batch: number): Run {
+  const vae = sdVae();
+  const z = torch.randn([batch, 4, 32, 32]);
+  return inference(() => vae.decode(z));
+}
+
+function dinov2Forward(batch: number): Run {
+  const model = new DinoVisionTransformer(DINOV2_CONFIGS['dinov2_vitb14']!).eval();
+  const x = torch.randn([batch, 3, 224, 224]);
+  return inference(() => model.forwardFeatures(x));
+}
+
+function sitForward(batch: number): Run {
+  const model = new SiT(SIT_CONFIGS['SiT-B/2']).eval();
+  const x = torch.randn([batch, 4, 32, 32]);
+  const t = torch.rand([batch]);
+  const y = torch.randint(0, 1000, [batch]);
+  return inference(() => model.forward(x, t, y));
+}
+
+// SiT's sample.py ODE sampler with --sampling-method euler: the time grid has steps + 1 points,
+// so 50 steps are 50 model evaluations (of the doubled batch under guidance, as forward_with_cfg).
+function sitSample(cfgScale: number): (batch: number) => Run {
+  return (batch) => {
+    const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval();
+    const labels = Array.from({ length: batch }, (_, i) => (i * 97) % 1000);
+    return inference(() => generateLatents({
+      model, labels, shape: [4, 32, 32], seed: 0, method: 'ode', steps: 51, ode: { samplingMethod: 'euler' },
+      cfgScale, guidanceLow: 0, guidanceHigh: 1,
+    }));
+  };
+}
+
+function inceptionForward(batch: number): Run {
+  const model = new FIDInceptionV3().eval();
+  const images = torch.randint(0, 256, [batch, 3, 256, 256], { dtype: 'uint8' });
+  return inference(() => model.forward(images));
+}
+
+/** Workloads by item name; the model items take their batch size from run.ts's ITEMS. */
+export const WORKLOADS: Record<string, (batch: number) => Run> = {
   'add': addNew,
   'add_': addInplace,
   'napi.noop': napiNoop,
@@ -111,4 +172,11 @@ export const WORKLOADS: Record<string, () => Run> = {
   'conv2d.forward': conv2dForward,
   'conv2d.forward+backward': conv2dForwardBackward,
   'mlp.step': mlpStep,
+  'vae.encode': vaeEncode,
+  'vae.decode': vaeDecode,
+  'dinov2.forward': dinov2Forward,
+  'sit.forward': sitForward,
+  'sit.sample': sitSample(1),
+  'sit.sample.cfg': sitSample(4),
+  'inception.forward': inceptionForward,
 };

@@ -3,7 +3,7 @@
 import * as torch from '../../src/torch/index.js';
 import type { DiT, SiT, SiTConfig } from '../../src/models/index.js';
 
-export const TINY: SiTConfig = { depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 };
+const TINY: SiTConfig = { depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 };
 
 export function tiny<M extends SiT | DiT>(Model: new (config: SiTConfig) => M): M {
   torch.manualSeed(0);
