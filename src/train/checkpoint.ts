@@ -1,0 +1,190 @@
+// Training checkpoints: one safetensors file holding every tensor under its group's prefix
+// (`model.*`, `ema.*`, `opt.*`, ...) and the run's state (args, step, epoch, RNG, optimizer
+// groups) as JSON strings in the header metadata. saveSafetensors writes to a temporary name and
+// renames, so a crash leaves the previous checkpoint and never a partial one under a real name.
+import { mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import * as torch from '../torch/index.js';
+import { SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
+import { writeFileAtomic } from '../io/file.js';
+import { flattenStateDict, unflattenStateDict, type Optimizer } from '../optim/optimizer.js';
+
+type Tensor = torch.Tensor;
+export type TensorGroup = Record<string, Tensor> | Map<string, Tensor>;
+
+const metadataSchema = z.looseObject({
+  step: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative(),
+  args: z.record(z.string(), z.unknown()),
+  /** torch.getRngState() (the CPU generator) as base64. */
+  rng: z.string().optional(),
+  /** The optimizer's param_groups and non-tensor state (see optimizerToCheckpoint). */
+  optimizer: z.unknown().optional(),
+});
+export type CheckpointMetadata = z.infer<typeof metadataSchema>;
+
+export interface CheckpointContents {
+  /** Tensors by group; `{model: m.stateDict()}` is saved as `model.<key>`. */
+  tensors: Record<string, TensorGroup>;
+  metadata: CheckpointMetadata;
+}
+
+export interface Checkpoint {
+  path: string;
+  /** Tensors by group, keys without the group prefix. */
+  groups: Record<string, Record<string, Tensor>>;
+  metadata: CheckpointMetadata;
+}
+
+export function saveCheckpoint(path: string, contents: CheckpointContents): void {
+  const tensors: Record<string, Tensor> = {};
+  for (const [group, entries] of Object.entries(contents.tensors)) {
+    if (group === '' || group.includes('.')) throw new Error(`saveCheckpoint(${path}): group name "${group}" must be non-empty and without '.'`);
+    for (const [key, tensor] of entries instanceof Map ? entries : Object.entries(entries)) tensors[`${group}.${key}`] = tensor;
+  }
+  const metadata: Record<string, string> = {};
+  for (const [key, value] of Object.entries(contents.metadata)) {
+    if (value !== undefined) metadata[key] = JSON.stringify(value);
+  }
+  saveSafetensors(path, tensors, metadata);
+}
+
+/** Reads a checkpoint; a truncated file, a bad tensor name or bad metadata is an error naming the file and field. */
+export function loadCheckpoint(path: string, options: SafetensorsReadOptions = {}): Checkpoint {
+  const fail = (message: string): never => { throw new Error(`loadCheckpoint(${path}): ${message}`); };
+  const file = SafetensorsFile.open(path);
+  file.close();
+  const values: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(file.metadata)) {
+    try {
+      values[key] = JSON.parse(value);
+    } catch {
+      fail(`metadata "${key}" is not JSON: ${value.slice(0, 80)}`);
+    }
+  }
+  const parsed = metadataSchema.safeParse(values);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    fail(`metadata "${issue.path.join('.')}": ${issue.message}`);
+  }
+  const groups: Record<string, Record<string, Tensor>> = {};
+  for (const [name, tensor] of Object.entries(loadSafetensors(path, options))) {
+    const dot = name.indexOf('.');
+    if (dot <= 0) fail(`tensor "${name}" has no group prefix (model., ema., opt., ...)`);
+    (groups[name.slice(0, dot)] ??= {})[name.slice(dot + 1)] = tensor;
+  }
+  return { path, groups, metadata: parsed.data! };
+}
+
+// --- run state helpers ------------------------------------------------------------------------
+
+/** The CPU generator's state as base64, for `metadata.rng`. */
+export function rngStateBase64(): string {
+  const state = torch.getRngState();
+  const bytes = state.toArray() as Uint8Array;
+  state.dispose();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}
+
+/** Restores the CPU generator from rngStateBase64(): later random draws equal those after the save. */
+export function setRngStateBase64(state: string): void {
+  const bytes = Buffer.from(state, 'base64');
+  const t = torch.fromArray(new Uint8Array(bytes), [bytes.length], 'uint8');
+  torch.setRngState(t);
+  t.dispose();
+}
+
+/** `{tensors, metadata}` to save as `tensors.opt` and `metadata.optimizer` (or other names, for a second optimizer). */
+export function optimizerToCheckpoint(optimizer: Optimizer<any, any>): { tensors: Record<string, Tensor>; metadata: unknown } {
+  return flattenStateDict(optimizer.stateDict(), '');
+}
+
+/** Loads the optimizer state that optimizerToCheckpoint saved as tensor group `group` and metadata `key`. */
+export function loadOptimizer(optimizer: Optimizer<any, any>, checkpoint: Checkpoint, names: { group?: string; key?: string } = {}): void {
+  const { group = 'opt', key = 'optimizer' } = names;
+  const metadata = checkpoint.metadata[key];
+  if (metadata === undefined) throw new Error(`loadOptimizer: ${checkpoint.path} holds no optimizer state (metadata "${key}")`);
+  optimizer.loadStateDict(unflattenStateDict(checkpoint.groups[group] ?? {}, metadata, ''));
+}
+
+// --- a folder of checkpoints --------------------------------------------------------------------
+
+const CHECKPOINT_NAME = /^(\d{7,})\.safetensors$/;
+// Temporary files are `<name>.tmp-<pid>` (writeFileAtomic, and the `last` link below).
+const TEMPORARY_NAME = /^(?:\d{7,}|last)\.safetensors\.tmp-(\d+)$/;
+export const LAST_LINK = 'last.safetensors';
+export const LAST_POINTER = 'last.txt';
+
+export interface CheckpointManagerOptions {
+  /** Keep only the newest K checkpoints (default: keep all, as DiT/SiT). */
+  keepLast?: number;
+}
+
+/**
+ * `dir/0001000.safetensors` (the step, 7 digits as DiT's `{train_steps:07d}.pt`), the newest K
+ * kept, and `last.safetensors`, a symbolic link to the newest (`last.txt` naming it where the
+ * file system has no symbolic links).
+ */
+export class CheckpointManager {
+  readonly keepLast: number;
+
+  constructor(readonly dir: string, options: CheckpointManagerOptions = {}) {
+    this.keepLast = options.keepLast ?? Infinity;
+    if (!(this.keepLast >= 1)) throw new RangeError(`CheckpointManager(${dir}): keepLast must be at least 1, got ${options.keepLast}`);
+    mkdirSync(dir, { recursive: true });
+    // Temporaries of saves that died with their process (kill -9, power loss) are garbage.
+    for (const name of readdirSync(dir)) {
+      const match = TEMPORARY_NAME.exec(name);
+      if (match !== null && !processAlive(Number(match[1]))) rmSync(join(dir, name), { force: true });
+    }
+  }
+
+  static fileName(step: number): string { return `${String(step).padStart(7, '0')}.safetensors`; }
+
+  /** The complete checkpoints in the folder, oldest step first. */
+  list(): { step: number; path: string }[] {
+    return readdirSync(this.dir)
+      .map((name) => [name, CHECKPOINT_NAME.exec(name)] as const)
+      .filter(([, match]) => match !== null)
+      .map(([name, match]) => ({ step: Number(match![1]), path: join(this.dir, name) }))
+      .sort((a, b) => a.step - b.step);
+  }
+
+  /** The newest checkpoint's path, or null when there is none (what --resume continues from). */
+  latest(): string | null { return this.list().at(-1)?.path ?? null; }
+
+  /** Saves the checkpoint of `metadata.step`, points `last` at it, then deletes those beyond keepLast. */
+  save(contents: CheckpointContents): string {
+    const name = CheckpointManager.fileName(contents.metadata.step);
+    const path = join(this.dir, name);
+    saveCheckpoint(path, contents);
+    this.pointLastAt(name);
+    const old = this.list().filter((c) => c.path !== path);
+    for (const { path: stale } of old.slice(0, Math.max(0, old.length + 1 - this.keepLast))) rmSync(stale);
+    return path;
+  }
+
+  private pointLastAt(name: string): void {
+    const link = join(this.dir, LAST_LINK);
+    const tmp = `${link}.tmp-${process.pid}`;
+    rmSync(tmp, { force: true });
+    try {
+      symlinkSync(name, tmp);
+    } catch (error) {
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      writeFileAtomic(join(this.dir, LAST_POINTER), (fd) => writeSync(fd, `${name}\n`));
+      return;
+    }
+    renameSync(tmp, link);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,11 @@
+// Training infrastructure shared by the trainers: run folders, checkpoints, metrics, TensorBoard
+// event files, progress bars and pictures.
+export { createRunDir, resolveResume, checkFinite, NonFiniteLossError, type RunDir } from './run-dir.js';
+export {
+  saveCheckpoint, loadCheckpoint, CheckpointManager, rngStateBase64, setRngStateBase64, optimizerToCheckpoint, loadOptimizer,
+  LAST_LINK, LAST_POINTER, type Checkpoint, type CheckpointContents, type CheckpointMetadata, type CheckpointManagerOptions, type TensorGroup,
+} from './checkpoint.js';
+export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } from './metrics.js';
+export { SummaryWriter, crc32c, maskedCrc32c, tfRecord, type SummaryWriterOptions } from './tensorboard.js';
+export { progress, formatDuration, type Progress, type ProgressOptions, type ProgressFields } from './progress.js';
+export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from './images.js';

@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { formatDuration, progress } from '../../src/train/progress.js';
+
+class Capture extends Writable {
+  text = '';
+  constructor(readonly isTTY: boolean, readonly columns = 200) { super(); }
+  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
+    this.text += chunk.toString();
+    done();
+  }
+}
+
+test('formatDuration writes H:MM:SS', () => {
+  assert.equal(formatDuration(0), '0:00:00');
+  assert.equal(formatDuration(3 * 3600 + 4 * 60 + 5.4), '3:04:05');
+  assert.equal(formatDuration(Infinity), '?');
+});
+
+test('without a terminal: a line at most every intervalSeconds and one at stop, with rate, ETA and fields', async () => {
+  const stream = new Capture(false);
+  let clock = 0;
+  const bar = progress({ total: 1000, label: 'sit', itemsPerStep: 256, stream, intervalSeconds: 10, now: () => clock });
+  for (let step = 1; step <= 100; step++) {
+    clock = step * 500; // two steps per second
+    bar.update(step, { loss: 0.123456, phase: 'warmup' });
+  }
+  bar.stop();
+  await new Promise((resolve) => setImmediate(resolve));
+  const lines = stream.text.trimEnd().split('\n');
+  // At steps 1, 21, 41, 61, 81 (every 10 s), then the final one.
+  assert.equal(lines.length, 6, stream.text);
+  assert.equal(lines[1], 'sit: 21/1000 it (2.1%) | 2.00 it/s, 512.0 img/s | elapsed 0:00:11 | ETA 0:08:10 | loss=0.1235 phase=warmup');
+  assert.match(lines[5]!, /^sit: 100\/1000 it \(10\.0%\) \| 2\.00 it\/s, 512\.0 img\/s \| elapsed 0:00:50 \| ETA 0:07:30 \| loss=0\.1235/);
+  assert.ok(!stream.text.includes('\x1b'), 'no terminal escapes');
+});
+
+test('a resumed run counts its rate from the start step', () => {
+  const stream = new Capture(false);
+  let clock = 0;
+  const bar = progress({ total: 400, start: 300, unit: 'step', stream, now: () => clock });
+  clock = 10_000;
+  bar.update(350);
+  bar.stop();
+  const lines = stream.text.trimEnd().split('\n');
+  assert.equal(lines.at(-1), 'progress: 350/400 step (87.5%) | 5.00 step/s | elapsed 0:00:10 | ETA 0:00:10');
+});
+
+test('on a terminal: a cli-progress bar with the same fields, redrawn in place', () => {
+  const stream = new Capture(true);
+  let clock = 0;
+  const bar = progress({ total: 10, label: 'align', stream, now: () => clock });
+  for (let step = 1; step <= 10; step++) {
+    clock = step * 1000;
+    bar.update(step, { loss: 2 });
+  }
+  bar.stop();
+  assert.match(stream.text, /\x1b\[/, 'terminal escapes');
+  assert.match(stream.text, /align \|█+\| 10\/10 it \(100%\) \| 1\.00 it\/s \| elapsed 0:00:10 \| ETA 0:00:00 \| loss=2/);
+});
