@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import { launchCommand } from './launch.js';
+import { alignCommand } from './align.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
     .configureHelp({ showGlobalOptions: true });
   program.addCommand(envCommand());
   program.addCommand(launchCommand());
+  program.addCommand(alignCommand());
   return program;
 }
 

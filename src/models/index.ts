@@ -5,3 +5,4 @@ export * from './dinov2.js';
 export * from './inception.js';
 export * from './lpips.js';
 export * from './discriminator.js';
+export * from './alignment.js';

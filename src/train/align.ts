@@ -1,0 +1,378 @@
+// Training the ReaLS VAE (DESIGN.md section 1): the AutoencoderKL's encoder and decoder and the
+// alignment heads learn together, the DINOv2 teacher stays frozen. The losses are latent
+// diffusion's LPIPSWithDiscriminator (ldm/modules/losses/contperceptual.py: reconstruction +
+// LPIPS, KL, a PatchGAN hinge loss with VQGAN's adaptive weight from `discStart` on) plus the
+// alignment loss of src/models/alignment.ts, with LDM's Adam betas (0.5, 0.9).
+//
+// Differences from LDM, on purpose:
+// - every term is a mean (reconstruction over pixels, LPIPS over images, KL over latent
+//   elements), so the weights compare directly; LDM sums reconstruction and KL over elements. Its
+//   kl_weight 1e-6 on sums is 1e-6 * (latent / pixel elements) = 1e-6 / 48 here for an f8 VAE with
+//   4 channels; the default 1e-6 pulls 48 times harder than LDM's, still orders of magnitude
+//   below the reconstruction term for SD-VAE-like latents (KL ~ 20 per element: 2e-5 vs MSE ~ 1e-2);
+// - the discriminator step reuses the generator step's reconstruction (detached) instead of a
+//   second VAE forward, and neither the discriminator nor its GAN term run before `discStart`
+//   (LDM computes them there and multiplies them by 0, which still moves BatchNorm statistics
+//   and Adam step counts).
+//
+// Checkpoints (one safetensors file each, src/train/checkpoint.ts): `model.*` is the VAE under
+// its diffusers keys plus `mlp_patch.*` and `mlp_cls.*`, `ema.*` the same keys averaged, `opt.*`
+// their Adam state, `disc.*` and `opt_disc.*` the discriminator and its Adam state; the metadata
+// holds args, step, epoch, the batch to read next, the CPU RNG state and both optimizers' groups.
+// Resuming restores all of it, so on CPU the losses continue exactly as without the interruption.
+import { join } from 'node:path';
+import * as torch from '../torch/index.js';
+import type { Tensor } from '../torch/index.js';
+import * as nn from '../nn/index.js';
+import { DistributedDataParallel } from '../nn/parallel.js';
+import * as optim from '../optim/index.js';
+import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
+import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
+import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
+import type { LPIPS } from '../models/lpips.js';
+import {
+  CheckpointManager, loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+} from './checkpoint.js';
+import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
+import { MetricsLog } from './metrics.js';
+import { SummaryWriter } from './tensorboard.js';
+import { progress as makeProgress, type Progress } from './progress.js';
+import { makeGrid } from './images.js';
+
+const F = nn.F;
+const dist = torch.distributed;
+
+/** One rank's batches, epoch by epoch; src/data's DataLoader is one. */
+export interface BatchSource {
+  /** Images per batch on this rank. */
+  readonly batchSize: number;
+  /** Batches per epoch on this rank. */
+  readonly length: number;
+  /** The batches of `epoch` from batch `startBatch` on, as an uninterrupted run reads them from there. */
+  iterate(epoch: number, startBatch: number): AsyncIterable<{ images: Tensor }>;
+}
+
+export interface AlignLossWeights {
+  /** 'mse' (default) or 'l1' (LDM's) between image and reconstruction. */
+  reconstruction: 'mse' | 'l1';
+  reconstructionWeight: number;
+  /** LDM's perceptual_weight (1.0); 0 needs no LPIPS model. */
+  lpipsWeight: number;
+  /** On the KL averaged over latent elements (default 1e-6; see the file comment). */
+  klWeight: number;
+  /** The alignment terms (defaults 0.5 and 0.5, REPA's proj_coeff; smooth-L1 off). */
+  patchWeight: number;
+  clsWeight: number;
+  smoothL1Weight: number;
+  /** Scales the adaptive GAN weight (LDM's kl-f8 config: disc_weight 0.5). */
+  discWeight: number;
+  /** Steps before the discriminator and the GAN loss start (LDM's kl-f8 config: 50001). */
+  discStart: number;
+}
+
+export const ALIGN_LOSS_DEFAULTS: AlignLossWeights = {
+  reconstruction: 'mse', reconstructionWeight: 1, lpipsWeight: 1, klWeight: 1e-6,
+  patchWeight: 0.5, clsWeight: 0.5, smoothL1Weight: 0, discWeight: 0.5, discStart: 50001,
+};
+
+export interface AlignTrainOptions extends Partial<AlignLossWeights> {
+  vae: AutoencoderKL;
+  /** The frozen teacher; its embedDim must be the heads' featureDim. */
+  dino: DinoVisionTransformer;
+  /** DINOv2's input side: 448 gives 32x32 tokens, one per latent position of a 256 px image. */
+  dinoInputSize: number;
+  heads: AlignmentHeads;
+  discriminator: NLayerDiscriminator;
+  /** Required when lpipsWeight > 0. */
+  lpips: LPIPS | null;
+  data: BatchSource;
+  /** A new run goes to `<resultsDir>/NNN-<runName>`. */
+  resultsDir: string;
+  runName?: string;
+  /** Continue a run: a checkpoint file, a run folder or a checkpoints folder (resolveResume). */
+  resume?: string;
+  /** Adam learning rate of the VAE, the heads and the discriminator (default 5e-5). */
+  lr?: number;
+  betas?: [number, number];
+  /** EMA decay of the VAE and heads (default 0.9999, DiT's). */
+  emaDecay?: number;
+  maxEpoch: number;
+  /** Stop after this many steps in all, if earlier than maxEpoch. */
+  maxSteps?: number;
+  /** Steps between checkpoints (default 5000); one is also written at the end. */
+  ckptEvery?: number;
+  keepLast?: number;
+  /** Steps between metrics.jsonl/TensorBoard records (default 100). */
+  logEvery?: number;
+  /** Steps between reconstruction images in TensorBoard (default 1000). */
+  imageEvery?: number;
+  /** Seeds the CPU generator with seed * worldSize + rank, as DiT (default 0). */
+  seed?: number;
+  /** 'bf16': CUDA autocast to bfloat16 for the forward passes. */
+  precision?: 'fp32' | 'bf16';
+  device?: torch.Device;
+  /** Saved in the checkpoints' metadata (the CLI's flags). */
+  args?: Record<string, unknown>;
+  /** One-line notices (default console.log); rank 0 only. */
+  log?: (line: string) => void;
+  /** Where the progress bar goes (default stderr). */
+  progressStream?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export interface AlignTrainResult {
+  runDir: string;
+  step: number;
+  /** The last checkpoint written (rank 0), or null on other ranks. */
+  checkpoint: string | null;
+}
+
+/** The trained parameters as one module: the VAE's children and the heads' children side by side. */
+class AlignedVAE extends nn.Module {
+  constructor(readonly vae: AutoencoderKL, readonly heads: AlignmentHeads) {
+    super();
+    for (const [name, child] of [...vae.namedChildren(), ...heads.namedChildren()]) this.addModule(name, child);
+  }
+}
+
+/** The values logged per step, in the order of the loss vector the step returns. */
+const LOSS_NAMES = ['loss', 'rec', 'lpips', 'kl', 'align', 'patch_cos', 'cls_cos', 'g_loss', 'd_weight', 'd_loss'] as const;
+type Losses = Record<(typeof LOSS_NAMES)[number], number>;
+
+export async function trainAlignment(options: AlignTrainOptions): Promise<AlignTrainResult> {
+  const w: AlignLossWeights = { ...ALIGN_LOSS_DEFAULTS, ...definedOnly(options) };
+  const { vae, dino, heads, discriminator, lpips, data, dinoInputSize } = options;
+  const lr = options.lr ?? 5e-5;
+  const betas = options.betas ?? [0.5, 0.9];
+  const ckptEvery = options.ckptEvery ?? 5000;
+  const logEvery = options.logEvery ?? 100;
+  const imageEvery = options.imageEvery ?? 1000;
+  const precision = options.precision ?? 'fp32';
+  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
+  const rank = distributed ? dist.getRank() : 0;
+  const worldSize = distributed ? dist.getWorldSize() : 1;
+  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
+  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+
+  if (dinoInputSize % dino.config.patchSize !== 0) {
+    throw new Error(`trainAlignment: dinoInputSize ${dinoInputSize} is not divisible by the DINOv2 patch size ${dino.config.patchSize}`);
+  }
+  if (heads.config.featureDim !== dino.config.embedDim) {
+    throw new Error(`trainAlignment: the heads predict ${heads.config.featureDim}-wide tokens, the DINOv2 model gives ${dino.config.embedDim}`);
+  }
+  if (heads.config.latentChannels !== vae.config.latentChannels) {
+    throw new Error(`trainAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
+  }
+  if (w.lpipsWeight > 0 && lpips === null) throw new Error(`trainAlignment: lpipsWeight ${w.lpipsWeight} needs an LPIPS model (or set it to 0)`);
+  if (precision === 'bf16' && !device.startsWith('cuda')) throw new Error('trainAlignment: precision bf16 needs a CUDA device (autocast is CUDA-only)');
+  if (!(options.maxEpoch >= 1)) throw new Error(`trainAlignment: maxEpoch must be at least 1, got ${options.maxEpoch}`);
+  if (data.length < 1) throw new Error('trainAlignment: the data has no batches (fewer images than ranks?)');
+
+  torch.manualSeed((options.seed ?? 0) * worldSize + rank);
+  const model = new AlignedVAE(vae, heads).to(device).train();
+  const ema = new AlignedVAE(new AutoencoderKL(vae.config), new AlignmentHeads(heads.config)).to(device).requiresGrad_(false).eval();
+  dino.to(device).requiresGrad_(false).eval();
+  lpips?.to(device);
+  discriminator.to(device).train();
+  const opt = new optim.Adam(model.parameters(), { lr, betas });
+  const optDisc = new optim.Adam(discriminator.parameters(), { lr, betas });
+  const emaUpdater = new optim.EMA(ema, model, { decay: options.emaDecay ?? 0.9999 });
+  // DDP copies rank 0's weights to every rank before the EMA copies them or a checkpoint replaces them.
+  const ddp = distributed ? new DistributedDataParallel(model) : null;
+  const ddpDisc = distributed ? new DistributedDataParallel(discriminator) : null;
+
+  // --- where the run starts -------------------------------------------------------------------
+  let step = 0;
+  let epoch = 0;
+  let batch = 0;
+  let runDir: string;
+  if (options.resume !== undefined) {
+    const resumed = resolveResume(options.resume);
+    runDir = resumed.runDir;
+    const position = torch.scope(() => restore(loadCheckpoint(resumed.checkpoint), { model, ema, opt, discriminator, optDisc }));
+    ({ step, epoch, batch } = position);
+    log(`resuming ${resumed.checkpoint} at step ${step} (epoch ${epoch}, batch ${batch})`);
+  } else {
+    emaUpdater.copyFrom();
+    runDir = rank === 0 ? createRunDir(options.resultsDir, options.runName ?? 'align').path : '';
+  }
+  if (batch >= data.length) [epoch, batch] = [epoch + 1, 0];
+
+  const checkpoints = rank === 0 ? new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }) : null;
+  const metrics = rank === 0 ? new MetricsLog(join(runDir, 'metrics.jsonl'), options.resume !== undefined ? { resumeStep: step } : {}) : null;
+  const tensorboard = rank === 0 ? new SummaryWriter(runDir, options.resume !== undefined ? { purgeStep: step + 1 } : {}) : null;
+  const maxSteps = Math.min(options.maxSteps ?? Infinity, options.maxEpoch * data.length);
+  const progress: Progress | null = rank === 0
+    ? makeProgress({ total: maxSteps, label: 'align', start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
+    : null;
+
+  const patchSize = dino.config.patchSize;
+  const dinoGrid: [number, number] = [dinoInputSize / patchSize, dinoInputSize / patchSize];
+  let noticeShown = false;
+  const lastLayer = vae.decoder.convOut.weight;
+
+  /** One generator step and, from discStart on, one discriminator step; returns the losses. */
+  const trainStep = (images: Tensor): Tensor => torch.scope(() => {
+    const x = images.to(device);
+    const autocast = <T>(fn: () => T): T => torch.autocast(fn, { dtype: 'bfloat16', enabled: precision === 'bf16' });
+    const target: AlignmentFeatures = torch.noGrad(() => autocast(() => {
+      const features = dino.forwardFeatures(preprocessImages(x, dinoInputSize));
+      return { patch: features.xNormPatchtokens, cls: features.xNormClstoken };
+    }));
+    const ganActive = step >= w.discStart;
+    discriminator.requiresGrad_(false);
+    const { total, values, xrec } = autocast(() => {
+      const posterior = vae.encode(x);
+      const z = posterior.sample();
+      const latentGrid: [number, number] = [z.size(2), z.size(3)];
+      if (!noticeShown) {
+        const notice = resampleNotice(dinoGrid, latentGrid);
+        if (notice !== null) log(notice);
+        noticeShown = true;
+      }
+      const xrec = vae.decode(z);
+      const rec = (w.reconstruction === 'mse' ? F.mseLoss(xrec.float(), x) : F.l1Loss(xrec.float(), x));
+      const perceptual = w.lpipsWeight > 0 ? lpips!.forward(x, xrec.float()).mean() : torch.zeros([], { device });
+      const nll = rec.mul(w.reconstructionWeight).add(perceptual.mul(w.lpipsWeight));
+      const kl = posterior.kl().sum().div(z.numel());
+      const align = alignmentLoss(heads.forward(z), { patch: resampleTokens(target.patch, dinoGrid, latentGrid), cls: target.cls }, w);
+      let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
+      let gLoss = torch.zeros([], { device });
+      let dWeight = torch.zeros([], { device });
+      if (ganActive) {
+        gLoss = discriminator.forward(xrec).float().mean().neg();
+        dWeight = calculateAdaptiveWeight(nll, gLoss, lastLayer, w.discWeight);
+        total = total.add(dWeight.mul(gLoss));
+      }
+      return { total, xrec, values: [total, rec, perceptual, kl, align.loss, align.patchCosine, align.clsCosine, gLoss, dWeight] };
+    });
+    total.backward();
+    ddp?.syncGradients();
+    let dLoss = torch.zeros([], { device });
+    if (ganActive) {
+      discriminator.requiresGrad_(true);
+      const fake = xrec.detach();
+      dLoss = autocast(() => hingeDLoss(discriminator.forward(x).float(), discriminator.forward(fake).float()));
+      dLoss.backward();
+      ddpDisc?.syncGradients();
+    }
+    const losses = torch.stack([...values, dLoss].map((v) => v.detach().float()));
+    if (distributed) {
+      dist.allReduce(losses, 'sum');
+      losses.div_(worldSize);
+    }
+    return losses.cpu();
+  });
+
+  let lastCheckpoint: string | null = null;
+  let savedStep = -1;
+  /** Writes a checkpoint of the current state (rank 0). */
+  const save = (): void => {
+    const saved = optimizerToCheckpoint(opt);
+    const savedDisc = optimizerToCheckpoint(optDisc);
+    lastCheckpoint = checkpoints!.save({
+      tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
+      metadata: {
+        step, epoch, batch, args: options.args ?? {}, rng: rngStateBase64(), optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+      },
+    });
+    savedStep = step;
+  };
+
+  let fixedImages: Tensor | null = null;
+  const sums = new Map<string, number>();
+  let sinceLog = 0;
+  try {
+    training: for (; epoch < options.maxEpoch && step < maxSteps; epoch++, batch = 0) {
+      for await (const { images } of data.iterate(epoch, batch)) {
+        if (fixedImages === null && rank === 0) fixedImages = torch.keep(images.slice(0, 0, 8).clone());
+        const lossTensor = trainStep(images);
+        const values = Array.from(lossTensor.toArray() as Float32Array);
+        lossTensor.dispose();
+        const losses = Object.fromEntries(LOSS_NAMES.map((name, i) => [name, values[i]!])) as Losses;
+        // Before the optimizers step: a non-finite loss leaves the weights and the last checkpoint as they were.
+        checkFinite(losses, step + 1);
+        opt.step();
+        opt.zeroGrad();
+        if (step >= w.discStart) {
+          optDisc.step();
+          optDisc.zeroGrad();
+        }
+        emaUpdater.update();
+        step++;
+        batch++;
+        if (rank === 0) {
+          for (const [name, value] of Object.entries(losses)) sums.set(name, (sums.get(name) ?? 0) + value);
+          sinceLog++;
+          progress!.update(step, { loss: losses.loss, rec: losses.rec, patch_cos: losses.patch_cos, cls_cos: losses.cls_cos });
+          if (step % logEvery === 0 || step === maxSteps) {
+            const means = Object.fromEntries([...sums].map(([name, sum]) => [name, sum / sinceLog]));
+            metrics!.log(step, means);
+            for (const [name, value] of Object.entries(means)) tensorboard!.addScalar(`train/${name}`, value, step);
+            sums.clear();
+            sinceLog = 0;
+          }
+          if (step % imageEvery === 0) await logReconstructions(tensorboard!, vae, fixedImages!, device, step);
+          if (step % ckptEvery === 0) save();
+        }
+        if (step >= maxSteps) break training;
+      }
+    }
+    if (rank === 0 && savedStep !== step) save();
+  } finally {
+    progress?.stop();
+    metrics?.close();
+    tensorboard?.close();
+    fixedImages?.dispose();
+  }
+  return { runDir, step, checkpoint: lastCheckpoint };
+}
+
+/** Inputs (top row) and their reconstructions from the posterior mean (bottom row) as one TensorBoard image. */
+async function logReconstructions(writer: SummaryWriter, vae: AutoencoderKL, images: Tensor, device: torch.Device, step: number): Promise<void> {
+  const grid = torch.noGrad(() => torch.scope(() => {
+    const x = images.to(device);
+    const xrec = vae.decode(vae.encode(x).mode()).clamp(-1, 1);
+    return makeGrid(torch.cat([x, xrec]).cpu(), { nrow: x.size(0) });
+  }));
+  try {
+    await writer.addImage('train/reconstructions', grid, step);
+  } finally {
+    grid.dispose();
+  }
+}
+
+interface Restorable {
+  model: nn.Module;
+  ema: nn.Module;
+  opt: optim.Adam;
+  discriminator: nn.Module;
+  optDisc: optim.Adam;
+}
+
+/** Loads every group of a checkpoint written by trainAlignment and the RNG state; returns the position. */
+function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoch: number; batch: number } {
+  const { groups, metadata, path } = checkpoint;
+  const fail = (message: string): never => { throw new Error(`resume from ${path}: ${message}`); };
+  for (const group of ['model', 'ema', 'disc']) if (groups[group] === undefined) fail(`no ${group}.* tensors`);
+  try {
+    into.model.loadStateDict(groups.model!);
+    into.ema.loadStateDict(groups.ema!);
+    into.discriminator.loadStateDict(groups.disc!);
+    into.opt.loadStateDict(optim.unflattenStateDict(groups.opt ?? {}, metadata.optimizer, ''));
+    into.optDisc.loadStateDict(optim.unflattenStateDict(groups.opt_disc ?? {}, metadata.optimizer_disc, ''));
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  if (typeof metadata.rng !== 'string') fail('no RNG state (metadata "rng")');
+  const batch = metadata.batch;
+  if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 0) fail(`metadata "batch" is ${JSON.stringify(batch)}, not a batch index`);
+  setRngStateBase64(metadata.rng!);
+  return { step: metadata.step, epoch: metadata.epoch, batch: batch as number };
+}
+
+/** The options that were given, so that an explicit `undefined` keeps the default. */
+function definedOnly(options: Partial<AlignLossWeights>): Partial<AlignLossWeights> {
+  const keys = Object.keys(ALIGN_LOSS_DEFAULTS) as (keyof AlignLossWeights)[];
+  return Object.fromEntries(keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
+}
