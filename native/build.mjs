@@ -22,9 +22,12 @@ function findLibtorch() {
   }
   if (process.env.LIBTORCH_USE_PYTORCH === '1') {
     const python = process.env.PYTHON ?? 'python3';
+    // CUDA builds also need the CUDA toolkit's headers (cuda_runtime.h) beside torch's.
     const script =
-      'import torch, torch.utils.cpp_extension as e, json; ' +
-      'print(json.dumps({"include": e.include_paths(), "lib": e.library_paths()[0], "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI)}))';
+      'import torch, torch.utils.cpp_extension as e, json, os; ' +
+      'cuda = [os.path.join(e.CUDA_HOME, d) for d in ("include", "targets/x86_64-linux/include")] if e.CUDA_HOME else []; ' +
+      'print(json.dumps({"include": e.include_paths() + [d for d in cuda if os.path.isdir(d)], ' +
+      '"lib": e.library_paths()[0], "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI)}))';
     const info = JSON.parse(execFileSync(python, ['-c', script], { encoding: 'utf8' }));
     return { source: `LIBTORCH_USE_PYTORCH=1 (${python})`, include: info.include, lib: info.lib, abi: info.abi };
   }
@@ -56,11 +59,14 @@ const torch = findLibtorch();
 const libs = readdirSync(torch.lib);
 const hasCuda = libs.some((f) => f.startsWith('libtorch_cuda'));
 const linkLibs = ['c10', 'torch_cpu', 'torch'];
+// Gloo's headers come with Debian's libgloo-dev, not with pip's torch: without them the addon
+// offers NCCL only (CUDA builds) and says so when gloo is asked for.
+const hasGloo = [...torch.include, '/usr/include'].some((dir) => existsSync(join(dir, 'gloo/config.h')));
 if (hasCuda) linkLibs.push('torch_cuda', 'c10_cuda');
 
 const flags = [
   '-std=c++17', '-O2', '-fPIC', '-Wall', '-Wno-unused-parameter', '-Wno-unknown-pragmas',
-  '-DNAPI_EXPERIMENTAL', '-DUSE_C10D_GLOO', '-DUSE_DISTRIBUTED',
+  '-DNAPI_EXPERIMENTAL', '-DUSE_DISTRIBUTED', ...(hasGloo ? ['-DUSE_C10D_GLOO'] : []),
   ...(hasCuda ? ['-DREALS_CUDA', '-DUSE_C10D_NCCL'] : []),
   ...(torch.abi !== undefined ? [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`] : []),
   `-I${nodeInclude()}`,

@@ -7,7 +7,9 @@
 
 #include <torch/version.h>
 
+#ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #ifdef USE_C10D_NCCL
@@ -16,9 +18,17 @@
 
 namespace reals {
 
+// In torch 2.x ProcessGroupGloo/NCCL are c10d::Backend subclasses; in 1.x ProcessGroup ones.
+// Both bases offer the same collectives.
+#if TORCH_VERSION_MAJOR >= 2
+using GroupBase = c10d::Backend;
+#else
+using GroupBase = c10d::ProcessGroup;
+#endif
+
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<GroupBase> group;
 };
 
 static void finalizeGroup(node_api_basic_env env, void* data, void* hint) { delete static_cast<Group*>(data); }
@@ -51,7 +61,9 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("reals/" + backend, store);
     auto group = std::make_unique<Group>();
     group->store = store;
-    if (backend == "gloo") {
+    if (false) {
+#ifdef USE_C10D_GLOO
+    } else if (backend == "gloo") {
       auto glooOptions = c10d::ProcessGroupGloo::Options::create(timeout);
       // As torch.distributed: GLOO_SOCKET_IFNAME=eth0[,eth1] picks the network interfaces (a
       // machine with several would otherwise use the one its hostname resolves to).
@@ -65,6 +77,7 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
         glooOptions->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       }
       group->group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, worldSize, glooOptions);
+#endif
 #ifdef USE_C10D_NCCL
     } else if (backend == "nccl") {
       // Without blocking wait, NCCL's work->wait() returns as soon as the collective is queued on
@@ -81,13 +94,14 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
       group->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, worldSize, ncclOptions);
 #endif
     } else {
-      throw JsError{"initProcessGroup: backend '" + backend + "' is not available in this build (gloo" +
-#ifdef USE_C10D_NCCL
-                    std::string(", nccl") +
-#else
-                    std::string("") +
+      std::string available;
+#ifdef USE_C10D_GLOO
+      available += " gloo";
 #endif
-                    ")"};
+#ifdef USE_C10D_NCCL
+      available += " nccl";
+#endif
+      throw JsError{"initProcessGroup: backend '" + backend + "' is not available in this build (available:" + available + ")"};
     }
     napi_value result;
     check(napi_create_external(env, group.get(), finalizeGroup, nullptr, &result), "napi_create_external");

@@ -621,8 +621,16 @@ static napi_value CudaMemoryStats(napi_env env, napi_callback_info info) {
 #ifdef REALS_CUDA
     Args args(env, info);
     int device = args[0] ? static_cast<int>(getInt64(env, args[0], "cuda.memoryStats(device)")) : 0;
+    if (device < 0 || device >= static_cast<int>(torch::cuda::device_count())) {
+      throw JsError{"cuda.memoryStats: no CUDA device " + std::to_string(device) + " (" +
+                    std::to_string(torch::cuda::device_count()) + " present)"};
+    }
+    // The caching allocator is set up lazily by the first CUDA tensor; make sure it exists (a
+    // zero-size tensor allocates nothing).
+    at::empty({0}, at::TensorOptions().device(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device))));
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
-    auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+    // StatType::AGGREGATE is index 0 (its namespace moved between torch versions).
+    const size_t all = 0;
     allocated = static_cast<double>(stats.allocated_bytes[all].current);
     reserved = static_cast<double>(stats.reserved_bytes[all].current);
     maxAllocated = static_cast<double>(stats.allocated_bytes[all].peak);

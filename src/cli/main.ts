@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import { launchCommand } from './launch.js';
 import { alignCommand } from './align.js';
+import { evaluateCommand, fidStatsCommand } from './evaluate.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -34,6 +35,8 @@ export function buildProgram(): Command {
   program.addCommand(envCommand());
   program.addCommand(launchCommand());
   program.addCommand(alignCommand());
+  program.addCommand(evaluateCommand());
+  program.addCommand(fidStatsCommand());
   return program;
 }
 

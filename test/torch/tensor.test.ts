@@ -125,7 +125,7 @@ test('bad indices fail with errors that say what is wrong', () => {
   assert.throws(() => x.index('...', 0, '...'), /index: at most one "..." is allowed/);
   assert.throws(() => x.index(slice(null, null, -1)), /index: slice step must be positive, got -1/);
   assert.throws(() => x.index(2), /aten::select.int: select\(\): index 2 out of range for tensor of size \[2, 3\] at dimension 0/);
-  assert.throws(() => x.index(torch.tensor([0.5])), /aten::index.Tensor: tensors used as indices must be long, byte or bool tensors/);
+  assert.throws(() => x.index(torch.tensor([0.5])), /aten::index.Tensor: tensors used as indices must be long, (int, )?byte or bool tensors/);
   assert.throws(() => x.index(torch.tensor([true, false, true])), /aten::index.Tensor: The shape of the mask \[3\] at index 0 does not match/);
   assert.throws(() => x.indexPut_([0], torch.ones([2])), /aten::copy_: The size of tensor a \(3\) must match the size of tensor b \(2\)/);
 });
@@ -134,7 +134,7 @@ test('wrong dtypes and shapes give errors naming the op and the tensor shapes, n
   const a = torch.zeros([2, 3]);
   const cases: [() => unknown, RegExp][] = [
     [() => a.matmul(torch.zeros([4, 5])), /^aten::matmul: mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x5\) \(tensor arguments: float32\[2, 3\], float32\[4, 5\]\)$/],
-    [() => a.matmul(torch.zeros([3, 2], { dtype: 'float64' })), /^aten::matmul: expected scalar type Float but found Double \(tensor arguments: float32\[2, 3\], float64\[3, 2\]\)$/],
+    [() => a.matmul(torch.zeros([3, 2], { dtype: 'float64' })), /^aten::matmul: .*(Float|float).*(Double|double).* \(tensor arguments: float32\[2, 3\], float64\[3, 2\]\)$/],
     [() => a.add(torch.zeros([4])), /^aten::add.Tensor: The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton dimension 1 \(tensor arguments: float32\[2, 3\], float32\[4\]\)$/],
     [() => a.view(4, 2), /^aten::view: shape '\[4, 2\]' is invalid for input of size 6/],
     [() => torch.nnFunctional.conv2d(torch.zeros([1, 3, 8, 8]), torch.zeros([4, 2, 3, 3])), /^aten::conv2d: Given groups=1, weight of size \[4, 2, 3, 3\], expected input\[1, 3, 8, 8\] to have 2 channels/],

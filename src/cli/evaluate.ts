@@ -1,0 +1,107 @@
+// `reals evaluate REF SAMPLE` (the ADM evaluator's five numbers) and `reals fid-stats`
+// (mu/sigma/mu_s/sigma_s of a custom dataset): parse flags, call src/eval, print.
+import { Command, InvalidArgumentError } from 'commander';
+import * as torch from '../torch/index.js';
+import { FIDInceptionV3 } from '../models/inception.js';
+import { writeJsonFileAtomic } from '../io/index.js';
+import { progress, type Progress } from '../train/progress.js';
+import {
+  ACTIVATION_BATCH_SIZE, IS_SPLIT_SIZE, evaluate, formatResult, inceptionExtractor, writeFidStatistics, type FeatureExtractor,
+} from '../eval/index.js';
+
+/** The environment variable naming the FID Inception weights when --inception-weights is not given. */
+export const WEIGHTS_ENV = 'REALS_INCEPTION_WEIGHTS';
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
+  return n;
+}
+
+interface NetworkFlags { inceptionWeights?: string; device: string; batchSize: number }
+
+function extractor(flags: NetworkFlags): FeatureExtractor {
+  const weights = flags.inceptionWeights ?? process.env[WEIGHTS_ENV];
+  if (weights === undefined) {
+    throw new Error(`no FID Inception weights: pass --inception-weights FILE or set ${WEIGHTS_ENV} (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)`);
+  }
+  if (flags.device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${flags.device}: this libtorch build has no CUDA device`);
+  return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), flags.device);
+}
+
+/** One progress bar per stage (the reference batch, then the sample batch), counting images. */
+function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
+  let bar: Progress | undefined;
+  let current = '';
+  return {
+    update: (label, done, total) => {
+      if (label !== current) {
+        bar?.stop();
+        bar = progress({ total, label, unit: 'img' });
+        current = label;
+      }
+      bar!.update(done);
+    },
+    stop: () => {
+      bar?.stop();
+      bar = undefined;
+    },
+  };
+}
+
+function networkOptions(command: Command): Command {
+  return command
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${WEIGHTS_ENV})`)
+    .option('--device <device>', 'cpu or cuda[:N]', 'cpu')
+    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', positiveInteger, ACTIVATION_BATCH_SIZE);
+}
+
+export function evaluateCommand(): Command {
+  return networkOptions(new Command('evaluate'))
+    .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders)')
+    .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz); its mu/sigma/mu_s/sigma_s are used when present')
+    .argument('<sample>', 'sample batch')
+    .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)')
+    .option('--recompute-ref-stats', 'compute the reference statistics from its images even when the file holds them')
+    .option('--no-cache', 'neither read nor write the reference activation cache next to REF')
+    .option('--is-split-size <n>', 'samples per Inception Score split (ADM: 5000)', positiveInteger, IS_SPLIT_SIZE)
+    .action(async (ref: string, sample: string, flags: NetworkFlags & { json?: string; recomputeRefStats?: boolean; cache: boolean; isSplitSize: number }) => {
+      const bar = stageProgress();
+      try {
+        const result = await evaluate(ref, sample, {
+          extractor: extractor(flags),
+          batchSize: flags.batchSize,
+          isSplitSize: flags.isSplitSize,
+          recomputeRefStats: flags.recomputeRefStats === true,
+          cache: flags.cache,
+          onProgress: (stage, done, total) => bar.update(stage, done, total),
+        });
+        bar.stop();
+        console.log(formatResult(result));
+        if (flags.json !== undefined) writeJsonFileAtomic(flags.json, result);
+      } finally {
+        bar.stop();
+      }
+    });
+}
+
+export function fidStatsCommand(): Command {
+  return networkOptions(new Command('fid-stats'))
+    .description('write mu, sigma (pool_3) and mu_s, sigma_s (spatial) of a dataset, the statistics ADM reference batches carry')
+    .argument('<input>', 'a folder of PNG/JPEG images or an .npz with arr_0')
+    .requiredOption('--out <file>', 'the .npz to write')
+    .action(async (input: string, flags: NetworkFlags & { out: string }) => {
+      const bar = stageProgress();
+      try {
+        const { count, sha256 } = await writeFidStatistics(input, flags.out, {
+          extractor: extractor(flags),
+          batchSize: flags.batchSize,
+          onProgress: (done, total) => bar.update('images', done, total),
+        });
+        bar.stop();
+        console.log(`${flags.out}: statistics of ${count} images (sha256 ${sha256})`);
+      } finally {
+        bar.stop();
+      }
+    });
+}

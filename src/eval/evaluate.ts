@@ -1,0 +1,170 @@
+// `reals evaluate`'s library side: the five numbers of the ADM evaluator (guided-diffusion
+// evaluations/evaluator.py main()) for a reference batch and a sample batch, and the reference
+// statistics files it reads (mu, sigma, mu_s, sigma_s).
+import { statSync } from 'node:fs';
+import { NpzFile, saveNpz } from '../io/npz.js';
+import { contentHash, openImageBatches, type ImageBatches } from './batches.js';
+import {
+  ACTIVATION_BATCH_SIZE, activationCachePath, cachedActivations, computeActivations, computeLogits,
+  type Activations, type FeatureExtractor,
+} from './activations.js';
+import { computeStatistics, frechetDistance, type FIDStatistics } from './fid.js';
+import { IS_SPLIT_SIZE, inceptionScore } from './inception-score.js';
+import { precisionRecall, type ManifoldOptions } from './precision-recall.js';
+
+/** The statistics arrays of an ADM reference batch: pool_3 and spatial means and covariances. */
+export const STATISTICS_KEYS = ['mu', 'sigma', 'mu_s', 'sigma_s'] as const;
+
+export type Stage = 'reference' | 'sample';
+
+export interface EvaluateOptions {
+  extractor: FeatureExtractor;
+  /** Images per network call (ADM: 64). */
+  batchSize?: number;
+  /** Samples per Inception Score split (ADM: 5,000). */
+  isSplitSize?: number;
+  /** Compute the reference statistics from its images even when the file holds mu/sigma/mu_s/sigma_s. */
+  recomputeRefStats?: boolean;
+  /** Read and write the reference activation cache next to the reference batch (default true). */
+  cache?: boolean;
+  manifold?: ManifoldOptions;
+  onProgress?: (stage: Stage, done: number, total: number) => void;
+}
+
+export interface BatchReport {
+  path: string;
+  sha256: string;
+  count: number;
+}
+
+export interface EvaluationResult {
+  inceptionScore: number;
+  fid: number;
+  sfid: number;
+  precision: number;
+  recall: number;
+  reference: BatchReport & {
+    /** Whether FID/sFID used the file's mu/sigma/mu_s/sigma_s or statistics of its images. */
+    statistics: 'file' | 'computed';
+    /** The activation cache file read or written, if any, and whether it was read. */
+    activationCache: string | null;
+    cacheHit: boolean;
+  };
+  sample: BatchReport;
+  extractor: string;
+}
+
+/** mu/sigma (pool_3) and mu_s/sigma_s (spatial) from an .npz when it holds all four; null for an image folder or an .npz without them. */
+export function readStatistics(path: string): { pool3: FIDStatistics; spatial: FIDStatistics } | null {
+  if (statSync(path).isDirectory()) return null;
+  const file = NpzFile.open(path);
+  try {
+    const present = STATISTICS_KEYS.filter((k) => file.has(k));
+    if (present.length === 0) return null;
+    if (present.length < STATISTICS_KEYS.length) {
+      throw new Error(`${path}: has ${present.join(', ')} but not ${STATISTICS_KEYS.filter((k) => !file.has(k)).join(', ')}; reference statistics need all of ${STATISTICS_KEYS.join(', ')}`);
+    }
+    return {
+      pool3: { mu: file.get('mu').to('float64'), sigma: file.get('sigma').to('float64') },
+      spatial: { mu: file.get('mu_s').to('float64'), sigma: file.get('sigma_s').to('float64') },
+    };
+  } finally {
+    file.close();
+  }
+}
+
+function statisticsOf(activations: Activations): { pool3: FIDStatistics; spatial: FIDStatistics } {
+  return { pool3: computeStatistics(activations.pool3), spatial: computeStatistics(activations.spatial) };
+}
+
+function requireCount(batches: ImageBatches, needed: number, why: string): void {
+  if (batches.count < needed) throw new Error(`${batches.path}: ${batches.count} images; ${why} needs at least ${needed}`);
+}
+
+/**
+ * Inception Score, FID, sFID, precision and recall of the sample batch against the reference
+ * batch, as ADM's evaluator: activations of both batches (the reference's from its cache when
+ * present), FID/sFID against the reference file's statistics when it has them, IS of the samples,
+ * precision/recall between the two sets of pool_3 features. Every input is checked before the
+ * network runs.
+ */
+export async function evaluate(referencePath: string, samplePath: string, options: EvaluateOptions): Promise<EvaluationResult> {
+  const { extractor, batchSize = ACTIVATION_BATCH_SIZE, isSplitSize = IS_SPLIT_SIZE, recomputeRefStats = false, cache = true, manifold = {}, onProgress } = options;
+  const k = manifold.k ?? 3;
+  const reference = await openImageBatches(referencePath);
+  try {
+    const sample = await openImageBatches(samplePath);
+    try {
+      requireCount(reference, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
+      requireCount(sample, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
+      requireCount(sample, isSplitSize, `the Inception Score with splits of ${isSplitSize} samples`);
+      const fileStatistics = recomputeRefStats ? null : readStatistics(referencePath);
+
+      const referenceHash = await contentHash(referencePath);
+      const sampleHash = await contentHash(samplePath);
+      const cachePath = cache ? activationCachePath(referencePath, referenceHash, extractor) : null;
+      const referenceProgress = { batchSize, onProgress: (done: number, total: number) => onProgress?.('reference', done, total) };
+      const { activations: referenceActs, cached } = cachePath === null
+        ? { activations: await computeActivations(reference, extractor, referenceProgress), cached: false }
+        : await cachedActivations(reference, extractor, cachePath, referenceProgress);
+      const sampleActs = await computeActivations(sample, extractor, { batchSize, onProgress: (done, total) => onProgress?.('sample', done, total) });
+
+      const referenceStats = fileStatistics ?? statisticsOf(referenceActs);
+      const sampleStats = statisticsOf(sampleActs);
+      const { precision, recall } = precisionRecall(referenceActs.pool3, sampleActs.pool3, { device: extractor.device, ...manifold });
+      return {
+        inceptionScore: inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize),
+        fid: frechetDistance(sampleStats.pool3, referenceStats.pool3),
+        sfid: frechetDistance(sampleStats.spatial, referenceStats.spatial),
+        precision,
+        recall,
+        reference: {
+          path: referencePath, sha256: referenceHash, count: reference.count,
+          statistics: fileStatistics === null ? 'computed' : 'file', activationCache: cachePath, cacheHit: cached,
+        },
+        sample: { path: samplePath, sha256: sampleHash, count: sample.count },
+        extractor: extractor.id,
+      };
+    } finally {
+      sample.close();
+    }
+  } finally {
+    reference.close();
+  }
+}
+
+/**
+ * Writes the FID statistics of a batch (an ADM .npz or an image folder) as an .npz with mu, sigma
+ * (pool_3) and mu_s, sigma_s (spatial) in float64, the arrays ADM's reference batches carry.
+ */
+export async function writeFidStatistics(input: string, out: string, options: Pick<EvaluateOptions, 'extractor' | 'batchSize'> & { onProgress?: (done: number, total: number) => void }): Promise<{ count: number; sha256: string }> {
+  const images = await openImageBatches(input);
+  try {
+    requireCount(images, 2, 'a covariance');
+    const sha256 = await contentHash(input);
+    const stats = statisticsOf(await computeActivations(images, options.extractor, { batchSize: options.batchSize, onProgress: options.onProgress }));
+    saveNpz(out, { mu: stats.pool3.mu, sigma: stats.pool3.sigma, mu_s: stats.spatial.mu, sigma_s: stats.spatial.sigma });
+    return { count: images.count, sha256 };
+  } finally {
+    images.close();
+  }
+}
+
+/** The five numbers as a terminal table, with the batch sizes. */
+export function formatResult(result: EvaluationResult): string {
+  const rows: [string, string][] = [
+    ['Inception Score', result.inceptionScore.toFixed(4)],
+    ['FID', result.fid.toFixed(4)],
+    ['sFID', result.sfid.toFixed(4)],
+    ['Precision', result.precision.toFixed(4)],
+    ['Recall', result.recall.toFixed(4)],
+  ];
+  const width = Math.max(...rows.map(([name]) => name.length));
+  const lines = rows.map(([name, value]) => `${name.padEnd(width)}  ${value.padStart(10)}`);
+  const rule = '-'.repeat(width + 12);
+  return [
+    rule, ...lines, rule,
+    `reference: ${result.reference.count} images (${result.reference.statistics === 'file' ? 'statistics from the file' : 'statistics computed'}), sample: ${result.sample.count} images`,
+  ].join('\n');
+}
+

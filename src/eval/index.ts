@@ -1,0 +1,13 @@
+// The ADM metrics: FID, sFID, Inception Score, precision and recall, and the batches they read.
+export { computeStatistics, frechetDistance, traceSqrtProduct, type FIDStatistics } from './fid.js';
+export { inceptionScore, IS_SPLIT_SIZE } from './inception-score.js';
+export { pairwiseDistances, manifoldRadii, precisionRecall, type ManifoldOptions, type PrecisionRecall } from './precision-recall.js';
+export { IMAGES_KEY, openImageBatches, contentHash, type ImageBatches } from './batches.js';
+export {
+  ACTIVATION_BATCH_SIZE, inceptionExtractor, computeActivations, computeLogits, activationCachePath, cachedActivations, inceptionThroughput,
+  type FeatureExtractor, type Activations, type ActivationOptions,
+} from './activations.js';
+export {
+  STATISTICS_KEYS, evaluate, readStatistics, writeFidStatistics, formatResult,
+  type EvaluateOptions, type EvaluationResult, type BatchReport, type Stage,
+} from './evaluate.js';

@@ -1,0 +1,184 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as torch from '../../src/torch/index.js';
+import type { Tensor } from '../../src/torch/index.js';
+import { NpzFile, NpzWriter, encodeNpyHeader, loadNpy, loadNpz, parseNpyHeader, saveNpy, saveNpz } from '../../src/io/npz.js';
+import { FIXTURES, loadFixture } from '../helpers.js';
+
+const fx = loadFixture('io/npz_expected.json');
+const file = (name: string): string => join(FIXTURES, 'io', name);
+const PYTHON = '/usr/bin/python3';
+const HAS_NUMPY = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import numpy']).status === 0;
+
+function assertEqualTensors(actual: Tensor, expected: Tensor, what: string): void {
+  assert.equal(actual.dtype, expected.dtype, `${what}: dtype`);
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape`);
+  assert.deepEqual(actual.toArray(), expected.toArray(), `${what}: values`);
+}
+
+function assertNumpyArrays(npz: Record<string, Tensor>, what: string): void {
+  for (const key of ['arr_0', 'mu', 'sigma', 'labels']) assertEqualTensors(npz[key]!, fx[key], `${what} ${key}`);
+  assert.deepEqual([npz.scalar!.dtype, npz.scalar!.shape, npz.scalar!.item()], ['float32', [], 2.5], `${what} scalar`);
+  assertEqualTensors(npz.half!.view('int16'), fx.half_bits, `${what} half`);
+  assert.deepEqual(Array.from(npz.flags!.toArray(), Boolean), fx.flags, `${what} flags`);
+}
+
+function withTmp(fn: (dir: string) => void | Promise<void>): () => Promise<void> {
+  return async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'reals-npz-'));
+    try {
+      await fn(dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+}
+
+async function collect(rows: AsyncGenerator<Tensor>): Promise<Tensor[]> {
+  const out: Tensor[] = [];
+  for await (const r of rows) out.push(r);
+  return out;
+}
+
+test('np.savez files: every dtype reads back equal, the keys in order, headers without reading data', () => {
+  const npz = NpzFile.open(file('numpy_stored.npz'));
+  try {
+    assert.deepEqual(npz.keys(), ['arr_0', 'mu', 'sigma', 'labels', 'half', 'flags', 'scalar']);
+    assert.deepEqual({ ...npz.header('arr_0'), headerLength: undefined }, { dtype: 'uint8', shape: [5, 4, 4, 3], headerLength: undefined });
+    assert.equal(npz.has('arr_0'), true);
+    assert.equal(npz.has('arr_1'), false);
+  } finally {
+    npz.close();
+  }
+  assertNumpyArrays(loadNpz(file('numpy_stored.npz')), 'stored');
+});
+
+test('rows of a stored array read in place: any range, and in chunks whose last is short', async () => {
+  const npz = NpzFile.open(file('numpy_stored.npz'));
+  try {
+    assertEqualTensors(npz.readRows('arr_0', 1, 3), fx.arr_0.narrow(0, 1, 3), 'rows 1..4');
+    assertEqualTensors(npz.readRows('arr_0', 5, 0), fx.arr_0.narrow(0, 5, 0), 'no rows');
+    const chunks = await collect(npz.rows('arr_0', 2));
+    assert.deepEqual(chunks.map((c) => c.size(0)), [2, 2, 1]);
+    assertEqualTensors(torch.cat(chunks), fx.arr_0, 'chunks');
+    assert.throws(() => npz.readRows('arr_0', 4, 2), /numpy_stored\.npz: rows \[4, 6\) of 'arr_0' are outside its 5 rows/);
+    assert.throws(() => npz.get('arr_9'), /numpy_stored\.npz: no array 'arr_9' \(the file holds: arr_0, mu, sigma, labels, half, flags, scalar\)/);
+  } finally {
+    npz.close();
+  }
+});
+
+test('np.savez_compressed files: whole arrays inflate, rows stream through inflate', async () => {
+  assertNumpyArrays(loadNpz(file('numpy_compressed.npz')), 'compressed');
+  const npz = NpzFile.open(file('numpy_compressed.npz'));
+  try {
+    const chunks = await collect(npz.rows('arr_0', 3));
+    assert.deepEqual(chunks.map((c) => c.size(0)), [3, 2]);
+    assertEqualTensors(torch.cat(chunks), fx.arr_0, 'streamed');
+    assert.throws(() => npz.readRows('arr_0', 0, 1), /array 'arr_0' is compressed \(np\.savez_compressed\); read it with get\(\) or rows\(\)/);
+  } finally {
+    npz.close();
+  }
+});
+
+test('ZIP64 entries written by Python\'s zipfile (force_zip64) and a version 2.0 .npy header', () => {
+  const arrays = loadNpz(file('numpy_zip64.npz'));
+  assertEqualTensors(arrays.arr_0!, fx.arr_0, 'arr_0');
+  assertEqualTensors(arrays.mu!, fx.mu, 'mu');
+});
+
+test('unsupported or broken arrays give errors naming the file and array', () => {
+  assert.throws(() => loadNpz(file('numpy_bigendian.npz')), /numpy_bigendian\.npz: arr_0: unsupported \.npy dtype '>f4'/);
+  const header = encodeNpyHeader('float32', [2]);
+  const at = Buffer.from(header).indexOf('False');
+  header.set(new TextEncoder().encode('True '), at);
+  assert.throws(() => parseNpyHeader(header, 'x.npy'), /x\.npy: Fortran-ordered arrays are not supported/);
+  assert.throws(() => parseNpyHeader(new Uint8Array(16), 'x.npy'), /x\.npy: not an \.npy array/);
+  assert.throws(() => encodeNpyHeader('bfloat16', [2]), /numpy has no bfloat16/);
+});
+
+test('.npy headers are padded to 64 bytes and end with a newline, as numpy writes them', () => {
+  for (const shape of [[], [7], [50000, 256, 256, 3]]) {
+    const header = encodeNpyHeader('uint8', shape);
+    assert.equal(header.length % 64, 0);
+    assert.equal(header[header.length - 1], 0x0a);
+    assert.deepEqual(parseNpyHeader(header, 'x').shape, shape);
+  }
+});
+
+test('NpzWriter: whole and streamed arrays, plain and ZIP64, read back by NpzFile', withTmp(async (dir) => {
+  for (const forceZip64 of [false, true]) {
+    const path = join(dir, `out${forceZip64 ? '64' : ''}.npz`);
+    const writer = new NpzWriter(path, { forceZip64 });
+    writer.begin('arr_0', 'uint8', fx.arr_0.shape);
+    for (let r = 0; r < 5; r += 2) writer.append(fx.arr_0.narrow(0, r, Math.min(2, 5 - r)));
+    writer.add('mu', fx.mu);
+    writer.add('empty', torch.zeros([0, 3]));
+    writer.close();
+    const back = loadNpz(path);
+    assertEqualTensors(back.arr_0!, fx.arr_0, `arr_0 zip64=${forceZip64}`);
+    assertEqualTensors(back.mu!, fx.mu, `mu zip64=${forceZip64}`);
+    assert.deepEqual(back.empty!.shape, [0, 3]);
+  }
+  assert.deepEqual(readdirSync(dir).sort(), ['out.npz', 'out64.npz'], 'no temporary files left');
+}));
+
+test('NpzWriter refuses wrong chunks and unfinished arrays; abort leaves nothing behind', withTmp((dir) => {
+  const path = join(dir, 'bad.npz');
+  const writer = new NpzWriter(path);
+  writer.begin('arr_0', 'uint8', [2, 3]);
+  assert.throws(() => writer.append(torch.zeros([1, 3])), /array 'arr_0' is uint8, got a float32 chunk/);
+  assert.throws(() => writer.append(torch.zeros([3, 3], { dtype: 'uint8' })), /array 'arr_0' gets 9 more bytes than its shape holds \(6 left\)/);
+  writer.append(torch.zeros([1, 3], { dtype: 'uint8' }));
+  assert.throws(() => writer.add('mu', fx.mu), /array 'arr_0' is unfinished \(3 bytes missing\)/);
+  assert.throws(() => writer.close(), /array 'arr_0' is unfinished/);
+  writer.abort();
+  assert.deepEqual(readdirSync(dir), []);
+  writeFileSync(path, 'old');
+  assert.throws(() => saveNpz(path, { a: torch.zeros([2]), b: torch.zeros([2]).bfloat16() }), /numpy has no bfloat16/);
+  assert.equal(readFileSync(path, 'utf8'), 'old', 'a failed save leaves the old file');
+  assert.deepEqual(readdirSync(dir), ['bad.npz']);
+}));
+
+test('.npy files round-trip', withTmp((dir) => {
+  const path = join(dir, 'x.npy');
+  saveNpy(path, fx.sigma);
+  assertEqualTensors(loadNpy(path), fx.sigma, 'sigma');
+}));
+
+test('numpy reads what NpzWriter and saveNpy write (np.load), ZIP64 included', { skip: HAS_NUMPY ? false : `${PYTHON} with numpy (Debian's python3-numpy) is not installed` }, withTmp((dir) => {
+  const plain = join(dir, 'plain.npz');
+  const zip64 = join(dir, 'zip64.npz');
+  saveNpz(plain, { arr_0: fx.arr_0, mu: fx.mu, labels: fx.labels, scalar: torch.scalarTensor(2.5, torch.zeros([])) });
+  const writer = new NpzWriter(zip64, { forceZip64: true });
+  writer.add('arr_0', fx.arr_0);
+  writer.add('mu', fx.mu);
+  writer.close();
+  saveNpy(join(dir, 'sigma.npy'), fx.sigma);
+  const script = [
+    'import json, sys, zipfile, numpy as np',
+    'out = {}',
+    'for name in ("plain.npz", "zip64.npz"):',
+    '    assert zipfile.ZipFile(sys.argv[1] + "/" + name).testzip() is None',
+    '    z = np.load(sys.argv[1] + "/" + name)',
+    '    out[name] = {k: [str(z[k].dtype), list(z[k].shape), z[k].ravel().tolist()] for k in z.files}',
+    's = np.load(sys.argv[1] + "/sigma.npy")',
+    'out["sigma"] = [str(s.dtype), list(s.shape), s.ravel().tolist()]',
+    'print(json.dumps(out))',
+  ].join('\n');
+  const numpy = JSON.parse(execFileSync(PYTHON, ['-c', script, dir], { encoding: 'utf8' }));
+  const expect = (t: Tensor, dtype: string): [string, number[], number[]] => [dtype, t.shape, Array.from(t.toArray() as ArrayLike<number | bigint>, Number)];
+  assert.deepEqual(numpy['plain.npz'], { arr_0: expect(fx.arr_0, 'uint8'), mu: expect(fx.mu, 'float64'), labels: expect(fx.labels, 'int64'), scalar: ['float32', [], [2.5]] });
+  assert.deepEqual(numpy['zip64.npz'], { arr_0: expect(fx.arr_0, 'uint8'), mu: expect(fx.mu, 'float64') });
+  assert.deepEqual(numpy.sigma, expect(fx.sigma, 'float64'));
+}));
+
+test('a truncated archive is refused with the file named', withTmp((dir) => {
+  const path = join(dir, 'cut.npz');
+  writeFileSync(path, readFileSync(file('numpy_stored.npz')).subarray(0, 1000));
+  assert.throws(() => NpzFile.open(path), /cut\.npz: not a zip archive, or a truncated one/);
+}));
