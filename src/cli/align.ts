@@ -2,6 +2,8 @@
 // scripts name them. It builds the models from files (a diffusers VAE folder or state dict, DINOv2
 // weights, a taming discriminator, LPIPS weights), the data (an ImageNet-layout folder or
 // Fashion-MNIST), joins the process group under `reals launch`, and calls trainAlignment.
+// `reals align convert`: a checkpoint of it → diffusers folder + mean_std.json + align.safetensors
+// (src/train/align-convert.ts).
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as torch from '../torch/index.js';
@@ -13,7 +15,9 @@ import { NLayerDiscriminator } from '../models/discriminator.js';
 import { LPIPS } from '../models/lpips.js';
 import { DataLoader, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
 import { ALIGN_LOSS_DEFAULTS, trainAlignment } from '../train/align.js';
+import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from '../train/align-convert.js';
 import { launch } from './launch.js';
+import { loadImageDataset } from './sit.js';
 
 function integer(min: number): (value: string) => number {
   return (value) => {
@@ -237,8 +241,63 @@ export function alignTrainCommand(): Command {
     });
 }
 
+export interface AlignConvertFlags {
+  ckpt: string;
+  outputDir: string;
+  dataPath: string;
+  numSamples: number;
+  useEma: boolean;
+  imageSize?: number;
+  batchSize: number;
+  seed: number;
+  numWorkers?: number;
+  device?: string;
+}
+
+/** Converts a checkpoint of `reals align train` into `--output-dir`; the images come cropped as the run read them. */
+export async function runAlignConvert(flags: AlignConvertFlags, log: (line: string) => void = console.log): Promise<AlignConvertResult> {
+  const { vae, heads, step, args } = loadAlignedModels(flags.ckpt, { useEma: flags.useEma });
+  const imageSize = flags.imageSize ?? (typeof args.imageSize === 'number' ? args.imageSize : undefined);
+  if (imageSize === undefined) throw new Error(`--ckpt ${flags.ckpt} records no image size (args.imageSize): pass the run's --image-size`);
+  const dataset = loadImageDataset(flags.dataPath, imageSize, vae.config.inChannels);
+  const result = await convertAlignment({
+    vae, heads, dataset, numSamples: flags.numSamples, outputDir: flags.outputDir, batchSize: flags.batchSize, seed: flags.seed,
+    numWorkers: flags.numWorkers, device: flags.device,
+  });
+  const round = (values: number[]) => values.map((v) => Number(v.toPrecision(4))).join(', ');
+  const skipped = result.skipped > 0 ? ` (${result.skipped} unreadable files skipped)` : '';
+  log(`${flags.useEma ? 'ema' : 'model'} weights of step ${step}; latents of ${result.images} images${skipped}: ` +
+    `mean [${round(result.stats.mean)}], std [${round(result.stats.std)}]`);
+  log(`wrote ${flags.outputDir}: config.json, diffusion_pytorch_model.safetensors, mean_std.json, ${ALIGN_HEADS_NAME}`);
+  return result;
+}
+
+export function alignConvertCommand(): Command {
+  return new Command('convert')
+    .description('write a checkpoint of `align train` as a diffusers AutoencoderKL folder with mean_std.json (per-channel latent ' +
+      `statistics over training images) and the alignment MLPs (${ALIGN_HEADS_NAME})`)
+    .requiredOption('--ckpt <file>', 'a checkpoint of `reals align train` (<run>/checkpoints/NNNNNNN.safetensors)')
+    .requiredOption('--output-dir <dir>', 'folder to write (created if missing; files of the same names are replaced)')
+    .requiredOption('--data-path <path>', 'the training images: ImageNet-layout image folder, or `fashion-mnist`')
+    .requiredOption('--num-samples <n>', 'images (a seeded random subset) the latent mean and std are computed over', integer(1))
+    .option('--use-ema', 'convert the EMA weights (ema.*) instead of the trained ones (model.*)', false)
+    .option('--image-size <n>', 'side of the ADM center crop of folder images (default: the run\'s --image-size)', integer(1))
+    .option('--batch-size <n>', 'images per encoder call', integer(1), 32)
+    .option('--seed <n>', 'seeds the subset and the posterior samples', integer(0), 0)
+    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
+    .action(async (flags: AlignConvertFlags, self: Command) => {
+      try {
+        await runAlignConvert(flags);
+      } catch (error) {
+        self.error(`error: ${(error as Error).message}`);
+      }
+    });
+}
+
 export function alignCommand(): Command {
   return new Command('align')
-    .description('the ReaLS VAE: train it with DINOv2 alignment')
-    .addCommand(alignTrainCommand());
+    .description('the ReaLS VAE: train it with DINOv2 alignment, convert a checkpoint for the generators')
+    .addCommand(alignTrainCommand())
+    .addCommand(alignConvertCommand());
 }

@@ -3,8 +3,13 @@
 import { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import { launchCommand } from './launch.js';
-import { alignCommand } from './align.js';
 import { evaluateCommand, fidStatsCommand } from './evaluate.js';
+import { sitCommand, ditCommand } from './sit.js';
+import { sampleCommand } from './sample.js';
+import { cacheLatentsCommand } from './cache-latents.js';
+import { extractEmaCommand } from './extract-ema.js';
+import { alignCommand } from './align.js';
+import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -34,9 +39,17 @@ export function buildProgram(): Command {
     .configureHelp({ showGlobalOptions: true });
   program.addCommand(envCommand());
   program.addCommand(launchCommand());
-  program.addCommand(alignCommand());
   program.addCommand(evaluateCommand());
   program.addCommand(fidStatsCommand());
+  program.addCommand(sitCommand());
+  program.addCommand(ditCommand());
+  program.addCommand(sampleCommand());
+  program.addCommand(cacheLatentsCommand());
+  program.addCommand(extractEmaCommand());
+  program.addCommand(alignCommand());
+  program.addCommand(segmentCommand());
+  program.addCommand(depthCommand());
+  program.addCommand(headsCommand());
   return program;
 }
 

@@ -16,9 +16,11 @@
 //   flattened) is the alternative that keeps the coarse layout;
 // - the loss per token is 1 - cosine similarity (REPA's negative cosine, shifted to be >= 0), with
 //   an optional smooth-L1 term, averaged over tokens; patch and CLS terms have their own weights.
+import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
+import { SafetensorsFile, loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 
 const F = nn.F;
 
@@ -164,4 +166,52 @@ export function alignmentLoss(prediction: AlignmentFeatures, target: AlignmentFe
   const [patch, patchCosine] = term(prediction.patch, target.patch, 'patch');
   const [cls, clsCosine] = term(prediction.cls, target.cls, 'cls');
   return { loss: patch.mul(patchWeight).add(cls.mul(clsWeight)), patch, cls, patchCosine, clsCosine };
+}
+
+// --- file ------------------------------------------------------------------------------------------
+
+const positiveInt = z.number().int().positive();
+const alignmentConfigSchema = z.strictObject({
+  latentChannels: positiveInt, featureDim: positiveInt, hiddenDim: positiveInt, depth: positiveInt,
+  clsPooling: z.enum(['mean', 'avgpool']), clsPoolSize: positiveInt,
+});
+
+/** An AlignmentConfig read from outside (a file's metadata); the error names `where` and every bad field. */
+export function parseAlignmentConfig(json: unknown, where: string): AlignmentConfig {
+  const parsed = alignmentConfigSchema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  throw new Error(`${where}: invalid AlignmentConfig: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+}
+
+/**
+ * The heads as `align.safetensors` (what `reals align convert` writes beside the VAE): the
+ * `mlp_patch.*` and `mlp_cls.*` weights, and the AlignmentConfig as JSON in the metadata entry
+ * `config`, so that loadAlignmentHeads rebuilds them from the file alone.
+ */
+export function saveAlignmentHeads(path: string, heads: AlignmentHeads): void {
+  torch.scope(() => saveSafetensors(path, Object.fromEntries(heads.stateDict()), { format: 'pt', config: JSON.stringify(heads.config) }));
+}
+
+/** Reads a file of saveAlignmentHeads; the heads come back in eval mode, on `device` when given. */
+export function loadAlignmentHeads(path: string, options: { device?: torch.Device } = {}): AlignmentHeads {
+  const file = SafetensorsFile.open(path);
+  file.close();
+  const text = file.metadata.config;
+  if (text === undefined) throw new Error(`loadAlignmentHeads(${path}): no "config" metadata entry (not a file written by saveAlignmentHeads?)`);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`loadAlignmentHeads(${path}): metadata "config" is not JSON: ${text.slice(0, 80)}`);
+  }
+  const heads = new AlignmentHeads(parseAlignmentConfig(json, `loadAlignmentHeads(${path}) metadata "config"`));
+  torch.scope(() => {
+    try {
+      heads.loadStateDict(loadSafetensors(path));
+    } catch (error) {
+      throw new Error(`loadAlignmentHeads(${path}): ${(error as Error).message}`, { cause: error });
+    }
+  });
+  if (options.device !== undefined) heads.to(options.device);
+  return heads.eval();
 }

@@ -6,3 +6,4 @@ export * from './inception.js';
 export * from './lpips.js';
 export * from './discriminator.js';
 export * from './alignment.js';
+export * from './heads.js';

@@ -18,7 +18,9 @@
 // Checkpoints (one safetensors file each, src/train/checkpoint.ts): `model.*` is the VAE under
 // its diffusers keys plus `mlp_patch.*` and `mlp_cls.*`, `ema.*` the same keys averaged, `opt.*`
 // their Adam state, `disc.*` and `opt_disc.*` the discriminator and its Adam state; the metadata
-// holds args, step, epoch, the batch to read next, the CPU RNG state and both optimizers' groups.
+// holds args, step, epoch, the batch to read next, the CPU RNG state and both optimizers' groups,
+// and `vae_config` (the VAE's diffusers config.json) and `heads_config` (the AlignmentConfig), so
+// that `reals align convert` rebuilds both models from the checkpoint alone.
 // Resuming restores all of it, so on CPU the losses continue exactly as without the interruption.
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
@@ -26,7 +28,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { DistributedDataParallel } from '../nn/parallel.js';
 import * as optim from '../optim/index.js';
-import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { AutoencoderKL, configToDiffusers } from '../models/autoencoder-kl.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
@@ -274,6 +276,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
         step, epoch, batch, args: options.args ?? {}, rng: rngStateBase64(), optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+        vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });
     savedStep = step;

@@ -1,0 +1,584 @@
+// The latent generators: training SiT (willisma/SiT train.py) and DiT (facebookresearch/DiT
+// train.py) on normalized latents, loading their checkpoints (ours and the official .pt files),
+// and sampling images from them as SiT's sample_ddp.py does.
+//
+// Training follows the reference scripts: AdamW (lr 1e-4, weight decay 0), an EMA copy (decay
+// 0.9999) that starts as a copy of the model (`update_ema(ema, model.module, decay=0)`) and never
+// requires grad, the global batch split evenly over DDP ranks, rank r seeded with
+// `global_seed * world_size + r`, label dropout (the model's classDropoutProb, --cfg-prob) for
+// classifier-free guidance. SiT minimizes the transport loss (path, prediction, weighting), DiT
+// the DDPM loss at a uniformly drawn timestep. Checkpoints (src/train/checkpoint.ts) hold `model.*`,
+// `ema.*`, `opt.*` and, in the metadata, the generator's name and config, the latent
+// normalization, the transport, the position in the data and the RNG state, so that `--resume`
+// continues exactly and `reals sample` needs no other flag to rebuild the network.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import * as torch from '../torch/index.js';
+import type { Tensor } from '../torch/index.js';
+import { DistributedDataParallel } from '../nn/parallel.js';
+import * as optim from '../optim/index.js';
+import { DiT, SiT, type SiTConfig } from '../models/sit.js';
+import type { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { load, SafetensorsFile, NpzWriter } from '../io/index.js';
+import { decodeImage } from '../data/index.js';
+import {
+  Sampler, createDiffusion, createTransport, generateLatents, type GenerateMethod, type OdeSamplerOptions, type SdeSamplerOptions,
+  type TransportConfig,
+} from '../diffusion/index.js';
+import {
+  CheckpointManager, loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+} from './checkpoint.js';
+import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
+import { MetricsLog } from './metrics.js';
+import { SummaryWriter } from './tensorboard.js';
+import { progress as makeProgress, type Progress } from './progress.js';
+import { encodePng, saveImageGrid } from './images.js';
+import {
+  denormalizeLatents, describeNormalization, latentNormalizationSchema, type LatentNormalization, type LatentSource,
+} from './latents.js';
+
+const dist = torch.distributed;
+
+// --- what a generator is ------------------------------------------------------------------------
+
+export type GeneratorKind = 'SiT' | 'DiT';
+
+/** A generator's identity, saved in its checkpoints: `SiT-XL/2` (or a custom name) and its full config. */
+export interface GeneratorSpec {
+  name: string;
+  kind: GeneratorKind;
+  config: Required<SiTConfig>;
+}
+
+const sitConfigSchema = z.object({
+  depth: z.number().int().positive(), hiddenSize: z.number().int().positive(), patchSize: z.number().int().positive(),
+  numHeads: z.number().int().positive(), inputSize: z.number().int().positive(), inChannels: z.number().int().positive(),
+  mlpRatio: z.number().positive(), classDropoutProb: z.number().min(0).max(1), numClasses: z.number().int().positive(),
+  learnSigma: z.boolean(),
+});
+const specSchema = z.object({ name: z.string(), kind: z.enum(['SiT', 'DiT']), config: sitConfigSchema });
+
+/** Whether two specs name the same network (whatever the order of their config's keys). */
+export function sameSpec(a: GeneratorSpec, b: GeneratorSpec): boolean {
+  const keys = Object.keys(sitConfigSchema.shape) as (keyof GeneratorSpec['config'])[];
+  return a.name === b.name && a.kind === b.kind && keys.every((k) => a.config[k] === b.config[k]);
+}
+
+export function buildGenerator(spec: GeneratorSpec): SiT | DiT {
+  return spec.kind === 'SiT' ? new SiT(spec.config) : new DiT(spec.config);
+}
+
+/** The run folder's name: SiT's `<model>-<path>-<prediction>-<weighting>` (None for no weighting), DiT's `<model>`. */
+export function runName(spec: GeneratorSpec, transport: TransportConfig): string {
+  if (spec.kind === 'DiT') return spec.name;
+  return `${spec.name}-${transport.pathType}-${transport.prediction}-${transport.lossWeight ?? 'None'}`;
+}
+
+// --- training -----------------------------------------------------------------------------------
+
+export interface GeneratorTrainOptions {
+  spec: GeneratorSpec;
+  data: LatentSource;
+  /** A new run goes to `<resultsDir>/NNN-<runName>`. */
+  resultsDir: string;
+  /** Continue a run: a checkpoint file, a run folder or its checkpoints folder. */
+  resume?: string;
+  /** SiT's transport (default Linear, velocity, no weighting). */
+  transport?: Partial<TransportConfig>;
+  /** AdamW learning rate, default 1e-4; weight decay default 0. */
+  lr?: number;
+  weightDecay?: number;
+  emaDecay?: number;
+  /** Epochs (default 1400, as train.py) unless maxSteps stops earlier. */
+  epochs?: number;
+  maxSteps?: number;
+  /** Steps between checkpoints (default 50,000); one is also written at the end. */
+  ckptEvery?: number;
+  keepLast?: number;
+  /** Steps between metrics.jsonl/TensorBoard records of the mean loss and steps/s (default 100). */
+  logEvery?: number;
+  /** --global-seed (default 0): rank r seeds with seed * worldSize + r. */
+  seed?: number;
+  device?: torch.Device;
+  /** Saved in the checkpoints' metadata (the CLI's flags). */
+  args?: Record<string, unknown>;
+  log?: (line: string) => void;
+  progressStream?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export interface GeneratorTrainResult {
+  runDir: string;
+  step: number;
+  /** The last checkpoint written (rank 0), or null on other ranks. */
+  checkpoint: string | null;
+  model: SiT | DiT;
+  ema: SiT | DiT;
+}
+
+export async function trainGenerator(options: GeneratorTrainOptions): Promise<GeneratorTrainResult> {
+  const { spec, data } = options;
+  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
+  const rank = distributed ? dist.getRank() : 0;
+  const worldSize = distributed ? dist.getWorldSize() : 1;
+  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
+  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  const ckptEvery = options.ckptEvery ?? 50_000;
+  const logEvery = options.logEvery ?? 100;
+  const epochs = options.epochs ?? 1400;
+  const c = spec.config;
+  const shape = [c.inChannels, c.inputSize, c.inputSize];
+  if (data.latentShape.join() !== shape.join()) {
+    throw new Error(`trainGenerator: the data's latents are [${data.latentShape}], ${spec.name} takes [${shape}] ` +
+      `(inputSize ${c.inputSize} = image size / the VAE's downsampling; inChannels ${c.inChannels})`);
+  }
+  if (data.length < 1) throw new Error(`trainGenerator: the data has no full batch of ${data.batchSize} on this rank`);
+  const transport = createTransport(options.transport);
+
+  torch.manualSeed((options.seed ?? 0) * worldSize + rank);
+  // Under DDP every rank starts from rank 0's initialisation (DistributedDataParallel copies it).
+  const model = buildGenerator(spec).to(device).train();
+  const ema = buildGenerator(spec).to(device).requiresGrad_(false).eval();
+  const opt = new optim.AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: options.lr ?? 1e-4, weightDecay: options.weightDecay ?? 0 });
+  const emaUpdater = new optim.EMA(ema, model, { decay: options.emaDecay ?? 0.9999 });
+  const ddp = distributed ? new DistributedDataParallel(model) : null;
+  const diffusion = spec.kind === 'DiT' ? createDiffusion({ timestepRespacing: '', learnSigma: c.learnSigma }) : null;
+
+  let step = 0;
+  let epoch = 0;
+  let batch = 0;
+  let runDir: string;
+  if (options.resume !== undefined) {
+    const resumed = resolveResume(options.resume);
+    runDir = resumed.runDir;
+    const position = torch.scope(() => restore(loadCheckpoint(resumed.checkpoint), spec, data.normalization, { model, ema, opt }));
+    ({ step, epoch, batch } = position);
+    log(`resuming ${resumed.checkpoint} at step ${step} (epoch ${epoch}, batch ${batch})`);
+    if (position.rngRanks.length === worldSize) {
+      setRngStateBase64(position.rngRanks[rank]!);
+    } else {
+      // Another number of ranks: each draws afresh, so the run goes on, though not as the uninterrupted one would have.
+      torch.manualSeed(((options.seed ?? 0) * worldSize + rank) * 1_000_003 + step);
+      log(`note: ${resumed.checkpoint} holds the RNG states of ${position.rngRanks.length} ranks, this run has ${worldSize}: ` +
+        'the random draws are reseeded, so losses will not continue exactly as the uninterrupted run');
+    }
+  } else {
+    emaUpdater.copyFrom();
+    runDir = rank === 0 ? createRunDir(options.resultsDir, runName(spec, transport.config)).path : '';
+  }
+  if (batch >= data.length) [epoch, batch] = [epoch + 1, 0];
+  log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
+    `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
+    `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
+
+  const checkpoints = rank === 0 ? new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }) : null;
+  const metrics = rank === 0 ? new MetricsLog(join(runDir, 'metrics.jsonl'), options.resume !== undefined ? { resumeStep: step } : {}) : null;
+  const tensorboard = rank === 0 ? new SummaryWriter(runDir, options.resume !== undefined ? { purgeStep: step + 1 } : {}) : null;
+  const maxSteps = Math.min(options.maxSteps ?? Infinity, epochs * data.length);
+  const bar: Progress | null = rank === 0
+    ? makeProgress({ total: maxSteps, label: spec.name, start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
+    : null;
+
+  const network = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor => model.forward(x, t, kwargs.y as Tensor);
+  /** Forward and backward of one batch; returns the loss averaged over ranks. */
+  const trainStep = (latents: Tensor, labels: Tensor): number => torch.scope(() => {
+    const x = latents.to(device);
+    const y = labels.to(device);
+    let loss: Tensor;
+    if (diffusion !== null) {
+      const t = torch.randint(0, diffusion.numTimesteps, [x.size(0)]).to(device);
+      loss = diffusion.trainingLosses(network, x, t, { y }).loss.mean();
+    } else {
+      loss = transport.trainingLosses(network, x, { y }).loss.mean();
+    }
+    loss.backward();
+    ddp?.syncGradients();
+    const value = loss.detach().float().reshape([1]);
+    if (distributed) {
+      dist.allReduce(value, 'sum');
+      value.div_(worldSize);
+    }
+    return value.item();
+  });
+
+  let lastCheckpoint: string | null = null;
+  let savedStep = -1;
+  /** Writes a checkpoint (rank 0) holding every rank's RNG state; all ranks call it. */
+  const save = (): void => {
+    const rngRanks = rngStatesOfRanks(distributed, worldSize);
+    savedStep = step;
+    if (rank !== 0) return;
+    const saved = optimizerToCheckpoint(opt);
+    lastCheckpoint = checkpoints!.save({
+      tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
+      metadata: {
+        step, epoch, batch, args: options.args ?? {}, rng: rngRanks[0], rng_ranks: rngRanks, optimizer: saved.metadata,
+        generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
+      },
+    });
+  };
+
+  let runningLoss = 0;
+  let sinceLog = 0;
+  let logStart = performance.now();
+  try {
+    training: for (; epoch < epochs && step < maxSteps; epoch++, batch = 0) {
+      for await (const { latents, labels } of data.iterate(epoch, batch)) {
+        const loss = trainStep(latents, labels);
+        latents.dispose();
+        labels.dispose();
+        // Before the optimizer steps: a non-finite loss leaves the weights and the last checkpoint as they were.
+        checkFinite({ loss }, step + 1);
+        opt.step();
+        opt.zeroGrad();
+        emaUpdater.update();
+        step++;
+        batch++;
+        runningLoss += loss;
+        sinceLog++;
+        bar?.update(step, { loss });
+        if (step % logEvery === 0 || step === maxSteps) {
+          const stepsPerSec = sinceLog / ((performance.now() - logStart) / 1000);
+          const mean = runningLoss / sinceLog;
+          if (rank === 0) {
+            metrics!.log(step, { loss: mean, steps_per_sec: stepsPerSec });
+            tensorboard!.addScalar('train/loss', mean, step);
+            tensorboard!.addScalar('train/steps_per_sec', stepsPerSec, step);
+          }
+          [runningLoss, sinceLog, logStart] = [0, 0, performance.now()];
+        }
+        if (step % ckptEvery === 0) {
+          save();
+          if (distributed) dist.barrier();
+        }
+        if (step >= maxSteps) break training;
+      }
+    }
+    if (savedStep !== step) save();
+  } finally {
+    bar?.stop();
+    metrics?.close();
+    tensorboard?.close();
+  }
+  return { runDir, step, checkpoint: lastCheckpoint, model, ema };
+}
+
+/** Every rank's CPU generator state as base64 (gathered on all ranks), rank 0's first. */
+function rngStatesOfRanks(distributed: boolean, worldSize: number): string[] {
+  if (!distributed) return [rngStateBase64()];
+  return torch.scope(() => {
+    const state = torch.getRngState();
+    const states = Array.from({ length: worldSize }, () => torch.zerosLike(state));
+    dist.allGather(states, state);
+    return states.map((t) => Buffer.from(t.toArray() as Uint8Array).toString('base64'));
+  });
+}
+
+const generatorMetadataSchema = z.object({
+  generator: specSchema,
+  normalization: latentNormalizationSchema,
+  transport: z.object({
+    pathType: z.enum(['Linear', 'GVP', 'VP']), prediction: z.enum(['velocity', 'score', 'noise']),
+    lossWeight: z.enum(['velocity', 'likelihood']).nullable(), trainEps: z.number(), sampleEps: z.number(),
+  }).nullable(),
+  batch: z.number().int().nonnegative(),
+  /** Every rank's CPU generator state (rank 0's is also `rng`). */
+  rng_ranks: z.array(z.string()).optional(),
+});
+
+function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
+  const parsed = generatorMetadataSchema.safeParse(checkpoint.metadata);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`${checkpoint.path}: not a generator checkpoint of reals (metadata "${issue.path.join('.')}": ${issue.message})`);
+  }
+  return parsed.data;
+}
+
+interface Restorable { model: SiT | DiT; ema: SiT | DiT; opt: optim.AdamW }
+
+/** Loads a checkpoint of trainGenerator into the run's objects; returns the position and each rank's RNG state. */
+function restore(
+  checkpoint: Checkpoint, spec: GeneratorSpec, normalization: LatentNormalization, into: Restorable,
+): { step: number; epoch: number; batch: number; rngRanks: string[] } {
+  const fail = (message: string): never => { throw new Error(`resume from ${checkpoint.path}: ${message}`); };
+  const meta = generatorMetadata(checkpoint);
+  if (!sameSpec(meta.generator, spec)) fail(`it trains ${JSON.stringify(meta.generator)}, this run ${JSON.stringify(spec)}`);
+  if (JSON.stringify(meta.normalization) !== JSON.stringify(normalization)) {
+    fail(`its latents were normalized by ${describeNormalization(meta.normalization)}, this run's by ${describeNormalization(normalization)}`);
+  }
+  for (const group of ['model', 'ema']) if (checkpoint.groups[group] === undefined) fail(`no ${group}.* tensors`);
+  if (typeof checkpoint.metadata.rng !== 'string') fail('no RNG state (metadata "rng")');
+  try {
+    into.model.loadStateDict(checkpoint.groups.model!);
+    into.ema.loadStateDict(checkpoint.groups.ema!);
+    into.opt.loadStateDict(optim.unflattenStateDict(checkpoint.groups.opt ?? {}, checkpoint.metadata.optimizer, ''));
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  return { step: checkpoint.metadata.step, epoch: checkpoint.metadata.epoch, batch: meta.batch, rngRanks: meta.rng_ranks ?? [checkpoint.metadata.rng!] };
+}
+
+// --- loading a trained generator ----------------------------------------------------------------
+
+function isGeneratorCheckpoint(path: string): boolean {
+  const file = SafetensorsFile.open(path);
+  file.close();
+  return file.metadata.generator !== undefined;
+}
+
+export interface LoadedGenerator {
+  model: SiT | DiT;
+  spec: GeneratorSpec;
+  /** How the training latents were normalized (our checkpoints), or null (official files: the VAE's). */
+  normalization: LatentNormalization | null;
+  /** The transport it was trained with (our SiT checkpoints), or null. */
+  transport: TransportConfig | null;
+}
+
+export interface LoadGeneratorOptions {
+  /** What the caller expects (--model): a checkpoint of another size is an error. */
+  spec: GeneratorSpec;
+  /** 'ema' (default) or the raw 'model' weights of a training checkpoint. */
+  weights?: 'ema' | 'model';
+}
+
+function entriesOf(value: unknown): Map<string, unknown> | null {
+  if (value instanceof Map) return value as Map<string, unknown>;
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) return new Map(Object.entries(value));
+  return null;
+}
+
+/**
+ * A generator in eval mode from `path`: a checkpoint of trainGenerator (.safetensors; its saved
+ * spec must equal the expected one), or an official SiT/DiT file (torch.save of a state dict or
+ * of train.py's {model, ema, opt, args}; whether it learns sigma is read off its final layer).
+ * Either way the EMA weights unless `weights` is 'model'. A checkpoint of another model is an
+ * error naming both before anything runs.
+ */
+export function loadGenerator(path: string, options: LoadGeneratorOptions): LoadedGenerator {
+  if (!existsSync(path)) throw new Error(`--ckpt ${path}: no such file`);
+  const expected = options.spec;
+  const weights = options.weights ?? 'ema';
+  if (path.endsWith('.safetensors') && isGeneratorCheckpoint(path)) {
+    const checkpoint = loadCheckpoint(path);
+    try {
+      const meta = generatorMetadata(checkpoint);
+      const saved = meta.generator;
+      if (saved.name !== expected.name || saved.kind !== expected.kind) {
+        throw new Error(`--ckpt ${path} holds a ${saved.kind} ${saved.name}, not the ${expected.kind} ${expected.name} asked for (--model)`);
+      }
+      const group = checkpoint.groups[weights];
+      if (group === undefined) throw new Error(`--ckpt ${path}: no ${weights}.* tensors`);
+      const model = buildGenerator(saved);
+      model.loadStateDict(group);
+      return { model: model.eval(), spec: saved, normalization: meta.normalization, transport: meta.transport };
+    } finally {
+      for (const group of Object.values(checkpoint.groups)) for (const t of Object.values(group)) t.dispose();
+    }
+  }
+  // Read in a scope: the file's tensors (model, EMA, optimizer state) are freed once copied.
+  return torch.scope(() => {
+    const loaded = load(path);
+    const record = entriesOf(loaded);
+    // A training checkpoint {model, ema, ...}: the asked-for weights, the raw ones where it has no EMA.
+    const key = record === null ? undefined : record.has(weights) ? weights : weights === 'ema' && record.has('model') ? 'model' : undefined;
+    const stateDict = key === undefined ? record : entriesOf(record!.get(key));
+    if (stateDict === null || ![...stateDict.values()].every((v) => v instanceof torch.Tensor)) {
+      throw new Error(`--ckpt ${path}: neither a state dict nor a training checkpoint with a '${weights}' state dict`);
+    }
+    const finalLayer = stateDict.get('final_layer.linear.weight');
+    const c = expected.config;
+    let spec = expected;
+    if (finalLayer instanceof torch.Tensor) {
+      const outChannels = finalLayer.size(0) / (c.patchSize * c.patchSize);
+      if (outChannels === 2 * c.inChannels || outChannels === c.inChannels) spec = { ...expected, config: { ...c, learnSigma: outChannels === 2 * c.inChannels } };
+    }
+    const model = buildGenerator(spec);
+    try {
+      model.loadStateDict(stateDict as Map<string, Tensor>);
+    } catch (error) {
+      throw new Error(`--ckpt ${path} does not fit --model ${expected.name} (${JSON.stringify(spec.config)}): ${(error as Error).message}`, { cause: error });
+    }
+    return { model: model.eval(), spec, normalization: null, transport: null };
+  });
+}
+
+// --- sampling -----------------------------------------------------------------------------------
+
+/** How latents are drawn: generateLatents' options other than the labels, shape and seed. */
+export interface SampleLatentsOptions {
+  model: SiT | DiT;
+  method: GenerateMethod;
+  steps?: number;
+  cfgScale?: number;
+  /** Channels to guide: default the network's (the official 3); REPA guides 'all'. */
+  cfgChannels?: number | 'all';
+  guidanceLow?: number;
+  guidanceHigh?: number;
+  transport?: Partial<TransportConfig>;
+  ode?: Omit<OdeSamplerOptions, 'numSteps'>;
+  sde?: Omit<SdeSamplerOptions, 'numSteps'>;
+  device?: torch.Device;
+}
+
+export interface SampleImagesOptions extends SampleLatentsOptions {
+  vae: AutoencoderKL;
+  normalization: LatentNormalization;
+  /** --num-fid-samples: images in the .npz (the last global batch is cut there). */
+  numSamples: number;
+  /** --per-proc-batch-size. */
+  batchSize: number;
+  /** --global-seed. */
+  seed: number;
+  /** Where the PNGs go (`000000.png`, ...); the .npz is `<sampleDir>.npz`, the grid `<sampleDir>.png`. */
+  sampleDir: string;
+  /** Images in the grid (default 64). */
+  gridSize?: number;
+  log?: (line: string) => void;
+  progressStream?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export interface SampleImagesResult { sampleDir: string; npz: string | null; grid: string | null; numSamples: number }
+
+/** The label of sample `index`: samples cycle through the classes, so every class gets its share. */
+export function sampleLabel(index: number, numClasses: number): number { return index % numClasses; }
+
+/**
+ * The seed of batch `b` on the rank whose seed is `rankSeed` (global_seed * world_size + rank, as
+ * sample_ddp.py): the first batch uses it as it is; later ones move by 2^32 per batch, so that no
+ * two batches of any rank or global seed below 2^32 share their noise, and a batch can be redone
+ * alone (resuming an interrupted run) with the same result.
+ */
+export function batchSeed(rankSeed: number, batch: number): number { return rankSeed + batch * 2 ** 32; }
+
+/**
+ * The latents of samples `indices` (labelled by sampleLabel) drawn from `seed`, normalized as the
+ * model was trained: torch.manualSeed(seed), the noise torch.randn([n, C, H, W]), then the sampler.
+ * With guidance over the whole time range, the ODE/SDE state is sample_ddp.py's doubled batch
+ * (the noise twice, the labels then the null class, forwardWithCfg), so dopri5's step-size control
+ * and the SDE's noise equal the reference's draw for draw; with a guidance interval (REPA's) and
+ * for DDPM, generateLatents runs the guided batch alone.
+ */
+export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
+  const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
+  const c = model.config;
+  const labels = indices.map((index) => sampleLabel(index, c.numClasses));
+  const shape = [c.inChannels, c.inputSize, c.inputSize];
+  if (cfgScale > 1 && (method === 'ode' || method === 'sde') && guidanceLow <= 0 && guidanceHigh >= 1) {
+    if (model.training) throw new Error('sampleLatents: the model is in training mode (labels would be dropped at random); call eval() first');
+    return torch.noGrad(() => torch.scope(() => {
+      const n = labels.length;
+      torch.manualSeed(seed);
+      const z = torch.randn([n, ...shape]).to(device);
+      const y = torch.tensor([...labels, ...Array(n).fill(c.numClasses)], { dtype: 'int64' }).to(device);
+      const sampler = new Sampler(createTransport(options.transport));
+      const sample = method === 'ode'
+        ? sampler.sampleOde({ ...options.ode, numSteps: options.steps ?? 250 })
+        : sampler.sampleSde({ diffusionForm: 'sigma', ...options.sde, numSteps: options.steps ?? 250 });
+      const guided = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor =>
+        model.forwardWithCfg(x, t, kwargs.y as Tensor, cfgScale, { channels: options.cfgChannels });
+      const { samples } = sample(torch.cat([z, z]), guided, { y });
+      return samples[samples.length - 1]!.slice(0, 0, n);
+    }));
+  }
+  return generateLatents({
+    model, labels, shape, seed, method, steps: options.steps, cfgScale, cfgChannels: options.cfgChannels, guidanceLow, guidanceHigh,
+    transport: options.transport, ode: options.ode, sde: options.sde, device,
+  });
+}
+
+/**
+ * Samples as SiT's sample_ddp.py, as one rank of the process group: the global batch
+ * (batchSize per rank) is repeated until numSamples are covered; sample i of a global batch goes
+ * to rank i % worldSize, as `index = i * world_size + rank + total`. Batches whose PNGs all exist
+ * are skipped (an interrupted run continues). Rank 0 then streams every PNG into one ADM .npz
+ * (`arr_0`, uint8 NHWC, ZIP64 when large) and writes a grid of the first images.
+ */
+export async function sampleImages(options: SampleImagesOptions): Promise<SampleImagesResult> {
+  const { model, vae, normalization, numSamples, batchSize, sampleDir } = options;
+  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
+  const rank = distributed ? dist.getRank() : 0;
+  const worldSize = distributed ? dist.getWorldSize() : 1;
+  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
+  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  if (!(Number.isInteger(numSamples) && numSamples >= 1)) throw new Error(`sampleImages: numSamples must be a positive integer, got ${numSamples}`);
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`sampleImages: batchSize must be a positive integer, got ${batchSize}`);
+  const c = model.config;
+  if (normalization.mean.length !== c.inChannels) {
+    throw new Error(`sampleImages: the normalization has ${normalization.mean.length} channels, the model ${c.inChannels}`);
+  }
+  if (vae.config.latentChannels !== c.inChannels) throw new Error(`sampleImages: the VAE has ${vae.config.latentChannels} latent channels, the model ${c.inChannels}`);
+  const globalBatch = batchSize * worldSize;
+  const iterations = Math.ceil(numSamples / globalBatch);
+  const rankSeed = options.seed * worldSize + rank;
+  const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
+  model.to(device).eval();
+  vae.to(device).eval();
+  mkdirSync(sampleDir, { recursive: true });
+  log(`sampling ${numSamples} images (${iterations} batches of ${batchSize} x ${worldSize} ranks) into ${sampleDir}; ` +
+    `${options.method}, ${options.steps ?? 250} steps, cfg ${options.cfgScale ?? 1}; latents denormalized by ${describeNormalization(normalization)}`);
+  const bar = rank === 0 ? makeProgress({ total: iterations, label: 'sample', unit: 'batch', stream: options.progressStream, itemsPerStep: globalBatch }) : null;
+  try {
+    for (let b = 0; b < iterations; b++) {
+      const indices = Array.from({ length: batchSize }, (_, i) => i * worldSize + rank + b * globalBatch);
+      if (!indices.every((index) => existsSync(name(index)))) {
+        const images = torch.noGrad(() => torch.scope(() => {
+          const latents = sampleLatents({ ...options, device }, indices, batchSeed(rankSeed, b));
+          const decoded = vae.decode(denormalizeLatents(latents, normalization));
+          // sample_ddp.py: clamp(127.5 * x + 128, 0, 255) to uint8, NHWC.
+          return decoded.mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous().cpu();
+        }));
+        for (const [i, index] of indices.entries()) {
+          const image = images.select(0, i);
+          writeFileSync(name(index), await encodePng(image));
+          image.dispose();
+        }
+        images.dispose();
+      }
+      bar?.update(b + 1);
+    }
+  } finally {
+    bar?.stop();
+  }
+  if (distributed) dist.barrier();
+  let npz: string | null = null;
+  let grid: string | null = null;
+  if (rank === 0) {
+    npz = `${sampleDir}.npz`;
+    grid = `${sampleDir}.png`;
+    await writeSampleNpz(sampleDir, name, numSamples, npz, grid, options.gridSize ?? 64);
+    log(`wrote ${npz} (arr_0: ${numSamples} images) and the grid ${grid}`);
+  }
+  if (distributed) dist.barrier();
+  return { sampleDir, npz, grid, numSamples };
+}
+
+/** Streams PNGs 0..n-1 into `npz` as arr_0 [n, H, W, C] uint8, and the first gridSize as a grid image. */
+async function writeSampleNpz(sampleDir: string, name: (index: number) => string, n: number, npz: string, grid: string, gridSize: number): Promise<void> {
+  const writer = new NpzWriter(npz);
+  const gridImages: Tensor[] = [];
+  try {
+    let shape: [number, number, number] | null = null;
+    for (let i = 0; i < n; i++) {
+      const image = await decodeImage(name(i));
+      const hwc: [number, number, number] = [image.height, image.width, image.channels];
+      if (shape === null) {
+        shape = hwc;
+        writer.begin('arr_0', 'uint8', [n, ...shape]);
+      } else if (hwc.join() !== shape.join()) {
+        throw new Error(`${sampleDir}: ${name(i)} is [${hwc}] (HWC), the first sample [${shape}]`);
+      }
+      writer.append(image.data);
+      if (i < gridSize) gridImages.push(torch.fromArray(image.data, hwc, 'uint8').permute(2, 0, 1).unsqueeze(0));
+    }
+    writer.close();
+  } catch (error) {
+    writer.abort();
+    throw error;
+  }
+  const images = torch.cat(gridImages);
+  await saveImageGrid(grid, images, { nrow: Math.ceil(Math.sqrt(gridImages.length)) });
+  for (const t of [images, ...gridImages]) t.dispose();
+}
+

@@ -1,0 +1,160 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as torch from '../../src/torch/index.js';
+import type { Tensor } from '../../src/torch/index.js';
+import * as nn from '../../src/nn/index.js';
+import * as optim from '../../src/optim/index.js';
+import { FashionMNIST, randperm } from '../../src/data/index.js';
+import { generateLatents } from '../../src/diffusion/index.js';
+import { parseMetrics, saveImageGrid, loadCheckpoint } from '../../src/train/index.js';
+import { trainGenerator, loadGenerator, runName, type GeneratorSpec } from '../../src/train/sit.js';
+import type { LatentBatch, LatentNormalization, LatentSource } from '../../src/train/latents.js';
+
+const F = nn.F;
+/** Where tests leave pictures to look at (ignored by git). */
+const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-output/train');
+const SIDE = 16;
+// One thread: on a loaded machine a second one mostly waits for the first.
+torch.setNumThreads(1);
+const IDENTITY: LatentNormalization = { source: 'scaling_factor', mean: [0], std: [1] };
+
+/** Fashion-MNIST images average-pooled to 16x16, in [-1, 1], as 1-channel "latents". */
+function fashionMnist(train: boolean, n: number): { x: Tensor; y: Tensor } {
+  const dataset = new FashionMNIST({ train });
+  const pixels = new Float32Array(n * 32 * 32);
+  const labels = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) {
+    const image = dataset.image(i);
+    for (let p = 0; p < 32 * 32; p++) pixels[i * 1024 + p] = image.data[p]! / 127.5 - 1;
+    labels[i] = BigInt(dataset.label(i));
+  }
+  const x = F.avgPool2d(torch.fromArray(pixels, [n, 1, 32, 32]), 2);
+  return { x, y: torch.tensor(labels) };
+}
+
+/** An in-memory LatentSource over (x, y), permuted per epoch with data's randperm. */
+function memorySource(x: Tensor, y: Tensor, batchSize: number): LatentSource {
+  const n = x.size(0);
+  return {
+    batchSize, latentShape: x.shape.slice(1), normalization: IDENTITY,
+    length: Math.floor(n / batchSize),
+    async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
+      const order = randperm(n, epoch);
+      for (let b = startBatch; b < Math.floor(n / batchSize); b++) {
+        const index = torch.tensor(order.slice(b * batchSize, (b + 1) * batchSize));
+        yield { latents: x.indexSelect(0, index), labels: y.indexSelect(0, index) };
+      }
+    },
+    async close() {},
+  };
+}
+
+function tinySpec(overrides: Partial<GeneratorSpec['config']> = {}): GeneratorSpec {
+  return {
+    name: 'SiT-tiny', kind: 'SiT',
+    config: {
+      depth: 2, hiddenSize: 64, patchSize: 4, numHeads: 4, inputSize: SIDE, inChannels: 1, mlpRatio: 4,
+      classDropoutProb: 0.1, numClasses: 10, learnSigma: true, ...overrides,
+    },
+  };
+}
+
+/** A linear softmax classifier of 16x16 images trained with Adam; returns its accuracy function. */
+function trainClassifier(x: Tensor, y: Tensor): (images: Tensor, labels: Tensor) => number {
+  torch.manualSeed(0);
+  const linear = new nn.Linear(SIDE * SIDE, 10);
+  const opt = new optim.Adam(linear.parameters(), { lr: 1e-2 });
+  const features = x.flatten(1);
+  for (let step = 0; step < 150; step++) {
+    torch.scope(() => {
+      const index = torch.randint(0, x.size(0), [256]);
+      F.crossEntropy(linear.forward(features.indexSelect(0, index)), y.indexSelect(0, index)).backward();
+      opt.step();
+      opt.zeroGrad();
+    });
+  }
+  return (images, labels) => torch.noGrad(() => torch.scope(() =>
+    linear.forward(images.flatten(1)).argmax(1).eq(labels).float().mean().item()));
+}
+
+test('a small SiT trained on Fashion-MNIST lowers its loss, and its EMA samples are recognisably of their classes', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-'));
+  const train = fashionMnist(true, 8000);
+  const result = await trainGenerator({
+    spec: tinySpec(), data: memorySource(train.x, train.y, 64), resultsDir: root, lr: 3e-3, emaDecay: 0.98,
+    maxSteps: 300, logEvery: 50, ckptEvery: 100_000, log: () => {}, progressStream: new PassThrough(),
+  });
+  assert.match(result.runDir, /000-SiT-tiny-Linear-velocity-None$/);
+  const losses = parseMetrics(readFileSync(join(result.runDir, 'metrics.jsonl'), 'utf8')).map((r) => r.values.loss!);
+  assert.ok(losses.at(-1)! < 0.75 * losses[0]!, `loss ${losses[0]} -> ${losses.at(-1)}`);
+
+  const labels = torch.arange(0, 100).remainder(10);
+  const samples = generateLatents({
+    model: result.ema, labels, shape: [1, SIDE, SIDE], seed: 0, method: 'ode', steps: 30, cfgScale: 2, cfgChannels: 'all', ode: { samplingMethod: 'euler' },
+  }).clamp(-1, 1);
+  mkdirSync(OUTPUT, { recursive: true });
+  await saveImageGrid(join(OUTPUT, 'sit-fashion-mnist-samples.png'), samples, { nrow: 10 });
+
+  const accuracy = trainClassifier(train.x, train.y);
+  const test = fashionMnist(false, 1000);
+  const real = accuracy(test.x, test.y);
+  const generated = accuracy(samples, labels);
+  console.log(`classifier accuracy: real ${real.toFixed(3)}, samples ${generated.toFixed(3)} (chance 0.1); losses ${losses.map((l) => l.toFixed(3))}`);
+  assert.ok(real > 0.7, `the classifier reaches ${real} on real test images`);
+  assert.ok(generated > 0.35, `samples are classified as their labels ${generated} of the time (chance 0.1)`);
+  rmSync(root, { recursive: true });
+});
+
+test('resuming from a checkpoint continues with the losses and weights of an uninterrupted run', async () => {
+  const train = fashionMnist(true, 256);
+  const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 });
+  const quiet = { log: () => {}, progressStream: new PassThrough() };
+  const run = (resultsDir: string, maxSteps: number, resume?: string) => trainGenerator({
+    spec, data: memorySource(train.x, train.y, 32), resultsDir, resume, lr: 1e-3, maxSteps, logEvery: 1, ckptEvery: 5, ...quiet,
+  });
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-resume-'));
+  const whole = await run(join(root, 'a'), 10); // crosses an epoch (8 batches)
+  const first = await run(join(root, 'b'), 5);
+  const resumed = await run(join(root, 'b'), 10, first.runDir);
+  assert.equal(resumed.runDir, first.runDir);
+  const loss = (dir: string) => parseMetrics(readFileSync(join(dir, 'metrics.jsonl'), 'utf8')).map((r) => [r.step, r.values.loss]);
+  assert.deepEqual(loss(resumed.runDir), loss(whole.runDir));
+  const [a, b] = [loadCheckpoint(whole.checkpoint!), loadCheckpoint(resumed.checkpoint!)];
+  for (const [key, t] of Object.entries(a.groups.ema!)) assert.deepEqual(b.groups.ema![key]!.toArray(), t.toArray(), key);
+  assert.equal(b.metadata.step, 10);
+  assert.deepEqual((b.metadata as Record<string, unknown>).generator, spec);
+
+  // The checkpoint rebuilds the network by itself; asking for another model is an error before anything runs.
+  const loaded = loadGenerator(resumed.checkpoint!, { spec });
+  assert.deepEqual(loaded.normalization, IDENTITY);
+  assert.equal(loaded.model.training, false);
+  assert.throws(() => loadGenerator(resumed.checkpoint!, { spec: { ...spec, name: 'SiT-S/2' } }), /holds a SiT SiT-tiny, not the SiT SiT-S\/2 asked for/);
+  await assert.rejects(run(join(root, 'c'), 10, join(root, 'c-missing')), /--resume .*c-missing: no such file or folder/);
+  await assert.rejects(
+    trainGenerator({ spec: tinySpec({ hiddenSize: 32 }), data: memorySource(train.x, train.y, 32), resultsDir: root, resume: first.runDir, ...quiet }),
+    /resume from .*: it trains .*"hiddenSize":16.*this run .*"hiddenSize":32/,
+  );
+  assert.equal(runName({ ...spec, kind: 'DiT', name: 'DiT-S/2' }, { pathType: 'Linear', prediction: 'velocity', lossWeight: null, trainEps: 0, sampleEps: 0 }), 'DiT-S/2');
+  rmSync(root, { recursive: true });
+});
+
+test('DiT trains on the DDPM loss (MSE + VB of the learned variance) in a run folder named after the model', async () => {
+  const train = fashionMnist(true, 64);
+  const spec: GeneratorSpec = { ...tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 }), name: 'DiT-tiny', kind: 'DiT' };
+  const root = mkdtempSync(join(tmpdir(), 'reals-dit-'));
+  const result = await trainGenerator({
+    spec, data: memorySource(train.x, train.y, 16), resultsDir: root, maxSteps: 3, logEvery: 1, log: () => {}, progressStream: new PassThrough(),
+  });
+  assert.match(result.runDir, /000-DiT-tiny$/);
+  assert.equal(result.model.constructor.name, 'DiT');
+  const losses = parseMetrics(readFileSync(join(result.runDir, 'metrics.jsonl'), 'utf8')).map((r) => r.values.loss!);
+  assert.equal(losses.length, 3);
+  // At the adaLN-Zero init the network outputs 0: the MSE to unit noise is about 1, plus the VB term.
+  assert.ok(losses.every((l) => Number.isFinite(l) && l > 0.8), `losses ${losses}`);
+  rmSync(root, { recursive: true });
+});
