@@ -56,7 +56,9 @@ const METHODS: readonly GenerateMethod[] = ['ode', 'sde', 'ddpm', 'ddim'];
  * the starting noise torch.randn([B, ...shape]) on the CPU, then the sampler's own draws in its
  * order. With guidance, each sample's batch runs next to its null-class copy inside the
  * interval, so the SDE and DDPM noise is drawn for B samples (SiT's and DiT's sample.py double
- * the whole batch and draw for 2B: their ODE samples are reproduced, their stochastic ones not).
+ * the whole batch and draw for 2B: their fixed-step ODE samples are reproduced; their stochastic
+ * ones, and dopri5's (whose step-size control then sees a batch of B, not 2B), are not. The
+ * `reals sample` path (src/train/sit.ts) doubles the batch as the reference does.
  */
 export function generateLatents(options: GenerateOptions): Tensor {
   const { model: network, seed, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, guidanceConvention = 'repa', device = 'cpu' } = options;

@@ -9,3 +9,7 @@ export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } f
 export { SummaryWriter, crc32c, maskedCrc32c, tfRecord, type SummaryWriterOptions } from './tensorboard.js';
 export { progress, formatDuration, type Progress, type ProgressOptions, type ProgressFields } from './progress.js';
 export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from './images.js';
+export { trainAlignment } from './align.js';
+export { convertAlignment, loadAlignedModels, computeLatentStats } from './align-convert.js';
+export { trainGenerator, loadGenerator, sampleImages, sampleLatents } from './sit.js';
+export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from './latents.js';
