@@ -75,23 +75,23 @@ const ITEMS: Item[] = [
     rounds: 21, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
   { name: 'mlp.step', what: 'nn.Linear MLP 784-512-512-10 GELU, batch 256, CE, AdamW step, zeroGrad', unit: 'ms/iter',
     iterations: 5, warmup: 2, rounds: 61, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
-  // Issue 3: model forwards, eval mode, no grad, float32.
-  { name: 'vae.encode', what: 'SD-VAE (AutoencoderKL sd-vae) encode, 256x256 -> 4x32x32 posterior mode', unit: 'images/s', batch: 1,
-    iterations: 1, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'vae.decode', what: 'SD-VAE decode, 4x32x32 -> 256x256', unit: 'images/s', batch: 1,
+  // Model forwards in eval mode, no grad, float32. Few rounds: one sample takes seconds on a CPU core.
+  { name: 'vae.encode', what: 'SD-VAE (AutoencoderKL sd-vae) encode, 3x256x256 -> posterior mode 4x32x32', unit: 'images/s', batch: 1,
     iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'dinov2.forward', what: 'DINOv2-B/14 (dinov2_vitb14) forward_features, 224x224 (pos_embed interpolated from 37x37)', unit: 'images/s',
+  { name: 'vae.decode', what: 'SD-VAE decode, 4x32x32 -> 3x256x256', unit: 'images/s', batch: 1,
+    iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'dinov2.forward', what: 'DINOv2-B/14 (dinov2_vitb14) forward_features at 224x224 (pos_embed resized from 37x37)', unit: 'images/s',
+    batch: 4, iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'sit.forward', what: 'SiT-B/2 forward, 4x32x32 latents with timesteps and class labels', unit: 'images/s', batch: 4,
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  // Sampling: generateLatents against SiT's torchdiffeq Euler loop, written out in bench/torch_eager.py.
+  { name: 'sit.sample', what: 'SiT-S/2, 4x32x32, ODE Euler, 50 steps = 50 forwards, no CFG', unit: 'latents/s', batch: 1,
+    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1]: 50 forwards of the doubled batch', unit: 'latents/s', batch: 1,
+    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  // The evaluator's network (ADM's evaluator runs batches of 64).
+  { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'sit.forward', what: 'SiT-B/2 forward, 4x32x32 latents, class labels', unit: 'images/s', batch: 8,
-    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  // Issue 4: sampling (the PyTorch side is SiT's torchdiffeq Euler loop, written out in bench/torch_eager.py).
-  { name: 'sit.sample', what: 'SiT-S/2, 4x32x32, ODE Euler 50 steps (50 forwards), no CFG', unit: 'latents/s', batch: 8,
-    iterations: 1, warmup: 0, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1] (50 forwards of the doubled batch)', unit: 'latents/s', batch: 8,
-    iterations: 1, warmup: 0, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  // Issue 7: the evaluator's network (ADM's evaluator runs batches of 64).
-  { name: 'inception.forward', what: 'FID Inception v3, uint8 256x256 -> TF1 bilinear 299 -> pool_3, spatial, logits', unit: 'images/s',
-    batch: 8, iterations: 1, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
 ];
 
 /** The ADM evaluation that inception.forward's rate is projected to: 50K samples, reference statistics cached. */

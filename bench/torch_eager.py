@@ -22,6 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+# The fixture scripts' reference networks, imported without leaving __pycache__ folders in the repository.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures"))
 import make_autoencoder_kl  # noqa: E402
 import make_dinov2  # noqa: E402

@@ -46,12 +46,14 @@ function napiNoop(): Run {
 }
 
 function addRawCallOp(): Run {
-  const a = torch.randn([16])._handle;
-  const b = torch.randn([16])._handle;
+  // The Tensors stay referenced here: a handle whose Tensor is collected is freed by its finalizer.
+  const a = torch.randn([16]);
+  const b = torch.randn([16]);
   const id = torch.opId('aten::add.Tensor');
   const { native } = torch;
   return (iterations) => {
-    for (let i = 0; i < iterations; i++) native.dispose(native.callOp(id, a, b, 1) as Handle);
+    const [ha, hb] = [a._handle, b._handle];
+    for (let i = 0; i < iterations; i++) native.dispose(native.callOp(id, ha, hb, 1) as Handle);
   };
 }
 
