@@ -19,6 +19,9 @@ namespace {
 struct Slot {
   at::Tensor tensor;
   uint32_t generation = 0;
+  // Bytes reported to V8 for this tensor: only tensors the GC frees (those with a finalizer)
+  // are reported. Scoped tensors are freed deterministically, and reporting them would only
+  // make V8 run full collections that free nothing.
   int64_t bytes = 0;
 };
 
@@ -96,9 +99,8 @@ napi_value wrapTensor(napi_env env, at::Tensor tensor) {
     slots.emplace_back();
   }
   Slot& slot = slots[index];
-  slot.bytes = tensorBytes(tensor);
+  slot.bytes = 0;
   slot.tensor = std::move(tensor);
-  reportBytes(env, slot.bytes);
   napi_value result;
   check(napi_create_double(env, encode(index), &result), "napi_create_double");
   return result;
@@ -372,6 +374,10 @@ static napi_value AttachFinalizer(napi_env env, napi_callback_info info) {
   return guarded(env, "attachFinalizer", [&] {
     Args args(env, info);
     double id = getDouble(env, args[1], "attachFinalizer");
+    int64_t index = liveSlot(id);
+    if (index < 0) throw JsError{"attachFinalizer: tensor used after dispose()"};
+    slots[index].bytes = tensorBytes(slots[index].tensor);
+    reportBytes(env, slots[index].bytes);
     check(napi_add_finalizer(env, args[0], reinterpret_cast<void*>(static_cast<uintptr_t>(id)), finalizeTensor, nullptr, nullptr),
           "napi_add_finalizer");
     return makeUndefined(env);
@@ -392,9 +398,11 @@ static napi_value SetData(napi_env env, napi_callback_info info) {
     int64_t index = liveSlot(getDouble(env, args[0], "data"));
     if (index < 0) throw JsError{"data: tensor used after dispose()"};
     slots[index].tensor.set_data(unwrapTensor(env, args[1], "data"));
-    int64_t bytes = tensorBytes(slots[index].tensor);
-    reportBytes(env, bytes - slots[index].bytes);
-    slots[index].bytes = bytes;
+    if (slots[index].bytes != 0) {
+      int64_t bytes = tensorBytes(slots[index].tensor);
+      reportBytes(env, bytes - slots[index].bytes);
+      slots[index].bytes = bytes;
+    }
     return makeUndefined(env);
   });
 }

@@ -17,6 +17,19 @@ export class Module {
   private readonly _nonPersistentBuffers = new Set<string>();
   protected readonly _modules = new Map<string, Module | null>();
 
+  constructor() {
+    // Python frees a forward's intermediates at their last use; here each forward runs in a
+    // torch.scope, so they are freed when it returns (its result and kept tensors survive).
+    // Without this, a whole network's activations stay allocated until an outer scope closes,
+    // which costs page faults and cache misses (SiT-B/2 forward: 1.45x PyTorch's time).
+    const forward = this.forward;
+    Object.defineProperty(this, 'forward', {
+      value: (...args: unknown[]) => torch.scope(() => forward.apply(this, args)),
+      writable: true,
+      configurable: true,
+    });
+  }
+
   /** The computation; subclasses define it (as nn.Module, calling the base throws). */
   forward(..._args: unknown[]): unknown {
     throw new Error(`${this.constructor.name}: forward() is not implemented`);

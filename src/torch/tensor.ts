@@ -30,17 +30,20 @@ function attachFinalizer(t: Tensor): void {
   native.attachFinalizer(t, t._handle);
 }
 
-function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
-  if (value instanceof Tensor) out.add(value);
-  else if (depth > 8 || value === null || typeof value !== 'object') return;
-  else if (Array.isArray(value)) for (const v of value) collectTensors(v, out, depth + 1);
-  else if (value instanceof Map) for (const v of value.values()) collectTensors(v, out, depth + 1);
-  else if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
+function collectTensors(value: unknown, out: Set<Tensor>, seen = new Set<object>(), depth = 0): void {
+  if (value instanceof Tensor) {
+    out.add(value);
+    return;
+  }
+  if (depth > 8 || value === null || typeof value !== 'object' || seen.has(value)) return;
+  seen.add(value);
+  const children = Array.isArray(value) ? value : value instanceof Map ? [...value.values()] : Object.values(value);
+  for (const v of children) collectTensors(v, out, seen, depth + 1);
 }
 
 /**
  * Runs `fn` and disposes every tensor created inside it except those it returns (found in
- * arrays, Maps and plain objects) and those passed to `keep`. Returned tensors move to the
+ * arrays, Maps and the fields of objects) and those passed to `keep`. Returned tensors move to the
  * enclosing scope. `fn` must be synchronous.
  */
 export function scope<T>(fn: () => T): T {
