@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
@@ -9,7 +9,8 @@ import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { AlignmentHeads } from '../../src/models/alignment.js';
 import { NLayerDiscriminator } from '../../src/models/discriminator.js';
-import { DataLoader, FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
+import { DataLoader, FashionMNIST, ImageFolder, type InMemoryDataset } from '../../src/data/index.js';
+import { FIXTURES } from '../helpers.js';
 import { loadCheckpoint, parseMetrics, NonFiniteLossError } from '../../src/train/index.js';
 import { trainAlignment, type AlignTrainOptions, type BatchSource } from '../../src/train/align.js';
 
@@ -78,6 +79,35 @@ test('a short Fashion-MNIST run with tiny models: reconstruction falls, patch an
   const events = readdirSync(result.runDir).filter((name) => name.startsWith('events.out.tfevents.'));
   assert.equal(events.length, 1);
   assert.ok(readFileSync(join(result.runDir, events[0]!)).includes('train/reconstructions'), 'reconstruction images logged');
+  await data.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a short run on a folder of real photographs (JPEG and PNG, ImageFolder + ADM crop + worker decoding): reconstruction falls, cosines rise', async () => {
+  const dir = tempDir();
+  const root = join(dir, 'photos');
+  // Class folders as ImageNet's train/<wnid>/: real photographs committed for the data tests.
+  const classes: Record<string, string[]> = {
+    cat: ['cat_301x217.jpg', 'cat_cmyk_45x33.jpg'],
+    coffee: ['coffee_103x157.png', 'coffee_52x40.png'],
+    rocket: ['rocket_217x389.jpg', 'camera_75x61.png'],
+  };
+  for (const [name, files] of Object.entries(classes)) {
+    mkdirSync(join(root, name), { recursive: true });
+    for (const file of files) copyFileSync(join(FIXTURES, 'data', file), join(root, name, file));
+  }
+  const data = new DataLoader(new ImageFolder(root, { resolution: 32 }), { batchSize: 6, seed: 0, numWorkers: 1 });
+  const steps = 25;
+  const result = await trainAlignment({
+    ...tinyModels(0), data, resultsDir: dir, maxEpoch: steps, maxSteps: steps, lr: 1e-3, discStart: 1000, logEvery: 1, imageEvery: 100, ckptEvery: 100, ...quiet,
+  });
+  assert.equal(result.step, steps);
+  const records = metricsOf(result.runDir);
+  const series = (name: string) => records.map((r) => r.values[name]!);
+  const [rec, patch, cls] = [series('rec'), series('patch_cos'), series('cls_cos')];
+  assert.ok(mean(rec.slice(-5)) < 0.6 * mean(rec.slice(0, 3)), `reconstruction fell: ${rec.map((v) => v.toFixed(3))}`);
+  assert.ok(mean(patch.slice(-5)) > patch[0]! + 0.2, `patch cosine rose: ${patch.map((v) => v.toFixed(3))}`);
+  assert.ok(mean(cls.slice(-5)) > cls[0]! + 0.2, `CLS cosine rose: ${cls.map((v) => v.toFixed(3))}`);
   await data.close();
   rmSync(dir, { recursive: true, force: true });
 });
