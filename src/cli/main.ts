@@ -10,6 +10,7 @@ import { cacheLatentsCommand } from './cache-latents.js';
 import { extractEmaCommand } from './extract-ema.js';
 import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
+import { demoCommand } from './demo.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
     .description('ReaLS: representation-aligned latent space, on libtorch')
     .showHelpAfterError()
     .configureHelp({ showGlobalOptions: true });
+  program.addCommand(demoCommand());
   program.addCommand(envCommand());
   program.addCommand(launchCommand());
   program.addCommand(evaluateCommand());

@@ -446,11 +446,14 @@ export function sampleLabel(index: number, numClasses: number): number { return 
 
 /**
  * The seed of batch `b` on the rank whose seed is `rankSeed` (global_seed * world_size + rank, as
- * sample_ddp.py): the first batch uses it as it is; later ones move by 2^32 per batch, so that no
- * two batches of any rank or global seed below 2^32 share their noise, and a batch can be redone
- * alone (resuming an interrupted run) with the same result.
+ * sample_ddp.py): the first batch uses it as it is; later ones add b * 0x9E3779B1 modulo 2^32,
+ * because libtorch's CPU generator keeps only the low 32 bits of a seed (mt19937). The multiplier
+ * is odd, so the seeds of one rank never repeat, and two ranks up to 4,096 apart only meet after
+ * 364,789 batches; a batch can be redone alone (resuming an interrupted run) with the same result.
  */
-export function batchSeed(rankSeed: number, batch: number): number { return rankSeed + batch * 2 ** 32; }
+export function batchSeed(rankSeed: number, batch: number): number {
+  return Number((BigInt(rankSeed) + BigInt(batch) * 0x9e3779b1n) % 2n ** 32n);
+}
 
 /**
  * The latents of samples `indices` (labelled by sampleLabel) drawn from `seed`, normalized as the

@@ -192,3 +192,16 @@ test('under reals launch, sit train splits the global batch over 2 ranks and sam
   }
   rmSync(root, { recursive: true });
 });
+
+test('batch seeds: the first batch keeps the reference rule, later batches draw different noise (libtorch keeps 32 seed bits)', () => {
+  assert.equal(batchSeed(7, 0), 7);
+  const draws = [0, 1, 2].map((b) => {
+    torch.manualSeed(batchSeed(7, b));
+    return torch.randn([4]);
+  });
+  assert.ok(draws[0]!.ne(draws[1]!).all().item() && draws[1]!.ne(draws[2]!).all().item(), 'batches 0, 1 and 2 have their own noise');
+  const seeds = new Set<number>();
+  for (let rank = 0; rank < 8; rank++) for (let b = 0; b < 2000; b++) seeds.add(batchSeed(rank, b));
+  assert.equal(seeds.size, 8 * 2000, 'no two (rank, batch) pairs share a seed');
+  for (const seed of seeds) assert.ok(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32);
+});

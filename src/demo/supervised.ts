@@ -1,0 +1,106 @@
+// Supervised training of the demo's two Fashion-MNIST classifiers (the ViT teacher that stands in
+// for DINOv2, and the CNN whose features score the samples): Adam on cross entropy over shuffled
+// training batches, a progress bar, a metrics.jsonl of the loss, and the accuracy on test images.
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import * as torch from '../torch/index.js';
+import type { Tensor } from '../torch/index.js';
+import * as nn from '../nn/index.js';
+import * as optim from '../optim/index.js';
+import { DataLoader, FashionMNIST, writeNormalized } from '../data/index.js';
+import { MetricsLog, progress as makeProgress } from '../train/index.js';
+
+const F = torch.nnFunctional;
+
+/** The first `count` Fashion-MNIST images (3 channels, 32x32, [-1, 1]) and their labels. */
+export function fashionMnistTensors(count: number, train: boolean): { images: Tensor; labels: Tensor } {
+  const data = new FashionMNIST({ channels: 3, train });
+  const n = Math.min(count, data.length);
+  const [c, h, w] = data.itemShape;
+  const pixels = new Float32Array(n * c * h * w);
+  const labels = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) {
+    writeNormalized(data.image(i), pixels, i * c * h * w);
+    labels[i] = BigInt(data.label(i));
+  }
+  return { images: torch.fromArray(pixels, [n, c, h, w]), labels: torch.fromArray(labels, [n], 'int64') };
+}
+
+export interface SupervisedOptions {
+  /** Trained parameters: the network and its classification layer. */
+  model: nn.Module;
+  /** Images [B, 3, 32, 32] in [-1, 1] to logits [B, 10]. */
+  logits: (images: Tensor) => Tensor;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  /** Gets metrics.jsonl (the loss every logEvery steps). */
+  runDir: string;
+  label: string;
+  /** Test images the accuracy is measured on. */
+  testImages: number;
+  logEvery?: number;
+}
+
+export interface SupervisedResult { steps: number; finalLoss: number; testAccuracy: number; testImages: number }
+
+export async function trainSupervised(options: SupervisedOptions): Promise<SupervisedResult> {
+  const { model, steps, batchSize, runDir } = options;
+  const logEvery = options.logEvery ?? Math.max(1, Math.floor(steps / 50));
+  mkdirSync(runDir, { recursive: true });
+  torch.manualSeed(options.seed);
+  const loader = new DataLoader(new FashionMNIST({ channels: 3 }), { batchSize, seed: options.seed, numWorkers: 0, randomFlip: false });
+  const opt = new optim.Adam(model.parameters(), { lr: options.lr });
+  const metrics = new MetricsLog(join(runDir, 'metrics.jsonl'));
+  const bar = makeProgress({ total: steps, label: options.label, itemsPerStep: batchSize });
+  model.train();
+  let step = 0;
+  let sum = 0;
+  let count = 0;
+  let finalLoss = NaN;
+  try {
+    for (let epoch = 0; step < steps; epoch++) {
+      for await (const { images, labels } of loader.iterate(epoch)) {
+        const loss = torch.scope(() => {
+          const value = F.crossEntropy(options.logits(images), labels);
+          opt.zeroGrad();
+          value.backward();
+          opt.step();
+          return value.item();
+        });
+        images.dispose();
+        labels.dispose();
+        step++;
+        sum += loss;
+        count++;
+        bar.update(step, { loss });
+        if (step % logEvery === 0 || step === steps) {
+          finalLoss = sum / count;
+          metrics.log(step, { loss: finalLoss });
+          [sum, count] = [0, 0];
+        }
+        if (step >= steps) break;
+      }
+    }
+  } finally {
+    bar.stop();
+    metrics.close();
+    await loader.close();
+  }
+  model.eval();
+  const test = fashionMnistTensors(options.testImages, false);
+  const predicted = predictInBatches(options.logits, test.images);
+  const testAccuracy = predicted.eq(test.labels).float().mean().item();
+  for (const t of [test.images, test.labels, predicted]) t.dispose();
+  return { steps, finalLoss, testAccuracy, testImages: options.testImages };
+}
+
+/** argmax of `logits` over `images`, 256 at a time, without gradients. */
+export function predictInBatches(logits: (images: Tensor) => Tensor, images: Tensor): Tensor {
+  return torch.noGrad(() => torch.scope(() => {
+    const out: Tensor[] = [];
+    for (let start = 0; start < images.size(0); start += 256) out.push(logits(images.slice(0, start, start + 256)).argmax(1));
+    return torch.cat(out);
+  }));
+}
