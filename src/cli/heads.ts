@@ -313,7 +313,7 @@ export async function runCompare(options: CompareOptions): Promise<CompareResult
 
 export interface TrainLinearOptions extends Omit<SourceFlags, 'features'> {
   features: 'mlp' | 'dino' | 'latent';
-  /** A folder with images/ and masks/ (same stems; masks 8-bit grey class indices, 255 ignored), or `fashion-mnist`. */
+  /** A folder with images/ and masks/ (same stems; masks 8-bit grey class indices, 255 ignored), or `fashion-mnist` / `fashion-mnist-test`. */
   dataPath: string;
   vaePath: string;
   out: string;
@@ -332,11 +332,11 @@ export interface TrainLinearResult { train: number; heldOut: number; mIoU: numbe
 interface LabelledImages { images: Tensor; masks: Tensor; numClasses: number; classes: string[] | null }
 
 /**
- * Fashion-MNIST with its class as the mask ("class-as-mask"): pixels brighter than 25 of 255 get
- * the image's class + 1, the rest background 0 (11 classes).
+ * Fashion-MNIST (training or test images) with its class as the mask ("class-as-mask"): pixels
+ * brighter than 25 of 255 get the image's class + 1, the rest background 0 (11 classes).
  */
-function fashionMnistMasks(count: number): LabelledImages {
-  const data = new FashionMNIST({ channels: 3 });
+function fashionMnistMasks(count: number, train: boolean): LabelledImages {
+  const data = new FashionMNIST({ channels: 3, train });
   const n = Math.min(count, data.length);
   const size = data.itemShape[1];
   const pixels = new Float32Array(n * 3 * size * size);
@@ -395,8 +395,8 @@ async function folderMasks(dir: string, size: number, count: number, numClasses?
 export async function runTrainLinear(options: TrainLinearOptions): Promise<TrainLinearResult> {
   torch.manualSeed(options.seed);
   const vae = AutoencoderKL.fromPretrained(options.vaePath).eval();
-  const data = options.dataPath === 'fashion-mnist'
-    ? fashionMnistMasks(options.maxImages)
+  const data = options.dataPath === 'fashion-mnist' || options.dataPath === 'fashion-mnist-test'
+    ? fashionMnistMasks(options.maxImages, options.dataPath === 'fashion-mnist')
     : await folderMasks(options.dataPath, options.imageSize, options.maxImages, options.numClasses);
   const source = options.features === 'latent' ? latentSource(vae.config.latentChannels) : featureSource({ ...options, features: options.features });
   const n = data.images.size(0);
@@ -499,7 +499,7 @@ function compareCommand(): Command {
 function trainLinearCommand(): Command {
   const command = new Command('train-linear')
     .description('fit a linear segmentation head (BatchNorm + 1x1 conv over patch features and CLS) on a labelled folder')
-    .requiredOption('--data-path <dir>', 'a folder with images/ and masks/ (8-bit grey PNG class indices, 255 ignored), or fashion-mnist (class as mask)')
+    .requiredOption('--data-path <dir>', 'a folder with images/ and masks/ (8-bit grey PNG class indices, 255 ignored), or fashion-mnist / fashion-mnist-test (class as mask; training / test images)')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder')
     .requiredOption('--out <file>', 'the head (.safetensors)')
     .option('--image-size <n>', 'ADM center crop of folder images', integer(8), 256)

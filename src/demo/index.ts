@@ -1,5 +1,8 @@
 // The embedded end-to-end run (`reals demo`): the pipeline, its stand-in teacher and evaluation classifier, and the report.
-export { runDemo, parseFlags, commandLine, DEMO_PROFILES, type ProfileName, type DemoOptions } from './pipeline.js';
+export {
+  runDemo, parseFlags, commandLine, subcommand, onlyRunDir, writeVaeConfig, vaeTrainWords, vaeConvertWords, trainLinearWords, DEMO_PROFILES,
+  type ProfileName, type DemoOptions, type VaeTrainSpec,
+} from './pipeline.js';
 export {
   VARIANTS, SAMPLERS, RESULT_FILES, type DemoProfile, type DemoResult, type VariantResult, type StepRecord, type Variant, type SamplerName,
   type SampleScores, type ReconstructionScores, type HeadScores,

@@ -74,7 +74,7 @@ export type ProfileName = keyof typeof DEMO_PROFILES;
 // --- running the CLI's commands in process -----------------------------------------------------------
 
 /** A leaf command (`sit train`) of a command group. */
-function subcommand(group: Command, name: string): Command {
+export function subcommand(group: Command, name: string): Command {
   const found = group.commands.find((c) => c.name() === name);
   if (found === undefined) throw new Error(`reals ${group.name()} has no subcommand ${name}`);
   return found;
@@ -102,7 +102,7 @@ export function commandLine(words: readonly string[]): string {
 }
 
 /** The one run folder (NNN-name) a trainer created in `dir`. */
-function onlyRunDir(dir: string): string {
+export function onlyRunDir(dir: string): string {
   const runs = readdirSync(dir).filter((name) => /^\d{3}-/.test(name));
   if (runs.length !== 1) throw new Error(`${dir}: expected one run folder, found [${runs.join(', ')}]`);
   return join(dir, runs[0]!);
@@ -110,6 +110,62 @@ function onlyRunDir(dir: string): string {
 
 function writeJson(path: string, value: unknown): void {
   writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+// --- the command lines of the VAE and head steps ----------------------------------------------------
+
+/** The diffusers config.json of the demo's VAE (the plain and the ReaLS VAE share it). */
+export function writeVaeConfig(path: string, blockOutChannels: number[]): void {
+  const vaeConfig: Partial<AutoencoderKLConfig> = {
+    inChannels: 3, outChannels: 3, latentChannels: 4, sampleSize: 32, layersPerBlock: 1, normNumGroups: 8,
+    blockOutChannels,
+    downBlockTypes: blockOutChannels.map(() => 'DownEncoderBlock2D'),
+    upBlockTypes: blockOutChannels.map(() => 'UpDecoderBlock2D'),
+  };
+  writeJson(path, configToDiffusers(new AutoencoderKL(vaeConfig).config));
+}
+
+export interface VaeTrainSpec {
+  variant: Variant;
+  vae: DemoProfile['vae'];
+  teacher: { configPath: string; checkpoint: string };
+  /** --dino-input-size: the side images are resized to for the teacher. */
+  teacherInput: number;
+  vaeConfigPath: string;
+  resultsDir: string;
+  seed: number;
+}
+
+/** `reals align train` words of one variant: the alignment losses on (ReaLS) or off (plain), everything else equal. */
+export function vaeTrainWords(spec: VaeTrainSpec): string[] {
+  const v = spec.vae;
+  const alignWeight = spec.variant === 'reals' ? '0.5' : '0';
+  return [
+    'align', 'train', '--data-path', 'fashion-mnist', '--image-size', '32', '--dino-model', spec.teacher.configPath, '--dino-ckpt', spec.teacher.checkpoint,
+    '--dino-input-size', String(spec.teacherInput), '--vae-config', spec.vaeConfigPath, '--lpips-weight', '0', '--disc-start', String(v.steps + 1),
+    '--patch-weight', alignWeight, '--cls-weight', alignWeight, '--mlp-hidden', '128', '--lr', String(v.lr), '--batch-size', String(v.batchSize),
+    '--max-epoch', '1000', '--max-steps', String(v.steps), '--num-workers', '0', '--results-dir', spec.resultsDir, '--seed', String(spec.seed),
+    '--log-every', String(Math.max(1, Math.floor(v.steps / 50))), '--image-every', String(v.steps), '--ckpt-every', String(v.steps), '--ema-decay', '0.99',
+  ];
+}
+
+/** `reals align convert` words: the last checkpoint of the training run in `runDir` to a diffusers folder with mean_std.json. */
+export function vaeConvertWords(runDir: string, vaePath: string, statsImages: number, seed: number): string[] {
+  return [
+    'align', 'convert', '--ckpt', resolveResume(runDir).checkpoint, '--output-dir', vaePath, '--data-path', 'fashion-mnist',
+    '--num-samples', String(statsImages), '--num-workers', '0', '--seed', String(seed),
+  ];
+}
+
+/** `reals heads train-linear` words: a class-as-mask head on the VAE's latents or on its alignment MLPs' features. */
+export function trainLinearWords(spec: {
+  vaePath: string; out: string; features: 'latent' | 'mlp'; images: number; steps: number; seed: number; dataPath?: 'fashion-mnist' | 'fashion-mnist-test';
+}): string[] {
+  return [
+    'heads', 'train-linear', '--data-path', spec.dataPath ?? 'fashion-mnist', '--vae-path', spec.vaePath, '--out', spec.out,
+    '--features', spec.features, ...(spec.features === 'mlp' ? ['--align-ckpt', join(spec.vaePath, 'align.safetensors')] : []),
+    '--max-images', String(spec.images), '--steps', String(spec.steps), '--seed', String(spec.seed),
+  ];
 }
 
 // --- scoring --------------------------------------------------------------------------------------
@@ -218,13 +274,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const configs = join(out, 'configs');
   mkdirSync(configs, { recursive: true });
   const vaeConfigPath = join(configs, 'vae.json');
-  const vaeConfig: Partial<AutoencoderKLConfig> = {
-    inChannels: 3, outChannels: 3, latentChannels: 4, sampleSize: 32, layersPerBlock: 1, normNumGroups: 8,
-    blockOutChannels: profile.vae.blockOutChannels,
-    downBlockTypes: profile.vae.blockOutChannels.map(() => 'DownEncoderBlock2D'),
-    upBlockTypes: profile.vae.blockOutChannels.map(() => 'UpDecoderBlock2D'),
-  };
-  writeJson(vaeConfigPath, configToDiffusers(new AutoencoderKL(vaeConfig).config));
+  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels);
   const sitConfigPath = join(configs, 'sit-demo.json');
   const s = profile.sit;
   writeJson(sitConfigPath, { depth: s.depth, hiddenSize: s.hiddenSize, patchSize: 2, numHeads: s.numHeads });
@@ -238,25 +288,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       mkdirSync(dir, { recursive: true });
 
       // 2. The VAE: the alignment trainer with the alignment losses on (ReaLS) or off (plain).
-      const v = profile.vae;
-      const alignWeight = variant === 'reals' ? '0.5' : '0';
-      const trainWords = [
-        'align', 'train', '--data-path', 'fashion-mnist', '--image-size', '32', '--dino-model', teacher.configPath, '--dino-ckpt', teacher.checkpoint,
-        '--dino-input-size', String(teacherInput), '--vae-config', vaeConfigPath, '--lpips-weight', '0', '--disc-start', String(v.steps + 1),
-        '--patch-weight', alignWeight, '--cls-weight', alignWeight, '--mlp-hidden', '128', '--lr', String(v.lr), '--batch-size', String(v.batchSize),
-        '--max-epoch', '1000', '--max-steps', String(v.steps), '--num-workers', '0', '--results-dir', join(dir, 'vae'), '--seed', String(seed),
-        '--log-every', String(Math.max(1, Math.floor(v.steps / 50))), '--image-every', String(v.steps), '--ckpt-every', String(v.steps), '--ema-decay', '0.99',
-      ];
+      const trainWords = vaeTrainWords({ variant, vae: profile.vae, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed });
       await step(`train the ${label}`, trainWords, async () => {
         const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
         await runAlignTrain(flags, { ...flags });
       });
       const vaeRun = onlyRunDir(join(dir, 'vae'));
       const vaePath = join(dir, 'vae-diffusers');
-      const convertWords = [
-        'align', 'convert', '--ckpt', resolveResume(vaeRun).checkpoint, '--output-dir', vaePath, '--data-path', 'fashion-mnist',
-        '--num-samples', String(profile.statsImages), '--num-workers', '0', '--seed', String(seed),
-      ];
+      const convertWords = vaeConvertWords(vaeRun, vaePath, profile.statsImages, seed);
       await step(`latent statistics of the ${label} (diffusers folder + mean_std.json)`, convertWords, async () => {
         await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), log);
       });
@@ -302,11 +341,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
       // 5. The linear-head readout: class-as-mask segmentation from the latents (both) and from the MLPs (ReaLS).
       const headRun = async (features: 'latent' | 'mlp'): Promise<HeadScores> => {
-        const headWords = [
-          'heads', 'train-linear', '--data-path', 'fashion-mnist', '--vae-path', vaePath, '--out', join(dir, `head-${features}.safetensors`),
-          '--features', features, ...(features === 'mlp' ? ['--align-ckpt', join(vaePath, 'align.safetensors')] : []),
-          '--max-images', String(profile.head.images), '--steps', String(profile.head.steps), '--seed', String(seed),
-        ];
+        const headWords = trainLinearWords({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
         return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, headWords, async () => {
           const result = await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), headWords.slice(2)));
           return { mIoU: result.mIoU, pixelAccuracy: result.pixelAccuracy, train: result.train, heldOut: result.heldOut };
