@@ -354,17 +354,18 @@ static napi_value Dispose(napi_env env, napi_callback_info info) {
   });
 }
 
-// disposeMany(handles[]): one call for a whole scope.
+// disposeMany(handles: Float64Array): one call for a whole scope.
 static napi_value DisposeMany(napi_env env, napi_callback_info info) {
   return guarded(env, "disposeMany", [&] {
     Args args(env, info);
-    uint32_t n;
-    check(napi_get_array_length(env, args[0], &n), "napi_get_array_length");
-    for (uint32_t i = 0; i < n; ++i) {
-      napi_value element;
-      check(napi_get_element(env, args[0], i, &element), "napi_get_element");
-      release(env, getDouble(env, element, "disposeMany"));
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    if (napi_get_typedarray_info(env, args[0], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float64_array) {
+      throw JsError{"disposeMany: expected a Float64Array of handles"};
     }
+    const double* ids = static_cast<const double*>(data);
+    for (size_t i = 0; i < length; ++i) release(env, ids[i]);
     return makeUndefined(env);
   });
 }

@@ -20,7 +20,7 @@ export interface Native {
   device(h: Handle): string;
   isContiguous(h: Handle): boolean;
   dispose(h: Handle): void;
-  disposeMany(handles: Handle[]): void;
+  disposeMany(handles: Float64Array): void;
   /** Disposes `h` when `owner` is garbage collected. */
   attachFinalizer(owner: object, h: Handle): void;
   setData(h: Handle, source: Handle): void;

@@ -64,16 +64,17 @@ export function scope<T>(fn: () => T): T {
   const returned = new Set<Tensor>();
   collectTensors(result, returned);
   const parent = scopeStack[scopeStack.length - 1];
-  const dropped: Handle[] = [];
+  const dropped = new Float64Array(created.length);
+  let count = 0;
   for (const t of created) {
     if (returned.has(t)) {
       if (parent !== undefined) parent.push(t);
       else attachFinalizer(t);
     } else if (!t._kept) {
-      dropped.push(t._handle);
+      dropped[count++] = t._handle;
     }
   }
-  native.disposeMany(dropped);
+  native.disposeMany(dropped.subarray(0, count));
   return result;
 }
 
@@ -147,11 +148,16 @@ export function callOp(qualified: string, ...args: unknown[]): any {
 }
 
 function callOpId(id: number, args: readonly unknown[]): any {
-  const converted = new Array<unknown>(args.length);
-  for (let i = 0; i < args.length; i++) converted[i] = toNative(args[i]);
   let out: unknown;
   try {
-    out = native.callOp(id, ...converted);
+    // Fixed-arity calls for the common counts: no converted array and no spread on the hot path.
+    switch (args.length) {
+      case 1: out = native.callOp(id, toNative(args[0])); break;
+      case 2: out = native.callOp(id, toNative(args[0]), toNative(args[1])); break;
+      case 3: out = native.callOp(id, toNative(args[0]), toNative(args[1]), toNative(args[2])); break;
+      case 4: out = native.callOp(id, toNative(args[0]), toNative(args[1]), toNative(args[2]), toNative(args[3])); break;
+      default: out = native.callOp(id, ...args.map(toNative));
+    }
   } catch (error) {
     throw withTensorArguments(error, args);
   }
@@ -247,10 +253,10 @@ const REQUIRES_GRAD_LEAF_ERROR = 'you can only change requires_grad flags of lea
 export class Tensor {
   /** @internal the libtorch tensor this object refers to. */
   _handle: Handle;
-  /** @internal exempt from scope disposal. */
-  _kept = false;
+  /** @internal exempt from scope disposal (default on the prototype: no per-tensor store). */
+  declare _kept: boolean;
   /** @internal disposed when garbage collected (outside scopes, kept, or escaped). */
-  _finalized = false;
+  declare _finalized: boolean;
 
   /** @internal use torch.tensor / fromArray / the factory functions. */
   constructor(handle: Handle) {
@@ -580,6 +586,9 @@ export class Tensor {
   lerp_(end: Tensor, weight: Scalar): this { return A.lerp_(this, end, weight); }
   maskedFill_(mask: Tensor, value: Scalar): this { return A.maskedFill_(this, mask, value); }
 }
+
+Tensor.prototype._kept = false;
+Tensor.prototype._finalized = false;
 
 const DTYPE_NAMES: Record<string, true> = {
   uint8: true, int8: true, int16: true, int32: true, int64: true, float16: true, float32: true, float64: true, bool: true, bfloat16: true,

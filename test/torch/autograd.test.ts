@@ -285,6 +285,7 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'Tensor.dtype', 'Tensor.device', 'Tensor.isCuda', 'Tensor.isContiguous', 'Tensor.isFloatingPoint', 'Tensor.isDisposed',
     'Tensor.toString', 'Tensor.dispose', 'Tensor.requiresGrad', 'Tensor.requiresGrad_', 'Tensor.isLeaf', 'Tensor.gradFn',
     'Tensor.grad', 'Tensor.backward', 'Tensor.detach', 'Tensor.detach_', 'Tensor.basicIndex', 'Tensor.data',
+    'Tensor._kept', 'Tensor._finalized',
   ],
   'export to JS values': ['Tensor.toArray', 'Tensor.tolist', 'Tensor.item'],
   'integer or bool results': [
