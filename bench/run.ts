@@ -43,8 +43,8 @@ interface Target {
 interface Item {
   name: string;
   what: string;
-  /** Rates (GFLOP/s, images/s, latents/s) are shown from the seconds per iteration. */
-  unit: 'µs/call' | 'ms/iter' | 'GFLOP/s' | 'images/s' | 'latents/s';
+  /** Rates (GFLOP/s, images/s, latents/s, steps/s) are shown from the seconds per iteration. */
+  unit: 'µs/call' | 'ms/iter' | 'GFLOP/s' | 'images/s' | 'latents/s' | 'steps/s';
   /** Iterations timed together as one sample; samples are what the statistics are over. */
   iterations: number;
   warmup: number;
@@ -52,7 +52,7 @@ interface Item {
   sides: Side[];
   /** GFLOP/s: the flop of one iteration. */
   flops?: number;
-  /** images/s, latents/s: the images or latents of one iteration, the batch size of the model workloads. */
+  /** images/s, latents/s: the images or latents of one iteration; the batch size of the model workloads (steps/s too). */
   batch?: number;
   targets: Target[];
 }
@@ -89,6 +89,11 @@ const ITEMS: Item[] = [
     iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
   { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1]: 50 forwards of the doubled batch', unit: 'latents/s', batch: 1,
     iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  // Training steps as the trainers take them (src/train/align.ts, src/train/sit.ts): forward, backward, optimizer, EMA.
+  { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
+    unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+  { name: 'sit.train.step', what: 'SiT-B/2 step, 8x4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
+    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
@@ -123,7 +128,8 @@ function spread(values: readonly number[]): Spread {
 
 /** Seconds per iteration shown in the item's unit (rates invert, so their min and max swap). */
 function display(item: Item, s: Spread): Spread {
-  const work = item.unit === 'GFLOP/s' ? item.flops! / 1e9 : item.unit === 'images/s' || item.unit === 'latents/s' ? item.batch! : undefined;
+  const work = item.unit === 'GFLOP/s' ? item.flops! / 1e9 : item.unit === 'images/s' || item.unit === 'latents/s' ? item.batch!
+    : item.unit === 'steps/s' ? 1 : undefined;
   if (work !== undefined) {
     const rate = (t: number): number => work / t;
     return { median: rate(s.median), min: rate(s.max), max: rate(s.min) };

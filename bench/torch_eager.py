@@ -7,7 +7,8 @@ and drives it over stdin, one JSON line per sample, so that samples of both side
 
 The model items run the reference networks that the parity fixtures were made with
 (test/fixtures/make_*.py, checked against upstream), with their constructors' random weights,
-in eval mode under no_grad, at the batch size of the request.
+at the batch size of the request: the forward items in eval mode under no_grad, the training items
+(align.step, sit.train.step) in train mode with backward, optimizer step and EMA update.
 
 The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>}.
 Usage: /usr/bin/python3 bench/torch_eager.py --threads N
@@ -186,6 +187,119 @@ def sit_sample(cfg_scale):
     return workload
 
 
+# Training steps, as src/train/align.ts and src/train/sit.ts take them (bench/workloads.ts composes the same).
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AlignmentHeads(torch.nn.Module):
+    """src/models/alignment.ts's heads at their defaults: MLP_patch and MLP_cls are REPA's build_mlp
+    (Linear, SiLU, Linear, SiLU, Linear; hidden 1024); MLP_cls averages over positions after its
+    first Linear and SiLU ('mean' pooling)."""
+
+    def __init__(self, latent_channels, feature_dim, hidden_dim=1024):
+        super().__init__()
+
+        def mlp():
+            return torch.nn.Sequential(torch.nn.Linear(latent_channels, hidden_dim), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden_dim, hidden_dim), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden_dim, feature_dim))
+
+        self.mlp_patch = mlp()
+        self.mlp_cls = mlp()
+
+    def forward(self, z):
+        tokens = z.flatten(2).transpose(1, 2)
+        cls = self.mlp_cls[2:](self.mlp_cls[:2](tokens).mean(1))
+        return self.mlp_patch(tokens), cls
+
+
+def update_ema(ema_model, model, decay):
+    """DiT's update_ema (src/optim/ema.ts: buffers are copied)."""
+    with torch.no_grad():
+        ema_params = dict(ema_model.named_parameters())
+        for name, param in model.named_parameters():
+            ema_params[name].mul_(decay).add_(param, alpha=1 - decay)
+        ema_buffers = dict(ema_model.named_buffers())
+        for name, buffer in model.named_buffers():
+            ema_buffers[name].copy_(buffer)
+
+
+def align_step(batch):
+    """trainAlignment's step before discStart with lpipsWeight 0, in the reduced config of run.ts's
+    align.step: VAE [64, 128] (2 layers per block) on 64x64 images, DINOv2-S/14 with depth 4 at 112 px
+    (8x8 tokens, bilinearly resized to the 32x32 latent grid), the default loss weights (MSE 1, KL 1e-6
+    on the mean over latent elements, patch and CLS 0.5 each on 1 - cosine), Adam (lr 5e-5, betas
+    (0.5, 0.9)), EMA 0.9999 of the VAE and the heads."""
+    vae_config = {**make_autoencoder_kl.config([64, 128], 32), "layers_per_block": 2}
+    vae = make_autoencoder_kl.AutoencoderKL(vae_config).train()
+    dino = make_dinov2.DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=384, depth=4, num_heads=6,
+                                             init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval()
+    dino.requires_grad_(False)
+    heads = AlignmentHeads(4, 384).train()
+    model = torch.nn.ModuleDict({"vae": vae, "heads": heads})
+    ema = torch.nn.ModuleDict({"vae": make_autoencoder_kl.AutoencoderKL(vae_config), "heads": AlignmentHeads(4, 384)}).eval()
+    ema.requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.5, 0.9), foreach=False)
+    x = torch.rand(batch, 3, 64, 64) * 2 - 1
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    grid = 112 // 14
+
+    def run(iterations):
+        for _ in range(iterations):
+            with torch.no_grad():
+                features = dino.forward_features(F.interpolate(((x + 1) / 2 - mean) / std, size=112, mode="bicubic"))
+                target_patch, target_cls = features["x_norm_patchtokens"], features["x_norm_clstoken"]
+            posterior = vae.encode(x)
+            z = posterior.sample()
+            xrec = vae.decode(z)
+            rec = F.mse_loss(xrec, x)
+            kl = posterior.kl().sum() / z.numel()
+            token_map = target_patch.transpose(1, 2).reshape(batch, -1, grid, grid)
+            target_patch = F.interpolate(token_map, size=z.shape[2:], mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+            patch, cls = heads(z)
+            align = 0.5 * (1 - F.cosine_similarity(patch, target_patch, dim=-1).mean()) \
+                + 0.5 * (1 - F.cosine_similarity(cls, target_cls, dim=-1).mean())
+            total = rec + 1e-6 * kl + align
+            total.backward()
+            total.item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, model, 0.9999)
+
+    return run
+
+
+def sit_train_step(batch):
+    """SiT's train.py step for SiT-B/2 with the default transport (Linear path, velocity, no weighting):
+    t ~ U[0, 1], x_t = t * x1 + (1 - t) * x0, u_t = x1 - x0, the MSE of model(x_t, t, y) against u_t
+    (mean_flat, then the mean), AdamW (lr 1e-4, weight decay 0), EMA 0.9999."""
+    model = sit(depth=12, hidden_size=768, num_heads=12).train()
+    ema = sit(depth=12, hidden_size=768, num_heads=12)
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0, foreach=False)
+    x1 = torch.randn(batch, 4, 32, 32)
+    y = torch.randint(0, 1000, (batch,))
+
+    def run(iterations):
+        for _ in range(iterations):
+            x0 = torch.randn_like(x1)
+            t = torch.rand(batch)
+            t_x = t.view(-1, 1, 1, 1)
+            xt = t_x * x1 + (1 - t_x) * x0
+            ut = x1 - x0
+            loss = ((model(xt, t, y) - ut) ** 2).mean(dim=list(range(1, x1.ndim))).mean()
+            loss.backward()
+            loss.item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, model, 0.9999)
+
+    return run
+
+
 def inception_forward(batch):
     model = make_inception.FIDInceptionV3().eval()
     images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8)
@@ -205,6 +319,8 @@ WORKLOADS = {
     "sit.forward": sit_forward,
     "sit.sample": sit_sample(1),
     "sit.sample.cfg": sit_sample(4),
+    "align.step": align_step,
+    "sit.train.step": sit_train_step,
     "inception.forward": inception_forward,
 }
 

@@ -5,11 +5,15 @@
 // reference networks of the parity fixtures (test/fixtures/make_*.py), with the constructors'
 // own random weights: the timing depends on the shapes, not the values.
 import * as torch from '../src/torch/index.js';
-import { conv2d, crossEntropy } from '../src/torch/functional.js';
+import { conv2d, crossEntropy, mseLoss } from '../src/torch/functional.js';
 import * as nn from '../src/nn/index.js';
-import { AdamW } from '../src/optim/index.js';
+import { Adam, AdamW, EMA } from '../src/optim/index.js';
 import { AutoencoderKL, AUTOENCODER_KL_CONFIGS, DinoVisionTransformer, DINOV2_CONFIGS, FIDInceptionV3, SiT, SIT_CONFIGS } from '../src/models/index.js';
-import { generateLatents } from '../src/diffusion/index.js';
+import type { AutoencoderKLConfig } from '../src/models/autoencoder-kl.js';
+import { preprocessImages } from '../src/models/dinov2.js';
+import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/alignment.js';
+import { createTransport, generateLatents } from '../src/diffusion/index.js';
+import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
 import type { Handle } from '../src/torch/native.js';
 
 export type Run = (iterations: number) => void;
@@ -158,6 +162,83 @@ function sitSample(cfgScale: number): (batch: number) => Run {
   };
 }
 
+// Training steps. src/train/align.ts and src/train/sit.ts keep their step inside the trainer, so
+// the steps are composed here from the same library calls, in the trainers' order.
+
+/** The reduced alignment config of `align.step`; bench/torch_eager.py's align_step builds the same. */
+const ALIGN_VAE: Partial<AutoencoderKLConfig> = {
+  blockOutChannels: [64, 128], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'],
+  upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'], layersPerBlock: 2, normNumGroups: 32, latentChannels: 4,
+};
+const ALIGN_IMAGE_SIZE = 64;
+const ALIGN_DINO_INPUT = 112;
+
+/**
+ * One step of trainAlignment without GAN and LPIPS (before discStart, lpipsWeight 0): the frozen
+ * DINOv2's tokens of the resized images, VAE encode, posterior sample, decode, MSE + KL + alignment
+ * loss with the default weights, backward, Adam (betas 0.5, 0.9), zeroGrad, EMA of VAE and heads.
+ */
+function alignStep(batch: number): Run {
+  const w = ALIGN_LOSS_DEFAULTS;
+  const vae = new AutoencoderKL(ALIGN_VAE).train();
+  const dino = new DinoVisionTransformer({ ...DINOV2_CONFIGS['dinov2_vits14']!, depth: 4 }).requiresGrad_(false).eval();
+  const heads = new AlignmentHeads({ latentChannels: 4, featureDim: dino.config.embedDim }).train();
+  const params = [...vae.parameters(), ...heads.parameters()];
+  const emaVae = new AutoencoderKL(ALIGN_VAE).requiresGrad_(false).eval();
+  const emaHeads = new AlignmentHeads(heads.config).requiresGrad_(false).eval();
+  const opt = new Adam(params, { lr: 5e-5, betas: [0.5, 0.9] });
+  const emaUpdaters = [new EMA(emaVae, vae, { decay: 0.9999 }), new EMA(emaHeads, heads, { decay: 0.9999 })];
+  const x = torch.rand([batch, 3, ALIGN_IMAGE_SIZE, ALIGN_IMAGE_SIZE]).mul(2).sub(1);
+  const grid = ALIGN_DINO_INPUT / dino.config.patchSize;
+  return (iterations) => {
+    for (let i = 0; i < iterations; i++) {
+      torch.scope(() => {
+        const target = torch.noGrad(() => {
+          const features = dino.forwardFeatures(preprocessImages(x, ALIGN_DINO_INPUT));
+          return { patch: features.xNormPatchtokens, cls: features.xNormClstoken };
+        });
+        const posterior = vae.encode(x);
+        const z = posterior.sample();
+        const xrec = vae.decode(z);
+        const rec = mseLoss(xrec, x).mul(w.reconstructionWeight);
+        const kl = posterior.kl().sum().div(z.numel());
+        const latentGrid: [number, number] = [z.size(2), z.size(3)];
+        const align = alignmentLoss(heads.forward(z), { patch: resampleTokens(target.patch, [grid, grid], latentGrid), cls: target.cls }, w);
+        const total = rec.add(kl.mul(w.klWeight)).add(align.loss);
+        total.backward();
+        total.item();
+      });
+      opt.step();
+      opt.zeroGrad();
+      for (const ema of emaUpdaters) ema.update();
+    }
+  };
+}
+
+/** One step of trainGenerator for SiT-B/2: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
+function sitTrainStep(batch: number): Run {
+  const model = new SiT(SIT_CONFIGS['SiT-B/2']).train();
+  const ema = new SiT(SIT_CONFIGS['SiT-B/2']).requiresGrad_(false).eval();
+  const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
+  const emaUpdater = new EMA(ema, model, { decay: 0.9999 });
+  const transport = createTransport();
+  const x = torch.randn([batch, 4, 32, 32]);
+  const y = torch.randint(0, 1000, [batch]);
+  const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor);
+  return (iterations) => {
+    for (let i = 0; i < iterations; i++) {
+      torch.scope(() => {
+        const loss = transport.trainingLosses(network, x, { y }).loss.mean();
+        loss.backward();
+        loss.item();
+      });
+      opt.step();
+      opt.zeroGrad();
+      emaUpdater.update();
+    }
+  };
+}
+
 function inceptionForward(batch: number): Run {
   const model = new FIDInceptionV3().eval();
   const images = torch.randint(0, 256, [batch, 3, 256, 256], { dtype: 'uint8' });
@@ -180,5 +261,7 @@ export const WORKLOADS: Record<string, (batch: number) => Run> = {
   'sit.forward': sitForward,
   'sit.sample': sitSample(1),
   'sit.sample.cfg': sitSample(4),
+  'align.step': alignStep,
+  'sit.train.step': sitTrainStep,
   'inception.forward': inceptionForward,
 };
