@@ -1,6 +1,7 @@
 // Shared test helpers: fixtures written by test/fixtures/*.py and closeness checks.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import * as torch from '../src/torch/index.js';
@@ -62,4 +63,16 @@ export function assertSameDraw(tensors: torch.Tensor[], reference: { sum: number
   const absSum = tensors.reduce((s, t) => s + t.double().abs().sum().item(), 0);
   assert.ok(Math.abs(sum - reference.sum) <= 1e-9 * reference.abs_sum && Math.abs(absSum - reference.abs_sum) <= 1e-9 * reference.abs_sum,
     `${what}: drew other numbers than PyTorch (sums ${sum}, ${absSum} vs ${reference.sum}, ${reference.abs_sum}): the RNG differs`);
+}
+
+/** A test body run in a fresh temporary folder (named `reals-<prefix>-...`), removed afterwards. */
+export function withTmp(prefix: string, fn: (dir: string) => void | Promise<void>): () => Promise<void> {
+  return async () => {
+    const dir = mkdtempSync(join(tmpdir(), `reals-${prefix}-`));
+    try {
+      await fn(dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
 }

@@ -72,15 +72,6 @@ static napi_value HasOp(napi_env env, napi_callback_info info) {
   });
 }
 
-static napi_value OpSchema(napi_env env, napi_callback_info info) {
-  return guarded(env, "opSchema", [&] {
-    Args args(env, info);
-    auto id = static_cast<size_t>(getInt64(env, args[0], "opSchema(id)"));
-    if (id >= opTable.size()) throw JsError{"opSchema: unknown operator id"};
-    return makeString(env, c10::toString(opTable[id].handle.schema()));
-  });
-}
-
 static bool isArray(napi_env env, napi_value value) {
   bool result = false;
   napi_is_array(env, value, &result);
@@ -303,7 +294,6 @@ void initOps(napi_env env, napi_value exports) {
   exportFunction(env, exports, "lookupOp", LookupOp);
   exportFunction(env, exports, "hasOp", HasOp);
   exportFunction(env, exports, "opReturns", OpReturns);
-  exportFunction(env, exports, "opSchema", OpSchema);
   exportFunction(env, exports, "callOp", CallOp);
 }
 

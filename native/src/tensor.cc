@@ -413,13 +413,6 @@ static napi_value LiveTensors(napi_env env, napi_callback_info info) {
   return guarded(env, "liveTensors", [&] { return makeNumber(env, static_cast<double>(slots.size() - freeSlots.size())); });
 }
 
-static napi_value SameTensor(napi_env env, napi_callback_info info) {
-  return guarded(env, "sameTensor", [&] {
-    Args args(env, info);
-    return makeBool(env, unwrapTensor(env, args[0], "sameTensor").is_same(unwrapTensor(env, args[1], "sameTensor")));
-  });
-}
-
 static napi_value Item(napi_env env, napi_callback_info info) {
   return guarded(env, "item", [&] {
     Args args(env, info);
@@ -676,7 +669,6 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "setData", SetData);
   exportFunction(env, exports, "liveTensors", LiveTensors);
   exportFunction(env, exports, "isDisposed", IsDisposed);
-  exportFunction(env, exports, "sameTensor", SameTensor);
   exportFunction(env, exports, "item", Item);
   exportFunction(env, exports, "requiresGrad", RequiresGrad);
   exportFunction(env, exports, "setRequiresGrad", SetRequiresGrad);

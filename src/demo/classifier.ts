@@ -7,7 +7,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { saveSafetensors } from '../io/index.js';
-import { trainSupervised, type SupervisedResult } from './supervised.js';
+import { trainSupervised, type SupervisedResult, type SupervisedRunOptions } from './supervised.js';
 
 const F = torch.nnFunctional;
 
@@ -53,24 +53,14 @@ export class FashionClassifier extends nn.Module {
   }
 }
 
-export interface ClassifierOptions {
-  steps: number;
-  batchSize: number;
-  lr: number;
-  seed: number;
-  testImages: number;
-  dir: string;
-}
+export type ClassifierOptions = SupervisedRunOptions;
 
 export interface ClassifierResult extends SupervisedResult { checkpoint: string; model: FashionClassifier }
 
 export async function trainClassifier(options: ClassifierOptions): Promise<ClassifierResult> {
   torch.manualSeed(options.seed);
   const model = new FashionClassifier();
-  const result = await trainSupervised({
-    model, steps: options.steps, batchSize: options.batchSize, lr: options.lr, seed: options.seed, runDir: options.dir,
-    label: 'classifier', testImages: options.testImages, logits: (images: Tensor) => model.forward(images),
-  });
+  const result = await trainSupervised({ ...options, model, label: 'classifier', logits: (images: Tensor) => model.forward(images) });
   const checkpoint = join(options.dir, 'classifier.safetensors');
   saveSafetensors(checkpoint, Object.fromEntries(model.stateDict()));
   return { ...result, checkpoint, model };

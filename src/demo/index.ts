@@ -10,4 +10,4 @@ export {
 export { writeReport, TABLE_ROWS, rowValue, formatValues, type TableRow } from './report.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
 export { FashionClassifier, trainClassifier, type ClassifierOptions, type ClassifierResult } from './classifier.js';
-export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedResult } from './supervised.js';
+export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';

@@ -26,27 +26,31 @@ export function fashionMnistTensors(count: number, train: boolean): { images: Te
   return { images: torch.fromArray(pixels, [n, c, h, w]), labels: torch.fromArray(labels, [n], 'int64') };
 }
 
-export interface SupervisedOptions {
-  /** Trained parameters: the network and its classification layer. */
-  model: nn.Module;
-  /** Images [B, 3, 32, 32] in [-1, 1] to logits [B, 10]. */
-  logits: (images: Tensor) => Tensor;
+/** The settings of one supervised training run (the teacher's and the classifier's). */
+export interface SupervisedRunOptions {
   steps: number;
   batchSize: number;
   lr: number;
   seed: number;
-  /** Gets metrics.jsonl (the loss every logEvery steps). */
-  runDir: string;
-  label: string;
   /** Test images the accuracy is measured on. */
   testImages: number;
+  /** Gets metrics.jsonl (the loss every logEvery steps) and the trained weights. */
+  dir: string;
+}
+
+export interface SupervisedOptions extends SupervisedRunOptions {
+  /** Trained parameters: the network and its classification layer. */
+  model: nn.Module;
+  /** Images [B, 3, 32, 32] in [-1, 1] to logits [B, 10]. */
+  logits: (images: Tensor) => Tensor;
+  label: string;
   logEvery?: number;
 }
 
 export interface SupervisedResult { steps: number; finalLoss: number; testAccuracy: number; testImages: number }
 
 export async function trainSupervised(options: SupervisedOptions): Promise<SupervisedResult> {
-  const { model, steps, batchSize, runDir } = options;
+  const { model, steps, batchSize, dir: runDir } = options;
   const logEvery = options.logEvery ?? Math.max(1, Math.floor(steps / 50));
   mkdirSync(runDir, { recursive: true });
   torch.manualSeed(options.seed);

@@ -11,19 +11,13 @@ import * as nn from '../nn/index.js';
 import { saveSafetensors } from '../io/index.js';
 import { DinoVisionTransformer, preprocessImages, type DinoV2Config } from '../models/dinov2.js';
 import { resolveDinoConfig } from '../cli/align.js';
-import { trainSupervised, type SupervisedResult } from './supervised.js';
+import { trainSupervised, type SupervisedResult, type SupervisedRunOptions } from './supervised.js';
 
-export interface TeacherOptions {
+export interface TeacherOptions extends SupervisedRunOptions {
   /** Fields over dinov2_vits14's: imgSize 32 and a patch size that tiles it. */
   config: Partial<DinoV2Config>;
   /** The side images are resized to, as the alignment trainer feeds the teacher (--dino-input-size). */
   inputSize: number;
-  steps: number;
-  batchSize: number;
-  lr: number;
-  seed: number;
-  testImages: number;
-  dir: string;
 }
 
 export interface TeacherResult extends SupervisedResult {
@@ -49,8 +43,7 @@ export async function trainTeacher(options: TeacherOptions): Promise<TeacherResu
   const backbone = new DinoVisionTransformer(resolveDinoConfig(configPath));
   const model = new TeacherClassifier(backbone, new nn.Linear(backbone.config.embedDim, 10));
   const result = await trainSupervised({
-    model, steps: options.steps, batchSize: options.batchSize, lr: options.lr, seed: options.seed, runDir: options.dir,
-    label: 'teacher', testImages: options.testImages,
+    ...options, model, label: 'teacher',
     logits: (images: Tensor) => model.head.forward(backbone.forward(preprocessImages(images, options.inputSize))),
   });
   const checkpoint = join(options.dir, 'dino-teacher.safetensors');

@@ -8,7 +8,9 @@ import { createInflateRaw, crc32, inflateRawSync, constants as zlibConstants } f
 import * as torch from '../torch/index.js';
 import type { DType, Tensor } from '../torch/index.js';
 import { readAt, writeAll, writeFileAtomic } from './file.js';
-import { readZipEntries, storedEntryRange, type ZipEntry } from './zip.js';
+import {
+  readZipEntries, storedEntryRange, type ZipEntry, LOCAL_HEADER, CENTRAL_HEADER, ZIP64_EOCD, ZIP64_LOCATOR, EOCD,
+} from './zip.js';
 
 /** What an .npy header says about its array. */
 export interface NpyHeader {
@@ -269,11 +271,6 @@ export function saveNpz(path: string, arrays: Record<string, Tensor>): void {
 }
 
 // Zip records (PKWARE APPNOTE.TXT 4.3); stored entries, 1980-01-01 timestamps.
-const LOCAL_HEADER = 0x04034b50;
-const CENTRAL_HEADER = 0x02014b50;
-const ZIP64_EOCD = 0x06064b50;
-const ZIP64_LOCATOR = 0x07064b50;
-const EOCD = 0x06054b50;
 const U32_MAX = 0xffffffff;
 const DOS_DATE_1980_01_01 = (1 << 5) | 1;
 

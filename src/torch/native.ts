@@ -26,7 +26,6 @@ export interface Native {
   setData(h: Handle, source: Handle): void;
   liveTensors(): number;
   isDisposed(h: Handle): boolean;
-  sameTensor(a: Handle, b: Handle): boolean;
   item(h: Handle): number;
   requiresGrad(h: Handle): boolean;
   setRequiresGrad(h: Handle, value: boolean): void;
@@ -60,7 +59,6 @@ export interface Native {
   cudaEmptyCache(): void;
   lookupOp(name: string, overload: string): number;
   hasOp(name: string, overload: string): boolean;
-  opSchema(id: number): string;
   opReturns(id: number): ('Tensor' | 'Tensor[]' | 'value')[];
   callOp(id: number, ...args: unknown[]): unknown;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number): GroupHandle;

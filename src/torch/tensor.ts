@@ -4,7 +4,7 @@
 import { native, type Handle } from './native.js';
 import {
   type DType, type AnyTypedArray, type TypedArrayFor,
-  dtypeCode, dtypeFromCode, typedArrayFromBuffer, isFloatingPoint,
+  DTYPE_CODE, dtypeCode, dtypeFromCode, typedArrayFromBuffer, isFloatingPoint,
 } from './dtype.js';
 
 export type Device = string;
@@ -344,7 +344,7 @@ export class Tensor {
     let device: Device | undefined;
     let dtype: DType | undefined;
     if (typeof target === 'string') {
-      if (target in DTYPE_NAMES) dtype = target as DType;
+      if (target in DTYPE_CODE) dtype = target as DType;
       else device = target;
     } else {
       ({ device, dtype } = target);
@@ -589,10 +589,6 @@ export class Tensor {
 
 Tensor.prototype._kept = false;
 Tensor.prototype._finalized = false;
-
-const DTYPE_NAMES: Record<string, true> = {
-  uint8: true, int8: true, int16: true, int32: true, int64: true, float16: true, float32: true, float64: true, bool: true, bfloat16: true,
-};
 
 function dims(dim: number | readonly number[]): number[] { return typeof dim === 'number' ? [dim] : [...dim]; }
 

@@ -22,7 +22,6 @@
 // and `vae_config` (the VAE's diffusers config.json) and `heads_config` (the AlignmentConfig), so
 // that `reals align convert` rebuilds both models from the checkpoint alone.
 // Resuming restores all of it, so on CPU the losses continue exactly as without the interruption.
-import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
@@ -34,11 +33,11 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  CheckpointManager, loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+  loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { MetricsLog } from './metrics.js';
-import { SummaryWriter } from './tensorboard.js';
+import type { SummaryWriter } from './tensorboard.js';
+import { processContext, openRunOutputs } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { makeGrid } from './images.js';
 
@@ -150,11 +149,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const logEvery = options.logEvery ?? 100;
   const imageEvery = options.imageEvery ?? 1000;
   const precision = options.precision ?? 'fp32';
-  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
-  const rank = distributed ? dist.getRank() : 0;
-  const worldSize = distributed ? dist.getWorldSize() : 1;
-  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
-  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  const { distributed, rank, worldSize, device, log } = processContext(options);
 
   if (dinoInputSize % dino.config.patchSize !== 0) {
     throw new Error(`trainAlignment: dinoInputSize ${dinoInputSize} is not divisible by the DINOv2 patch size ${dino.config.patchSize}`);
@@ -200,9 +195,9 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   }
   if (batch >= data.length) [epoch, batch] = [epoch + 1, 0];
 
-  const checkpoints = rank === 0 ? new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }) : null;
-  const metrics = rank === 0 ? new MetricsLog(join(runDir, 'metrics.jsonl'), options.resume !== undefined ? { resumeStep: step } : {}) : null;
-  const tensorboard = rank === 0 ? new SummaryWriter(runDir, options.resume !== undefined ? { purgeStep: step + 1 } : {}) : null;
+  const { checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+    keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
+  });
   const maxSteps = Math.min(options.maxSteps ?? Infinity, options.maxEpoch * data.length);
   const progress: Progress | null = rank === 0
     ? makeProgress({ total: maxSteps, label: 'align', start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })

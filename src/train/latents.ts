@@ -16,6 +16,7 @@ import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME } from
 import { AutoencoderKL, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
 import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { progress as makeProgress } from './progress.js';
+import { processContext } from './context.js';
 
 const dist = torch.distributed;
 
@@ -158,11 +159,7 @@ function shardExists(path: string): boolean {
  */
 export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheLatentsResult> {
   const { dataset, vae, out } = options;
-  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
-  const rank = distributed ? dist.getRank() : 0;
-  const worldSize = distributed ? dist.getWorldSize() : 1;
-  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
-  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  const { distributed, rank, worldSize, device, log } = processContext(options);
   const shardSize = options.shardSize ?? 1000;
   const batchSize = options.batchSize ?? 32;
   const flip = options.flip ?? false;

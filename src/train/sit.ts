@@ -23,15 +23,13 @@ import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { load, SafetensorsFile, NpzWriter } from '../io/index.js';
 import { decodeImage } from '../data/index.js';
 import {
-  Sampler, createDiffusion, createTransport, generateLatents, type GenerateMethod, type OdeSamplerOptions, type SdeSamplerOptions,
-  type TransportConfig,
+  Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
 } from '../diffusion/index.js';
 import {
-  CheckpointManager, loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+  loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { MetricsLog } from './metrics.js';
-import { SummaryWriter } from './tensorboard.js';
+import { processContext, openRunOutputs } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
 import {
@@ -118,11 +116,7 @@ export interface GeneratorTrainResult {
 
 export async function trainGenerator(options: GeneratorTrainOptions): Promise<GeneratorTrainResult> {
   const { spec, data } = options;
-  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
-  const rank = distributed ? dist.getRank() : 0;
-  const worldSize = distributed ? dist.getWorldSize() : 1;
-  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
-  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  const { distributed, rank, worldSize, device, log } = processContext(options);
   const ckptEvery = options.ckptEvery ?? 50_000;
   const logEvery = options.logEvery ?? 100;
   const epochs = options.epochs ?? 1400;
@@ -171,9 +165,9 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
     `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
 
-  const checkpoints = rank === 0 ? new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }) : null;
-  const metrics = rank === 0 ? new MetricsLog(join(runDir, 'metrics.jsonl'), options.resume !== undefined ? { resumeStep: step } : {}) : null;
-  const tensorboard = rank === 0 ? new SummaryWriter(runDir, options.resume !== undefined ? { purgeStep: step + 1 } : {}) : null;
+  const { checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+    keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
+  });
   const maxSteps = Math.min(options.maxSteps ?? Infinity, epochs * data.length);
   const bar: Progress | null = rank === 0
     ? makeProgress({ total: maxSteps, label: spec.name, start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
@@ -407,20 +401,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
 // --- sampling -----------------------------------------------------------------------------------
 
 /** How latents are drawn: generateLatents' options other than the labels, shape and seed. */
-export interface SampleLatentsOptions {
-  model: SiT | DiT;
-  method: GenerateMethod;
-  steps?: number;
-  cfgScale?: number;
-  /** Channels to guide: default the network's (the official 3); REPA guides 'all'. */
-  cfgChannels?: number | 'all';
-  guidanceLow?: number;
-  guidanceHigh?: number;
-  transport?: Partial<TransportConfig>;
-  ode?: Omit<OdeSamplerOptions, 'numSteps'>;
-  sde?: Omit<SdeSamplerOptions, 'numSteps'>;
-  device?: torch.Device;
-}
+export type SampleLatentsOptions = Omit<GenerateOptions, 'model' | 'labels' | 'shape' | 'seed'> & { model: SiT | DiT };
 
 export interface SampleImagesOptions extends SampleLatentsOptions {
   vae: AutoencoderKL;
@@ -485,10 +466,7 @@ export function sampleLatents(options: SampleLatentsOptions, indices: readonly n
       return samples[samples.length - 1]!.slice(0, 0, n);
     }));
   }
-  return generateLatents({
-    model, labels, shape, seed, method, steps: options.steps, cfgScale, cfgChannels: options.cfgChannels, guidanceLow, guidanceHigh,
-    transport: options.transport, ode: options.ode, sde: options.sde, device,
-  });
+  return generateLatents({ ...options, labels, shape, seed });
 }
 
 /**
@@ -500,11 +478,7 @@ export function sampleLatents(options: SampleLatentsOptions, indices: readonly n
  */
 export async function sampleImages(options: SampleImagesOptions): Promise<SampleImagesResult> {
   const { model, vae, normalization, numSamples, batchSize, sampleDir } = options;
-  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
-  const rank = distributed ? dist.getRank() : 0;
-  const worldSize = distributed ? dist.getWorldSize() : 1;
-  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
-  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  const { distributed, rank, worldSize, device, log } = processContext(options);
   if (!(Number.isInteger(numSamples) && numSamples >= 1)) throw new Error(`sampleImages: numSamples must be a positive integer, got ${numSamples}`);
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`sampleImages: batchSize must be a positive integer, got ${batchSize}`);
   const c = model.config;

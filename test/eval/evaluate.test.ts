@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
+import { withTmp } from '../helpers.js';
 import { saveNpz } from '../../src/io/npz.js';
 import {
   computeActivations, computeStatistics, evaluate, formatResult, openImageBatches, readStatistics, writeFidStatistics,
@@ -42,20 +42,9 @@ function images(n: number, seed: number, size = 16): Tensor {
   return up.round().clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous();
 }
 
-function withTmp(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'reals-eval-'));
-    try {
-      await fn(dir);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
-
 const options = { extractor, isSplitSize: 12, batchSize: 7 };
 
-test('identical batches: FID and sFID below 1e-3, precision = recall = 1; counts and sha256 reported', withTmp(async (dir) => {
+test('identical batches: FID and sFID below 1e-3, precision = recall = 1; counts and sha256 reported', withTmp('eval', async (dir) => {
   const batch = images(24, 1);
   saveNpz(join(dir, 'ref.npz'), { arr_0: batch });
   saveNpz(join(dir, 'sample.npz'), { arr_0: batch });
@@ -73,7 +62,7 @@ test('identical batches: FID and sFID below 1e-3, precision = recall = 1; counts
   assert.match(formatResult(result), /^FID +-?0\.0000$/m);
 }));
 
-test('a batch against a shuffled copy of itself: FID ≈ 0, precision = recall = 1; against noise: a large FID', withTmp(async (dir) => {
+test('a batch against a shuffled copy of itself: FID ≈ 0, precision = recall = 1; against noise: a large FID', withTmp('eval', async (dir) => {
   const batch = images(24, 2);
   saveNpz(join(dir, 'ref.npz'), { arr_0: batch });
   saveNpz(join(dir, 'shuffled.npz'), { arr_0: batch.indexSelect(0, torch.randperm(24)) });
@@ -87,7 +76,7 @@ test('a batch against a shuffled copy of itself: FID ≈ 0, precision = recall =
   assert.ok(noise.recall < 0.5, `noise recall ${noise.recall}`);
 }));
 
-test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unless recomputeRefStats', withTmp(async (dir) => {
+test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unless recomputeRefStats', withTmp('eval', async (dir) => {
   const ref = images(24, 4);
   const sample = images(24, 5);
   saveNpz(join(dir, 'sample.npz'), { arr_0: sample });
@@ -106,7 +95,7 @@ test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unles
   assert.throws(() => readStatistics(join(dir, 'partial.npz')), /partial\.npz: has mu, sigma but not mu_s, sigma_s; reference statistics need all of mu, sigma, mu_s, sigma_s/);
 }));
 
-test('reference activations are cached next to the reference, keyed by its content hash and the network', withTmp(async (dir) => {
+test('reference activations are cached next to the reference, keyed by its content hash and the network', withTmp('eval', async (dir) => {
   saveNpz(join(dir, 'ref.npz'), { arr_0: images(24, 6) });
   saveNpz(join(dir, 'sample.npz'), { arr_0: images(24, 7) });
   let computed = 0;
@@ -127,7 +116,7 @@ test('reference activations are cached next to the reference, keyed by its conte
   assert.notEqual(changed.reference.activationCache, cache);
 }));
 
-test('a folder of PNG files reads as the same images as the .npz; fid-stats writes mu/sigma/mu_s/sigma_s', withTmp(async (dir) => {
+test('a folder of PNG files reads as the same images as the .npz; fid-stats writes mu/sigma/mu_s/sigma_s', withTmp('eval', async (dir) => {
   const batch = images(9, 9);
   const folder = join(dir, 'pngs');
   mkdirSync(join(folder, 'sub'), { recursive: true });
@@ -146,7 +135,7 @@ test('a folder of PNG files reads as the same images as the .npz; fid-stats writ
   assert.deepEqual(stats.spatial.sigma.shape, [12, 12]);
 }));
 
-test('bad input is refused before any computation: no arr_0, wrong dtype, not 3 channels, too few samples', withTmp(async (dir) => {
+test('bad input is refused before any computation: no arr_0, wrong dtype, not 3 channels, too few samples', withTmp('eval', async (dir) => {
   const ref = join(dir, 'ref.npz');
   saveNpz(ref, { arr_0: images(24, 10) });
   const cases: [string, Record<string, Tensor>, RegExp][] = [

@@ -1,13 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { NpzFile, NpzWriter, encodeNpyHeader, loadNpy, loadNpz, parseNpyHeader, saveNpy, saveNpz } from '../../src/io/npz.js';
-import { FIXTURES, loadFixture } from '../helpers.js';
+import { FIXTURES, loadFixture, withTmp } from '../helpers.js';
 
 const fx = loadFixture('io/npz_expected.json');
 const file = (name: string): string => join(FIXTURES, 'io', name);
@@ -25,17 +24,6 @@ function assertNumpyArrays(npz: Record<string, Tensor>, what: string): void {
   assert.deepEqual([npz.scalar!.dtype, npz.scalar!.shape, npz.scalar!.item()], ['float32', [], 2.5], `${what} scalar`);
   assertEqualTensors(npz.half!.view('int16'), fx.half_bits, `${what} half`);
   assert.deepEqual(Array.from(npz.flags!.toArray(), Boolean), fx.flags, `${what} flags`);
-}
-
-function withTmp(fn: (dir: string) => void | Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'reals-npz-'));
-    try {
-      await fn(dir);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
 }
 
 async function collect(rows: AsyncGenerator<Tensor>): Promise<Tensor[]> {
@@ -110,7 +98,7 @@ test('.npy headers are padded to 64 bytes and end with a newline, as numpy write
   }
 });
 
-test('NpzWriter: whole and streamed arrays, plain and ZIP64, read back by NpzFile', withTmp(async (dir) => {
+test('NpzWriter: whole and streamed arrays, plain and ZIP64, read back by NpzFile', withTmp('npz', async (dir) => {
   for (const forceZip64 of [false, true]) {
     const path = join(dir, `out${forceZip64 ? '64' : ''}.npz`);
     const writer = new NpzWriter(path, { forceZip64 });
@@ -127,7 +115,7 @@ test('NpzWriter: whole and streamed arrays, plain and ZIP64, read back by NpzFil
   assert.deepEqual(readdirSync(dir).sort(), ['out.npz', 'out64.npz'], 'no temporary files left');
 }));
 
-test('NpzWriter refuses wrong chunks and unfinished arrays; abort leaves nothing behind', withTmp((dir) => {
+test('NpzWriter refuses wrong chunks and unfinished arrays; abort leaves nothing behind', withTmp('npz', (dir) => {
   const path = join(dir, 'bad.npz');
   const writer = new NpzWriter(path);
   writer.begin('arr_0', 'uint8', [2, 3]);
@@ -144,13 +132,13 @@ test('NpzWriter refuses wrong chunks and unfinished arrays; abort leaves nothing
   assert.deepEqual(readdirSync(dir), ['bad.npz']);
 }));
 
-test('.npy files round-trip', withTmp((dir) => {
+test('.npy files round-trip', withTmp('npz', (dir) => {
   const path = join(dir, 'x.npy');
   saveNpy(path, fx.sigma);
   assertEqualTensors(loadNpy(path), fx.sigma, 'sigma');
 }));
 
-test('numpy reads what NpzWriter and saveNpy write (np.load), ZIP64 included', { skip: HAS_NUMPY ? false : `${PYTHON} with numpy (Debian's python3-numpy) is not installed` }, withTmp((dir) => {
+test('numpy reads what NpzWriter and saveNpy write (np.load), ZIP64 included', { skip: HAS_NUMPY ? false : `${PYTHON} with numpy (Debian's python3-numpy) is not installed` }, withTmp('npz', (dir) => {
   const plain = join(dir, 'plain.npz');
   const zip64 = join(dir, 'zip64.npz');
   saveNpz(plain, { arr_0: fx.arr_0, mu: fx.mu, labels: fx.labels, scalar: torch.scalarTensor(2.5, torch.zeros([])) });
@@ -177,7 +165,7 @@ test('numpy reads what NpzWriter and saveNpy write (np.load), ZIP64 included', {
   assert.deepEqual(numpy.sigma, expect(fx.sigma, 'float64'));
 }));
 
-test('a truncated archive is refused with the file named', withTmp((dir) => {
+test('a truncated archive is refused with the file named', withTmp('npz', (dir) => {
   const path = join(dir, 'cut.npz');
   writeFileSync(path, readFileSync(file('numpy_stored.npz')).subarray(0, 1000));
   assert.throws(() => NpzFile.open(path), /cut\.npz: not a zip archive, or a truncated one/);

@@ -1,0 +1,54 @@
+// What every long-running command needs to know about its process (one rank of a process group
+// or alone, the device it computes on, a log only rank 0 prints) and rank 0's run outputs.
+import { join } from 'node:path';
+import * as torch from '../torch/index.js';
+import { CheckpointManager } from './checkpoint.js';
+import { MetricsLog } from './metrics.js';
+import { SummaryWriter } from './tensorboard.js';
+
+const dist = torch.distributed;
+
+export interface ProcessContext {
+  /** Whether this process is one of several ranks of the default process group. */
+  distributed: boolean;
+  rank: number;
+  worldSize: number;
+  device: torch.Device;
+  /** One-line notices; silent on ranks other than 0. */
+  log: (line: string) => void;
+}
+
+/**
+ * The rank and world size of the default process group (0 of 1 without one), the device (the
+ * given one, else cuda:LOCAL_RANK when CUDA exists, else cpu), and a rank-0 log (default
+ * console.log).
+ */
+export function processContext(options: { device?: torch.Device; log?: (line: string) => void }): ProcessContext {
+  const distributed = dist.isInitialized() && dist.getWorldSize() > 1;
+  const rank = distributed ? dist.getRank() : 0;
+  const worldSize = distributed ? dist.getWorldSize() : 1;
+  const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
+  const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
+  return { distributed, rank, worldSize, device, log };
+}
+
+export interface RunOutputs {
+  checkpoints: CheckpointManager | null;
+  metrics: MetricsLog | null;
+  tensorboard: SummaryWriter | null;
+}
+
+/**
+ * Rank 0's checkpoint manager (`runDir/checkpoints`), metrics.jsonl and TensorBoard writer; null
+ * on other ranks. Resuming from `resumeStep` drops the records after it (metrics) and purges the
+ * later TensorBoard events.
+ */
+export function openRunOutputs(runDir: string, rank: number, options: { keepLast?: number; resumeStep?: number }): RunOutputs {
+  if (rank !== 0) return { checkpoints: null, metrics: null, tensorboard: null };
+  const { resumeStep } = options;
+  return {
+    checkpoints: new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }),
+    metrics: new MetricsLog(join(runDir, 'metrics.jsonl'), resumeStep !== undefined ? { resumeStep } : {}),
+    tensorboard: new SummaryWriter(runDir, resumeStep !== undefined ? { purgeStep: resumeStep + 1 } : {}),
+  };
+}
