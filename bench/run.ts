@@ -1,8 +1,10 @@
-// `npm run bench -- [--threads N] [--only add,matmul]`: the same work timed in TypeScript (our
+// `npm run bench -- [--threads N] [--only add,matmul] [--device cuda]`: the same work timed in TypeScript (our
 // API and models), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch
 // from C++, in one invocation. Samples of the sides alternate round by round (in alternating order), so the
 // load of a shared machine hits both; we report medians, spread, and the median of the per-round
-// ratios TS time / reference time (<= 1.0: as fast or faster). See bench/README.md.
+// ratios TS time / reference time (<= 1.0: as fast or faster). With --device cuda the tensors and
+// models live on the GPU, each sample ends with a device synchronize, the model items run at GPU
+// batch sizes and the C++ side is left out (it is a CPU matmul). See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -12,8 +14,12 @@ const { values: flags } = parseArgs({
   options: {
     threads: { type: 'string' },
     only: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
   },
 });
+const device = flags.device!;
+if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new Error(`bench --device: expected cpu, cuda or cuda:N, got '${device}'`);
+const onCuda = device !== 'cpu';
 
 // Debian's libtorch does matmul in OpenBLAS, whose thread pool ignores torch.set_num_threads and
 // reads OPENBLAS_NUM_THREADS once, when the library loads: set it before libtorch is imported
@@ -92,22 +98,56 @@ const ITEMS: Item[] = [
   // Training steps as the trainers take them (src/train/align.ts, src/train/sit.ts): forward, backward, optimizer, EMA.
   { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
     unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
-  { name: 'sit.train.step', what: 'SiT-B/2 step, 8x4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
+  { name: 'sit.train.step', what: 'SiT-B/2 step, 4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
 ];
 
+/**
+ * On CUDA: the batch sizes a GPU is used at (batch 4 would time kernel launches only) and enough
+ * iterations per sample to outlast timer noise; the per-op items keep their sizes.
+ */
+const CUDA_SETTINGS: Record<string, Partial<Pick<Item, 'batch' | 'iterations' | 'rounds'>>> = {
+  'add': { rounds: 11 }, 'add_': { rounds: 11 }, 'napi.noop': { rounds: 5 }, 'add.rawCallOp': { rounds: 11 },
+  'matmul': { iterations: 200, rounds: 11 },
+  'conv2d.forward': { iterations: 50, rounds: 11 },
+  'conv2d.forward+backward': { iterations: 20, rounds: 11 },
+  'mlp.step': { iterations: 50, rounds: 11 },
+  'vae.encode': { batch: 8, iterations: 5, rounds: 5 },
+  'vae.decode': { batch: 8, iterations: 3, rounds: 5 },
+  'dinov2.forward': { batch: 32, iterations: 3, rounds: 5 },
+  'sit.forward': { batch: 32, iterations: 5, rounds: 5 },
+  'sit.sample': { batch: 8, iterations: 1, rounds: 5 },
+  'sit.sample.cfg': { batch: 8, iterations: 1, rounds: 5 },
+  'align.step': { batch: 16, iterations: 3, rounds: 5 },
+  'sit.train.step': { batch: 32, iterations: 5, rounds: 5 },
+  'inception.forward': { batch: 64, iterations: 2, rounds: 5 },
+};
+
+/**
+ * An item as it runs on `device`: on CUDA with CUDA_SETTINGS, without the (CPU) C++ side, and
+ * without the per-op bound (a CUDA kernel launch alone takes about 5 µs).
+ */
+function onDevice(item: Item): Item {
+  if (!onCuda) return item;
+  return {
+    ...item, ...CUDA_SETTINGS[item.name],
+    sides: item.sides.filter((side) => side !== 'cpp'),
+    targets: item.targets.filter((target) => target.vs !== 'cpp').map(({ vs, maxRatio }) => ({ vs, maxRatio })),
+  };
+}
+
 /** The ADM evaluation that inception.forward's rate is projected to: 50K samples, reference statistics cached. */
 const FID_SAMPLES = 50_000;
 
 function selectedItems(): Item[] {
-  if (flags.only === undefined) return ITEMS;
+  if (flags.only === undefined) return ITEMS.map(onDevice);
   const names = flags.only.split(',').map((s) => s.trim());
   const unknown = names.filter((n) => !ITEMS.some((item) => item.name === n));
   if (unknown.length > 0) throw new Error(`bench --only: unknown items ${unknown.join(', ')} (known: ${ITEMS.map((i) => i.name).join(', ')})`);
-  return ITEMS.filter((item) => names.includes(item.name));
+  return ITEMS.filter((item) => names.includes(item.name)).map(onDevice);
 }
 
 // --- statistics ----------------------------------------------------------------------------
@@ -150,11 +190,12 @@ function blasLibraries(): string {
 
 async function main(): Promise<void> {
   const items = selectedItems();
+  if (onCuda && !torch.cuda.isAvailable()) throw new Error(`bench --device ${device}: this libtorch (${torch.version()}) sees no CUDA device`);
   const threads = threadsFlag ?? torch.getNumThreads();
   torch.setNumThreads(threads);
   torch.manualSeed(0);
 
-  const pytorch: PytorchWorker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads);
+  const pytorch: PytorchWorker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads, device);
   const cpp: CppWorker | undefined = items.some((item) => item.sides.includes('cpp'))
     ? await startCpp(process.env.CXX ?? 'g++', threads)
     : undefined;
@@ -173,6 +214,7 @@ async function main(): Promise<void> {
     pytorch: pytorch.torch,
     cppLibtorch: cpp?.libtorch ?? null,
     threads,
+    device: pytorch.device,
     blas: `${pytorch.blas}: ${blasLibraries()}`,
     openblasThreads: process.env.OPENBLAS_NUM_THREADS ?? 'OpenBLAS default (all cores)',
     loadAverageAtStart: loadavg().map((l) => Number(l.toFixed(2))),
@@ -183,13 +225,15 @@ async function main(): Promise<void> {
   const missed: string[] = [];
   const projections: string[] = [];
   const started = Date.now();
-  for (const item of items) {
-    const tsRun = WORKLOADS[item.name]!(item.batch ?? 0);
+  /** Times `item` on its sides, prints its JSON lines and returns its table row. */
+  const measure = async (item: Item): Promise<string[]> => {
+    const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device });
     const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
         const cpuStart = process.cpuUsage();
         const start = process.hrtime.bigint();
         tsRun(item.iterations);
+        if (onCuda) torch.cuda.synchronize();
         const wall = Number(process.hrtime.bigint() - start) / 1e9;
         const cpu = process.cpuUsage(cpuStart);
         return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
@@ -240,22 +284,36 @@ async function main(): Promise<void> {
       `${t.maxValue === undefined ? '' : `< ${t.maxValue} ${item.unit}, `}vs ${SIDE_NAMES[t.vs]} <= ${t.maxRatio.toFixed(2)}`);
     const verdict = item.targets.length === 0 ? '' : allMet ? 'met' : 'MISSED';
     if (item.name === 'inception.forward') {
-      const hours = (side: Side): string => `${(FID_SAMPLES / shown[side]!.median / 3600).toFixed(2)} h`;
+      const duration = (side: Side): string => {
+        const seconds = FID_SAMPLES / shown[side]!.median;
+        return seconds >= 3600 ? `${(seconds / 3600).toFixed(2)} h` : `${(seconds / 60).toFixed(1)} min`;
+      };
       projections.push(`inception.forward: ${FID_SAMPLES / 1000}K-sample FID/sFID/IS/precision/recall features (reference batch ` +
         `statistics cached) at the measured median rate, batch ${item.batch} (ADM's evaluator uses 64): ` +
-        `TS ${hours('ts')}, PyTorch ${hours('pytorch')}, on ${threads} thread(s)`);
+        `TS ${duration('ts')}, PyTorch ${duration('pytorch')}, on ${threads} thread(s)`);
       console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
         seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
     }
-    rows.push([item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCells.pytorch ?? '', ratioCells['pytorch.cpu'] ?? '',
-      ratioCells.cpp ?? '', ratioCells['cpp.cpu'] ?? '', targets.join('; '), verdict]);
+    return [item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCells.pytorch ?? '', ratioCells['pytorch.cpu'] ?? '',
+      ratioCells.cpp ?? '', ratioCells['cpp.cpu'] ?? '', targets.join('; '), verdict];
+  };
+  // An item that fails (a workload's error on either side) is reported and the others still run.
+  const failed: string[] = [];
+  for (const item of items) {
+    try {
+      rows.push(await measure(item));
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      console.log(JSON.stringify({ type: 'error', item: item.name, message }));
+      failed.push(`${item.name}: ${message}`);
+    }
   }
   pytorch.close();
   cpp?.close();
 
   const loadAtEnd = loadavg().map((l) => l.toFixed(2)).join(' ');
   console.log();
-  console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, node ${machine.node}`);
+  console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, node ${machine.node}; device ${machine.device}`);
   console.log(`libtorch ${machine.libtorch} (TS addon), PyTorch ${machine.pytorch} (python), ${cpp ? `libtorch ${cpp.libtorch} (C++), ` : ''}` +
     `threads ${threads} on every side; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
   console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
@@ -268,6 +326,10 @@ async function main(): Promise<void> {
   for (const item of items) console.log(`${item.name}: ${item.what}${item.batch === undefined ? '' : `, batch ${item.batch}`}`);
   if (projections.length > 0) console.log(`\n${projections.join('\n')}`);
   if (missed.length > 0) console.log(`\ntargets missed: ${missed.join(', ')}`);
+  if (failed.length > 0) {
+    console.log(`\nitems failed:\n${failed.join('\n')}`);
+    process.exitCode = 1;
+  }
 }
 
 function fmt(v: number): string {

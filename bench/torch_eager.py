@@ -4,14 +4,18 @@ and drives it over stdin, one JSON line per sample, so that samples of both side
 
     in:  {"item": "conv2d.forward", "iterations": 2, "batch": null}
     out: {"seconds": <wall time per iteration>, "cpuSeconds": <process CPU time per iteration>}
+         or {"error": <the workload's exception>}
 
 The model items run the reference networks that the parity fixtures were made with
 (test/fixtures/make_*.py, checked against upstream), with their constructors' random weights,
 at the batch size of the request: the forward items in eval mode under no_grad, the training items
 (align.step, sit.train.step) in train mode with backward, optimizer step and EMA update.
 
-The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>}.
-Usage: /usr/bin/python3 bench/torch_eager.py --threads N
+With --device cuda the tensors and models are on the GPU and each sample ends with a synchronize.
+
+The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>,
+"device": <"cpu", or the GPU's name>}.
+Usage: /usr/bin/python3 bench/torch_eager.py --threads N [--device cuda]
 """
 import argparse
 import json
@@ -31,9 +35,11 @@ import make_dinov2  # noqa: E402
 import make_inception  # noqa: E402
 import make_sit  # noqa: E402
 
+DEVICE = torch.device("cpu")  # set once by main() from --device
+
 
 def add_new():
-    a, b = torch.randn(16), torch.randn(16)
+    a, b = torch.randn(16, device=DEVICE), torch.randn(16, device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -43,7 +49,7 @@ def add_new():
 
 
 def add_inplace():
-    a, b = torch.randn(16), torch.randn(16)
+    a, b = torch.randn(16, device=DEVICE), torch.randn(16, device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -53,7 +59,7 @@ def add_inplace():
 
 
 def matmul():
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a, b = torch.randn(1024, 1024, device=DEVICE), torch.randn(1024, 1024, device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -63,8 +69,8 @@ def matmul():
 
 
 def conv_tensors():
-    x = torch.randn(8, 128, 64, 64, requires_grad=True)
-    w = (torch.randn(128, 128, 3, 3) / (128 * 9) ** 0.5).requires_grad_()
+    x = torch.randn(8, 128, 64, 64, device=DEVICE, requires_grad=True)
+    w = (torch.randn(128, 128, 3, 3, device=DEVICE) / (128 * 9) ** 0.5).requires_grad_()
     return x, w
 
 
@@ -81,7 +87,7 @@ def conv2d_forward():
 
 def conv2d_forward_backward():
     x, w = conv_tensors()
-    grad_out = torch.randn(8, 128, 64, 64)
+    grad_out = torch.randn(8, 128, 64, 64, device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -95,11 +101,12 @@ def conv2d_forward_backward():
 def mlp_step():
     model = torch.nn.Sequential(
         torch.nn.Linear(784, 512), torch.nn.GELU(), torch.nn.Linear(512, 512), torch.nn.GELU(), torch.nn.Linear(512, 10)
-    )
-    # foreach=False is 1.13's default on CPU: the per-parameter loop that src/optim/adam.ts follows.
+    ).to(DEVICE)
+    # foreach=False is 1.13's default on CPU: the per-parameter loop that src/optim/adam.ts follows
+    # (PyTorch 2.x picks foreach on CUDA by default; the bench compares the same algorithm).
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
-    x = torch.randn(256, 784)
-    target = torch.randint(0, 10, (256,))
+    x = torch.randn(256, 784, device=DEVICE)
+    target = torch.randint(0, 10, (256,), device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -122,39 +129,39 @@ def inference(forward):
 def sd_vae():
     # diffusers' config of stabilityai/sd-vae-ft-mse (AUTOENCODER_KL_CONFIGS['sd-vae'] in src/models/autoencoder-kl.ts).
     config = {**make_autoencoder_kl.config([128, 256, 512, 512], 32), "layers_per_block": 2}
-    return make_autoencoder_kl.AutoencoderKL(config).eval()
+    return make_autoencoder_kl.AutoencoderKL(config).eval().to(DEVICE)
 
 
 def vae_encode(batch):
     vae = sd_vae()
-    x = torch.rand(batch, 3, 256, 256) * 2 - 1
+    x = torch.rand(batch, 3, 256, 256, device=DEVICE) * 2 - 1
     return inference(lambda: vae.encode(x).mode())
 
 
 def vae_decode(batch):
     vae = sd_vae()
-    z = torch.randn(batch, 4, 32, 32)
+    z = torch.randn(batch, 4, 32, 32, device=DEVICE)
     return inference(lambda: vae.decode(z))
 
 
 def dinov2_forward(batch):
     # dinov2/hub/backbones.py dinov2_vitb14.
     model = make_dinov2.DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=768, depth=12, num_heads=12,
-                                              init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval()
-    x = torch.randn(batch, 3, 224, 224)
+                                              init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval().to(DEVICE)
+    x = torch.randn(batch, 3, 224, 224, device=DEVICE)
     return inference(lambda: model.forward_features(x))
 
 
 def sit(depth, hidden_size, num_heads):
     return make_sit.Model(True, input_size=32, patch_size=2, in_channels=4, hidden_size=hidden_size, depth=depth,
-                          num_heads=num_heads).eval()
+                          num_heads=num_heads).eval().to(DEVICE)
 
 
 def sit_forward(batch):
     model = sit(depth=12, hidden_size=768, num_heads=12)  # SiT-B/2
-    x = torch.randn(batch, 4, 32, 32)
-    t = torch.rand(batch)
-    y = torch.randint(0, 1000, (batch,))
+    x = torch.randn(batch, 4, 32, 32, device=DEVICE)
+    t = torch.rand(batch, device=DEVICE)
+    y = torch.randint(0, 1000, (batch,), device=DEVICE)
     return inference(lambda: model(x, t, y))
 
 
@@ -165,12 +172,12 @@ def sit_sample(cfg_scale):
 
     def workload(batch):
         model = sit(depth=12, hidden_size=384, num_heads=6)  # SiT-S/2
-        labels = torch.tensor([(i * 97) % 1000 for i in range(batch)])
+        labels = torch.tensor([(i * 97) % 1000 for i in range(batch)], device=DEVICE)
         grid = torch.linspace(0, 1, 51)
 
         def sample():
             torch.manual_seed(0)
-            z = torch.randn(batch, 4, 32, 32)
+            z = torch.randn(batch, 4, 32, 32).to(DEVICE)
             if cfg_scale > 1:
                 z = torch.cat([z, z], 0)
                 y = torch.cat([labels, torch.full_like(labels, 1000)])
@@ -179,7 +186,7 @@ def sit_sample(cfg_scale):
                 y = labels
                 model_fn = model.forward
             for t0, t1 in zip(grid[:-1], grid[1:]):
-                z = z + (t1 - t0) * model_fn(z, torch.ones(z.shape[0]) * t0, y)
+                z = z + (t1 - t0) * model_fn(z, torch.ones(z.shape[0], device=DEVICE) * t0, y)
             return z[:batch]
 
         return inference(sample)
@@ -233,18 +240,18 @@ def align_step(batch):
     on the mean over latent elements, patch and CLS 0.5 each on 1 - cosine), Adam (lr 5e-5, betas
     (0.5, 0.9)), EMA 0.9999 of the VAE and the heads."""
     vae_config = {**make_autoencoder_kl.config([64, 128], 32), "layers_per_block": 2}
-    vae = make_autoencoder_kl.AutoencoderKL(vae_config).train()
+    vae = make_autoencoder_kl.AutoencoderKL(vae_config).train().to(DEVICE)
     dino = make_dinov2.DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=384, depth=4, num_heads=6,
-                                             init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval()
+                                             init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval().to(DEVICE)
     dino.requires_grad_(False)
-    heads = AlignmentHeads(4, 384).train()
+    heads = AlignmentHeads(4, 384).train().to(DEVICE)
     model = torch.nn.ModuleDict({"vae": vae, "heads": heads})
-    ema = torch.nn.ModuleDict({"vae": make_autoencoder_kl.AutoencoderKL(vae_config), "heads": AlignmentHeads(4, 384)}).eval()
+    ema = torch.nn.ModuleDict({"vae": make_autoencoder_kl.AutoencoderKL(vae_config), "heads": AlignmentHeads(4, 384)}).eval().to(DEVICE)
     ema.requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.5, 0.9), foreach=False)
-    x = torch.rand(batch, 3, 64, 64) * 2 - 1
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = torch.rand(batch, 3, 64, 64, device=DEVICE) * 2 - 1
+    mean = torch.tensor(IMAGENET_MEAN, device=DEVICE).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=DEVICE).view(1, 3, 1, 1)
     grid = 112 // 14
 
     def run(iterations):
@@ -280,13 +287,13 @@ def sit_train_step(batch):
     ema = sit(depth=12, hidden_size=768, num_heads=12)
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0, foreach=False)
-    x1 = torch.randn(batch, 4, 32, 32)
-    y = torch.randint(0, 1000, (batch,))
+    x1 = torch.randn(batch, 4, 32, 32, device=DEVICE)
+    y = torch.randint(0, 1000, (batch,), device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
             x0 = torch.randn_like(x1)
-            t = torch.rand(batch)
+            t = torch.rand(batch).to(x1)
             t_x = t.view(-1, 1, 1, 1)
             xt = t_x * x1 + (1 - t_x) * x0
             ut = x1 - x0
@@ -301,8 +308,8 @@ def sit_train_step(batch):
 
 
 def inception_forward(batch):
-    model = make_inception.FIDInceptionV3().eval()
-    images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8)
+    model = make_inception.FIDInceptionV3().eval().to(DEVICE)
+    images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8, device=DEVICE)
     return inference(lambda: model(images))
 
 
@@ -328,11 +335,16 @@ WORKLOADS = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-    ready = {"torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas.group(1) if blas else "unknown"}
+    device = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+    ready = {"torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas.group(1) if blas else "unknown",
+             "device": device}
     print(json.dumps(ready), flush=True)
     runs = {}
     for line in sys.stdin:
@@ -340,12 +352,18 @@ def main():
         item = request["item"]
         if item not in WORKLOADS:
             sys.exit(f"torch_eager.py: unknown item {item!r} (known: {', '.join(WORKLOADS)})")
-        if item not in runs:
-            batch = request.get("batch")
-            runs[item] = WORKLOADS[item]() if batch is None else WORKLOADS[item](batch)
-        iterations = int(request["iterations"])
-        start, cpu_start = time.perf_counter(), time.process_time()
-        runs[item](iterations)
+        try:
+            if item not in runs:
+                batch = request.get("batch")
+                runs[item] = WORKLOADS[item]() if batch is None else WORKLOADS[item](batch)
+            iterations = int(request["iterations"])
+            start, cpu_start = time.perf_counter(), time.process_time()
+            runs[item](iterations)
+            if DEVICE.type == "cuda":
+                torch.cuda.synchronize(DEVICE)
+        except Exception as error:  # reported to bench/run.ts, which goes on with the next item
+            print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+            continue
         seconds = (time.perf_counter() - start) / iterations
         cpu_seconds = (time.process_time() - cpu_start) / iterations
         print(json.dumps({"seconds": seconds, "cpuSeconds": cpu_seconds}), flush=True)

@@ -42,8 +42,8 @@ class LineWorker {
   close(): void { this.child.stdin.end(); }
 }
 
-const PytorchReady = z.object({ torch: z.string(), threads: z.number().int(), blas: z.string() });
-const PytorchSample = z.object({ seconds: z.number(), cpuSeconds: z.number() });
+const PytorchReady = z.object({ torch: z.string(), threads: z.number().int(), blas: z.string(), device: z.string() });
+const PytorchSample = z.union([z.object({ seconds: z.number(), cpuSeconds: z.number() }), z.object({ error: z.string() })]);
 
 /** Wall-clock and process CPU seconds per iteration. */
 export interface Sample { wall: number; cpu: number }
@@ -52,21 +52,25 @@ export interface PytorchWorker {
   readonly torch: string;
   readonly threads: number;
   readonly blas: string;
+  /** The device the workloads run on, in words (the GPU's name on CUDA). */
+  readonly device: string;
   /** Seconds per iteration of `item` (set up at `batch` size, for the model items), run `iterations` times in a row. */
   sample(item: string, iterations: number, batch?: number): Promise<Sample>;
   close(): void;
 }
 
-/** Starts bench/torch_eager.py under `python` (Debian's python3 with torch by default). */
-export async function startPytorch(python: string, threads: number): Promise<PytorchWorker> {
-  const worker = new LineWorker(`PyTorch (${python} bench/torch_eager.py)`, python, [join(root, 'bench/torch_eager.py'), '--threads', String(threads)]);
+/** Starts bench/torch_eager.py under `python` (Debian's python3 with torch by default), its workloads on `device`. */
+export async function startPytorch(python: string, threads: number, device: string): Promise<PytorchWorker> {
+  const worker = new LineWorker(`PyTorch (${python} bench/torch_eager.py)`, python,
+    [join(root, 'bench/torch_eager.py'), '--threads', String(threads), '--device', device]);
   const ready = PytorchReady.parse(JSON.parse(await worker.readLine()));
   return {
     ...ready,
     sample: async (item, iterations, batch) => {
       const request = JSON.stringify({ item, iterations, batch: batch ?? null });
-      const { seconds, cpuSeconds } = PytorchSample.parse(JSON.parse(await worker.request(request)));
-      return { wall: seconds, cpu: cpuSeconds };
+      const answer = PytorchSample.parse(JSON.parse(await worker.request(request)));
+      if ('error' in answer) throw new Error(`PyTorch side of ${item}: ${answer.error}`);
+      return { wall: answer.seconds, cpu: answer.cpuSeconds };
     },
     close: () => worker.close(),
   };

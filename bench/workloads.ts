@@ -18,9 +18,12 @@ import type { Handle } from '../src/torch/native.js';
 
 export type Run = (iterations: number) => void;
 
-function addNew(): Run {
-  const a = torch.randn([16]);
-  const b = torch.randn([16]);
+/** Where a workload runs, and at what batch size (the model items; others ignore it). */
+export interface Setup { batch: number; device: torch.Device }
+
+function addNew({ device }: Setup): Run {
+  const a = torch.randn([16], { device });
+  const b = torch.randn([16], { device });
   // Python frees each result by reference count; here a scope frees them, closing every 100 calls
   // as a training step's scope would (one scope around all iterations would keep thousands of
   // handles alive through garbage collections, which costs more per call; see bench/README.md).
@@ -33,9 +36,9 @@ function addNew(): Run {
   };
 }
 
-function addInplace(): Run {
-  const a = torch.randn([16]);
-  const b = torch.randn([16]);
+function addInplace({ device }: Setup): Run {
+  const a = torch.randn([16], { device });
+  const b = torch.randn([16], { device });
   return (iterations) => {
     for (let i = 0; i < iterations; i++) a.add_(b);
   };
@@ -49,10 +52,10 @@ function napiNoop(): Run {
   };
 }
 
-function addRawCallOp(): Run {
+function addRawCallOp({ device }: Setup): Run {
   // The Tensors stay referenced here: a handle whose Tensor is collected is freed by its finalizer.
-  const a = torch.randn([16]);
-  const b = torch.randn([16]);
+  const a = torch.randn([16], { device });
+  const b = torch.randn([16], { device });
   const id = torch.opId('aten::add.Tensor');
   const { native } = torch;
   return (iterations) => {
@@ -61,30 +64,30 @@ function addRawCallOp(): Run {
   };
 }
 
-function matmul(): Run {
-  const a = torch.randn([1024, 1024]);
-  const b = torch.randn([1024, 1024]);
+function matmul({ device }: Setup): Run {
+  const a = torch.randn([1024, 1024], { device });
+  const b = torch.randn([1024, 1024], { device });
   return (iterations) => {
     for (let i = 0; i < iterations; i++) a.matmul(b).dispose();
   };
 }
 
-function convTensors(): [torch.Tensor, torch.Tensor] {
-  const x = torch.randn([8, 128, 64, 64], { requiresGrad: true });
-  const w = torch.randn([128, 128, 3, 3]).div(Math.sqrt(128 * 9)).requiresGrad_();
+function convTensors(device: torch.Device): [torch.Tensor, torch.Tensor] {
+  const x = torch.randn([8, 128, 64, 64], { device, requiresGrad: true });
+  const w = torch.randn([128, 128, 3, 3], { device }).div(Math.sqrt(128 * 9)).requiresGrad_();
   return [x, w];
 }
 
-function conv2dForward(): Run {
-  const [x, w] = convTensors();
+function conv2dForward({ device }: Setup): Run {
+  const [x, w] = convTensors(device);
   return (iterations) => torch.noGrad(() => {
     for (let i = 0; i < iterations; i++) conv2d(x, w, null, { stride: 1, padding: 1 }).dispose();
   });
 }
 
-function conv2dForwardBackward(): Run {
-  const [x, w] = convTensors();
-  const gradOut = torch.randn([8, 128, 64, 64]);
+function conv2dForwardBackward({ device }: Setup): Run {
+  const [x, w] = convTensors(device);
+  const gradOut = torch.randn([8, 128, 64, 64], { device });
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
       torch.scope(() => conv2d(x, w, null, { stride: 1, padding: 1 }).backward(gradOut));
@@ -94,13 +97,13 @@ function conv2dForwardBackward(): Run {
   };
 }
 
-function mlpStep(): Run {
+function mlpStep({ device }: Setup): Run {
   const model = new nn.Sequential(
     new nn.Linear(784, 512), new nn.GELU(), new nn.Linear(512, 512), new nn.GELU(), new nn.Linear(512, 10),
-  );
+  ).to(device);
   const optimizer = new AdamW(model.parameters(), { lr: 1e-3 });
-  const x = torch.randn([256, 784]);
-  const target = torch.randint(0, 10, [256]);
+  const x = torch.randn([256, 784], { device });
+  const target = torch.randint(0, 10, [256], { device });
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
       torch.scope(() => {
@@ -119,45 +122,45 @@ function inference(forward: () => unknown): Run {
   });
 }
 
-function sdVae(): AutoencoderKL {
-  return new AutoencoderKL(AUTOENCODER_KL_CONFIGS['sd-vae']).eval();
+function sdVae(device: torch.Device): AutoencoderKL {
+  return new AutoencoderKL(AUTOENCODER_KL_CONFIGS['sd-vae']).eval().to(device);
 }
 
-function vaeEncode(batch: number): Run {
-  const vae = sdVae();
-  const x = torch.rand([batch, 3, 256, 256]).mul(2).sub(1);
+function vaeEncode({ batch, device }: Setup): Run {
+  const vae = sdVae(device);
+  const x = torch.rand([batch, 3, 256, 256], { device }).mul(2).sub(1);
   return inference(() => vae.encode(x).mode());
 }
 
-function vaeDecode(batch: number): Run {
-  const vae = sdVae();
-  const z = torch.randn([batch, 4, 32, 32]);
+function vaeDecode({ batch, device }: Setup): Run {
+  const vae = sdVae(device);
+  const z = torch.randn([batch, 4, 32, 32], { device });
   return inference(() => vae.decode(z));
 }
 
-function dinov2Forward(batch: number): Run {
-  const model = new DinoVisionTransformer(DINOV2_CONFIGS['dinov2_vitb14']!).eval();
-  const x = torch.randn([batch, 3, 224, 224]);
+function dinov2Forward({ batch, device }: Setup): Run {
+  const model = new DinoVisionTransformer(DINOV2_CONFIGS['dinov2_vitb14']!).eval().to(device);
+  const x = torch.randn([batch, 3, 224, 224], { device });
   return inference(() => model.forwardFeatures(x));
 }
 
-function sitForward(batch: number): Run {
-  const model = new SiT(SIT_CONFIGS['SiT-B/2']).eval();
-  const x = torch.randn([batch, 4, 32, 32]);
-  const t = torch.rand([batch]);
-  const y = torch.randint(0, 1000, [batch]);
+function sitForward({ batch, device }: Setup): Run {
+  const model = new SiT(SIT_CONFIGS['SiT-B/2']).eval().to(device);
+  const x = torch.randn([batch, 4, 32, 32], { device });
+  const t = torch.rand([batch], { device });
+  const y = torch.randint(0, 1000, [batch], { device });
   return inference(() => model.forward(x, t, y));
 }
 
 // SiT's sample.py ODE sampler with --sampling-method euler: the time grid has steps + 1 points,
 // so 50 steps are 50 model evaluations (of the doubled batch under guidance, as forward_with_cfg).
-function sitSample(cfgScale: number): (batch: number) => Run {
-  return (batch) => {
-    const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval();
+function sitSample(cfgScale: number): (setup: Setup) => Run {
+  return ({ batch, device }) => {
+    const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval().to(device);
     const labels = Array.from({ length: batch }, (_, i) => (i * 97) % 1000);
     return inference(() => generateLatents({
       model, labels, shape: [4, 32, 32], seed: 0, method: 'ode', steps: 51, ode: { samplingMethod: 'euler' },
-      cfgScale, guidanceLow: 0, guidanceHigh: 1,
+      cfgScale, guidanceLow: 0, guidanceHigh: 1, device,
     }));
   };
 }
@@ -178,17 +181,17 @@ const ALIGN_DINO_INPUT = 112;
  * DINOv2's tokens of the resized images, VAE encode, posterior sample, decode, MSE + KL + alignment
  * loss with the default weights, backward, Adam (betas 0.5, 0.9), zeroGrad, EMA of VAE and heads.
  */
-function alignStep(batch: number): Run {
+function alignStep({ batch, device }: Setup): Run {
   const w = ALIGN_LOSS_DEFAULTS;
-  const vae = new AutoencoderKL(ALIGN_VAE).train();
-  const dino = new DinoVisionTransformer({ ...DINOV2_CONFIGS['dinov2_vits14']!, depth: 4 }).requiresGrad_(false).eval();
-  const heads = new AlignmentHeads({ latentChannels: 4, featureDim: dino.config.embedDim }).train();
+  const vae = new AutoencoderKL(ALIGN_VAE).train().to(device);
+  const dino = new DinoVisionTransformer({ ...DINOV2_CONFIGS['dinov2_vits14']!, depth: 4 }).requiresGrad_(false).eval().to(device);
+  const heads = new AlignmentHeads({ latentChannels: 4, featureDim: dino.config.embedDim }).train().to(device);
   const params = [...vae.parameters(), ...heads.parameters()];
-  const emaVae = new AutoencoderKL(ALIGN_VAE).requiresGrad_(false).eval();
-  const emaHeads = new AlignmentHeads(heads.config).requiresGrad_(false).eval();
+  const emaVae = new AutoencoderKL(ALIGN_VAE).requiresGrad_(false).eval().to(device);
+  const emaHeads = new AlignmentHeads(heads.config).requiresGrad_(false).eval().to(device);
   const opt = new Adam(params, { lr: 5e-5, betas: [0.5, 0.9] });
   const emaUpdaters = [new EMA(emaVae, vae, { decay: 0.9999 }), new EMA(emaHeads, heads, { decay: 0.9999 })];
-  const x = torch.rand([batch, 3, ALIGN_IMAGE_SIZE, ALIGN_IMAGE_SIZE]).mul(2).sub(1);
+  const x = torch.rand([batch, 3, ALIGN_IMAGE_SIZE, ALIGN_IMAGE_SIZE], { device }).mul(2).sub(1);
   const grid = ALIGN_DINO_INPUT / dino.config.patchSize;
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
@@ -216,14 +219,14 @@ function alignStep(batch: number): Run {
 }
 
 /** One step of trainGenerator for SiT-B/2: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
-function sitTrainStep(batch: number): Run {
-  const model = new SiT(SIT_CONFIGS['SiT-B/2']).train();
-  const ema = new SiT(SIT_CONFIGS['SiT-B/2']).requiresGrad_(false).eval();
+function sitTrainStep({ batch, device }: Setup): Run {
+  const model = new SiT(SIT_CONFIGS['SiT-B/2']).train().to(device);
+  const ema = new SiT(SIT_CONFIGS['SiT-B/2']).requiresGrad_(false).eval().to(device);
   const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
   const emaUpdater = new EMA(ema, model, { decay: 0.9999 });
   const transport = createTransport();
-  const x = torch.randn([batch, 4, 32, 32]);
-  const y = torch.randint(0, 1000, [batch]);
+  const x = torch.randn([batch, 4, 32, 32], { device });
+  const y = torch.randint(0, 1000, [batch], { device });
   const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor);
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
@@ -239,14 +242,14 @@ function sitTrainStep(batch: number): Run {
   };
 }
 
-function inceptionForward(batch: number): Run {
-  const model = new FIDInceptionV3().eval();
-  const images = torch.randint(0, 256, [batch, 3, 256, 256], { dtype: 'uint8' });
+function inceptionForward({ batch, device }: Setup): Run {
+  const model = new FIDInceptionV3().eval().to(device);
+  const images = torch.randint(0, 256, [batch, 3, 256, 256], { dtype: 'uint8', device });
   return inference(() => model.forward(images));
 }
 
 /** Workloads by item name; the model items take their batch size from run.ts's ITEMS. */
-export const WORKLOADS: Record<string, (batch: number) => Run> = {
+export const WORKLOADS: Record<string, (setup: Setup) => Run> = {
   'add': addNew,
   'add_': addInplace,
   'napi.noop': napiNoop,

@@ -524,10 +524,22 @@ static napi_value ManualSeed(napi_env env, napi_callback_info info) {
   });
 }
 
-// The CPU generator's full state (mt19937 + normal cache) as a uint8 tensor, for exact resume.
+// A default generator: the CPU's (mt19937 + normal cache) when `index` is absent, else CUDA
+// device `index`'s (Philox seed and offset). Its full state is a uint8 tensor, for exact resume.
+static at::Generator defaultGenerator(napi_env env, napi_value index, const char* what) {
+  if (index == nullptr || typeOf(env, index) == napi_undefined) return at::detail::getDefaultCPUGenerator();
+  int64_t device = getInt64(env, index, what);
+  int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (device < 0 || device >= count) {
+    throw JsError{std::string(what) + ": no CUDA device " + std::to_string(device) + " (" + std::to_string(count) + " present)"};
+  }
+  return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
+
 static napi_value GetRngState(napi_env env, napi_callback_info info) {
   return guarded(env, "getRngState", [&] {
-    auto gen = at::detail::getDefaultCPUGenerator();
+    Args args(env, info);
+    auto gen = defaultGenerator(env, args[0], "getRngState(device)");
     std::lock_guard<std::mutex> lock(gen.mutex());
     return wrapTensor(env, gen.get_state());
   });
@@ -536,7 +548,7 @@ static napi_value GetRngState(napi_env env, napi_callback_info info) {
 static napi_value SetRngState(napi_env env, napi_callback_info info) {
   return guarded(env, "setRngState", [&] {
     Args args(env, info);
-    auto gen = at::detail::getDefaultCPUGenerator();
+    auto gen = defaultGenerator(env, args[1], "setRngState(device)");
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(unwrapTensor(env, args[0], "setRngState"));
     return makeUndefined(env);

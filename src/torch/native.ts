@@ -45,8 +45,9 @@ export interface Native {
   setGradEnabled(enabled: boolean): void;
   isGradEnabled(): boolean;
   manualSeed(seed: number): void;
-  getRngState(): Handle;
-  setRngState(state: Handle): void;
+  /** The CPU generator's state, or CUDA device `cudaDevice`'s. */
+  getRngState(cudaDevice?: number): Handle;
+  setRngState(state: Handle, cudaDevice?: number): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   setAutocast(enabled: boolean, dtype: number): void;

@@ -33,7 +33,7 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+  loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
@@ -186,9 +186,10 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   if (options.resume !== undefined) {
     const resumed = resolveResume(options.resume);
     runDir = resumed.runDir;
-    const position = torch.scope(() => restore(loadCheckpoint(resumed.checkpoint), { model, ema, opt, discriminator, optDisc }));
-    ({ step, epoch, batch } = position);
+    const checkpoint = loadCheckpoint(resumed.checkpoint);
+    ({ step, epoch, batch } = torch.scope(() => restore(checkpoint, { model, ema, opt, discriminator, optDisc })));
     log(`resuming ${resumed.checkpoint} at step ${step} (epoch ${epoch}, batch ${batch})`);
+    restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
   } else {
     emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, options.runName ?? 'align').path : '';
@@ -263,18 +264,20 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
 
   let lastCheckpoint: string | null = null;
   let savedStep = -1;
-  /** Writes a checkpoint of the current state (rank 0). */
+  /** Writes a checkpoint holding every rank's RNG states (rank 0 writes it); all ranks call it. */
   const save = (): void => {
+    const rng = trainingRngMetadata({ distributed, rank, worldSize, device });
+    savedStep = step;
+    if (rank !== 0) return;
     const saved = optimizerToCheckpoint(opt);
     const savedDisc = optimizerToCheckpoint(optDisc);
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
-        step, epoch, batch, args: options.args ?? {}, rng: rngStateBase64(), optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+        step, epoch, batch, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
         vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });
-    savedStep = step;
   };
 
   let fixedImages: Tensor | null = null;
@@ -311,12 +314,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
             sinceLog = 0;
           }
           if (step % imageEvery === 0) await logReconstructions(tensorboard!, vae, fixedImages!, device, step);
-          if (step % ckptEvery === 0) save();
         }
+        if (step % ckptEvery === 0) save();
         if (step >= maxSteps) break training;
       }
     }
-    if (rank === 0 && savedStep !== step) save();
+    if (savedStep !== step) save();
   } finally {
     progress?.stop();
     metrics?.close();
@@ -348,7 +351,7 @@ interface Restorable {
   optDisc: optim.Adam;
 }
 
-/** Loads every group of a checkpoint written by trainAlignment and the RNG state; returns the position. */
+/** Loads every group of a checkpoint written by trainAlignment; returns the position. */
 function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoch: number; batch: number } {
   const { groups, metadata, path } = checkpoint;
   const fail = (message: string): never => { throw new Error(`resume from ${path}: ${message}`); };
@@ -362,10 +365,8 @@ function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoc
   } catch (error) {
     fail((error as Error).message);
   }
-  if (typeof metadata.rng !== 'string') fail('no RNG state (metadata "rng")');
   const batch = metadata.batch;
   if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 0) fail(`metadata "batch" is ${JSON.stringify(batch)}, not a batch index`);
-  setRngStateBase64(metadata.rng!);
   return { step: metadata.step, epoch: metadata.epoch, batch: batch as number };
 }
 

@@ -17,8 +17,12 @@ const metadataSchema = z.looseObject({
   step: z.number().int().nonnegative(),
   epoch: z.number().int().nonnegative(),
   args: z.record(z.string(), z.unknown()),
-  /** torch.getRngState() (the CPU generator) as base64. */
+  /** torch.getRngState() (the CPU generator) as base64; rank 0's in a multi-rank run. */
   rng: z.string().optional(),
+  /** Every rank's CPU generator state, rank 0's first. */
+  rng_ranks: z.array(z.string()).optional(),
+  /** Every rank's torch.cuda.getRngState() of the device it trains on (absent when training on the CPU). */
+  cuda_rng_ranks: z.array(z.string()).optional(),
   /** The optimizer's param_groups and non-tensor state (see optimizerToCheckpoint). */
   optimizer: z.unknown().optional(),
 });
@@ -79,20 +83,74 @@ export function loadCheckpoint(path: string, options: SafetensorsReadOptions = {
 
 // --- run state helpers ------------------------------------------------------------------------
 
-/** The CPU generator's state as base64, for `metadata.rng`. */
-export function rngStateBase64(): string {
-  const state = torch.getRngState();
-  const bytes = state.toArray() as Uint8Array;
-  state.dispose();
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+/** The default generator of `device` (the CPU's, or a CUDA device's) as a uint8 tensor. */
+function generatorState(device: torch.Device): Tensor {
+  return device === 'cpu' ? torch.getRngState() : torch.cuda.getRngState(device);
 }
 
-/** Restores the CPU generator from rngStateBase64(): later random draws equal those after the save. */
-export function setRngStateBase64(state: string): void {
-  const bytes = Buffer.from(state, 'base64');
-  const t = torch.fromArray(new Uint8Array(bytes), [bytes.length], 'uint8');
-  torch.setRngState(t);
-  t.dispose();
+/** The state of `device`'s default generator (the CPU's by default) as base64, for `metadata.rng` / `metadata.cuda_rng`. */
+export function rngStateBase64(device: torch.Device = 'cpu'): string {
+  return torch.scope(() => Buffer.from(generatorState(device).toArray() as Uint8Array).toString('base64'));
+}
+
+/** Restores `device`'s default generator from rngStateBase64(device): later random draws equal those after the save. */
+export function setRngStateBase64(state: string, device: torch.Device = 'cpu'): void {
+  const bytes = new Uint8Array(Buffer.from(state, 'base64'));
+  torch.scope(() => {
+    const t = torch.fromArray(bytes, [bytes.length], 'uint8');
+    if (device === 'cpu') torch.setRngState(t);
+    else torch.cuda.setRngState(t, device);
+  });
+}
+
+/** Where a training process runs: its rank of `worldSize` and the device it trains on. */
+export interface RankPlace { distributed: boolean; rank: number; worldSize: number; device: torch.Device }
+
+/**
+ * Every rank's state of `generator`'s default generator as base64, rank 0's first, gathered on the
+ * device the rank trains on (NCCL moves CUDA tensors only).
+ */
+function rngStatesOfRanks(generator: torch.Device, place: RankPlace): string[] {
+  const { distributed, worldSize } = place;
+  if (!distributed) return [rngStateBase64(generator)];
+  return torch.scope(() => {
+    const state = generatorState(generator).to(place.device);
+    const states = Array.from({ length: worldSize }, () => torch.zerosLike(state));
+    torch.distributed.allGather(states, state);
+    return states.map((t) => Buffer.from(t.toArray() as Uint8Array).toString('base64'));
+  });
+}
+
+/** The generator states a trainer's checkpoint holds (every rank calls it; the states are gathered). */
+export function trainingRngMetadata(place: RankPlace): Pick<CheckpointMetadata, 'rng' | 'rng_ranks' | 'cuda_rng_ranks'> {
+  const cpu = rngStatesOfRanks('cpu', place);
+  const cuda = place.device === 'cpu' ? undefined : rngStatesOfRanks(place.device, place);
+  return { rng: cpu[0], rng_ranks: cpu, cuda_rng_ranks: cuda };
+}
+
+/**
+ * Restores this rank's generators (CPU, and CUDA when training there) from a checkpoint written
+ * with trainingRngMetadata, so the run draws what the uninterrupted run would have. Where the
+ * checkpoint cannot say (another number of ranks, or it was trained on the CPU and resumes on a
+ * GPU), the generators are reseeded from `seed`, `step` and the rank, and a note says why.
+ */
+export function restoreTrainingRng(checkpoint: Checkpoint, place: RankPlace, seed: number, log: (line: string) => void): void {
+  const { metadata, path } = checkpoint;
+  if (typeof metadata.rng !== 'string') throw new Error(`resume from ${path}: no RNG state (metadata "rng")`);
+  const cpu = metadata.rng_ranks ?? [metadata.rng];
+  const cuda = metadata.cuda_rng_ranks;
+  const onCuda = place.device !== 'cpu';
+  let why: string | null = null;
+  if (cpu.length !== place.worldSize) why = `it holds the RNG states of ${cpu.length} ranks, this run has ${place.worldSize}`;
+  else if (onCuda && cuda?.length !== place.worldSize) why = `it holds no CUDA RNG states for ${place.worldSize} rank(s) (was it trained on the CPU?)`;
+  if (why === null) {
+    setRngStateBase64(cpu[place.rank]!);
+    if (onCuda) setRngStateBase64(cuda![place.rank]!, place.device);
+    return;
+  }
+  // manualSeed seeds the CUDA generators too.
+  torch.manualSeed((seed * place.worldSize + place.rank) * 1_000_003 + metadata.step);
+  log(`note: ${path}: ${why}; the random draws are reseeded, so losses will not continue exactly as the uninterrupted run`);
 }
 
 /** `{tensors, metadata}` to save as `tensors.opt` and `metadata.optimizer` (or other names, for a second optimizer). */

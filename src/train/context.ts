@@ -28,6 +28,13 @@ export function processContext(options: { device?: torch.Device; log?: (line: st
   const rank = distributed ? dist.getRank() : 0;
   const worldSize = distributed ? dist.getWorldSize() : 1;
   const device = options.device ?? (torch.cuda.isAvailable() ? `cuda:${distributed ? dist.getLocalRank() : 0}` : 'cpu');
+  if (device !== 'cpu') {
+    const count = torch.cuda.deviceCount();
+    if (torch.cuda.deviceIndex(device) >= count) {
+      throw new Error(`device ${device}: this machine has ${count} CUDA device(s)` +
+        (distributed ? ` and this is local rank ${dist.getLocalRank()}: start at most ${count} rank(s) per node, or pass --device cpu` : ''));
+    }
+  }
   const log = rank === 0 ? options.log ?? ((line: string) => console.log(line)) : () => {};
   return { distributed, rank, worldSize, device, log };
 }

@@ -26,7 +26,7 @@ import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
 } from '../diffusion/index.js';
 import {
-  loadCheckpoint, optimizerToCheckpoint, rngStateBase64, setRngStateBase64, type Checkpoint,
+  loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs } from './context.js';
@@ -145,17 +145,10 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   if (options.resume !== undefined) {
     const resumed = resolveResume(options.resume);
     runDir = resumed.runDir;
-    const position = torch.scope(() => restore(loadCheckpoint(resumed.checkpoint), spec, data.normalization, { model, ema, opt }));
-    ({ step, epoch, batch } = position);
+    const checkpoint = loadCheckpoint(resumed.checkpoint);
+    ({ step, epoch, batch } = torch.scope(() => restore(checkpoint, spec, data.normalization, { model, ema, opt })));
     log(`resuming ${resumed.checkpoint} at step ${step} (epoch ${epoch}, batch ${batch})`);
-    if (position.rngRanks.length === worldSize) {
-      setRngStateBase64(position.rngRanks[rank]!);
-    } else {
-      // Another number of ranks: each draws afresh, so the run goes on, though not as the uninterrupted one would have.
-      torch.manualSeed(((options.seed ?? 0) * worldSize + rank) * 1_000_003 + step);
-      log(`note: ${resumed.checkpoint} holds the RNG states of ${position.rngRanks.length} ranks, this run has ${worldSize}: ` +
-        'the random draws are reseeded, so losses will not continue exactly as the uninterrupted run');
-    }
+    restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
   } else {
     emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, runName(spec, transport.config)).path : '';
@@ -199,14 +192,14 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   let savedStep = -1;
   /** Writes a checkpoint (rank 0) holding every rank's RNG state; all ranks call it. */
   const save = (): void => {
-    const rngRanks = rngStatesOfRanks(distributed, worldSize);
+    const rng = trainingRngMetadata({ distributed, rank, worldSize, device });
     savedStep = step;
     if (rank !== 0) return;
     const saved = optimizerToCheckpoint(opt);
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
       metadata: {
-        step, epoch, batch, args: options.args ?? {}, rng: rngRanks[0], rng_ranks: rngRanks, optimizer: saved.metadata,
+        step, epoch, batch, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
         generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
       },
     });
@@ -257,17 +250,6 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   return { runDir, step, checkpoint: lastCheckpoint, model, ema };
 }
 
-/** Every rank's CPU generator state as base64 (gathered on all ranks), rank 0's first. */
-function rngStatesOfRanks(distributed: boolean, worldSize: number): string[] {
-  if (!distributed) return [rngStateBase64()];
-  return torch.scope(() => {
-    const state = torch.getRngState();
-    const states = Array.from({ length: worldSize }, () => torch.zerosLike(state));
-    dist.allGather(states, state);
-    return states.map((t) => Buffer.from(t.toArray() as Uint8Array).toString('base64'));
-  });
-}
-
 const generatorMetadataSchema = z.object({
   generator: specSchema,
   normalization: latentNormalizationSchema,
@@ -276,8 +258,6 @@ const generatorMetadataSchema = z.object({
     lossWeight: z.enum(['velocity', 'likelihood']).nullable(), trainEps: z.number(), sampleEps: z.number(),
   }).nullable(),
   batch: z.number().int().nonnegative(),
-  /** Every rank's CPU generator state (rank 0's is also `rng`). */
-  rng_ranks: z.array(z.string()).optional(),
 });
 
 function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
@@ -291,10 +271,10 @@ function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMeta
 
 interface Restorable { model: SiT | DiT; ema: SiT | DiT; opt: optim.AdamW }
 
-/** Loads a checkpoint of trainGenerator into the run's objects; returns the position and each rank's RNG state. */
+/** Loads a checkpoint of trainGenerator into the run's objects; returns the position. */
 function restore(
   checkpoint: Checkpoint, spec: GeneratorSpec, normalization: LatentNormalization, into: Restorable,
-): { step: number; epoch: number; batch: number; rngRanks: string[] } {
+): { step: number; epoch: number; batch: number } {
   const fail = (message: string): never => { throw new Error(`resume from ${checkpoint.path}: ${message}`); };
   const meta = generatorMetadata(checkpoint);
   if (!sameSpec(meta.generator, spec)) fail(`it trains ${JSON.stringify(meta.generator)}, this run ${JSON.stringify(spec)}`);
@@ -302,7 +282,6 @@ function restore(
     fail(`its latents were normalized by ${describeNormalization(meta.normalization)}, this run's by ${describeNormalization(normalization)}`);
   }
   for (const group of ['model', 'ema']) if (checkpoint.groups[group] === undefined) fail(`no ${group}.* tensors`);
-  if (typeof checkpoint.metadata.rng !== 'string') fail('no RNG state (metadata "rng")');
   try {
     into.model.loadStateDict(checkpoint.groups.model!);
     into.ema.loadStateDict(checkpoint.groups.ema!);
@@ -310,7 +289,7 @@ function restore(
   } catch (error) {
     fail((error as Error).message);
   }
-  return { step: checkpoint.metadata.step, epoch: checkpoint.metadata.epoch, batch: meta.batch, rngRanks: meta.rng_ranks ?? [checkpoint.metadata.rng!] };
+  return { step: checkpoint.metadata.step, epoch: checkpoint.metadata.epoch, batch: meta.batch };
 }
 
 // --- loading a trained generator ----------------------------------------------------------------

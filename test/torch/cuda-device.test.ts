@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import * as dist from '../../src/torch/distributed.js';
 import { SiT } from '../../src/models/index.js';
+import { restoreTrainingRng, trainingRngMetadata } from '../../src/train/checkpoint.js';
 import { assertClose } from '../helpers.js';
 
 const F = torch.nnFunctional;
@@ -74,6 +75,32 @@ test('NCCL: a one-rank group all-reduces on the GPU', { skip }, () => {
     const t = torch.ones([4], { device: 'cuda' });
     dist.allReduce(t);
     assert.deepEqual(t.cpu().tolist(), [1, 1, 1, 1]);
+  } finally {
+    dist.destroyProcessGroup();
+  }
+});
+
+test('a CUDA generator state replays its draws; training checkpoints gather it over NCCL on the device', { skip }, () => {
+  torch.manualSeed(3);
+  torch.randn([10], { device: 'cuda' });
+  const state = torch.cuda.getRngState('cuda:0');
+  const after = torch.randn([6], { device: 'cuda' }).cpu().tolist();
+  torch.randn([100], { device: 'cuda' });
+  torch.cuda.setRngState(state, 0);
+  assert.deepEqual(torch.randn([6], { device: 'cuda' }).cpu().tolist(), after);
+
+  dist.initProcessGroup({ backend: 'nccl', rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 29556, timeoutMs: 60_000 });
+  try {
+    const place = { distributed: true, rank: 0, worldSize: 1, device: 'cuda:0' };
+    const metadata = { step: 4, epoch: 0, args: {}, ...trainingRngMetadata(place) };
+    assert.equal(metadata.cuda_rng_ranks?.length, 1);
+    const cpuAfter = torch.randn([3]).tolist();
+    const cudaAfter = torch.randn([3], { device: 'cuda' }).cpu().tolist();
+    torch.manualSeed(99);
+    const notes: string[] = [];
+    restoreTrainingRng({ path: 'ckpt', groups: {}, metadata }, place, 0, (line) => notes.push(line));
+    assert.deepEqual([torch.randn([3]).tolist(), torch.randn([3], { device: 'cuda' }).cpu().tolist()], [cpuAfter, cudaAfter]);
+    assert.equal(notes.length, 0, notes.join('\n'));
   } finally {
     dist.destroyProcessGroup();
   }

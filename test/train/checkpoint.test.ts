@@ -10,8 +10,8 @@ import * as torch from '../../src/torch/index.js';
 import { saveSafetensors } from '../../src/io/safetensors.js';
 import { AdamW } from '../../src/optim/index.js';
 import {
-  CheckpointManager, LAST_LINK, LAST_POINTER, loadCheckpoint, loadOptimizer, optimizerToCheckpoint, rngStateBase64, saveCheckpoint,
-  setRngStateBase64,
+  CheckpointManager, LAST_LINK, LAST_POINTER, loadCheckpoint, loadOptimizer, optimizerToCheckpoint, restoreTrainingRng, rngStateBase64,
+  saveCheckpoint, setRngStateBase64, trainingRngMetadata, type Checkpoint,
 } from '../../src/train/checkpoint.js';
 
 const { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } = fs;
@@ -76,6 +76,44 @@ test('the RNG state round-trips: draws after a restore equal the draws after the
   torch.randn([100]);
   setRngStateBase64(state);
   assert.deepEqual(torch.randn([6]).toArray(), after);
+});
+
+test("a trainer's RNG metadata restores its draws; another rank count or missing CUDA states reseed with a note", () => {
+  const cpuPlace = { distributed: false, rank: 0, worldSize: 1, device: 'cpu' };
+  torch.manualSeed(11);
+  torch.randn([3]);
+  const metadata = { step: 7, epoch: 0, args: {}, ...trainingRngMetadata(cpuPlace) };
+  assert.deepEqual(metadata.rng_ranks, [metadata.rng]);
+  assert.equal(metadata.cuda_rng_ranks, undefined, 'no CUDA states when training on the CPU');
+  const expected = torch.randn([4]).tolist();
+  const checkpoint: Checkpoint = { path: 'run/0000007.safetensors', groups: {}, metadata };
+  const notes: string[] = [];
+  torch.randn([100]);
+  restoreTrainingRng(checkpoint, cpuPlace, 0, (line) => notes.push(line));
+  assert.deepEqual(torch.randn([4]).tolist(), expected);
+  assert.equal(notes.length, 0, notes.join('\n'));
+
+  // Two ranks now: each rank is reseeded from (seed, rank, step), so ranks differ and the note says why.
+  const draws = [0, 1].map((rank) => {
+    restoreTrainingRng(checkpoint, { distributed: true, rank, worldSize: 2, device: 'cpu' }, 3, (line) => notes.push(line));
+    return torch.randn([4]).tolist();
+  });
+  assert.notDeepEqual(draws[0], draws[1]);
+  assert.match(notes[0]!, /run\/0000007\.safetensors: it holds the RNG states of 1 ranks, this run has 2; the random draws are reseeded/);
+  restoreTrainingRng(checkpoint, { distributed: true, rank: 1, worldSize: 2, device: 'cpu' }, 3, () => {});
+  assert.deepEqual(torch.randn([4]).tolist(), draws[1], 'the reseed is a function of seed, rank and step');
+
+  // Resuming on a GPU from a CPU-trained checkpoint: its CUDA draws cannot continue, so it reseeds and says so.
+  torch.manualSeed(5);
+  restoreTrainingRng(checkpoint, { ...cpuPlace, device: 'cuda:0' }, 0, (line) => notes.push(line));
+  assert.match(notes.at(-1)!, /no CUDA RNG states for 1 rank\(s\) \(was it trained on the CPU\?\)/);
+  assert.throws(() => restoreTrainingRng({ ...checkpoint, metadata: { step: 1, epoch: 0, args: {} } }, cpuPlace, 0, () => {}),
+    /resume from run\/0000007\.safetensors: no RNG state \(metadata "rng"\)/);
+});
+
+test('a CUDA generator state is refused naming the device where there is none', { skip: torch.cuda.isAvailable() ? 'CUDA present' : false }, () => {
+  assert.throws(() => torch.cuda.getRngState('cuda:0'), /getRngState\(device\): no CUDA device 0 \(0 present\)/);
+  assert.throws(() => torch.cuda.getRngState('gpu'), /expected a CUDA device \('cuda', 'cuda:N' or N\), got 'gpu'/);
 });
 
 test('an optimizer saved in a checkpoint resumes with the same updates', () => withDir((dir) => {
