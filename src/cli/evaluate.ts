@@ -18,15 +18,16 @@ function positiveInteger(value: string): number {
   return n;
 }
 
-interface NetworkFlags { inceptionWeights?: string; device: string; batchSize: number }
+interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number }
 
 function extractor(flags: NetworkFlags): FeatureExtractor {
   const weights = flags.inceptionWeights ?? process.env[WEIGHTS_ENV];
   if (weights === undefined) {
     throw new Error(`no FID Inception weights: pass --inception-weights FILE or set ${WEIGHTS_ENV} (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)`);
   }
-  if (flags.device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${flags.device}: this libtorch build has no CUDA device`);
-  return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), flags.device);
+  const device = flags.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+  if (device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
+  return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), device);
 }
 
 /** One progress bar per stage (the reference batch, then the sample batch), counting images. */
@@ -52,7 +53,7 @@ function stageProgress(): { update: (label: string, done: number, total: number)
 function networkOptions(command: Command): Command {
   return command
     .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${WEIGHTS_ENV})`)
-    .option('--device <device>', 'cpu or cuda[:N]', 'cpu')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
     .option('--batch-size <n>', 'images per Inception call (ADM: 64)', positiveInteger, ACTIVATION_BATCH_SIZE);
 }
 
