@@ -42,11 +42,20 @@ export function rowValue(result: VariantResult, row: TableRow): number | null {
 }
 
 /** One value as printed, or over several seeds `mean ± sample standard deviation`. */
+function mean(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+/** The sample standard deviation (n - 1), 0 for one value. */
+function std(values: readonly number[]): number {
+  if (values.length < 2) return 0;
+  const m = mean(values);
+  return Math.sqrt(values.reduce((a, v) => a + (v - m) ** 2, 0) / (values.length - 1));
+}
+
 export function formatValues(values: readonly number[], decimals: number): string {
   if (values.length === 1) return values[0]!.toFixed(decimals);
-  const mean = values.reduce((a, b) => a + b, 0) / values.length;
-  const std = Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
-  return `${mean.toFixed(decimals)} ± ${std.toFixed(decimals)}`;
+  return `${mean(values).toFixed(decimals)} ± ${std(values).toFixed(decimals)}`;
 }
 
 const VARIANT_NAMES: Record<Variant, string> = { plain: 'plain VAE', reals: 'ReaLS VAE' };
@@ -150,9 +159,9 @@ export async function writeReport(result: DemoResult): Promise<void> {
   const seeds = profile.seeds;
   const valuesOf = (variant: Variant, row: TableRow): number[] =>
     seeds.map((seed) => rowValue(result.runs[String(seed)]![variant], row)).filter((v): v is number => v !== null);
-  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
   let wins = 0;
   let compared = 0;
+  let beyondSpread = 0;
   const rows = TABLE_ROWS.map((row) => {
     const cells = VARIANTS.map((v) => {
       const values = valuesOf(v, row);
@@ -166,6 +175,12 @@ export async function writeReport(result: DemoResult): Promise<void> {
       better = tie ? 'tie' : realsBetter ? 'ReaLS' : 'plain';
       compared++;
       if (realsBetter) wins++;
+      // With several seeds: does the gap exceed the two spreads together (a rough, conservative test)?
+      if (seeds.length > 1 && !tie) {
+        const clear = Math.abs(mean(reals!) - mean(plain!)) > std(reals!) + std(plain!);
+        better += clear ? ', beyond the spread' : ', within the spread';
+        if (clear) beyondSpread++;
+      }
     }
     return [row.label, ...cells, `${row.better} is better: ${better}`];
   });
@@ -189,7 +204,8 @@ export async function writeReport(result: DemoResult): Promise<void> {
     { kind: 'table', header: ['metric', VARIANT_NAMES.plain, VARIANT_NAMES.reals, 'better'], rows },
     {
       kind: 'p', text: `ReaLS is better on ${wins} of the ${compared} metrics both VAEs have. ` + (seeds.length > 1
-        ? `Over ${seeds.length} seeds a difference smaller than the spread (±) is not meaningful.`
+        ? `Over ${seeds.length} seeds, ${beyondSpread} of the ${compared} differences (either way) exceed the sum of the two standard ` +
+          'deviations ("beyond the spread"); the others are within what the seeds alone vary by.'
         : 'This is one seed of a short run: differences of this size can be noise. `reals demo --profile full` trains longer on three seeds and reports the spread.'),
     },
   ];

@@ -55,7 +55,17 @@ test('every number of the comparison table equals the value in the run\'s result
       const expectedPerSeed = values.length === 0 ? seeds.map(() => '—') : values.map((v) => v.toFixed(row.decimals));
       assert.deepEqual(perSeed.slice(1 + i * seeds.length, 1 + (i + 1) * seeds.length), expectedPerSeed, `${row.label}, ${variant}, per seed`);
     });
+    // The verdict: which VAE's mean is better, and whether the gap exceeds the two standard deviations together.
+    if (row.file !== 'headMlp') {
+      const [plain, reals] = VARIANTS.map((variant) => seeds.map((seed) => readJson(join(out, `seed-${seed}`, variant, RESULT_FILES[row.file]))[row.field]!));
+      const stats = (v: number[]) => { const m = (v[0]! + v[1]!) / 2; return { m, s: Math.abs(v[0]! - v[1]!) / Math.SQRT2 }; };
+      const [p, r] = [stats(plain!), stats(reals!)];
+      const winner = (row.better === 'lower' ? r.m < p.m : r.m > p.m) ? 'ReaLS' : 'plain';
+      const spread = Math.abs(r.m - p.m) > p.s + r.s ? 'beyond the spread' : 'within the spread';
+      assert.equal(cells[3], `${row.better} is better: ${r.m === p.m ? 'tie' : `${winner}, ${spread}`}`, row.label);
+    }
   }
+  assert.match(report, /Over 2 seeds, \d+ of the \d+ differences \(either way\) exceed the sum of the two standard deviations/);
   // The ReaLS VAE has the MLP head, the plain VAE has none.
   assert.ok(existsSync(join(out, 'seed-0', 'reals', RESULT_FILES.headMlp)));
   assert.ok(!existsSync(join(out, 'seed-0', 'plain', RESULT_FILES.headMlp)));
