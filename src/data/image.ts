@@ -29,7 +29,10 @@ export async function decodeImage(input: string | Buffer): Promise<RawImage> {
     if (info.channels !== (cmyk ? 4 : 3)) throw new Error(`decoded to ${info.channels} channels, expected ${cmyk ? 'CMYK' : 'RGB'}`);
     return { data: cmyk ? cmykToRgb(pixels) : pixels, width: info.width, height: info.height, channels: 3 };
   } catch (error) {
-    throw new Error(`decodeImage(${what}): ${(error as Error).message}`, { cause: error });
+    // libvips keeps one error buffer per process, so while other images decode at the same time a
+    // failure's message can arrive repeated, or lost ("Unknown error"): keep each line once.
+    const reason = [...new Set((error as Error).message.split('\n'))].join('; ');
+    throw new Error(`decodeImage(${what}): ${reason}`, { cause: error });
   }
 }
 
