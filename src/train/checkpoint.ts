@@ -9,6 +9,7 @@ import * as torch from '../torch/index.js';
 import { SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/file.js';
 import { flattenStateDict, unflattenStateDict, type Optimizer } from '../optim/optimizer.js';
+import type { ProcessContext } from './context.js';
 
 type Tensor = torch.Tensor;
 export type TensorGroup = Record<string, Tensor> | Map<string, Tensor>;
@@ -88,7 +89,7 @@ function generatorState(device: torch.Device): Tensor {
   return device === 'cpu' ? torch.getRngState() : torch.cuda.getRngState(device);
 }
 
-/** The state of `device`'s default generator (the CPU's by default) as base64, for `metadata.rng` / `metadata.cuda_rng`. */
+/** The state of `device`'s default generator (the CPU's by default) as base64, as `metadata.rng` holds it. */
 export function rngStateBase64(device: torch.Device = 'cpu'): string {
   return torch.scope(() => Buffer.from(generatorState(device).toArray() as Uint8Array).toString('base64'));
 }
@@ -104,7 +105,7 @@ export function setRngStateBase64(state: string, device: torch.Device = 'cpu'): 
 }
 
 /** Where a training process runs: its rank of `worldSize` and the device it trains on. */
-export interface RankPlace { distributed: boolean; rank: number; worldSize: number; device: torch.Device }
+export type RankPlace = Omit<ProcessContext, 'log'>;
 
 /**
  * Every rank's state of `generator`'s default generator as base64, rank 0's first, gathered on the

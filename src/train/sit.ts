@@ -145,10 +145,14 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   if (options.resume !== undefined) {
     const resumed = resolveResume(options.resume);
     runDir = resumed.runDir;
-    const checkpoint = loadCheckpoint(resumed.checkpoint);
-    ({ step, epoch, batch } = torch.scope(() => restore(checkpoint, spec, data.normalization, { model, ema, opt })));
-    log(`resuming ${resumed.checkpoint} at step ${step} (epoch ${epoch}, batch ${batch})`);
-    restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
+    // In a scope: the checkpoint's tensors are freed once copied into the run's objects.
+    ({ step, epoch, batch } = torch.scope(() => {
+      const checkpoint = loadCheckpoint(resumed.checkpoint);
+      const position = restore(checkpoint, spec, data.normalization, { model, ema, opt });
+      log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
+      restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
+      return position;
+    }));
   } else {
     emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, runName(spec, transport.config)).path : '';
