@@ -7,7 +7,7 @@ import { Tensor } from './tensor.js';
 import { cuda } from './cuda.js';
 
 export type Backend = 'gloo' | 'nccl';
-export type ReduceOp = 'sum' | 'product' | 'max' | 'min';
+export type ReduceOp = 'sum' | 'avg' | 'product' | 'max' | 'min';
 
 /** 30 minutes, PyTorch's default_pg_timeout. */
 export const DEFAULT_TIMEOUT_MS = 30 * 60 * 1000;
@@ -104,9 +104,14 @@ function checkRank(what: string, rank: number, worldSize: number): void {
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new RangeError(`distributed.${what}: rank ${rank} is not in [0, ${worldSize})`);
 }
 
-/** dist.all_reduce: reduces `tensor` across all ranks, in place on every rank. */
+/**
+ * dist.all_reduce: reduces `tensor` across all ranks, in place on every rank. 'avg' (ReduceOp.AVG,
+ * which Gloo lacks) is the sum divided by the world size, on every backend.
+ */
 export function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): void {
-  native.allReduce(group('allReduce').handle, [tensor._handle], op);
+  const g = group('allReduce');
+  native.allReduce(g.handle, [tensor._handle], op === 'avg' ? 'sum' : op);
+  if (op === 'avg') tensor.div_(g.worldSize);
 }
 
 /** dist.broadcast: copies rank `src`'s `tensor` into `tensor` on every other rank. */

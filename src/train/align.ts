@@ -259,10 +259,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       ddpDisc?.syncGradients();
     }
     const losses = torch.stack([...values, dLoss].map((v) => v.detach().float()));
-    if (distributed) {
-      dist.allReduce(losses, 'sum');
-      losses.div_(worldSize);
-    }
+    if (distributed) dist.allReduce(losses, 'avg');
     return losses.cpu();
   });
 

@@ -185,10 +185,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     loss.backward();
     ddp?.syncGradients();
     const value = loss.detach().float().reshape([1]);
-    if (distributed) {
-      dist.allReduce(value, 'sum');
-      value.div_(worldSize);
-    }
+    if (distributed) dist.allReduce(value, 'avg');
     return value.item();
   });
 

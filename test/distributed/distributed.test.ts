@@ -5,14 +5,14 @@ import { runScenario, freePort } from './run-ranks.js';
 
 const dist = torch.distributed;
 
-test('collectives on two Gloo ranks: allReduce (4 ops), broadcast, allGather, barrier, rank queries', { timeout: 30_000 }, async () => {
+test('collectives on two Gloo ranks: allReduce (5 ops), broadcast, allGather, barrier, rank queries', { timeout: 30_000 }, async () => {
   const { code, output, reports } = await runScenario('collectives');
   assert.equal(code, 0, output);
   for (const [rank, report] of reports.entries()) {
     assert.ok(report, `rank ${rank} wrote no report\n${output}`);
     assert.deepEqual(report.identity, { rank, worldSize: 2, localRank: rank, backend: 'gloo' });
     // Rank r contributes [r + 1, 10 (r + 1)].
-    assert.deepEqual(report.reduced, { sum: [3, 30], product: [2, 200], max: [2, 20], min: [1, 10] });
+    assert.deepEqual(report.reduced, { sum: [3, 30], avg: [1.5, 15], product: [2, 200], max: [2, 20], min: [1, 10] });
     assert.deepEqual(report.ints, [1, 14]);
     assert.deepEqual(report.broadcasted, [1, 1, 1], 'broadcast from rank 1');
     assert.deepEqual(report.gathered, [[0, 5], [1, 6]], 'allGather: outputs[r] is rank r\'s [r, r^2 + 5]');

@@ -29,7 +29,7 @@ const scenarios: Record<string, () => void | Promise<void>> = {
     dist.initProcessGroup({ timeoutMs: 20_000 });
     const identity = { rank: dist.getRank(), worldSize: dist.getWorldSize(), localRank: dist.getLocalRank(), backend: dist.getBackend() };
     const reduced: Record<string, number[]> = {};
-    for (const op of ['sum', 'product', 'max', 'min'] as const) {
+    for (const op of ['sum', 'avg', 'product', 'max', 'min'] as const) {
       const t = torch.tensor([rank + 1, 10 * (rank + 1)], { dtype: 'float64' });
       dist.allReduce(t, op);
       reduced[op] = values(t);
