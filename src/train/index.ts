@@ -2,7 +2,7 @@
 // event files, progress bars and pictures.
 export { createRunDir, resolveResume, checkFinite, NonFiniteLossError, type RunDir } from './run-dir.js';
 export {
-  saveCheckpoint, loadCheckpoint, CheckpointManager, rngStateBase64, setRngStateBase64, optimizerToCheckpoint, loadOptimizer,
+  saveCheckpoint, loadCheckpoint, NonFiniteCheckpointError, CheckpointManager, rngStateBase64, setRngStateBase64, optimizerToCheckpoint, loadOptimizer,
   LAST_LINK, LAST_POINTER, type Checkpoint, type CheckpointContents, type CheckpointMetadata, type CheckpointManagerOptions, type TensorGroup,
 } from './checkpoint.js';
 export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } from './metrics.js';

@@ -10,7 +10,7 @@ import * as torch from '../../src/torch/index.js';
 import { saveSafetensors } from '../../src/io/safetensors.js';
 import { AdamW } from '../../src/optim/index.js';
 import {
-  CheckpointManager, LAST_LINK, LAST_POINTER, loadCheckpoint, loadOptimizer, optimizerToCheckpoint, restoreTrainingRng, rngStateBase64,
+  CheckpointManager, LAST_LINK, LAST_POINTER, NonFiniteCheckpointError, loadCheckpoint, loadOptimizer, optimizerToCheckpoint, restoreTrainingRng, rngStateBase64,
   saveCheckpoint, setRngStateBase64, trainingRngMetadata, type Checkpoint,
 } from '../../src/train/checkpoint.js';
 
@@ -173,6 +173,28 @@ test('CheckpointManager names checkpoints by step, keeps the last K and points l
   assert.deepEqual(all.list().map((c) => c.step), [2_500_000, 5_000_000, 7_500_000, 10_000_000], 'numeric order past 7 digits');
   assert.equal(readlinkSync(join(all.dir, LAST_LINK)), '2500000.safetensors', 'last is the one saved last');
   assert.throws(() => new CheckpointManager(dir, { keepLast: 0 }), /keepLast must be at least 1/);
+}));
+
+test('a checkpoint holding a NaN or an infinity is not written: the last good one stays the latest', () => withDir((dir) => {
+  const manager = new CheckpointManager(dir);
+  manager.save(small(1));
+  for (const [bad, value] of [['opt.exp_avg_sq', Infinity], ['ema.w', NaN], ['model.w', -Infinity]] as const) {
+    const [group, key] = bad.split('.') as [string, string];
+    const contents = small(2);
+    const tensors: Record<string, Record<string, torch.Tensor>> = { ...contents.tensors, ema: { w: torch.ones([3]) }, opt: { exp_avg_sq: torch.ones([2, 2]).double() } };
+    tensors[group]![key]!.narrow(0, 1, 1).fill_(value);
+    assert.throws(
+      () => manager.save({ ...contents, tensors }),
+      (e: unknown) => e instanceof NonFiniteCheckpointError && e.tensor === bad && e.step === 2 &&
+        e.message === `saveCheckpoint(${join(dir, '0000002.safetensors')}): tensor "${bad}" holds NaN or infinite values at step 2: not written, ` +
+          'stopping; the checkpoints saved before it are the last good ones',
+    );
+  }
+  assert.deepEqual(readdirSync(dir).sort(), ['0000001.safetensors', LAST_LINK], 'no file, no temporary file, last unchanged');
+  assert.equal(readlinkSync(join(dir, LAST_LINK)), '0000001.safetensors');
+  // Integer and bool tensors, and empty ones, are not floating-point values to check.
+  manager.save({ tensors: { model: { n: torch.tensor([1, 2], { dtype: 'int64' }), b: torch.tensor([true]), e: torch.zeros([0]) } }, metadata: { args: {}, step: 3, epoch: 0 } });
+  assert.equal(manager.latest(), join(dir, '0000003.safetensors'));
 }));
 
 test('where symbolic links are not supported, last.txt names the newest checkpoint', () => withDir((dir) => {

@@ -1,6 +1,6 @@
-import { test } from 'node:test';
+import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -11,7 +11,7 @@ import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
 import { FashionMNIST, randperm } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
-import { parseMetrics, saveImageGrid, loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError } from '../../src/train/index.js';
 import { trainGenerator, loadGenerator, runName, type GeneratorSpec } from '../../src/train/sit.js';
 import type { LatentBatch, LatentNormalization, LatentSource } from '../../src/train/latents.js';
 
@@ -140,6 +140,38 @@ test('resuming from a checkpoint continues with the losses and weights of an uni
     /resume from .*: it trains .*"hiddenSize":16.*this run .*"hiddenSize":32/,
   );
   assert.equal(runName({ ...spec, kind: 'DiT', name: 'DiT-S/2' }, { pathType: 'Linear', prediction: 'velocity', lossWeight: null, trainEps: 0, sampleEps: 0 }), 'DiT-S/2');
+  rmSync(root, { recursive: true });
+});
+
+test('a step that leaves a weight non-finite while its loss is finite writes no checkpoint and stops the run', async () => {
+  const train = fashionMnist(true, 128);
+  const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 });
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-overflow-'));
+  // As an infinite gradient would (a finite loss, then an update that overflows): the third step leaves one weight at +inf.
+  const step = optim.AdamW.prototype.step;
+  let steps = 0;
+  const poisoned = mock.method(optim.AdamW.prototype, 'step', function (this: optim.AdamW) {
+    step.call(this);
+    if (++steps === 3) torch.noGrad(() => this.paramGroups[0]!.params[0]!.view(-1).narrow(0, 0, 1).fill_(Infinity));
+  });
+  try {
+    await assert.rejects(
+      trainGenerator({
+        spec, data: memorySource(train.x, train.y, 32), resultsDir: root, lr: 1e-3, maxSteps: 4, ckptEvery: 1, logEvery: 1,
+        log: () => {}, progressStream: new PassThrough(),
+      }),
+      (e: unknown) => e instanceof NonFiniteCheckpointError && e.step === 3 && /^model\./.test(e.tensor),
+    );
+  } finally {
+    poisoned.mock.restore();
+  }
+  const runDir = join(root, readdirSync(root)[0]!);
+  const checkpoints = join(runDir, 'checkpoints');
+  assert.deepEqual(readdirSync(checkpoints).sort(), ['0000001.safetensors', '0000002.safetensors', 'last.safetensors'], 'nothing for step 3');
+  const records = parseMetrics(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8'));
+  assert.ok(Number.isFinite(records.find((r) => r.step === 3)!.values.loss), 'the loss of step 3 was finite');
+  const last = loadCheckpoint(join(checkpoints, 'last.safetensors'));
+  assert.equal(last.metadata.step, 2);
   rmSync(root, { recursive: true });
 });
 
