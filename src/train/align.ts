@@ -37,7 +37,7 @@ import {
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
-import { processContext, openRunOutputs } from './context.js';
+import { processContext, openRunOutputs, lockstep } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { makeGrid } from './images.js';
 
@@ -286,7 +286,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   let sinceLog = 0;
   try {
     training: for (; epoch < options.maxEpoch && step < maxSteps; epoch++, batch = 0) {
-      for await (const { images } of data.iterate(epoch, batch)) {
+      const discard = (b: { images: Tensor }): void => b.images.dispose();
+      for await (const { images } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
         if (fixedImages === null && rank === 0) fixedImages = torch.keep(images.slice(0, 0, 8).clone());
         const lossTensor = trainStep(images);
         const values = Array.from(lossTensor.toArray() as Float32Array);

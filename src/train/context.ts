@@ -1,5 +1,6 @@
 // What every long-running command needs to know about its process (one rank of a process group
-// or alone, the device it computes on, a log only rank 0 prints) and rank 0's run outputs.
+// or alone, the device it computes on, a log only rank 0 prints), rank 0's run outputs, and the
+// ranks reading their batches in step.
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { CheckpointManager } from './checkpoint.js';
@@ -58,4 +59,46 @@ export function openRunOutputs(runDir: string, rank: number, options: { keepLast
     metrics: new MetricsLog(join(runDir, 'metrics.jsonl'), resumeStep !== undefined ? { resumeStep } : {}),
     tensorboard: new SummaryWriter(runDir, resumeStep !== undefined ? { purgeStep: resumeStep + 1 } : {}),
   };
+}
+
+/**
+ * The items of `source` for as long as every rank has one. Each rank reads its own shard, and one
+ * whose shard ends early (a batch whose every image was unreadable is left out) would otherwise
+ * enter the next collective while the others are still in a training step: the collectives pair
+ * up wrongly, exchange the wrong tensors, and a rank hangs or fails far from the cause. Before
+ * each item the ranks agree, with one one-element allReduce, whether all have one; at the first
+ * rank that has none the epoch ends on every rank, the items left over going to `discard`.
+ * Without a process group it is `source` itself.
+ */
+export async function* lockstep<T>(
+  source: AsyncIterable<T>, context: Pick<ProcessContext, 'distributed' | 'device' | 'log'>, what: { epoch: number; discard: (item: T) => void },
+): AsyncGenerator<T> {
+  if (!context.distributed) {
+    yield* source;
+    return;
+  }
+  const iterator = source[Symbol.asyncIterator]();
+  let count = 0;
+  try {
+    for (;;) {
+      const next = await iterator.next();
+      const allHaveOne = torch.scope(() => {
+        const flag = torch.tensor([next.done === true ? 0 : 1], { dtype: 'int32' }).to(context.device);
+        dist.allReduce(flag, 'min');
+        return flag.item() === 1;
+      });
+      if (!allHaveOne) {
+        if (next.done !== true) {
+          what.discard(next.value);
+          context.log(`note: epoch ${what.epoch} ends after ${count} batches on every rank: another rank has no more ` +
+            '(its shard lost batches to unreadable images); the rest of this rank\'s epoch is skipped');
+        }
+        return;
+      }
+      count++;
+      yield next.value;
+    }
+  } finally {
+    await iterator.return?.();
+  }
 }

@@ -29,7 +29,7 @@ import {
   loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs } from './context.js';
+import { processContext, openRunOutputs, lockstep } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
 import {
@@ -211,7 +211,8 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   let logStart = performance.now();
   try {
     training: for (; epoch < epochs && step < maxSteps; epoch++, batch = 0) {
-      for await (const { latents, labels } of data.iterate(epoch, batch)) {
+      const discard = (b: { latents: Tensor; labels: Tensor }): void => { b.latents.dispose(); b.labels.dispose(); };
+      for await (const { latents, labels } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
         const loss = trainStep(latents, labels);
         latents.dispose();
         labels.dispose();

@@ -26,6 +26,20 @@ test('DDP on two ranks, each on half the batch, ends with the parameters of one 
   assert.ok(new TinyMlp(100).w1.sub(reference.w1).abs().max().item() > 1e-3);
 });
 
+test('trainGenerator on two ranks whose shards yield different numbers of batches: the ranks end each epoch together, no hang', { timeout: 30_000 }, async () => {
+  const { code, output, seconds, reports } = await runScenario('uneven');
+  assert.equal(code, 0, output);
+  assert.ok(seconds < 25, `took ${seconds} s`);
+  const [r0, r1] = reports as [Record<string, any>, Record<string, any>];
+  assert.ok(r0 !== undefined && r1 !== undefined, output);
+  // Rank 1 has 3 batches an epoch, rank 0 has 4: each epoch ends for both after 3, over 2 epochs.
+  assert.equal(r0.step, 6);
+  assert.equal(r1.step, 6);
+  assert.match(r0.checkpoint, /0000006\.safetensors$/);
+  assert.deepEqual(r0.params, r1.params, 'the ranks stayed in step: identical weights');
+  assert.ok(r0.notes.some((line: string) => /^note: epoch 0 ends after 3 batches on every rank: another rank has no more/.test(line)), r0.notes.join('\n'));
+});
+
 test('DDP refuses to start without a process group', () => {
   assert.equal(DDP, DistributedDataParallel);
   assert.throws(() => new DDP(new TinyMlp(0)), /DistributedDataParallel: call torch.distributed.initProcessGroup\(\) first/);

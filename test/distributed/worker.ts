@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { DistributedDataParallel } from '../../src/nn/parallel.js';
 import { TinyMlp, trainingData, train, TRAIN_STEPS } from './tiny-model.js';
+import { trainGenerator } from '../../src/train/sit.js';
+import type { LatentBatch, LatentSource } from '../../src/train/latents.js';
 
 const dist = torch.distributed;
 const [scenario, outDir] = process.argv.slice(2) as [string, string];
@@ -70,6 +72,36 @@ const scenarios: Record<string, () => void | Promise<void>> = {
     const half = x.size(0) / dist.getWorldSize();
     train(model, x.narrow(0, rank * half, half), y.narrow(0, rank * half, half), TRAIN_STEPS, () => ddp.syncGradients());
     report({ params: model.parameters().map(values), buffers: model.buffers().map(values) });
+    dist.destroyProcessGroup();
+  },
+
+  // Both ranks train a tiny SiT; rank 1's shard misses one batch of each epoch, as when every image of
+  // a batch is unreadable. The ranks must keep their collectives paired, and end together.
+  async uneven() {
+    dist.initProcessGroup({ timeoutMs: 5000 });
+    torch.setNumThreads(1);
+    const batches = 4;
+    const data: LatentSource = {
+      batchSize: 2, length: batches, latentShape: [1, 4, 4], normalization: { source: 'scaling_factor', mean: [0], std: [1] },
+      async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
+        for (let b = startBatch; b < batches; b++) {
+          if (rank === 1 && b === 1) continue;
+          torch.manualSeed(1000 * epoch + 10 * b + rank);
+          yield { latents: torch.randn([2, 1, 4, 4]), labels: torch.tensor([0, 1], { dtype: 'int64' }) };
+        }
+      },
+      async close() {},
+    };
+    const notes: string[] = [];
+    const result = await trainGenerator({
+      spec: { name: 'SiT-tiny', kind: 'SiT', config: {
+        depth: 1, hiddenSize: 8, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 1, mlpRatio: 2, classDropoutProb: 0.1, numClasses: 2, learnSigma: false,
+      } },
+      data, resultsDir: join(outDir, 'results'), epochs: 2, ckptEvery: 2, logEvery: 1, device: 'cpu',
+      log: (line) => notes.push(line), progressStream: { write: () => true, isTTY: false } as unknown as NodeJS.WritableStream,
+    });
+    const params = result.model.parameters().map((p) => Array.from(p.detach().toArray() as Float32Array));
+    report({ step: result.step, checkpoint: result.checkpoint, notes, params });
     dist.destroyProcessGroup();
   },
 
