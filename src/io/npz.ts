@@ -2,14 +2,15 @@
 // `<key>.npy`, as np.savez writes it). Reading is in place and in row ranges, so an array larger
 // than memory (an ADM sample batch: 50,000 x 256 x 256 x 3 bytes) streams in chunks; writing
 // streams rows in too, with ZIP64 records where sizes or offsets pass 4 GiB, and gives files that
-// np.load reads.
+// np.load reads. Whole arrays, and arrays streamed to their end, are checked against the CRC-32
+// the archive records; a row range read in place (readRows) is not.
 import { closeSync, createReadStream, fsyncSync, openSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createInflateRaw, crc32, inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import * as torch from '../torch/index.js';
 import type { DType, Tensor } from '../torch/index.js';
 import { readAt, writeAll, writeFileAtomic } from './file.js';
 import {
-  readZipEntries, storedEntryRange, type ZipEntry, LOCAL_HEADER, CENTRAL_HEADER, ZIP64_EOCD, ZIP64_LOCATOR, EOCD,
+  checkEntryCrc, readStoredEntry, readZipEntries, storedEntryRange, type ZipEntry, LOCAL_HEADER, CENTRAL_HEADER, ZIP64_EOCD, ZIP64_LOCATOR, EOCD,
 } from './zip.js';
 
 /** What an .npy header says about its array. */
@@ -175,14 +176,19 @@ export class NpzFile {
     return { offset, length: entry.compressedSize };
   }
 
-  /** The whole array `name` as a tensor. */
+  /** The whole array `name` as a tensor (its CRC-32 checked). */
   get(name: string): Tensor {
     const entry = this.entry(name);
     const header = this.header(name);
-    if (entry.method === 0) return this.readRows(name, 0, header.shape[0] ?? 1);
-    const { offset, length } = this.compressedRange(entry);
-    const bytes = inflateRawSync(readAt(this.fd, offset, length, this.path));
-    if (bytes.length !== entry.size) throw new Error(`${this.path}: array '${name}' inflates to ${bytes.length} bytes, the zip directory says ${entry.size}`);
+    let bytes: Uint8Array;
+    if (entry.method === 0) {
+      bytes = readStoredEntry(this.fd, entry, this.path);
+    } else {
+      const { offset, length } = this.compressedRange(entry);
+      bytes = inflateRawSync(readAt(this.fd, offset, length, this.path));
+      if (bytes.length !== entry.size) throw new Error(`${this.path}: array '${name}' inflates to ${bytes.length} bytes, the zip directory says ${entry.size}`);
+      checkEntryCrc(entry, crc32(bytes), this.path);
+    }
     return torch.fromArray(bytes.subarray(header.headerLength), header.shape, header.dtype);
   }
 
@@ -200,7 +206,10 @@ export class NpzFile {
     return torch.fromArray(bytes, header.shape.length === 0 ? [] : [count, ...header.shape.slice(1)], header.dtype);
   }
 
-  /** The array `name` in consecutive chunks of `batchSize` rows (the last may be shorter). */
+  /**
+   * The array `name` in consecutive chunks of `batchSize` rows (the last may be shorter). Read to
+   * the end, its CRC-32 is checked once the last chunk is taken: a corrupt array throws there.
+   */
   async *rows(name: string, batchSize: number): AsyncGenerator<Tensor> {
     const entry = this.entry(name);
     const header = this.header(name);
@@ -208,7 +217,16 @@ export class NpzFile {
     if (total === undefined) throw new Error(`${this.path}: '${name}' is a scalar, it has no rows`);
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`${this.path}: rows('${name}', ${batchSize}): the batch size must be a positive integer`);
     if (entry.method === 0) {
-      for (let start = 0; start < total; start += batchSize) yield this.readRows(name, start, Math.min(batchSize, total - start));
+      const { offset } = storedEntryRange(this.fd, entry, this.path);
+      let crc = crc32(readAt(this.fd, offset, header.headerLength, this.path));
+      const stride = rowBytes(header);
+      for (let start = 0; start < total; start += batchSize) {
+        const count = Math.min(batchSize, total - start);
+        const bytes = readAt(this.fd, offset + header.headerLength + start * stride, count * stride, this.path);
+        crc = crc32(bytes, crc);
+        yield torch.fromArray(bytes, [count, ...header.shape.slice(1)], header.dtype);
+      }
+      checkEntryCrc(entry, crc, this.path);
       return;
     }
     const { offset, length } = this.compressedRange(entry);
@@ -225,8 +243,10 @@ export class NpzFile {
       return joined.subarray(0, bytes);
     };
     const stream = createReadStream('', { fd: this.fd, autoClose: false, start: offset, end: offset + length - 1 }).pipe(createInflateRaw());
+    let crc = 0;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
+        crc = crc32(chunk, crc);
         let data = chunk;
         if (skip > 0) {
           const n = Math.min(skip, data.length);
@@ -245,6 +265,7 @@ export class NpzFile {
       stream.destroy();
     }
     if (emitted < total) throw new Error(`${this.path}: array '${name}' ends after ${emitted} of ${total} rows`);
+    checkEntryCrc(entry, crc, this.path);
   }
 }
 

@@ -15,7 +15,7 @@ import * as torch from '../torch/index.js';
 import { readAt } from './file.js';
 import { toPlain, unpickle, type ByteSource, bufferSource, type PyCallable } from './pickle.js';
 import { loadSafetensors } from './safetensors.js';
-import { readZipEntries, storedEntryRange } from './zip.js';
+import { readStoredEntry, readZipEntries } from './zip.js';
 
 export interface LoadOptions {
   /**
@@ -188,8 +188,7 @@ function loadZip(fd: number, size: number, path: string, device: torch.Device): 
   const entryBytes = (name: string): Uint8Array => {
     const entry = entries.get(name);
     if (entry === undefined) throw new Error(`${path}: the archive has no entry ${name}`);
-    const { offset, length } = storedEntryRange(fd, entry, path);
-    return readAt(fd, offset, length, path);
+    return readStoredEntry(fd, entry, path);
   };
   if (entries.has(`${root}byteorder`)) {
     const order = new TextDecoder().decode(entryBytes(`${root}byteorder`));
@@ -202,9 +201,8 @@ function loadZip(fd: number, size: number, path: string, device: torch.Device): 
     const name = `${root}data/${key}`;
     const entry = entries.get(name);
     if (entry === undefined) throw new Error(`${path}: the archive has no entry ${name} for storage ${key}`);
-    const { offset, length } = storedEntryRange(fd, entry, path);
-    if (length < nbytes) throw new Error(`${path}: entry ${name} holds ${length} bytes but storage ${key} needs ${nbytes}`);
-    return readAt(fd, offset, nbytes, path);
+    if (entry.size < nbytes) throw new Error(`${path}: entry ${name} holds ${entry.size} bytes but storage ${key} needs ${nbytes}`);
+    return readStoredEntry(fd, entry, path).subarray(0, nbytes);
   }, device);
   return materialize(value, bases, path);
 }

@@ -1,11 +1,14 @@
 // Reading a zip archive's central directory with positioned reads (PKWARE APPNOTE.TXT 4.3), ZIP64
 // included, so that entries of archives of any size can be read in place without unpacking.
+import { crc32 } from 'node:zlib';
 import { readAt } from './file.js';
 
 export interface ZipEntry {
   name: string;
   /** 0 = stored, 8 = deflated, ... (APPNOTE 4.4.5). */
   method: number;
+  /** The CRC-32 of the uncompressed bytes the central directory records. */
+  crc32: number;
   compressedSize: number;
   size: number;
   localHeaderOffset: number;
@@ -68,6 +71,7 @@ export function readZipEntries(fd: number, size: number, path: string): Map<stri
     const entry: ZipEntry = {
       name,
       method: d.getUint16(at + 10, true),
+      crc32: d.getUint32(at + 16, true),
       compressedSize: d.getUint32(at + 20, true),
       size: d.getUint32(at + 24, true),
       localHeaderOffset: d.getUint32(at + 42, true),
@@ -107,4 +111,27 @@ export function storedEntryRange(fd: number, entry: ZipEntry, path: string): { o
   // align the data to 64 bytes), so the data offset comes from the local header itself.
   const offset = entry.localHeaderOffset + 30 + local.getUint16(26, true) + local.getUint16(28, true);
   return { offset, length: entry.size };
+}
+
+/**
+ * Throws unless `crc` (zlib's crc32 of the entry's whole uncompressed bytes) is the one the
+ * archive recorded: a flipped or zeroed byte is an error naming the file and entry, not a silently
+ * wrong tensor. A recorded 0 on non-empty data means none was computed (torch.save with
+ * `torch.serialization.config.save.compute_crc32 = False` writes 0), and is not checked.
+ */
+export function checkEntryCrc(entry: ZipEntry, crc: number, path: string): void {
+  if (entry.crc32 === 0 && entry.size > 0) return;
+  if (crc !== entry.crc32) {
+    throw new Error(`${path}: zip entry ${entry.name} is corrupt: its bytes have CRC-32 ${hex(crc)}, the archive recorded ${hex(entry.crc32)}`);
+  }
+}
+
+const hex = (crc: number): string => `0x${crc.toString(16).padStart(8, '0')}`;
+
+/** The bytes of a stored entry, read whole and checked against its CRC-32. */
+export function readStoredEntry(fd: number, entry: ZipEntry, path: string): Uint8Array {
+  const { offset, length } = storedEntryRange(fd, entry, path);
+  const bytes = readAt(fd, offset, length, path);
+  checkEntryCrc(entry, crc32(bytes), path);
+  return bytes;
 }

@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { NpzFile, NpzWriter, encodeNpyHeader, loadNpy, loadNpz, parseNpyHeader, saveNpy, saveNpz } from '../../src/io/npz.js';
+import { readZipEntries, storedEntryRange, type ZipEntry } from '../../src/io/zip.js';
 import { FIXTURES, loadFixture, withTmp } from '../helpers.js';
 
 const fx = loadFixture('io/npz_expected.json');
@@ -169,4 +170,71 @@ test('a truncated archive is refused with the file named', withTmp('npz', (dir) 
   const path = join(dir, 'cut.npz');
   writeFileSync(path, readFileSync(file('numpy_stored.npz')).subarray(0, 1000));
   assert.throws(() => NpzFile.open(path), /cut\.npz: not a zip archive, or a truncated one/);
+}));
+
+interface ZipLayout {
+  bytes: Buffer;
+  entries: Map<string, ZipEntry>;
+  /** Where a stored entry's bytes lie. */
+  range: (name: string) => { offset: number; length: number };
+  /** Where an entry's central-directory record starts (PK\x01\x02; the name at byte 46, the CRC-32 at byte 16). */
+  directoryRecord: (name: string) => number;
+}
+
+function zipLayout(path: string): ZipLayout {
+  const bytes = readFileSync(path);
+  const fd = openSync(path, 'r');
+  try {
+    const entries = readZipEntries(fd, bytes.length, path);
+    const ranges = new Map([...entries].filter(([, e]) => e.method === 0).map(([name, e]) => [name, storedEntryRange(fd, e, path)]));
+    return {
+      bytes, entries,
+      range: (name) => ranges.get(name)!,
+      directoryRecord: (name) => {
+        for (let at = bytes.indexOf('PK\x01\x02'); at >= 0; at = bytes.indexOf('PK\x01\x02', at + 1)) {
+          if (bytes.toString('utf8', at + 46, at + 46 + name.length) === name) return at;
+        }
+        throw new Error(`${path}: no central-directory record for ${name}`);
+      },
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('a flipped byte in an array, or a wrong CRC-32 in the directory, is an error naming the file and array; the other arrays still read', withTmp('npz', async (dir) => {
+  // np.savez: a stored array's data flipped in place.
+  const stored = zipLayout(file('numpy_stored.npz'));
+  const { offset, length } = stored.range('arr_0.npy');
+  const flipped = Buffer.from(stored.bytes);
+  flipped[offset + length - 1]! ^= 0x01;
+  const path = join(dir, 'flipped.npz');
+  writeFileSync(path, flipped);
+  const corrupt = new RegExp(`^Error: ${path.replaceAll('.', '\\.')}: zip entry arr_0\\.npy is corrupt: its bytes have CRC-32 0x[0-9a-f]{8}, the archive recorded 0x${stored.entries.get('arr_0.npy')!.crc32.toString(16).padStart(8, '0')}$`);
+  const npz = NpzFile.open(path);
+  try {
+    assert.throws(() => npz.get('arr_0'), corrupt);
+    await assert.rejects(collect(npz.rows('arr_0', 1)), corrupt, 'streamed to the end');
+    assertEqualTensors(npz.get('mu'), fx.mu, 'mu');
+    assert.equal(npz.readRows('arr_0', 0, 1).shape[0], 1, 'a row range read in place is not checked');
+  } finally {
+    npz.close();
+  }
+  assert.throws(() => loadNpz(path), corrupt);
+
+  // np.savez_compressed: a recorded CRC that does not match the inflated bytes.
+  const compressed = zipLayout(file('numpy_compressed.npz'));
+  const wrong = Buffer.from(compressed.bytes);
+  const record = compressed.directoryRecord('mu.npy');
+  wrong.writeUInt32LE((wrong.readUInt32LE(record + 16) ^ 0x80) >>> 0, record + 16);
+  const wrongPath = join(dir, 'wrong-crc.npz');
+  writeFileSync(wrongPath, wrong);
+  const file2 = NpzFile.open(wrongPath);
+  try {
+    assert.throws(() => file2.get('mu'), /wrong-crc\.npz: zip entry mu\.npy is corrupt: its bytes have CRC-32 0x[0-9a-f]{8}, the archive recorded 0x/);
+    await assert.rejects(collect(file2.rows('mu', 3)), /zip entry mu\.npy is corrupt/);
+    assertEqualTensors(file2.get('arr_0'), fx.arr_0, 'arr_0');
+  } finally {
+    file2.close();
+  }
 }));

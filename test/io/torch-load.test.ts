@@ -1,10 +1,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { load } from '../../src/io/index.js';
+import { readZipEntries, storedEntryRange } from '../../src/io/zip.js';
 import { FIXTURES, loadFixture } from '../helpers.js';
 
 const IO = join(FIXTURES, 'io');
@@ -86,4 +87,27 @@ test('truncated or foreign files are refused with an error naming the file', () 
   const text = join(dir, 'notes.pt');
   writeFileSync(text, 'not a checkpoint');
   assert.throws(() => load(text), new Error(`${text}: not a PyTorch checkpoint (neither a zip archive nor a legacy pickle stream)`));
+});
+
+test('a flipped byte in a storage is an error naming the file and entry; a CRC-32 recorded as 0 (compute_crc32=False) is not checked', () => {
+  const source = join(IO, 'checkpoint.pt');
+  const bytes = readFileSync(source);
+  const fd = openSync(source, 'r');
+  const entries = readZipEntries(fd, bytes.length, source);
+  const name = [...entries.keys()].find((n) => /\/data\/\d+$/.test(n))!;
+  const { offset } = storedEntryRange(fd, entries.get(name)!, source);
+  closeSync(fd);
+  const flipped = Buffer.from(bytes);
+  flipped[offset]! ^= 0x40;
+  const path = join(dir, 'flipped.pt');
+  writeFileSync(path, flipped);
+  assert.throws(() => load(path), (e: Error) => e.message.startsWith(`${path}: zip entry ${name} is corrupt: its bytes have CRC-32 0x`));
+  // torch.serialization.config.save.compute_crc32 = False writes 0 in the local and central headers.
+  let record = -1;
+  for (let at = flipped.indexOf('PK\x01\x02'); at >= 0; at = flipped.indexOf('PK\x01\x02', at + 1)) {
+    if (flipped.toString('utf8', at + 46, at + 46 + name.length) === name) record = at;
+  }
+  flipped.writeUInt32LE(0, record + 16);
+  writeFileSync(path, flipped);
+  assert.ok(load(path) !== null);
 });
