@@ -2,10 +2,10 @@
 // (guided-diffusion evaluations/evaluator.py): batches of 64 images, pool_3 (2048-d) and the
 // spatial sFID features (2023-d) per image; cached next to a reference batch so a second
 // evaluation against it skips the network.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import * as torch from '../torch/index.js';
 import type { Device, Tensor } from '../torch/index.js';
+import { stateDictHash } from '../nn/module.js';
 import { FIDInceptionV3 } from '../models/inception.js';
 import { NpzFile, saveNpz } from '../io/npz.js';
 import type { ImageBatches } from './batches.js';
@@ -28,14 +28,10 @@ export interface FeatureExtractor {
 
 /** The FID Inception as a FeatureExtractor on `device` (the model moves there); its id hashes the weights. */
 export function inceptionExtractor(model: FIDInceptionV3, device: Device = 'cpu'): FeatureExtractor {
-  const hash = createHash('sha256');
-  for (const [name, t] of model.stateDict()) {
-    const values = t.contiguous().cpu().toArray();
-    hash.update(name).update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-  }
+  const id = `inception-${stateDictHash(model).slice(0, 16)}`;
   const onDevice = model.to(device).eval();
   return {
-    id: `inception-${hash.digest('hex').slice(0, 16)}`,
+    id,
     device,
     features: (images) => {
       const { pool3, spatial } = onDevice.forward(images);

@@ -1,5 +1,6 @@
 // Module: named children, parameters and buffers with PyTorch's state-dict keys, train/eval, and
 // dtype/device moves that keep each parameter's Tensor object (optimizers hold those objects).
+import { createHash } from 'node:crypto';
 import * as torch from '../torch/index.js';
 import type { Tensor, DType, Device } from '../torch/index.js';
 
@@ -253,4 +254,20 @@ export class Module {
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * SHA-256 (hex) of a module's state dict: each key, then its tensor's bytes (contiguous, on the
+ * CPU), in stateDict() order. Two modules with equal hashes compute the same function; it names
+ * what a cache or a sample folder was made with.
+ */
+export function stateDictHash(module: Module): string {
+  const hash = createHash('sha256');
+  for (const [name, t] of module.stateDict()) {
+    torch.scope(() => {
+      const values = t.contiguous().cpu().toArray();
+      hash.update(name).update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    });
+  }
+  return hash.digest('hex');
 }

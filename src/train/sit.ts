@@ -11,16 +11,18 @@
 // `ema.*`, `opt.*` and, in the metadata, the generator's name and config, the latent
 // normalization, the transport, the position in the data and the RNG state, so that `--resume`
 // continues exactly and `reals sample` needs no other flag to rebuild the network.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import { DistributedDataParallel } from '../nn/parallel.js';
+import { stateDictHash } from '../nn/module.js';
 import * as optim from '../optim/index.js';
 import { DiT, SiT, type SiTConfig } from '../models/sit.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
-import { load, SafetensorsFile, NpzWriter } from '../io/index.js';
+import { load, SafetensorsFile, NpzWriter, readJsonFile, writeJsonFileAtomic } from '../io/index.js';
+import { writeAll, writeFileAtomic } from '../io/file.js';
 import { decodeImage } from '../data/index.js';
 import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
@@ -450,12 +452,63 @@ export function sampleLatents(options: SampleLatentsOptions, indices: readonly n
   return generateLatents({ ...options, labels, shape, seed });
 }
 
+/** The file in a sample folder that records what its PNGs were drawn with. */
+export const SAMPLING_SETTINGS = 'sampling.json';
+
+/**
+ * What decides the pixels of sample i, as JSON: the sampler's options, the seed and batch layout
+ * (sample i's noise comes from its batch's seed), the latent normalization and the hashes of the
+ * generator's and the VAE's weights. The samples count is not among them: more samples extend a folder.
+ */
+function samplingSettings(options: SampleImagesOptions, worldSize: number): Record<string, unknown> {
+  const { method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta } = options;
+  return JSON.parse(JSON.stringify({
+    method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta,
+    seed: options.seed, batchSize: options.batchSize, worldSize, normalization: options.normalization,
+    model: stateDictHash(options.model), vae: stateDictHash(options.vae),
+  })) as Record<string, unknown>;
+}
+
+/**
+ * A sample folder is continued only with the settings its PNGs were drawn with: rank 0 records
+ * them in a new folder, and a folder with other settings, or with PNGs and no record, is an error
+ * naming what differs (reusing those PNGs would mix two models' or samplers' images in one score).
+ */
+function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, rank: number, distributed: boolean): void {
+  const path = join(sampleDir, SAMPLING_SETTINGS);
+  const fail = (message: string): never => { throw new Error(`${sampleDir}: ${message}; use another sample folder, or delete this one`); };
+  const compare = (): void => {
+    const recorded = readJsonFile(path) as Record<string, unknown>;
+    const show = (v: unknown): string => (v === undefined ? 'unset' : JSON.stringify(v).slice(0, 80));
+    const differing = [...new Set([...Object.keys(recorded), ...Object.keys(settings)])]
+      .filter((k) => JSON.stringify(recorded[k]) !== JSON.stringify(settings[k]));
+    if (differing.length > 0) {
+      fail(`its samples were drawn with other settings (${differing.map((k) => `${k}: ${show(recorded[k])} there, ${show(settings[k])} now`).join('; ')})`);
+    }
+  };
+  if (rank === 0) {
+    mkdirSync(sampleDir, { recursive: true });
+    if (existsSync(path)) compare();
+    else {
+      const png = readdirSync(sampleDir).find((name) => name.endsWith('.png'));
+      if (png !== undefined) fail(`it holds samples (${png}, ...) but no ${SAMPLING_SETTINGS} saying how they were drawn`);
+      writeJsonFileAtomic(path, settings);
+    }
+  }
+  if (distributed) {
+    dist.barrier();
+    if (rank !== 0) compare();
+  }
+}
+
 /**
  * Samples as SiT's sample_ddp.py, as one rank of the process group: the global batch
  * (batchSize per rank) is repeated until numSamples are covered; sample i of a global batch goes
  * to rank i % worldSize, as `index = i * world_size + rank + total`. Batches whose PNGs all exist
- * are skipped (an interrupted run continues). Rank 0 then streams every PNG into one ADM .npz
- * (`arr_0`, uint8 NHWC, ZIP64 when large) and writes a grid of the first images.
+ * are skipped, so an interrupted run continues: each PNG is written under a temporary name and
+ * renamed, and the folder's `sampling.json` must match this run's settings. Rank 0 then streams
+ * every PNG into one ADM .npz (`arr_0`, uint8 NHWC, ZIP64 when large) and writes a grid of the
+ * first images.
  */
 export async function sampleImages(options: SampleImagesOptions): Promise<SampleImagesResult> {
   const { model, vae, normalization, numSamples, batchSize, sampleDir } = options;
@@ -473,7 +526,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
   model.to(device).eval();
   vae.to(device).eval();
-  mkdirSync(sampleDir, { recursive: true });
+  claimSampleDir(sampleDir, samplingSettings(options, worldSize), rank, distributed);
   log(`sampling ${numSamples} images (${iterations} batches of ${batchSize} x ${worldSize} ranks) into ${sampleDir}; ` +
     `${options.method}, ${options.steps ?? 250} steps, cfg ${options.cfgScale ?? 1}; latents denormalized by ${describeNormalization(normalization)}`);
   const bar = rank === 0 ? makeProgress({ total: iterations, label: 'sample', unit: 'batch', stream: options.progressStream, itemsPerStep: globalBatch }) : null;
@@ -489,7 +542,8 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
         }));
         for (const [i, index] of indices.entries()) {
           const image = images.select(0, i);
-          writeFileSync(name(index), await encodePng(image));
+          const png = await encodePng(image);
+          writeFileAtomic(name(index), (fd) => writeAll(fd, png));
           image.dispose();
         }
         images.dispose();

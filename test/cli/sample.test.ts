@@ -68,7 +68,7 @@ test('reals sample ode writes one PNG per sample, an ADM .npz of them and a grid
     '--num-sampling-steps', '6', '--global-seed', '2');
   const name = 'tiny-sit_checkpoint-cfg-4.0-3-ODE-6-dopri5';
   const dir = join(root, 'samples', name);
-  assert.deepEqual(readdirSync(dir).sort(), ['000000.png', '000001.png', '000002.png', '000003.png', '000004.png', '000005.png']);
+  assert.deepEqual(readdirSync(dir).sort(), ['000000.png', '000001.png', '000002.png', '000003.png', '000004.png', '000005.png', 'sampling.json']);
   assert.ok(existsSync(join(root, 'samples', `${name}.png`)), 'grid');
   const npz = NpzFile.open(join(root, 'samples', `${name}.npz`));
   assert.deepEqual(npz.keys(), ['arr_0']);

@@ -1,6 +1,7 @@
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,9 +13,12 @@ import * as optim from '../../src/optim/index.js';
 import { FashionMNIST, randperm } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
 import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError } from '../../src/train/index.js';
-import { trainGenerator, loadGenerator, runName, type GeneratorSpec } from '../../src/train/sit.js';
+import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
+import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
+import { NpzFile } from '../../src/io/index.js';
 import type { LatentBatch, LatentNormalization, LatentSource } from '../../src/train/latents.js';
 
+const { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } = fs;
 const F = nn.F;
 /** Where tests leave pictures to look at (ignored by git). */
 const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-output/train');
@@ -188,5 +192,66 @@ test('DiT trains on the DDPM loss (MSE + VB of the learned variance) in a run fo
   assert.equal(losses.length, 3);
   // At the adaLN-Zero init the network outputs 0: the MSE to unit noise is about 1, plus the VB term.
   assert.ok(losses.every((l) => Number.isFinite(l) && l > 0.8), `losses ${losses}`);
+  rmSync(root, { recursive: true });
+});
+
+test('a sample folder continues only with the settings its PNGs were drawn with; a PNG is never left half-written under its name', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-sample-dir-'));
+  torch.manualSeed(0);
+  const vae = new AutoencoderKL({
+    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
+  });
+  const model = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
+  const options = {
+    model, vae, normalization: IDENTITY, method: 'ode' as const, steps: 3, ode: { samplingMethod: 'euler' as const }, batchSize: 2, seed: 0,
+    log: () => {}, progressStream: new PassThrough(),
+  };
+  const arr0 = (npz: string): number[] => {
+    const file = NpzFile.open(npz);
+    try {
+      return Array.from(file.get('arr_0').toArray() as Uint8Array);
+    } finally {
+      file.close();
+    }
+  };
+  const whole = await sampleImages({ ...options, numSamples: 5, sampleDir: join(root, 'whole') });
+  assert.deepEqual(readdirSync(whole.sampleDir).sort(), ['000000.png', '000001.png', '000002.png', '000003.png', '000004.png', '000005.png', SAMPLING_SETTINGS]);
+
+  // The write of sample 3 fails as a crash would (after the PNG's bytes, before its rename): no 000003.png, and the rerun completes the folder.
+  const dir = join(root, 'cut');
+  const rename = fs.renameSync;
+  const crash = mock.method(fs, 'renameSync', (from: fs.PathLike, to: fs.PathLike) => {
+    if (String(to).endsWith('000003.png')) throw new Error('simulated crash');
+    rename(from, to);
+  });
+  syncBuiltinESMExports();
+  try {
+    await assert.rejects(sampleImages({ ...options, numSamples: 5, sampleDir: dir }), /simulated crash/);
+  } finally {
+    crash.mock.restore();
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.png')).sort(), ['000000.png', '000001.png', '000002.png']);
+  const kept = statSync(join(dir, '000000.png')).mtimeMs;
+  const resumed = await sampleImages({ ...options, numSamples: 5, sampleDir: dir });
+  assert.deepEqual(arr0(resumed.npz!), arr0(whole.npz!), 'the continued folder gives the uninterrupted samples');
+  assert.equal(statSync(join(dir, '000000.png')).mtimeMs, kept, 'finished batches are not redrawn');
+
+  // Other settings (another seed, guidance interval, generator) are refused, naming what differs; more samples extend the folder.
+  await assert.rejects(sampleImages({ ...options, seed: 1, numSamples: 5, sampleDir: dir }), (e: Error) =>
+    e.message === `${dir}: its samples were drawn with other settings (seed: 0 there, 1 now); use another sample folder, or delete this one`);
+  await assert.rejects(sampleImages({ ...options, cfgScale: 2, guidanceHigh: 0.7, numSamples: 5, sampleDir: dir }),
+    /other settings \(cfgScale: unset there, 2 now; guidanceHigh: unset there, 0\.7 now\)/);
+  const retrained = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
+  await assert.rejects(sampleImages({ ...options, model: retrained, numSamples: 5, sampleDir: dir }), /other settings \(model: "[0-9a-f]{64}" there, "[0-9a-f]{64}" now\)/);
+  const more = await sampleImages({ ...options, numSamples: 8, sampleDir: dir });
+  assert.equal(more.numSamples, 8);
+  // PNGs from elsewhere, with no record of how they were drawn, are not taken as samples.
+  const foreign = join(root, 'foreign');
+  mkdirSync(foreign);
+  writeFileSync(join(foreign, '000000.png'), readFileSync(join(dir, '000000.png')));
+  await assert.rejects(sampleImages({ ...options, numSamples: 2, sampleDir: foreign }), /foreign: it holds samples \(000000\.png, \.\.\.\) but no sampling\.json/);
+  assert.equal(existsSync(join(foreign, SAMPLING_SETTINGS)), false);
   rmSync(root, { recursive: true });
 });
