@@ -215,7 +215,7 @@ const A = {
   amax: op('aten::amax'), amin: op('aten::amin'), argmax: op('aten::argmax'), argmin: op('aten::argmin'),
   varCorrection: op('aten::var.correction'), stdCorrection: op('aten::std.correction'),
   normScalarOpt: op('aten::norm.ScalarOpt_dim'), logsumexp: op('aten::logsumexp'), cumsum: op('aten::cumsum'),
-  all: op('aten::all'), any: op('aten::any'),
+  all: op('aten::all'), any: op('aten::any'), allDim: op('aten::all.dim'), anyDim: op('aten::any.dim'),
   view: op('aten::view'), viewDtype: op('aten::view.dtype'), reshape: op('aten::reshape'), flatten: op('aten::flatten.using_ints'),
   unflatten: op('aten::unflatten.int'), permute: op('aten::permute'), transpose: op('aten::transpose.int'),
   squeeze: op('aten::squeeze'), squeezeDim: op('aten::squeeze.dim'), unsqueeze: op('aten::unsqueeze'),
@@ -460,8 +460,10 @@ export class Tensor {
   }
   logsumexp(dim: number | number[], keepdim = false): Tensor { return A.logsumexp(this, dims(dim), keepdim); }
   cumsum(dim: number): Tensor { return A.cumsum(this, dim); }
-  all(): Tensor { return A.all(this); }
-  any(): Tensor { return A.any(this); }
+  /** Whether every element is true (nonzero), or along `dim`. */
+  all(dim?: number, keepdim = false): Tensor { return dim === undefined ? A.all(this) : A.allDim(this, dim, keepdim); }
+  /** Whether any element is true (nonzero), or along `dim`. */
+  any(dim?: number, keepdim = false): Tensor { return dim === undefined ? A.any(this) : A.anyDim(this, dim, keepdim); }
   sort(dim = -1, descending = false): [Tensor, Tensor] { return A.sort(this, dim, descending); }
   topk(k: number, dim = -1, largest = true, sorted = true): [Tensor, Tensor] { return A.topk(this, k, dim, largest, sorted); }
 

@@ -74,6 +74,15 @@ test('every Tensor method equals PyTorch on fixed float64 inputs (make_torch.py 
   }
 });
 
+test('all(dim) and any(dim) reduce along the dimension as torch.all/any(x, dim, keepdim); without one, over everything', () => {
+  const m = torch.tensor([[true, true, false], [true, true, true]]);
+  assert.deepEqual(m.all(1).tolist(), [false, true]);
+  assert.deepEqual(m.all(0).tolist(), [true, true, false]);
+  assert.deepEqual(m.any(1, true).tolist(), [[true], [true]]);
+  assert.deepEqual(m.logicalNot().any(0).tolist(), [false, false, true]);
+  assert.deepEqual([m.all().shape, Boolean(m.all().item()), Boolean(m.any().item())], [[], false, true]);
+});
+
 test('indexing follows Python: numbers, negatives, slices with steps, null, "...", tensors, masks', () => {
   const fx = loadFixture('torch_indexing.json');
   const x = fx.x as T;
