@@ -537,6 +537,13 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
         const images = torch.noGrad(() => torch.scope(() => {
           const latents = sampleLatents({ ...options, device }, indices, batchSeed(rankSeed, b));
           const decoded = vae.decode(denormalizeLatents(latents, normalization));
+          // Casting to uint8 would turn a NaN into a black pixel, and a diverged model into a score.
+          const finite = decoded.isfinite().flatten(1).all(1).cpu().toArray() as Uint8Array;
+          const bad = indices.filter((_, i) => !finite[i]);
+          if (bad.length > 0) {
+            throw new Error(`sampleImages: sample${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (batch ${b}, seed ${batchSeed(rankSeed, b)}) ` +
+              'decoded to NaN or infinite values: the generator or the VAE is broken (a diverged checkpoint?); no PNG written for the batch');
+          }
           // sample_ddp.py: clamp(127.5 * x + 128, 0, 255) to uint8, NHWC.
           return decoded.mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous().cpu();
         }));

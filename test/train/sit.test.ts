@@ -195,7 +195,7 @@ test('DiT trains on the DDPM loss (MSE + VB of the learned variance) in a run fo
   rmSync(root, { recursive: true });
 });
 
-test('a sample folder continues only with the settings its PNGs were drawn with; a PNG is never left half-written under its name', async () => {
+test('a sample folder continues only with the settings its PNGs were drawn with; a PNG is never left half-written under its name, nor black for NaN', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-sample-dir-'));
   torch.manualSeed(0);
   const vae = new AutoencoderKL({
@@ -247,6 +247,13 @@ test('a sample folder continues only with the settings its PNGs were drawn with;
   await assert.rejects(sampleImages({ ...options, model: retrained, numSamples: 5, sampleDir: dir }), /other settings \(model: "[0-9a-f]{64}" there, "[0-9a-f]{64}" now\)/);
   const more = await sampleImages({ ...options, numSamples: 8, sampleDir: dir });
   assert.equal(more.numSamples, 8);
+  // A generator whose output is NaN gives an error, not black PNGs.
+  const broken = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
+  torch.noGrad(() => broken.stateDict().get('final_layer.linear.bias')!.fill_(NaN));
+  await assert.rejects(sampleImages({ ...options, model: broken, numSamples: 3, sampleDir: join(root, 'nan') }), (e: Error) =>
+    e.message === 'sampleImages: samples 0, 1 (batch 0, seed 0) decoded to NaN or infinite values: the generator or the VAE is broken ' +
+      '(a diverged checkpoint?); no PNG written for the batch');
+  assert.deepEqual(readdirSync(join(root, 'nan')), [SAMPLING_SETTINGS]);
   // PNGs from elsewhere, with no record of how they were drawn, are not taken as samples.
   const foreign = join(root, 'foreign');
   mkdirSync(foreign);
