@@ -3,7 +3,7 @@
 // than memory (an ADM sample batch: 50,000 x 256 x 256 x 3 bytes) streams in chunks; writing
 // streams rows in too, with ZIP64 records where sizes or offsets pass 4 GiB, and gives files that
 // np.load reads. Whole arrays, and arrays streamed to their end, are checked against the CRC-32
-// the archive records; a row range read in place (readRows) is not.
+// the archive records; a row range read in place (readRows) is not, unless verify() checked the array.
 import { closeSync, createReadStream, fsyncSync, openSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createInflateRaw, crc32, inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import * as torch from '../torch/index.js';
@@ -109,6 +109,8 @@ export function loadNpy(path: string): Tensor {
   }
 }
 
+const VERIFY_CHUNK = 1 << 26;
+
 /**
  * An open .npz archive. Arrays stored uncompressed (np.savez) are read in place, any row range
  * at a time; compressed ones (np.savez_compressed) are inflated whole by `get` and streamed by
@@ -192,7 +194,23 @@ export class NpzFile {
     return torch.fromArray(bytes.subarray(header.headerLength), header.shape, header.dtype);
   }
 
-  /** Rows [start, start + count) of the stored (uncompressed) array `name`, read in place. */
+  /**
+   * Checks array `name` against its CRC-32 without keeping it: a stored array is read in 64 MiB
+   * pieces, a compressed one inflated. What readRows then reads of it is what was written.
+   */
+  verify(name: string): void {
+    const entry = this.entry(name);
+    if (entry.method !== 0) {
+      this.get(name).dispose();
+      return;
+    }
+    const { offset, length } = storedEntryRange(this.fd, entry, this.path);
+    let crc = 0;
+    for (let done = 0; done < length; done += VERIFY_CHUNK) crc = crc32(readAt(this.fd, offset + done, Math.min(VERIFY_CHUNK, length - done), this.path), crc);
+    checkEntryCrc(entry, crc, this.path);
+  }
+
+  /** Rows [start, start + count) of the stored (uncompressed) array `name`, read in place (not checked: see verify). */
   readRows(name: string, start: number, count: number): Tensor {
     const entry = this.entry(name);
     const header = this.header(name);

@@ -299,8 +299,9 @@ function parseIndex(path: string): LatentIndex {
 
 /**
  * A cache folder, checked whole when opened: every shard listed must open as a complete .npz
- * whose arrays hold the listed number of rows of the listed latent shape, so a torn or missing
- * shard is an error before any training step.
+ * whose arrays hold the listed number of rows of the listed latent shape and match their CRC-32,
+ * so a torn, missing or corrupt shard is an error before any training step (training then reads
+ * single rows in place, which no checksum covers).
  */
 export class LatentCache {
   readonly index: LatentIndex;
@@ -333,6 +334,11 @@ export class LatentCache {
           const expected = name === 'labels' ? [shard.count] : [shard.count, ...latentShape];
           if (shape.join() !== expected.join()) {
             throw new Error(`--latents-path ${dir}: shard ${shard.file} '${name}' is [${shape}], the index says [${expected}]`);
+          }
+          try {
+            file.verify(name);
+          } catch (error) {
+            throw new Error(`--latents-path ${dir}: shard ${shard.file} is corrupt (${(error as Error).message}); delete it and rerun cache-latents to encode it again`, { cause: error });
           }
         }
         const labels = file.get('labels');

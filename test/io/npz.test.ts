@@ -217,6 +217,8 @@ test('a flipped byte in an array, or a wrong CRC-32 in the directory, is an erro
     await assert.rejects(collect(npz.rows('arr_0', 1)), corrupt, 'streamed to the end');
     assertEqualTensors(npz.get('mu'), fx.mu, 'mu');
     assert.equal(npz.readRows('arr_0', 0, 1).shape[0], 1, 'a row range read in place is not checked');
+    assert.throws(() => npz.verify('arr_0'), corrupt, 'unless verify() checks the array first');
+    npz.verify('mu');
   } finally {
     npz.close();
   }
@@ -233,6 +235,7 @@ test('a flipped byte in an array, or a wrong CRC-32 in the directory, is an erro
   try {
     assert.throws(() => file2.get('mu'), /wrong-crc\.npz: zip entry mu\.npy is corrupt: its bytes have CRC-32 0x[0-9a-f]{8}, the archive recorded 0x/);
     await assert.rejects(collect(file2.rows('mu', 3)), /zip entry mu\.npy is corrupt/);
+    assert.throws(() => file2.verify('mu'), /zip entry mu\.npy is corrupt/);
     assertEqualTensors(file2.get('arr_0'), fx.arr_0, 'arr_0');
   } finally {
     file2.close();

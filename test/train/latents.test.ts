@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { NpzFile } from '../../src/io/index.js';
+import { readZipEntries, storedEntryRange } from '../../src/io/zip.js';
 import { encodePng } from '../../src/train/images.js';
 import {
   CachedLatents, LatentCache, cacheLatents, latentNormalization, normalizeLatents, denormalizeLatents, shardName, LATENT_INDEX,
@@ -104,6 +105,26 @@ test('a torn shard, an incomplete cache and a VAE folder with neither mean_std.j
   process.removeAllListeners('warning');
   const out = join(root, 'cache');
   await cacheLatents({ dataset, vae, vaePath, out, shardSize: 4, numWorkers: 0, log: () => {} });
+  // A flipped byte in a latent (read later one row at a time) is found when the cache opens.
+  const first = join(out, shardName(0));
+  const bytes = readFileSync(first);
+  const meanData = (() => {
+    const fd = openSync(first, 'r');
+    const file = NpzFile.open(first);
+    try {
+      return storedEntryRange(fd, readZipEntries(fd, bytes.length, first).get('mean.npy')!, first).offset + file.header('mean').headerLength + 8;
+    } finally {
+      file.close();
+      closeSync(fd);
+    }
+  })();
+  bytes[meanData]! ^= 0x10;
+  writeFileSync(first, bytes);
+  assert.throws(() => LatentCache.open(out), new RegExp(`shard ${shardName(0)} is corrupt \\(.*zip entry mean\\.npy is corrupt: .*\\); delete it and rerun cache-latents`));
+  bytes[meanData]! ^= 0x10;
+  writeFileSync(first, bytes);
+  LatentCache.open(out).close();
+
   const shard = join(out, shardName(1));
   truncateSync(shard, statSync(shard).size - 10);
   assert.throws(() => LatentCache.open(out), new RegExp(`shard .*${shardName(1)} is unreadable \\(torn or truncated\\?\\)`));
