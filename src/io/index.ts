@@ -1,5 +1,5 @@
 // Reading and writing tensors: safetensors files, PyTorch checkpoints and diffusers model folders.
-export { SafetensorsFile, loadSafetensors, saveSafetensors, type TensorInfo, type SafetensorsReadOptions } from './safetensors.js';
+export { SafetensorsFile, loadSafetensors, saveSafetensors, CRC32_KEY, type TensorInfo, type SafetensorsReadOptions } from './safetensors.js';
 export { load, type LoadOptions } from './torch-load.js';
 export {
   CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME, loadDiffusersWeights, saveDiffusersWeights, readJsonFile, writeJsonFileAtomic,

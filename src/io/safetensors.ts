@@ -2,8 +2,11 @@
 // header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {str: str}}, then the
 // tensors' bytes (little-endian, row-major) back to back, offsets relative to the end of the header.
 // Reading is lazy, one positioned read per tensor; writing streams tensor by tensor into a
-// temporary file that is renamed into place, with the reference writer's byte layout.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+// temporary file that is renamed into place, with the reference writer's byte layout. The format
+// has no checksum; on request reals records each tensor's CRC-32 in the metadata (CRC32_KEY),
+// and every read of a file that has them checks them.
+import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import * as torch from '../torch/index.js';
 import { readAt, writeAll, writeFileAtomic } from './file.js';
 
@@ -23,8 +26,14 @@ const ALIGNMENT_RANK: Record<torch.DType, number> = {
 // As the reference reader's MAX_HEADER_SIZE.
 const MAX_HEADER_BYTES = 100_000_000;
 
+/**
+ * The metadata key of the tensors' CRC-32s: 8 lowercase hex digits per tensor, in the order of
+ * their data in the file (SafetensorsFile.keys()).
+ */
+export const CRC32_KEY = 'reals.crc32';
+
 export interface TensorInfo { dtype: torch.DType; shape: number[] }
-interface Entry extends TensorInfo { begin: number; end: number }
+interface Entry extends TensorInfo { begin: number; end: number; crc32: number | null }
 
 export interface SafetensorsReadOptions {
   /** Where the tensors go (default: the CPU). */
@@ -75,6 +84,10 @@ export class SafetensorsFile {
     const { dtype, shape, begin, end } = this.entry(key);
     if (this.fd === null) throw new Error(`${this.path}: the file is closed (reading "${key}")`);
     const bytes = readAt(this.fd, this.dataStart + begin, end - begin, this.path);
+    const recorded = this.entry(key).crc32;
+    if (recorded !== null && crc32(bytes) !== recorded) {
+      throw new Error(`${this.path}: tensor "${key}" is corrupt: its bytes have CRC-32 ${hex(crc32(bytes))}, the file recorded ${hex(recorded)}`);
+    }
     const t = torch.fromArray(bytes, shape, dtype);
     const targetDtype = options.dtype !== undefined && t.isFloatingPoint() && options.dtype !== dtype ? options.dtype : undefined;
     const device = options.device !== undefined && options.device !== 'cpu' ? options.device : undefined;
@@ -142,8 +155,15 @@ function readHeader(fd: number, path: string): { dataStart: number; entries: Map
     previous = key;
   }
   if (covered < dataBytes) fail(`${dataBytes - covered} bytes after the last tensor belong to no tensor`);
+  const crcs = metadata[CRC32_KEY];
+  if (crcs !== undefined) {
+    if (!new RegExp(`^[0-9a-f]{${8 * parsed.length}}$`).test(crcs)) fail(`__metadata__ "${CRC32_KEY}" is not 8 hex digits for each of the ${parsed.length} tensors`);
+    parsed.forEach(([, entry], i) => { entry.crc32 = Number.parseInt(crcs.slice(8 * i, 8 * i + 8), 16); });
+  }
   return { dataStart: 8 + headerBytes, entries: new Map(parsed), metadata };
 }
+
+const hex = (crc: number): string => `0x${crc.toString(16).padStart(8, '0')}`;
 
 function parseMetadata(value: unknown, fail: (message: string) => never): Record<string, string> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('__metadata__ is not a JSON object');
@@ -169,7 +189,7 @@ function parseEntry(key: string, value: unknown, fail: (message: string) => neve
   if (nbytes !== end - begin) {
     fail(`${where}: ${name} [${shape}] needs ${nbytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
   }
-  return { dtype, shape: shape as number[], begin, end };
+  return { dtype, shape: shape as number[], begin, end, crc32: null };
 }
 
 /** Reads every tensor of a safetensors file (those under `prefix` only, with the prefix removed). */
@@ -196,9 +216,13 @@ export function loadSafetensors(path: string, options: SafetensorsReadOptions & 
  * header compact JSON padded with spaces to a multiple of 8, `__metadata__` first when given. The
  * reference orders metadata entries as its hash map iterates; we sort them by key. Tensors may be
  * on any device and non-contiguous: each is copied to contiguous CPU bytes as it is written. The
- * file appears complete or not at all (written to `<path>.tmp-<pid>`, then renamed).
+ * file appears complete or not at all (written to `<path>.tmp-<pid>`, then renamed). With
+ * `checksums`, the metadata also holds each tensor's CRC-32 (CRC32_KEY), computed from the bytes
+ * as they are written and filled into the header at the end.
  */
-export function saveSafetensors(path: string, tensors: Record<string, torch.Tensor>, metadata?: Record<string, string>): void {
+export function saveSafetensors(
+  path: string, tensors: Record<string, torch.Tensor>, metadata?: Record<string, string>, options: { checksums?: boolean } = {},
+): void {
   const fail = (message: string): never => { throw new Error(`saveSafetensors(${path}): ${message}`); };
   const entries = Object.entries(tensors).map(([name, tensor]) => {
     if (!(tensor instanceof torch.Tensor)) fail(`"${name}" is a ${typeof tensor}, not a Tensor`);
@@ -210,6 +234,11 @@ export function saveSafetensors(path: string, tensors: Record<string, torch.Tens
   entries.sort((a, b) => ALIGNMENT_RANK[b.dtype] - ALIGNMENT_RANK[a.dtype] || Buffer.compare(a.utf8, b.utf8));
 
   const fields: string[] = [];
+  const placeholder = '0'.repeat(8 * entries.length);
+  if (options.checksums === true) {
+    if (metadata?.[CRC32_KEY] !== undefined) fail(`metadata "${CRC32_KEY}" is reserved for the checksums`);
+    metadata = { ...metadata, [CRC32_KEY]: placeholder };
+  }
   if (metadata !== undefined) {
     const items = Object.entries(metadata).map(([k, v]) => {
       if (typeof v !== 'string') fail(`metadata "${k}" is a ${typeof v}; safetensors metadata values must be strings`);
@@ -229,13 +258,19 @@ export function saveSafetensors(path: string, tensors: Record<string, torch.Tens
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(header.length));
 
+  // Metadata values other than ours escape their quotes, so this is where ours begins.
+  const crcAt = options.checksums === true ? json.indexOf(`${JSON.stringify(CRC32_KEY)}:"${placeholder}"`) + CRC32_KEY.length + 4 : -1;
   writeFileAtomic(path, (fd) => {
     writeAll(fd, length);
     writeAll(fd, header);
+    const crcs: string[] = [];
     for (const { name, tensor, nbytes } of entries) {
       const data = tensor.toArray();
       if (data.byteLength !== nbytes) fail(`tensor "${name}" gave ${data.byteLength} bytes, expected ${nbytes}`);
-      writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      if (crcAt >= 0) crcs.push(crc32(bytes).toString(16).padStart(8, '0'));
+      writeAll(fd, bytes);
     }
+    if (crcAt >= 0) writeSync(fd, Buffer.from(crcs.join('')), 0, placeholder.length, 8 + crcAt);
   });
 }

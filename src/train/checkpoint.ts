@@ -2,12 +2,13 @@
 // (`model.*`, `ema.*`, `opt.*`, ...) and the run's state (args, step, epoch, RNG, optimizer
 // groups) as JSON strings in the header metadata. saveSafetensors writes to a temporary name and
 // renames, so a crash leaves the previous checkpoint and never a partial one under a real name;
-// a checkpoint whose floating-point tensors hold a NaN or an infinity is not written at all.
+// a checkpoint whose floating-point tensors hold a NaN or an infinity is not written at all, and
+// each tensor's CRC-32 is recorded, so a corrupt one is refused when read.
 import { mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
-import { SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
+import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/file.js';
 import { flattenStateDict, unflattenStateDict, type Optimizer } from '../optim/optimizer.js';
 import type { ProcessContext } from './context.js';
@@ -55,7 +56,7 @@ export function saveCheckpoint(path: string, contents: CheckpointContents): void
   for (const [key, value] of Object.entries(contents.metadata)) {
     if (value !== undefined) metadata[key] = JSON.stringify(value);
   }
-  saveSafetensors(path, tensors, metadata);
+  saveSafetensors(path, tensors, metadata, { checksums: true });
 }
 
 /**
@@ -86,13 +87,14 @@ function firstNonFinite(tensors: Record<string, Tensor>): string | null {
   });
 }
 
-/** Reads a checkpoint; a truncated file, a bad tensor name or bad metadata is an error naming the file and field. */
+/** Reads a checkpoint; a truncated or corrupt file, a bad tensor name or bad metadata is an error naming the file and field. */
 export function loadCheckpoint(path: string, options: SafetensorsReadOptions = {}): Checkpoint {
   const fail = (message: string): never => { throw new Error(`loadCheckpoint(${path}): ${message}`); };
   const file = SafetensorsFile.open(path);
   file.close();
   const values: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(file.metadata)) {
+    if (key === CRC32_KEY) continue;
     try {
       values[key] = JSON.parse(value);
     } catch {

@@ -4,7 +4,8 @@ import { closeSync, ftruncateSync, mkdtempSync, rmSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { SafetensorsFile, loadSafetensors, saveSafetensors } from '../../src/io/index.js';
+import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors } from '../../src/io/index.js';
+import { crc32 } from 'node:zlib';
 import { FIXTURES, loadFixture } from '../helpers.js';
 
 const REFERENCE = join(FIXTURES, 'io', 'reference.safetensors');
@@ -54,6 +55,40 @@ test('saveSafetensors writes the same bytes as the reference layout for the same
   const path = join(dir, 'ours.safetensors');
   saveSafetensors(path, expected, { format: 'pt' });
   assert.deepEqual(readFileSync(path), readFileSync(REFERENCE));
+});
+
+test('with checksums each tensor\'s CRC-32 is in the metadata; a flipped byte is then refused naming the tensor, the others still read', () => {
+  const path = join(dir, 'checked.safetensors');
+  const tensors = { ...expected, 'none at all': torch.zeros([0, 3]), 'with "quotes"': torch.arange(5) };
+  saveSafetensors(path, tensors, { format: 'pt', note: `"${CRC32_KEY}":"00000000"` }, { checksums: true });
+  const file = SafetensorsFile.open(path);
+  const bytes = readFileSync(path);
+  const dataStart = 8 + Number(bytes.readBigUInt64LE(0));
+  const keys = file.keys();
+  // The recorded values are zlib's crc32 of each tensor's bytes, in data order; the other metadata is as given.
+  const json = JSON.parse(bytes.toString('utf8', 8, dataStart));
+  assert.equal(file.metadata[CRC32_KEY], keys.map((k) => {
+    const [begin, end] = json[k].data_offsets;
+    return crc32(bytes.subarray(dataStart + begin, dataStart + end)).toString(16).padStart(8, '0');
+  }).join(''));
+  assert.deepEqual({ ...file.metadata, [CRC32_KEY]: undefined }, { format: 'pt', note: `"${CRC32_KEY}":"00000000"`, [CRC32_KEY]: undefined });
+  for (const key of Object.keys(expected)) assertTensorEqual(file.get(key), expected[key]!, key);
+  file.close();
+
+  const victim = keys.find((k) => json[k].data_offsets[1] > json[k].data_offsets[0])!;
+  bytes[dataStart + json[victim].data_offsets[0]]! ^= 0x01;
+  writeFileSync(path, bytes);
+  const damaged = SafetensorsFile.open(path);
+  assert.throws(() => damaged.get(victim), (e: Error) =>
+    new RegExp(`^${path.replaceAll('.', '\\.')}: tensor "${victim.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}" is corrupt: its bytes have CRC-32 0x[0-9a-f]{8}, the file recorded 0x[0-9a-f]{8}$`).test(e.message));
+  const other = keys.find((k) => k !== victim && k in expected)!;
+  assertTensorEqual(damaged.get(other), expected[other]!, other);
+  damaged.close();
+  assert.throws(() => loadSafetensors(path), /is corrupt/);
+  assert.throws(() => saveSafetensors(path, expected, { [CRC32_KEY]: 'x' }, { checksums: true }), /metadata "reals\.crc32" is reserved/);
+  // A checksum list of the wrong length is a malformed file.
+  const wrong = rawFile('wrong-crc.safetensors', { __metadata__: { [CRC32_KEY]: '0123' }, a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
+  assert.throws(() => SafetensorsFile.open(wrong), /"reals\.crc32" is not 8 hex digits for each of the 1 tensors/);
 });
 
 test('writes non-contiguous tensors as their contiguous values; several metadata entries sort by key', () => {

@@ -175,6 +175,16 @@ test('CheckpointManager names checkpoints by step, keeps the last K and points l
   assert.throws(() => new CheckpointManager(dir, { keepLast: 0 }), /keepLast must be at least 1/);
 }));
 
+test('a checkpoint records its tensors\' CRC-32s: a flipped byte is refused naming the tensor; the metadata reads as it was saved', () => withDir((dir) => {
+  const path = join(dir, 'ckpt.safetensors');
+  saveCheckpoint(path, { tensors: { model: { w: torch.arange(64).float() } }, metadata: { args: { lr: 1 }, step: 7, epoch: 0 } });
+  assert.deepEqual(loadCheckpoint(path).metadata, { args: { lr: 1 }, step: 7, epoch: 0 });
+  const bytes = readFileSync(path);
+  bytes[bytes.length - 9]! ^= 0x04;
+  writeFileSync(path, bytes);
+  assert.throws(() => loadCheckpoint(path), (e: Error) => e.message.startsWith(`${path}: tensor "model.w" is corrupt: its bytes have CRC-32 0x`));
+}));
+
 test('a checkpoint holding a NaN or an infinity is not written: the last good one stays the latest', () => withDir((dir) => {
   const manager = new CheckpointManager(dir);
   manager.save(small(1));
