@@ -77,6 +77,19 @@ function statisticsOf(activations: Activations): { pool3: FIDStatistics; spatial
   return { pool3: computeStatistics(activations.pool3), spatial: computeStatistics(activations.spatial) };
 }
 
+/** The file's statistics must be of the features this network gives (another network's could not be compared). */
+function checkStatisticsWidth(path: string, stats: { pool3: FIDStatistics; spatial: FIDStatistics }, acts: Activations, extractor: FeatureExtractor): void {
+  for (const [names, s, width] of [[['mu', 'sigma'], stats.pool3, acts.pool3.size(1)], [['mu_s', 'sigma_s'], stats.spatial, acts.spatial.size(1)]] as const) {
+    const expected = [[width], [width, width]];
+    [s.mu, s.sigma].forEach((t, i) => {
+      if (t.shape.join() !== expected[i]!.join()) {
+        throw new Error(`${path}: ${names[i]} is [${t.shape}], but ${extractor.id} gives ${width}-wide features (expected [${expected[i]}]): ` +
+          'statistics of another network; evaluate with --recompute-ref-stats');
+      }
+    });
+  }
+}
+
 function requireCount(batches: ImageBatches, needed: number, why: string): void {
   if (batches.count < needed) throw new Error(`${batches.path}: ${batches.count} images; ${why} needs at least ${needed}`);
 }
@@ -107,6 +120,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
       const { activations: referenceActs, cached } = cachePath === null
         ? { activations: await computeActivations(reference, extractor, referenceProgress), cached: false }
         : await cachedActivations(reference, extractor, cachePath, referenceProgress);
+      if (fileStatistics !== null) checkStatisticsWidth(referencePath, fileStatistics, referenceActs, extractor);
       const sampleActs = await computeActivations(sample, extractor, { batchSize, onProgress: (done, total) => onProgress?.('sample', done, total) });
 
       const referenceStats = fileStatistics ?? statisticsOf(referenceActs);

@@ -91,6 +91,16 @@ test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unles
   assert.equal(recomputed.reference.statistics, 'computed');
   assert.ok(recomputed.fid > 0.01, `${recomputed.fid}`);
   assert.equal(recomputed.precision, fromFile.precision, 'precision/recall always read the reference images');
+  // Statistics of another network (here: 2048-wide pool features, the extractor's are 96) are refused before the samples run.
+  const wide = { mu: torch.zeros([2048], { dtype: 'float64' }), sigma: torch.eye(2048, { dtype: 'float64' }) };
+  saveNpz(join(dir, 'other-net.npz'), { arr_0: ref, ...wide, mu_s: spatial.mu, sigma_s: spatial.sigma });
+  const stages: string[] = [];
+  await assert.rejects(
+    evaluate(join(dir, 'other-net.npz'), join(dir, 'sample.npz'), { ...options, cache: false, onProgress: (stage) => stages.push(stage) }),
+    (e: Error) => e.message === `${join(dir, 'other-net.npz')}: mu is [2048], but pooled-test gives 96-wide features (expected [96]): ` +
+      'statistics of another network; evaluate with --recompute-ref-stats',
+  );
+  assert.ok(!stages.includes('sample'), 'no sample activations computed');
   saveNpz(join(dir, 'partial.npz'), { arr_0: ref, mu: pool3.mu, sigma: pool3.sigma });
   assert.throws(() => readStatistics(join(dir, 'partial.npz')), /partial\.npz: has mu, sigma but not mu_s, sigma_s; reference statistics need all of mu, sigma, mu_s, sigma_s/);
 }));
