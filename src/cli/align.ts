@@ -146,7 +146,7 @@ export async function runAlignTrain(flags: AlignTrainFlags, args: Record<string,
   if (flags.lpipsWeight > 0 && (flags.lpipsVgg === undefined || flags.lpipsLin === undefined)) {
     throw new Error(`--lpips-weight ${flags.lpipsWeight} needs the LPIPS weights: --lpips-vgg and --lpips-lin (or --lpips-weight 0)`);
   }
-  const worldSize = Number(process.env.WORLD_SIZE ?? 1);
+  const worldSize = torch.distributed.launchedWorldSize();
   if (worldSize > 1) torch.distributed.initProcessGroup();
   const rank = worldSize > 1 ? torch.distributed.getRank() : 0;
   try {

@@ -33,7 +33,7 @@ export function cacheLatentsCommand(): Command {
     .action(async (flags: CacheLatentsFlags) => {
       const vae = loadVae(flags.vaePath);
       const dataset = loadImageDataset(flags.dataPath, flags.imageSize, vae.config.inChannels);
-      const worldSize = Number(process.env.WORLD_SIZE ?? 1);
+      const worldSize = torch.distributed.launchedWorldSize();
       if (worldSize > 1) torch.distributed.initProcessGroup();
       try {
         await cacheLatents({

@@ -94,7 +94,7 @@ async function runSample(mode: Mode, flags: SampleFlags): Promise<void> {
     lossWeight: flags.lossWeight !== undefined ? flags.lossWeight : saved.lossWeight, trainEps: flags.trainEps ?? saved.trainEps,
     sampleEps: flags.sampleEps ?? saved.sampleEps,
   };
-  const worldSize = Number(process.env.WORLD_SIZE ?? 1);
+  const worldSize = torch.distributed.launchedWorldSize();
   if (worldSize > 1) torch.distributed.initProcessGroup();
   try {
     await sampleImages({

@@ -141,7 +141,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, flags: GeneratorTra
   if ((flags.dataPath === undefined) === (flags.latentsPath === undefined)) throw new Error('give exactly one of --data-path (with --vae-path) and --latents-path');
   if (flags.dataPath !== undefined && flags.vaePath === undefined) throw new Error('--data-path needs --vae-path (the VAE that encodes the images)');
   if (flags.device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${flags.device}: this libtorch build has no CUDA device`);
-  const worldSize = Number(process.env.WORLD_SIZE ?? 1);
+  const worldSize = torch.distributed.launchedWorldSize();
   if (flags.globalBatchSize % worldSize !== 0) throw new Error(`--global-batch-size ${flags.globalBatchSize} is not divisible by the ${worldSize} ranks`);
   const batchSize = flags.globalBatchSize / worldSize;
   // Everything read from disk is checked before the process group starts or any step runs.

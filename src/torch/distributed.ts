@@ -61,6 +61,19 @@ function integer(given: number | undefined, variable: string, option: string, mi
 }
 
 /**
+ * The number of ranks this process was started as: WORLD_SIZE (set by `reals launch`, torchrun,
+ * SLURM scripts), or 1 when it is unset. Anything else than a positive integer is an error naming
+ * the variable: read as a number it would be NaN or 0, and every rank would run the whole job alone.
+ */
+export function launchedWorldSize(): number {
+  const raw = process.env.WORLD_SIZE;
+  if (raw === undefined) return 1;
+  const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`environment variable WORLD_SIZE must be a positive integer (the number of ranks), got '${raw}'`);
+  return value;
+}
+
+/**
  * dist.init_process_group: joins the default process group. Every value not given is read from
  * the variable `reals launch` (or torchrun, SLURM scripts, Kubernetes operators) sets; rank 0
  * hosts the TCPStore rendezvous at MASTER_ADDR:MASTER_PORT.

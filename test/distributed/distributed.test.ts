@@ -60,6 +60,23 @@ test('initProcessGroup names the missing or invalid torchrun variable', () => {
   assert.throws(() => dist.allReduce(torch.ones([1])), /distributed.allReduce: .*not initialized/);
 });
 
+test('launchedWorldSize: WORLD_SIZE, 1 when unset; a value that is not a positive integer is an error, not one rank running alone', () => {
+  const saved = process.env.WORLD_SIZE;
+  try {
+    delete process.env.WORLD_SIZE;
+    assert.equal(dist.launchedWorldSize(), 1);
+    process.env.WORLD_SIZE = '4';
+    assert.equal(dist.launchedWorldSize(), 4);
+    for (const bad of ['', 'two', '0', '-1', '2.5']) {
+      process.env.WORLD_SIZE = bad;
+      assert.throws(() => dist.launchedWorldSize(), new Error(`environment variable WORLD_SIZE must be a positive integer (the number of ranks), got '${bad}'`));
+    }
+  } finally {
+    if (saved === undefined) delete process.env.WORLD_SIZE;
+    else process.env.WORLD_SIZE = saved;
+  }
+});
+
 test('a one-rank group works without a launcher, and rejects bad arguments by name', async () => {
   dist.initProcessGroup({ backend: 'gloo', rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 10_000 });
   try {
