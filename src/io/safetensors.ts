@@ -81,13 +81,11 @@ export class SafetensorsFile {
 
   /** Reads one tensor (a fresh copy). */
   get(key: string, options: SafetensorsReadOptions = {}): torch.Tensor {
-    const { dtype, shape, begin, end } = this.entry(key);
+    const { dtype, shape, begin, end, crc32: recorded } = this.entry(key);
     if (this.fd === null) throw new Error(`${this.path}: the file is closed (reading "${key}")`);
     const bytes = readAt(this.fd, this.dataStart + begin, end - begin, this.path);
-    const recorded = this.entry(key).crc32;
-    if (recorded !== null && crc32(bytes) !== recorded) {
-      throw new Error(`${this.path}: tensor "${key}" is corrupt: its bytes have CRC-32 ${hex(crc32(bytes))}, the file recorded ${hex(recorded)}`);
-    }
+    const actual = recorded === null ? null : crc32(bytes);
+    if (actual !== recorded) throw new Error(`${this.path}: tensor "${key}" is corrupt: its bytes have CRC-32 ${hex(actual!)}, the file recorded ${hex(recorded!)}`);
     const t = torch.fromArray(bytes, shape, dtype);
     const targetDtype = options.dtype !== undefined && t.isFloatingPoint() && options.dtype !== dtype ? options.dtype : undefined;
     const device = options.device !== undefined && options.device !== 'cpu' ? options.device : undefined;
