@@ -11,6 +11,7 @@ import { extractEmaCommand } from './extract-ema.js';
 import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
+import { teacherCommand } from './teacher.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -52,6 +53,7 @@ export function buildProgram(): Command {
   program.addCommand(segmentCommand());
   program.addCommand(depthCommand());
   program.addCommand(headsCommand());
+  program.addCommand(teacherCommand());
   return program;
 }
 

@@ -11,3 +11,4 @@ export {
   STATISTICS_KEYS, evaluate, readStatistics, writeFidStatistics, formatResult,
   type EvaluateOptions, type EvaluationResult, type BatchReport, type Stage,
 } from './evaluate.js';
+export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';

@@ -13,3 +13,4 @@ export { trainAlignment } from './align.js';
 export { convertAlignment, loadAlignedModels, computeLatentStats } from './align-convert.js';
 export { trainGenerator, loadGenerator, sampleImages, sampleLatents } from './sit.js';
 export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from './latents.js';
+export { trainSelfSupervisedTeacher, SELF_SUPERVISED_DEFAULTS, TEACHER_CONFIG_NAME, TEACHER_WEIGHTS_NAME, type SelfSupervisedTeacherOptions, type SelfSupervisedTeacherResult, type SelfSupervisedSettings, type ProbeData } from './teacher.js';
