@@ -1,18 +1,58 @@
-// `reals demo`: the whole method on Fashion-MNIST with a report (src/demo does the work).
-import { Command, Option } from 'commander';
-import { DEMO_PROFILES, runDemo, type ProfileName } from '../demo/index.js';
-import { integer } from './sit.js';
+// `reals demo`: the whole method on Fashion-MNIST with a report (src/demo does the work), and
+// `reals demo merge`: one report over several demo runs (the reproduction study's cells).
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_CELLS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName } from '../demo/index.js';
+import { integer, number } from './sit.js';
 
-interface DemoFlags { profile: ProfileName; out: string; threads: number }
+interface DemoFlags {
+  profile: ProfileName;
+  out: string;
+  threads: number;
+  seeds?: number[];
+  teacher: DemoCells['teachers'];
+  protocol: DemoCells['protocols'];
+  alignWeight: number[];
+}
+
+/** A comma-separated list, each item parsed by `item`. */
+function list<T>(item: (value: string) => T): (value: string) => T[] {
+  return (value) => value.split(',').map((part) => item(part.trim()));
+}
+
+function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
+  return (value) => {
+    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}, got '${value}'`);
+    return value as T;
+  };
+}
 
 export function demoCommand(): Command {
-  return new Command('demo')
-    .description('train a ViT teacher, a plain and a ReaLS VAE, a SiT on each, sample, score and report, on Fashion-MNIST (no downloads)')
+  const demo = new Command('demo')
+    .description('train teachers, a pretrained VAE, its fine-tuned control and ReaLS VAEs, a SiT on each; sample, score and report, on Fashion-MNIST (no downloads)')
     .addOption(new Option('--profile <p>', 'quick: under 15 minutes on 2 cores; full: longer, 3 seeds; test: seconds, for the test suite')
       .choices(Object.keys(DEMO_PROFILES)).default('quick'))
     .option('--out <dir>', 'output folder (report.md, report.html, figures/, the runs)', 'demo-out')
     .option('--threads <n>', 'torch threads (1 is fastest on a busy 2-core machine)', integer(1), 1)
+    .option('--seeds <list>', 'comma-separated seeds in place of the profile\'s (quick: 0; full: 0,1,2)', list(integer(0)))
+    .option('--teacher <list>', `teachers to align to: ${TEACHER_KINDS.join(', ')} (self-supervised, or the supervised ablation)`,
+      list(oneOf(TEACHER_KINDS)), DEFAULT_CELLS.teachers)
+    .option('--protocol <list>', `${PROTOCOLS.join(', ')}: fine-tune the stage-1 VAE (the paper's), or train the ReaLS VAE from scratch`,
+      list(oneOf(PROTOCOLS)), DEFAULT_CELLS.protocols)
+    .option('--align-weight <list>', 'alignment loss weights (--patch-weight and --cls-weight of align train), one ReaLS VAE each',
+      list(number(0)), DEFAULT_CELLS.alignWeights)
     .action(async (flags: DemoFlags) => {
-      await runDemo({ profile: DEMO_PROFILES[flags.profile], out: flags.out, threads: flags.threads });
+      await runDemo({
+        profile: DEMO_PROFILES[flags.profile], out: flags.out, threads: flags.threads, seeds: flags.seeds,
+        cells: { teachers: flags.teacher, protocols: flags.protocol, alignWeights: flags.alignWeight },
+      });
     });
+  demo.addCommand(new Command('merge')
+    .description('one report over several finished demo runs of the same profile (their seeds and latent spaces together)')
+    .argument('<runs...>', 'demo output folders (each with metrics.json)')
+    .requiredOption('--out <dir>', 'folder of the merged report.md, report.html and metrics.json')
+    .action(async (runs: string[], flags: { out: string }) => {
+      const merged = await mergeDemoRuns(runs, flags.out);
+      console.log(`merged ${runs.length} runs: seeds ${merged.profile.seeds.join(', ')}, ${merged.spaces.length} latent spaces; report: ${flags.out}/report.md`);
+    }));
+  return demo;
 }

@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as torch from '../torch/index.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../models/dinov2.js';
 import { FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
-import { SELF_SUPERVISED_DEFAULTS, trainSelfSupervisedTeacher, type ProbeData } from '../train/teacher.js';
+import { SELF_SUPERVISED_DEFAULTS, trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedTeacherResult } from '../train/teacher.js';
 import { holdOutSplit, linearProbe } from '../eval/linear-probe.js';
 import { resolveDinoConfig } from './align.js';
 import { integer, number } from './sit.js';
@@ -95,7 +95,7 @@ function probeSplits(dataPath: string, imageSize: number, images: number, seed: 
 }
 
 /** Builds the data and the options from the flags and trains. */
-export async function runTeacherTrain(flags: TeacherTrainFlags, args: Record<string, unknown>): Promise<void> {
+export async function runTeacherTrain(flags: TeacherTrainFlags, args: Record<string, unknown>): Promise<SelfSupervisedTeacherResult> {
   const config = resolveDinoConfig(flags.dinoModel);
   if (flags.device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${flags.device}: this libtorch build has no CUDA device`);
   for (const [flag, size] of [['--global-crops-size', flags.globalCropsSize], ['--local-crops-size', flags.localCropsSize]] as const) {
@@ -119,6 +119,7 @@ export async function runTeacherTrain(flags: TeacherTrainFlags, args: Record<str
     keepLast: flags.keepLast, logEvery: flags.logEvery, numWorkers: flags.numWorkers, device: flags.device, args,
   });
   console.log(`done: step ${result.steps}; --dino-model ${result.configPath} --dino-ckpt ${result.checkpoint}`);
+  return result;
 }
 
 export function teacherTrainCommand(): Command {

@@ -1,13 +1,18 @@
 // The embedded end-to-end run (`reals demo`): the pipeline, its stand-in teacher and evaluation classifier, and the report.
 export {
-  runDemo, parseFlags, commandLine, subcommand, onlyRunDir, writeVaeConfig, vaeTrainWords, vaeConvertWords, trainLinearWords, DEMO_PROFILES,
-  type ProfileName, type DemoOptions, type VaeTrainSpec,
+  runDemo, parseFlags, commandLine, subcommand, onlyRunDir, writeVaeConfig, vaeTrainWords, vaeConvertWords, trainLinearWords, sitEvalSteps,
+  DEMO_PROFILES, DEFAULT_CELLS, type ProfileName, type DemoOptions, type VaeTrainSpec, type TeacherFiles,
 } from './pipeline.js';
 export {
-  VARIANTS, SAMPLERS, RESULT_FILES, type DemoProfile, type DemoResult, type VariantResult, type StepRecord, type Variant, type SamplerName,
+  SAMPLERS, RESULT_FILES, TEACHER_KINDS, PROTOCOLS, latentSpaces, baselineOf, type DemoProfile, type DemoResult, type DemoCells, type LatentSpace,
+  type LatentSpaceResult, type CurvePoint, type TeacherRecord, type TeacherKind, type Protocol, type StepRecord, type SamplerName,
   type SampleScores, type ReconstructionScores, type HeadScores,
 } from './results.js';
-export { writeReport, TABLE_ROWS, rowValue, formatValues, type TableRow } from './report.js';
+export {
+  writeReport, tableRows, seedValues, compare, describeComparison, headlineSentence, headlineSpace, curveStepsOf, formatValues, demoCommandLine,
+  type TableRow, type Comparison,
+} from './report.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
 export { FashionClassifier, trainClassifier, type ClassifierOptions, type ClassifierResult } from './classifier.js';
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';
+export { mergeDemoRuns, readDemoResult } from './merge.js';

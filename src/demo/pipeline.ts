@@ -1,58 +1,77 @@
-// `reals demo`: the whole method on Fashion-MNIST (DESIGN.md section 7), on a laptop-class CPU with
-// nothing to download. Every step of the method runs the command a user would run, in this
-// process: the demo builds each command line, parses it with that command's own flag parser, and
-// calls the function behind it (align train/convert, sit train, sample ode/sde, heads
-// train-linear). The steps no command covers (the stand-in teacher, the evaluation classifier,
-// scoring in that classifier's feature space) are in src/demo. Results go to one folder: each step's
-// JSON, metrics.jsonl and TensorBoard files, figures, and report.md / report.html (src/demo/report.ts).
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// `reals demo`: the whole method on Fashion-MNIST (DESIGN.md sections 7 and 8), on a laptop-class
+// CPU with nothing to download, following the paper's protocol: stage 1 trains one plain VAE (the
+// stand-in for the pretrained SD-VAE); stage 2 fine-tunes it twice with the same steps, lr, data
+// order and seed, with the alignment loss (ReaLS) and without it (the control that separates the
+// effect of alignment from the effect of more training). Every latent space gets the same SiT
+// budget; its checkpoints at several fractions of the steps are sampled and scored, so the claim
+// (a better FID at equal SiT steps) is measured as a curve. The ReaLS variants form a grid
+// (teacher × protocol × alignment weight, `DemoCells`), which is also what the reproduction study
+// (docs/reproduction.md) runs.
+//
+// Every step of the method runs the command a user would run, in this process: the demo builds
+// each command line, parses it with that command's own flag parser, and calls the function behind
+// it (teacher train, align train/convert, sit train, sample ode/sde, heads train-linear). The steps
+// no command covers (the supervised ablation teacher, the evaluation classifier, scoring in that
+// classifier's feature space) are in src/demo. Results go to one folder: each step's JSON,
+// metrics.jsonl and TensorBoard files, figures, and report.md / report.html (src/demo/report.ts).
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import { loadNpz } from '../io/index.js';
 import { AutoencoderKL, configToDiffusers, type AutoencoderKLConfig } from '../models/autoencoder-kl.js';
-import { FASHION_MNIST_CLASSES } from '../data/index.js';
+import { FASHION_MNIST_CLASSES, FashionMNIST } from '../data/index.js';
+import { DinoVisionTransformer } from '../models/dinov2.js';
 import { computeStatistics, frechetDistance, precisionRecall } from '../eval/index.js';
-import { resolveResume, saveImageGrid } from '../train/index.js';
+import { linearProbe } from '../eval/linear-probe.js';
+import { CheckpointManager, parseMetrics, resolveResume, saveImageGrid } from '../train/index.js';
 import { sampleLabel } from '../train/sit.js';
-import { alignTrainCommand, alignConvertCommand, runAlignTrain, runAlignConvert, type AlignTrainFlags, type AlignConvertFlags } from '../cli/align.js';
+import { alignTrainCommand, alignConvertCommand, resolveDinoConfig, runAlignTrain, runAlignConvert, type AlignTrainFlags, type AlignConvertFlags } from '../cli/align.js';
 import { runGeneratorTrain, sitCommand, type GeneratorTrainFlags } from '../cli/sit.js';
 import { sampleCommand } from '../cli/sample.js';
 import { headsCommand, runTrainLinear, type TrainLinearOptions } from '../cli/heads.js';
+import { runTeacherTrain, teacherCommand, type TeacherTrainFlags } from '../cli/teacher.js';
 import { trainTeacher } from './teacher.js';
 import { trainClassifier, type FashionClassifier } from './classifier.js';
 import { fashionMnistTensors } from './supervised.js';
 import { writeReport } from './report.js';
 import {
-  RESULT_FILES, SAMPLERS, VARIANTS, type DemoProfile, type DemoResult, type HeadScores, type ReconstructionScores, type SampleScores,
-  type SamplerName, type StepRecord, type Variant, type VariantResult,
+  RESULT_FILES, SAMPLERS, latentSpaces, type CurvePoint, type DemoCells, type DemoProfile, type DemoResult, type HeadScores, type LatentSpace,
+  type LatentSpaceResult, type ReconstructionScores, type SampleScores, type SamplerName, type StepRecord, type TeacherKind, type TeacherRecord,
 } from './results.js';
 
 // --- profiles -------------------------------------------------------------------------------------
 
 const TEACHER_BASE = { teacher: { lr: 1e-3, embedDim: 64, depth: 4, numHeads: 4 }, classifier: { lr: 1e-3 } };
+const SIT_EVAL_FRACTIONS = [0.25, 0.5, 1];
 
 export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
   /** Seconds: only shows that every step runs, for two seeds, and that the report holds the run's numbers. */
   test: {
     name: 'test', seeds: [0, 1],
     teacher: { ...TEACHER_BASE.teacher, steps: 4, batchSize: 16 },
+    sslTeacher: { steps: 3, batchSize: 8, lr: 1e-3, localCrops: 2 },
     classifier: { ...TEACHER_BASE.classifier, steps: 4, batchSize: 16 },
     vae: { steps: 4, batchSize: 8, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    finetune: { steps: 4, lr: 2e-4 },
     statsImages: 32,
     sit: { steps: 4, batchSize: 16, lr: 1e-3, depth: 2, hiddenSize: 64, numHeads: 2, emaDecay: 0.9 },
+    sitEvalFractions: [0.5, 1],
     samples: 20, samplingSteps: 3, cfgScale: 1.5, testImages: 40,
     head: { images: 40, steps: 4 },
   },
-  /** The default: under 15 minutes on 2 CPU cores. */
+  /** The default: under 15 minutes on 2 CPU cores, one seed. */
   quick: {
     name: 'quick', seeds: [0],
     teacher: { ...TEACHER_BASE.teacher, steps: 300, batchSize: 64 },
+    sslTeacher: { steps: 200, batchSize: 64, lr: 1e-3, localCrops: 2 },
     classifier: { ...TEACHER_BASE.classifier, steps: 400, batchSize: 64 },
     vae: { steps: 400, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    finetune: { steps: 400, lr: 2e-4 },
     statsImages: 2000,
     sit: { steps: 1400, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.995 },
+    sitEvalFractions: SIT_EVAL_FRACTIONS,
     samples: 500, samplingSteps: 16, cfgScale: 2, testImages: 1000,
     head: { images: 1000, steps: 200 },
   },
@@ -60,16 +79,22 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
   full: {
     name: 'full', seeds: [0, 1, 2],
     teacher: { ...TEACHER_BASE.teacher, steps: 1000, batchSize: 64 },
+    sslTeacher: { steps: 1000, batchSize: 64, lr: 1e-3, localCrops: 6 },
     classifier: { ...TEACHER_BASE.classifier, steps: 1000, batchSize: 64 },
     vae: { steps: 2000, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    finetune: { steps: 2000, lr: 2e-4 },
     statsImages: 10000,
     sit: { steps: 7000, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.999 },
+    sitEvalFractions: SIT_EVAL_FRACTIONS,
     samples: 2000, samplingSteps: 32, cfgScale: 2, testImages: 2000,
     head: { images: 2000, steps: 500 },
   },
 };
 
 export type ProfileName = keyof typeof DEMO_PROFILES;
+
+/** The demo's default latent spaces: pretrained, control, and one ReaLS VAE (docs/reproduction.md says why these). */
+export const DEFAULT_CELLS: DemoCells = { teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.5] };
 
 // --- running the CLI's commands in process -----------------------------------------------------------
 
@@ -125,10 +150,16 @@ export function writeVaeConfig(path: string, blockOutChannels: number[]): void {
   writeJson(path, configToDiffusers(new AutoencoderKL(vaeConfig).config));
 }
 
+/** The teacher files `--dino-model`/`--dino-ckpt` read. */
+export interface TeacherFiles { configPath: string; checkpoint: string }
+
 export interface VaeTrainSpec {
-  variant: Variant;
-  vae: DemoProfile['vae'];
-  teacher: { configPath: string; checkpoint: string };
+  /** Alignment weight on both terms (--patch-weight, --cls-weight); 0 trains a plain VAE. */
+  alignWeight: number;
+  /** Stage 2: the stage-1 diffusers folder to fine-tune (--vae-ckpt); null trains from scratch (stage 1 or the from-scratch protocol). */
+  startFrom: string | null;
+  profile: Pick<DemoProfile, 'vae' | 'finetune'>;
+  teacher: TeacherFiles;
   /** --dino-input-size: the side images are resized to for the teacher. */
   teacherInput: number;
   vaeConfigPath: string;
@@ -136,16 +167,23 @@ export interface VaeTrainSpec {
   seed: number;
 }
 
-/** `reals align train` words of one variant: the alignment losses on (ReaLS) or off (plain), everything else equal. */
+/**
+ * `reals align train` words of one VAE. Every VAE of a seed shares the data order and seed; a
+ * fine-tuning run takes the stage-2 steps and lr, a run from scratch the stage-1 ones.
+ */
 export function vaeTrainWords(spec: VaeTrainSpec): string[] {
-  const v = spec.vae;
-  const alignWeight = spec.variant === 'reals' ? '0.5' : '0';
+  const { vae, finetune } = spec.profile;
+  const steps = spec.startFrom === null ? vae.steps : finetune.steps;
+  const lr = spec.startFrom === null ? vae.lr : finetune.lr;
+  const weight = String(spec.alignWeight);
   return [
     'align', 'train', '--data-path', 'fashion-mnist', '--image-size', '32', '--dino-model', spec.teacher.configPath, '--dino-ckpt', spec.teacher.checkpoint,
-    '--dino-input-size', String(spec.teacherInput), '--vae-config', spec.vaeConfigPath, '--lpips-weight', '0', '--disc-start', String(v.steps + 1),
-    '--patch-weight', alignWeight, '--cls-weight', alignWeight, '--mlp-hidden', '128', '--lr', String(v.lr), '--batch-size', String(v.batchSize),
-    '--max-epoch', '1000', '--max-steps', String(v.steps), '--num-workers', '0', '--results-dir', spec.resultsDir, '--seed', String(spec.seed),
-    '--log-every', String(Math.max(1, Math.floor(v.steps / 50))), '--image-every', String(v.steps), '--ckpt-every', String(v.steps), '--ema-decay', '0.99',
+    '--dino-input-size', String(spec.teacherInput), '--vae-config', spec.vaeConfigPath,
+    ...(spec.startFrom === null ? [] : ['--vae-ckpt', spec.startFrom]),
+    '--lpips-weight', '0', '--disc-start', String(steps + 1),
+    '--patch-weight', weight, '--cls-weight', weight, '--mlp-hidden', '128', '--lr', String(lr), '--batch-size', String(vae.batchSize),
+    '--max-epoch', '1000', '--max-steps', String(steps), '--num-workers', '0', '--results-dir', spec.resultsDir, '--seed', String(spec.seed),
+    '--log-every', String(Math.max(1, Math.floor(steps / 50))), '--image-every', String(steps), '--ckpt-every', String(steps), '--ema-decay', '0.99',
   ];
 }
 
@@ -190,22 +228,28 @@ function scoreSamples(classifier: FashionClassifier, reference: Tensor, npz: str
   });
 }
 
-/** Mean squared error (images in [-1, 1]) of decode(encode(x).mode()) over the test images, and a grid of the first 8. */
-async function scoreReconstruction(vae: AutoencoderKL, images: Tensor, gridPath: string): Promise<ReconstructionScores> {
-  const { mse, grid } = torch.noGrad(() => torch.scope(() => {
+/**
+ * Mean squared error (images in [-1, 1]) of decode(encode(x).mode()) over the test images, rFID
+ * (the reconstructions against the test images, in the classifier's features) and a grid of the first 8.
+ */
+async function scoreReconstruction(vae: AutoencoderKL, classifier: FashionClassifier, reference: Tensor, images: Tensor, gridPath: string): Promise<ReconstructionScores> {
+  const { mse, rfid, grid } = torch.noGrad(() => torch.scope(() => {
     let sum = 0;
+    const features: Tensor[] = [];
     for (let start = 0; start < images.size(0); start += 128) {
       const x = images.slice(0, start, start + 128);
       const xrec = vae.decode(vae.encode(x).mode());
       sum += xrec.sub(x).pow(2).sum().item();
+      features.push(classifier.describe(xrec.clamp(-1, 1)).features);
     }
+    const rfid = frechetDistance(computeStatistics(reference), computeStatistics(torch.cat(features)));
     const first = images.slice(0, 0, 8);
     const grid = torch.cat([first, vae.decode(vae.encode(first).mode()).clamp(-1, 1)]);
-    return { mse: sum / images.numel(), grid };
+    return { mse: sum / images.numel(), rfid, grid };
   }));
   await saveImageGrid(gridPath, grid, { nrow: 8 });
   grid.dispose();
-  return { mse, images: images.size(0) };
+  return { mse, rfid, images: images.size(0) };
 }
 
 /** The first samples of each class of an ADM batch as a grid, one row per class (samples cycle through the classes). */
@@ -221,10 +265,33 @@ async function classGrid(npz: string, path: string, perClass: number): Promise<v
   grid.images.dispose();
 }
 
+/** The SiT checkpoint steps to sample: each fraction of the steps (whole multiples of the checkpoint interval). */
+export function sitEvalSteps(profile: Pick<DemoProfile, 'sit' | 'sitEvalFractions'>): { steps: number[]; ckptEvery: number } {
+  const steps = profile.sitEvalFractions.map((f) => Math.round(f * profile.sit.steps));
+  if (steps.at(-1) !== profile.sit.steps) throw new Error(`profile: sitEvalFractions must end with 1, got [${profile.sitEvalFractions.join(', ')}]`);
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  const ckptEvery = steps.reduce(gcd);
+  if (ckptEvery < 1) throw new Error(`profile: sitEvalFractions [${profile.sitEvalFractions.join(', ')}] of ${profile.sit.steps} steps give a step 0`);
+  return { steps, ckptEvery };
+}
+
+/** The mean SiT loss of the last record in a run's metrics.jsonl. */
+function finalLoss(runDir: string): number {
+  const path = join(runDir, 'metrics.jsonl');
+  const records = parseMetrics(readFileSync(path, 'utf8'), path).filter((r) => Number.isFinite(r.values.loss));
+  const last = records.at(-1);
+  if (last === undefined) throw new Error(`${path}: no loss record`);
+  return last.values.loss!;
+}
+
 // --- the run ----------------------------------------------------------------------------------------
 
 export interface DemoOptions {
   profile: DemoProfile;
+  /** The latent spaces to compare (default DEFAULT_CELLS). */
+  cells?: DemoCells;
+  /** Seeds in place of the profile's (the study runs one seed per process). */
+  seeds?: number[];
   /** Output folder (default demo-out); the demo's own subfolders in it are replaced. */
   out: string;
   /** torch threads (default 1: on a loaded 2-core machine more threads only contend). */
@@ -232,14 +299,23 @@ export interface DemoOptions {
   log?: (line: string) => void;
 }
 
+/** The demo's teacher side: 32x32 Fashion-MNIST images in, patch 4 (8x8 tokens, one per latent position of the f4 VAE). */
+const TEACHER_INPUT = 32;
+
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
-  const { profile, out } = options;
+  const { out } = options;
+  const profile = options.seeds === undefined ? options.profile : { ...options.profile, seeds: options.seeds };
+  const cells = options.cells ?? DEFAULT_CELLS;
+  if (cells.teachers.length === 0 || cells.protocols.length === 0 || cells.alignWeights.length === 0) {
+    throw new Error('demo: the cells need at least one teacher, one protocol and one alignment weight');
+  }
+  const spaces = latentSpaces(cells);
   const log = options.log ?? ((line: string) => console.log(line));
   const threads = options.threads ?? 1;
   torch.setNumThreads(threads);
   const started = performance.now();
   mkdirSync(out, { recursive: true });
-  for (const name of ['teacher', 'classifier', 'figures', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
+  for (const name of ['teacher', 'teacher-ssl', 'classifier', 'figures', 'configs', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
   mkdirSync(join(out, 'figures'), { recursive: true });
   const steps: StepRecord[] = [];
   /** Times `fn` as the step `name`, recording the command line that reproduces it. */
@@ -253,16 +329,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     return value;
   };
 
-  // 1. The stand-in teacher and the evaluation classifier, trained once.
-  const t = profile.teacher;
-  const teacherInput = 32;
-  const teacher = await step('train the ViT teacher (DINOv2 architecture, stand-in for DINOv2 weights)', null, () => trainTeacher({
-    config: { imgSize: 32, patchSize: 4, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads },
-    inputSize: teacherInput, steps: t.steps, batchSize: t.batchSize, lr: t.lr, seed: 0, testImages: profile.testImages, dir: join(out, 'teacher'),
-  }));
-  writeJson(join(out, 'teacher', 'result.json'), { testAccuracy: teacher.testAccuracy, finalLoss: teacher.finalLoss, params: teacher.params });
+  // 1. The teachers and the evaluation classifier, trained once.
+  const teachers: DemoResult['teachers'] = {};
+  for (const kind of cells.teachers) teachers[kind] = await trainDemoTeacher(kind, profile, out, step);
   const c = profile.classifier;
-  const classifier = await step('train the evaluation classifier (CNN, separate from the teacher)', null, () => trainClassifier({
+  const classifier = await step('train the evaluation classifier (CNN, separate from the teachers)', null, () => trainClassifier({
     steps: c.steps, batchSize: c.batchSize, lr: c.lr, seed: 1, testImages: profile.testImages, dir: join(out, 'classifier'),
   }));
   writeJson(join(out, 'classifier', 'result.json'), { testAccuracy: classifier.testAccuracy, finalLoss: classifier.finalLoss });
@@ -278,87 +349,118 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const sitConfigPath = join(configs, 'sit-demo.json');
   const s = profile.sit;
   writeJson(sitConfigPath, { depth: s.depth, hiddenSize: s.hiddenSize, patchSize: 2, numHeads: s.numHeads });
+  const sitEval = sitEvalSteps(profile);
+
+  /** Trains one VAE with `reals align train` and converts its last checkpoint; returns the diffusers folder. */
+  const trainVae = async (space: LatentSpace, seed: number, startFrom: string | null): Promise<string> => {
+    const dir = join(out, `seed-${seed}`, space.id);
+    mkdirSync(dir, { recursive: true });
+    const teacher = teachers[space.teacher ?? cells.teachers[0]!]!;
+    const trainWords = vaeTrainWords({
+      alignWeight: space.alignWeight, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed,
+    });
+    await step(`train the ${space.label}, seed ${seed}`, trainWords, async () => {
+      const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
+      await runAlignTrain(flags, { ...flags });
+    });
+    const vaePath = join(dir, 'vae-diffusers');
+    const convertWords = vaeConvertWords(onlyRunDir(join(dir, 'vae')), vaePath, profile.statsImages, seed);
+    await step(`latent statistics of the ${space.label}, seed ${seed} (diffusers folder + mean_std.json)`, convertWords, async () => {
+      await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), log);
+    });
+    return vaePath;
+  };
+
+  /** Scores one latent space: reconstruction, a SiT trained on it and sampled at its checkpoints, the linear heads. */
+  const evaluateSpace = async (space: LatentSpace, seed: number, vaePath: string): Promise<LatentSpaceResult> => {
+    const dir = join(out, `seed-${seed}`, space.id);
+    const label = `${space.label}, seed ${seed}`;
+    const firstSeed = seed === profile.seeds[0];
+    const vae = AutoencoderKL.fromPretrained(vaePath).eval();
+    const reconstruction = await step(`reconstruction error and rFID of the ${label}`, null,
+      () => scoreReconstruction(vae, classifier.model, reference, test.images, join(out, 'figures', `reconstructions-${space.id}-seed${seed}.png`)));
+    writeJson(join(dir, RESULT_FILES.reconstruction), reconstruction);
+
+    const sitWords = [
+      'sit', 'train', '--data-path', 'fashion-mnist', '--vae-path', vaePath, '--image-size', '32', '--model', sitConfigPath,
+      '--results-dir', join(dir, 'sit'), '--epochs', '1000', '--max-steps', String(s.steps), '--global-batch-size', String(s.batchSize),
+      '--global-seed', String(seed), '--num-workers', '0', '--lr', String(s.lr), '--ema-decay', String(s.emaDecay),
+      '--log-every', String(Math.max(1, Math.floor(s.steps / 50))), '--ckpt-every', String(sitEval.ckptEvery), '--no-flip',
+    ];
+    await step(`train a SiT on the ${label} latents`, sitWords, async () => {
+      const flags = parseFlags<GeneratorTrainFlags>(subcommand(sitCommand(), 'train'), sitWords.slice(2));
+      await runGeneratorTrain('SiT', flags, { ...flags });
+    });
+    const sitRun = onlyRunDir(join(dir, 'sit'));
+    const sitFinalLoss = finalLoss(sitRun);
+    writeJson(join(dir, RESULT_FILES.sit), { finalLoss: sitFinalLoss, steps: s.steps });
+
+    /** Samples the checkpoint of `sitStep` with `sampler` (guided) and scores them in the classifier's feature space. */
+    const sampleAndScore = async (sitStep: number, sampler: SamplerName): Promise<{ scores: SampleScores; npz: string }> => {
+      const sampleDir = join(dir, `samples-${sampler}-step${sitStep}`);
+      const sampleWords = [
+        'sample', sampler, '--model', sitConfigPath, '--ckpt', join(sitRun, 'checkpoints', CheckpointManager.fileName(sitStep)), '--vae-path', vaePath,
+        '--sample-dir', sampleDir,
+        // All samples in one batch: the fastest way on a CPU.
+        '--per-proc-batch-size', String(profile.samples), '--num-fid-samples', String(profile.samples), '--image-size', '32',
+        '--num-classes', String(FASHION_MNIST_CLASSES.length), '--cfg-scale', String(profile.cfgScale), '--cfg-channels', 'all',
+        '--num-sampling-steps', String(profile.samplingSteps), '--global-seed', String(seed),
+        ...(sampler === 'ode' ? ['--sampling-method', 'heun2'] : ['--sampling-method', 'Euler']),
+      ];
+      await step(`sample the ${label} SiT at step ${sitStep} (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, sampleWords,
+        () => runCommand(subcommand(sampleCommand(), sampler), sampleWords.slice(2)));
+      const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz')).map((f) => join(sampleDir, f));
+      if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
+      const scores = await step(`score the ${label} ${sampler.toUpperCase()} samples at step ${sitStep} (classifier features)`, null,
+        () => scoreSamples(classifier.model, reference, npz[0]!));
+      return { scores, npz: npz[0]! };
+    };
+    const curve: CurvePoint[] = [];
+    const sampling = {} as Record<SamplerName, SampleScores>;
+    for (const sitStep of sitEval.steps) {
+      const final = sitStep === s.steps;
+      for (const sampler of final ? SAMPLERS : ['ode' as const]) {
+        const { scores, npz } = await sampleAndScore(sitStep, sampler);
+        if (sampler === 'ode') curve.push({ step: sitStep, ode: scores });
+        if (final) {
+          sampling[sampler] = scores;
+          writeJson(join(dir, RESULT_FILES[sampler]), scores);
+          if (firstSeed) await classGrid(npz, join(out, 'figures', `samples-${space.id}-${sampler}.png`), 8);
+        }
+      }
+    }
+    writeJson(join(dir, RESULT_FILES.curve), curve);
+
+    // The linear-head readout: class-as-mask segmentation from the latents (all) and from the MLPs (ReaLS).
+    const headRun = async (features: 'latent' | 'mlp'): Promise<HeadScores> => {
+      const headWords = trainLinearWords({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
+      return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, headWords, async () => {
+        const result = await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), headWords.slice(2)));
+        return { mIoU: result.mIoU, pixelAccuracy: result.pixelAccuracy, train: result.train, heldOut: result.heldOut };
+      });
+    };
+    const headLatent = await headRun('latent');
+    writeJson(join(dir, RESULT_FILES.headLatent), headLatent);
+    const headMlp = space.role === 'reals' ? await headRun('mlp') : null;
+    if (headMlp !== null) writeJson(join(dir, RESULT_FILES.headMlp), headMlp);
+    return { reconstruction, curve, sampling, sitFinalLoss, headLatent, headMlp };
+  };
 
   const runs: DemoResult['runs'] = {};
   for (const seed of profile.seeds) {
-    runs[String(seed)] = {} as Record<Variant, VariantResult>;
-    for (const variant of VARIANTS) {
-      const label = `${variant === 'plain' ? 'plain VAE' : 'ReaLS VAE'}, seed ${seed}`;
-      const dir = join(out, `seed-${seed}`, variant);
-      mkdirSync(dir, { recursive: true });
-
-      // 2. The VAE: the alignment trainer with the alignment losses on (ReaLS) or off (plain).
-      const trainWords = vaeTrainWords({ variant, vae: profile.vae, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed });
-      await step(`train the ${label}`, trainWords, async () => {
-        const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
-        await runAlignTrain(flags, { ...flags });
-      });
-      const vaeRun = onlyRunDir(join(dir, 'vae'));
-      const vaePath = join(dir, 'vae-diffusers');
-      const convertWords = vaeConvertWords(vaeRun, vaePath, profile.statsImages, seed);
-      await step(`latent statistics of the ${label} (diffusers folder + mean_std.json)`, convertWords, async () => {
-        await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), log);
-      });
-      const vae = AutoencoderKL.fromPretrained(vaePath).eval();
-      const reconstruction = await step(`reconstruction error of the ${label}`, null,
-        () => scoreReconstruction(vae, test.images, join(out, 'figures', `reconstructions-${variant}-seed${seed}.png`)));
-      writeJson(join(dir, RESULT_FILES.reconstruction), reconstruction);
-
-      // 3. A SiT on its latents.
-      const sitWords = [
-        'sit', 'train', '--data-path', 'fashion-mnist', '--vae-path', vaePath, '--image-size', '32', '--model', sitConfigPath,
-        '--results-dir', join(dir, 'sit'), '--epochs', '1000', '--max-steps', String(s.steps), '--global-batch-size', String(s.batchSize),
-        '--global-seed', String(seed), '--num-workers', '0', '--lr', String(s.lr), '--ema-decay', String(s.emaDecay),
-        '--log-every', String(Math.max(1, Math.floor(s.steps / 50))), '--ckpt-every', String(s.steps), '--no-flip',
-      ];
-      await step(`train a SiT on the ${label} latents`, sitWords, async () => {
-        const flags = parseFlags<GeneratorTrainFlags>(subcommand(sitCommand(), 'train'), sitWords.slice(2));
-        await runGeneratorTrain('SiT', flags, { ...flags });
-      });
-      const sitCkpt = resolveResume(onlyRunDir(join(dir, 'sit'))).checkpoint;
-
-      // 4. Samples with the ODE and the SDE sampler, guided; scored in the classifier's feature space.
-      const sampling = {} as Record<SamplerName, SampleScores>;
-      for (const sampler of SAMPLERS) {
-        const sampleDir = join(dir, `samples-${sampler}`);
-        const sampleWords = [
-          'sample', sampler, '--model', sitConfigPath, '--ckpt', sitCkpt, '--vae-path', vaePath, '--sample-dir', sampleDir,
-          // All samples in one batch: the fastest way on a CPU.
-          '--per-proc-batch-size', String(profile.samples), '--num-fid-samples', String(profile.samples), '--image-size', '32',
-          '--num-classes', String(FASHION_MNIST_CLASSES.length), '--cfg-scale', String(profile.cfgScale), '--cfg-channels', 'all',
-          '--num-sampling-steps', String(profile.samplingSteps), '--global-seed', String(seed),
-          ...(sampler === 'ode' ? ['--sampling-method', 'heun2'] : ['--sampling-method', 'Euler']),
-        ];
-        await step(`sample the ${label} SiT (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, sampleWords,
-          () => runCommand(subcommand(sampleCommand(), sampler), sampleWords.slice(2)));
-        const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz')).map((f) => join(sampleDir, f));
-        if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
-        sampling[sampler] = await step(`score the ${label} ${sampler.toUpperCase()} samples (classifier features)`, null,
-          () => scoreSamples(classifier.model, reference, npz[0]!));
-        writeJson(join(dir, RESULT_FILES[sampler]), sampling[sampler]);
-        if (seed === profile.seeds[0]) await classGrid(npz[0]!, join(out, 'figures', `samples-${variant}-${sampler}.png`), 8);
-      }
-
-      // 5. The linear-head readout: class-as-mask segmentation from the latents (both) and from the MLPs (ReaLS).
-      const headRun = async (features: 'latent' | 'mlp'): Promise<HeadScores> => {
-        const headWords = trainLinearWords({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
-        return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, headWords, async () => {
-          const result = await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), headWords.slice(2)));
-          return { mIoU: result.mIoU, pixelAccuracy: result.pixelAccuracy, train: result.train, heldOut: result.heldOut };
-        });
-      };
-      const headLatent = await headRun('latent');
-      writeJson(join(dir, RESULT_FILES.headLatent), headLatent);
-      const headMlp = variant === 'reals' ? await headRun('mlp') : null;
-      if (headMlp !== null) writeJson(join(dir, RESULT_FILES.headMlp), headMlp);
-      runs[String(seed)]![variant] = { reconstruction, sampling, headLatent, headMlp };
+    const results: Record<string, LatentSpaceResult> = {};
+    // Stage 1 (the pretrained VAE) first: every fine-tuning run starts from it.
+    const stage1 = await trainVae(spaces[0]!, seed, null);
+    for (const space of spaces) {
+      const vaePath = space.role === 'pretrained' ? stage1 : await trainVae(space, seed, space.protocol === 'finetune' ? stage1 : null);
+      results[space.id] = await evaluateSpace(space, seed, vaePath);
     }
+    runs[String(seed)] = results;
   }
   for (const tensor of [test.images, test.labels, reference]) tensor.dispose();
 
   const result: DemoResult = {
-    profile, out, threads,
-    teacher: { testAccuracy: teacher.testAccuracy, params: teacher.params, checkpoint: teacher.checkpoint, configPath: teacher.configPath },
+    profile, cells, spaces, out, threads, teachers,
     classifier: { testAccuracy: classifier.testAccuracy, checkpoint: classifier.checkpoint },
     runs, steps, totalSeconds: 0,
   };
@@ -367,5 +469,62 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   writeJson(join(out, 'metrics.json'), result);
   log(`\nreport: ${join(out, 'report.md')} and ${join(out, 'report.html')} (${result.totalSeconds.toFixed(0)} s in all)`);
   return result;
+}
+
+/** The linear-probe accuracy of a teacher's frozen features, and of a randomly initialised backbone of its config. */
+async function probeTeacher(configPath: string, checkpoint: string, profile: DemoProfile): Promise<Pick<TeacherRecord, 'probeAccuracy' | 'randomProbeAccuracy'>> {
+  const config = resolveDinoConfig(configPath);
+  const probe = (backbone: DinoVisionTransformer) => linearProbe({
+    backbone, train: new FashionMNIST({ channels: 3 }), test: new FashionMNIST({ channels: 3, train: false }),
+    trainImages: profile.testImages, testImages: profile.testImages, inputSize: TEACHER_INPUT, seed: 0,
+  });
+  const trained = await probe(new DinoVisionTransformer(config).loadCheckpoint(checkpoint));
+  torch.manualSeed(0);
+  const random = await probe(new DinoVisionTransformer(config));
+  return { probeAccuracy: trained.accuracy, randomProbeAccuracy: random.accuracy };
+}
+
+type StepRunner = <T>(name: string, words: readonly string[] | null, fn: () => Promise<T> | T) => Promise<T>;
+
+/** Trains the teacher of `kind` once for the whole run (fixed seed 0), with its linear-probe accuracy. */
+async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner): Promise<TeacherRecord> {
+  const t = profile.teacher;
+  const config = { imgSize: 32, patchSize: 4, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads };
+  if (kind === 'supervised') {
+    const dir = join(out, 'teacher');
+    const teacher = await step('train the supervised ViT teacher (DINOv2 architecture, the ablation\'s stand-in for DINOv2)', null, () => trainTeacher({
+      config, inputSize: TEACHER_INPUT, steps: t.steps, batchSize: t.batchSize, lr: t.lr, seed: 0, testImages: profile.testImages, dir,
+    }));
+    const probe = await step('linear probe of the supervised teacher (frozen features)', null,
+      () => probeTeacher(teacher.configPath, teacher.checkpoint, profile));
+    const record: TeacherRecord = {
+      kind, testAccuracy: teacher.testAccuracy, ...probe, params: teacher.params, checkpoint: teacher.checkpoint, configPath: teacher.configPath,
+    };
+    writeJson(join(dir, 'result.json'), record);
+    return record;
+  }
+  const dir = join(out, 'teacher-ssl');
+  mkdirSync(dir, { recursive: true });
+  const configPath = join(dir, 'vit-demo.json');
+  writeJson(configPath, config);
+  const ssl = profile.sslTeacher;
+  const words = [
+    'teacher', 'train', '--data-path', 'fashion-mnist', '--dino-model', configPath, '--batch-size', String(ssl.batchSize),
+    '--local-crops-number', String(ssl.localCrops), '--max-steps', String(ssl.steps), '--lr', String(ssl.lr), '--results-dir', dir, '--seed', '0',
+    '--num-workers', '0', '--log-every', String(Math.max(1, Math.floor(ssl.steps / 50))), '--ckpt-every', String(ssl.steps),
+    // The demo probes both teachers alike below.
+    '--probe-images', '0', '--out', join(dir, 'export'),
+  ];
+  const teacher = await step('train the self-supervised ViT teacher (DINOv2 architecture and losses, no labels)', words, async () => {
+    const flags = parseFlags<TeacherTrainFlags>(subcommand(teacherCommand(), 'train'), words.slice(2));
+    return runTeacherTrain(flags, { ...flags });
+  });
+  const probe = await step('linear probe of the self-supervised teacher (frozen features)', null,
+    () => probeTeacher(teacher.configPath, teacher.checkpoint, profile));
+  const record: TeacherRecord = {
+    kind, testAccuracy: null, ...probe, params: teacher.params, checkpoint: teacher.checkpoint, configPath: teacher.configPath,
+  };
+  writeJson(join(dir, 'result.json'), record);
+  return record;
 }
 

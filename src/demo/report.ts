@@ -1,47 +1,48 @@
 // The demo's report: report.md and report.html, written from the run's own results (the same
-// numbers as the JSON files beside them), with the loss curves drawn from the runs' metrics.jsonl,
-// the sample grids and reconstructions, the command line of each step and the time it took.
+// numbers as the JSON files beside them), with the FID-over-SiT-steps and loss curves drawn from the
+// runs' files, the sample grids and reconstructions, the command line of each step and its time.
+// It opens with one sentence: whether ReaLS beat the control on FID at equal SiT steps, and
+// whether the difference lies beyond the seed spread.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, parseMetrics, savePlot, type PlotSeries } from '../train/index.js';
-import { RESULT_FILES, SAMPLERS, VARIANTS, type DemoResult, type Variant, type VariantResult } from './results.js';
+import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
 
-/** A row of the comparison table: which result file and field it shows, and which way is better. */
+/** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
   label: string;
-  file: keyof typeof RESULT_FILES;
-  field: string;
+  value: (result: LatentSpaceResult) => number | null;
   decimals: number;
   better: 'lower' | 'higher';
 }
 
-export const TABLE_ROWS: readonly TableRow[] = [
-  { label: 'reconstruction MSE (test images, [-1, 1])', file: 'reconstruction', field: 'mse', decimals: 5, better: 'lower' },
-  ...SAMPLERS.flatMap((sampler): TableRow[] => {
-    const name = sampler.toUpperCase();
-    return [
-      { label: `${name} samples: FID (classifier features)`, file: sampler, field: 'fid', decimals: 3, better: 'lower' },
-      { label: `${name} samples: precision`, file: sampler, field: 'precision', decimals: 3, better: 'higher' },
-      { label: `${name} samples: recall`, file: sampler, field: 'recall', decimals: 3, better: 'higher' },
-      { label: `${name} samples: class accuracy (classifier)`, file: sampler, field: 'classAccuracy', decimals: 3, better: 'higher' },
-    ];
-  }),
-  { label: 'linear head on latents: pixel accuracy', file: 'headLatent', field: 'pixelAccuracy', decimals: 3, better: 'higher' },
-  { label: 'linear head on latents: mIoU', file: 'headLatent', field: 'mIoU', decimals: 3, better: 'higher' },
-  { label: 'linear head on alignment-MLP features: mIoU', file: 'headMlp', field: 'mIoU', decimals: 3, better: 'higher' },
-];
-
-/** The value of `row` in one variant's results (null: the variant has none, as the plain VAE has no MLPs). */
-export function rowValue(result: VariantResult, row: TableRow): number | null {
-  const source = row.file === 'reconstruction' ? result.reconstruction
-    : row.file === 'ode' || row.file === 'sde' ? result.sampling[row.file]
-      : row.file === 'headLatent' ? result.headLatent : result.headMlp;
-  return source === null ? null : (source as unknown as Record<string, number>)[row.field]!;
+/** The rows for a run whose SiT checkpoints were scored at `curveSteps`. */
+export function tableRows(curveSteps: readonly number[]): TableRow[] {
+  const last = curveSteps.length - 1;
+  return [
+    { label: 'reconstruction MSE (test images, [-1, 1])', value: (r) => r.reconstruction.mse, decimals: 5, better: 'lower' },
+    { label: 'rFID (reconstructions vs test images)', value: (r) => r.reconstruction.rfid, decimals: 3, better: 'lower' },
+    ...curveSteps.map((step, i): TableRow => ({
+      label: `ODE samples: FID at SiT step ${step}${i === last ? ' (final)' : ''}`, value: (r) => r.curve[i]?.ode.fid ?? null, decimals: 3, better: 'lower',
+    })),
+    ...SAMPLERS.flatMap((sampler): TableRow[] => {
+      const name = sampler.toUpperCase();
+      return [
+        ...(sampler === 'sde' ? [{ label: `${name} samples: FID (final)`, value: (r: LatentSpaceResult) => r.sampling.sde.fid, decimals: 3, better: 'lower' as const }] : []),
+        { label: `${name} samples: precision`, value: (r) => r.sampling[sampler].precision, decimals: 3, better: 'higher' },
+        { label: `${name} samples: recall`, value: (r) => r.sampling[sampler].recall, decimals: 3, better: 'higher' },
+        { label: `${name} samples: class accuracy (classifier)`, value: (r) => r.sampling[sampler].classAccuracy, decimals: 3, better: 'higher' },
+      ];
+    }),
+    { label: 'SiT training loss (last logged mean)', value: (r) => r.sitFinalLoss, decimals: 4, better: 'lower' },
+    { label: 'linear head on latents: pixel accuracy', value: (r) => r.headLatent.pixelAccuracy, decimals: 3, better: 'higher' },
+    { label: 'linear head on latents: mIoU', value: (r) => r.headLatent.mIoU, decimals: 3, better: 'higher' },
+    { label: 'linear head on alignment-MLP features: mIoU', value: (r) => r.headMlp?.mIoU ?? null, decimals: 3, better: 'higher' },
+  ];
 }
 
-/** One value as printed, or over several seeds `mean ± sample standard deviation`. */
 function mean(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0) / values.length;
 }
@@ -53,12 +54,67 @@ function std(values: readonly number[]): number {
   return Math.sqrt(values.reduce((a, v) => a + (v - m) ** 2, 0) / (values.length - 1));
 }
 
+/** One value as printed, or over several seeds `mean ± sample standard deviation`. */
 export function formatValues(values: readonly number[], decimals: number): string {
   if (values.length === 1) return values[0]!.toFixed(decimals);
   return `${mean(values).toFixed(decimals)} ± ${std(values).toFixed(decimals)}`;
 }
 
-const VARIANT_NAMES: Record<Variant, string> = { plain: 'plain VAE', reals: 'ReaLS VAE' };
+/** The values of `row` for `space` over the run's seeds (none where the space has no such value). */
+export function seedValues(result: DemoResult, space: string, row: TableRow): number[] {
+  return result.profile.seeds.map((seed) => row.value(result.runs[String(seed)]![space]!)).filter((v): v is number => v !== null);
+}
+
+/** How `candidate` compares with `baseline` on a row: which is better, and (several seeds) whether the gap exceeds the two standard deviations together. */
+export interface Comparison { better: boolean; tie: boolean; beyondSpread: boolean | null }
+
+export function compare(candidate: readonly number[], baseline: readonly number[], better: 'lower' | 'higher'): Comparison {
+  const [c, b] = [mean(candidate), mean(baseline)];
+  const spread = candidate.length > 1 && baseline.length > 1 ? Math.abs(c - b) > std(candidate) + std(baseline) : null;
+  return { better: better === 'lower' ? c < b : c > b, tie: c === b, beyondSpread: c === b ? null : spread };
+}
+
+export function describeComparison(comparison: Comparison, names: [string, string]): string {
+  if (comparison.tie) return 'tie';
+  const winner = comparison.better ? names[0] : names[1];
+  return comparison.beyondSpread === null ? winner : `${winner}, ${comparison.beyondSpread ? 'beyond' : 'within'} the spread`;
+}
+
+/** The ReaLS space the headline speaks of: the first fine-tuned one (the paper's protocol), else the first. */
+export function headlineSpace(spaces: readonly LatentSpace[]): LatentSpace | null {
+  const reals = spaces.filter((s) => s.role === 'reals');
+  return reals.find((s) => s.protocol === 'finetune') ?? reals[0] ?? null;
+}
+
+/** The opening sentence: did the headline ReaLS space beat its baseline on FID at equal SiT steps, and beyond the seed spread? */
+export function headlineSentence(result: DemoResult): string {
+  const space = headlineSpace(result.spaces);
+  if (space === null) return 'This run trained no ReaLS VAE.';
+  const baseline = result.spaces.find((s) => s.id === baselineOf(space))!;
+  const rows = tableRows(curveStepsOf(result));
+  const finals = [rows.find((r) => r.label.startsWith('ODE samples: FID') && r.label.endsWith('(final)'))!, rows.find((r) => r.label === 'SDE samples: FID (final)')!];
+  const parts = finals.map((row, i) => {
+    const [mine, theirs] = [seedValues(result, space.id, row), seedValues(result, baseline.id, row)];
+    return { name: i === 0 ? 'ODE' : 'SDE', mine, theirs, comparison: compare(mine, theirs, 'lower') };
+  });
+  const seeds = result.profile.seeds.length;
+  const wins = parts.filter((p) => p.comparison.better).length;
+  const verdict = wins === 2 ? 'beat' : wins === 0 ? 'did not beat' : 'beat on one sampler but not the other';
+  const numbers = parts.map((p) => `${formatValues(p.mine, 2)} vs ${formatValues(p.theirs, 2)} (${p.name})`).join(' and ');
+  const spread = seeds < 2
+    ? 'with one seed there is no spread to judge the difference by (the full profile runs three)'
+    : parts[0]!.comparison.beyondSpread === parts[1]!.comparison.beyondSpread
+      ? `both differences are ${parts[0]!.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread (${seeds} seeds)`
+      : parts.map((p) => `the ${p.name} difference is ${p.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread`).join(', ') + ` (${seeds} seeds)`;
+  return `**At equal SiT steps (${result.profile.sit.steps.toLocaleString('en-US')}), ${space.label} ${verdict} the ${baseline.id === 'control' ? 'control' : baseline.label} on FID: ` +
+    `${numbers}; ${spread}.**`;
+}
+
+/** The SiT steps whose checkpoints were scored. */
+export function curveStepsOf(result: DemoResult): number[] {
+  const first = result.runs[String(result.profile.seeds[0])]![result.spaces[0]!.id]!;
+  return first.curve.map((p) => p.step);
+}
 
 type Block =
   | { kind: 'h'; level: number; text: string }
@@ -115,151 +171,174 @@ function metricSeries(path: string, name: string): [number, number][] {
   return parseMetrics(readFileSync(path, 'utf8'), path).filter((r) => Number.isFinite(r.values[name])).map((r) => [r.step, r.values[name]!]);
 }
 
-/** The loss-curve figures of the first seed; returns their paths relative to the output folder. */
+/** The figures drawn from the run's files; returns their paths relative to the output folder. */
 async function drawCurves(result: DemoResult): Promise<{ src: string; alt: string }[]> {
-  const { out } = result;
+  const { out, spaces } = result;
   const seed = result.profile.seeds[0]!;
-  const runDir = (variant: Variant, kind: 'vae' | 'sit'): string => {
-    const dir = join(out, `seed-${seed}`, variant, kind);
+  const runDir = (space: string, kind: 'vae' | 'sit'): string => {
+    const dir = join(out, `seed-${seed}`, space, kind);
     const run = readdirSync(dir).find((name) => /^\d{3}-/.test(name));
     if (run === undefined) throw new Error(`report: no run folder in ${dir}`);
     return join(dir, run);
   };
+  const reals = spaces.filter((s) => s.role === 'reals');
   const figures: { file: string; alt: string; series: PlotSeries[]; logY: boolean }[] = [
     {
-      file: 'curves-vae-reconstruction.png', alt: 'VAE training: reconstruction loss (MSE), plain vs ReaLS', logY: true,
-      series: VARIANTS.map((v) => ({ name: VARIANT_NAMES[v], points: metricSeries(join(runDir(v, 'vae'), 'metrics.jsonl'), 'rec') })),
+      file: 'curves-fid.png', logY: false,
+      alt: `FID of ODE samples against SiT training steps, one curve per latent space (mean over ${result.profile.seeds.length} seed(s))`,
+      series: spaces.map((space) => ({
+        name: space.id,
+        points: curveStepsOf(result).map((step, i): [number, number] => [step, mean(result.profile.seeds.map((s) => result.runs[String(s)]![space.id]!.curve[i]!.ode.fid))]),
+      })),
     },
     {
-      file: 'curves-vae-alignment.png', alt: 'VAE training: cosine similarity of the MLP outputs to the teacher\'s tokens (trained only for ReaLS)', logY: false,
-      series: VARIANTS.flatMap((v) => (['patch_cos', 'cls_cos'] as const).map((m) => ({
-        name: `${VARIANT_NAMES[v]} ${m}`, points: metricSeries(join(runDir(v, 'vae'), 'metrics.jsonl'), m),
-      }))),
+      file: 'curves-sit.png', alt: `SiT training loss (velocity MSE) on each latent space, seed ${seed}`, logY: false,
+      series: spaces.map((space) => ({ name: space.id, points: metricSeries(join(runDir(space.id, 'sit'), 'metrics.jsonl'), 'loss') })),
     },
     {
-      file: 'curves-sit.png', alt: 'SiT training loss (velocity MSE) on each latent space', logY: false,
-      series: VARIANTS.map((v) => ({ name: VARIANT_NAMES[v], points: metricSeries(join(runDir(v, 'sit'), 'metrics.jsonl'), 'loss') })),
+      file: 'curves-vae-reconstruction.png', alt: `VAE training: reconstruction loss (MSE) of each VAE run (stage 1, then the fine-tuning runs from their own step 0), seed ${seed}`, logY: true,
+      series: spaces.map((space) => ({ name: space.id, points: metricSeries(join(runDir(space.id, 'vae'), 'metrics.jsonl'), 'rec') })),
     },
-    {
-      file: 'curves-teacher-classifier.png', alt: 'Cross-entropy of the ViT teacher and of the evaluation classifier', logY: true,
-      series: [
-        { name: 'ViT teacher', points: metricSeries(join(out, 'teacher', 'metrics.jsonl'), 'loss') },
-        { name: 'classifier', points: metricSeries(join(out, 'classifier', 'metrics.jsonl'), 'loss') },
-      ],
-    },
+    ...(reals.length === 0 ? [] : [{
+      file: 'curves-vae-alignment.png', logY: false,
+      alt: `VAE training: cosine similarity of the alignment MLPs' outputs to the teacher's patch tokens, seed ${seed}`,
+      series: reals.map((space) => ({ name: space.id, points: metricSeries(join(runDir(space.id, 'vae'), 'metrics.jsonl'), 'patch_cos') })),
+    }]),
   ];
-  for (const f of figures) await savePlot(join(out, 'figures', f.file), f.series, { title: f.alt.split(':')[0], logY: f.logY });
+  for (const f of figures) await savePlot(join(out, 'figures', f.file), f.series, { title: f.alt.split(',')[0], logY: f.logY });
   return figures.map((f) => ({ src: `figures/${f.file}`, alt: f.alt }));
 }
 
-
-/** Writes report.md and report.html (and the loss-curve PNGs) into result.out. */
+/** Writes report.md and report.html (and the curve PNGs) into result.out. */
 export async function writeReport(result: DemoResult): Promise<void> {
-  const { out, profile } = result;
+  const { out, profile, spaces } = result;
   const seeds = profile.seeds;
-  const valuesOf = (variant: Variant, row: TableRow): number[] =>
-    seeds.map((seed) => rowValue(result.runs[String(seed)]![variant], row)).filter((v): v is number => v !== null);
-  let wins = 0;
-  let compared = 0;
-  let beyondSpread = 0;
-  const rows = TABLE_ROWS.map((row) => {
-    const cells = VARIANTS.map((v) => {
-      const values = valuesOf(v, row);
-      return values.length === 0 ? '—' : formatValues(values, row.decimals);
-    });
-    const [plain, reals] = VARIANTS.map((v) => valuesOf(v, row));
-    let better = '—';
-    if (plain!.length > 0 && reals!.length > 0) {
-      const realsBetter = row.better === 'lower' ? mean(reals!) < mean(plain!) : mean(reals!) > mean(plain!);
-      const tie = mean(reals!) === mean(plain!);
-      better = tie ? 'tie' : realsBetter ? 'ReaLS' : 'plain';
+  const rows = tableRows(curveStepsOf(result));
+  const cellOf = (space: string, row: TableRow) => {
+    const values = seedValues(result, space, row);
+    return values.length === 0 ? '—' : formatValues(values, row.decimals);
+  };
+  const reals = spaces.filter((s) => s.role === 'reals');
+  const comparisons = reals.map((space) => {
+    const baseline = baselineOf(space);
+    let wins = 0;
+    let compared = 0;
+    let beyond = 0;
+    const cells = rows.map((row) => {
+      const [mine, theirs] = [seedValues(result, space.id, row), seedValues(result, baseline, row)];
+      if (mine.length === 0 || theirs.length === 0) return '—';
+      const comparison = compare(mine, theirs, row.better);
       compared++;
-      if (realsBetter) wins++;
-      // With several seeds: does the gap exceed the two spreads together (a rough, conservative test)?
-      if (seeds.length > 1 && !tie) {
-        const clear = Math.abs(mean(reals!) - mean(plain!)) > std(reals!) + std(plain!);
-        better += clear ? ', beyond the spread' : ', within the spread';
-        if (clear) beyondSpread++;
-      }
-    }
-    return [row.label, ...cells, `${row.better} is better: ${better}`];
+      if (comparison.better) wins++;
+      if (comparison.beyondSpread === true) beyond++;
+      return describeComparison(comparison, ['ReaLS', baseline]);
+    });
+    return { space, baseline, cells, wins, compared, beyond };
   });
 
+  const teacherLines = Object.values(result.teachers).map((t) => (t.kind === 'ssl'
+    ? `**Self-supervised teacher** (the default; \`reals teacher train\`, DINO/iBOT self-distillation with KoLeo, no labels): ` +
+      `linear-probe accuracy ${t.probeAccuracy.toFixed(3)} on frozen features (a randomly initialised backbone: ${t.randomProbeAccuracy.toFixed(3)}), ` +
+      `${t.params.toLocaleString('en-US')} parameters.`
+    : `**Supervised teacher** (the ablation; trained as a Fashion-MNIST classifier, so class labels reach the latents through it): ` +
+      `test accuracy ${t.testAccuracy!.toFixed(3)}, linear-probe accuracy ${t.probeAccuracy.toFixed(3)} (random backbone: ${t.randomProbeAccuracy.toFixed(3)}).`));
   const t = profile.teacher;
   const firstSeed = seeds[0]!;
-  const head = result.runs[String(firstSeed)]!.reals.headLatent;
   const blocks: Block[] = [
     { kind: 'h', level: 1, text: 'reals demo: ReaLS on Fashion-MNIST' },
+    { kind: 'p', text: headlineSentence(result) },
     {
-      kind: 'p', text: `Profile \`${profile.name}\`, seeds ${seeds.join(', ')}; ${result.threads} torch thread(s) on a ${cpus().length}-core ` +
+      kind: 'p', text: `Profile \`${profile.name}\`, ${seeds.length} seed(s) (${seeds.join(', ')}); ${result.threads} torch thread(s) on a ${cpus().length}-core ` +
         `${cpus()[0]?.model ?? 'CPU'}; the whole run took ${formatDuration(result.totalSeconds)} (${result.totalSeconds.toFixed(0)} s). ` +
-        `Every number below is read from this run's files (\`metrics.json\`, \`seed-N/<vae>/*.json\`).`,
+        `Every number below is read from this run's files (\`metrics.json\`, \`seed-N/<latent space>/*.json\`).`,
     },
-    { kind: 'h', level: 2, text: 'plain VAE vs ReaLS VAE' },
+    { kind: 'h', level: 2, text: 'The latent spaces' },
     {
-      kind: 'p', text: 'Both VAEs have the same architecture, data, seed and number of steps, trained by the same `reals align train`; ' +
-        'the only difference is the alignment loss (`--patch-weight`/`--cls-weight` 0.5 for ReaLS, 0 for the plain VAE). ' +
-        `A SiT of the same size is trained on each latent space. ${seeds.length > 1 ? 'Cells: mean ± standard deviation over the seeds.' : ''}`,
+      kind: 'list', items: spaces.map((s) => `\`${s.id}\`: ${s.label}` + (s.role === 'pretrained'
+        ? ` — ${profile.vae.steps} steps from scratch at lr ${profile.vae.lr}, no alignment: the stand-in for the pretrained SD-VAE the paper starts from.`
+        : s.protocol === 'finetune'
+          ? ` — the stage-1 VAE fine-tuned for ${profile.finetune.steps} more steps at lr ${profile.finetune.lr}, alignment weight ${s.alignWeight}` +
+            `${s.role === 'control' ? ' (the control: the same fine-tuning without alignment, separating the effect of alignment from that of more training)' : ''}.`
+          : ` — ${profile.vae.steps} steps from scratch with alignment weight ${s.alignWeight}, compared with the stage-1 VAE (the same steps without alignment).`)),
     },
-    { kind: 'table', header: ['metric', VARIANT_NAMES.plain, VARIANT_NAMES.reals, 'better'], rows },
     {
-      kind: 'p', text: `ReaLS is better on ${wins} of the ${compared} metrics both VAEs have. ` + (seeds.length > 1
-        ? `Over ${seeds.length} seeds, ${beyondSpread} of the ${compared} differences (either way) exceed the sum of the two standard ` +
-          'deviations ("beyond the spread"); the others are within what the seeds alone vary by.'
-        : 'This is one seed of a short run: differences of this size can be noise. `reals demo --profile full` trains longer on three seeds and reports the spread.'),
+      kind: 'p', text: `Every VAE of a seed has the same architecture, data order and seed, and is trained by the same \`reals align train\`; ` +
+        `the alignment weight is \`--patch-weight\`/\`--cls-weight\`. A SiT of the same size is trained on each latent space for ${profile.sit.steps} steps, ` +
+        `and its checkpoints at steps ${curveStepsOf(result).join(', ')} are sampled and scored. ${seeds.length > 1 ? 'Cells: mean ± standard deviation over the seeds.' : ''}`,
+    },
+    { kind: 'table', header: ['metric', ...spaces.map((s) => `\`${s.id}\``), 'better'], rows: rows.map((row) => [row.label, ...spaces.map((s) => cellOf(s.id, row)), row.better]) },
+    { kind: 'h', level: 2, text: 'ReaLS against its baseline' },
+    {
+      kind: 'p', text: 'Each fine-tuned ReaLS VAE is compared with the control (the same start and steps without alignment); each from-scratch one with the ' +
+        'stage-1 VAE (the same steps without alignment). ' + (seeds.length > 1
+        ? '"Beyond the spread": the gap exceeds the two standard deviations together (a rough, conservative test).'
+        : 'With one seed, differences of this size can be noise.'),
+    },
+    { kind: 'table', header: ['metric', ...comparisons.map((c) => `\`${c.space.id}\` vs \`${c.baseline}\``)], rows: rows.map((row, i) => [row.label, ...comparisons.map((c) => c.cells[i]!)]) },
+    {
+      kind: 'list', items: comparisons.map((c) => `\`${c.space.id}\` is better than \`${c.baseline}\` on ${c.wins} of ${c.compared} metrics` +
+        (seeds.length > 1 ? `; ${c.beyond} of the ${c.compared} differences (either way) exceed the spread.` : '.')),
     },
   ];
   if (seeds.length > 1) {
     blocks.push({ kind: 'h', level: 3, text: 'Per seed' }, {
-      kind: 'table', header: ['metric', ...VARIANTS.flatMap((v) => seeds.map((seed) => `${VARIANT_NAMES[v]}, seed ${seed}`))],
-      rows: TABLE_ROWS.map((row) => [row.label, ...VARIANTS.flatMap((v) => seeds.map((seed) => {
-        const value = rowValue(result.runs[String(seed)]![v], row);
+      kind: 'table', header: ['metric', ...spaces.flatMap((s) => seeds.map((seed) => `\`${s.id}\`, seed ${seed}`))],
+      rows: rows.map((row) => [row.label, ...spaces.flatMap((s) => seeds.map((seed) => {
+        const value = row.value(result.runs[String(seed)]![s.id]!);
         return value === null ? '—' : value.toFixed(row.decimals);
       }))]),
     });
   }
+  const curves = await drawCurves(result);
+  const head = result.runs[String(firstSeed)]![spaces[0]!.id]!.headLatent;
   blocks.push(
+    { kind: 'h', level: 2, text: 'FID over SiT training, and the loss curves' },
+    ...curves.map((f): Block => ({ kind: 'img', ...f })),
     { kind: 'h', level: 2, text: 'What stands in for what' },
     {
       kind: 'list', items: [
-        `**Teacher.** DINOv2's weights cannot be downloaded here, so the frozen teacher is DINOv2's architecture (\`DinoVisionTransformer\`, ` +
-        `patch 4 on the 32x32 images, width ${t.embedDim}, depth ${t.depth}, ${result.teacher.params.toLocaleString('en-US')} parameters) trained for ` +
-        `${t.steps} steps as a *supervised* Fashion-MNIST classifier (CLS token → Linear; test accuracy ${result.teacher.testAccuracy.toFixed(3)}), ` +
-        'not self-supervised as DINOv2 is. It is saved in torch-hub naming and read by `--dino-model`/`--dino-ckpt` as a DINOv2 checkpoint would be.',
+        `**Teachers.** DINOv2's weights cannot be downloaded here, so the frozen teacher is DINOv2's architecture (\`DinoVisionTransformer\`, ` +
+        `patch 4 on the 32x32 images, width ${t.embedDim}, depth ${t.depth}) trained on Fashion-MNIST. It is saved in torch-hub naming and read by ` +
+        '`--dino-model`/`--dino-ckpt` as a DINOv2 checkpoint would be.',
+        ...teacherLines,
         '**Losses.** No LPIPS (its VGG weights cannot be downloaded) and no PatchGAN term (`--disc-start` after the last step): the VAEs train on MSE + KL (+ alignment).',
-        `**Metrics.** FID, precision and recall (k = 3) are computed as the ADM evaluator does, but in the 128-d feature space of a separately trained ` +
-        `Fashion-MNIST CNN (test accuracy ${result.classifier.testAccuracy.toFixed(3)}), not Inception's; the reference batch is ${profile.testImages} test images. ` +
+        `**Metrics.** FID, rFID, precision and recall (k = 3) are computed as the ADM evaluator does, but in the 128-d feature space of a separately trained ` +
+        `Fashion-MNIST CNN (test accuracy ${result.classifier.testAccuracy.toFixed(3)}), not Inception's; the reference batch is the first ${profile.testImages} test images. ` +
         'The numbers are not comparable with ImageNet FIDs. Class accuracy: how often the classifier assigns a sample the class it was sampled for (chance: 0.1).',
-        `**Sampling.** ${profile.samples} samples per VAE and sampler (classes in turn), CFG scale ${profile.cfgScale} on all latent channels, ` +
-        `${profile.samplingSteps} time-grid points: ODE heun2, SDE Euler-Maruyama (last step Mean).`,
+        `**Sampling.** ${profile.samples} samples per latent space, sampler and checkpoint (classes in turn), CFG scale ${profile.cfgScale} on all latent channels, ` +
+        `${profile.samplingSteps} time-grid points: ODE heun2 at every scored checkpoint, SDE Euler-Maruyama (last step Mean) at the final one.`,
         `**Head readout.** \`reals heads train-linear\` on Fashion-MNIST "class as mask" (pixels above 25/255 take the image's class, the rest background; 11 classes): ` +
         `a linear head fitted on ${head.train} images, scored on ${head.heldOut} held out, ` +
-        'on the latents themselves (both VAEs) and on the alignment MLPs\' DINOv2-like features (ReaLS only; the plain VAE has no trained MLPs).',
+        'on the latents themselves (every VAE) and on the alignment MLPs\' teacher-like features (ReaLS only; the other VAEs have no trained MLPs).',
       ],
     },
-    { kind: 'h', level: 2, text: 'Samples, one row per class' },
+    { kind: 'h', level: 2, text: 'Samples at the final SiT step, one row per class' },
     { kind: 'p', text: `Rows, top to bottom: ${FASHION_MNIST_CLASSES.join(', ')}. Seed ${firstSeed}.` },
-    ...VARIANTS.flatMap((v) => SAMPLERS.map((s): Block => ({
-      kind: 'img', src: `figures/samples-${v}-${s}.png`, alt: `${VARIANT_NAMES[v]}, ${s.toUpperCase()} sampler, CFG ${profile.cfgScale}`,
+    ...spaces.flatMap((s) => SAMPLERS.map((sampler): Block => ({
+      kind: 'img', src: `figures/samples-${s.id}-${sampler}.png`, alt: `${s.label}, ${sampler.toUpperCase()} sampler, CFG ${profile.cfgScale}`,
     }))),
     { kind: 'h', level: 2, text: 'Reconstructions' },
     { kind: 'p', text: 'Top row: test images; bottom row: decode(encode(x).mode()).' },
-    ...VARIANTS.map((v): Block => ({ kind: 'img', src: `figures/reconstructions-${v}-seed${firstSeed}.png`, alt: `${VARIANT_NAMES[v]}, seed ${firstSeed}` })),
-    { kind: 'h', level: 2, text: 'Loss curves' },
-    ...(await drawCurves(result)).map((f): Block => ({ kind: 'img', ...f })),
+    ...spaces.map((s): Block => ({ kind: 'img', src: `figures/reconstructions-${s.id}-seed${firstSeed}.png`, alt: `${s.label}, seed ${firstSeed}` })),
     { kind: 'h', level: 2, text: 'Reproduce step by step' },
     {
       kind: 'p', text: 'Each step below ran as the command shown (parsed by that command\'s own flags); run them in order to redo the demo by hand. ' +
-        'Steps marked *demo only* have no command of their own: they are the stand-in teacher, the evaluation classifier and the scoring in its feature space (src/demo).',
+        'Steps marked *demo only* have no command of their own: the supervised ablation teacher, the evaluation classifier and the scoring in its feature space (src/demo).',
     },
     {
       kind: 'table', header: ['step', 'time', 'command'],
       rows: result.steps.map((s) => [s.name, `${s.seconds.toFixed(1)} s`, s.command === null ? '*demo only*' : `\`${s.command}\``]),
     },
-    { kind: 'code', text: [`# this whole run: reals demo --profile ${profile.name} --out ${out}`, ...result.steps.flatMap((s) => (s.command === null ? [] : [s.command]))].join('\n') },
+    { kind: 'code', text: [`# this whole run: ${demoCommandLine(result)}`, ...result.steps.flatMap((s) => (s.command === null ? [] : [s.command]))].join('\n') },
   );
   const title = 'reals demo: ReaLS on Fashion-MNIST';
   writeFileSync(join(out, 'report.md'), toMarkdown(blocks));
   writeFileSync(join(out, 'report.html'), toHtml(blocks, title));
 }
 
+/** The `reals demo` line that repeats this run. */
+export function demoCommandLine(result: Pick<DemoResult, 'profile' | 'cells' | 'out'>): string {
+  const { cells } = result;
+  return `reals demo --profile ${result.profile.name} --seeds ${result.profile.seeds.join(',')} --teacher ${cells.teachers.join(',')} ` +
+    `--protocol ${cells.protocols.join(',')} --align-weight ${cells.alignWeights.join(',')} --out ${result.out}`;
+}

@@ -1,27 +1,59 @@
-// What a demo run records: its profile, each VAE's scores, its steps and their times, and the
-// files the scores are written to (the report reads the same values).
+// What a demo run records: its profile, the latent spaces it compared, each one's scores, its steps
+// and their times, and the files the scores are written to (the report reads the same values).
 
 export interface DemoProfile {
   name: string;
-  /** Seeds of the VAE → SiT → sampling → scoring chain (the teacher and the classifier are trained once). */
+  /** Seeds of the VAE → SiT → sampling → scoring chain (the teachers and the classifier are trained once). */
   seeds: number[];
+  /** The supervised stand-in teacher (the ablation's). */
   teacher: { steps: number; batchSize: number; lr: number; embedDim: number; depth: number; numHeads: number };
+  /** The self-supervised teacher (`reals teacher train`), of the same architecture. */
+  sslTeacher: { steps: number; batchSize: number; lr: number; localCrops: number };
   classifier: { steps: number; batchSize: number; lr: number };
+  /** Stage 1: the plain VAE trained from scratch (the stand-in for the pretrained SD-VAE); also each from-scratch ReaLS VAE. */
   vae: { steps: number; batchSize: number; lr: number; blockOutChannels: number[] };
+  /** Stage 2: the fine-tuning of the stage-1 VAE, with (ReaLS) and without (control) the alignment loss. */
+  finetune: { steps: number; lr: number };
   /** Training images the latent mean/std (mean_std.json) are computed over. */
   statsImages: number;
   sit: { steps: number; batchSize: number; lr: number; depth: number; hiddenSize: number; numHeads: number; emaDecay: number };
-  /** Samples per VAE and sampler, the sampler's time-grid points, the CFG scale. */
+  /** Fractions of the SiT steps at which its checkpoint is sampled and scored (the last is 1). */
+  sitEvalFractions: number[];
+  /** Samples per latent space, sampler and checkpoint; the sampler's time-grid points; the CFG scale. */
   samples: number;
   samplingSteps: number;
   cfgScale: number;
-  /** Test images: the reference batch of FID/precision/recall, reconstruction error, classifier accuracy. */
+  /** Test images: the reference batch of FID/precision/recall and rFID, reconstruction error, classifier accuracy. */
   testImages: number;
   head: { images: number; steps: number };
 }
 
-export type Variant = 'plain' | 'reals';
-export const VARIANTS: readonly Variant[] = ['plain', 'reals'];
+export type TeacherKind = 'ssl' | 'supervised';
+export const TEACHER_KINDS: readonly TeacherKind[] = ['ssl', 'supervised'];
+/** finetune: the paper's (stage-1 VAE fine-tuned with the alignment loss); scratch: a ReaLS VAE trained from scratch. */
+export type Protocol = 'finetune' | 'scratch';
+export const PROTOCOLS: readonly Protocol[] = ['finetune', 'scratch'];
+
+/** Which latent spaces a run compares: every ReaLS variant is a teacher × protocol × alignment weight. */
+export interface DemoCells {
+  teachers: TeacherKind[];
+  protocols: Protocol[];
+  alignWeights: number[];
+}
+
+/**
+ * One latent space: `pretrained` (stage 1, the paper's baseline; also the plain from-scratch VAE),
+ * `control` (stage 1 fine-tuned without alignment), or a ReaLS VAE.
+ */
+export interface LatentSpace {
+  id: string;
+  label: string;
+  role: 'pretrained' | 'control' | 'reals';
+  protocol: Protocol | null;
+  teacher: TeacherKind | null;
+  alignWeight: number;
+}
+
 export type SamplerName = 'ode' | 'sde';
 export const SAMPLERS: readonly SamplerName[] = ['ode', 'sde'];
 
@@ -29,30 +61,84 @@ export const SAMPLERS: readonly SamplerName[] = ['ode', 'sde'];
 export interface StepRecord { name: string; command: string | null; seconds: number }
 
 export interface SampleScores { fid: number; precision: number; recall: number; classAccuracy: number; samples: number; reference: number }
-export interface ReconstructionScores { mse: number; images: number }
+/** Reconstruction MSE (images in [-1, 1]) and rFID: reconstructions of the test images against the test images, in the classifier's features. */
+export interface ReconstructionScores { mse: number; rfid: number; images: number }
 export interface HeadScores { mIoU: number; pixelAccuracy: number; train: number; heldOut: number }
+/** ODE samples of the SiT checkpoint at `step` (the curve over training). */
+export interface CurvePoint { step: number; ode: SampleScores }
 
-export interface VariantResult {
+export interface LatentSpaceResult {
   reconstruction: ReconstructionScores;
+  /** At the checkpoints of profile.sitEvalFractions, in order; the last is the final step. */
+  curve: CurvePoint[];
+  /** The final checkpoint, both samplers. */
   sampling: Record<SamplerName, SampleScores>;
+  /** Mean SiT training loss over the last logged interval. */
+  sitFinalLoss: number;
   headLatent: HeadScores;
   /** ReaLS only: the head on the alignment MLPs' features. */
   headMlp: HeadScores | null;
 }
 
+export interface TeacherRecord {
+  kind: TeacherKind;
+  /** Supervised: test accuracy of its own classification layer; self-supervised: null. */
+  testAccuracy: number | null;
+  /** Linear probe on its frozen features (CLS + mean patch token), trained on train images, scored on test images. */
+  probeAccuracy: number;
+  /** The same probe on a randomly initialised backbone of the same config. */
+  randomProbeAccuracy: number;
+  params: number;
+  checkpoint: string;
+  configPath: string;
+}
+
 export interface DemoResult {
   profile: DemoProfile;
+  cells: DemoCells;
+  spaces: LatentSpace[];
   out: string;
   threads: number;
-  teacher: { testAccuracy: number; params: number; checkpoint: string; configPath: string };
+  teachers: Partial<Record<TeacherKind, TeacherRecord>>;
   classifier: { testAccuracy: number; checkpoint: string };
-  /** By seed, then variant. */
-  runs: Record<string, Record<Variant, VariantResult>>;
+  /** By seed, then latent-space id. */
+  runs: Record<string, Record<string, LatentSpaceResult>>;
   steps: StepRecord[];
   totalSeconds: number;
 }
 
-/** The files each number of a VariantResult is written to (relative to the seed's variant folder). */
+/** The files each number of a LatentSpaceResult is written to (relative to the seed's latent-space folder). */
 export const RESULT_FILES = {
-  reconstruction: 'reconstruction.json', ode: 'eval-ode.json', sde: 'eval-sde.json', headLatent: 'head-latent.json', headMlp: 'head-mlp.json',
+  reconstruction: 'reconstruction.json', curve: 'eval-curve.json', ode: 'eval-ode.json', sde: 'eval-sde.json', sit: 'sit.json',
+  headLatent: 'head-latent.json', headMlp: 'head-mlp.json',
 } as const;
+
+/** `0.5` → `0.5`, as a folder-name-safe word. */
+function weightWord(weight: number): string {
+  return String(weight).replace('.', 'p');
+}
+
+/** The latent spaces of `cells`, the pretrained one first and (when fine-tuning) the control second. */
+export function latentSpaces(cells: DemoCells): LatentSpace[] {
+  const spaces: LatentSpace[] = [{ id: 'pretrained', label: 'pretrained VAE (stage 1)', role: 'pretrained', protocol: null, teacher: null, alignWeight: 0 }];
+  if (cells.protocols.includes('finetune')) {
+    spaces.push({ id: 'control', label: 'control (stage 1 fine-tuned, no alignment)', role: 'control', protocol: 'finetune', teacher: null, alignWeight: 0 });
+  }
+  for (const protocol of PROTOCOLS.filter((p) => cells.protocols.includes(p))) {
+    for (const teacher of TEACHER_KINDS.filter((t) => cells.teachers.includes(t))) {
+      for (const alignWeight of cells.alignWeights) {
+        const how = protocol === 'finetune' ? 'fine-tuned' : 'from scratch';
+        spaces.push({
+          id: `reals-${protocol}-${teacher}-w${weightWord(alignWeight)}`, role: 'reals', protocol, teacher, alignWeight,
+          label: `ReaLS (${how}, ${teacher === 'ssl' ? 'self-supervised' : 'supervised'} teacher, weight ${alignWeight})`,
+        });
+      }
+    }
+  }
+  return spaces;
+}
+
+/** What each ReaLS space is compared with: the control when fine-tuned (same start, same steps), the stage-1 VAE from scratch (same steps). */
+export function baselineOf(space: LatentSpace): string {
+  return space.protocol === 'finetune' ? 'control' : 'pretrained';
+}

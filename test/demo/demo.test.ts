@@ -1,80 +1,136 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import {
-  DEMO_PROFILES, RESULT_FILES, TABLE_ROWS, VARIANTS, formatValues, parseFlags, runDemo, type DemoResult,
+  DEMO_PROFILES, RESULT_FILES, baselineOf, compare, curveStepsOf, describeComparison, formatValues, headlineSentence, latentSpaces, mergeDemoRuns,
+  parseFlags, runDemo, tableRows, type DemoCells, type DemoResult, type TableRow,
 } from '../../src/demo/index.js';
 
+// Every teacher, both protocols: six latent spaces over two seeds.
+const CELLS: DemoCells = { teachers: ['ssl', 'supervised'], protocols: ['finetune', 'scratch'], alignWeights: [0.5] };
 let out: string;
 let result: DemoResult;
 let report: string;
 
 before(async () => {
   out = mkdtempSync(join(tmpdir(), 'reals-demo-'));
-  result = await runDemo({ profile: DEMO_PROFILES.test, out, log: () => {} });
+  result = await runDemo({ profile: DEMO_PROFILES.test, cells: CELLS, out, log: () => {} });
   report = readFileSync(join(out, 'report.md'), 'utf8');
 });
 
 after(() => rmSync(out, { recursive: true, force: true }));
 
-/** The cells of the Markdown table rows whose first cell is `label`: the comparison table's, then the per-seed table's. */
-function tableRows(markdown: string, label: string): string[][] {
+/** The cells of the Markdown table rows whose first cell is `label`: the main table's, the comparison's, then the per-seed table's. */
+function tableRowsOf(markdown: string, label: string): string[][] {
   return markdown.split('\n').filter((l) => l.startsWith(`| ${label} |`)).map((line) => line.slice(2, -2).split(' | '));
 }
 
-function tableRow(markdown: string, label: string): string[] {
-  const row = tableRows(markdown, label)[0];
-  assert.ok(row !== undefined, `report.md has no table row "${label}"`);
-  return row;
+function readJson(path: string): unknown {
+  return JSON.parse(readFileSync(path, 'utf8'));
 }
 
-function readJson(path: string): Record<string, number> {
-  return JSON.parse(readFileSync(path, 'utf8')) as Record<string, number>;
+/** The value of `row` for one latent space and seed, read back from the files the run wrote (not from its in-memory result). */
+function fileValue(dir: string, seed: number, space: string, row: TableRow): number | null {
+  const folder = join(dir, `seed-${seed}`, space);
+  const headMlp = join(folder, RESULT_FILES.headMlp);
+  return row.value({
+    reconstruction: readJson(join(folder, RESULT_FILES.reconstruction)) as never,
+    curve: readJson(join(folder, RESULT_FILES.curve)) as never,
+    sampling: { ode: readJson(join(folder, RESULT_FILES.ode)) as never, sde: readJson(join(folder, RESULT_FILES.sde)) as never },
+    sitFinalLoss: (readJson(join(folder, RESULT_FILES.sit)) as { finalLoss: number }).finalLoss,
+    headLatent: readJson(join(folder, RESULT_FILES.headLatent)) as never,
+    headMlp: existsSync(headMlp) ? readJson(headMlp) as never : null,
+  });
 }
 
-test('every number of the comparison table equals the value in the run\'s result files', () => {
-  assert.ok(existsSync(join(out, 'report.html')));
-  const seeds = DEMO_PROFILES.test.seeds;
-  assert.ok(seeds.length > 1, 'the test profile runs several seeds, so that the mean ± std cells are checked too');
-  for (const row of TABLE_ROWS) {
-    const [cells, perSeed] = tableRows(report, row.label);
-    assert.ok(cells !== undefined && perSeed !== undefined, `report.md lacks the rows "${row.label}"`);
-    VARIANTS.forEach((variant, i) => {
-      const file = RESULT_FILES[row.file];
-      const values = seeds
-        .map((seed) => join(out, `seed-${seed}`, variant, file))
-        .filter((path) => existsSync(path))
-        .map((path) => readJson(path)[row.field]!);
-      const expected = values.length === 0 ? '—' : formatValues(values, row.decimals);
-      assert.equal(cells[i + 1], expected, `${row.label}, ${variant}`);
+function checkTables(dir: string, markdown: string, run: DemoResult): void {
+  const seeds = run.profile.seeds;
+  const rows = tableRows(curveStepsOf(run));
+  // Reconstruction (2), FID at each scored step, the SDE FID, precision/recall/class accuracy per sampler (6), the SiT loss, the heads (3).
+  assert.equal(rows.length, 13 + curveStepsOf(run).length);
+  const reals = run.spaces.filter((s) => s.role === 'reals');
+  for (const row of rows) {
+    const [cells, comparison, perSeed] = tableRowsOf(markdown, row.label);
+    assert.ok(cells !== undefined && comparison !== undefined && perSeed !== undefined, `report.md lacks the rows "${row.label}"`);
+    const valuesOf = (space: string) => seeds.map((seed) => fileValue(dir, seed, space, row)).filter((v): v is number => v !== null);
+    run.spaces.forEach((space, i) => {
+      const values = valuesOf(space.id);
+      assert.equal(cells[i + 1], values.length === 0 ? '—' : formatValues(values, row.decimals), `${row.label}, ${space.id}`);
       const expectedPerSeed = values.length === 0 ? seeds.map(() => '—') : values.map((v) => v.toFixed(row.decimals));
-      assert.deepEqual(perSeed.slice(1 + i * seeds.length, 1 + (i + 1) * seeds.length), expectedPerSeed, `${row.label}, ${variant}, per seed`);
+      assert.deepEqual(perSeed.slice(1 + i * seeds.length, 1 + (i + 1) * seeds.length), expectedPerSeed, `${row.label}, ${space.id}, per seed`);
     });
-    // The verdict: which VAE's mean is better, and whether the gap exceeds the two standard deviations together.
-    if (row.file !== 'headMlp') {
-      const [plain, reals] = VARIANTS.map((variant) => seeds.map((seed) => readJson(join(out, `seed-${seed}`, variant, RESULT_FILES[row.file]))[row.field]!));
-      const stats = (v: number[]) => { const m = (v[0]! + v[1]!) / 2; return { m, s: Math.abs(v[0]! - v[1]!) / Math.SQRT2 }; };
-      const [p, r] = [stats(plain!), stats(reals!)];
-      const winner = (row.better === 'lower' ? r.m < p.m : r.m > p.m) ? 'ReaLS' : 'plain';
-      const spread = Math.abs(r.m - p.m) > p.s + r.s ? 'beyond the spread' : 'within the spread';
-      assert.equal(cells[3], `${row.better} is better: ${r.m === p.m ? 'tie' : `${winner}, ${spread}`}`, row.label);
-    }
+    // The verdict against the baseline, recomputed here from the seeds' values (mean, sample standard deviation).
+    reals.forEach((space, i) => {
+      const [mine, theirs] = [valuesOf(space.id), valuesOf(baselineOf(space))];
+      if (mine.length === 0 || theirs.length === 0) return assert.equal(comparison[i + 1], '—');
+      const stats = (v: number[]) => {
+        const m = v.reduce((x, y) => x + y, 0) / v.length;
+        return { m, s: Math.sqrt(v.reduce((x, y) => x + (y - m) ** 2, 0) / (v.length - 1)) };
+      };
+      const [a, b] = [stats(mine), stats(theirs)];
+      const winner = (row.better === 'lower' ? a.m < b.m : a.m > b.m) ? 'ReaLS' : baselineOf(space);
+      const spread = Math.abs(a.m - b.m) > a.s + b.s ? 'beyond the spread' : 'within the spread';
+      assert.equal(comparison[i + 1], a.m === b.m ? 'tie' : `${winner}, ${spread}`, `${row.label}, ${space.id}`);
+    });
   }
-  assert.match(report, /Over 2 seeds, \d+ of the \d+ differences \(either way\) exceed the sum of the two standard deviations/);
-  // The ReaLS VAE has the MLP head, the plain VAE has none.
-  assert.ok(existsSync(join(out, 'seed-0', 'reals', RESULT_FILES.headMlp)));
-  assert.ok(!existsSync(join(out, 'seed-0', 'plain', RESULT_FILES.headMlp)));
-  const teacher = readJson(join(out, 'teacher', 'result.json'));
-  const classifier = readJson(join(out, 'classifier', 'result.json'));
-  assert.ok(report.includes(`test accuracy ${teacher.testAccuracy!.toFixed(3)}`));
-  assert.ok(report.includes(`test accuracy ${classifier.testAccuracy!.toFixed(3)}`));
+}
+
+test('the run compares the pretrained VAE, the control and a ReaLS VAE per teacher and protocol', () => {
+  assert.deepEqual(result.spaces.map((s) => s.id), [
+    'pretrained', 'control', 'reals-finetune-ssl-w0p5', 'reals-finetune-supervised-w0p5', 'reals-scratch-ssl-w0p5', 'reals-scratch-supervised-w0p5',
+  ]);
+  assert.deepEqual(latentSpaces({ teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.5] }).map((s) => s.role), ['pretrained', 'control', 'reals']);
+  // Scored at each fraction of the SiT steps, the last being the final step.
+  assert.deepEqual(curveStepsOf(result), DEMO_PROFILES.test.sitEvalFractions.map((f) => f * DEMO_PROFILES.test.sit.steps));
+  // A fine-tuning run starts from the stage-1 diffusers folder and trains for the stage-2 steps; the control without alignment.
+  const commands = result.steps.map((s) => s.command ?? '');
+  const control = commands.find((c) => c.startsWith('reals align train') && c.includes('/control/'))!;
+  assert.match(control, /--vae-ckpt \S+\/seed-0\/pretrained\/vae-diffusers/);
+  assert.match(control, /--patch-weight 0 --cls-weight 0/);
+  assert.match(control, new RegExp(`--lr ${DEMO_PROFILES.test.finetune.lr} `));
+  const finetuned = commands.find((c) => c.startsWith('reals align train') && c.includes('/reals-finetune-ssl-w0p5/'))!;
+  assert.equal(finetuned.replace(/reals-finetune-ssl-w0p5/g, 'X').replace(/teacher-ssl/g, 'T').replace('--patch-weight 0.5 --cls-weight 0.5', 'W'),
+    control.replace(/control/g, 'X').replace(/teacher-ssl/g, 'T').replace('--patch-weight 0 --cls-weight 0', 'W'),
+    'ReaLS and the control differ only in the alignment weight');
+  const scratch = commands.find((c) => c.startsWith('reals align train') && c.includes('/reals-scratch-ssl-w0p5/'))!;
+  assert.doesNotMatch(scratch, /--vae-ckpt/);
+});
+
+test('every number of the tables equals the value in the run\'s result files', () => {
+  assert.ok(existsSync(join(out, 'report.html')));
+  assert.ok(DEMO_PROFILES.test.seeds.length > 1, 'the test profile runs several seeds, so that the mean ± std cells are checked too');
+  checkTables(out, report, result);
+  for (const space of result.spaces) {
+    assert.equal(existsSync(join(out, 'seed-0', space.id, RESULT_FILES.headMlp)), space.role === 'reals', space.id);
+  }
+  const classifier = readJson(join(out, 'classifier', 'result.json')) as { testAccuracy: number };
+  assert.ok(report.includes(`test accuracy ${classifier.testAccuracy.toFixed(3)}`));
+  for (const kind of ['ssl', 'supervised'] as const) {
+    const teacher = result.teachers[kind]!;
+    assert.ok(report.includes(`linear-probe accuracy ${teacher.probeAccuracy.toFixed(3)}`), kind);
+  }
   const html = readFileSync(join(out, 'report.html'), 'utf8');
-  for (const row of TABLE_ROWS) assert.ok(html.includes(`<td>${tableRow(report, row.label)[2]}</td>`), row.label);
+  for (const row of tableRows(curveStepsOf(result))) assert.ok(html.includes(`<td>${tableRowsOf(report, row.label)[0]![1]}</td>`), row.label);
+});
+
+test('the report opens with whether ReaLS beat the control on FID at equal SiT steps, and against the spread', () => {
+  const firstParagraph = report.split('\n\n')[1]!;
+  assert.equal(firstParagraph, headlineSentence(result));
+  const rows = tableRows(curveStepsOf(result));
+  const fid = (space: string, label: string) => result.profile.seeds.map((seed) => fileValue(out, seed, space, rows.find((r) => r.label === label)!)!);
+  const odeLabel = rows.find((r) => r.label.startsWith('ODE samples: FID') && r.label.endsWith('(final)'))!.label;
+  const [ode, sde] = [odeLabel, 'SDE samples: FID (final)'].map((label) => compare(fid('reals-finetune-ssl-w0p5', label), fid('control', label), 'lower'));
+  const verdict = ode!.better && sde!.better ? 'beat' : !ode!.better && !sde!.better ? 'did not beat' : 'beat on one sampler but not the other';
+  assert.ok(firstParagraph.includes(`ReaLS (fine-tuned, self-supervised teacher, weight 0.5) ${verdict} the control on FID`), firstParagraph);
+  const where = (c: typeof ode) => (c!.beyondSpread ? 'beyond' : 'within');
+  assert.ok(firstParagraph.includes(where(ode) === where(sde) ? `both differences are ${where(ode)} the seed spread (2 seeds)`
+    : `the ODE difference is ${where(ode)} the seed spread, the SDE difference is ${where(sde)} the seed spread (2 seeds)`), firstParagraph);
+  assert.equal(describeComparison({ better: true, tie: false, beyondSpread: null }, ['ReaLS', 'control']), 'ReaLS');
 });
 
 test('formatValues gives one value as it is and several as mean ± sample standard deviation', () => {
@@ -84,8 +140,8 @@ test('formatValues gives one value as it is and several as mean ± sample standa
 
 test('the figures the report shows exist and decode as PNG images', async () => {
   const images = [...report.matchAll(/!\[[^\]]*\]\(([^)]+)\)/g)].map((m) => m[1]!);
-  assert.ok(images.length >= 10, `only ${images.length} images in report.md`);
-  for (const kind of ['samples-plain-ode', 'samples-reals-sde', 'reconstructions-plain', 'curves-vae-reconstruction', 'curves-sit']) {
+  assert.ok(images.length >= 20, `only ${images.length} images in report.md`);
+  for (const kind of ['curves-fid', 'curves-sit', 'curves-vae-reconstruction', 'curves-vae-alignment', 'samples-control-ode', 'samples-pretrained-sde', 'reconstructions-reals-finetune-ssl-w0p5']) {
     assert.ok(images.some((src) => src.includes(kind)), `no ${kind} figure`);
   }
   for (const src of images) {
@@ -120,13 +176,42 @@ test('the reproduce section lists reals commands that exist and whose flags pars
     const flags = parseFlags<Record<string, unknown>>(command, words);
     assert.ok(Object.keys(flags).length > 0, line);
   }
-  assert.deepEqual([...names].sort(), ['align convert', 'align train', 'heads train-linear', 'sample ode', 'sample sde', 'sit train']);
-  // The step table gives every step a time.
+  assert.deepEqual([...names].sort(), ['align convert', 'align train', 'heads train-linear', 'sample ode', 'sample sde', 'sit train', 'teacher train']);
   for (const step of result.steps) assert.ok(report.includes(`| ${step.name} | ${step.seconds.toFixed(1)} s |`), step.name);
+  assert.ok(code.includes(`# this whole run: reals demo --profile test --seeds 0,1 --teacher ssl,supervised --protocol finetune,scratch --align-weight 0.5 --out ${out}`));
+});
+
+test('demo merge joins runs of other seeds and refuses a latent space whose numbers differ', async () => {
+  const work = mkdtempSync(join(tmpdir(), 'reals-demo-merge-'));
+  try {
+    // A copy of the run that claims to be seeds 5 and 6: merged with the run, four seeds.
+    const copy = join(work, 'copy');
+    cpSync(out, copy, { recursive: true });
+    const moved = JSON.parse(readFileSync(join(copy, 'metrics.json'), 'utf8')) as DemoResult;
+    moved.profile.seeds = [5, 6];
+    moved.runs = { 5: moved.runs['0']!, 6: moved.runs['1']! };
+    for (const [from, to] of [[0, 5], [1, 6]]) cpSync(join(copy, `seed-${from}`), join(copy, `seed-${to}`), { recursive: true });
+    writeFileSync(join(copy, 'metrics.json'), JSON.stringify(moved));
+    const merged = await mergeDemoRuns([out, copy], join(work, 'merged'));
+    assert.deepEqual(merged.profile.seeds, [0, 1, 5, 6]);
+    assert.deepEqual(merged.spaces.map((s) => s.id), result.spaces.map((s) => s.id));
+    checkTables(join(work, 'merged'), readFileSync(join(work, 'merged', 'report.md'), 'utf8'), merged);
+    // The same seed with another number is refused, naming it.
+    const changed = JSON.parse(readFileSync(join(copy, 'metrics.json'), 'utf8')) as DemoResult;
+    changed.runs = { 0: changed.runs['5']! };
+    changed.runs['0']!.control!.reconstruction.mse += 1;
+    changed.profile.seeds = [0];
+    writeFileSync(join(copy, 'metrics.json'), JSON.stringify(changed));
+    await assert.rejects(mergeDemoRuns([out, copy], join(work, 'bad')), /seed-0\/control has other numbers/);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test('a command line with a bad flag does not parse', () => {
   const program = buildProgram();
   const train = program.commands.find((c) => c.name() === 'align')!.commands.find((c) => c.name() === 'train')!;
   assert.throws(() => parseFlags(train, ['--data-path', 'fashion-mnist', '--dino-ckpt', 'x', '--max-steps', 'many']), /max-steps/);
+  const demo = program.commands.find((c) => c.name() === 'demo')!;
+  assert.throws(() => parseFlags(demo, ['--teacher', 'ssl,dino']), /--teacher.*expected one of ssl, supervised, got 'dino'/);
 });

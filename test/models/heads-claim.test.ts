@@ -14,7 +14,7 @@ import { alignTrainCommand, alignConvertCommand, runAlignTrain, runAlignConvert,
 import { headsCommand, runTrainLinear, type TrainLinearOptions } from '../../src/cli/heads.js';
 import {
   DEMO_PROFILES, onlyRunDir, parseFlags, subcommand, trainLinearWords, trainTeacher, vaeConvertWords, vaeTrainWords, writeVaeConfig,
-  type DemoProfile, type Variant,
+  type DemoProfile,
 } from '../../src/demo/index.js';
 
 // Measured with this configuration (1 torch thread, ~60 s each on a loaded 2-core machine), held-out
@@ -44,20 +44,20 @@ test('a linear head on aligned latents beats the same head on plain latents (Fas
       const words = trainLinearWords({ vaePath, out: join(vaePath, `head-${features}.safetensors`), features, ...HEAD, seed: SEED, dataPath: 'fashion-mnist-test' });
       return (await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), words.slice(2)))).mIoU;
     };
-    const vaePaths = {} as Record<Variant, string>;
-    for (const variant of ['plain', 'reals'] as const) {
+    const vaePaths: Record<string, string> = {};
+    for (const [variant, alignWeight] of [['plain', 0], ['reals', 0.5]] as const) {
       const dir = join(out, variant);
       mkdirSync(dir, { recursive: true });
-      const trainWords = vaeTrainWords({ variant, vae: VAE, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed: SEED });
+      const trainWords = vaeTrainWords({ alignWeight, startFrom: null, profile: { vae: VAE, finetune: DEMO_PROFILES.quick.finetune }, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed: SEED });
       const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
       await runAlignTrain(flags, { ...flags });
       vaePaths[variant] = join(dir, 'vae-diffusers');
       const convertWords = vaeConvertWords(onlyRunDir(join(dir, 'vae')), vaePaths[variant], 64, SEED);
       await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), quiet);
     }
-    const plain = await head(vaePaths.plain, 'latent');
-    const aligned = await head(vaePaths.reals, 'latent');
-    const mlp = await head(vaePaths.reals, 'mlp');
+    const plain = await head(vaePaths.plain!, 'latent');
+    const aligned = await head(vaePaths.reals!, 'latent');
+    const mlp = await head(vaePaths.reals!, 'mlp');
     console.log(`heads-claim seed ${SEED}: teacher accuracy ${teacher.testAccuracy.toFixed(3)}; held-out test mIoU: plain latents ${plain.toFixed(3)}, ` +
       `aligned latents ${aligned.toFixed(3)}, aligned MLP features ${mlp.toFixed(3)}`);
     assert.ok(aligned > plain + MARGIN, `head mIoU on aligned latents ${aligned.toFixed(3)} does not beat plain latents ${plain.toFixed(3)} by ${MARGIN}`);

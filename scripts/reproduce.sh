@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The reproduction study of docs/reproduction.md: for each seed and teacher, one `reals demo` run of
+# the quick profile with both protocols and both alignment weights (a pretrained VAE, its control,
+# and four ReaLS VAEs, each with a SiT scored at 25%, 50% and 100% of its steps), two runs at a time
+# (one per core), then one merged report over all of them. A run whose metrics.json exists is kept.
+#   bash scripts/reproduce.sh [OUT [TEACHERS [SEEDS]]]    defaults: study, "ssl supervised", "0 1 2"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-study}
+teachers=${2:-ssl supervised}
+seeds=${3:-0 1 2}
+mkdir -p "$out/runs" "$out/logs"
+export OPENBLAS_NUM_THREADS=1 REALS_STUDY_OUT="$out"
+for seed in $seeds; do for teacher in $teachers; do echo "$teacher $seed"; done; done |
+  xargs -P 2 -L 1 bash -c '
+    run="$REALS_STUDY_OUT/runs/$0-seed$1"
+    [ -f "$run/metrics.json" ] && exit 0
+    node bin/reals.js demo --profile quick --seeds "$1" --teacher "$0" --protocol finetune,scratch --align-weight 0.25,1 \
+      --out "$run" > "$REALS_STUDY_OUT/logs/$0-seed$1.log" 2>&1'
+node bin/reals.js demo merge "$out"/runs/* --out "$out"
