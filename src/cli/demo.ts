@@ -28,6 +28,7 @@ function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
 
 export function demoCommand(): Command {
   const demo = new Command('demo')
+    .enablePositionalOptions()
     .description('train teachers, a pretrained VAE, its fine-tuned control and ReaLS VAEs, a SiT on each; sample, score and report, on Fashion-MNIST (no downloads)')
     .addOption(new Option('--profile <p>', 'quick: under 15 minutes on 2 cores; full: longer, 3 seeds; test: seconds, for the test suite')
       .choices(Object.keys(DEMO_PROFILES)).default('quick'))

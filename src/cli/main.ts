@@ -38,6 +38,8 @@ export function buildProgram(): Command {
   const program = new Command('reals')
     .description('ReaLS: representation-aligned latent space, on libtorch')
     .showHelpAfterError()
+    // Options after a subcommand belong to it (`reals demo merge ... --out` is merge's, not demo's).
+    .enablePositionalOptions()
     .configureHelp({ showGlobalOptions: true });
   program.addCommand(demoCommand());
   program.addCommand(envCommand());

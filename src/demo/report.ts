@@ -98,15 +98,16 @@ export function headlineSentence(result: DemoResult): string {
     return { name: i === 0 ? 'ODE' : 'SDE', mine, theirs, comparison: compare(mine, theirs, 'lower') };
   });
   const seeds = result.profile.seeds.length;
-  const wins = parts.filter((p) => p.comparison.better).length;
-  const verdict = wins === 2 ? 'beat' : wins === 0 ? 'did not beat' : 'beat on one sampler but not the other';
+  const winners = parts.filter((p) => p.comparison.better);
+  const them = `the ${baseline.id === 'control' ? 'control' : baseline.label} on FID`;
+  const verdict = winners.length === 2 ? `beat ${them}` : winners.length === 0 ? `did not beat ${them}` : `beat ${them} with the ${winners[0]!.name} sampler only`;
   const numbers = parts.map((p) => `${formatValues(p.mine, 2)} vs ${formatValues(p.theirs, 2)} (${p.name})`).join(' and ');
   const spread = seeds < 2
     ? 'with one seed there is no spread to judge the difference by (the full profile runs three)'
     : parts[0]!.comparison.beyondSpread === parts[1]!.comparison.beyondSpread
       ? `both differences are ${parts[0]!.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread (${seeds} seeds)`
       : parts.map((p) => `the ${p.name} difference is ${p.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread`).join(', ') + ` (${seeds} seeds)`;
-  return `**At equal SiT steps (${result.profile.sit.steps.toLocaleString('en-US')}), ${space.label} ${verdict} the ${baseline.id === 'control' ? 'control' : baseline.label} on FID: ` +
+  return `**At equal SiT steps (${result.profile.sit.steps.toLocaleString('en-US')}), ${space.label} ${verdict}: ` +
     `${numbers}; ${spread}.**`;
 }
 

@@ -8,7 +8,11 @@ export interface DemoProfile {
   /** The supervised stand-in teacher (the ablation's). */
   teacher: { steps: number; batchSize: number; lr: number; embedDim: number; depth: number; numHeads: number };
   /** The self-supervised teacher (`reals teacher train`), of the same architecture. */
-  sslTeacher: { steps: number; batchSize: number; lr: number; localCrops: number };
+  sslTeacher: {
+    steps: number; batchSize: number; lr: number; localCrops: number;
+    /** teacher.teacher_temp and teacher.warmup_teacher_temp, and the teacher's starting EMA momentum (docs/reproduction.md says why). */
+    teacherTemp: number; warmupTeacherTemp: number; momentumTeacher: number;
+  };
   classifier: { steps: number; batchSize: number; lr: number };
   /** Stage 1: the plain VAE trained from scratch (the stand-in for the pretrained SD-VAE); also each from-scratch ReaLS VAE. */
   vae: { steps: number; batchSize: number; lr: number; blockOutChannels: number[] };

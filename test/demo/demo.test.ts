@@ -125,8 +125,9 @@ test('the report opens with whether ReaLS beat the control on FID at equal SiT s
   const fid = (space: string, label: string) => result.profile.seeds.map((seed) => fileValue(out, seed, space, rows.find((r) => r.label === label)!)!);
   const odeLabel = rows.find((r) => r.label.startsWith('ODE samples: FID') && r.label.endsWith('(final)'))!.label;
   const [ode, sde] = [odeLabel, 'SDE samples: FID (final)'].map((label) => compare(fid('reals-finetune-ssl-w0p5', label), fid('control', label), 'lower'));
-  const verdict = ode!.better && sde!.better ? 'beat' : !ode!.better && !sde!.better ? 'did not beat' : 'beat on one sampler but not the other';
-  assert.ok(firstParagraph.includes(`ReaLS (fine-tuned, self-supervised teacher, weight 0.5) ${verdict} the control on FID`), firstParagraph);
+  const verdict = ode!.better && sde!.better ? 'beat the control on FID:' : !ode!.better && !sde!.better ? 'did not beat the control on FID:'
+    : `beat the control on FID with the ${ode!.better ? 'ODE' : 'SDE'} sampler only:`;
+  assert.ok(firstParagraph.includes(`ReaLS (fine-tuned, self-supervised teacher, weight 0.5) ${verdict}`), firstParagraph);
   const where = (c: typeof ode) => (c!.beyondSpread ? 'beyond' : 'within');
   assert.ok(firstParagraph.includes(where(ode) === where(sde) ? `both differences are ${where(ode)} the seed spread (2 seeds)`
     : `the ODE difference is ${where(ode)} the seed spread, the SDE difference is ${where(sde)} the seed spread (2 seeds)`), firstParagraph);
@@ -206,6 +207,14 @@ test('demo merge joins runs of other seeds and refuses a latent space whose numb
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+});
+
+test('reals demo merge takes its own --out after the run folders', async () => {
+  const program = buildProgram();
+  const merge = program.commands.find((c) => c.name() === 'demo')!.commands.find((c) => c.name() === 'merge')!;
+  merge.exitOverride();
+  const missing = join(out, 'no-such-run');
+  await assert.rejects(program.parseAsync(['node', 'reals', 'demo', 'merge', missing, '--out', join(out, 'merged')]), new RegExp(`${missing}: no metrics.json`));
 });
 
 test('a command line with a bad flag does not parse', () => {
