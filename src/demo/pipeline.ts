@@ -96,7 +96,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
 export type ProfileName = keyof typeof DEMO_PROFILES;
 
 /** The demo's default latent spaces: pretrained, control, and one ReaLS VAE (docs/reproduction.md says why these). */
-export const DEFAULT_CELLS: DemoCells = { teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.5] };
+export const DEFAULT_CELLS: DemoCells = { teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.25] };
 
 // --- running the CLI's commands in process -----------------------------------------------------------
 

@@ -185,7 +185,7 @@ async function drawCurves(result: DemoResult): Promise<{ src: string; alt: strin
   const reals = spaces.filter((s) => s.role === 'reals');
   const figures: { file: string; alt: string; series: PlotSeries[]; logY: boolean }[] = [
     {
-      file: 'curves-fid.png', logY: false,
+      file: 'curves-fid.png', logY: true,
       alt: `FID of ODE samples against SiT training steps, one curve per latent space (mean over ${result.profile.seeds.length} seed(s))`,
       series: spaces.map((space) => ({
         name: space.id,

@@ -76,7 +76,7 @@ export interface PlotOptions { title?: string; logY?: boolean; width?: number; h
 
 // matplotlib's tab10 colours, so curves look the way users know them.
 export const PLOT_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-const MARGIN = { left: 70, right: 170, top: 40, bottom: 45 };
+const MARGIN = { left: 70, top: 40, bottom: 45 };
 
 /** Tick positions covering [low, high] at a 1-2-5 step, and the axis bounds they round it to. */
 function linearTicks(low: number, high: number): { ticks: number[]; low: number; high: number } {
@@ -98,7 +98,9 @@ function escapeXml(text: string): string {
 
 /** Writes a line chart of `series` as a PNG (one colour per series, legend on the right). */
 export async function savePlot(path: string, series: PlotSeries[], options: PlotOptions = {}): Promise<void> {
-  const { title = '', logY = false, width = 800, height = 450 } = options;
+  // The legend's column is as wide as its longest name (about 7 px a character at 12 px), the plot keeps 630 px.
+  const legendWidth = Math.max(170, 50 + 7 * Math.max(...series.map((s) => s.name.length)));
+  const { title = '', logY = false, width = 630 + legendWidth, height = 450 } = options;
   const points = series.flatMap((s) => s.points);
   if (points.length === 0) throw new Error(`savePlot(${path}): no points to plot`);
   for (const s of series) {
@@ -121,7 +123,7 @@ export async function savePlot(path: string, series: PlotSeries[], options: Plot
     y = linearTicks(Math.min(...ys), Math.max(...ys));
   }
 
-  const plotWidth = width - MARGIN.left - MARGIN.right;
+  const plotWidth = width - MARGIN.left - legendWidth;
   const plotHeight = height - MARGIN.top - MARGIN.bottom;
   const px = (v: number) => (MARGIN.left + ((v - x.low) / (x.high - x.low)) * plotWidth).toFixed(2);
   const py = (v: number) => (MARGIN.top + plotHeight - ((v - y.low) / (y.high - y.low)) * plotHeight).toFixed(2);
