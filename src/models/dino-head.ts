@@ -9,8 +9,9 @@
 // - the last layer's weight norm is computed here (reals has no torch.nn.utils.weight_norm):
 //   weight = weight_v * weight_g / ||weight_v|| per output row, with weight_g of shape [K, 1] as
 //   PyTorch's weight_norm(dim=0) keeps it;
-// - weight_g stays at 1 and is not trained (DINO's norm_last_layer=True). DINOv2 fills it with 1
-//   too but leaves it trainable; a fixed norm keeps the prototypes on the unit sphere.
+// - weight_g stays at 1 and is not trained by default (DINO's norm_last_layer=True). DINOv2 fills
+//   it with 1 too but leaves it trainable (normLastLayer: false); a fixed norm keeps the prototypes
+//   on the unit sphere.
 // - centering only ("centering" in DINOv2's train.centering); Sinkhorn-Knopp is not implemented.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
@@ -29,6 +30,8 @@ export interface DINOHeadConfig {
   bottleneckDim: number;
   /** head_nlayers: Linear layers of the MLP, GELU between them (DINOv2: 3). */
   nlayers: number;
+  /** DINO's norm_last_layer: weight_g fixed at 1 (default true); false trains it, as DINOv2 does. */
+  normLastLayer?: boolean;
 }
 
 /** Linear without bias whose weight is weight_v with each row rescaled to norm weight_g. */
@@ -81,7 +84,7 @@ export class DINOHead extends nn.Module {
     });
     this.lastLayer = this.addModule('last_layer', new WeightNormLinear(bottleneckDim, outDim));
     torch.noGrad(() => this.lastLayer.weightG.fill_(1));
-    this.lastLayer.weightG.requiresGrad_(false);
+    if (config.normLastLayer ?? true) this.lastLayer.weightG.requiresGrad_(false);
   }
 
   /** [..., inDim] tokens to [..., outDim] prototype scores (logits). */

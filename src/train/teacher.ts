@@ -57,6 +57,8 @@ export interface SelfSupervisedSettings extends MultiCropOptions, MaskOptions {
   headBottleneckDim: number;
   /** dino.head_nlayers (3). */
   headNlayers: number;
+  /** DINO's norm_last_layer: the heads' last-layer norms weight_g fixed at 1 (default true); false trains them, as DINOv2. */
+  normLastLayer: boolean;
   /** ibot.separate_head: an iBOT head of its own (default true), or the DINO head for patches too. */
   ibotSeparateHead: boolean;
   /** dino.loss_weight (1), ibot.loss_weight (1), dino.koleo_loss_weight (0.1). */
@@ -95,7 +97,7 @@ export interface SelfSupervisedSettings extends MultiCropOptions, MaskOptions {
 export const SELF_SUPERVISED_DEFAULTS: SelfSupervisedSettings = {
   globalCropsSize: 32, globalCropsScale: [0.32, 1.0], localCropsNumber: 6, localCropsSize: 16, localCropsScale: [0.05, 0.32],
   maskRatioMinMax: [0.1, 0.5], maskSampleProbability: 0.5,
-  headNPrototypes: 1024, headHiddenDim: 256, headBottleneckDim: 64, headNlayers: 3, ibotSeparateHead: true,
+  headNPrototypes: 1024, headHiddenDim: 256, headBottleneckDim: 64, headNlayers: 3, normLastLayer: true, ibotSeparateHead: true,
   dinoLossWeight: 1, ibotLossWeight: 1, koleoLossWeight: 0.1, studentTemp: 0.1, centerMomentum: 0.9,
   teacherTemp: 0.07, warmupTeacherTemp: 0.04, momentumTeacher: 0.992, finalMomentumTeacher: 1,
   weightDecay: 0.04, weightDecayEnd: 0.4, minLr: 1e-6, clipGrad: 3.0, layerwiseDecay: 0.9, patchEmbedLrMult: 0.2,
@@ -306,6 +308,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
 
   const dinoHeadConfig: DINOHeadConfig = {
     inDim: config.embedDim, outDim: s.headNPrototypes, hiddenDim: s.headHiddenDim, bottleneckDim: s.headBottleneckDim, nlayers: s.headNlayers,
+    normLastLayer: s.normLastLayer,
   };
   const ibotHeadConfig = s.ibotSeparateHead ? dinoHeadConfig : null;
   const teacherConfig = { backbone: config, dino_head: dinoHeadConfig, ibot_head: ibotHeadConfig };
