@@ -41,7 +41,8 @@ static Group* unwrapGroup(napi_env env, napi_value value) {
   return group;
 }
 
-// newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs) -> group handle
+// newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs) -> group handle:
+// the rendezvous (the TCPStore) waits up to rendezvousTimeoutMs for the other ranks, each collective timeoutMs.
 static napi_value NewGroup(napi_env env, napi_callback_info info) {
   return guarded(env, "initProcessGroup", [&] {
     Args args(env, info);
@@ -51,12 +52,13 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
     int rank = static_cast<int>(getInt64(env, args[3], "initProcessGroup(rank)"));
     int worldSize = static_cast<int>(getInt64(env, args[4], "initProcessGroup(worldSize)"));
     std::chrono::milliseconds timeout(getInt64(env, args[5], "initProcessGroup(timeoutMs)"));
+    std::chrono::milliseconds rendezvousTimeout(getInt64(env, args[6], "initProcessGroup(rendezvousTimeoutMs)"));
     c10d::TCPStoreOptions options;
     options.port = port;
     options.isServer = rank == 0;
     options.numWorkers = worldSize;
     options.waitWorkers = true;
-    options.timeout = timeout;
+    options.timeout = rendezvousTimeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(addr, options);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("reals/" + backend, store);
     auto group = std::make_unique<Group>();

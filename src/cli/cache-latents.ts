@@ -34,7 +34,9 @@ export function cacheLatentsCommand(): Command {
       const vae = loadVae(flags.vaePath);
       const dataset = loadImageDataset(flags.dataPath, flags.imageSize, vae.config.inChannels);
       const worldSize = torch.distributed.launchedWorldSize();
-      if (worldSize > 1) torch.distributed.initProcessGroup();
+      // Ranks that finish their shards wait in a barrier for the others' last ones (on a resumed
+      // cache, all of another rank's remaining shards): PyTorch's 30 minutes, not the 5 of training.
+      if (worldSize > 1) torch.distributed.initProcessGroup({ timeoutMs: process.env.REALS_DIST_TIMEOUT_S ? torch.distributed.defaultTimeoutMs() : 30 * 60 * 1000 });
       try {
         await cacheLatents({
           dataset, vae, vaePath: flags.vaePath, out: flags.out, flip: flags.flip, batchSize: flags.batchSize,

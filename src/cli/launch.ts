@@ -155,7 +155,9 @@ WORLD_SIZE = nnodes * nproc-per-node, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR 
 The command after \`--\` runs as \`reals <command...>\` unless its first word is \`node\` or contains a
 \`/\`; then it runs as given. With several ranks each output line is prefixed with [rank R].
 When a rank fails, the others get SIGTERM and, 5 s later, SIGKILL; launch exits with the failing
-rank's code (128 + signal number for a rank killed by a signal).
+rank's code (128 + signal number for a rank killed by a signal). A collective that waits longer
+than 5 minutes for a peer (REALS_DIST_TIMEOUT_S seconds when set) fails, naming the rank and the
+training step.
 
 Examples:
   reals launch --nproc-per-node 4 -- sit train --data-path data/ --global-batch-size 256

@@ -56,6 +56,11 @@ export interface Batch {
   labels: torch.Tensor;
   /** The dataset index of each item. */
   indices: number[];
+  /**
+   * The batch's number in its epoch, counting the batches left out: resuming at batchIndex + 1
+   * reads what an uninterrupted run reads next.
+   */
+  batchIndex: number;
 }
 
 /** Time spent, in milliseconds: the consumer waiting for batches, and decoding (summed over workers). */
@@ -125,7 +130,10 @@ export class DataLoader implements AsyncIterable<Batch> {
     const pending: Promise<Batch | null>[] = [];
     let next = 0;
     const fill = (): void => {
-      while (next < batches.length && pending.length < this.prefetch) pending.push(this.load(epoch, batches[next++]!));
+      while (next < batches.length && pending.length < this.prefetch) {
+        pending.push(this.load(epoch, batches[next]!, startBatch + next));
+        next++;
+      }
     };
     try {
       fill();
@@ -152,7 +160,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     await pool?.close();
   }
 
-  private async load(epoch: number, indices: number[]): Promise<Batch | null> {
+  private async load(epoch: number, indices: number[], batchIndex: number): Promise<Batch | null> {
     const [c, h, w] = this.itemShape;
     const itemSize = c * h * w;
     const flips = indices.map((index) => this.randomFlip && flipFor(this.sampler.seed, epoch, index));
@@ -182,7 +190,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.freeBuffers.push(buffer);
     if (images === null) return null;
     const labels = torch.tensor(BigInt64Array.from(kept, (index) => BigInt(dataset.label(index))));
-    return { images, labels, indices: kept };
+    return { images, labels, indices: kept, batchIndex };
   }
 
   /** Decodes one file into the batch buffer; false (with a warning naming the file) when it cannot be read. */

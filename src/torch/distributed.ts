@@ -9,14 +9,54 @@ import { cuda } from './cuda.js';
 export type Backend = 'gloo' | 'nccl';
 export type ReduceOp = 'sum' | 'avg' | 'product' | 'max' | 'min';
 
-/** 30 minutes, PyTorch's default_pg_timeout. */
-export const DEFAULT_TIMEOUT_MS = 30 * 60 * 1000;
+/**
+ * 5 minutes, where PyTorch's default_pg_timeout is 30: a rank that stops answering (a stalled
+ * data shard, a wedged peer) then fails the run within minutes. A training step, a checkpoint
+ * save or a rendezvous of ranks started together takes far less; REALS_DIST_TIMEOUT_S sets
+ * another default, options.timeoutMs one group's.
+ */
+export const DEFAULT_TIMEOUT_MS = 5 * 60 * 1000;
+
+/** The default collective timeout: REALS_DIST_TIMEOUT_S (seconds) when set, else DEFAULT_TIMEOUT_MS. */
+export function defaultTimeoutMs(): number {
+  const raw = process.env.REALS_DIST_TIMEOUT_S;
+  if (raw === undefined || raw === '') return DEFAULT_TIMEOUT_MS;
+  const seconds = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!(seconds >= 0.001 && seconds <= 7 * 24 * 3600)) {
+    throw new Error(`environment variable REALS_DIST_TIMEOUT_S must be a number of seconds in [0.001, 604800], got '${raw}'`);
+  }
+  return Math.round(seconds * 1000);
+}
+
+/**
+ * A collective that failed: timed out, or a peer's connection closed. It names the operation and
+ * this rank; `at(where)` adds what the process was doing (a trainer's step), which the
+ * collective cannot know.
+ */
+export class CollectiveError extends Error {
+  constructor(
+    readonly op: string, readonly rank: number, readonly worldSize: number, readonly timeoutMs: number,
+    readonly reason: string, readonly where: string | null = null,
+  ) {
+    const peer = /timed out|timeout|closed|reset|refused|broken pipe/i.test(reason) ? '; another rank stalled, died or is in another collective' : '';
+    super(`distributed.${op} on rank ${rank} of ${worldSize}${where === null ? '' : ` at ${where}`} failed ` +
+      `(timeout ${timeoutMs / 1000} s${peer}): ${reason}`);
+    this.name = 'CollectiveError';
+  }
+
+  /** The same error, saying where this rank was (e.g. `step 7 (epoch 1)`); an error that already says so is kept. */
+  at(where: string): CollectiveError {
+    return this.where !== null ? this : new CollectiveError(this.op, this.rank, this.worldSize, this.timeoutMs, this.reason, where);
+  }
+}
 
 export interface InitOptions {
   /** 'nccl' when CUDA is available, else 'gloo'. */
   backend?: Backend;
-  /** Limit for the rendezvous and for each collective; default 30 minutes. */
+  /** Limit for each collective; default defaultTimeoutMs() (5 minutes). */
   timeoutMs?: number;
+  /** How long the rendezvous waits for every rank to start; default the larger of timeoutMs and 5 minutes. */
+  rendezvousTimeoutMs?: number;
   /** Default: the RANK environment variable. */
   rank?: number;
   /** Default: WORLD_SIZE. */
@@ -35,6 +75,7 @@ interface ProcessGroup {
   rank: number;
   worldSize: number;
   localRank: number;
+  timeoutMs: number;
 }
 
 let current: ProcessGroup | null = null;
@@ -81,8 +122,12 @@ export function launchedWorldSize(): number {
 export function initProcessGroup(options: InitOptions = {}): void {
   if (current !== null) throw new Error('initProcessGroup: the default process group is already initialized; call destroyProcessGroup() first');
   const backend = options.backend ?? (cuda.isAvailable() ? 'nccl' : 'gloo');
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs();
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new Error(`initProcessGroup: options.timeoutMs must be a positive integer, got ${timeoutMs}`);
+  const rendezvousTimeoutMs = options.rendezvousTimeoutMs ?? Math.max(timeoutMs, DEFAULT_TIMEOUT_MS);
+  if (!Number.isInteger(rendezvousTimeoutMs) || rendezvousTimeoutMs <= 0) {
+    throw new Error(`initProcessGroup: options.rendezvousTimeoutMs must be a positive integer, got ${rendezvousTimeoutMs}`);
+  }
   const worldSize = integer(options.worldSize, 'WORLD_SIZE', 'worldSize', 1);
   const rank = integer(options.rank, 'RANK', 'rank', 0, worldSize - 1);
   const localRank = integer(options.localRank, 'LOCAL_RANK', 'localRank', 0, rank);
@@ -90,15 +135,15 @@ export function initProcessGroup(options: InitOptions = {}): void {
   const masterPort = integer(options.masterPort, 'MASTER_PORT', 'masterPort', 1, 65535);
   let handle: GroupHandle;
   try {
-    handle = native.newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs);
+    handle = native.newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs);
   } catch (error) {
     const reason = (error as Error).message.replace(/^initProcessGroup: /, '');
     throw new Error(
       `initProcessGroup: rank ${rank} of ${worldSize} could not join the ${backend} group at ${masterAddr}:${masterPort} ` +
-        `(timeout ${timeoutMs} ms): ${reason}`,
+        `(rendezvous timeout ${rendezvousTimeoutMs} ms): ${reason}`,
     );
   }
-  current = { handle, backend, rank, worldSize, localRank };
+  current = { handle, backend, rank, worldSize, localRank, timeoutMs };
 }
 
 function group(what: string): ProcessGroup {
@@ -113,6 +158,16 @@ export function getWorldSize(): number { return group('getWorldSize').worldSize;
 /** This process's index on its node (LOCAL_RANK): the CUDA device it should use. */
 export function getLocalRank(): number { return group('getLocalRank').localRank; }
 
+/** Runs a native collective, its failure a CollectiveError naming the operation and this rank. */
+function collective(g: ProcessGroup, op: string, run: () => void): void {
+  try {
+    run();
+  } catch (error) {
+    const reason = (error as Error).message.replace(new RegExp(`^${op}: `), '');
+    throw new CollectiveError(op, g.rank, g.worldSize, g.timeoutMs, reason);
+  }
+}
+
 function checkRank(what: string, rank: number, worldSize: number): void {
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new RangeError(`distributed.${what}: rank ${rank} is not in [0, ${worldSize})`);
 }
@@ -123,7 +178,7 @@ function checkRank(what: string, rank: number, worldSize: number): void {
  */
 export function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): void {
   const g = group('allReduce');
-  native.allReduce(g.handle, [tensor._handle], op === 'avg' ? 'sum' : op);
+  collective(g, 'allReduce', () => native.allReduce(g.handle, [tensor._handle], op === 'avg' ? 'sum' : op));
   if (op === 'avg') tensor.div_(g.worldSize);
 }
 
@@ -131,7 +186,7 @@ export function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): void {
 export function broadcast(tensor: Tensor, src: number): void {
   const g = group('broadcast');
   checkRank('broadcast(src)', src, g.worldSize);
-  native.broadcast(g.handle, [tensor._handle], src);
+  collective(g, 'broadcast', () => native.broadcast(g.handle, [tensor._handle], src));
 }
 
 /** dist.all_gather: `outputs[r]` receives rank r's `input` (one output per rank, same shape). */
@@ -140,12 +195,13 @@ export function allGather(outputs: Tensor[], input: Tensor): void {
   if (outputs.length !== g.worldSize) {
     throw new Error(`distributed.allGather: expected ${g.worldSize} output tensors (one per rank), got ${outputs.length}`);
   }
-  native.allGather(g.handle, outputs.map((t) => t._handle), input._handle);
+  collective(g, 'allGather', () => native.allGather(g.handle, outputs.map((t) => t._handle), input._handle));
 }
 
 /** dist.barrier: returns once every rank has called it. */
 export function barrier(): void {
-  native.barrier(group('barrier').handle);
+  const g = group('barrier');
+  collective(g, 'barrier', () => native.barrier(g.handle));
 }
 
 /** dist.destroy_process_group: leaves the default group; initProcessGroup may be called again. */

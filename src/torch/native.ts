@@ -62,7 +62,7 @@ export interface Native {
   hasOp(name: string, overload: string): boolean;
   opReturns(id: number): ('Tensor' | 'Tensor[]' | 'value')[];
   callOp(id: number, ...args: unknown[]): unknown;
-  newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number): GroupHandle;
+  newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
   broadcast(group: GroupHandle, tensors: Handle[], src: number): void;
   allGather(group: GroupHandle, outputs: Handle[], input: Handle): void;

@@ -33,11 +33,11 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
-import { processContext, openRunOutputs, lockstep } from './context.js';
+import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { makeGrid } from './images.js';
 
@@ -50,8 +50,11 @@ export interface BatchSource {
   readonly batchSize: number;
   /** Batches per epoch on this rank. */
   readonly length: number;
-  /** The batches of `epoch` from batch `startBatch` on, as an uninterrupted run reads them from there. */
-  iterate(epoch: number, startBatch: number): AsyncIterable<{ images: Tensor }>;
+  /**
+   * The batches of `epoch` from batch `startBatch` on, as an uninterrupted run reads them from
+   * there, each with its number in the epoch (counting any batch left out, as DataLoader's).
+   */
+  iterate(epoch: number, startBatch: number): AsyncIterable<{ images: Tensor; batchIndex: number }>;
 }
 
 export interface AlignLossWeights {
@@ -192,13 +195,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const position = restore(checkpoint, { model, ema, opt, discriminator, optDisc });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
-      return position;
+      return { ...position, batch: resumeBatch(checkpoint, position.batch, { distributed, rank, worldSize, device }) };
     }));
   } else {
     emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, options.runName ?? 'align').path : '';
   }
-  if (batch >= data.length) [epoch, batch] = [epoch + 1, 0];
 
   const { checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
     keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
@@ -267,7 +269,14 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   let savedStep = -1;
   /** Writes a checkpoint holding every rank's RNG states (rank 0 writes it); all ranks call it. */
   const save = (): void => {
-    const rng = trainingRngMetadata({ distributed, rank, worldSize, device });
+    let rng: ReturnType<typeof trainingRngMetadata>;
+    let position: ReturnType<typeof batchPositionMetadata>;
+    try {
+      rng = trainingRngMetadata({ distributed, rank, worldSize, device });
+      position = batchPositionMetadata(batch, { distributed, rank, worldSize, device });
+    } catch (error) {
+      throw collectiveAt(error, `the checkpoint of step ${step}`);
+    }
     savedStep = step;
     if (rank !== 0) return;
     const saved = optimizerToCheckpoint(opt);
@@ -275,19 +284,21 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
-        step, epoch, batch, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+        step, epoch, ...position, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
         vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });
   };
 
+  // A position at or past an epoch's end needs no rollover: that epoch yields nothing and the loop
+  // moves on, on every rank together (lockstep), whatever position each rank resumed at.
   let fixedImages: Tensor | null = null;
   const sums = new Map<string, number>();
   let sinceLog = 0;
   try {
     training: for (; epoch < options.maxEpoch && step < maxSteps; epoch++, batch = 0) {
       const discard = (b: { images: Tensor }): void => b.images.dispose();
-      for await (const { images } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
+      for await (const { images, batchIndex } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
         if (fixedImages === null && rank === 0) fixedImages = torch.keep(images.slice(0, 0, 8).clone());
         const lossTensor = trainStep(images);
         const values = Array.from(lossTensor.toArray() as Float32Array);
@@ -303,7 +314,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         }
         emaUpdater.update();
         step++;
-        batch++;
+        // Where to resume: the next batch of the epoch, counting those the loader left out.
+        batch = batchIndex + 1;
         if (rank === 0) {
           for (const [name, value] of Object.entries(losses)) sums.set(name, (sums.get(name) ?? 0) + value);
           sinceLog++;
@@ -322,6 +334,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       }
     }
     if (savedStep !== step) save();
+  } catch (error) {
+    throw collectiveAt(error, `step ${step + 1} (epoch ${epoch})`);
   } finally {
     progress?.stop();
     metrics?.close();

@@ -28,6 +28,8 @@ const metadataSchema = z.looseObject({
   cuda_rng_ranks: z.array(z.string()).optional(),
   /** The optimizer's param_groups and non-tensor state (see optimizerToCheckpoint). */
   optimizer: z.unknown().optional(),
+  /** Every rank's next batch in the epoch (batchPositionMetadata), rank 0's first. */
+  batch_ranks: z.array(z.number().int().nonnegative()).optional(),
 });
 export type CheckpointMetadata = z.infer<typeof metadataSchema>;
 
@@ -185,6 +187,28 @@ export function restoreTrainingRng(checkpoint: Checkpoint, place: RankPlace, see
   // manualSeed seeds the CUDA generators too.
   torch.manualSeed((seed * place.worldSize + place.rank) * 1_000_003 + metadata.step);
   log(`note: ${path}: ${why}; the random draws are reseeded, so losses will not continue exactly as the uninterrupted run`);
+}
+
+/**
+ * Every rank's next batch in the epoch, as `metadata.batch` (rank 0's) and `batch_ranks`: a rank
+ * whose data left a batch out is one batch further in its shard than the others after the same
+ * steps. Every rank calls it.
+ */
+export function batchPositionMetadata(batch: number, place: RankPlace): { batch: number; batch_ranks: number[] } {
+  if (!place.distributed) return { batch, batch_ranks: [batch] };
+  const batches = torch.scope(() => {
+    const mine = torch.tensor([batch], { dtype: 'int64' }).to(place.device);
+    const all = Array.from({ length: place.worldSize }, () => torch.zerosLike(mine));
+    torch.distributed.allGather(all, mine);
+    return all.map((t) => t.item());
+  });
+  return { batch: batches[0]!, batch_ranks: batches };
+}
+
+/** This rank's next batch from a checkpoint: its own of `batch_ranks` when it has one, else `batch` (rank 0's). */
+export function resumeBatch(checkpoint: Checkpoint, batch: number, place: RankPlace): number {
+  const ranks = checkpoint.metadata.batch_ranks;
+  return ranks !== undefined && ranks.length === place.worldSize ? ranks[place.rank]! : batch;
 }
 
 /** `{tensors, metadata}` to save as `tensors.opt` and `metadata.optimizer` (or other names, for a second optimizer). */

@@ -62,6 +62,14 @@ export function openRunOutputs(runDir: string, rank: number, options: { keepLast
 }
 
 /**
+ * `error`, when a collective failed, saying where this rank was (`step 7 (epoch 1)`): a timeout
+ * then names the rank and the step, not only the operation. Other errors are returned as they are.
+ */
+export function collectiveAt(error: unknown, where: string): unknown {
+  return error instanceof dist.CollectiveError ? error.at(where) : error;
+}
+
+/**
  * The items of `source` for as long as every rank has one. Each rank reads its own shard, and one
  * whose shard ends early (a batch whose every image was unreadable is left out) would otherwise
  * enter the next collective while the others are still in a training step: the collectives pair

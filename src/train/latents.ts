@@ -382,8 +382,11 @@ export class LatentCache {
 
 // --- batch sources for the trainer ---------------------------------------------------------------
 
-/** Normalized latents and their labels, one batch of one rank. */
-export interface LatentBatch { latents: Tensor; labels: Tensor }
+/**
+ * Normalized latents and their labels, one batch of one rank, and the batch's number in its epoch
+ * (counting any batch the source left out): the trainer saves batchIndex + 1 as where to resume.
+ */
+export interface LatentBatch { latents: Tensor; labels: Tensor; batchIndex: number }
 
 /** One rank's batches, epoch by epoch, as the generator trainer reads them. */
 export interface LatentSource {
@@ -438,7 +441,7 @@ export class CachedLatents implements LatentSource {
         const mean = torch.cat(posteriors.map((p) => p.mean));
         const std = torch.cat(posteriors.map((p) => p.std));
         const latents = normalizeLatents(mean.add(std.mul(torch.randnLike(mean))), this.cache.normalization);
-        return { latents, labels: torch.tensor(BigInt64Array.from(items, (i) => BigInt(this.cache.label(i)))) };
+        return { latents, labels: torch.tensor(BigInt64Array.from(items, (i) => BigInt(this.cache.label(i)))), batchIndex: b };
       });
     }
   }
@@ -469,13 +472,17 @@ export class EncodedImages implements LatentSource {
   get length(): number { return Math.floor(this.loader.sampler.numSamples / this.loader.batchSize); }
 
   async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
-    let b = startBatch;
-    for await (const { images, labels } of this.loader.iterate(epoch, startBatch)) {
-      if (b++ >= this.length) break;
+    for await (const { images, labels, batchIndex } of this.loader.iterate(epoch, startBatch)) {
+      // By position: the loader's last, smaller batch (a batch it left out shifts no other).
+      if (batchIndex >= this.length) {
+        images.dispose();
+        labels.dispose();
+        break;
+      }
       yield torch.noGrad(() => torch.scope(() => {
         const latents = normalizeLatents(this.vae.encode(images.to(this.device)).sample(), this.normalization);
         images.dispose();
-        return { latents, labels };
+        return { latents, labels, batchIndex };
       }));
     }
   }

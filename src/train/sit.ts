@@ -28,10 +28,10 @@ import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
 } from '../diffusion/index.js';
 import {
-  loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs, lockstep } from './context.js';
+import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
 import {
@@ -153,13 +153,12 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
       const position = restore(checkpoint, spec, data.normalization, { model, ema, opt });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
-      return position;
+      return { ...position, batch: resumeBatch(checkpoint, position.batch, { distributed, rank, worldSize, device }) };
     }));
   } else {
     emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, runName(spec, transport.config)).path : '';
   }
-  if (batch >= data.length) [epoch, batch] = [epoch + 1, 0];
   log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
     `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
     `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
@@ -195,26 +194,36 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   let savedStep = -1;
   /** Writes a checkpoint (rank 0) holding every rank's RNG state; all ranks call it. */
   const save = (): void => {
-    const rng = trainingRngMetadata({ distributed, rank, worldSize, device });
+    let rng: ReturnType<typeof trainingRngMetadata>;
+    let position: ReturnType<typeof batchPositionMetadata>;
+    try {
+      rng = trainingRngMetadata({ distributed, rank, worldSize, device });
+      position = batchPositionMetadata(batch, { distributed, rank, worldSize, device });
+    } catch (error) {
+      throw collectiveAt(error, `the checkpoint of step ${step}`);
+    }
     savedStep = step;
     if (rank !== 0) return;
     const saved = optimizerToCheckpoint(opt);
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
       metadata: {
-        step, epoch, batch, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
+        step, epoch, ...position, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
         generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
       },
     });
   };
 
+  // A position at or past an epoch's end needs no rollover here: that epoch then yields nothing
+  // and the loop moves on, on every rank together (lockstep), where ranks whose shards lost
+  // batches to unreadable images resume at different positions.
   let runningLoss = 0;
   let sinceLog = 0;
   let logStart = performance.now();
   try {
     training: for (; epoch < epochs && step < maxSteps; epoch++, batch = 0) {
       const discard = (b: { latents: Tensor; labels: Tensor }): void => { b.latents.dispose(); b.labels.dispose(); };
-      for await (const { latents, labels } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
+      for await (const { latents, labels, batchIndex } of lockstep(data.iterate(epoch, batch), { distributed, device, log }, { epoch, discard })) {
         const loss = trainStep(latents, labels);
         latents.dispose();
         labels.dispose();
@@ -224,7 +233,8 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
         opt.zeroGrad();
         emaUpdater.update();
         step++;
-        batch++;
+        // Where to resume: the next batch of the epoch, counting those the data left out.
+        batch = batchIndex + 1;
         runningLoss += loss;
         sinceLog++;
         bar?.update(step, { loss });
@@ -240,12 +250,18 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
         }
         if (step % ckptEvery === 0) {
           save();
-          if (distributed) dist.barrier();
+          try {
+            if (distributed) dist.barrier();
+          } catch (error) {
+            throw collectiveAt(error, `the checkpoint of step ${step} (waiting for rank 0 to write it)`);
+          }
         }
         if (step >= maxSteps) break training;
       }
     }
     if (savedStep !== step) save();
+  } catch (error) {
+    throw collectiveAt(error, `step ${step + 1} (epoch ${epoch})`);
   } finally {
     bar?.stop();
     metrics?.close();
@@ -569,7 +585,8 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
     await writeSampleNpz(sampleDir, name, numSamples, npz, grid, options.gridSize ?? 64);
     log(`wrote ${npz} (arr_0: ${numSamples} images) and the grid ${grid}`);
   }
-  if (distributed) dist.barrier();
+  // No barrier after it: the other ranks would wait in a collective, past the group's timeout,
+  // for as long as rank 0 takes to pack 50,000 PNGs; they need nothing from it.
   return { sampleDir, npz, grid, numSamples };
 }
 

@@ -25,8 +25,31 @@ test('a collective that one rank skips throws on the other after the group timeo
   assert.equal(code, 0, output);
   const report = reports[0];
   assert.ok(report, `rank 0 wrote no report\n${output}`);
-  assert.match(report.error, /^allReduce: .*timed out/i);
+  assert.match(report.error, /^distributed\.allReduce on rank 0 of 2 failed \(timeout 2 s; another rank stalled, died or is in another collective\): .*timed out/i);
   assert.ok(report.elapsedMs >= 1900 && report.elapsedMs < 10_000, `threw after ${report.elapsedMs} ms with a 2000 ms timeout`);
+});
+
+test('a training step whose collective times out names the rank and the step (the group timeout defaults to 5 minutes, REALS_DIST_TIMEOUT_S)', { timeout: 30_000 }, async () => {
+  const { code, output, reports } = await runScenario('stall');
+  assert.equal(code, 0, output);
+  const report = reports[0];
+  assert.ok(report, `rank 0 wrote no report\n${output}`);
+  assert.equal(report.name, 'CollectiveError');
+  assert.match(report.error, /^distributed\.allReduce on rank 0 of 2 at step 3 \(epoch 0\) failed \(timeout 1\.5 s; another rank stalled/);
+  assert.ok(report.elapsedMs < 10_000, `failed after ${report.elapsedMs} ms`);
+
+  const saved = process.env.REALS_DIST_TIMEOUT_S;
+  try {
+    delete process.env.REALS_DIST_TIMEOUT_S;
+    assert.equal(dist.defaultTimeoutMs(), 5 * 60 * 1000);
+    process.env.REALS_DIST_TIMEOUT_S = '2.5';
+    assert.equal(dist.defaultTimeoutMs(), 2500);
+    process.env.REALS_DIST_TIMEOUT_S = '10m';
+    assert.throws(() => dist.defaultTimeoutMs(), /REALS_DIST_TIMEOUT_S must be a number of seconds .*got '10m'/);
+  } finally {
+    if (saved === undefined) delete process.env.REALS_DIST_TIMEOUT_S;
+    else process.env.REALS_DIST_TIMEOUT_S = saved;
+  }
 });
 
 test('initProcessGroup names the missing or invalid torchrun variable', () => {
@@ -100,7 +123,7 @@ test('GLOO_SOCKET_IFNAME selects the network interface, as in torch.distributed'
     const port = await freePort();
     assert.throws(
       () => dist.initProcessGroup({ backend: 'gloo', rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: port, timeoutMs: 10_000 }),
-      new RegExp(`^Error: initProcessGroup: rank 0 of 1 could not join the gloo group at 127.0.0.1:${port} \\(timeout 10000 ms\\): .*nosuchif0`),
+      new RegExp(`^Error: initProcessGroup: rank 0 of 1 could not join the gloo group at 127.0.0.1:${port} \\(rendezvous timeout 300000 ms\\): .*nosuchif0`),
     );
   } finally {
     if (saved === undefined) delete process.env.GLOO_SOCKET_IFNAME;

@@ -37,6 +37,10 @@ test('trainGenerator on two ranks whose shards yield different numbers of batche
   assert.equal(r1.step, 6);
   assert.match(r0.checkpoint, /0000006\.safetensors$/);
   assert.deepEqual(r0.params, r1.params, 'the ranks stayed in step: identical weights');
+  // Each rank's own position is saved; resuming from step 3 (rank 0 next at batch 3, rank 1 at 4) ends as the whole run did.
+  assert.deepEqual(r0.positions, [3, 4]);
+  assert.equal(r0.resumedStep, 6);
+  assert.deepEqual(r0.resumedParams, r0.params, 'resumed run ends with the weights of the uninterrupted one');
   assert.ok(r0.notes.some((line: string) => /^note: epoch 0 ends after 3 batches on every rank: another rank has no more/.test(line)), r0.notes.join('\n'));
 });
 

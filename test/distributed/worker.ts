@@ -7,6 +7,7 @@ import * as torch from '../../src/torch/index.js';
 import { DistributedDataParallel } from '../../src/nn/parallel.js';
 import { TinyMlp, trainingData, train, TRAIN_STEPS } from './tiny-model.js';
 import { trainGenerator } from '../../src/train/sit.js';
+import { loadCheckpoint } from '../../src/train/checkpoint.js';
 import type { LatentBatch, LatentSource } from '../../src/train/latents.js';
 
 const dist = torch.distributed;
@@ -87,22 +88,59 @@ const scenarios: Record<string, () => void | Promise<void>> = {
         for (let b = startBatch; b < batches; b++) {
           if (rank === 1 && b === 1) continue;
           torch.manualSeed(1000 * epoch + 10 * b + rank);
-          yield { latents: torch.randn([2, 1, 4, 4]), labels: torch.tensor([0, 1], { dtype: 'int64' }) };
+          yield { latents: torch.randn([2, 1, 4, 4]), labels: torch.tensor([0, 1], { dtype: 'int64' }), batchIndex: b };
         }
       },
       async close() {},
     };
     const notes: string[] = [];
-    const result = await trainGenerator({
+    const run = (resume?: string) => trainGenerator({
       spec: { name: 'SiT-tiny', kind: 'SiT', config: {
         depth: 1, hiddenSize: 8, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 1, mlpRatio: 2, classDropoutProb: 0.1, numClasses: 2, learnSigma: false,
       } },
-      data, resultsDir: join(outDir, 'results'), epochs: 2, ckptEvery: 2, logEvery: 1, device: 'cpu',
+      data, resultsDir: join(outDir, 'results'), resume, epochs: 2, ckptEvery: 1, keepLast: 10, logEvery: 1, device: 'cpu',
       log: (line) => notes.push(line), progressStream: { write: () => true, isTTY: false } as unknown as NodeJS.WritableStream,
     });
-    const params = result.model.parameters().map((p) => Array.from(p.detach().toArray() as Float32Array));
-    report({ step: result.step, checkpoint: result.checkpoint, notes, params });
+    const paramsOf = (model: { parameters(): torch.Tensor[] }) => model.parameters().map((p) => Array.from(p.detach().toArray() as Float32Array));
+    const result = await run();
+    const params = paramsOf(result.model);
+    // Resumed from the end of epoch 0, where rank 0 is at batch 3 of its shard and rank 1 at batch 4.
+    const atEpochEnd = join(outDir, 'results', '000-SiT-tiny-Linear-velocity-None', 'checkpoints', '0000003.safetensors');
+    const positions = loadCheckpoint(atEpochEnd).metadata.batch_ranks;
+    const resumed = await run(atEpochEnd);
+    report({ step: result.step, checkpoint: result.checkpoint, notes, params, positions, resumedStep: resumed.step, resumedParams: paramsOf(resumed.model) });
     dist.destroyProcessGroup();
+  },
+
+  // Rank 1's data stalls for 3 s before its third batch, past the group's 1.5 s timeout: rank 0's
+  // error must name its rank and the step it was in.
+  async stall() {
+    dist.initProcessGroup({ timeoutMs: 1500 });
+    torch.setNumThreads(1);
+    const data: LatentSource = {
+      batchSize: 2, length: 4, latentShape: [1, 4, 4], normalization: { source: 'scaling_factor', mean: [0], std: [1] },
+      async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
+        for (let b = startBatch; b < 4; b++) {
+          if (rank === 1 && b === 2) await new Promise((resolve) => setTimeout(resolve, 3000));
+          yield { latents: torch.randn([2, 1, 4, 4]), labels: torch.tensor([0, 1], { dtype: 'int64' }), batchIndex: b };
+        }
+      },
+      async close() {},
+    };
+    const start = Date.now();
+    try {
+      await trainGenerator({
+        spec: { name: 'SiT-tiny', kind: 'SiT', config: {
+          depth: 1, hiddenSize: 8, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 1, mlpRatio: 2, classDropoutProb: 0.1, numClasses: 2, learnSigma: false,
+        } },
+        data, resultsDir: join(outDir, 'results'), epochs: 1, ckptEvery: 100, logEvery: 1, device: 'cpu',
+        log: () => {}, progressStream: { write: () => true, isTTY: false } as unknown as NodeJS.WritableStream,
+      });
+      report({ error: null });
+    } catch (error) {
+      report({ error: (error as Error).message, name: (error as Error).name, elapsedMs: Date.now() - start });
+    }
+    process.exit(0);
   },
 
   // Rank 1 skips the allReduce rank 0 waits in; rank 0 must get an error after the 2 s timeout.

@@ -149,9 +149,8 @@ test('a NaN loss stops the run with a message naming the step, keeping the last 
     batchSize: loader.batchSize,
     length: loader.length,
     async *iterate(epoch: number, startBatch: number) {
-      let index = startBatch;
       for await (const batch of loader.iterate(epoch, startBatch)) {
-        yield { images: index++ === 4 ? batch.images.clone().fill_(NaN) : batch.images };
+        yield { images: batch.batchIndex === 4 ? batch.images.clone().fill_(NaN) : batch.images, batchIndex: batch.batchIndex };
       }
     },
   };

@@ -10,13 +10,13 @@ import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
-import { FashionMNIST, randperm } from '../../src/data/index.js';
+import { DataLoader, FashionMNIST, ImageFolder, randperm } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
-import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError } from '../../src/train/index.js';
+import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError, encodePng } from '../../src/train/index.js';
 import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { NpzFile } from '../../src/io/index.js';
-import type { LatentBatch, LatentNormalization, LatentSource } from '../../src/train/latents.js';
+import { EncodedImages, type LatentBatch, type LatentNormalization, type LatentSource } from '../../src/train/latents.js';
 
 const { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } = fs;
 const F = nn.F;
@@ -51,7 +51,7 @@ function memorySource(x: Tensor, y: Tensor, batchSize: number): LatentSource {
       const order = randperm(n, epoch);
       for (let b = startBatch; b < Math.floor(n / batchSize); b++) {
         const index = torch.tensor(order.slice(b * batchSize, (b + 1) * batchSize));
-        yield { latents: x.indexSelect(0, index), labels: y.indexSelect(0, index) };
+        yield { latents: x.indexSelect(0, index), labels: y.indexSelect(0, index), batchIndex: b };
       }
     },
     async close() {},
@@ -144,6 +144,42 @@ test('resuming from a checkpoint continues with the losses and weights of an uni
     /resume from .*: it trains .*"hiddenSize":16.*this run .*"hiddenSize":32/,
   );
   assert.equal(runName({ ...spec, kind: 'DiT', name: 'DiT-S/2' }, { pathType: 'Linear', prediction: 'velocity', lossWeight: null, trainEps: 0, sampleEps: 0 }), 'DiT-S/2');
+  rmSync(root, { recursive: true });
+});
+
+test('resuming after a batch the loader left out (every image unreadable) continues with the losses of an uninterrupted run', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-skip-'));
+  // 12 images of 8x8 in batches of 2, unshuffled: batch 1 (items 2 and 3) is two zero-byte PNGs.
+  torch.manualSeed(1);
+  for (const c of ['class_a', 'class_b']) mkdirSync(join(root, 'images', c), { recursive: true });
+  for (let i = 0; i < 12; i++) {
+    const path = join(root, 'images', i < 6 ? 'class_a' : 'class_b', `${i}.png`);
+    writeFileSync(path, i === 2 || i === 3 ? '' : await encodePng(torch.randint(0, 256, [8, 8, 3], { dtype: 'uint8' })));
+  }
+  torch.manualSeed(0);
+  const vae = new AutoencoderKL({
+    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
+  });
+  const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4, numClasses: 2 });
+  const quiet = { log: () => {}, progressStream: new PassThrough() };
+  const warnings = mock.method(process, 'emitWarning', () => {});
+  try {
+    const run = (resultsDir: string, maxSteps: number, resume?: string) => trainGenerator({
+      spec, resultsDir, resume, lr: 1e-3, maxSteps, logEvery: 1, ckptEvery: 3, ...quiet,
+      data: new EncodedImages(new DataLoader(new ImageFolder(join(root, 'images'), { resolution: 8 }), { batchSize: 2, shuffle: false, numWorkers: 0 }), vae, IDENTITY),
+    });
+    const whole = await run(join(root, 'a'), 8); // 5 steps an epoch: crosses into the second
+    const first = await run(join(root, 'b'), 3);
+    const resumed = await run(join(root, 'b'), 8, first.runDir);
+    const loss = (dir: string) => parseMetrics(readFileSync(join(dir, 'metrics.jsonl'), 'utf8')).map((r) => [r.step, r.values.loss]);
+    assert.equal(loss(whole.runDir).length, 8);
+    assert.deepEqual(loss(resumed.runDir), loss(whole.runDir));
+    // The position saved is the next batch to read in the epoch, counting the one left out: items 8 and 9.
+    assert.equal(loadCheckpoint(join(first.runDir, 'checkpoints', '0000003.safetensors')).metadata.batch, 4);
+  } finally {
+    warnings.mock.restore();
+  }
   rmSync(root, { recursive: true });
 });
 
