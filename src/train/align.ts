@@ -33,7 +33,7 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  batchPositionMetadata, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, checkResumeLayout, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
@@ -192,6 +192,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     // In a scope: the checkpoint's tensors are freed once copied into the run's objects.
     ({ step, epoch, batch } = torch.scope(() => {
       const checkpoint = loadCheckpoint(resumed.checkpoint);
+      checkResumeLayout(checkpoint, { worldSize, batchSize: data.batchSize });
       const position = restore(checkpoint, { model, ema, opt, discriminator, optDisc });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
@@ -202,7 +203,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     runDir = rank === 0 ? createRunDir(options.resultsDir, options.runName ?? 'align').path : '';
   }
 
-  const { checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+  const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+    lock: true, log,
     keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
   });
   const maxSteps = Math.min(options.maxSteps ?? Infinity, options.maxEpoch * data.length);
@@ -284,7 +286,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
-        step, epoch, ...position, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
         vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });
@@ -340,6 +342,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     progress?.stop();
     metrics?.close();
     tensorboard?.close();
+    lock?.release();
     fixedImages?.dispose();
   }
   return { runDir, step, checkpoint: lastCheckpoint };

@@ -4,8 +4,8 @@
 // renames, so a crash leaves the previous checkpoint and never a partial one under a real name;
 // a checkpoint whose floating-point tensors hold a NaN or an infinity is not written at all, and
 // each tensor's CRC-32 is recorded, so a corrupt one is refused when read.
-import { mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
@@ -28,6 +28,9 @@ const metadataSchema = z.looseObject({
   cuda_rng_ranks: z.array(z.string()).optional(),
   /** The optimizer's param_groups and non-tensor state (see optimizerToCheckpoint). */
   optimizer: z.unknown().optional(),
+  /** The ranks and the batch of each rank the run trained with (checkResumeLayout). */
+  world_size: z.number().int().positive().optional(),
+  batch_size: z.number().int().positive().optional(),
   /** Every rank's next batch in the epoch (batchPositionMetadata), rank 0's first. */
   batch_ranks: z.array(z.number().int().nonnegative()).optional(),
 });
@@ -205,6 +208,23 @@ export function batchPositionMetadata(batch: number, place: RankPlace): { batch:
   return { batch: batches[0]!, batch_ranks: batches };
 }
 
+/**
+ * Refuses to resume a checkpoint on another layout: each rank's data position and random stream
+ * belong to its shard of the old rank count, and the steps of an epoch to the old global batch,
+ * so neither continues as the run did. (Checkpoints from before `world_size` was recorded give
+ * their rank count by `rng_ranks`; their batch size is not known and not checked.)
+ */
+export function checkResumeLayout(checkpoint: Checkpoint, layout: { worldSize: number; batchSize: number }): void {
+  const { metadata, path } = checkpoint;
+  const ranks = metadata.world_size ?? metadata.rng_ranks?.length ?? 1;
+  const batch = metadata.batch_size ?? layout.batchSize;
+  if (ranks === layout.worldSize && batch === layout.batchSize) return;
+  const show = (w: number, b: number) => `${w} rank${w === 1 ? '' : 's'} x ${b} = global batch ${w * b}`;
+  throw new Error(`resume from ${path}: it was trained on ${show(ranks, batch)}, this run is ${show(layout.worldSize, layout.batchSize)}; ` +
+    'each rank\'s data position and random stream, and the steps of an epoch, belong to that layout: resume with the same ' +
+    `--global-batch-size on ${ranks} rank${ranks === 1 ? '' : 's'}, or start a new run from its weights`);
+}
+
 /** This rank's next batch from a checkpoint: its own of `batch_ranks` when it has one, else `batch` (rank 0's). */
 export function resumeBatch(checkpoint: Checkpoint, batch: number, place: RankPlace): number {
   const ranks = checkpoint.metadata.batch_ranks;
@@ -267,8 +287,47 @@ export class CheckpointManager {
       .sort((a, b) => a.step - b.step);
   }
 
-  /** The newest checkpoint's path, or null when there is none (what --resume continues from). */
+  /** The newest checkpoint's path, or null when there is none. */
   latest(): string | null { return this.list().at(-1)?.path ?? null; }
+
+  /**
+   * The checkpoint saved last (what --resume continues from): the one `last.safetensors` (or
+   * `last.txt`) names, which is not the newest step after a resume from an older one; the newest
+   * where neither exists (a folder written by another tool); null when there is no checkpoint.
+   * A `last` naming a file that is gone is an error.
+   */
+  last(): string | null {
+    const link = join(this.dir, LAST_LINK);
+    const pointer = join(this.dir, LAST_POINTER);
+    let name: string | null = null;
+    if (lstatSync(link, { throwIfNoEntry: false })?.isSymbolicLink()) name = readlinkSync(link);
+    else if (existsSync(link)) return link;
+    else if (existsSync(pointer)) name = readFileSync(pointer, 'utf8').trim();
+    if (name === null) return this.latest();
+    const path = join(this.dir, name);
+    if (!existsSync(path)) throw new Error(`${this.dir}: ${LAST_LINK} names ${name}, which is not there; resume from a checkpoint file instead`);
+    return path;
+  }
+
+  /**
+   * Resuming from the checkpoint of `step`: the checkpoints of later steps belong to the run that
+   * was abandoned, and would be taken for this one's (keepLast, --resume). They are moved, not
+   * deleted, into `abandoned-after-<step>[-N]/`, and `last` points at the resumed checkpoint
+   * (or is removed where that lives elsewhere). Returns the folder, or null when nothing was later.
+   */
+  setAsideAfter(step: number): string | null {
+    const later = this.list().filter((c) => c.step > step);
+    if (later.length === 0) return null;
+    const base = join(this.dir, `abandoned-after-${String(step).padStart(7, '0')}`);
+    let aside = base;
+    for (let n = 2; existsSync(aside); n++) aside = `${base}-${n}`;
+    mkdirSync(aside);
+    for (const { path } of later) renameSync(path, join(aside, basename(path)));
+    const resumed = CheckpointManager.fileName(step);
+    if (existsSync(join(this.dir, resumed))) this.pointLastAt(resumed);
+    else for (const name of [LAST_LINK, LAST_POINTER]) rmSync(join(this.dir, name), { force: true });
+    return aside;
+  }
 
   /** Saves the checkpoint of `metadata.step`, points `last` at it, then deletes those beyond keepLast. */
   save(contents: CheckpointContents): string {

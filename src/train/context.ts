@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { CheckpointManager } from './checkpoint.js';
+import { lockRunDir, type RunLock } from './run-dir.js';
 import { MetricsLog } from './metrics.js';
 import { SummaryWriter } from './tensorboard.js';
 
@@ -41,6 +42,8 @@ export function processContext(options: { device?: torch.Device; log?: (line: st
 }
 
 export interface RunOutputs {
+  /** The run folder's lock (with options.lock), released by close(). */
+  lock: RunLock | null;
   checkpoints: CheckpointManager | null;
   metrics: MetricsLog | null;
   tensorboard: SummaryWriter | null;
@@ -48,17 +51,33 @@ export interface RunOutputs {
 
 /**
  * Rank 0's checkpoint manager (`runDir/checkpoints`), metrics.jsonl and TensorBoard writer; null
- * on other ranks. Resuming from `resumeStep` drops the records after it (metrics) and purges the
- * later TensorBoard events.
+ * on other ranks. With `lock`, the run folder is locked first (lockRunDir), so a second trainer of
+ * it is refused before anything changes. Resuming from `resumeStep` drops the records after it
+ * (metrics), purges the later TensorBoard events and moves the checkpoints of later steps, the
+ * abandoned run's, aside (CheckpointManager.setAsideAfter), saying so.
  */
-export function openRunOutputs(runDir: string, rank: number, options: { keepLast?: number; resumeStep?: number }): RunOutputs {
-  if (rank !== 0) return { checkpoints: null, metrics: null, tensorboard: null };
-  const { resumeStep } = options;
-  return {
-    checkpoints: new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast }),
-    metrics: new MetricsLog(join(runDir, 'metrics.jsonl'), resumeStep !== undefined ? { resumeStep } : {}),
-    tensorboard: new SummaryWriter(runDir, resumeStep !== undefined ? { purgeStep: resumeStep + 1 } : {}),
-  };
+export function openRunOutputs(
+  runDir: string, rank: number, options: { keepLast?: number; resumeStep?: number; lock?: boolean; log?: (line: string) => void },
+): RunOutputs {
+  if (rank !== 0) return { lock: null, checkpoints: null, metrics: null, tensorboard: null };
+  const { resumeStep, log = () => {} } = options;
+  const lock = options.lock === true ? lockRunDir(runDir, log) : null;
+  try {
+    const checkpoints = new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast });
+    if (resumeStep !== undefined) {
+      const aside = checkpoints.setAsideAfter(resumeStep);
+      if (aside !== null) log(`note: resuming from step ${resumeStep}: the later checkpoints of the abandoned run are moved to ${aside}`);
+    }
+    return {
+      lock,
+      checkpoints,
+      metrics: new MetricsLog(join(runDir, 'metrics.jsonl'), resumeStep !== undefined ? { resumeStep } : {}),
+      tensorboard: new SummaryWriter(runDir, resumeStep !== undefined ? { purgeStep: resumeStep + 1 } : {}),
+    };
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
 }
 
 /**

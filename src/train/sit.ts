@@ -28,7 +28,7 @@ import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
 } from '../diffusion/index.js';
 import {
-  batchPositionMetadata, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, checkResumeLayout, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
@@ -150,6 +150,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     // In a scope: the checkpoint's tensors are freed once copied into the run's objects.
     ({ step, epoch, batch } = torch.scope(() => {
       const checkpoint = loadCheckpoint(resumed.checkpoint);
+      checkResumeLayout(checkpoint, { worldSize, batchSize: data.batchSize });
       const position = restore(checkpoint, spec, data.normalization, { model, ema, opt });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
@@ -163,7 +164,8 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
     `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
 
-  const { checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+  const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
+    lock: true, log,
     keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
   });
   const maxSteps = Math.min(options.maxSteps ?? Infinity, epochs * data.length);
@@ -208,7 +210,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
       metadata: {
-        step, epoch, ...position, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
+        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
         generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
       },
     });
@@ -266,6 +268,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     bar?.stop();
     metrics?.close();
     tensorboard?.close();
+    lock?.release();
   }
   return { runDir, step, checkpoint: lastCheckpoint, model, ema };
 }

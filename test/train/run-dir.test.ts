@@ -29,7 +29,7 @@ test('createRunDir numbers runs by the entries already there, as DiT: results/NN
   assert.throws(() => createRunDir(results, 'x'), /003-x already exists/);
 }));
 
-test('resolveResume finds the newest checkpoint of a run folder, a checkpoints folder or a file', () => withDir((dir) => {
+test('resolveResume finds the checkpoint a run folder\'s last.safetensors names (else the newest), a checkpoints folder or a file', () => withDir((dir) => {
   const run = createRunDir(join(dir, 'results'), 'SiT-B/2');
   const manager = new CheckpointManager(run.checkpoints);
   for (const step of [100, 200]) manager.save({ tensors: { model: { w: torch.ones([1]) } }, metadata: { args: {}, step, epoch: 0 } });
@@ -38,6 +38,13 @@ test('resolveResume finds the newest checkpoint of a run folder, a checkpoints f
   assert.deepEqual(resolveResume(run.checkpoints), { checkpoint: newest, runDir: resolve(run.path) });
   const older = join(run.checkpoints, '0000100.safetensors');
   assert.deepEqual(resolveResume(older), { checkpoint: older, runDir: resolve(run.path) });
+  // Through `last`, the checkpoint saved last, not the highest step: step 100 saved again after 200.
+  manager.save({ tensors: { model: { w: torch.ones([1]) } }, metadata: { args: {}, step: 100, epoch: 0 } });
+  assert.deepEqual(resolveResume(run.path), { checkpoint: older, runDir: resolve(run.path) });
+  rmSync(older);
+  assert.throws(() => resolveResume(run.path), /checkpoints: last\.safetensors names 0000100\.safetensors, which is not there; resume from a checkpoint file instead/);
+  rmSync(join(run.checkpoints, 'last.safetensors'));
+  assert.deepEqual(resolveResume(run.path).checkpoint, newest, 'no last (a folder another tool wrote): the highest step');
 
   const loose = join(dir, 'elsewhere');
   mkdirSync(loose);

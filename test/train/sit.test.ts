@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { PassThrough } from 'node:stream';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
@@ -180,6 +181,47 @@ test('resuming after a batch the loader left out (every image unreadable) contin
   } finally {
     warnings.mock.restore();
   }
+  rmSync(root, { recursive: true });
+});
+
+test('resuming from an older checkpoint moves the abandoned later ones aside, a run folder resumes through last, a live run is locked, another batch layout is refused', async () => {
+  const train = fashionMnist(true, 256);
+  const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 });
+  const notes: string[] = [];
+  const run = (resultsDir: string, maxSteps: number, resume?: string, batchSize = 32) => trainGenerator({
+    spec, data: memorySource(train.x, train.y, batchSize), resultsDir, resume, lr: 1e-3, maxSteps, logEvery: 1, ckptEvery: 2,
+    log: (line) => notes.push(line), progressStream: new PassThrough(),
+  });
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-timeline-'));
+  const whole = await run(join(root, 'a'), 6);
+  const first = await run(join(root, 'b'), 6);
+  const checkpoints = join(first.runDir, 'checkpoints');
+  await run(join(root, 'b'), 4, join(checkpoints, '0000002.safetensors'));
+  assert.deepEqual(readdirSync(checkpoints).sort(), ['0000002.safetensors', '0000004.safetensors', 'abandoned-after-0000002', 'last.safetensors']);
+  assert.deepEqual(readdirSync(join(checkpoints, 'abandoned-after-0000002')).sort(), ['0000004.safetensors', '0000006.safetensors']);
+  assert.ok(notes.some((line) => /^note: resuming from step 2: the later checkpoints of the abandoned run are moved to .*abandoned-after-0000002$/.test(line)), notes.join('\n'));
+  // The folder resumes from the checkpoint saved last (step 4 of this timeline), not the abandoned step 6.
+  const resumed = await run(join(root, 'b'), 6, first.runDir);
+  assert.ok(notes.some((line) => line.startsWith(`resuming ${join(checkpoints, '0000004.safetensors')} at step 4`)), notes.join('\n'));
+  const loss = (dir: string) => parseMetrics(readFileSync(join(dir, 'metrics.jsonl'), 'utf8')).map((r) => [r.step, r.values.loss]);
+  assert.deepEqual(loss(resumed.runDir), loss(whole.runDir), 'one timeline: steps 1..6 once each, as the uninterrupted run');
+
+  // A lock held by a live process refuses a second trainer; one of a process that is gone is taken over.
+  assert.ok(!existsSync(join(first.runDir, 'run.lock')), 'released when the run ends');
+  const holder = spawn('sleep', ['30']);
+  try {
+    writeFileSync(join(first.runDir, 'run.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), started: '' }));
+    await assert.rejects(run(join(root, 'b'), 8, first.runDir), new RegExp(`is in use by a running trainer, process ${holder.pid} \\(.*run\\.lock\\)`));
+    assert.equal(loss(first.runDir).length, 6, 'the refused run changed nothing');
+  } finally {
+    holder.kill();
+    await new Promise((resolve) => holder.once('exit', resolve));
+  }
+  await run(join(root, 'b'), 7, first.runDir);
+  assert.ok(notes.some((line) => line.includes(`taking over the lock of process ${holder.pid}, which is no longer running`)), notes.join('\n'));
+
+  await assert.rejects(run(join(root, 'b'), 9, first.runDir, 16),
+    /resume from .*0000007\.safetensors: it was trained on 1 rank x 32 = global batch 32, this run is 1 rank x 16 = global batch 16; .*--global-batch-size on 1 rank/);
   rmSync(root, { recursive: true });
 });
 
