@@ -17,7 +17,7 @@ import { DataLoader, FashionMNIST, ImageFolder, type Dataset } from '../data/ind
 import { ALIGN_LOSS_DEFAULTS, trainAlignment } from '../train/align.js';
 import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from '../train/align-convert.js';
 import { launch } from './launch.js';
-import { loadImageDataset } from './sit.js';
+import { loadImageDataset, resumeFlags } from './sit.js';
 
 function integer(min: number): (value: string) => number {
   return (value) => {
@@ -51,7 +51,8 @@ export interface AlignTrainFlags {
   discCkpt?: string;
   lpipsVgg?: string;
   lpipsLin?: string;
-  lr: number;
+  /** Unset on --resume when not given (resumeFlags). */
+  lr?: number;
   maxEpoch: number;
   maxSteps?: number;
   batchSize: number;
@@ -64,7 +65,7 @@ export interface AlignTrainFlags {
   keepLast?: number;
   logEvery: number;
   imageEvery: number;
-  emaDecay: number;
+  emaDecay?: number;
   mlpHidden: number;
   mlpDepth: number;
   clsPooling: ClsPooling;
@@ -233,7 +234,8 @@ export function alignTrainCommand(): Command {
         return;
       }
       try {
-        await runAlignTrain(flags, { ...flags });
+        const given = resumeFlags(self, flags, ['lr', 'emaDecay']);
+        await runAlignTrain(given, { ...given });
       } catch (error) {
         // The library's errors name the flag, file or step at fault; a stack trace adds nothing for the user.
         self.error(`error: ${(error as Error).message}`);

@@ -32,6 +32,18 @@ export function number(min: number, max = Infinity): (value: string) => number {
   };
 }
 
+/**
+ * `flags` with the options `names` unset where they hold commander's default, when resuming: a
+ * resumed run continues with its checkpoint's optimizer settings unless one is given again
+ * (then the trainer applies it and says so), and its metadata records what ran.
+ */
+export function resumeFlags<F extends { resume?: string }>(command: Command, flags: F, names: readonly (keyof F & string)[]): F {
+  if (flags.resume === undefined) return flags;
+  const out = { ...flags };
+  for (const name of names) if (command.getOptionValueSource(name) === 'default') delete out[name];
+  return out;
+}
+
 /** SiT's none_or_str: the word None is null. */
 export function noneOr<T extends string>(choices: readonly T[]): (value: string) => T | null {
   return (value) => {
@@ -122,8 +134,9 @@ export interface GeneratorTrainFlags {
   logEvery: number;
   ckptEvery: number;
   keepLast?: number;
-  lr: number;
-  emaDecay: number;
+  /** Unset on --resume when not given (resumeFlags). */
+  lr?: number;
+  emaDecay?: number;
   cfgProb: number;
   resume?: string;
   /** SiT only. */
@@ -217,8 +230,9 @@ function trainCommand(kind: GeneratorKind): Command {
       .option('--train-eps <eps>', 'time cut-off for training (default by path)', number(0, 1))
       .option('--sample-eps <eps>', 'time cut-off for sampling (default by path)', number(0, 1));
   }
-  return command.action(async (flags: GeneratorTrainFlags) => {
-    await runGeneratorTrain(kind, flags, { ...flags });
+  return command.action(async (flags: GeneratorTrainFlags, self: Command) => {
+    const given = resumeFlags(self, flags, ['lr', 'emaDecay']);
+    await runGeneratorTrain(kind, given, { ...given });
   });
 }
 

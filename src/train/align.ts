@@ -33,7 +33,7 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  batchPositionMetadata, checkResumeLayout, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, checkResumeLayout, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
@@ -96,7 +96,11 @@ export interface AlignTrainOptions extends Partial<AlignLossWeights> {
   runName?: string;
   /** Continue a run: a checkpoint file, a run folder or a checkpoints folder (resolveResume). */
   resume?: string;
-  /** Adam learning rate of the VAE, the heads and the discriminator (default 5e-5). */
+  /**
+   * Adam learning rate of the VAE, the heads and the discriminator (default 5e-5), betas and EMA
+   * decay. Given for a resumed run, each replaces the checkpoint's (with a note); not given, the
+   * checkpoint's goes on.
+   */
   lr?: number;
   betas?: [number, number];
   /** EMA decay of the VAE and heads (default 0.9999, DiT's). */
@@ -116,7 +120,7 @@ export interface AlignTrainOptions extends Partial<AlignLossWeights> {
   /** 'bf16': CUDA autocast to bfloat16 for the forward passes. */
   precision?: 'fp32' | 'bf16';
   device?: torch.Device;
-  /** Saved in the checkpoints' metadata (the CLI's flags). */
+  /** Saved in the checkpoints' metadata (the CLI's flags), with lr, betas and emaDecay those that ran. */
   args?: Record<string, unknown>;
   /** One-line notices (default console.log); rank 0 only. */
   log?: (line: string) => void;
@@ -176,7 +180,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   discriminator.to(device).train();
   const opt = new optim.Adam(model.parameters(), { lr, betas });
   const optDisc = new optim.Adam(discriminator.parameters(), { lr, betas });
-  const emaUpdater = new optim.EMA(ema, model, { decay: options.emaDecay ?? 0.9999 });
+  let emaDecay = options.emaDecay ?? 0.9999;
   // DDP copies rank 0's weights to every rank before the EMA copies them or a checkpoint replaces them.
   const ddp = distributed ? new DistributedDataParallel(model) : null;
   const ddpDisc = distributed ? new DistributedDataParallel(discriminator) : null;
@@ -196,12 +200,17 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const position = restore(checkpoint, { model, ema, opt, discriminator, optDisc });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
+      emaDecay = resumeEmaDecay(checkpoint, options.emaDecay, log);
       return { ...position, batch: resumeBatch(checkpoint, position.batch, { distributed, rank, worldSize, device }) };
     }));
   } else {
-    emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, options.runName ?? 'align').path : '';
   }
+  // A setting given for a resumed run replaces the checkpoint's in both optimizers; the metadata records what runs.
+  const settings = { ...overrideOptimizerSettings(opt, { lr: options.lr, betas: options.betas }, log), emaDecay };
+  overrideOptimizerSettings(optDisc, { lr: options.lr, betas: options.betas }, log, 'the discriminator\'s optimizer');
+  const emaUpdater = new optim.EMA(ema, model, { decay: emaDecay });
+  if (options.resume === undefined) emaUpdater.copyFrom();
 
   const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
     lock: true, log,
@@ -286,7 +295,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
-        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, args: options.args ?? {}, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
+        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
         vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/file.js';
-import { flattenStateDict, unflattenStateDict, type Optimizer } from '../optim/optimizer.js';
+import { flattenStateDict, unflattenStateDict, type OptionValue, type Optimizer } from '../optim/optimizer.js';
 import type { ProcessContext } from './context.js';
 
 type Tensor = torch.Tensor;
@@ -30,6 +30,8 @@ const metadataSchema = z.looseObject({
   optimizer: z.unknown().optional(),
   /** The ranks and the batch of each rank the run trained with (checkResumeLayout). */
   world_size: z.number().int().positive().optional(),
+  /** The EMA decay the run used (resumeEmaDecay). */
+  ema_decay: z.number().min(0).max(1).optional(),
   batch_size: z.number().int().positive().optional(),
   /** Every rank's next batch in the epoch (batchPositionMetadata), rank 0's first. */
   batch_ranks: z.array(z.number().int().nonnegative()).optional(),
@@ -223,6 +225,37 @@ export function checkResumeLayout(checkpoint: Checkpoint, layout: { worldSize: n
   throw new Error(`resume from ${path}: it was trained on ${show(ranks, batch)}, this run is ${show(layout.worldSize, layout.batchSize)}; ` +
     'each rank\'s data position and random stream, and the steps of an epoch, belong to that layout: resume with the same ' +
     `--global-batch-size on ${ranks} rank${ranks === 1 ? '' : 's'}, or start a new run from its weights`);
+}
+
+/**
+ * Resuming with optimizer settings other than the checkpoint's, as Lightning's lr override: each
+ * setting given (undefined: not given, and the checkpoint's continues) replaces the restored one
+ * in every param group of `optimizer`, and a note says what changed. Returns the settings of the
+ * first group: the values that run, for the metadata.
+ */
+export function overrideOptimizerSettings<O extends { lr: number } & Record<string, OptionValue>, K extends keyof O & string>(
+  optimizer: Optimizer<O, any>, given: { [k in K]: O[k] | undefined }, log: (line: string) => void, what = 'the optimizer',
+): Pick<O, K> {
+  for (const [key, value] of Object.entries(given) as [K, O[K] | undefined][]) {
+    if (value === undefined) continue;
+    const before = optimizer.paramGroups.map((g) => g[key]);
+    if (before.every((v) => JSON.stringify(v) === JSON.stringify(value))) continue;
+    for (const group of optimizer.paramGroups) (group as O)[key] = value;
+    log(`note: resuming with ${key} ${JSON.stringify(value)} for ${what}, where the checkpoint's was ${JSON.stringify(before[0])}`);
+  }
+  const first = optimizer.paramGroups[0]!;
+  return Object.fromEntries(Object.keys(given).map((key) => [key, first[key as K]])) as unknown as Pick<O, K>;
+}
+
+/**
+ * The EMA decay of a resumed run: the one given, else the checkpoint's (`ema_decay`, or
+ * `args.emaDecay` in checkpoints from before it was recorded), else 0.9999; a change is logged.
+ */
+export function resumeEmaDecay(checkpoint: Checkpoint, given: number | undefined, log: (line: string) => void): number {
+  const { metadata } = checkpoint;
+  const saved = metadata.ema_decay ?? (typeof metadata.args.emaDecay === 'number' ? metadata.args.emaDecay : undefined);
+  if (given !== undefined && saved !== undefined && given !== saved) log(`note: resuming with EMA decay ${given}, where the checkpoint's was ${saved}`);
+  return given ?? saved ?? 0.9999;
 }
 
 /** This rank's next batch from a checkpoint: its own of `batch_ranks` when it has one, else `batch` (rank 0's). */

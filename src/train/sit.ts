@@ -28,7 +28,7 @@ import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
 } from '../diffusion/index.js';
 import {
-  batchPositionMetadata, checkResumeLayout, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, checkResumeLayout, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
@@ -86,7 +86,10 @@ export interface GeneratorTrainOptions {
   resume?: string;
   /** SiT's transport (default Linear, velocity, no weighting). */
   transport?: Partial<TransportConfig>;
-  /** AdamW learning rate, default 1e-4; weight decay default 0. */
+  /**
+   * AdamW learning rate, default 1e-4; weight decay default 0; EMA decay default 0.9999. Given for
+   * a resumed run, each replaces the checkpoint's (with a note); not given, the checkpoint's goes on.
+   */
   lr?: number;
   weightDecay?: number;
   emaDecay?: number;
@@ -101,7 +104,7 @@ export interface GeneratorTrainOptions {
   /** --global-seed (default 0): rank r seeds with seed * worldSize + r. */
   seed?: number;
   device?: torch.Device;
-  /** Saved in the checkpoints' metadata (the CLI's flags). */
+  /** Saved in the checkpoints' metadata (the CLI's flags), with lr, weightDecay and emaDecay those that ran. */
   args?: Record<string, unknown>;
   log?: (line: string) => void;
   progressStream?: NodeJS.WritableStream & { isTTY?: boolean };
@@ -136,7 +139,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   const model = buildGenerator(spec).to(device).train();
   const ema = buildGenerator(spec).to(device).requiresGrad_(false).eval();
   const opt = new optim.AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: options.lr ?? 1e-4, weightDecay: options.weightDecay ?? 0 });
-  const emaUpdater = new optim.EMA(ema, model, { decay: options.emaDecay ?? 0.9999 });
+  let emaDecay = options.emaDecay ?? 0.9999;
   const ddp = distributed ? new DistributedDataParallel(model) : null;
   const diffusion = spec.kind === 'DiT' ? createDiffusion({ timestepRespacing: '', learnSigma: c.learnSigma }) : null;
 
@@ -154,12 +157,16 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
       const position = restore(checkpoint, spec, data.normalization, { model, ema, opt });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
+      emaDecay = resumeEmaDecay(checkpoint, options.emaDecay, log);
       return { ...position, batch: resumeBatch(checkpoint, position.batch, { distributed, rank, worldSize, device }) };
     }));
   } else {
-    emaUpdater.copyFrom();
     runDir = rank === 0 ? createRunDir(options.resultsDir, runName(spec, transport.config)).path : '';
   }
+  // A setting given for a resumed run replaces the checkpoint's; the metadata records what runs.
+  const settings = { ...overrideOptimizerSettings(opt, { lr: options.lr, weightDecay: options.weightDecay }, log), emaDecay };
+  const emaUpdater = new optim.EMA(ema, model, { decay: emaDecay });
+  if (options.resume === undefined) emaUpdater.copyFrom();
   log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
     `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
     `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
@@ -210,7 +217,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     lastCheckpoint = checkpoints!.save({
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
       metadata: {
-        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, args: options.args ?? {}, ...rng, optimizer: saved.metadata,
+        step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata,
         generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
       },
     });

@@ -141,6 +141,30 @@ test('stopping at step 3 and resuming gives exactly the losses and weights of an
   rmSync(dir, { recursive: true, force: true });
 });
 
+test('--lr and --ema-decay given on resume replace the checkpoint\'s (with a note) and the metadata records them; not given, the checkpoint\'s go on', async () => {
+  const dir = tempDir();
+  const notes: string[] = [];
+  const run = (options: Partial<AlignTrainOptions>) => trainAlignment({
+    ...tinyModels(0), data: new DataLoader(subset(16), { batchSize: 8, seed: 3 }), resultsDir: dir, maxEpoch: 10,
+    discStart: 0, logEvery: 1, ckptEvery: 2, imageEvery: 100, ...quiet, log: (line) => notes.push(line), ...options,
+  });
+  const first = await run({ maxSteps: 2, lr: 1e-3 });
+  const lrOf = (optimizer: unknown) => (optimizer as { param_groups: { lr: number }[] }).param_groups.map((g) => g.lr);
+  const changed = await run({ maxSteps: 3, resume: first.runDir, lr: 2e-3, emaDecay: 0.9 });
+  for (const line of ['note: resuming with lr 0.002 for the optimizer, where the checkpoint\'s was 0.001',
+    'note: resuming with lr 0.002 for the discriminator\'s optimizer, where the checkpoint\'s was 0.001', 'note: resuming with EMA decay 0.9, where the checkpoint\'s was 0.9999']) {
+    assert.ok(notes.includes(line), `${line}\n${notes.join('\n')}`);
+  }
+  let meta = loadCheckpoint(changed.checkpoint!).metadata as Record<string, unknown> & { args: Record<string, unknown> };
+  assert.deepEqual([lrOf(meta.optimizer), lrOf(meta.optimizer_disc), meta.args.lr, meta.ema_decay, meta.args.emaDecay], [[2e-3], [2e-3], 2e-3, 0.9, 0.9]);
+  notes.length = 0;
+  const kept = await run({ maxSteps: 4, resume: first.runDir });
+  assert.ok(!notes.some((line) => line.includes('resuming with')), notes.join('\n'));
+  meta = loadCheckpoint(kept.checkpoint!).metadata as typeof meta;
+  assert.deepEqual([lrOf(meta.optimizer), meta.args.lr, meta.ema_decay], [[2e-3], 2e-3, 0.9], 'the checkpoint\'s settings went on');
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test('a NaN loss stops the run with a message naming the step, keeping the last good checkpoint', async () => {
   const dir = tempDir();
   const loader = new DataLoader(subset(64), { batchSize: 8, seed: 0 });

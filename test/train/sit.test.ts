@@ -225,6 +225,24 @@ test('resuming from an older checkpoint moves the abandoned later ones aside, a 
   rmSync(root, { recursive: true });
 });
 
+test('--lr given on resume replaces the checkpoint\'s with a note, and the checkpoint records the value that ran', async () => {
+  const train = fashionMnist(true, 64);
+  const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 });
+  const notes: string[] = [];
+  const run = (resultsDir: string, maxSteps: number, extra: { resume?: string; lr?: number }) => trainGenerator({
+    spec, data: memorySource(train.x, train.y, 32), resultsDir, maxSteps, logEvery: 1, ckptEvery: 2,
+    log: (line) => notes.push(line), progressStream: new PassThrough(), args: { lr: 'as given' }, ...extra,
+  });
+  const root = mkdtempSync(join(tmpdir(), 'reals-sit-lr-'));
+  const first = await run(root, 2, { lr: 1e-3 });
+  const resumed = await run(root, 3, { resume: first.runDir, lr: 3e-3 });
+  assert.ok(notes.includes('note: resuming with lr 0.003 for the optimizer, where the checkpoint\'s was 0.001'), notes.join('\n'));
+  const meta = loadCheckpoint(resumed.checkpoint!).metadata as Record<string, unknown> & { args: Record<string, unknown> };
+  assert.deepEqual((meta.optimizer as { param_groups: { lr: number }[] }).param_groups.map((g) => g.lr), [3e-3]);
+  assert.deepEqual([meta.args.lr, meta.args.weightDecay, meta.args.emaDecay], [3e-3, 0, 0.9999]);
+  rmSync(root, { recursive: true });
+});
+
 test('a step that leaves a weight non-finite while its loss is finite writes no checkpoint and stops the run', async () => {
   const train = fashionMnist(true, 128);
   const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1 });
