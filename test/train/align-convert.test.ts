@@ -90,7 +90,8 @@ test('convert writes a diffusers folder with the checkpoint\'s model.* or ema.* 
     const out = join(dir, `vae-${group}`);
     const models = loadAlignedModels(ckpt, { useEma: group === 'ema' });
     assert.equal(models.step, 3);
-    assert.deepEqual(models.args, { dataPath: 'fashion-mnist', imageSize: 32 });
+    // The run's arguments, with the optimizer settings that ran.
+    assert.deepEqual(models.args, { dataPath: 'fashion-mnist', imageSize: 32, lr: 1e-3, betas: [0.5, 0.9], emaDecay: 0.5 });
     const result = await convertAlignment({ ...models, dataset: images, numSamples: 20, batchSize: 8, seed: 5, outputDir: out, device: 'cpu', progressStream: quiet });
     assert.equal(result.images, 20);
     assert.deepEqual(readdirSync(out).sort(), [ALIGN_HEADS_NAME, 'config.json', 'diffusion_pytorch_model.safetensors', 'mean_std.json']);
