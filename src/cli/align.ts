@@ -7,7 +7,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as torch from '../torch/index.js';
-import { load, readJsonFile } from '../io/index.js';
+import { checkWritableDir, load, readJsonFile } from '../io/index.js';
 import { AUTOENCODER_KL_CONFIGS, AutoencoderKL, configFromDiffusers, type AutoencoderKLConfig } from '../models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer, type DinoV2Config } from '../models/dinov2.js';
 import { ALIGNMENT_DEFAULTS, AlignmentHeads, type ClsPooling } from '../models/alignment.js';
@@ -139,6 +139,8 @@ function loadDataset(flags: AlignTrainFlags): Dataset {
 
 /** Builds everything from the flags and trains; under `reals launch` (WORLD_SIZE > 1) as one rank of DDP. */
 export async function runAlignTrain(flags: AlignTrainFlags, args: Record<string, unknown>): Promise<void> {
+  // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
+  if (flags.resume === undefined) checkWritableDir(flags.resultsDir, '--results-dir');
   const dinoConfig = resolveDinoConfig(flags.dinoModel);
   if (flags.dinoInputSize % dinoConfig.patchSize !== 0) {
     throw new Error(`--dino-input-size ${flags.dinoInputSize} is not divisible by the DINOv2 patch size ${dinoConfig.patchSize} ` +
@@ -258,6 +260,7 @@ export interface AlignConvertFlags {
 
 /** Converts a checkpoint of `reals align train` into `--output-dir`; the images come cropped as the run read them. */
 export async function runAlignConvert(flags: AlignConvertFlags, log: (line: string) => void = console.log): Promise<AlignConvertResult> {
+  checkWritableDir(flags.outputDir, '--output-dir');
   const { vae, heads, step, args } = loadAlignedModels(flags.ckpt, { useEma: flags.useEma });
   const imageSize = flags.imageSize ?? (typeof args.imageSize === 'number' ? args.imageSize : undefined);
   if (imageSize === undefined) throw new Error(`--ckpt ${flags.ckpt} records no image size (args.imageSize): pass the run's --image-size`);

@@ -7,13 +7,13 @@
 // four, without the norm). The MLPs predict normalized last-block tokens, which is what the
 // segmentation heads read; the depth heads read un-normalized tokens, so their MLP route is an
 // approximation (heads fitted on MLP features by train-linear have no such gap).
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { Command, Option } from 'commander';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { load, loadNpz, saveNpy } from '../io/index.js';
+import { load, loadNpz, saveNpy, makeDirs } from '../io/index.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { loadAlignmentHeads, type AlignmentHeads } from '../models/alignment.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
@@ -201,7 +201,7 @@ export async function runDense(options: DenseOptions): Promise<DenseResult> {
   if (seg !== null && !(seg.head instanceof LinearSegmentationHead)) throw new Error(`${options.segHead}: a depth head, not a segmentation head`);
   if (depth !== null && depth.head instanceof LinearSegmentationHead) throw new Error(`${options.depthHead}: a segmentation head, not a depth head`);
   const items = collectItems(options.inputs, vae.config.latentChannels, options.latentsKey);
-  mkdirSync(options.out, { recursive: true });
+  makeDirs(options.out, '--out');
   const files: string[] = [];
   const cells: Tensor[] = [];
   const write = async (file: string, image: Tensor): Promise<void> => {

@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import { Command, Option } from 'commander';
 import * as torch from '../torch/index.js';
 import type { LastStep } from '../diffusion/index.js';
+import { checkWritableDir } from '../io/index.js';
 import type { DiffusionForm, LossWeight, OdeMethod, PathType, Prediction, SdeMethod, TransportConfig } from '../diffusion/index.js';
 import { loadGenerator, sampleImages } from '../train/sit.js';
 import { describeNormalization, latentNormalization } from '../train/latents.js';
@@ -70,6 +71,8 @@ export function sampleFolderName(mode: Mode, flags: SampleFlags, method: string)
 async function runSample(mode: Mode, flags: SampleFlags): Promise<void> {
   if (flags.cfgScale < 1) throw new Error(`--cfg-scale ${flags.cfgScale}: must be at least 1 (1 samples without guidance)`);
   if (flags.guidanceLow > flags.guidanceHigh) throw new Error(`--guidance-low ${flags.guidanceLow} is above --guidance-high ${flags.guidanceHigh}`);
+  // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
+  checkWritableDir(flags.sampleDir, '--sample-dir');
   const method = flags.samplingMethod ?? (mode === 'ode' ? 'dopri5' : mode === 'sde' ? 'Euler' : mode);
   const odeMethods = ['euler', 'heun2', 'dopri5'];
   if (mode === 'ode' && !odeMethods.includes(method)) throw new Error(`--sampling-method ${method}: the ODE sampler knows ${odeMethods.join(', ')}`);

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as torch from '../torch/index.js';
-import { readJsonFile } from '../io/index.js';
+import { checkWritableDir, readJsonFile } from '../io/index.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { SIT_CONFIGS, type SiTConfig, type SiTName } from '../models/sit.js';
 import { DataLoader, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
@@ -151,6 +151,8 @@ export interface GeneratorTrainFlags {
 
 /** Builds the data and the generator from the flags and trains it; one rank of DDP under `reals launch`. */
 export async function runGeneratorTrain(kind: GeneratorKind, flags: GeneratorTrainFlags, args: Record<string, unknown>): Promise<void> {
+  // Before any model or data loads: an output folder that cannot be made fails now, in a few system calls.
+  if (flags.resume === undefined) checkWritableDir(flags.resultsDir, '--results-dir');
   if ((flags.dataPath === undefined) === (flags.latentsPath === undefined)) throw new Error('give exactly one of --data-path (with --vae-path) and --latents-path');
   if (flags.dataPath !== undefined && flags.vaePath === undefined) throw new Error('--data-path needs --vae-path (the VAE that encodes the images)');
   if (flags.device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${flags.device}: this libtorch build has no CUDA device`);

@@ -336,7 +336,7 @@ export class NpzWriter {
 
   private write(bytes: Uint8Array): void {
     if (this.fd === undefined) throw new Error(`${this.path}: the npz writer is closed`);
-    writeAll(this.fd, bytes);
+    writeAll(this.fd, bytes, this.path);
     this.position += bytes.length;
   }
 

@@ -114,8 +114,10 @@ class Unpickler {
     return String.fromCharCode(...chars);
   }
   private text(n: number): string {
+    // Read outside the try: a length past the end is "truncated", not a decoding error.
+    const bytes = this.bytes(n);
     try {
-      return this.utf8.decode(this.bytes(n));
+      return this.utf8.decode(bytes);
     } catch {
       return this.fail(`invalid UTF-8 in a string at byte ${this.pos - n}`);
     }

@@ -25,8 +25,23 @@ export interface LoadOptions {
   mapLocation?: torch.Device;
 }
 
-/** torch.load(path, map_location=...): the saved object with its tensors as Tensors. */
+/**
+ * torch.load(path, map_location=...): the saved object with its tensors as Tensors. Every error
+ * names the file: a RangeError (a pickle nested deeper than the stack, a size beyond what can be
+ * allocated) included.
+ */
 export function load(path: string, options: LoadOptions = {}): unknown {
+  try {
+    return loadFile(path, options);
+  } catch (error) {
+    if (error instanceof RangeError && !error.message.includes(path)) {
+      throw new Error(`${path}: ${error.message} (a pickle nested too deeply, or a size too large to allocate: a corrupt or hostile file?)`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+function loadFile(path: string, options: LoadOptions): unknown {
   const device = options.mapLocation ?? 'cpu';
   if (path.endsWith('.safetensors')) return loadSafetensors(path, { device });
   const fd = openSync(path, 'r');

@@ -4,7 +4,8 @@
 // DownEncoderBlock2D, UpDecoderBlock2D and UNetMidBlock2D (with its single-head Attention from
 // attention_processor.py). State-dict keys are diffusers' keys, and a folder is diffusers'
 // (config.json + diffusion_pytorch_model.safetensors or .bin) plus ReaLS's mean_std.json.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { makeDirs } from '../io/file.js';
 import { join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
@@ -508,7 +509,7 @@ export class AutoencoderKL extends nn.Module {
    * temporary name and renamed into place.
    */
   savePretrained(dir: string): void {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir, 'savePretrained:');
     torch.scope(() => saveDiffusersWeights(dir, this.stateDict()));
     writeJsonFileAtomic(join(dir, CONFIG_NAME), configToDiffusers(this.config));
     const statsPath = join(dir, MEAN_STD_NAME);

@@ -17,6 +17,7 @@ import type { Tensor } from '../torch/index.js';
 import { AutoencoderKL, configFromDiffusers, type LatentStats } from '../models/autoencoder-kl.js';
 import { AlignmentHeads, parseAlignmentConfig, saveAlignmentHeads } from '../models/alignment.js';
 import { DataLoader, type Dataset } from '../data/index.js';
+import { checkWritableDir } from '../io/file.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { progress as makeProgress } from './progress.js';
 
@@ -147,6 +148,8 @@ export async function convertAlignment(options: AlignConvertOptions): Promise<Al
   if (heads.config.latentChannels !== vae.config.latentChannels) {
     throw new Error(`convertAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
   }
+  // Before the statistics run: an output folder that cannot be made fails now.
+  checkWritableDir(options.outputDir, 'convertAlignment: outputDir');
   const data = new DataLoader(dataset, { batchSize, seed, randomFlip: false, numWorkers: options.numWorkers });
   const bar = makeProgress({
     total: Math.ceil(numSamples / batchSize), label: 'latent stats', stream: options.progressStream, itemsPerStep: batchSize,

@@ -27,6 +27,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { DistributedDataParallel } from '../nn/parallel.js';
 import * as optim from '../optim/index.js';
+import { checkWritableDir } from '../io/file.js';
 import { AutoencoderKL, configToDiffusers } from '../models/autoencoder-kl.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
@@ -157,6 +158,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const imageEvery = options.imageEvery ?? 1000;
   const precision = options.precision ?? 'fp32';
   const { distributed, rank, worldSize, device, log } = processContext(options);
+  if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainAlignment: resultsDir');
 
   if (dinoInputSize % dino.config.patchSize !== 0) {
     throw new Error(`trainAlignment: dinoInputSize ${dinoInputSize} is not divisible by the DINOv2 patch size ${dino.config.patchSize}`);

@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
-import { writeFileAtomic } from '../io/file.js';
+import { makeDirs, writeFileAtomic } from '../io/file.js';
 import { flattenStateDict, unflattenStateDict, type OptionValue, type Optimizer } from '../optim/optimizer.js';
 import type { ProcessContext } from './context.js';
 
@@ -301,7 +301,7 @@ export class CheckpointManager {
   constructor(readonly dir: string, options: CheckpointManagerOptions = {}) {
     this.keepLast = options.keepLast ?? Infinity;
     if (!(this.keepLast >= 1)) throw new RangeError(`CheckpointManager(${dir}): keepLast must be at least 1, got ${options.keepLast}`);
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir, 'checkpoints folder');
     // Temporaries of saves that died with their process (kill -9, power loss) are garbage.
     for (const name of readdirSync(dir)) {
       const match = TEMPORARY_NAME.exec(name);

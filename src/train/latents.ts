@@ -7,12 +7,12 @@
 // posterior's `mean` and `std` (float32 [n, C, h, w]; with --flip also `mean_flip`, `std_flip` of
 // the mirrored image), its `labels` and dataset `indices` (int64 [n]). Shards are written whole
 // under a temporary name and renamed, so a rerun keeps every shard that exists and encodes the rest.
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME } from '../io/index.js';
+import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME, makeDirs } from '../io/index.js';
 import { AutoencoderKL, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
 import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { progress as makeProgress } from './progress.js';
@@ -187,7 +187,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   } else if (rank === 0) {
     const stray = existsSync(out) ? readdirSync(out).filter((name) => /^shard-\d+\.npz$/.test(name)) : [];
     if (stray.length > 0) throw new Error(`cacheLatents: ${out} holds shards (${stray[0]}, ...) but no ${LATENT_INDEX}; use an empty --out folder`);
-    mkdirSync(out, { recursive: true });
+    makeDirs(out, 'cacheLatents: out');
     writeJsonFileAtomic(indexPath, { format: 'reals-latents', version: 1, vaePath: options.vaePath, settings, complete: false, shards: [], skipped: [] } satisfies LatentIndex);
   }
   if (distributed) dist.barrier();

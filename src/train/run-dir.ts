@@ -4,6 +4,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CheckpointManager } from './checkpoint.js';
+import { ensureWritableDir } from '../io/file.js';
 
 export interface RunDir {
   /** `<resultsDir>/NNN-<name>` */
@@ -17,7 +18,7 @@ export interface RunDir {
  * '/' in the name becoming '-' as DiT's `args.model.replace("/", "-")`.
  */
 export function createRunDir(resultsDir: string, name: string): RunDir {
-  mkdirSync(resultsDir, { recursive: true });
+  ensureWritableDir(resultsDir, 'results folder');
   const index = readdirSync(resultsDir).filter((entry) => !entry.startsWith('.')).length;
   const path = join(resultsDir, `${String(index).padStart(3, '0')}-${name.replaceAll('/', '-')}`);
   if (existsSync(path)) throw new Error(`createRunDir: ${path} already exists (results folder entries were removed or renamed?)`);

@@ -11,7 +11,7 @@
 // `ema.*`, `opt.*` and, in the metadata, the generator's name and config, the latent
 // normalization, the transport, the position in the data and the RNG state, so that `--resume`
 // continues exactly and `reals sample` needs no other flag to rebuild the network.
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
@@ -22,7 +22,7 @@ import * as optim from '../optim/index.js';
 import { DiT, SiT, type SiTConfig } from '../models/sit.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { load, SafetensorsFile, NpzWriter, readJsonFile, writeJsonFileAtomic } from '../io/index.js';
-import { writeAll, writeFileAtomic } from '../io/file.js';
+import { checkWritableDir, ensureWritableDir, writeAll, writeFileAtomic } from '../io/file.js';
 import { decodeImage } from '../data/index.js';
 import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
@@ -122,6 +122,7 @@ export interface GeneratorTrainResult {
 export async function trainGenerator(options: GeneratorTrainOptions): Promise<GeneratorTrainResult> {
   const { spec, data } = options;
   const { distributed, rank, worldSize, device, log } = processContext(options);
+  if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainGenerator: resultsDir');
   const ckptEvery = options.ckptEvery ?? 50_000;
   const logEvery = options.logEvery ?? 100;
   const epochs = options.epochs ?? 1400;
@@ -513,7 +514,7 @@ function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, ra
     }
   };
   if (rank === 0) {
-    mkdirSync(sampleDir, { recursive: true });
+    ensureWritableDir(sampleDir, 'sample folder');
     if (existsSync(path)) compare();
     else {
       const png = readdirSync(sampleDir).find((name) => name.endsWith('.png'));

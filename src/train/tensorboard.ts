@@ -2,7 +2,8 @@
 // protocol buffer (tensorboard/compat/proto/event.proto, summary.proto). A TFRecord is
 // uint64 length, masked CRC32C of the length bytes, the data, masked CRC32C of the data
 // (tensorflow/core/lib/io/record_writer.cc), all little-endian.
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { makeDirs } from '../io/file.js';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
@@ -124,7 +125,7 @@ export class SummaryWriter {
   private fd: number | null;
 
   constructor(readonly logDir: string, options: SummaryWriterOptions = {}) {
-    mkdirSync(logDir, { recursive: true });
+    makeDirs(logDir, 'TensorBoard folder');
     const seconds = String(Math.floor(Date.now() / 1000)).padStart(10, '0');
     this.path = join(logDir, `events.out.tfevents.${seconds}.${hostname()}.${process.pid}.${globalUid++}${options.filenameSuffix ?? ''}`);
     this.fd = openSync(this.path, 'w');

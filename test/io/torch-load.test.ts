@@ -111,3 +111,20 @@ test('a flipped byte in a storage is an error naming the file and entry; a CRC-3
   writeFileSync(path, flipped);
   assert.ok(load(path) !== null);
 });
+
+test('a legacy .pt whose pickle nests past the stack, or claims a string past its end, is an error naming the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-load-'));
+  try {
+    // torch.save's legacy magic number, protocol version and sys_info pickles, then the object's pickle.
+    const head = Buffer.from('80028a0a6cfc9c46f9206aa850192e80024de9032e80027d710028581000000070726f746f636f6c5f76657273696f6e71014de903580d0000006c6974746c655f656e6469616e710288580a000000747970655f73697a657371037d710428580500000073686f727471054b025803000000696e7471064b0458040000006c6f6e6771074b0475752e', 'hex');
+    const keys = Buffer.from('80025d71002e', 'hex');
+    const deep = join(dir, 'deep.pt');
+    writeFileSync(deep, Buffer.concat([head, Buffer.from([0x80, 0x02]), Buffer.alloc(200_000, 0x5d), Buffer.alloc(199_999, 0x61), Buffer.from('.'), keys]));
+    assert.throws(() => load(deep), new RegExp(`^Error: ${deep}: Maximum call stack size exceeded \\(a pickle nested too deeply, or a size too large to allocate`));
+    const huge = join(dir, 'huge.pt');
+    writeFileSync(huge, Buffer.concat([head, Buffer.from([0x80, 0x02, 0x58, 0xf0, 0xff, 0xff, 0xff]), Buffer.from('abc')]));
+    assert.throws(() => load(huge), new RegExp(`^Error: ${huge}: pickle data is truncated \\(needs 4294967280 bytes at byte 144, the input ends at byte 147\\)`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,91 @@
+import { test, mock } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { checkWritableDir, ensureWritableDir, makeDirs, load } from '../../src/io/index.js';
+import { writeAll } from '../../src/io/file.js';
+import { buildProgram } from '../../src/cli/main.js';
+
+const { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } = fs;
+
+test('an output folder under /proc (where recursive mkdirSync spins) fails at once, naming the flag, the folder and why', () => {
+  const start = performance.now();
+  assert.throws(() => ensureWritableDir('/proc/reals-out/results', '--results-dir'),
+    /^Error: --results-dir \/proc\/reals-out\/results: cannot create the folder \/proc\/reals-out: ENOENT \(its parent exists but takes no new folders \(a virtual file system such as \/proc\?\)\)$/);
+  assert.ok(performance.now() - start < 1000);
+  const dir = mkdtempSync(join(tmpdir(), 'reals-file-'));
+  try {
+    writeFileSync(join(dir, 'file'), '');
+    assert.throws(() => ensureWritableDir(join(dir, 'file', 'sub'), '--sample-dir'), /^Error: --sample-dir .*file\/sub: cannot reach .*file\/sub: ENOTDIR \(a part of the path is a file\)$/);
+    makeDirs(join(dir, 'a', 'b', 'c'));
+    ensureWritableDir(join(dir, 'a', 'b', 'c'));
+    assert.deepEqual(fs.readdirSync(join(dir, 'a', 'b', 'c')), [], 'the probe file is removed');
+    // A read-only file system: EROFS, where Node's recursive mkdir reported ENOENT.
+    const erofs = mock.method(fs, 'mkdirSync', () => { throw Object.assign(new Error('EROFS: read-only file system, mkdir'), { code: 'EROFS' }); });
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => ensureWritableDir(join(dir, 'ro', 'x'), '--output-dir'), /--output-dir .*ro\/x: cannot create the folder .*\/ro: EROFS \(a read-only file system\)$/);
+    } finally {
+      erofs.mock.restore();
+      syncBuiltinESMExports();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('read and write errors that say only "read" or "write" (EISDIR, ENOSPC) name the path', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-file-'));
+  try {
+    assert.throws(() => load(dir), new RegExp(`^Error: ${dir}: EISDIR: illegal operation on a directory, read \\(a folder where a file was expected\\)`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const fd = openSync('/dev/full', 'w');
+  try {
+    assert.throws(() => writeAll(fd, new Uint8Array(16), 'out.npz'), (e: NodeJS.ErrnoException) =>
+      e.code === 'ENOSPC' && /^out\.npz: ENOSPC: no space left on device, write \(the device is full\)$/.test(e.message));
+  } finally {
+    closeSync(fd);
+  }
+});
+
+/** The CLI with errors thrown instead of exiting. */
+function program(): Command {
+  const root = buildProgram();
+  const quiet = (c: Command): void => {
+    c.exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+    c.commands.forEach(quiet);
+  };
+  quiet(root);
+  return root;
+}
+
+test('sit train, align train, align convert and sample refuse an output folder under /proc before loading anything', async () => {
+  const cases: [string[], RegExp][] = [
+    [['sit', 'train', '--results-dir', '/proc/reals-x', '--latents-path', 'missing'], /--results-dir \/proc\/reals-x: cannot create the folder/],
+    [['align', 'train', '--results-dir', '/proc/reals-x', '--data-path', 'missing', '--dino-ckpt', 'missing'], /--results-dir \/proc\/reals-x: cannot create the folder/],
+    [['align', 'convert', '--output-dir', '/proc/reals-x', '--ckpt', 'missing', '--data-path', 'missing', '--num-samples', '10'], /--output-dir \/proc\/reals-x: cannot create the folder/],
+    [['sample', 'ode', '--sample-dir', '/proc/reals-x', '--ckpt', 'missing', '--vae-path', 'missing'], /--sample-dir \/proc\/reals-x: cannot create the folder/],
+  ];
+  for (const [argv, expected] of cases) {
+    const start = performance.now();
+    await assert.rejects(program().parseAsync(argv, { from: 'user' }), (e: Error) => expected.test(e.message), argv.join(' '));
+    assert.ok(performance.now() - start < 2000, `${argv.join(' ')}: ${performance.now() - start} ms`);
+  }
+});
+
+test('checkWritableDir checks a folder could be made and written, and leaves nothing behind', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-file-'));
+  try {
+    checkWritableDir(join(dir, 'x', 'y'), '--output-dir');
+    checkWritableDir(dir, '--output-dir');
+    assert.deepEqual(fs.readdirSync(dir), []);
+    assert.throws(() => checkWritableDir('/proc/reals-x/y', '--output-dir'), /^Error: --output-dir \/proc\/reals-x\/y: cannot create the folder \/proc\/reals-x: ENOENT/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
