@@ -183,7 +183,8 @@ export interface SiTConfig {
 export interface CfgOptions {
   /**
    * How many leading output channels to guide, or 'all' for every channel of the mean prediction
-   * (inChannels; REPA guides all). Default: the official code's, 3 for SiT, 4 for DiT.
+   * (inChannels; REPA guides all). Default: the official code's 3, in SiT and in DiT alike
+   * (both forward_with_cfg split `eps, rest = model_out[:, :3], model_out[:, 3:]`).
    */
   channels?: number | 'all';
 }
