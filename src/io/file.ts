@@ -1,7 +1,7 @@
 // Positioned file reads and atomic writes for formats whose files pass 2 GiB (safetensors, PyTorch
 // archives): positions are plain numbers (exact to 2^53) and no single call moves more than 1 GiB,
 // below the 2 GiB that one read(2)/write(2) through Node may move.
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, rmdirSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 const CHUNK = 1 << 30;
@@ -69,6 +69,39 @@ export function writeFileAtomic(path: string, write: (fd: number) => void): void
     rmSync(tmp, { force: true });
     throw namingPath(error, path);
   }
+}
+
+/** Whether process `pid` runs on this machine (EPERM: it does, as another user's). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the temporaries `<name>.tmp-<pid>` (writeFileAtomic's, NpzWriter's) in `dir` whose name
+ * passes `matches` and whose process is gone: a write killed before its rename leaves one, and
+ * nothing else ever removes it. Returns the names removed.
+ */
+export function removeDeadTemporaries(dir: string, matches: (name: string) => boolean = () => true): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw namingPath(error, dir);
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const match = /\.tmp-(\d+)$/.exec(name);
+    if (match === null || !matches(name) || processAlive(Number(match[1]))) continue;
+    rmSync(join(dir, name), { force: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 /**

@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
-import { makeDirs, writeFileAtomic } from '../io/file.js';
+import { makeDirs, processAlive, writeFileAtomic } from '../io/file.js';
 import { flattenStateDict, unflattenStateDict, type OptionValue, type Optimizer } from '../optim/optimizer.js';
 import type { ProcessContext } from './context.js';
 
@@ -385,14 +385,5 @@ export class CheckpointManager {
       return;
     }
     renameSync(tmp, link);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME, makeDirs } from '../io/index.js';
+import { removeDeadTemporaries } from '../io/file.js';
 import { AutoencoderKL, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
 import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { progress as makeProgress } from './progress.js';
@@ -190,6 +191,8 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     makeDirs(out, 'cacheLatents: out');
     writeJsonFileAtomic(indexPath, { format: 'reals-latents', version: 1, vaePath: options.vaePath, settings, complete: false, shards: [], skipped: [] } satisfies LatentIndex);
   }
+  // Shards (and the index) a killed run left under temporary names; no rank writes before the barrier.
+  if (rank === 0) removeDeadTemporaries(out);
   if (distributed) dist.barrier();
 
   const numShards = Math.ceil(dataset.length / shardSize);

@@ -4,7 +4,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CheckpointManager } from './checkpoint.js';
-import { ensureWritableDir } from '../io/file.js';
+import { ensureWritableDir, processAlive } from '../io/file.js';
 
 export interface RunDir {
   /** `<resultsDir>/NNN-<name>` */
@@ -101,15 +101,6 @@ export function lockRunDir(runDir: string, log: (line: string) => void = () => {
 }
 
 const heldLocks = new Set<string>();
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export class NonFiniteLossError extends Error {
   constructor(readonly loss: string, readonly value: number, readonly step: number) {

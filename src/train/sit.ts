@@ -12,7 +12,7 @@
 // normalization, the transport, the position in the data and the RNG state, so that `--resume`
 // continues exactly and `reals sample` needs no other flag to rebuild the network.
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
@@ -22,7 +22,7 @@ import * as optim from '../optim/index.js';
 import { DiT, SiT, type SiTConfig } from '../models/sit.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { load, SafetensorsFile, NpzWriter, readJsonFile, writeJsonFileAtomic } from '../io/index.js';
-import { checkWritableDir, ensureWritableDir, writeAll, writeFileAtomic } from '../io/file.js';
+import { checkWritableDir, ensureWritableDir, removeDeadTemporaries, writeAll, writeFileAtomic } from '../io/file.js';
 import { decodeImage } from '../data/index.js';
 import {
   Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions, type TransportConfig,
@@ -501,7 +501,7 @@ function samplingSettings(options: SampleImagesOptions, worldSize: number): Reco
  * them in a new folder, and a folder with other settings, or with PNGs and no record, is an error
  * naming what differs (reusing those PNGs would mix two models' or samplers' images in one score).
  */
-function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, rank: number, distributed: boolean): void {
+function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, rank: number, distributed: boolean, log: (line: string) => void): void {
   const path = join(sampleDir, SAMPLING_SETTINGS);
   const fail = (message: string): never => { throw new Error(`${sampleDir}: ${message}; use another sample folder, or delete this one`); };
   const compare = (): void => {
@@ -515,6 +515,11 @@ function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, ra
   };
   if (rank === 0) {
     ensureWritableDir(sampleDir, 'sample folder');
+    // Before any rank writes (they wait at the barrier below): PNGs, and the .npz and grid beside
+    // the folder, that a killed run left under temporary names.
+    const prefix = `${basename(resolve(sampleDir))}.`;
+    const stale = [...removeDeadTemporaries(sampleDir), ...removeDeadTemporaries(dirname(resolve(sampleDir)), (name) => name.startsWith(prefix))];
+    if (stale.length > 0) log(`note: removed ${stale.length} temporary file(s) of an interrupted run (${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''})`);
     if (existsSync(path)) compare();
     else {
       const png = readdirSync(sampleDir).find((name) => name.endsWith('.png'));
@@ -553,7 +558,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
   model.to(device).eval();
   vae.to(device).eval();
-  claimSampleDir(sampleDir, samplingSettings(options, worldSize), rank, distributed);
+  claimSampleDir(sampleDir, samplingSettings(options, worldSize), rank, distributed, log);
   log(`sampling ${numSamples} images (${iterations} batches of ${batchSize} x ${worldSize} ranks) into ${sampleDir}; ` +
     `${options.method}, ${options.steps ?? 250} steps, cfg ${options.cfgScale ?? 1}; latents denormalized by ${describeNormalization(normalization)}`);
   const bar = rank === 0 ? makeProgress({ total: iterations, label: 'sample', unit: 'batch', stream: options.progressStream, itemsPerStep: globalBatch }) : null;

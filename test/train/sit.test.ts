@@ -358,3 +358,31 @@ test('a sample folder continues only with the settings its PNGs were drawn with;
   assert.equal(existsSync(join(foreign, SAMPLING_SETTINGS)), false);
   rmSync(root, { recursive: true });
 });
+
+test('a sample folder starts by removing the temporaries of killed runs (PNGs, .npz, grid), not those of live processes', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-sample-tmp-'));
+  torch.manualSeed(0);
+  const vae = new AutoencoderKL({
+    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
+  });
+  const model = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
+  const dead = spawn('true');
+  await new Promise((resolve) => dead.once('exit', resolve));
+  const sampleDir = join(root, 'samples');
+  mkdirSync(sampleDir);
+  const stale = [join(sampleDir, `000000.png.tmp-${dead.pid}`), `${sampleDir}.npz.tmp-${dead.pid}`, `${sampleDir}.png.tmp-${dead.pid}`];
+  const running = spawn('sleep', ['30']);
+  const live = [join(sampleDir, `000001.png.tmp-${running.pid}`), join(root, `other.npz.tmp-${dead.pid}`)];
+  for (const path of [...stale, ...live]) writeFileSync(path, 'partial');
+  const notes: string[] = [];
+  await sampleImages({
+    model, vae, normalization: IDENTITY, method: 'ode', steps: 3, ode: { samplingMethod: 'euler' }, batchSize: 2, seed: 0,
+    numSamples: 2, sampleDir, log: (line) => notes.push(line), progressStream: new PassThrough(),
+  });
+  for (const path of stale) assert.ok(!existsSync(path), `${path} removed`);
+  for (const path of live) assert.ok(existsSync(path), `${path} kept (a live process's, or another folder's)`);
+  running.kill();
+  assert.ok(notes.some((line) => line.startsWith('note: removed 3 temporary file(s) of an interrupted run')), notes.join('\n'));
+  rmSync(root, { recursive: true });
+});
