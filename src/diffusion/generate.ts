@@ -73,19 +73,23 @@ export function generateLatents(options: GenerateOptions): Tensor {
     if (y.ndim !== 1) throw new Error(`generateLatents: labels must be one label per sample, got shape [${y.shape}]`);
     torch.manualSeed(seed);
     const z = torch.randn([y.size(0), ...options.shape]).to(device);
+    const sampler = ddpm ? null : new Sampler(createTransport(options.transport));
+    const odeOptions = { ...options.ode, numSteps: steps };
+    const sdeOptions = { diffusionForm: 'sigma' as const, ...options.sde, numSteps: steps };
     const model: Model = cfgScale > 1
       ? guidedModel(network, {
         cfgScale,
         channels: options.cfgChannels,
         interval: { low: guidanceLow, high: guidanceHigh, convention: guidanceConvention },
         sitTime: ddpm ? (k) => 1 - k / diffusionSteps : undefined,
+        // By step, on the reference's float64 grid (REPA's), where the sampler has a fixed grid.
+        grid: sampler === null ? undefined : method === 'ode' ? sampler.stepTimes('ode', odeOptions, guidanceConvention) : sampler.stepTimes('sde', sdeOptions, guidanceConvention),
       })
       : (x, t, kwargs) => network.forward(x, t, kwargs.y as Tensor);
     const modelKwargs = { y };
     switch (method) {
       case 'ode': case 'sde': {
-        const sampler = new Sampler(createTransport(options.transport));
-        const sample = method === 'ode' ? sampler.sampleOde({ ...options.ode, numSteps: steps }) : sampler.sampleSde({ diffusionForm: 'sigma', ...options.sde, numSteps: steps });
+        const sample = method === 'ode' ? sampler!.sampleOde(odeOptions) : sampler!.sampleSde(sdeOptions);
         const { samples } = sample(z, model, modelKwargs);
         return samples[samples.length - 1]!;
       }

@@ -40,6 +40,15 @@ export interface GuidanceOptions {
    * the transport samplers pass; DDPM passes integer timesteps and gives its own map.
    */
   sitTime?: (t: number) => number;
+  /**
+   * The sampler's fixed grid, so that guidance is decided by step, as REPA does: `sit[i]` is the
+   * (float32) SiT time the sampler passes at step i, `times[i]` that step's time in the
+   * interval's convention as the reference computes it (REPA: a float64 linspace; Sampler's
+   * stepTimes). SiT's float32 times, converted, can fall on the other side of an interval end
+   * that lies on a grid point (REPA's [0, 0.75] with 28 steps). A time not on the grid (dopri5's)
+   * is decided by itself. Default: every time by itself.
+   */
+  grid?: { sit: readonly number[]; times: readonly number[] };
 }
 
 /** A time in one convention expressed in another (t_repa = 1 - t_sit). */
@@ -71,13 +80,23 @@ export function guidedModel(network: ConditionalNetwork, options: GuidanceOption
     convertTime(0, 'sit', interval.convention);
     if (!(interval.low <= interval.high)) throw new Error(`guidedModel: the guidance interval needs low <= high, got [${interval.low}, ${interval.high}]`);
   }
+  if (options.grid !== undefined && options.grid.sit.length !== options.grid.times.length) {
+    throw new Error(`guidedModel: grid.sit has ${options.grid.sit.length} times, grid.times ${options.grid.times.length}`);
+  }
+  const gridTimes = new Map<number, number>();
+  options.grid?.sit.forEach((t, i) => { if (!gridTimes.has(t)) gridTimes.set(t, options.grid!.times[i]!); });
+  const guidedAt = (t: number): boolean => {
+    if (interval === undefined) return true;
+    const time = gridTimes.get(t);
+    return time === undefined ? isGuided(sitTime(t), interval) : time >= interval.low && time <= interval.high;
+  };
   const nullClass = network.config.numClasses;
   return (x, t, modelKwargs) => {
     const y = modelKwargs.y;
     if (!(y instanceof torch.Tensor)) throw new Error('guidedModel: modelKwargs.y must hold the class labels as a tensor');
     const t0 = t.amin().item();
     if (t0 !== t.amax().item()) throw new Error('guidedModel: the guidance interval needs one time for the whole batch');
-    if (!isGuided(sitTime(t0), interval)) return network.forward(x, t, y);
+    if (!guidedAt(t0)) return network.forward(x, t, y);
     const n = x.size(0);
     const out = network.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.fullLike(y, nullClass)]));
     const k = channels === 'all' ? network.config.inChannels : channels;

@@ -41,6 +41,12 @@ export function odeint(func: OdeFunc, y0: Tensor, t: readonly number[], options:
   }
 }
 
+/** torch.linspace(t0, t1, numSteps, dtype=torch.float64) as numbers: REPA's time grids. */
+export function timeGrid64(t0: number, t1: number, numSteps: number): number[] {
+  if (!Number.isInteger(numSteps) || numSteps < 2) throw new Error(`timeGrid64: numSteps must be an integer >= 2, got ${numSteps}`);
+  return torch.scope(() => Array.from(torch.linspace(t0, t1, numSteps, { dtype: 'float64' }).toArray() as Float64Array));
+}
+
 /** torch.linspace(t0, t1, numSteps) as numbers: SiT's float32 time grids. */
 export function timeGrid(t0: number, t1: number, numSteps: number): number[] {
   if (!Number.isInteger(numSteps) || numSteps < 2) throw new Error(`timeGrid: numSteps must be an integer >= 2, got ${numSteps}`);

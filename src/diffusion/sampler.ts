@@ -4,7 +4,8 @@
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import type { DiffusionForm } from './path.js';
-import { odeint, timeGrid, type OdeMethod } from './ode.js';
+import { odeint, timeGrid, timeGrid64, type OdeMethod } from './ode.js';
+import { convertTime, type TimeConvention } from './guidance.js';
 import { sdeint, type SdeMethod } from './sde.js';
 import type { Model, ModelKwargs, Transport } from './transport.js';
 
@@ -37,6 +38,28 @@ export type SampleFn = (init: Tensor, model: Model, modelKwargs?: ModelKwargs) =
 
 export class Sampler {
   constructor(readonly transport: Transport) {}
+
+  /**
+   * The fixed grid that sampleOde ('ode': euler, heun2) or sampleSde ('sde') passes the model:
+   * `sit`, its float32 SiT times, and `times`, each step's time in `convention` in float64 as
+   * the reference computes it: SiT's own linspace, or REPA's, which runs from 1 to 0 (the ODE) or
+   * from 1 to the last step's size (the SDE, 0.04). For guidedModel's `grid`.
+   */
+  stepTimes(
+    kind: 'ode' | 'sde', options: Pick<OdeSamplerOptions, 'numSteps' | 'reverse'> & Pick<SdeSamplerOptions, 'numSteps' | 'lastStep' | 'lastStepSize' | 'diffusionForm'>,
+    convention: TimeConvention,
+  ): { sit: number[]; times: number[] } {
+    const lastStepSize = kind === 'ode' || options.lastStep === null ? 0 : options.lastStepSize ?? 0.04;
+    const numSteps = options.numSteps ?? (kind === 'ode' ? 50 : 250);
+    const [t0, t1] = kind === 'ode'
+      ? this.transport.checkInterval({ sde: false, eval: true, reverse: options.reverse ?? false, lastStepSize: 0 })
+      : this.transport.checkInterval({ diffusionForm: options.diffusionForm ?? 'SBDM', sde: true, eval: true, reverse: false, lastStepSize });
+    const sit = timeGrid(t0, t1, numSteps);
+    if (convention === 'sit') return { sit, times: timeGrid64(t0, t1, numSteps) };
+    // REPA writes its ends: 1 - 0 = 1, and the SDE's 0.04 (1 - (1 - 0.04) is not 0.04 in float64).
+    const end = lastStepSize > 0 && t1 === 1 - lastStepSize ? lastStepSize : convertTime(t1, 'sit', convention);
+    return { sit, times: timeGrid64(convertTime(t0, 'sit', convention), end, numSteps) };
+  }
 
   /** The ODE sampler with SiT's defaults: dopri5, 50 output points, atol 1e-6, rtol 1e-3. */
   sampleOde(options: OdeSamplerOptions = {}): SampleFn {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import {
-  Sampler, createTransport, guidedModel, fromRepaTime, isGuided, convertTime,
+  Sampler, createTransport, generateLatents, guidedModel, fromRepaTime, isGuided, convertTime,
   type ConditionalNetwork, type GuidanceInterval,
 } from '../../src/diffusion/index.js';
 import { DiT, SiT } from '../../src/models/index.js';
@@ -118,4 +118,46 @@ test('guidedModel names what is wrong', () => {
   assert.throws(() => model(X, at(0.5), {}), /modelKwargs.y/);
   assert.throws(() => model(X, torch.tensor([0.1, 0.2]), { y: Y }), /one time for the whole batch/);
   assert.throws(() => guidedModel(network, { cfgScale: 2, channels: 5 })(X, at(0.5), { y: Y }), /cannot guide 5 channels of an output with 4/);
+});
+
+// Written by test/fixtures/make_guidance_grid.py: the steps REPA's samplers guide, for every step count.
+const grids = loadFixture('diffusion_guidance_grid.json') as Record<'ode' | 'sde', { low: number; high: number; runs: [number, number, number][] }[]>;
+
+/** [first, last] guided step of `times` (-1, -1: none). */
+function guidedRun(times: readonly number[], decide: (t: number, i: number) => boolean): [number, number] {
+  const idx = times.map((t, i) => (decide(t, i) ? i : -1)).filter((i) => i >= 0);
+  return idx.length === 0 ? [-1, -1] : [idx[0]!, idx.at(-1)!];
+}
+
+test('guidance is decided by step on REPA\'s float64 grid, for every ODE and SDE step count up to 1000 (float32 SiT times disagree at 44 ODE counts)', () => {
+  const sampler = new Sampler(createTransport());
+  let float32Disagrees = 0;
+  for (const kind of ['ode', 'sde'] as const) {
+    for (const { low, high, runs } of grids[kind]) {
+      const interval: GuidanceInterval = { low, high, convention: 'repa' };
+      for (const [points, first, last] of runs) {
+        const grid = sampler.stepTimes(kind, { numSteps: points, diffusionForm: 'sigma' }, 'repa');
+        // The ODE takes a step from every point but the last; the SDE's last point is its final step.
+        const steps = kind === 'ode' ? points - 1 : points;
+        const byStep = guidedRun(grid.times.slice(0, steps), (t) => t >= low && t <= high);
+        assert.deepEqual(byStep, [first, last], `${kind} ${points} points on [${low}, ${high}]`);
+        const byTime = guidedRun(grid.sit.slice(0, steps), (t) => isGuided(t, interval));
+        if (kind === 'ode' && low === 0 && high === 0.75 && byTime.join() !== byStep.join()) float32Disagrees++;
+      }
+    }
+  }
+  assert.equal(float32Disagrees, 44, 'the defect this fixes: 1 - t on SiT\'s float32 grid');
+});
+
+test('generateLatents guides the steps REPA guides: 28 Euler steps on [0, 0.75] guide steps 8 to 27', () => {
+  const network = counting(fromRepaTime(repaMlp(fixture.mlp, fixture.classes)));
+  const c = fixture.euler[0];
+  generateLatents({
+    model: network, labels: c.y, shape: c.latents.shape.slice(1), seed: 0, method: 'ode', steps: 29, cfgScale: 1.8,
+    guidanceLow: 0, guidanceHigh: 0.75, ode: { samplingMethod: 'euler' },
+  });
+  const [, first, last] = grids.ode[0]!.runs.find(([points]) => points === 29)!;
+  assert.deepEqual([first, last], [8, 27]);
+  const b = c.y.size(0);
+  assert.deepEqual(network.batches, Array.from({ length: 28 }, (_, i) => (i >= 8 ? 2 * b : b)));
 });
