@@ -74,7 +74,7 @@ async function runSample(mode: Mode, flags: SampleFlags): Promise<void> {
   // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
   checkWritableDir(flags.sampleDir, '--sample-dir');
   const method = flags.samplingMethod ?? (mode === 'ode' ? 'dopri5' : mode === 'sde' ? 'Euler' : mode);
-  const odeMethods = ['euler', 'heun2', 'dopri5'];
+  const odeMethods = ['euler', 'heun2', 'heun-repa', 'dopri5'];
   if (mode === 'ode' && !odeMethods.includes(method)) throw new Error(`--sampling-method ${method}: the ODE sampler knows ${odeMethods.join(', ')}`);
   if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
   // Everything is loaded and checked before the process group starts or any sample is drawn.
@@ -153,7 +153,7 @@ function modeCommand(mode: Mode): Command {
   }
   if (mode === 'ode') {
     command
-      .option('--sampling-method <m>', 'euler, heun2 or dopri5', 'dopri5')
+      .option('--sampling-method <m>', 'euler, heun2 (torchdiffeq\'s, as SiT), heun-repa (REPA\'s Heun: no corrector on the last step, the corrector guided as its step) or dopri5', 'dopri5')
       .option('--atol <tol>', 'absolute tolerance (dopri5)', number(0), 1e-6)
       .option('--rtol <tol>', 'relative tolerance (dopri5)', number(0), 1e-3)
       .option('--reverse', 'integrate from data to noise', false);

@@ -96,7 +96,9 @@ export function guidedModel(network: ConditionalNetwork, options: GuidanceOption
     if (!(y instanceof torch.Tensor)) throw new Error('guidedModel: modelKwargs.y must hold the class labels as a tensor');
     const t0 = t.amin().item();
     if (t0 !== t.amax().item()) throw new Error('guidedModel: the guidance interval needs one time for the whole batch');
-    if (!guidedAt(t0)) return network.forward(x, t, y);
+    // A sampler may evaluate at one time on behalf of a step at another (REPA's Heun corrector).
+    const decideAt = typeof modelKwargs.guidanceTime === 'number' ? modelKwargs.guidanceTime : t0;
+    if (!guidedAt(decideAt)) return network.forward(x, t, y);
     const n = x.size(0);
     const out = network.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.fullLike(y, nullClass)]));
     const k = channels === 'all' ? network.config.inChannels : channels;

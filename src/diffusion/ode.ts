@@ -1,5 +1,6 @@
 // ODE integration on a time grid, as torchdiffeq's odeint (0.2.5), which SiT's ode sampler
-// calls: the fixed-grid 'euler' and 'heun2' solvers step exactly on the grid; 'dopri5' is the
+// calls: the fixed-grid 'euler' and 'heun2' solvers step exactly on the grid ('heun-repa' is
+// REPA's Heun: no corrector on the last step, the corrector guided as its step); 'dopri5' is the
 // adaptive Dormand-Prince 5(4) solver with torchdiffeq's error control (RMS norm of the error
 // over atol + rtol * max(|y0|, |y1|), safety 0.9, growth at most 10x, shrink at most 5x, first
 // step from Hairer's heuristic) and its 4th-order dense output at the grid points, so it may
@@ -8,9 +9,13 @@
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 
-export type OdeMethod = 'euler' | 'heun2' | 'dopri5';
-/** dy/dt at time t (a number) and state y. */
-export type OdeFunc = (t: number, y: Tensor) => Tensor;
+export type OdeMethod = 'euler' | 'heun2' | 'heun-repa' | 'dopri5';
+/**
+ * dy/dt at time t (a number) and state y. `stepTime` is the time of the step the evaluation
+ * belongs to, where it differs from t (the corrector of 'heun-repa', which REPA guides as its
+ * step's start): the samplers pass it on to the guidance.
+ */
+export type OdeFunc = (t: number, y: Tensor, stepTime?: number) => Tensor;
 
 export interface OdeOptions {
   method?: OdeMethod;
@@ -33,11 +38,11 @@ export function odeint(func: OdeFunc, y0: Tensor, t: readonly number[], options:
     if (reversed ? !(t[i]! < t[i - 1]!) : !(t[i]! > t[i - 1]!)) throw new Error(`odeint: the time grid must be strictly increasing or decreasing, got [${t}]`);
   }
   const grid = reversed ? t.map((v) => -v) : [...t];
-  const f: OdeFunc = reversed ? (s, y) => func(-s, y).neg() : func;
+  const f: OdeFunc = reversed ? (s, y, step) => func(-s, y, step === undefined ? undefined : -step).neg() : func;
   switch (method) {
-    case 'euler': case 'heun2': return fixedGrid(f, y0, grid, method);
+    case 'euler': case 'heun2': case 'heun-repa': return fixedGrid(f, y0, grid, method);
     case 'dopri5': return dopri5(f, y0, grid, atol, rtol);
-    default: throw new Error(`odeint: unknown method '${method as string}' (euler, heun2, dopri5)`);
+    default: throw new Error(`odeint: unknown method '${method as string}' (euler, heun2, heun-repa, dopri5)`);
   }
 }
 
@@ -58,7 +63,13 @@ export function timeRounding(y: Tensor): (v: number) => number {
   return y.dtype === 'float64' ? (v) => v : Math.fround;
 }
 
-function fixedGrid(f: OdeFunc, y0: Tensor, grid: readonly number[], method: 'euler' | 'heun2'): Tensor[] {
+/**
+ * torchdiffeq's fixed-grid Euler and Heun ('heun2': the corrector at every step, evaluated and
+ * guided at the step's end), and REPA's Heun (samplers.py euler_sampler(heun=True)): an Euler
+ * step alone on the last step, and the corrector, evaluated at the step's end, guided or not as
+ * the step's start.
+ */
+function fixedGrid(f: OdeFunc, y0: Tensor, grid: readonly number[], method: 'euler' | 'heun2' | 'heun-repa'): Tensor[] {
   // SiT's grid is a float32 linspace and torchdiffeq's fixed-grid solvers keep its dtype.
   const out = [y0];
   let y = y0;
@@ -68,8 +79,8 @@ function fixedGrid(f: OdeFunc, y0: Tensor, grid: readonly number[], method: 'eul
     const yi = y;
     y = torch.scope(() => {
       const k1 = f(t0, yi);
-      if (method === 'euler') return yi.add(k1.mul(dt));
-      const k2 = f(Math.fround(t0 + dt), yi.add(k1.mul(dt)));
+      if (method === 'euler' || (method === 'heun-repa' && i + 2 === grid.length)) return yi.add(k1.mul(dt));
+      const k2 = method === 'heun2' ? f(Math.fround(t0 + dt), yi.add(k1.mul(dt))) : f(grid[i + 1]!, yi.add(k1.mul(dt)), t0);
       return yi.add(k1.mul(0.5).add(k2.mul(0.5)).mul(dt));
     });
     out.push(y);

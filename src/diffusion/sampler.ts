@@ -69,9 +69,11 @@ export class Sampler {
     return (init, model, modelKwargs = {}) => torch.noGrad(() => {
       let nfe = 0;
       // SiT builds t as ones(B) * t: float32 whatever the state's dtype.
-      const drift = (t: number, x: Tensor): Tensor => torch.scope(() => {
+      const drift = (t: number, x: Tensor, stepTime?: number): Tensor => torch.scope(() => {
         nfe++;
-        return this.transport.drift(x, torch.full([x.size(0)], t, { device: x.device }), model, modelKwargs);
+        // The step's own time reaches the guidance as modelKwargs.guidanceTime (guidedModel).
+        const kwargs = stepTime === undefined ? modelKwargs : { ...modelKwargs, guidanceTime: stepTime };
+        return this.transport.drift(x, torch.full([x.size(0)], t, { device: x.device }), model, kwargs);
       });
       const samples = odeint(drift, init, grid, { method: samplingMethod, atol, rtol });
       return { samples, nfe };

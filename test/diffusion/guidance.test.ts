@@ -109,6 +109,27 @@ for (const c of fixture.euler) {
   });
 }
 
+for (const c of fixture.heun) {
+  test(`REPA's Heun (euler_sampler heun=True) with cfg ${c.cfg_scale} on [${c.guidance_low}, ${c.guidance_high}] equals 'heun-repa'; SiT's heun2 does not`, () => {
+    const run = (samplingMethod: 'heun-repa' | 'heun2') => {
+      const network = counting(fromRepaTime(repaMlp(fixture.mlp, fixture.classes)));
+      const interval: GuidanceInterval = { low: c.guidance_low, high: c.guidance_high, convention: 'repa' };
+      const sampler = new Sampler(createTransport());
+      const grid = sampler.stepTimes('ode', { numSteps: c.num_steps + 1 }, 'repa');
+      const { samples } = sampler.sampleOde({ samplingMethod, numSteps: c.num_steps + 1 })(c.latents, guidedModel(network, { cfgScale: c.cfg_scale, interval, grid }), { y: c.y });
+      return { sample: samples[samples.length - 1]!, batches: network.batches };
+    };
+    const repa = run('heun-repa');
+    assertClose(repa.sample, c.samples, 1e-5, 1e-6);
+    // 2 evaluations a step, 1 on the last; a corrector is guided as its step.
+    const b = c.y.size(0);
+    const guided = Array.from({ length: c.num_steps }, (_, i) => 1 - i / c.num_steps).map((t) => t >= c.guidance_low && t <= c.guidance_high);
+    assert.deepEqual(repa.batches, guided.flatMap((g, i) => Array(i + 1 < c.num_steps ? 2 : 1).fill(g ? 2 * b : b)));
+    const sit = run('heun2');
+    assert.ok(sit.sample.sub(c.samples).abs().max().item() > 1e-4, 'heun2 (torchdiffeq\'s) is another sampler');
+  });
+}
+
 test('guidedModel names what is wrong', () => {
   const network = tiny(SiT);
   assert.throws(() => guidedModel(network, { cfgScale: 2, interval: { low: 0.8, high: 0.2, convention: 'sit' } }), /low <= high/);
