@@ -449,29 +449,38 @@ export function batchSeed(rankSeed: number, batch: number): number {
 /**
  * The latents of samples `indices` (labelled by sampleLabel) drawn from `seed`, normalized as the
  * model was trained: torch.manualSeed(seed), the noise torch.randn([n, C, H, W]), then the sampler.
- * With guidance over the whole time range, the ODE/SDE state is sample_ddp.py's doubled batch
- * (the noise twice, the labels then the null class, forwardWithCfg), so dopri5's step-size control
- * and the SDE's noise equal the reference's draw for draw; with a guidance interval (REPA's) and
- * for DDPM, generateLatents runs the guided batch alone.
+ * With guidance over the whole time range, the state is the reference scripts' doubled batch
+ * (the noise twice, the labels then the null class, forwardWithCfg): SiT's sample_ddp.py for
+ * ODE/SDE, so that dopri5's step-size control and the SDE's noise equal the reference's draw for
+ * draw, and DiT's sample.py for DDPM/DDIM, whose p_sample_loop draws noise for all 2B rows; with
+ * a guidance interval (REPA's) generateLatents runs the guided batch alone.
  */
 export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
   const c = model.config;
   const labels = indices.map((index) => sampleLabel(index, c.numClasses));
   const shape = [c.inChannels, c.inputSize, c.inputSize];
-  if (cfgScale > 1 && (method === 'ode' || method === 'sde') && guidanceLow <= 0 && guidanceHigh >= 1) {
+  if (cfgScale > 1 && guidanceLow <= 0 && guidanceHigh >= 1) {
     if (model.training) throw new Error('sampleLatents: the model is in training mode (labels would be dropped at random); call eval() first');
     return torch.noGrad(() => torch.scope(() => {
       const n = labels.length;
       torch.manualSeed(seed);
       const z = torch.randn([n, ...shape]).to(device);
       const y = torch.tensor([...labels, ...Array(n).fill(c.numClasses)], { dtype: 'int64' }).to(device);
+      const guided = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor =>
+        model.forwardWithCfg(x, t, kwargs.y as Tensor, cfgScale, { channels: options.cfgChannels });
+      if (method === 'ddpm' || method === 'ddim') {
+        const diffusion = createDiffusion({ ...options.diffusion, timestepRespacing: String(options.steps ?? 250) });
+        const loop = { noise: torch.cat([z, z]), clipDenoised: false, modelKwargs: { y } };
+        const samples = method === 'ddpm'
+          ? diffusion.pSampleLoop(guided, loop.noise.shape, loop)
+          : diffusion.ddimSampleLoop(guided, loop.noise.shape, { ...loop, eta: options.eta ?? 0 });
+        return samples.slice(0, 0, n);
+      }
       const sampler = new Sampler(createTransport(options.transport));
       const sample = method === 'ode'
         ? sampler.sampleOde({ ...options.ode, numSteps: options.steps ?? 250 })
         : sampler.sampleSde({ diffusionForm: 'sigma', ...options.sde, numSteps: options.steps ?? 250 });
-      const guided = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor =>
-        model.forwardWithCfg(x, t, kwargs.y as Tensor, cfgScale, { channels: options.cfgChannels });
       const { samples } = sample(torch.cat([z, z]), guided, { y });
       return samples[samples.length - 1]!.slice(0, 0, n);
     }));

@@ -5,6 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
+import { DiT } from '../../src/models/sit.js';
+import { createDiffusion, generateLatents } from '../../src/diffusion/index.js';
+import type { Tensor } from '../../src/torch/index.js';
 import { NpzFile, loadSafetensors } from '../../src/io/index.js';
 import { encodePng } from '../../src/train/images.js';
 import { batchSeed, loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
@@ -191,6 +194,27 @@ test('under reals launch, sit train splits the global batch over 2 ranks and sam
     assert.deepEqual(arr.index(torch.tensor([rank, rank + 2])).toArray(), expected.contiguous().toArray(), `rank ${rank}`);
   }
   rmSync(root, { recursive: true });
+});
+
+test('sample ddpm with --cfg-scale draws as DiT\'s sample.py: the noise twice, labels then null, p_sample_loop on all 2B rows, the first half', () => {
+  torch.manualSeed(0);
+  const network = new DiT({ depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3, learnSigma: true }).eval();
+  // Non-zero output layers: adaLN-Zero's init would make every sample the noise.
+  torch.noGrad(() => { for (const p of network.parameters()) if (p.abs().sum().item() === 0) p.normal_(0, 0.05); });
+  const [indices, seed, steps, cfgScale] = [[0, 1, 2], 7, 5, 4];
+  const latents = sampleLatents({ model: network, method: 'ddpm', steps, cfgScale }, indices, seed);
+  // sample.py: z = randn(n, ...); z = cat([z, z]); y = cat([y, null]); p_sample_loop(forward_with_cfg, ...); chunk(2)[0].
+  const reference = torch.noGrad(() => {
+    torch.manualSeed(seed);
+    const z = torch.randn([3, 4, 4, 4]);
+    const y = torch.tensor([0, 1, 2, 3, 3, 3], { dtype: 'int64' });
+    const diffusion = createDiffusion({ timestepRespacing: String(steps) });
+    const model = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>) => network.forwardWithCfg(x, t, kwargs.y as Tensor, cfgScale);
+    return diffusion.pSampleLoop(model, [6, 4, 4, 4], { noise: torch.cat([z, z]), clipDenoised: false, modelKwargs: { y } }).slice(0, 0, 3);
+  });
+  assert.deepEqual(latents.toArray(), reference.toArray());
+  const alone = generateLatents({ model: network, labels: indices, shape: [4, 4, 4], seed, method: 'ddpm', steps, cfgScale });
+  assert.ok(alone.sub(latents).abs().max().item() > 1e-3, 'the guided batch alone draws other noise');
 });
 
 test('batch seeds: the first batch keeps the reference rule, later batches draw different noise (libtorch keeps 32 seed bits)', () => {
