@@ -217,6 +217,17 @@ export class DiT extends nn.Module {
       classDropoutProb: config.classDropoutProb ?? 0.1, numClasses: config.numClasses ?? 1000, learnSigma: config.learnSigma ?? true,
     };
     const name = this.constructor.name;
+    for (const key of ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'inputSize', 'inChannels', 'numClasses'] as const) {
+      if (!Number.isSafeInteger(c[key]) || c[key] < 1) throw new Error(`${name}: config.${key} must be a positive integer, got ${c[key]}`);
+    }
+    if (!(c.mlpRatio > 0 && Number.isFinite(c.mlpRatio))) throw new Error(`${name}: config.mlpRatio must be a positive number, got ${c.mlpRatio}`);
+    if (!(c.classDropoutProb >= 0 && c.classDropoutProb <= 1)) throw new Error(`${name}: config.classDropoutProb must be in [0, 1], got ${c.classDropoutProb}`);
+    // Each block holds about (10 + 2 mlpRatio) hiddenSize^2 weights (qkv, proj, MLP, adaLN's 6); SiT-XL/2 has 6.75e8 in all.
+    const weights = c.depth * (10 + 2 * c.mlpRatio) * c.hiddenSize ** 2;
+    if (weights > 1e11) {
+      throw new Error(`${name}: config.depth ${c.depth} x config.hiddenSize ${c.hiddenSize} (mlpRatio ${c.mlpRatio}) make ~${weights.toExponential(1)} ` +
+        'weights, far beyond any model that fits in memory (SiT-XL/2: 6.75e8): an absurd size');
+    }
     if (c.inputSize % c.patchSize !== 0) throw new Error(`${name}: inputSize ${c.inputSize} is not a multiple of patchSize ${c.patchSize}`);
     if (c.hiddenSize % 4 !== 0) throw new Error(`${name}: hiddenSize ${c.hiddenSize} must be a multiple of 4 for the 2-D sin-cos position embedding`);
     this.config = c;

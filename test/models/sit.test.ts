@@ -225,3 +225,13 @@ test('fromCheckpoint errors name the file and every bad key', () => {
   assert.throws(() => new SiT(TINY).forward(torch.zeros([1, 4, 8, 8]), torch.zeros([1]), torch.zeros([1], { dtype: 'int64' })),
     /PatchEmbed: expected input \[N, C, 4, 4\], got \[1,4,8,8\]/);
 });
+
+test('a config with a non-positive or absurd size is refused before any weight is allocated, naming the field', () => {
+  const base = { depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 };
+  assert.throws(() => new SiT({ ...base, depth: -1 }), /^Error: SiT: config\.depth must be a positive integer, got -1$/);
+  assert.throws(() => new DiT({ ...base, numClasses: 0 }), /^Error: DiT: config\.numClasses must be a positive integer, got 0$/);
+  assert.throws(() => new SiT({ ...base, mlpRatio: -4 }), /config\.mlpRatio must be a positive number, got -4/);
+  const start = performance.now();
+  assert.throws(() => new SiT({ ...base, hiddenSize: 1e9 }), /^Error: SiT: config\.depth 1 x config\.hiddenSize 1000000000 \(mlpRatio 4\) make ~1\.8e\+19 weights, .*an absurd size$/);
+  assert.ok(performance.now() - start < 100);
+});
