@@ -23,8 +23,8 @@ test('teacher train --help lists the DINOv2-named flags with their defaults, and
   ];
   for (const flag of flags) assert.ok(help.includes(flag), flag);
   const compact = help.replace(/\s+/g, ' ');
-  for (const shown of ['(default: 0.32,1.0)', '(default: 0.05,0.32)', '(default: 0.1,0.5)', '(default: 1024)', '(default: 0.07)', '(default: 0.04)',
-    '(default: 0.992)', '(default: 64)', '(default: 2000)', '0.004 x sqrt(batch-size / 1024)', '(default: "results")']) {
+  for (const shown of ['(default: 0.32,1.0)', '(default: 0.05,0.32)', '(default: 0.1,0.5)', '(default: 1024)', '(default: 0.04)', 'DINOv2: 0.07',
+    '(default: 0.98)', '(default: 64)', '(default: 2000)', '0.004 x sqrt(batch-size / 1024)', '(default: "results")']) {
     assert.ok(compact.includes(shown), shown);
   }
   assert.equal(compact.match(/\(required\)/g)?.length, 2, '--data-path and --dino-model');

@@ -223,3 +223,23 @@ test('stopping at step 4 and resuming gives exactly the losses and weights of an
   }
   await assert.rejects(run({ resume: whole.runDir, headNPrototypes: 32 }), /resume from .*0000007\.safetensors: it trains .*"outDim":64.*this run .*"outDim":32/);
 }));
+
+test('a 300-step Fashion-MNIST run: the student learns to predict the teacher, and the teacher\'s features beat a random-init backbone\'s under the linear probe', { timeout: 180_000 }, withTmp('teacher', async (dir) => {
+  // Measured (seeds 0 and 1): probe 0.561 / 0.530 against 0.492 / 0.479 for the random-init
+  // backbone; the asserted margin is 0.03.
+  const result = await trainSelfSupervisedTeacher({
+    config: { imgSize: 32, patchSize: 8, embedDim: 32, depth: 2, numHeads: 2 },
+    localCropsNumber: 2, headNPrototypes: 256, headHiddenDim: 64, headBottleneckDim: 32,
+    dataset: imagesOnly(fashion), batchSize: 32, maxSteps: 300, resultsDir: dir, seed: 0, logEvery: 30, ...quiet,
+    probe: { train: fashion, test: new FashionMNIST({ channels: 3, train: false }), images: 1000 },
+  });
+  const records = metricsOf(result.runDir);
+  // dino_loss is the cross-entropy averaged over the (student crop, teacher view) pairs; minus the
+  // teacher's mean entropy it is the mean KL(teacher || student), the part the student controls.
+  const kl = records.map((r) => r.values.dino_loss! - r.values.teacher_entropy!);
+  assert.ok(kl.at(-1)! < 0.6 * kl[0]!, `KL(teacher || student) fell: ${kl.map((v) => v.toFixed(3))}`);
+  for (const r of records) assert.ok(r.values.teacher_entropy! < Math.log(256) - 0.3, `the teacher's outputs stay off uniform (entropy ${r.values.teacher_entropy} of log K ${Math.log(256)})`);
+  assert.deepEqual(result.probeImages, { train: 1000, test: 1000 });
+  assert.ok(result.probeAccuracy! > result.randomProbeAccuracy! + 0.03,
+    `probe: teacher ${result.probeAccuracy}, random-init backbone ${result.randomProbeAccuracy}`);
+}));
