@@ -12,6 +12,8 @@ export interface DemoProfile {
     steps: number; batchSize: number; lr: number; localCrops: number;
     /** teacher.teacher_temp and teacher.warmup_teacher_temp, and the teacher's starting EMA momentum (docs/reproduction.md says why). */
     teacherTemp: number; warmupTeacherTemp: number; momentumTeacher: number;
+    /** optim.layerwise_decay and optim.patch_embed_lr_mult. */
+    layerwiseDecay: number; patchEmbedLrMult: number;
   };
   classifier: { steps: number; batchSize: number; lr: number };
   /** Stage 1: the plain VAE trained from scratch (the stand-in for the pretrained SD-VAE); also each from-scratch ReaLS VAE. */
