@@ -14,7 +14,7 @@ import { loadNpz } from '../../src/io/npz.js';
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
 
 function reals(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const run = spawnSync(process.execPath, [REALS, ...args], { encoding: 'utf8', timeout: 50_000 });
+  const run = spawnSync(process.execPath, [REALS, ...args], { encoding: 'utf8', timeout: 110_000 });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -33,7 +33,7 @@ function randomWeights(path: string): void {
   saveSafetensors(path, Object.fromEntries(model.stateDict()));
 }
 
-test('reals evaluate and fid-stats with the FID Inception (random weights): a batch against its shuffled copy', { timeout: 120_000 }, () => {
+test('reals evaluate and fid-stats with the FID Inception (random weights): a batch against its shuffled copy', { timeout: 240_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'reals-eval-cli-'));
   try {
     const weights = join(dir, 'inception.safetensors');

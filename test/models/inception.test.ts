@@ -50,7 +50,9 @@ function randomImages(seed: number, shape: number[], expectedSum: number): Tenso
 /** Each output of the reference's forward (`<name>_<suffix>` in expected.safetensors) to 1e-5. */
 function assertFeatures(actual: InceptionFeatures, suffix: string): void {
   const names: [keyof InceptionFeatures, string][] = [['pool3', 'pool_3'], ['spatial', 'spatial'], ['logitsUnbiased', 'logits_unbiased'], ['logits', 'logits']];
-  for (const [field, key] of names) assertClose(actual[field], expected[`${key}_${suffix}`]!, 1e-5, 1e-6, `${field} (${suffix})`);
+  // atol 1e-5: the fixture's forward ran on another CPU; libtorch's conv kernels differ there by up to
+  // 2.1e-6 on near-zero spatial features (measured on an AMD EPYC against the Xeon-made fixture).
+  for (const [field, key] of names) assertClose(actual[field], expected[`${key}_${suffix}`]!, 1e-5, 1e-5, `${field} (${suffix})`);
 }
 
 test('state-dict keys, shapes and order equal torchvision\'s Inception3 with the FID blocks', () => {
