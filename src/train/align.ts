@@ -34,11 +34,11 @@ import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type Ali
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
-  batchPositionMetadata, checkResumeLayout, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
+  batchPositionMetadata, checkResumeLayout, checkpointPosition, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
-import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
+import { processContext, openRunOutputs, lockstep, collectiveAt, withDefaults } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { makeGrid } from './images.js';
 
@@ -149,7 +149,7 @@ const LOSS_NAMES = ['loss', 'rec', 'lpips', 'kl', 'align', 'patch_cos', 'cls_cos
 type Losses = Record<(typeof LOSS_NAMES)[number], number>;
 
 export async function trainAlignment(options: AlignTrainOptions): Promise<AlignTrainResult> {
-  const w: AlignLossWeights = { ...ALIGN_LOSS_DEFAULTS, ...definedOnly(options) };
+  const w: AlignLossWeights = withDefaults(ALIGN_LOSS_DEFAULTS, options);
   const { vae, dino, heads, discriminator, lpips, data, dinoInputSize } = options;
   const lr = options.lr ?? 5e-5;
   const betas = options.betas ?? [0.5, 0.9];
@@ -395,13 +395,6 @@ function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoc
   } catch (error) {
     fail((error as Error).message);
   }
-  const batch = metadata.batch;
-  if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 0) fail(`metadata "batch" is ${JSON.stringify(batch)}, not a batch index`);
-  return { step: metadata.step, epoch: metadata.epoch, batch: batch as number };
+  return checkpointPosition(checkpoint);
 }
 
-/** The options that were given, so that an explicit `undefined` keeps the default. */
-function definedOnly(options: Partial<AlignLossWeights>): Partial<AlignLossWeights> {
-  const keys = Object.keys(ALIGN_LOSS_DEFAULTS) as (keyof AlignLossWeights)[];
-  return Object.fromEntries(keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
-}

@@ -194,6 +194,15 @@ export function restoreTrainingRng(checkpoint: Checkpoint, place: RankPlace, see
   log(`note: ${path}: ${why}; the random draws are reseeded, so losses will not continue exactly as the uninterrupted run`);
 }
 
+/** Where a checkpoint's run stood: its step, epoch and next batch (`metadata.batch`, checked). */
+export function checkpointPosition(checkpoint: Checkpoint): { step: number; epoch: number; batch: number } {
+  const { step, epoch, batch } = checkpoint.metadata;
+  if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 0) {
+    throw new Error(`resume from ${checkpoint.path}: metadata "batch" is ${JSON.stringify(batch)}, not a batch index`);
+  }
+  return { step, epoch, batch };
+}
+
 /**
  * Every rank's next batch in the epoch, as `metadata.batch` (rank 0's) and `batch_ranks`: a rank
  * whose data left a batch out is one batch further in its shard than the others after the same

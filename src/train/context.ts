@@ -129,3 +129,9 @@ export async function* lockstep<T>(
     await iterator.return?.();
   }
 }
+
+/** `defaults` overridden by the options that were given: an explicit `undefined` keeps the default. */
+export function withDefaults<T extends object>(defaults: T, options: Partial<T>): T {
+  const keys = Object.keys(defaults) as (keyof T)[];
+  return { ...defaults, ...Object.fromEntries(keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]])) };
+}

@@ -37,10 +37,10 @@ import {
 import { DataLoader, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { linearProbe } from '../eval/linear-probe.js';
 import {
-  checkResumeLayout, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
+  checkResumeLayout, checkpointPosition, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs } from './context.js';
+import { processContext, openRunOutputs, withDefaults } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from './multicrop.js';
 
@@ -292,7 +292,7 @@ const LOSS_NAMES = [
  * ```
  */
 export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherOptions): Promise<SelfSupervisedTeacherResult> {
-  const s: SelfSupervisedSettings = { ...SELF_SUPERVISED_DEFAULTS, ...definedOnly(options) };
+  const s: SelfSupervisedSettings = withDefaults(SELF_SUPERVISED_DEFAULTS, options);
   const { distributed, rank, worldSize, device, log } = processContext(options);
   if (distributed) throw new Error('trainSelfSupervisedTeacher: runs in one process; start it without `reals launch`');
   const config: DinoV2Config = { ...DINOV2_CONFIGS.dinov2_vits14!, ...options.config };
@@ -589,13 +589,6 @@ function restore(checkpoint: Checkpoint, teacherConfig: unknown, into: Restorabl
   } catch (error) {
     fail((error as Error).message);
   }
-  const batch = metadata.batch;
-  if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 0) fail(`metadata "batch" is ${JSON.stringify(batch)}, not a batch index`);
-  return { step: metadata.step, epoch: metadata.epoch, batch: batch as number };
+  return checkpointPosition(checkpoint);
 }
 
-/** The settings that were given, so that an explicit `undefined` keeps the default. */
-function definedOnly(options: Partial<SelfSupervisedSettings>): Partial<SelfSupervisedSettings> {
-  const keys = Object.keys(SELF_SUPERVISED_DEFAULTS) as (keyof SelfSupervisedSettings)[];
-  return Object.fromEntries(keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
-}
