@@ -9,11 +9,20 @@ import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+/** What to do about a missing prerequisite, as one message (this runs as the package's install step). */
+function fail(message) {
+  console.error(message);
+  process.exit(1);
+}
 const outDir = process.env.REALS_NATIVE_BUILD_DIR ?? join(here, 'build');
 
 function findLibtorch() {
   if (process.env.LIBTORCH) {
     const root = process.env.LIBTORCH;
+    if (!existsSync(join(root, 'include/torch/csrc/api/include/torch/torch.h')) || !existsSync(join(root, 'lib'))) {
+      fail(`reals: LIBTORCH=${root} is not a libtorch folder (it needs include/torch/csrc/api/include/torch/torch.h and lib/); unpack a libtorch zip there, or unset LIBTORCH`);
+    }
     return {
       source: `LIBTORCH=${root}`,
       include: [join(root, 'include'), join(root, 'include/torch/csrc/api/include')],
@@ -38,9 +47,10 @@ function findLibtorch() {
       lib: '/usr/lib/x86_64-linux-gnu',
     };
   }
-  throw new Error(
-    'native/build.mjs: libtorch not found. Set LIBTORCH to a libtorch folder, or LIBTORCH_USE_PYTORCH=1, ' +
-      'or install Debian 12 packages: apt-get install libtorch-dev libgloo-dev libopenblas0-pthread',
+  fail(
+    'reals: libtorch not found, so the addon cannot be built. Install Debian 12\'s packages ' +
+      '(apt-get install libtorch-dev libgloo-dev libopenblas0-pthread g++), or set LIBTORCH to an unpacked libtorch folder ' +
+      '(LIBTORCH=/opt/libtorch, with include/ and lib/), or LIBTORCH_USE_PYTORCH=1 to use python3\'s torch; then run `npm rebuild reals`.',
   );
 }
 
@@ -51,7 +61,7 @@ function nodeInclude() {
     '/usr/include/node',
   ].filter(Boolean);
   const found = candidates.find((dir) => existsSync(join(dir, 'node_api.h')));
-  if (!found) throw new Error(`native/build.mjs: node_api.h not found in ${candidates.join(', ')}; set NODE_INCLUDE`);
+  if (!found) fail(`reals: node_api.h (Node's headers) not found in ${candidates.join(', ')}: install Node with its headers (Debian's nodejs package has them), or set NODE_INCLUDE to the folder that holds it`);
   return found;
 }
 

@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npm run typecheck
 npm test
+bash scripts/package-test.sh

@@ -1,8 +1,8 @@
 // `reals demo`: the whole method on Fashion-MNIST with a report (src/demo does the work), and
 // `reals demo merge`: one report over several demo runs (the reproduction study's cells).
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { DEFAULT_CELLS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName } from '../demo/index.js';
-import { integer, number } from './sit.js';
+import { integer, list, number, oneOf } from './parse.js';
 
 interface DemoFlags {
   profile: ProfileName;
@@ -12,18 +12,6 @@ interface DemoFlags {
   teacher: DemoCells['teachers'];
   protocol: DemoCells['protocols'];
   alignWeight: number[];
-}
-
-/** A comma-separated list, each item parsed by `item`. */
-function list<T>(item: (value: string) => T): (value: string) => T[] {
-  return (value) => value.split(',').map((part) => item(part.trim()));
-}
-
-function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
-  return (value) => {
-    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}, got '${value}'`);
-    return value as T;
-  };
 }
 
 export function demoCommand(): Command {

@@ -1,34 +1,14 @@
 // `reals evaluate REF SAMPLE` (the ADM evaluator's five numbers) and `reals fid-stats`
 // (mu/sigma/mu_s/sigma_s of a custom dataset): parse flags, call src/eval, print.
-import { Command, InvalidArgumentError } from 'commander';
-import * as torch from '../torch/index.js';
-import { FIDInceptionV3 } from '../models/inception.js';
+import { Command } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
 import { progress, type Progress } from '../train/progress.js';
 import {
-  ACTIVATION_BATCH_SIZE, IS_SPLIT_SIZE, evaluate, formatResult, inceptionExtractor, writeFidStatistics, type FeatureExtractor,
+  ACTIVATION_BATCH_SIZE, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE, evaluate, fidInceptionExtractor, formatResult, writeFidStatistics,
 } from '../eval/index.js';
-
-/** The environment variable naming the FID Inception weights when --inception-weights is not given. */
-export const WEIGHTS_ENV = 'REALS_INCEPTION_WEIGHTS';
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
-  return n;
-}
+import { integer } from './parse.js';
 
 interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number }
-
-function extractor(flags: NetworkFlags): FeatureExtractor {
-  const weights = flags.inceptionWeights ?? process.env[WEIGHTS_ENV];
-  if (weights === undefined) {
-    throw new Error(`no FID Inception weights: pass --inception-weights FILE or set ${WEIGHTS_ENV} (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)`);
-  }
-  const device = flags.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
-  if (device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
-  return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), device);
-}
 
 /** One progress bar per stage (the reference batch, then the sample batch), counting images. */
 function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
@@ -52,9 +32,9 @@ function stageProgress(): { update: (label: string, done: number, total: number)
 
 function networkOptions(command: Command): Command {
   return command
-    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${WEIGHTS_ENV})`)
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV})`)
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
-    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', positiveInteger, ACTIVATION_BATCH_SIZE);
+    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE);
 }
 
 export function evaluateCommand(): Command {
@@ -65,12 +45,12 @@ export function evaluateCommand(): Command {
     .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)')
     .option('--recompute-ref-stats', 'compute the reference statistics from its images even when the file holds them')
     .option('--no-cache', 'neither read nor write the reference activation cache next to REF')
-    .option('--is-split-size <n>', 'samples per Inception Score split (ADM: 5000)', positiveInteger, IS_SPLIT_SIZE)
+    .option('--is-split-size <n>', 'samples per Inception Score split (ADM: 5000)', integer(1), IS_SPLIT_SIZE)
     .action(async (ref: string, sample: string, flags: NetworkFlags & { json?: string; recomputeRefStats?: boolean; cache: boolean; isSplitSize: number }) => {
       const bar = stageProgress();
       try {
         const result = await evaluate(ref, sample, {
-          extractor: extractor(flags),
+          extractor: fidInceptionExtractor(flags),
           batchSize: flags.batchSize,
           isSplitSize: flags.isSplitSize,
           recomputeRefStats: flags.recomputeRefStats === true,
@@ -95,7 +75,7 @@ export function fidStatsCommand(): Command {
       const bar = stageProgress();
       try {
         const { count, sha256 } = await writeFidStatistics(input, flags.out, {
-          extractor: extractor(flags),
+          extractor: fidInceptionExtractor(flags),
           batchSize: flags.batchSize,
           onProgress: (done, total) => bar.update('images', done, total),
         });

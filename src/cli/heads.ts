@@ -1,441 +1,20 @@
-// `reals segment`, `reals depth`, `reals heads compare`, `reals heads train-linear`: DINOv2's linear
-// heads (src/models/heads.ts) read out of latents. A latent z (an image encoded by the VAE, or a
-// latent file) becomes DINOv2-like features through the alignment MLPs (`--features mlp`, ReaLS's
-// claim: no DINOv2 at inference), or the decoded image goes through DINOv2 itself (`--features
-// dino`) as the reference. The DINOv2 route takes the blocks the released heads were trained on
-// (segmentation: the last 1 or 4 blocks after the final norm; depth: the last block, or the hub's
-// four, without the norm). The MLPs predict normalized last-block tokens, which is what the
-// segmentation heads read; the depth heads read un-normalized tokens, so their MLP route is an
-// approximation (heads fitted on MLP features by train-linear have no such gap).
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
-import sharp from 'sharp';
+// `reals segment`, `reals depth`, `reals heads compare`, `reals heads train-linear`: flags for the
+// pipelines of src/heads (DINOv2's linear heads read out of latents).
+import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import * as torch from '../torch/index.js';
-import type { Tensor } from '../torch/index.js';
-import { load, loadNpz, saveNpy, makeDirs } from '../io/index.js';
-import { AutoencoderKL } from '../models/autoencoder-kl.js';
-import { loadAlignmentHeads, type AlignmentHeads } from '../models/alignment.js';
-import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import {
-  LinearSegmentationHead, buildHead, colorizeDepth, colorizeLabels, depthMap, depthRmse, fitSegmentationHead, layerFromTokens, layersRead,
-  readHeadCheckpoint, saveHead, segmentationLogits, segmentationScores, vocPalette, type DenseHead, type LayerFeatures, type LinearDepthHead,
-} from '../models/heads.js';
-import { FASHION_MNIST_CLASSES, FashionMNIST, IMAGE_EXTENSIONS, loadImageInto, writeNormalized } from '../data/index.js';
-import { encodePng, makeGrid } from '../train/images.js';
-import { resolveDinoConfig } from './align.js';
-import { integer, number } from './sit.js';
-
-const F = torch.nnFunctional;
-
-// --- models --------------------------------------------------------------------------------------------
-
-/** Where the heads' features come from. */
-interface FeatureSource {
-  /** Names the source in errors. */
-  name: string;
-  featureDim: number;
-  maxLayers?: number;
-  /** Whether `layers` reads the decoded image (otherwise only z). */
-  readsImage: boolean;
-  layers(z: Tensor, decoded: Tensor, head: DenseHead): LayerFeatures[];
-}
-
-function mlpSource(mlps: AlignmentHeads): FeatureSource {
-  return {
-    name: 'the alignment MLPs', featureDim: mlps.config.featureDim, maxLayers: 1, readsImage: false,
-    layers: (z) => {
-      const { patch, cls } = mlps.forward(z);
-      return [layerFromTokens(patch, cls, [z.size(2), z.size(3)])];
-    },
-  };
-}
-
-/** The latent itself as a feature map (CLS: its mean), for a head on a plain VAE's latents. */
-function latentSource(channels: number): FeatureSource {
-  return { name: 'the latents', featureDim: channels, maxLayers: 1, readsImage: false, layers: (z) => [{ patch: z, cls: z.mean([2, 3]) }] };
-}
-
-// dinov2/hub/depthers.py: the blocks the "linear4" depth heads read.
-const DEPTH_LINEAR4_BLOCKS: Record<number, number[]> = { 12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39] };
-
-function dinoSource(dino: DinoVisionTransformer, inputSize: number): FeatureSource {
-  const depth = dino.config.depth;
-  return {
-    name: 'DINOv2', featureDim: dino.config.embedDim, readsImage: true,
-    layers: (_z, decoded, head) => {
-      const count = layersRead(head);
-      const segmentation = head instanceof LinearSegmentationHead;
-      let blocks: number[];
-      if (segmentation || count === 1) blocks = Array.from({ length: count }, (_, i) => depth - count + i);
-      else if (count === 4 && DEPTH_LINEAR4_BLOCKS[depth] !== undefined) blocks = DEPTH_LINEAR4_BLOCKS[depth]!;
-      else throw new Error(`a ${count}-layer depth head has no released block choice for a depth-${depth} DINOv2 (known: ${Object.keys(DEPTH_LINEAR4_BLOCKS).join(', ')} blocks)`);
-      const outputs = dino.getIntermediateLayers(preprocessImages(decoded, inputSize), blocks, { reshape: true, returnClassToken: true, norm: segmentation });
-      return outputs.map(([patch, cls]) => ({ patch, cls }));
-    },
-  };
-}
-
-interface SourceFlags { features: 'mlp' | 'dino'; alignCkpt?: string; dinoModel: string; dinoCkpt?: string; dinoInputSize: number }
-
-function featureSource(flags: SourceFlags): FeatureSource {
-  if (flags.features === 'mlp') {
-    if (flags.alignCkpt === undefined) throw new Error('--features mlp needs --align-ckpt (align.safetensors from reals align convert)');
-    if (!existsSync(flags.alignCkpt)) throw new Error(`--align-ckpt ${flags.alignCkpt}: no such file`);
-    return mlpSource(loadAlignmentHeads(flags.alignCkpt));
-  }
-  return dinoSource(loadDino(flags), flags.dinoInputSize);
-}
-
-function loadDino(flags: SourceFlags): DinoVisionTransformer {
-  if (flags.dinoCkpt === undefined) throw new Error('DINOv2 features need --dino-ckpt (and --dino-model)');
-  return new DinoVisionTransformer(resolveDinoConfig(flags.dinoModel)).loadCheckpoint(flags.dinoCkpt).eval();
-}
-
-interface HeadFlags { minDepth?: number; maxDepth?: number }
-
-function loadHead(path: string, source: FeatureSource, flags: HeadFlags): { head: DenseHead; palette: [number, number, number][] } {
-  const ckpt = readHeadCheckpoint(path);
-  // The hub's KITTI heads are named dinov2_<arch>_kitti_linear[4]_head.pth and predict up to 80 m.
-  const kitti = ckpt.task === 'depth' && ckpt.config === null && flags.maxDepth === undefined && basename(path).includes('_kitti_');
-  if (kitti) console.log(`${path}: a KITTI depth head, depth range [0.001, 80] (--max-depth to change)`);
-  const head = buildHead(ckpt, {
-    featureDim: source.featureDim, source: source.name, maxLayers: source.maxLayers,
-    minDepth: flags.minDepth, maxDepth: kitti ? 80 : flags.maxDepth,
-  });
-  const classes = head instanceof LinearSegmentationHead ? head.config.numClasses : 0;
-  return { head, palette: ckpt.palette ?? vocPalette(classes) };
-}
-
-// --- inputs ----------------------------------------------------------------------------------------------
-
-/** One input: an image file, or one latent of a latent file. */
-type Item = { name: string; image: string } | { name: string; latent: Tensor };
-
-const LATENT_EXTENSIONS = ['.npz', '.safetensors'];
-
-/**
- * Image files (folders: their images, sorted) and latent files (.npz / .safetensors from reals
- * sample or cache-latents: the array named `latentsKey`, or the only float array [N, C, h, w]
- * with the VAE's C channels).
- */
-function collectItems(paths: readonly string[], latentChannels: number, latentsKey?: string): Item[] {
-  const items: Item[] = [];
-  for (const path of paths) {
-    if (!existsSync(path)) throw new Error(`${path}: no such file or folder`);
-    if (statSync(path).isDirectory()) {
-      const files = readdirSync(path).filter((f) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase())).sort();
-      if (files.length === 0) throw new Error(`${path}: a folder with no images (${IMAGE_EXTENSIONS.join(', ')})`);
-      for (const f of files) items.push({ name: basename(f, extname(f)), image: join(path, f) });
-    } else if (LATENT_EXTENSIONS.includes(extname(path).toLowerCase())) {
-      const arrays = (path.endsWith('.npz') ? loadNpz(path) : load(path)) as Record<string, Tensor>;
-      const fits = (t: Tensor): boolean => t.ndim === 4 && t.isFloatingPoint() && t.size(1) === latentChannels;
-      const candidates = latentsKey !== undefined ? [latentsKey] : Object.keys(arrays).filter((k) => fits(arrays[k]!));
-      const describe = Object.entries(arrays).map(([k, t]) => `${k}: ${t.dtype} [${t.shape}]`).join(', ');
-      if (candidates.length !== 1 || arrays[candidates[0]!] === undefined || !fits(arrays[candidates[0]!]!)) {
-        throw new Error(`${path}: expected ${latentsKey === undefined ? 'one' : `'${latentsKey}' to be a`} float array [N, ${latentChannels}, h, w] ` +
-          `(--latents-key picks one); it holds ${describe}`);
-      }
-      const latents = arrays[candidates[0]!]!.float();
-      const stem = basename(path, extname(path));
-      for (let i = 0; i < latents.size(0); i++) items.push({ name: `${stem}_${String(i).padStart(4, '0')}`, latent: latents.index(i) });
-    } else {
-      items.push({ name: basename(path, extname(path)), image: path });
-    }
-  }
-  return items;
-}
-
-/** Latents of a batch of items: images ADM-center-cropped to `imageSize` and encoded (posterior mode). */
-async function encodeItems(vae: AutoencoderKL, items: readonly Item[], imageSize: number, latentsNormalized: boolean): Promise<Tensor> {
-  const pixels = new Float32Array(3 * imageSize * imageSize);
-  const latents: Tensor[] = [];
-  for (const item of items) {
-    if ('latent' in item) {
-      latents.push(latentsNormalized ? vae.denormalizeLatents(item.latent.unsqueeze(0)) : item.latent.unsqueeze(0));
-    } else {
-      await loadImageInto(item.image, imageSize, false, pixels, 0);
-      const x = torch.fromArray(pixels, [1, 3, imageSize, imageSize]);
-      latents.push(torch.noGrad(() => vae.encode(x).mode()));
-    }
-  }
-  const shapes = new Set(latents.map((z) => z.shape.join('x')));
-  if (shapes.size > 1) throw new Error(`latents of different shapes in one batch: ${[...shapes].join(', ')} (${items.map((i) => i.name).join(', ')})`);
-  return torch.cat(latents);
-}
-
-function toUint8(images: Tensor): Tensor {
-  return images.clamp(-1, 1).add(1).div(2).mul(255).add(0.5).clamp(0, 255).to('uint8');
-}
-
-// --- reals segment / reals depth ---------------------------------------------------------------------------
-
-export interface DenseOptions extends SourceFlags, HeadFlags {
-  inputs: string[];
-  vaePath: string;
-  segHead?: string;
-  depthHead?: string;
-  out: string;
-  imageSize: number;
-  batchSize: number;
-  raw: boolean;
-  latentsNormalized: boolean;
-  latentsKey?: string;
-}
-
-export interface DenseResult { images: number; files: string[] }
-
-const GRID_ROWS = 64;
-
-/**
- * Per input: `<name>_mask.png` (palette colours) and/or `<name>_depth.png` (Turbo), with --raw
- * `<name>_labels.npy` (int64 [H, W]) and `<name>_depth.npy` (float32 [H, W], metres); and one
- * `grid.png` with a row per input (the first GRID_ROWS): decoded image | mask | depth.
- */
-export async function runDense(options: DenseOptions): Promise<DenseResult> {
-  if (options.segHead === undefined && options.depthHead === undefined) throw new Error('give a segmentation head, a depth head, or both');
-  const vae = AutoencoderKL.fromPretrained(options.vaePath).eval();
-  const source = featureSource(options);
-  const seg = options.segHead === undefined ? null : loadHead(options.segHead, source, options);
-  const depth = options.depthHead === undefined ? null : loadHead(options.depthHead, source, options);
-  if (seg !== null && !(seg.head instanceof LinearSegmentationHead)) throw new Error(`${options.segHead}: a depth head, not a segmentation head`);
-  if (depth !== null && depth.head instanceof LinearSegmentationHead) throw new Error(`${options.depthHead}: a segmentation head, not a depth head`);
-  const items = collectItems(options.inputs, vae.config.latentChannels, options.latentsKey);
-  makeDirs(options.out, '--out');
-  const files: string[] = [];
-  const cells: Tensor[] = [];
-  const write = async (file: string, image: Tensor): Promise<void> => {
-    const path = join(options.out, file);
-    writeFileSync(path, await encodePng(image));
-    files.push(path);
-  };
-  for (let start = 0; start < items.length; start += options.batchSize) {
-    const batch = items.slice(start, start + options.batchSize);
-    const z = await encodeItems(vae, batch, options.imageSize, options.latentsNormalized);
-    const { decoded, labels, depths } = torch.noGrad(() => torch.scope(() => {
-      const decodedImages = vae.decode(z);
-      const size: [number, number] = [decodedImages.size(2), decodedImages.size(3)];
-      return {
-        decoded: toUint8(decodedImages),
-        labels: seg === null ? null : segmentationLogits(seg.head as LinearSegmentationHead, source.layers(z, decodedImages, seg.head), size).argmax(1),
-        depths: depth === null ? null : depthMap(depth.head as LinearDepthHead, source.layers(z, decodedImages, depth.head), size).squeeze(1),
-      };
-    }));
-    for (let i = 0; i < batch.length; i++) {
-      const name = batch[i]!.name;
-      const row: Tensor[] = [decoded.index(i)];
-      if (labels !== null) {
-        const mask = colorizeLabels(labels.index(i), seg!.palette);
-        await write(`${name}_mask.png`, mask);
-        row.push(mask.permute(2, 0, 1));
-        if (options.raw) saveNpy(join(options.out, `${name}_labels.npy`), labels.index(i).contiguous());
-      }
-      if (depths !== null) {
-        const { minDepth, maxDepth } = (depth!.head as LinearDepthHead).config;
-        const picture = colorizeDepth(depths.index(i), [minDepth, maxDepth]);
-        await write(`${name}_depth.png`, picture);
-        row.push(picture.permute(2, 0, 1));
-        if (options.raw) saveNpy(join(options.out, `${name}_depth.npy`), depths.index(i).contiguous());
-      }
-      if (start + i < GRID_ROWS) cells.push(...row);
-    }
-    console.log(`${Math.min(start + options.batchSize, items.length)}/${items.length} images`);
-  }
-  await write('grid.png', makeGrid(torch.stack(cells), { nrow: 1 + (seg === null ? 0 : 1) + (depth === null ? 0 : 1) }));
-  return { images: items.length, files };
-}
-
-// --- reals heads compare ------------------------------------------------------------------------------------
-
-export interface CompareOptions extends Omit<SourceFlags, 'features'>, HeadFlags {
-  inputs: string[];
-  vaePath: string;
-  segHead?: string;
-  depthHead?: string;
-  imageSize: number;
-  batchSize: number;
-}
-
-export interface CompareResult {
-  images: number;
-  /** The MLP route's labels scored against the DINOv2 route's. */
-  segmentation?: { mIoU: number; pixelAgreement: number };
-  /** RMSE between the two routes' depth maps (metres). */
-  depth?: { rmse: number };
-}
-
-/** The same heads on the alignment MLPs' features of z and on DINOv2's features of the decoded image. */
-export async function runCompare(options: CompareOptions): Promise<CompareResult> {
-  if (options.segHead === undefined && options.depthHead === undefined) throw new Error('give a segmentation head, a depth head, or both');
-  const vae = AutoencoderKL.fromPretrained(options.vaePath).eval();
-  const mlp = featureSource({ ...options, features: 'mlp' });
-  const dino = featureSource({ ...options, features: 'dino' });
-  if (mlp.featureDim !== dino.featureDim) {
-    throw new Error(`the alignment MLPs output ${mlp.featureDim}-wide features, DINOv2 (--dino-model ${options.dinoModel}) ${dino.featureDim}-wide ones`);
-  }
-  const heads = ([['segmentation', options.segHead], ['depth', options.depthHead]] as const)
-    .filter((entry): entry is readonly ['segmentation' | 'depth', string] => entry[1] !== undefined)
-    .map(([task, path]) => ({ task, head: loadHead(path, mlp, options).head, path }));
-  for (const { task, head, path } of heads) {
-    if ((task === 'segmentation') !== head instanceof LinearSegmentationHead) throw new Error(`${path}: not a ${task} head`);
-  }
-  const items = collectItems(options.inputs, vae.config.latentChannels);
-  const outputs = new Map<string, { mlp: Tensor[]; dino: Tensor[] }>(heads.map(({ task }) => [task, { mlp: [], dino: [] }]));
-  for (let start = 0; start < items.length; start += options.batchSize) {
-    const z = await encodeItems(vae, items.slice(start, start + options.batchSize), options.imageSize, false);
-    torch.noGrad(() => {
-      const decoded = vae.decode(z);
-      const size: [number, number] = [decoded.size(2), decoded.size(3)];
-      for (const { task, head } of heads) {
-        const run = (source: FeatureSource): Tensor => (head instanceof LinearSegmentationHead
-          ? segmentationLogits(head, source.layers(z, decoded, head), size).argmax(1)
-          : depthMap(head, source.layers(z, decoded, head), size));
-        const o = outputs.get(task)!;
-        o.mlp.push(run(mlp));
-        o.dino.push(run(dino));
-      }
-    });
-  }
-  const result: CompareResult = { images: items.length };
-  for (const { task, head } of heads) {
-    const o = outputs.get(task)!;
-    if (head instanceof LinearSegmentationHead) {
-      const scores = segmentationScores(torch.cat(o.mlp), torch.cat(o.dino), head.config.numClasses, -1);
-      result.segmentation = { mIoU: scores.mIoU, pixelAgreement: scores.pixelAccuracy };
-    } else {
-      result.depth = { rmse: depthRmse(torch.cat(o.mlp), torch.cat(o.dino)) };
-    }
-  }
-  return result;
-}
-
-// --- reals heads train-linear ---------------------------------------------------------------------------------
-
-export interface TrainLinearOptions extends Omit<SourceFlags, 'features'> {
-  features: 'mlp' | 'dino' | 'latent';
-  /** A folder with images/ and masks/ (same stems; masks 8-bit grey class indices, 255 ignored), or `fashion-mnist` / `fashion-mnist-test`. */
-  dataPath: string;
-  vaePath: string;
-  out: string;
-  imageSize: number;
-  numClasses?: number;
-  maxImages: number;
-  holdout: number;
-  steps: number;
-  batchSize: number;
-  lr: number;
-  seed: number;
-}
-
-export interface TrainLinearResult { train: number; heldOut: number; mIoU: number; pixelAccuracy: number; head: string }
-
-interface LabelledImages { images: Tensor; masks: Tensor; numClasses: number; classes: string[] | null }
-
-/**
- * Fashion-MNIST (training or test images) with its class as the mask ("class-as-mask"): pixels
- * brighter than 25 of 255 get the image's class + 1, the rest background 0 (11 classes).
- */
-function fashionMnistMasks(count: number, train: boolean): LabelledImages {
-  const data = new FashionMNIST({ channels: 3, train });
-  const n = Math.min(count, data.length);
-  const size = data.itemShape[1];
-  const pixels = new Float32Array(n * 3 * size * size);
-  const masks = new BigInt64Array(n * size * size);
-  for (let i = 0; i < n; i++) {
-    const image = data.image(i);
-    writeNormalized(image, pixels, i * 3 * size * size);
-    const label = BigInt(data.label(i) + 1);
-    for (let p = 0; p < size * size; p++) masks[i * size * size + p] = image.data[p * 3]! > 25 ? label : 0n;
-  }
-  return {
-    images: torch.fromArray(pixels, [n, 3, size, size]), masks: torch.fromArray(masks, [n, size, size], 'int64'),
-    numClasses: FASHION_MNIST_CLASSES.length + 1, classes: ['background', ...FASHION_MNIST_CLASSES],
-  };
-}
-
-/**
- * images/<stem>.<ext> with masks/<stem>.png. Images are ADM-center-cropped; masks go through the
- * same geometry (scale the short side to `size`, central square) with nearest-neighbour sampling,
- * so labels are never blended.
- */
-async function folderMasks(dir: string, size: number, count: number, numClasses?: number): Promise<LabelledImages> {
-  const imageDir = join(dir, 'images');
-  const maskDir = join(dir, 'masks');
-  if (!existsSync(imageDir) || !existsSync(maskDir)) throw new Error(`--data-path ${dir}: expected images/ and masks/ folders in it`);
-  const files = readdirSync(imageDir).filter((f) => IMAGE_EXTENSIONS.includes(extname(f).toLowerCase())).sort().slice(0, count);
-  if (files.length === 0) throw new Error(`--data-path ${dir}: images/ holds no images`);
-  const pixels = new Float32Array(files.length * 3 * size * size);
-  const masks: Tensor[] = [];
-  for (const [i, file] of files.entries()) {
-    const maskPath = join(maskDir, `${basename(file, extname(file))}.png`);
-    if (!existsSync(maskPath)) throw new Error(`--data-path ${dir}: ${file} has no mask ${maskPath}`);
-    await loadImageInto(join(imageDir, file), size, false, pixels, i * 3 * size * size);
-    const { data, info } = await sharp(maskPath).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-    if (info.channels >= 3) {
-      for (let p = 0; p < info.width * info.height; p++) {
-        const at = p * info.channels;
-        if (data[at] !== data[at + 1] || data[at] !== data[at + 2]) throw new Error(`${maskPath}: a colour PNG; masks are 8-bit grey class indices (255: ignore)`);
-      }
-    }
-    const grey = Uint8Array.from({ length: info.width * info.height }, (_, p) => data[p * info.channels]!);
-    const mask = torch.fromArray(grey, [1, 1, info.height, info.width], 'uint8').float();
-    const scale = size / Math.min(info.width, info.height);
-    const [h, w] = [Math.round(info.height * scale), Math.round(info.width * scale)];
-    const resized = F.interpolate(mask, { size: [h, w], mode: 'nearest' });
-    masks.push(resized.index(0, 0).slice(0, Math.floor((h - size) / 2), Math.floor((h - size) / 2) + size)
-      .slice(1, Math.floor((w - size) / 2), Math.floor((w - size) / 2) + size).long());
-  }
-  const stacked = torch.stack(masks);
-  const labelled = stacked.index(stacked.ne(255));
-  const classes = numClasses ?? (labelled.numel() === 0 ? 1 : labelled.max().item() + 1);
-  return { images: torch.fromArray(pixels, [files.length, 3, size, size]), masks: stacked, numClasses: classes, classes: null };
-}
-
-/** Fits a segmentation head on features of the labelled images, scores it on a held-out part, and saves it. */
-export async function runTrainLinear(options: TrainLinearOptions): Promise<TrainLinearResult> {
-  torch.manualSeed(options.seed);
-  const vae = AutoencoderKL.fromPretrained(options.vaePath).eval();
-  const data = options.dataPath === 'fashion-mnist' || options.dataPath === 'fashion-mnist-test'
-    ? fashionMnistMasks(options.maxImages, options.dataPath === 'fashion-mnist')
-    : await folderMasks(options.dataPath, options.imageSize, options.maxImages, options.numClasses);
-  const source = options.features === 'latent' ? latentSource(vae.config.latentChannels) : featureSource({ ...options, features: options.features });
-  const n = data.images.size(0);
-  const heldOut = Math.floor(n * options.holdout);
-  if (heldOut < 1 || n - heldOut < 1) throw new Error(`--holdout ${options.holdout} of ${n} images leaves no training or no held-out image`);
-  // A linear head on one layer with the CLS token: what the alignment MLPs give (DINOv2's depth heads' layout).
-  const head = new LinearSegmentationHead({ inChannels: [source.featureDim, source.featureDim], inIndex: [0, 1], clsToken: true, numClasses: data.numClasses });
-  const chunks = torch.noGrad(() => {
-    const out: LayerFeatures[] = [];
-    for (let start = 0; start < n; start += 64) {
-      const z = vae.encode(data.images.slice(0, start, start + 64)).mode();
-      out.push(source.layers(z, source.readsImage ? vae.decode(z) : z, head)[0]!);
-    }
-    return out;
-  });
-  const layers = [{ patch: torch.cat(chunks.map((c) => c.patch)), cls: torch.cat(chunks.map((c) => c.cls!)) }];
-  const split = (t: Tensor, from: number, to: number): Tensor => t.slice(0, from, to);
-  const trainLayers = layers.map((l) => ({ patch: split(l.patch, heldOut, n), cls: split(l.cls!, heldOut, n) }));
-  const testLayers = layers.map((l) => ({ patch: split(l.patch, 0, heldOut), cls: split(l.cls!, 0, heldOut) }));
-  fitSegmentationHead(head, trainLayers, split(data.masks, heldOut, n), {
-    steps: options.steps, batchSize: options.batchSize, lr: options.lr,
-    onStep: (step, loss) => { if ((step + 1) % 50 === 0 || step + 1 === options.steps) console.log(`step ${step + 1}/${options.steps} loss ${loss.toFixed(4)}`); },
-  });
-  const size: [number, number] = [data.masks.size(1), data.masks.size(2)];
-  const prediction = torch.noGrad(() => segmentationLogits(head, testLayers, size).argmax(1));
-  const scores = segmentationScores(prediction, split(data.masks, 0, heldOut), data.numClasses);
-  saveHead(options.out, head, data.classes === null ? {} : { CLASSES: data.classes });
-  return { train: n - heldOut, heldOut, mIoU: scores.mIoU, pixelAccuracy: scores.pixelAccuracy, head: options.out };
-}
-
-// --- commands -------------------------------------------------------------------------------------------------
+  COMPARE_RUN_DEFAULTS, DENSE_RUN_DEFAULTS, TRAIN_LINEAR_RUN_DEFAULTS, runCompare, runDense, runTrainLinear, type CompareOptions, type DenseOptions,
+  type TrainLinearOptions,
+} from '../heads/index.js';
+import { integer, number } from './parse.js';
 
 function sourceOptions(command: Command, features: readonly string[]): Command {
   return command
-    .addOption(new Option('--features <f>', 'where the head\'s features come from').choices([...features]).default('mlp'))
+    .addOption(new Option('--features <f>', 'where the head\'s features come from').choices([...features]).default(DENSE_RUN_DEFAULTS.features))
     .option('--align-ckpt <file>', 'alignment MLPs: align.safetensors from reals align convert')
-    .option('--dino-model <name>', 'DINOv2 config for --features dino / compare (a name or a .json)', 'dinov2_vitb14')
+    .option('--dino-model <name>', 'DINOv2 config for --features dino / compare (a name or a .json)', DENSE_RUN_DEFAULTS.dinoModel)
     .option('--dino-ckpt <file>', 'DINOv2 weights (torch-hub or Hugging Face naming)')
-    .option('--dino-input-size <n>', 'side the decoded image is resized to for DINOv2 (a multiple of 14)', integer(14), 448);
+    .option('--dino-input-size <n>', 'side the decoded image is resized to for DINOv2 (a multiple of 14)', integer(14), DENSE_RUN_DEFAULTS.dinoInputSize);
 }
 
 function depthRangeOptions(command: Command): Command {
@@ -454,23 +33,17 @@ function denseCommand(name: 'segment' | 'depth'): Command {
     .requiredOption('--head <file>', `${own} head: a released dinov2 .pth (mmseg layout) or a .safetensors from reals heads train-linear`)
     .option(`${other} <file>`, `also run a ${name === 'segment' ? 'depth' : 'segmentation'} head (the grid shows both)`)
     .option('--out <dir>', 'output folder', `${name}-out`)
-    .option('--image-size <n>', 'ADM center crop of input images', integer(8), 256)
-    .option('--batch-size <n>', 'images per batch', integer(1), 8)
-    .option('--raw', 'also write the arrays (.npy: labels int64, depth float32 metres)', false)
-    .option('--latents-normalized', 'latent files hold diffusion-normalized latents (mean_std.json / scaling factor of --vae-path)', false)
+    .option('--image-size <n>', 'ADM center crop of input images', integer(8), DENSE_RUN_DEFAULTS.imageSize)
+    .option('--batch-size <n>', 'images per batch', integer(1), DENSE_RUN_DEFAULTS.batchSize)
+    .option('--raw', 'also write the arrays (.npy: labels int64, depth float32 metres)', DENSE_RUN_DEFAULTS.raw)
+    .option('--latents-normalized', 'latent files hold diffusion-normalized latents (mean_std.json / scaling factor of --vae-path)', DENSE_RUN_DEFAULTS.latentsNormalized)
     .option('--latents-key <name>', 'the array of a latent file to read');
-  return depthRangeOptions(sourceOptions(command, ['mlp', 'dino'])).action(async (inputs: string[], flags: Record<string, unknown>, self: Command) => {
-    try {
-      const own = flags.head as string;
-      const result = await runDense({
-        ...(flags as unknown as DenseOptions), inputs,
-        segHead: name === 'segment' ? own : (flags.segHead as string | undefined),
-        depthHead: name === 'depth' ? own : (flags.depthHead as string | undefined),
-      });
-      console.log(`${result.images} images: ${result.files.length} files in ${flags.out as string}`);
-    } catch (error) {
-      self.error(`error: ${(error as Error).message}`);
-    }
+  return depthRangeOptions(sourceOptions(command, ['mlp', 'dino'])).action(async (inputs: string[], flags: Omit<DenseOptions, 'inputs'> & { head: string }) => {
+    const { head, ...rest } = flags;
+    const result = await runDense({
+      ...rest, inputs, segHead: name === 'segment' ? head : flags.segHead, depthHead: name === 'depth' ? head : flags.depthHead,
+    });
+    console.log(`${result.images} images: ${result.files.length} files in ${flags.out}`);
   });
 }
 
@@ -481,41 +54,35 @@ function compareCommand(): Command {
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder')
     .option('--seg-head <file>', 'segmentation head')
     .option('--depth-head <file>', 'depth head')
-    .option('--image-size <n>', 'ADM center crop of input images', integer(8), 256)
-    .option('--batch-size <n>', 'images per batch', integer(1), 8)
+    .option('--image-size <n>', 'ADM center crop of input images', integer(8), COMPARE_RUN_DEFAULTS.imageSize)
+    .option('--batch-size <n>', 'images per batch', integer(1), COMPARE_RUN_DEFAULTS.batchSize)
     .option('--json <file>', 'also write the result to this file');
-  return depthRangeOptions(sourceOptions(command, ['mlp'])).action(async (inputs: string[], flags: Record<string, unknown>, self: Command) => {
-    try {
-      const result = await runCompare({ ...(flags as unknown as CompareOptions), inputs });
-      const text = JSON.stringify(result);
-      console.log(text);
-      if (flags.json !== undefined) writeFileSync(flags.json as string, `${text}\n`);
-    } catch (error) {
-      self.error(`error: ${(error as Error).message}`);
-    }
+  return depthRangeOptions(sourceOptions(command, ['mlp'])).action(async (inputs: string[], flags: Omit<CompareOptions, 'inputs'> & { json?: string }) => {
+    const { json, ...rest } = flags;
+    const result = await runCompare({ ...rest, inputs });
+    const text = JSON.stringify(result);
+    console.log(text);
+    if (json !== undefined) writeFileSync(json, `${text}\n`);
   });
 }
 
 function trainLinearCommand(): Command {
+  const d = TRAIN_LINEAR_RUN_DEFAULTS;
   const command = new Command('train-linear')
     .description('fit a linear segmentation head (BatchNorm + 1x1 conv over patch features and CLS) on a labelled folder')
     .requiredOption('--data-path <dir>', 'a folder with images/ and masks/ (8-bit grey PNG class indices, 255 ignored), or fashion-mnist / fashion-mnist-test (class as mask; training / test images)')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder')
     .requiredOption('--out <file>', 'the head (.safetensors)')
-    .option('--image-size <n>', 'ADM center crop of folder images', integer(8), 256)
+    .option('--image-size <n>', 'ADM center crop of folder images', integer(8), d.imageSize)
     .option('--num-classes <n>', 'classes (default: the largest label + 1)', integer(1))
-    .option('--max-images <n>', 'images to use', integer(2), 2000)
-    .option('--holdout <f>', 'fraction held out for scoring', number(0, 1), 0.2)
-    .option('--steps <n>', 'optimizer steps', integer(1), 500)
-    .option('--batch-size <n>', 'images per step', integer(1), 32)
-    .option('--lr <lr>', 'AdamW learning rate', number(0), 1e-3)
-    .option('--seed <n>', 'seed of the minibatches and the head init', integer(0), 0);
-  return sourceOptions(command, ['mlp', 'dino', 'latent']).action(async (flags: TrainLinearOptions, self: Command) => {
-    try {
-      console.log(JSON.stringify(await runTrainLinear(flags)));
-    } catch (error) {
-      self.error(`error: ${(error as Error).message}`);
-    }
+    .option('--max-images <n>', 'images to use', integer(2), d.maxImages)
+    .option('--holdout <f>', 'fraction held out for scoring', number(0, 1), d.holdout)
+    .option('--steps <n>', 'optimizer steps', integer(1), d.steps)
+    .option('--batch-size <n>', 'images per step', integer(1), d.batchSize)
+    .option('--lr <lr>', 'AdamW learning rate', number(0), d.lr)
+    .option('--seed <n>', 'seed of the minibatches and the head init', integer(0), d.seed);
+  return sourceOptions(command, ['mlp', 'dino', 'latent']).action(async (flags: TrainLinearOptions) => {
+    console.log(JSON.stringify(await runTrainLinear(flags)));
   });
 }
 

@@ -40,7 +40,9 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     // Options after a subcommand belong to it (`reals demo merge ... --out` is merge's, not demo's).
     .enablePositionalOptions()
-    .configureHelp({ showGlobalOptions: true });
+    .configureHelp({ showGlobalOptions: true })
+    // Read by main() before parsing, so that it may stand anywhere on the command line.
+    .option('--verbose', `print an error's stack trace (also ${DEBUG_ENV}=1)`);
   program.addCommand(demoCommand());
   program.addCommand(envCommand());
   program.addCommand(launchCommand());
@@ -59,6 +61,23 @@ export function buildProgram(): Command {
   return program;
 }
 
+const DEBUG_ENV = 'REALS_DEBUG';
+
+/**
+ * Runs the command line `argv` (process.argv). An error prints one line, `error: <message>` (the
+ * library's messages name the flag, file, key or shape at fault), and sets the exit code 1; the
+ * stack trace is printed only with --verbose or REALS_DEBUG=1. Words after `--` (the command
+ * `reals launch` starts) are left as they are.
+ */
 export async function main(argv: string[]): Promise<void> {
-  await buildProgram().parseAsync(argv);
+  const end = argv.includes('--') ? argv.indexOf('--') : argv.length;
+  const verbose = argv.slice(0, end).includes('--verbose') || process.env[DEBUG_ENV] === '1';
+  const args = [...argv.slice(0, end).filter((word) => word !== '--verbose'), ...argv.slice(end)];
+  try {
+    await buildProgram().parseAsync(args);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(verbose && error instanceof Error && error.stack !== undefined ? `${error.stack}\n` : `error: ${message}\n`);
+    process.exitCode = 1;
+  }
 }

@@ -214,10 +214,17 @@ export class DataLoader implements AsyncIterable<Batch> {
   }
 }
 
-// The worker runs TypeScript like the rest of the project: through tsx's tsImport, which works
-// whether or not this process was started with `--import tsx`.
-const WORKER_SOURCE = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
-  .then((tsx) => tsx.tsImport(${JSON.stringify(new URL('./decode-worker.ts', import.meta.url).href)}, ${JSON.stringify(import.meta.url)}));`;
+/**
+ * A decode worker: compiled (dist/, an installed package) the JavaScript file; from the TypeScript
+ * sources through tsx's tsImport, which works whether or not this process was started with
+ * `--import tsx`.
+ */
+function startDecodeWorker(): Worker {
+  if (import.meta.url.endsWith('.js')) return new Worker(new URL('./decode-worker.js', import.meta.url));
+  const source = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
+    .then((tsx) => tsx.tsImport(${JSON.stringify(new URL('./decode-worker.ts', import.meta.url).href)}, ${JSON.stringify(import.meta.url)}));`;
+  return new Worker(source, { eval: true });
+}
 
 /** Worker threads that each take tasks as they come, the least busy first. */
 class DecodePool {
@@ -229,7 +236,7 @@ class DecodePool {
 
   constructor(size: number) {
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true });
+      const worker = startDecodeWorker();
       worker.unref();
       worker.on('message', (result: DecodeResult) => this.settle(result));
       worker.on('error', (error) => this.fail(w, error));

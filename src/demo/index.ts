@@ -1,6 +1,6 @@
 // The embedded end-to-end run (`reals demo`): the pipeline, its stand-in teacher and evaluation classifier, and the report.
 export {
-  runDemo, parseFlags, commandLine, subcommand, onlyRunDir, writeVaeConfig, vaeTrainWords, vaeConvertWords, trainLinearWords, sitEvalSteps,
+  runDemo, commandWords, commandLine, onlyRunDir, writeVaeConfig, vaeTrainOptions, vaeConvertOptions, trainLinearOptions, sitEvalSteps,
   DEMO_PROFILES, DEFAULT_CELLS, type ProfileName, type DemoOptions, type VaeTrainSpec, type TeacherFiles,
 } from './pipeline.js';
 export {

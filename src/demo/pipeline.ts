@@ -8,15 +8,13 @@
 // (teacher × protocol × alignment weight, `DemoCells`), which is also what the reproduction study
 // (docs/reproduction.md) runs.
 //
-// Every step of the method runs the command a user would run, in this process: the demo builds
-// each command line, parses it with that command's own flag parser, and calls the function behind
-// it (teacher train, align train/convert, sit train, sample ode/sde, heads train-linear). The steps
-// no command covers (the supervised ablation teacher, the evaluation classifier, scoring in that
+// Every step of the method calls the library pipeline that a command runs (teacher train, align
+// train/convert, sit train, sample ode/sde, heads train-linear), and the report gives the command
+// line that passes the same options (commandWords). The steps no command covers (the supervised ablation teacher, the evaluation classifier, scoring in that
 // classifier's feature space) are in src/demo. Results go to one folder: each step's JSON,
 // metrics.jsonl and TensorBoard files, figures, and report.md / report.html (src/demo/report.ts).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import { loadNpz } from '../io/index.js';
@@ -27,11 +25,11 @@ import { computeStatistics, frechetDistance, precisionRecall } from '../eval/ind
 import { linearProbe } from '../eval/linear-probe.js';
 import { CheckpointManager, parseMetrics, resolveResume, saveImageGrid } from '../train/index.js';
 import { sampleLabel } from '../train/sit.js';
-import { alignTrainCommand, alignConvertCommand, resolveDinoConfig, runAlignTrain, runAlignConvert, type AlignTrainFlags, type AlignConvertFlags } from '../cli/align.js';
-import { runGeneratorTrain, sitCommand, type GeneratorTrainFlags } from '../cli/sit.js';
-import { sampleCommand } from '../cli/sample.js';
-import { headsCommand, runTrainLinear, type TrainLinearOptions } from '../cli/heads.js';
-import { runTeacherTrain, teacherCommand, type TeacherTrainFlags } from '../cli/teacher.js';
+import { resolveDinoConfig } from '../models/dinov2.js';
+import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions } from '../train/align-pipeline.js';
+import { runGeneratorTrain, runSample, type GeneratorTrainRunOptions, type SampleRunOptions } from '../train/generator-pipeline.js';
+import { runTeacherTrain, type TeacherTrainRunOptions } from '../train/teacher-pipeline.js';
+import { runTrainLinear, type TrainLinearOptions } from '../heads/index.js';
 import { trainTeacher } from './teacher.js';
 import { trainClassifier, type FashionClassifier } from './classifier.js';
 import { fashionMnistTensors } from './supervised.js';
@@ -102,29 +100,23 @@ export type ProfileName = keyof typeof DEMO_PROFILES;
 /** The demo's default latent spaces: pretrained, control, and one ReaLS VAE (docs/reproduction.md says why these). */
 export const DEFAULT_CELLS: DemoCells = { teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.25] };
 
-// --- running the CLI's commands in process -----------------------------------------------------------
+// --- the command lines of the steps -------------------------------------------------------------------
 
-/** A leaf command (`sit train`) of a command group. */
-export function subcommand(group: Command, name: string): Command {
-  const found = group.commands.find((c) => c.name() === name);
-  if (found === undefined) throw new Error(`reals ${group.name()} has no subcommand ${name}`);
-  return found;
-}
-
-/** The flags `argv` gives `command`, parsed (validated, defaults filled) by the command's own options, without running it. */
-export function parseFlags<T>(command: Command, argv: readonly string[]): T {
-  let flags: T | null = null;
-  command.exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
-  command.action((opts: T) => { flags = opts; });
-  command.parse([...argv], { from: 'user' });
-  if (flags === null) throw new Error(`${command.name()} ${argv.join(' ')}: the flags did not parse`);
-  return flags;
-}
-
-/** Runs `command` on `argv` (its own action), errors thrown rather than exiting the process. */
-async function runCommand(command: Command, argv: readonly string[]): Promise<void> {
-  command.exitOverride();
-  await command.parseAsync([...argv], { from: 'user' });
+/**
+ * The words after `reals` that pass `options` to the command `path` (`['align', 'train']`): each
+ * camelCase key as its --kebab-case flag, true as the bare flag, false as --no-<flag>, a pair
+ * joined by a comma; undefined values and functions are left out.
+ */
+export function commandWords(path: readonly string[], options: object): string[] {
+  const words = [...path];
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined || typeof value === 'function') continue;
+    const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    if (value === true) words.push(`--${flag}`);
+    else if (value === false) words.push(`--no-${flag}`);
+    else words.push(`--${flag}`, Array.isArray(value) ? value.join(',') : String(value));
+  }
+  return words;
 }
 
 /** A shell line: `reals <words...>`, with words quoted where the shell needs it. */
@@ -174,42 +166,38 @@ export interface VaeTrainSpec {
 }
 
 /**
- * `reals align train` words of one VAE. Every VAE of a seed shares the data order and seed; a
+ * `reals align train`'s options for one VAE. Every VAE of a seed shares the data order and seed; a
  * fine-tuning run takes the stage-2 steps and lr, a run from scratch the stage-1 ones.
  */
-export function vaeTrainWords(spec: VaeTrainSpec): string[] {
+export function vaeTrainOptions(spec: VaeTrainSpec): AlignTrainRunOptions {
   const { vae, finetune } = spec.profile;
   const steps = spec.startFrom === null ? vae.steps : finetune.steps;
   const lr = spec.startFrom === null ? vae.lr : finetune.lr;
-  const weight = String(spec.alignWeight);
-  return [
-    'align', 'train', '--data-path', 'fashion-mnist', '--image-size', '32', '--dino-model', spec.teacher.configPath, '--dino-ckpt', spec.teacher.checkpoint,
-    '--dino-input-size', String(spec.teacherInput), '--vae-config', spec.vaeConfigPath,
-    ...(spec.startFrom === null ? [] : ['--vae-ckpt', spec.startFrom]),
-    '--lpips-weight', '0', '--disc-start', String(steps + 1),
-    '--patch-weight', weight, '--cls-weight', weight, '--mlp-hidden', '128', '--lr', String(lr), '--batch-size', String(vae.batchSize),
-    '--max-epoch', '1000', '--max-steps', String(steps), '--num-workers', '0', '--results-dir', spec.resultsDir, '--seed', String(spec.seed),
-    '--log-every', String(Math.max(1, Math.floor(steps / 50))), '--image-every', String(steps), '--ckpt-every', String(steps), '--ema-decay', '0.99',
-  ];
+  return {
+    dataPath: 'fashion-mnist', imageSize: 32, dinoModel: spec.teacher.configPath, dinoCkpt: spec.teacher.checkpoint,
+    dinoInputSize: spec.teacherInput, vaeConfig: spec.vaeConfigPath, vaeCkpt: spec.startFrom ?? undefined,
+    lpipsWeight: 0, discStart: steps + 1, patchWeight: spec.alignWeight, clsWeight: spec.alignWeight, mlpHidden: 128, lr, batchSize: vae.batchSize,
+    maxEpoch: 1000, maxSteps: steps, numWorkers: 0, resultsDir: spec.resultsDir, seed: spec.seed,
+    logEvery: Math.max(1, Math.floor(steps / 50)), imageEvery: steps, ckptEvery: steps, emaDecay: 0.99,
+  };
 }
 
-/** `reals align convert` words: the last checkpoint of the training run in `runDir` to a diffusers folder with mean_std.json. */
-export function vaeConvertWords(runDir: string, vaePath: string, statsImages: number, seed: number): string[] {
-  return [
-    'align', 'convert', '--ckpt', resolveResume(runDir).checkpoint, '--output-dir', vaePath, '--data-path', 'fashion-mnist',
-    '--num-samples', String(statsImages), '--num-workers', '0', '--seed', String(seed),
-  ];
+/** `reals align convert`'s options: the last checkpoint of the training run in `runDir` to a diffusers folder with mean_std.json. */
+export function vaeConvertOptions(runDir: string, vaePath: string, statsImages: number, seed: number): AlignConvertRunOptions {
+  return {
+    ckpt: resolveResume(runDir).checkpoint, outputDir: vaePath, dataPath: 'fashion-mnist', numSamples: statsImages, numWorkers: 0, seed,
+  };
 }
 
-/** `reals heads train-linear` words: a class-as-mask head on the VAE's latents or on its alignment MLPs' features. */
-export function trainLinearWords(spec: {
+/** `reals heads train-linear`'s options: a class-as-mask head on the VAE's latents or on its alignment MLPs' features. */
+export function trainLinearOptions(spec: {
   vaePath: string; out: string; features: 'latent' | 'mlp'; images: number; steps: number; seed: number; dataPath?: 'fashion-mnist' | 'fashion-mnist-test';
-}): string[] {
-  return [
-    'heads', 'train-linear', '--data-path', spec.dataPath ?? 'fashion-mnist', '--vae-path', spec.vaePath, '--out', spec.out,
-    '--features', spec.features, ...(spec.features === 'mlp' ? ['--align-ckpt', join(spec.vaePath, 'align.safetensors')] : []),
-    '--max-images', String(spec.images), '--steps', String(spec.steps), '--seed', String(spec.seed),
-  ];
+}): TrainLinearOptions {
+  return {
+    dataPath: spec.dataPath ?? 'fashion-mnist', vaePath: spec.vaePath, out: spec.out, features: spec.features,
+    alignCkpt: spec.features === 'mlp' ? join(spec.vaePath, 'align.safetensors') : undefined,
+    maxImages: spec.images, steps: spec.steps, seed: spec.seed,
+  };
 }
 
 // --- scoring --------------------------------------------------------------------------------------
@@ -324,7 +312,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   for (const name of ['teacher', 'teacher-ssl', 'classifier', 'figures', 'configs', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
   mkdirSync(join(out, 'figures'), { recursive: true });
   const steps: StepRecord[] = [];
-  /** Times `fn` as the step `name`, recording the command line that reproduces it. */
+  /** Times `fn` as the step `name`, recording the command line (`words` after `reals`) that reproduces it. */
   const step = async <T>(name: string, words: readonly string[] | null, fn: () => Promise<T> | T): Promise<T> => {
     log(`\n== ${name}${words === null ? '' : `\n   ${commandLine(words)}`}`);
     const t0 = performance.now();
@@ -337,7 +325,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
   // 1. The teachers and the evaluation classifier, trained once.
   const teachers: DemoResult['teachers'] = {};
-  for (const kind of cells.teachers) teachers[kind] = await trainDemoTeacher(kind, profile, out, step);
+  for (const kind of cells.teachers) teachers[kind] = await trainDemoTeacher(kind, profile, out, step, log);
   const c = profile.classifier;
   const classifier = await step('train the evaluation classifier (CNN, separate from the teachers)', null, () => trainClassifier({
     steps: c.steps, batchSize: c.batchSize, lr: c.lr, seed: 1, testImages: profile.testImages, dir: join(out, 'classifier'),
@@ -362,18 +350,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const dir = join(out, `seed-${seed}`, space.id);
     mkdirSync(dir, { recursive: true });
     const teacher = teachers[space.teacher ?? cells.teachers[0]!]!;
-    const trainWords = vaeTrainWords({
+    const train = vaeTrainOptions({
       alignWeight: space.alignWeight, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed,
     });
-    await step(`train the ${space.label}, seed ${seed}`, trainWords, async () => {
-      const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
-      await runAlignTrain(flags, { ...flags });
-    });
+    await step(`train the ${space.label}, seed ${seed}`, commandWords(['align', 'train'], train), () => runAlignTrain({ ...train, log }));
     const vaePath = join(dir, 'vae-diffusers');
-    const convertWords = vaeConvertWords(onlyRunDir(join(dir, 'vae')), vaePath, profile.statsImages, seed);
-    await step(`latent statistics of the ${space.label}, seed ${seed} (diffusers folder + mean_std.json)`, convertWords, async () => {
-      await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), log);
-    });
+    const convert = vaeConvertOptions(onlyRunDir(join(dir, 'vae')), vaePath, profile.statsImages, seed);
+    await step(`latent statistics of the ${space.label}, seed ${seed} (diffusers folder + mean_std.json)`, commandWords(['align', 'convert'], convert),
+      () => runAlignConvert({ ...convert, log }));
     return vaePath;
   };
 
@@ -387,16 +371,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       () => scoreReconstruction(vae, classifier.model, reference, test.images, join(out, 'figures', `reconstructions-${space.id}-seed${seed}.png`)));
     writeJson(join(dir, RESULT_FILES.reconstruction), reconstruction);
 
-    const sitWords = [
-      'sit', 'train', '--data-path', 'fashion-mnist', '--vae-path', vaePath, '--image-size', '32', '--model', sitConfigPath,
-      '--results-dir', join(dir, 'sit'), '--epochs', '1000', '--max-steps', String(s.steps), '--global-batch-size', String(s.batchSize),
-      '--global-seed', String(seed), '--num-workers', '0', '--lr', String(s.lr), '--ema-decay', String(s.emaDecay),
-      '--log-every', String(Math.max(1, Math.floor(s.steps / 50))), '--ckpt-every', String(sitEval.ckptEvery), '--no-flip',
-    ];
-    await step(`train a SiT on the ${label} latents`, sitWords, async () => {
-      const flags = parseFlags<GeneratorTrainFlags>(subcommand(sitCommand(), 'train'), sitWords.slice(2));
-      await runGeneratorTrain('SiT', flags, { ...flags });
-    });
+    const sit: GeneratorTrainRunOptions = {
+      dataPath: 'fashion-mnist', vaePath, imageSize: 32, model: sitConfigPath, resultsDir: join(dir, 'sit'), epochs: 1000, maxSteps: s.steps,
+      globalBatchSize: s.batchSize, globalSeed: seed, numWorkers: 0, lr: s.lr, emaDecay: s.emaDecay,
+      logEvery: Math.max(1, Math.floor(s.steps / 50)), ckptEvery: sitEval.ckptEvery, flip: false,
+    };
+    await step(`train a SiT on the ${label} latents`, commandWords(['sit', 'train'], sit), () => runGeneratorTrain('SiT', { ...sit, log }));
     const sitRun = onlyRunDir(join(dir, 'sit'));
     const sitFinalLoss = finalLoss(sitRun);
     writeJson(join(dir, RESULT_FILES.sit), { finalLoss: sitFinalLoss, steps: s.steps });
@@ -404,17 +384,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     /** Samples the checkpoint of `sitStep` with `sampler` (guided) and scores them in the classifier's feature space. */
     const sampleAndScore = async (sitStep: number, sampler: SamplerName): Promise<{ scores: SampleScores; npz: string }> => {
       const sampleDir = join(dir, `samples-${sampler}-step${sitStep}`);
-      const sampleWords = [
-        'sample', sampler, '--model', sitConfigPath, '--ckpt', join(sitRun, 'checkpoints', CheckpointManager.fileName(sitStep)), '--vae-path', vaePath,
-        '--sample-dir', sampleDir,
+      const sample: SampleRunOptions = {
+        model: sitConfigPath, ckpt: join(sitRun, 'checkpoints', CheckpointManager.fileName(sitStep)), vaePath, sampleDir,
         // All samples in one batch: the fastest way on a CPU.
-        '--per-proc-batch-size', String(profile.samples), '--num-fid-samples', String(profile.samples), '--image-size', '32',
-        '--num-classes', String(FASHION_MNIST_CLASSES.length), '--cfg-scale', String(profile.cfgScale), '--cfg-channels', 'all',
-        '--num-sampling-steps', String(profile.samplingSteps), '--global-seed', String(seed),
-        ...(sampler === 'ode' ? ['--sampling-method', 'heun2'] : ['--sampling-method', 'Euler']),
-      ];
-      await step(`sample the ${label} SiT at step ${sitStep} (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, sampleWords,
-        () => runCommand(subcommand(sampleCommand(), sampler), sampleWords.slice(2)));
+        perProcBatchSize: profile.samples, numFidSamples: profile.samples, imageSize: 32, numClasses: FASHION_MNIST_CLASSES.length,
+        cfgScale: profile.cfgScale, cfgChannels: 'all', numSamplingSteps: profile.samplingSteps, globalSeed: seed,
+        samplingMethod: sampler === 'ode' ? 'heun2' : 'Euler',
+      };
+      await step(`sample the ${label} SiT at step ${sitStep} (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, commandWords(['sample', sampler], sample),
+        () => runSample(sampler, { ...sample, log }));
       const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz')).map((f) => join(sampleDir, f));
       if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
       const scores = await step(`score the ${label} ${sampler.toUpperCase()} samples at step ${sitStep} (classifier features)`, null,
@@ -439,9 +417,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
     // The linear-head readout: class-as-mask segmentation from the latents (all) and from the MLPs (ReaLS).
     const headRun = async (features: 'latent' | 'mlp'): Promise<HeadScores> => {
-      const headWords = trainLinearWords({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
-      return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, headWords, async () => {
-        const result = await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), headWords.slice(2)));
+      const head = trainLinearOptions({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
+      return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, commandWords(['heads', 'train-linear'], head), async () => {
+        const result = await runTrainLinear({ ...head, log });
         return { mIoU: result.mIoU, pixelAccuracy: result.pixelAccuracy, train: result.train, heldOut: result.heldOut };
       });
     };
@@ -493,7 +471,7 @@ async function probeTeacher(configPath: string, checkpoint: string, profile: Dem
 type StepRunner = <T>(name: string, words: readonly string[] | null, fn: () => Promise<T> | T) => Promise<T>;
 
 /** Trains the teacher of `kind` once for the whole run (fixed seed 0), with its linear-probe accuracy. */
-async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner): Promise<TeacherRecord> {
+async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner, log: (line: string) => void): Promise<TeacherRecord> {
   const t = profile.teacher;
   const config = { imgSize: 32, patchSize: 4, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads };
   if (kind === 'supervised') {
@@ -514,19 +492,15 @@ async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: st
   const configPath = join(dir, 'vit-demo.json');
   writeJson(configPath, config);
   const ssl = profile.sslTeacher;
-  const words = [
-    'teacher', 'train', '--data-path', 'fashion-mnist', '--dino-model', configPath, '--batch-size', String(ssl.batchSize),
-    '--local-crops-number', String(ssl.localCrops), '--teacher-temp', String(ssl.teacherTemp), '--warmup-teacher-temp', String(ssl.warmupTeacherTemp),
-    '--momentum-teacher', String(ssl.momentumTeacher), '--layerwise-decay', String(ssl.layerwiseDecay), '--patch-embed-lr-mult', String(ssl.patchEmbedLrMult),
-    '--max-steps', String(ssl.steps), '--lr', String(ssl.lr), '--results-dir', dir, '--seed', '0',
-    '--num-workers', '0', '--log-every', String(Math.max(1, Math.floor(ssl.steps / 50))), '--ckpt-every', String(ssl.steps),
+  const options: TeacherTrainRunOptions = {
+    dataPath: 'fashion-mnist', dinoModel: configPath, batchSize: ssl.batchSize, localCropsNumber: ssl.localCrops, teacherTemp: ssl.teacherTemp,
+    warmupTeacherTemp: ssl.warmupTeacherTemp, momentumTeacher: ssl.momentumTeacher, layerwiseDecay: ssl.layerwiseDecay, patchEmbedLrMult: ssl.patchEmbedLrMult,
+    maxSteps: ssl.steps, lr: ssl.lr, resultsDir: dir, seed: 0, numWorkers: 0, logEvery: Math.max(1, Math.floor(ssl.steps / 50)), ckptEvery: ssl.steps,
     // The demo probes both teachers alike below.
-    '--probe-images', '0', '--out', join(dir, 'export'),
-  ];
-  const teacher = await step('train the self-supervised ViT teacher (DINOv2 architecture and losses, no labels)', words, async () => {
-    const flags = parseFlags<TeacherTrainFlags>(subcommand(teacherCommand(), 'train'), words.slice(2));
-    return runTeacherTrain(flags, { ...flags });
-  });
+    probeImages: 0, out: join(dir, 'export'),
+  };
+  const teacher = await step('train the self-supervised ViT teacher (DINOv2 architecture and losses, no labels)', commandWords(['teacher', 'train'], options),
+    () => runTeacherTrain({ ...options, log }));
   const probe = await step('linear probe of the self-supervised teacher (frozen features)', null,
     () => probeTeacher(teacher.configPath, teacher.checkpoint, profile));
   const record: TeacherRecord = {

@@ -9,8 +9,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { saveSafetensors } from '../io/index.js';
-import { DinoVisionTransformer, preprocessImages, type DinoV2Config } from '../models/dinov2.js';
-import { resolveDinoConfig } from '../cli/align.js';
+import { DinoVisionTransformer, preprocessImages, resolveDinoConfig, type DinoV2Config } from '../models/dinov2.js';
 import { trainSupervised, type SupervisedResult, type SupervisedRunOptions } from './supervised.js';
 
 export interface TeacherOptions extends SupervisedRunOptions {

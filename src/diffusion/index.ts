@@ -2,7 +2,7 @@
 // guidance, and the generateLatents front end.
 export { ICPlan, VPCPlan, GVPCPlan, expandTLikeX } from './path.js';
 export type { Coefficient, DiffusionForm } from './path.js';
-export { Transport, createTransport, meanFlat } from './transport.js';
+export { Transport, TRANSPORT_DEFAULTS, createTransport, meanFlat } from './transport.js';
 export type { PathType, Prediction, LossWeight, Model, ModelKwargs, TransportConfig, IntervalOptions } from './transport.js';
 export { odeint, timeGrid } from './ode.js';
 export type { OdeMethod, OdeFunc, OdeOptions } from './ode.js';

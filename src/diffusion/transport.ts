@@ -46,10 +46,13 @@ export function meanFlat(x: Tensor): Tensor {
  * noise prediction: 1e-3 and 1e-3; velocity on Linear/GVP is stable everywhere: 0 and 0). SiT
  * takes sample_eps from the caller as soon as train_eps is given; here each falls back on its own.
  */
+/** SiT's train.py defaults: the Linear path, velocity prediction, no loss weighting. */
+export const TRANSPORT_DEFAULTS: Pick<TransportConfig, 'pathType' | 'prediction' | 'lossWeight'> = { pathType: 'Linear', prediction: 'velocity', lossWeight: null };
+
 export function createTransport(options: Partial<TransportConfig> = {}): Transport {
-  const pathType = options.pathType ?? 'Linear';
-  const prediction = options.prediction ?? 'velocity';
-  const lossWeight = options.lossWeight ?? null;
+  const pathType = options.pathType ?? TRANSPORT_DEFAULTS.pathType;
+  const prediction = options.prediction ?? TRANSPORT_DEFAULTS.prediction;
+  const lossWeight = options.lossWeight ?? TRANSPORT_DEFAULTS.lossWeight;
   if (!PATH_TYPES.includes(pathType)) throw new Error(`createTransport: pathType must be one of ${PATH_TYPES.join(', ')}, got '${pathType}'`);
   if (!PREDICTIONS.includes(prediction)) throw new Error(`createTransport: prediction must be one of ${PREDICTIONS.join(', ')}, got '${prediction}'`);
   if (!LOSS_WEIGHTS.includes(lossWeight)) throw new Error(`createTransport: lossWeight must be velocity, likelihood or null, got '${lossWeight}'`);

@@ -2,10 +2,12 @@
 // evaluations/evaluator.py main()) for a reference batch and a sample batch, and the reference
 // statistics files it reads (mu, sigma, mu_s, sigma_s).
 import { statSync } from 'node:fs';
+import * as torch from '../torch/index.js';
 import { NpzFile, saveNpz } from '../io/npz.js';
+import { FIDInceptionV3 } from '../models/inception.js';
 import { contentHash, openImageBatches, type ImageBatches } from './batches.js';
 import {
-  ACTIVATION_BATCH_SIZE, activationCachePath, cachedActivations, computeActivations, computeLogits,
+  ACTIVATION_BATCH_SIZE, activationCachePath, cachedActivations, computeActivations, computeLogits, inceptionExtractor,
   type Activations, type FeatureExtractor,
 } from './activations.js';
 import { computeStatistics, frechetDistance, type FIDStatistics } from './fid.js';
@@ -16,6 +18,23 @@ import { precisionRecall, type ManifoldOptions } from './precision-recall.js';
 export const STATISTICS_KEYS = ['mu', 'sigma', 'mu_s', 'sigma_s'] as const;
 
 export type Stage = 'reference' | 'sample';
+
+/** The environment variable naming the FID Inception weights when no file is given. */
+export const INCEPTION_WEIGHTS_ENV = 'REALS_INCEPTION_WEIGHTS';
+
+/**
+ * The FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth: `inceptionWeights`, else
+ * $REALS_INCEPTION_WEIGHTS) as a FeatureExtractor on `device` (default: cuda when available).
+ */
+export function fidInceptionExtractor(options: { inceptionWeights?: string; device?: string } = {}): FeatureExtractor {
+  const weights = options.inceptionWeights ?? process.env[INCEPTION_WEIGHTS_ENV];
+  if (weights === undefined) {
+    throw new Error(`no FID Inception weights: pass --inception-weights FILE or set ${INCEPTION_WEIGHTS_ENV} (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)`);
+  }
+  const device = options.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+  if (device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
+  return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), device);
+}
 
 export interface EvaluateOptions {
   extractor: FeatureExtractor;

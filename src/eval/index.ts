@@ -8,7 +8,7 @@ export {
   type FeatureExtractor, type Activations, type ActivationOptions,
 } from './activations.js';
 export {
-  STATISTICS_KEYS, evaluate, readStatistics, writeFidStatistics, formatResult,
+  STATISTICS_KEYS, INCEPTION_WEIGHTS_ENV, evaluate, fidInceptionExtractor, readStatistics, writeFidStatistics, formatResult,
   type EvaluateOptions, type EvaluationResult, type BatchReport, type Stage,
 } from './evaluate.js';
 export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';

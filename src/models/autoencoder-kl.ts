@@ -559,3 +559,11 @@ export const AUTOENCODER_KL_CONFIGS: Record<string, Partial<AutoencoderKLConfig>
     useQuantConv: false, usePostQuantConv: false,
   },
 };
+
+/** A named VAE config (AUTOENCODER_KL_CONFIGS) or a diffusers config.json file; `--vae-config`. */
+export function resolveVaeConfig(name: string): Partial<AutoencoderKLConfig> {
+  const named = AUTOENCODER_KL_CONFIGS[name];
+  if (named !== undefined) return named;
+  if (!existsSync(name)) throw new Error(`--vae-config ${name}: not one of ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, nor a config.json file`);
+  return configFromDiffusers(readJsonFile(name), name);
+}

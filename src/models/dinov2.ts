@@ -9,7 +9,7 @@
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
-import { load } from '../io/index.js';
+import { load, readJsonFile } from '../io/index.js';
 import { Attention } from './attention.js';
 
 const F = nn.F;
@@ -438,3 +438,16 @@ export const DINOV2_CONFIGS: Record<string, DinoV2Config> = {
   dinov2_vitl14_reg: { ...HUB, ...VIT_L, ...REGISTERS },
   dinov2_vitg14_reg: { ...HUB, ...VIT_G, ...REGISTERS },
 };
+
+/** A named DINOv2 config, or a JSON file of DinoV2Config fields over dinov2_vits14's (small teachers); `--dino-model`. */
+export function resolveDinoConfig(name: string): DinoV2Config {
+  const named = DINOV2_CONFIGS[name];
+  if (named !== undefined) return named;
+  if (!name.endsWith('.json')) throw new Error(`--dino-model ${name}: not one of ${Object.keys(DINOV2_CONFIGS).join(', ')}, nor a .json config`);
+  const fields = readJsonFile(name);
+  if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new Error(`--dino-model ${name}: expected a JSON object of DinoV2Config fields`);
+  const base = DINOV2_CONFIGS.dinov2_vits14!;
+  const unknown = Object.keys(fields).filter((k) => !(k in base));
+  if (unknown.length > 0) throw new Error(`--dino-model ${name}: unknown fields [${unknown.join(', ')}] (known: ${Object.keys(base).join(', ')})`);
+  return { ...base, ...(fields as Partial<DinoV2Config>) };
+}

@@ -14,3 +14,7 @@ export { convertAlignment, loadAlignedModels, computeLatentStats } from './align
 export { trainGenerator, loadGenerator, sampleImages, sampleLatents } from './sit.js';
 export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from './latents.js';
 export { trainSelfSupervisedTeacher, SELF_SUPERVISED_DEFAULTS, TEACHER_CONFIG_NAME, TEACHER_WEIGHTS_NAME, type SelfSupervisedTeacherOptions, type SelfSupervisedTeacherResult, type SelfSupervisedSettings, type ProbeData } from './teacher.js';
+export * from './inputs.js';
+export * from './align-pipeline.js';
+export * from './generator-pipeline.js';
+export * from './teacher-pipeline.js';

@@ -10,7 +10,10 @@ import { saveSafetensors, writeJsonFileAtomic } from '../../src/io/index.js';
 import { AutoencoderKL, configToDiffusers } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { loadCheckpoint } from '../../src/train/index.js';
-import { alignTrainCommand, loadVae, resolveDinoConfig, resolveVaeConfig } from '../../src/cli/align.js';
+import { alignTrainCommand } from '../../src/cli/align.js';
+import { resolveDinoConfig } from '../../src/models/dinov2.js';
+import { resolveVaeConfig } from '../../src/models/autoencoder-kl.js';
+import { loadStartingVae } from '../../src/train/inputs.js';
 
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
 
@@ -58,12 +61,12 @@ test('--vae-ckpt loads a diffusers folder or a diffusers-named state dict, and n
   const weights = Object.fromEntries(vae.stateDict());
   saveSafetensors(join(dir, 'vae.safetensors'), weights);
   const same = (other: AutoencoderKL) => [...other.stateDict()].every(([key, t]) => t.eq(weights[key]!).all().item());
-  assert.ok(same(loadVae(join(dir, 'folder'), 'sd-vae')), 'folder (its own config.json)');
-  assert.ok(same(loadVae(join(dir, 'vae.safetensors'), join(dir, 'vae.json'))), 'state dict + --vae-config');
-  assert.deepEqual(loadVae(undefined, join(dir, 'vae.json')).config, vae.config, 'from scratch');
+  assert.ok(same(loadStartingVae(join(dir, 'folder'), 'sd-vae')), 'folder (its own config.json)');
+  assert.ok(same(loadStartingVae(join(dir, 'vae.safetensors'), join(dir, 'vae.json'))), 'state dict + --vae-config');
+  assert.deepEqual(loadStartingVae(undefined, join(dir, 'vae.json')).config, vae.config, 'from scratch');
   saveSafetensors(join(dir, 'ldm.safetensors'), { 'encoder.down.0.block.0.conv1.weight': torch.zeros([1]) });
-  assert.throws(() => loadVae(join(dir, 'ldm.safetensors'), join(dir, 'vae.json')), /holds latent-diffusion \(CompVis\) key names/);
-  assert.throws(() => loadVae(join(dir, 'none.ckpt'), 'sd-vae'), /--vae-ckpt .*none\.ckpt: no such file or folder/);
+  assert.throws(() => loadStartingVae(join(dir, 'ldm.safetensors'), join(dir, 'vae.json')), /holds latent-diffusion \(CompVis\) key names/);
+  assert.throws(() => loadStartingVae(join(dir, 'none.ckpt'), 'sd-vae'), /--vae-ckpt .*none\.ckpt: no such file or folder/);
   rmSync(dir, { recursive: true, force: true });
 });
 

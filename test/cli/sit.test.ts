@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Command } from 'commander';
-import { resumeFlags } from '../../src/cli/sit.js';
+import { resumeFlags } from '../../src/cli/parse.js';
 
 test('resumeFlags: on --resume an optimizer flag left at its default is unset (the checkpoint\'s goes on); one given is kept', () => {
   const parse = (argv: string[]) => {

@@ -8,8 +8,10 @@ import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import {
   DEMO_PROFILES, RESULT_FILES, baselineOf, compare, curveStepsOf, describeComparison, formatValues, headlineSentence, latentSpaces, mergeDemoRuns,
-  parseFlags, runDemo, tableRows, type DemoCells, type DemoResult, type TableRow,
+  onlyRunDir, runDemo, tableRows, type DemoCells, type DemoResult, type TableRow,
 } from '../../src/demo/index.js';
+import { parseFlags } from '../../src/cli/parse.js';
+import { loadCheckpoint, resolveResume } from '../../src/train/index.js';
 
 // Every teacher, both protocols: six latent spaces over two seeds.
 const CELLS: DemoCells = { teachers: ['ssl', 'supervised'], protocols: ['finetune', 'scratch'], alignWeights: [0.5] };
@@ -162,6 +164,7 @@ test('the reproduce section lists reals commands that exist and whose flags pars
   const lines = code.split('\n').filter((l) => l.startsWith('reals '));
   assert.equal(lines.length, result.steps.filter((s) => s.command !== null).length);
   const names = new Set<string>();
+  let checked = 0;
   for (const line of lines) {
     const [, ...words] = shellWords(line);
     let command: Command = buildProgram();
@@ -176,7 +179,18 @@ test('the reproduce section lists reals commands that exist and whose flags pars
     names.add(path.join(' '));
     const flags = parseFlags<Record<string, unknown>>(command, words);
     assert.ok(Object.keys(flags).length > 0, line);
+    // The demo called the library, not the command: what the trainers recorded as their options
+    // is what the command line gives, defaults included.
+    if (path.join(' ') === 'align train' || path.join(' ') === 'sit train') {
+      const checkpoint = loadCheckpoint(resolveResume(onlyRunDir(flags.resultsDir as string)).checkpoint);
+      const recorded = checkpoint.metadata.args;
+      for (const group of Object.values(checkpoint.groups)) for (const t of Object.values(group)) t.dispose();
+      const { gpusPerNode: _, ...given } = flags;
+      for (const [key, value] of Object.entries(given)) assert.deepEqual(recorded[key], value, `${line}: --${key}`);
+      checked++;
+    }
   }
+  assert.ok(checked > 0);
   assert.deepEqual([...names].sort(), ['align convert', 'align train', 'heads train-linear', 'sample ode', 'sample sde', 'sit train', 'teacher train']);
   for (const step of result.steps) assert.ok(report.includes(`| ${step.name} | ${step.seconds.toFixed(1)} s |`), step.name);
   assert.ok(code.includes(`# this whole run: reals demo --profile test --seeds 0,1 --teacher ssl,supervised --protocol finetune,scratch --align-weight 0.5 --out ${out}`));

@@ -10,10 +10,10 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { alignTrainCommand, alignConvertCommand, runAlignTrain, runAlignConvert, type AlignTrainFlags, type AlignConvertFlags } from '../../src/cli/align.js';
-import { headsCommand, runTrainLinear, type TrainLinearOptions } from '../../src/cli/heads.js';
+import { runAlignTrain, runAlignConvert } from '../../src/train/align-pipeline.js';
+import { runTrainLinear } from '../../src/heads/index.js';
 import {
-  DEMO_PROFILES, onlyRunDir, parseFlags, subcommand, trainLinearWords, trainTeacher, vaeConvertWords, vaeTrainWords, writeVaeConfig,
+  DEMO_PROFILES, onlyRunDir, trainLinearOptions, trainTeacher, vaeConvertOptions, vaeTrainOptions, writeVaeConfig,
   type DemoProfile,
 } from '../../src/demo/index.js';
 
@@ -41,19 +41,17 @@ test('a linear head on aligned latents beats the same head on plain latents (Fas
     writeVaeConfig(vaeConfigPath, VAE.blockOutChannels);
     const quiet = (): void => {};
     const head = async (vaePath: string, features: 'latent' | 'mlp'): Promise<number> => {
-      const words = trainLinearWords({ vaePath, out: join(vaePath, `head-${features}.safetensors`), features, ...HEAD, seed: SEED, dataPath: 'fashion-mnist-test' });
-      return (await runTrainLinear(parseFlags<TrainLinearOptions>(subcommand(headsCommand(), 'train-linear'), words.slice(2)))).mIoU;
+      const options = trainLinearOptions({ vaePath, out: join(vaePath, `head-${features}.safetensors`), features, ...HEAD, seed: SEED, dataPath: 'fashion-mnist-test' });
+      return (await runTrainLinear({ ...options, log: quiet })).mIoU;
     };
     const vaePaths: Record<string, string> = {};
     for (const [variant, alignWeight] of [['plain', 0], ['reals', 0.5]] as const) {
       const dir = join(out, variant);
       mkdirSync(dir, { recursive: true });
-      const trainWords = vaeTrainWords({ alignWeight, startFrom: null, profile: { vae: VAE, finetune: DEMO_PROFILES.quick.finetune }, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed: SEED });
-      const flags = parseFlags<AlignTrainFlags>(alignTrainCommand(), trainWords.slice(2));
-      await runAlignTrain(flags, { ...flags });
+      const train = vaeTrainOptions({ alignWeight, startFrom: null, profile: { vae: VAE, finetune: DEMO_PROFILES.quick.finetune }, teacher, teacherInput, vaeConfigPath, resultsDir: join(dir, 'vae'), seed: SEED });
+      await runAlignTrain({ ...train, log: quiet });
       vaePaths[variant] = join(dir, 'vae-diffusers');
-      const convertWords = vaeConvertWords(onlyRunDir(join(dir, 'vae')), vaePaths[variant], 64, SEED);
-      await runAlignConvert(parseFlags<AlignConvertFlags>(alignConvertCommand(), convertWords.slice(2)), quiet);
+      await runAlignConvert({ ...vaeConvertOptions(onlyRunDir(join(dir, 'vae')), vaePaths[variant], 64, SEED), log: quiet });
     }
     const plain = await head(vaePaths.plain!, 'latent');
     const aligned = await head(vaePaths.reals!, 'latent');

@@ -1,5 +1,6 @@
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { CommanderError } from 'commander';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,8 @@ import { DataLoader, FashionMNIST, type InMemoryDataset } from '../../src/data/i
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/index.js';
 import { trainAlignment } from '../../src/train/align.js';
 import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels } from '../../src/train/align-convert.js';
-import { alignCommand, alignConvertCommand, runAlignConvert, type AlignConvertFlags } from '../../src/cli/align.js';
+import { alignCommand, alignConvertCommand } from '../../src/cli/align.js';
+import { runAlignConvert, type AlignConvertRunOptions } from '../../src/train/align-pipeline.js';
 import { assertClose } from '../helpers.js';
 
 const fashion = new FashionMNIST({ train: false, channels: 3 });
@@ -125,8 +127,8 @@ test('convert writes a diffusers folder with the checkpoint\'s model.* or ema.* 
 test('`reals align convert` reads Fashion-MNIST at the run\'s image size and reports what it wrote', async () => {
   const out = join(dir, 'cli');
   const lines: string[] = [];
-  const flags: AlignConvertFlags = { ckpt, outputDir: out, dataPath: 'fashion-mnist', numSamples: 12, useEma: true, batchSize: 8, seed: 0 };
-  const result = await runAlignConvert(flags, (line) => lines.push(line));
+  const options: AlignConvertRunOptions = { ckpt, outputDir: out, dataPath: 'fashion-mnist', numSamples: 12, useEma: true, batchSize: 8, log: (line) => lines.push(line) };
+  const result = await runAlignConvert(options);
   assert.equal(result.images, 12);
   assert.match(lines[0]!, /^ema weights of step 3; latents of 12 images: mean \[.*\], std \[.*\]$/);
   assert.match(lines[1]!, /mean_std\.json, align\.safetensors$/);
@@ -138,7 +140,11 @@ test('bad input is a clear error and writes nothing', async () => {
   const run = async (args: string[]): Promise<string> => {
     let stderr = '';
     const command = alignConvertCommand().exitOverride().configureOutput({ writeErr: (s) => { stderr += s; }, writeOut: () => {} });
-    await assert.rejects(command.parseAsync(args, { from: 'user' }));
+    // Flag errors are commander's (written to stderr); the pipeline's reject, and main() prints them as `error: <message>`.
+    await assert.rejects(command.parseAsync(args, { from: 'user' }), (error: Error) => {
+      if (!(error instanceof CommanderError)) stderr += `error: ${error.message}\n`;
+      return true;
+    });
     return stderr;
   };
   const out = join(dir, 'never');

@@ -16,7 +16,7 @@ import {
 import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
 import { FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
 import { DinoVisionTransformer } from '../../src/models/dinov2.js';
-import { resolveDinoConfig } from '../../src/cli/align.js';
+import { resolveDinoConfig } from '../../src/models/dinov2.js';
 import { assertClose, loadFixture, withTmp } from '../helpers.js';
 
 torch.setNumThreads(1);

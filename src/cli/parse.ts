@@ -1,0 +1,89 @@
+// Flag parsers shared by the commands (commander argParsers: they throw InvalidArgumentError,
+// which commander prints as one line naming the flag), and running a command's parser alone.
+import { type Command, InvalidArgumentError } from 'commander';
+
+export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    const n = /^-?\d+$/.test(value) ? Number(value) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}, got '${value}'` : `expected an integer in [${min}, ${max}], got '${value}'`);
+    }
+    return n;
+  };
+}
+
+export function number(min: number, max = Infinity): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`expected a number in [${min}, ${max}], got '${value}'`);
+    return n;
+  };
+}
+
+export function positive(value: string): number {
+  const n = number(0)(value);
+  if (n === 0) throw new InvalidArgumentError(`expected a number > 0, got '${value}'`);
+  return n;
+}
+
+/** SiT's none_or_str: the word None is null. */
+export function noneOr<T extends string>(choices: readonly T[]): (value: string) => T | null {
+  return (value) => {
+    if (value === 'None') return null;
+    if (!choices.includes(value as T)) throw new InvalidArgumentError(`expected one of None, ${choices.join(', ')}, got '${value}'`);
+    return value as T;
+  };
+}
+
+export function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
+  return (value) => {
+    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}, got '${value}'`);
+    return value as T;
+  };
+}
+
+/** A comma-separated list, each item parsed by `item`. */
+export function list<T>(item: (value: string) => T): (value: string) => T[] {
+  return (value) => value.split(',').map((part) => item(part.trim()));
+}
+
+/** `min,max`: two numbers in [low, high] with min <= max. */
+export function range(low: number, high: number): (value: string) => [number, number] {
+  return (value) => {
+    const parts = value.split(',').map((p) => p.trim());
+    const [a, b] = parts.map(Number) as [number, number];
+    if (parts.length !== 2 || parts.some((p) => p === '') || !Number.isFinite(a) || !Number.isFinite(b) || a < low || b > high || a > b) {
+      throw new InvalidArgumentError(`expected min,max with ${low} <= min <= max <= ${high}, got '${value}'`);
+    }
+    return [a, b];
+  };
+}
+
+/**
+ * `flags` with the options `names` unset where they hold commander's default, when resuming: a
+ * resumed run continues with its checkpoint's optimizer settings unless one is given again
+ * (then the trainer applies it and says so), and its metadata records what ran.
+ */
+export function resumeFlags<F extends { resume?: string }>(command: Command, flags: F, names: readonly (keyof F & string)[]): F {
+  if (flags.resume === undefined) return flags;
+  const out = { ...flags };
+  for (const name of names) if (command.getOptionValueSource(name) === 'default') delete out[name];
+  return out;
+}
+
+/** A leaf command (`sit train`) of a command group. */
+export function subcommand(group: Command, name: string): Command {
+  const found = group.commands.find((c) => c.name() === name);
+  if (found === undefined) throw new Error(`reals ${group.name()} has no subcommand ${name}`);
+  return found;
+}
+
+/** The flags `argv` gives `command`, parsed (validated, defaults filled) by the command's own options, without running it. */
+export function parseFlags<T>(command: Command, argv: readonly string[]): T {
+  let flags: T | null = null;
+  command.exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  command.action((opts: T) => { flags = opts; });
+  command.parse([...argv], { from: 'user' });
+  if (flags === null) throw new Error(`${command.name()} ${argv.join(' ')}: the flags did not parse`);
+  return flags;
+}

@@ -1,0 +1,20 @@
+// `import { AutoencoderKL, SiT, torch } from 'reals'`: the models and the pipelines the commands
+// run, flat; each layer as a namespace (also its own entry: `reals/torch`, `reals/nn`, ...).
+export * as torch from './torch/index.js';
+export * as nn from './nn/index.js';
+export * as optim from './optim/index.js';
+export * as io from './io/index.js';
+export * as data from './data/index.js';
+export * as diffusion from './diffusion/index.js';
+export * as train from './train/index.js';
+export * as evaluation from './eval/index.js';
+export * from './models/index.js';
+export {
+  runAlignTrain, runAlignConvert, runGeneratorTrain, runSample, runCacheLatents, runTeacherTrain, runTeacherProbe,
+  ALIGN_TRAIN_RUN_DEFAULTS, ALIGN_CONVERT_RUN_DEFAULTS, GENERATOR_TRAIN_RUN_DEFAULTS, SAMPLE_RUN_DEFAULTS, CACHE_LATENTS_RUN_DEFAULTS,
+  TEACHER_TRAIN_RUN_DEFAULTS, TEACHER_PROBE_RUN_DEFAULTS,
+  type AlignTrainRunOptions, type AlignConvertRunOptions, type GeneratorTrainRunOptions, type SampleRunOptions, type SampleMode,
+  type CacheLatentsRunOptions, type TeacherTrainRunOptions, type TeacherProbeRunOptions,
+} from './train/index.js';
+export { evaluate, fidInceptionExtractor, writeFidStatistics, type EvaluateOptions } from './eval/index.js';
+export * from './heads/index.js';

@@ -1,0 +1,180 @@
+// The pipelines behind `reals align train` and `reals align convert`, from files and names as the
+// reference scripts take them: build the models (a diffusers VAE folder or state dict, DINOv2
+// weights, a taming discriminator, LPIPS weights) and the data, join the process group under
+// `reals launch`, and call trainAlignment (align.ts) or convertAlignment (align-convert.ts).
+import * as torch from '../torch/index.js';
+import { checkWritableDir } from '../io/index.js';
+import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
+import { ALIGNMENT_DEFAULTS, AlignmentHeads, type ClsPooling } from '../models/alignment.js';
+import { NLayerDiscriminator } from '../models/discriminator.js';
+import { LPIPS } from '../models/lpips.js';
+import { DataLoader } from '../data/index.js';
+import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from './align.js';
+import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from './align-convert.js';
+import { withDefaults } from './context.js';
+import { loadImageDataset, loadStartingVae } from './inputs.js';
+
+/** The settings of an alignment run that have defaults (`reals align train --help` shows them). */
+export interface AlignTrainSettings {
+  /** Side of the ADM center crop of folder images. */
+  imageSize: number;
+  /** A DINOV2_CONFIGS name or a .json file of DinoV2Config fields. */
+  dinoModel: string;
+  /** Side images are resized to for DINOv2 (448 = 32 x 14: one token per latent position of a 256 px image). */
+  dinoInputSize: number;
+  /** The VAE architecture for a state-dict --vae-ckpt or from scratch: an AUTOENCODER_KL_CONFIGS name or a config.json. */
+  vaeConfig: string;
+  maxEpoch: number;
+  /** Images per batch per process. */
+  batchSize: number;
+  /** Runs go to <resultsDir>/NNN-align. */
+  resultsDir: string;
+  seed: number;
+  precision: 'fp32' | 'bf16';
+  ckptEvery: number;
+  logEvery: number;
+  imageEvery: number;
+  mlpHidden: number;
+  mlpDepth: number;
+  clsPooling: ClsPooling;
+  clsPoolSize: number;
+  recLoss: 'mse' | 'l1';
+  recWeight: number;
+  lpipsWeight: number;
+  klWeight: number;
+  patchWeight: number;
+  clsWeight: number;
+  smoothL1Weight: number;
+  discWeight: number;
+  discStart: number;
+}
+
+export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
+  imageSize: 256, dinoModel: 'dinov2_vitb14', dinoInputSize: 448, vaeConfig: 'sd-vae', maxEpoch: 100, batchSize: 8, resultsDir: 'results',
+  seed: 0, precision: 'fp32', ckptEvery: 5000, logEvery: 100, imageEvery: 1000,
+  mlpHidden: ALIGNMENT_DEFAULTS.hiddenDim, mlpDepth: ALIGNMENT_DEFAULTS.depth, clsPooling: ALIGNMENT_DEFAULTS.clsPooling, clsPoolSize: ALIGNMENT_DEFAULTS.clsPoolSize,
+  recLoss: ALIGN_LOSS_DEFAULTS.reconstruction, recWeight: ALIGN_LOSS_DEFAULTS.reconstructionWeight, lpipsWeight: ALIGN_LOSS_DEFAULTS.lpipsWeight,
+  klWeight: ALIGN_LOSS_DEFAULTS.klWeight, patchWeight: ALIGN_LOSS_DEFAULTS.patchWeight, clsWeight: ALIGN_LOSS_DEFAULTS.clsWeight,
+  smoothL1Weight: ALIGN_LOSS_DEFAULTS.smoothL1Weight, discWeight: ALIGN_LOSS_DEFAULTS.discWeight, discStart: ALIGN_LOSS_DEFAULTS.discStart,
+};
+
+/** `reals align train`'s flags, camelCased; the ones left out take ALIGN_TRAIN_RUN_DEFAULTS. */
+export interface AlignTrainRunOptions extends Partial<AlignTrainSettings> {
+  /** An ImageNet-layout image folder (class subfolders), or `fashion-mnist`. */
+  dataPath: string;
+  /** The teacher's weights (torch-hub or Hugging Face naming). */
+  dinoCkpt: string;
+  /** The VAE to start from (loadStartingVae); default --vae-config from scratch. */
+  vaeCkpt?: string;
+  discCkpt?: string;
+  lpipsVgg?: string;
+  lpipsLin?: string;
+  /** Default 5e-5; on resume, unless given, the checkpoint's. */
+  lr?: number;
+  /** Default 0.9999; on resume, unless given, the checkpoint's. */
+  emaDecay?: number;
+  maxSteps?: number;
+  numWorkers?: number;
+  resume?: string;
+  keepLast?: number;
+  /** One-line notices (default console.log). */
+  log?: (line: string) => void;
+}
+
+/** Builds everything from the options and trains; under `reals launch` (WORLD_SIZE > 1) as one rank of DDP. */
+export async function runAlignTrain(options: AlignTrainRunOptions): Promise<AlignTrainResult> {
+  const { log, ...given } = options;
+  const o = { ...given, ...withDefaults(ALIGN_TRAIN_RUN_DEFAULTS, given) };
+  // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
+  if (o.resume === undefined) checkWritableDir(o.resultsDir, '--results-dir');
+  const dinoConfig = resolveDinoConfig(o.dinoModel);
+  if (o.dinoInputSize % dinoConfig.patchSize !== 0) {
+    throw new Error(`--dino-input-size ${o.dinoInputSize} is not divisible by the DINOv2 patch size ${dinoConfig.patchSize} ` +
+      `(448 = 32 x 14 gives one token per latent position of a 256 px image)`);
+  }
+  if (o.lpipsWeight > 0 && (o.lpipsVgg === undefined || o.lpipsLin === undefined)) {
+    throw new Error(`--lpips-weight ${o.lpipsWeight} needs the LPIPS weights: --lpips-vgg and --lpips-lin (or --lpips-weight 0)`);
+  }
+  const worldSize = torch.distributed.launchedWorldSize();
+  if (worldSize > 1) torch.distributed.initProcessGroup();
+  const rank = worldSize > 1 ? torch.distributed.getRank() : 0;
+  try {
+    torch.manualSeed(o.seed);
+    const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
+    const dino = new DinoVisionTransformer(dinoConfig).loadCheckpoint(o.dinoCkpt);
+    const heads = new AlignmentHeads({
+      latentChannels: vae.config.latentChannels, featureDim: dinoConfig.embedDim,
+      hiddenDim: o.mlpHidden, depth: o.mlpDepth, clsPooling: o.clsPooling, clsPoolSize: o.clsPoolSize,
+    });
+    const discriminator = o.discCkpt === undefined
+      ? new NLayerDiscriminator({ inputNc: vae.config.outChannels })
+      : NLayerDiscriminator.fromCheckpoint(o.discCkpt, { inputNc: vae.config.outChannels });
+    const lpips = o.lpipsWeight > 0 ? LPIPS.fromPretrained({ vgg16: o.lpipsVgg!, lin: o.lpipsLin! }) : null;
+    const data = new DataLoader(loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels), {
+      batchSize: o.batchSize, seed: o.seed, rank, worldSize, numWorkers: o.numWorkers,
+    });
+    try {
+      return await trainAlignment({
+        vae, dino, dinoInputSize: o.dinoInputSize, heads, discriminator, lpips, data,
+        resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
+        maxEpoch: o.maxEpoch, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast,
+        logEvery: o.logEvery, imageEvery: o.imageEvery, seed: o.seed, precision: o.precision, args: o, log,
+        reconstruction: o.recLoss, reconstructionWeight: o.recWeight, lpipsWeight: o.lpipsWeight, klWeight: o.klWeight,
+        patchWeight: o.patchWeight, clsWeight: o.clsWeight, smoothL1Weight: o.smoothL1Weight,
+        discWeight: o.discWeight, discStart: o.discStart,
+      });
+    } finally {
+      await data.close();
+    }
+  } finally {
+    if (worldSize > 1) torch.distributed.destroyProcessGroup();
+  }
+}
+
+export interface AlignConvertSettings {
+  /** Convert the EMA weights (ema.*) instead of the trained ones (model.*). */
+  useEma: boolean;
+  /** Images per encoder call. */
+  batchSize: number;
+  /** Seeds the subset and the posterior samples. */
+  seed: number;
+}
+
+export const ALIGN_CONVERT_RUN_DEFAULTS: AlignConvertSettings = { useEma: false, batchSize: 32, seed: 0 };
+
+/** `reals align convert`'s flags, camelCased. */
+export interface AlignConvertRunOptions extends Partial<AlignConvertSettings> {
+  /** A checkpoint of `reals align train`. */
+  ckpt: string;
+  outputDir: string;
+  /** The training images: an ImageNet-layout folder, or `fashion-mnist`. */
+  dataPath: string;
+  /** Images (a seeded random subset) the latent mean and std are computed over. */
+  numSamples: number;
+  /** Default: the run's --image-size. */
+  imageSize?: number;
+  numWorkers?: number;
+  device?: string;
+  log?: (line: string) => void;
+}
+
+/** Converts a checkpoint of `reals align train` into `outputDir`; the images come cropped as the run read them. */
+export async function runAlignConvert(options: AlignConvertRunOptions): Promise<AlignConvertResult> {
+  const o = { ...options, ...withDefaults(ALIGN_CONVERT_RUN_DEFAULTS, options) };
+  const log = o.log ?? console.log;
+  checkWritableDir(o.outputDir, '--output-dir');
+  const { vae, heads, step, args } = loadAlignedModels(o.ckpt, { useEma: o.useEma });
+  const imageSize = o.imageSize ?? (typeof args.imageSize === 'number' ? args.imageSize : undefined);
+  if (imageSize === undefined) throw new Error(`--ckpt ${o.ckpt} records no image size (args.imageSize): pass the run's --image-size`);
+  const dataset = loadImageDataset(o.dataPath, imageSize, vae.config.inChannels);
+  const result = await convertAlignment({
+    vae, heads, dataset, numSamples: o.numSamples, outputDir: o.outputDir, batchSize: o.batchSize, seed: o.seed,
+    numWorkers: o.numWorkers, device: o.device,
+  });
+  const round = (values: number[]) => values.map((v) => Number(v.toPrecision(4))).join(', ');
+  const skipped = result.skipped > 0 ? ` (${result.skipped} unreadable files skipped)` : '';
+  log(`${o.useEma ? 'ema' : 'model'} weights of step ${step}; latents of ${result.images} images${skipped}: ` +
+    `mean [${round(result.stats.mean)}], std [${round(result.stats.std)}]`);
+  log(`wrote ${o.outputDir}: config.json, diffusion_pytorch_model.safetensors, mean_std.json, ${ALIGN_HEADS_NAME}`);
+  return result;
+}

@@ -1,0 +1,348 @@
+// The pipelines behind `reals sit train` / `reals dit train` (SiT's and DiT's train.py), `reals
+// sample ode|sde|ddpm|ddim` (their sample_ddp.py) and `reals cache-latents`, from files and names
+// as those scripts take them. The latents come from a cache (latentsPath) or from images encoded on
+// the fly (dataPath with vaePath); under `reals launch` each rank does its share.
+import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import * as torch from '../torch/index.js';
+import { checkWritableDir, readJsonFile } from '../io/index.js';
+import { SIT_CONFIGS, type SiTConfig, type SiTName } from '../models/sit.js';
+import { DataLoader } from '../data/index.js';
+import {
+  TRANSPORT_DEFAULTS, type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
+} from '../diffusion/index.js';
+import { loadGenerator, sampleImages, trainGenerator, type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type SampleImagesResult } from './sit.js';
+import {
+  CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentSource,
+} from './latents.js';
+import { withDefaults } from './context.js';
+import { latentSize, loadImageDataset, loadVaeFolder } from './inputs.js';
+
+const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
+
+/**
+ * `--model`: a name of SIT_CONFIGS (`SiT-XL/2`), or a .json file of SiTConfig fields (depth,
+ * hiddenSize, patchSize, numHeads, optionally mlpRatio, learnSigma) for a network of another
+ * size, named after the file. The latent size, channels, classes and label dropout come from the
+ * data and flags.
+ */
+export function resolveGeneratorSpec(
+  model: string, kind: GeneratorKind,
+  fields: { inputSize: number; inChannels: number; numClasses: number; classDropoutProb: number },
+): GeneratorSpec {
+  let name = model;
+  let base: SiTConfig;
+  if (model.endsWith('.json')) {
+    if (!existsSync(model)) throw new Error(`--model ${model}: no such file`);
+    const json = readJsonFile(model) as Record<string, unknown>;
+    if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error(`--model ${model}: expected a JSON object of SiTConfig fields`);
+    const unknown = Object.keys(json).filter((k) => !(CONFIG_KEYS as readonly string[]).includes(k));
+    if (unknown.length > 0) throw new Error(`--model ${model}: unknown fields [${unknown.join(', ')}] (known: ${CONFIG_KEYS.join(', ')})`);
+    for (const k of ['depth', 'hiddenSize', 'patchSize', 'numHeads'] as const) {
+      if (!Number.isInteger(json[k]) || (json[k] as number) < 1) throw new Error(`--model ${model}: "${k}" must be a positive integer, got ${JSON.stringify(json[k])}`);
+    }
+    base = json as unknown as SiTConfig;
+    name = `${kind}-${basename(model, '.json')}`;
+  } else {
+    const named = SIT_CONFIGS[model as SiTName];
+    const names = Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind));
+    if (named === undefined || !model.startsWith(kind)) throw new Error(`--model ${model}: not one of ${names.join(', ')}, nor a .json config`);
+    base = named;
+  }
+  if (fields.inputSize % base.patchSize !== 0) {
+    throw new Error(`--model ${model}: latents of ${fields.inputSize}x${fields.inputSize} do not split into patches of ${base.patchSize}`);
+  }
+  return {
+    name, kind,
+    config: {
+      depth: base.depth, hiddenSize: base.hiddenSize, patchSize: base.patchSize, numHeads: base.numHeads, mlpRatio: base.mlpRatio ?? 4,
+      learnSigma: base.learnSigma ?? true, ...fields,
+    },
+  };
+}
+
+function checkDevice(device: string | undefined): void {
+  if (device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
+}
+
+// --- sit train / dit train ----------------------------------------------------------------------------
+
+/** The settings of a generator run that have defaults (`reals sit train --help` shows them). */
+export interface GeneratorTrainSettings {
+  /** Runs go to <resultsDir>/NNN-<model>-... */
+  resultsDir: string;
+  /** Side of the ADM center crop (dataPath folders). */
+  imageSize: number;
+  epochs: number;
+  /** Images per step over all ranks. */
+  globalBatchSize: number;
+  /** Rank r seeds with globalSeed * world + r. */
+  globalSeed: number;
+  logEvery: number;
+  ckptEvery: number;
+  /** Probability of training a label as the null class (classifier-free guidance). */
+  cfgProb: number;
+  /** Mirror each image with probability 1/2 (or use a cache's mirror images). */
+  flip: boolean;
+}
+
+export const GENERATOR_TRAIN_RUN_DEFAULTS: GeneratorTrainSettings = {
+  resultsDir: 'results', imageSize: 256, epochs: 1400, globalBatchSize: 256, globalSeed: 0, logEvery: 100, ckptEvery: 50_000, cfgProb: 0.1, flip: true,
+};
+
+/** `reals sit train` / `reals dit train`'s flags, camelCased; the ones left out take GENERATOR_TRAIN_RUN_DEFAULTS. */
+export interface GeneratorTrainRunOptions extends Partial<GeneratorTrainSettings> {
+  /** A SIT_CONFIGS name of the kind, or a .json of SiTConfig fields. */
+  model: string;
+  /** An ImageNet-layout folder or `fashion-mnist`, encoded with vaePath at every step; or: */
+  dataPath?: string;
+  /** A latent cache written by `reals cache-latents`. */
+  latentsPath?: string;
+  /** A diffusers AutoencoderKL folder; its mean_std.json (else scaling_factor) normalizes the latents. */
+  vaePath?: string;
+  /** Default: one more than the largest label in the data. */
+  numClasses?: number;
+  maxSteps?: number;
+  numWorkers?: number;
+  keepLast?: number;
+  /** Default 1e-4; on resume, unless given, the checkpoint's. */
+  lr?: number;
+  /** Default 0.9999; on resume, unless given, the checkpoint's. */
+  emaDecay?: number;
+  resume?: string;
+  /** SiT only. */
+  pathType?: PathType;
+  prediction?: Prediction;
+  lossWeight?: LossWeight;
+  trainEps?: number;
+  sampleEps?: number;
+  device?: string;
+  log?: (line: string) => void;
+}
+
+/** Builds the data and the generator from the options and trains it; one rank of DDP under `reals launch`. */
+export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorTrainRunOptions): Promise<GeneratorTrainResult> {
+  const { log, ...given } = options;
+  const o = { ...given, ...withDefaults(GENERATOR_TRAIN_RUN_DEFAULTS, given), ...(kind === 'SiT' ? withDefaults(TRANSPORT_DEFAULTS, given) : {}) };
+  // Before any model or data loads: an output folder that cannot be made fails now, in a few system calls.
+  if (o.resume === undefined) checkWritableDir(o.resultsDir, '--results-dir');
+  if ((o.dataPath === undefined) === (o.latentsPath === undefined)) throw new Error('give exactly one of --data-path (with --vae-path) and --latents-path');
+  if (o.dataPath !== undefined && o.vaePath === undefined) throw new Error('--data-path needs --vae-path (the VAE that encodes the images)');
+  checkDevice(o.device);
+  const worldSize = torch.distributed.launchedWorldSize();
+  if (o.globalBatchSize % worldSize !== 0) throw new Error(`--global-batch-size ${o.globalBatchSize} is not divisible by the ${worldSize} ranks`);
+  const batchSize = o.globalBatchSize / worldSize;
+  // Everything read from disk is checked before the process group starts or any step runs.
+  const vae = o.vaePath === undefined ? null : loadVaeFolder(o.vaePath);
+  const normalization = vae === null ? null : latentNormalization(o.vaePath!, vae);
+  let data: LatentSource;
+  let numClasses: number;
+  let rank = 0;
+  if (o.latentsPath !== undefined) {
+    const cache = LatentCache.open(o.latentsPath);
+    if (normalization !== null && JSON.stringify(normalization) !== JSON.stringify(cache.normalization)) {
+      cache.close();
+      throw new Error(`--latents-path ${o.latentsPath} was cached with ${describeNormalization(cache.normalization)}, ` +
+        `but --vae-path ${o.vaePath} gives ${describeNormalization(normalization)}`);
+    }
+    numClasses = o.numClasses ?? cache.numClasses;
+    if (worldSize > 1) torch.distributed.initProcessGroup();
+    rank = worldSize > 1 ? torch.distributed.getRank() : 0;
+    data = new CachedLatents(cache, { batchSize, seed: o.globalSeed, rank, worldSize, randomFlip: o.flip });
+  } else {
+    const dataset = loadImageDataset(o.dataPath!, o.imageSize, vae!.config.inChannels);
+    numClasses = o.numClasses ?? Array.from({ length: dataset.length }, (_, i) => dataset.label(i)).reduce((m, l) => Math.max(m, l + 1), 0);
+    if (worldSize > 1) torch.distributed.initProcessGroup();
+    rank = worldSize > 1 ? torch.distributed.getRank() : 0;
+    const loader = new DataLoader(dataset, { batchSize, seed: o.globalSeed, rank, worldSize, numWorkers: o.numWorkers, randomFlip: o.flip });
+    data = new EncodedImages(loader, vae!, normalization!, o.device ?? (torch.cuda.isAvailable() ? `cuda:${worldSize > 1 ? torch.distributed.getLocalRank() : 0}` : 'cpu'));
+  }
+  try {
+    const [inChannels, inputSize] = data.latentShape as [number, number, number];
+    const spec = resolveGeneratorSpec(o.model, kind, { inputSize, inChannels, numClasses, classDropoutProb: o.cfgProb });
+    return await trainGenerator({
+      spec, data, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
+      epochs: o.epochs, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast, logEvery: o.logEvery,
+      seed: o.globalSeed, device: o.device, args: o, log,
+      transport: { pathType: o.pathType, prediction: o.prediction, lossWeight: o.lossWeight, trainEps: o.trainEps, sampleEps: o.sampleEps },
+    });
+  } finally {
+    await data.close();
+    if (worldSize > 1) torch.distributed.destroyProcessGroup();
+  }
+}
+
+// --- sample --------------------------------------------------------------------------------------------
+
+export type SampleMode = 'ode' | 'sde' | 'ddpm' | 'ddim';
+
+/** Which generator each sampler draws from. */
+export const SAMPLE_MODE_KIND = { ode: 'SiT', sde: 'SiT', ddpm: 'DiT', ddim: 'DiT' } as const satisfies Record<SampleMode, GeneratorKind>;
+
+/** The settings of a sampling run that have defaults (`reals sample ode --help` shows them). */
+export interface SampleSettings {
+  /** Samples go to <sampleDir>/<run name>/, with <run name>.npz and .png beside it. */
+  sampleDir: string;
+  perProcBatchSize: number;
+  numFidSamples: number;
+  /** Image side (official checkpoints: the latent side is this / the VAE's factor). */
+  imageSize: number;
+  /** Classes (official checkpoints). */
+  numClasses: number;
+  cfgScale: number;
+  guidanceLow: number;
+  guidanceHigh: number;
+  numSamplingSteps: number;
+  globalSeed: number;
+  weights: 'ema' | 'model';
+  /** ODE */
+  atol: number;
+  rtol: number;
+  reverse: boolean;
+  /** SDE */
+  diffusionForm: DiffusionForm;
+  diffusionNorm: number;
+  lastStep: LastStep;
+  lastStepSize: number;
+}
+
+export const SAMPLE_RUN_DEFAULTS: SampleSettings = {
+  sampleDir: 'samples', perProcBatchSize: 4, numFidSamples: 50_000, imageSize: 256, numClasses: 1000, cfgScale: 1.0, guidanceLow: 0, guidanceHigh: 1,
+  numSamplingSteps: 250, globalSeed: 0, weights: 'ema', atol: 1e-6, rtol: 1e-3, reverse: false, diffusionForm: 'sigma', diffusionNorm: 1.0,
+  lastStep: 'Mean', lastStepSize: 0.04,
+};
+
+/** The default sampling method of each sampler (sample_ddp.py's). */
+export const SAMPLE_METHOD_DEFAULTS: Record<SampleMode, string> = { ode: 'dopri5', sde: 'Euler', ddpm: 'ddpm', ddim: 'ddim' };
+
+/** `reals sample <mode>`'s flags, camelCased; the ones left out take SAMPLE_RUN_DEFAULTS. */
+export interface SampleRunOptions extends Partial<SampleSettings> {
+  /** A SIT_CONFIGS name of the sampler's kind, or a .json of SiTConfig fields. */
+  model: string;
+  /** A reals checkpoint (.safetensors) or an official .pt. */
+  ckpt: string;
+  /** The diffusers AutoencoderKL folder that decodes the latents. */
+  vaePath: string;
+  /** Leading channels to guide, or 'all' (REPA); default the official 3. */
+  cfgChannels?: number | 'all';
+  /** SiT: default the checkpoint's transport. */
+  pathType?: PathType;
+  prediction?: Prediction;
+  lossWeight?: LossWeight;
+  trainEps?: number;
+  sampleEps?: number;
+  /** Default SAMPLE_METHOD_DEFAULTS[mode]. */
+  samplingMethod?: string;
+  device?: string;
+  log?: (line: string) => void;
+}
+
+/** Python's str(float): 4.0 → "4.0", as sample_ddp.py's folder names print the flags. */
+function pyFloat(value: number): string { return Number.isInteger(value) ? value.toFixed(1) : String(value); }
+
+/** sample_ddp.py's folder name for the samples. */
+export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & SampleSettings, method: string): string {
+  const model = options.model.endsWith('.json') ? basename(options.model, '.json') : options.model.replaceAll('/', '-');
+  const ckpt = basename(options.ckpt).replace('.pt', '').replace('.safetensors', '');
+  const head = `${model}-${ckpt}-cfg-${pyFloat(options.cfgScale)}-${options.perProcBatchSize}-${mode.toUpperCase()}-${options.numSamplingSteps}`;
+  if (mode === 'ddpm' || mode === 'ddim') return head;
+  return mode === 'ode' ? `${head}-${method}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}`;
+}
+
+/** Loads the generator and the VAE, checks them against each other, and samples into the sample folder. */
+export async function runSample(mode: SampleMode, options: SampleRunOptions): Promise<SampleImagesResult> {
+  const o = { ...options, ...withDefaults(SAMPLE_RUN_DEFAULTS, options) };
+  if (o.cfgScale < 1) throw new Error(`--cfg-scale ${o.cfgScale}: must be at least 1 (1 samples without guidance)`);
+  if (o.guidanceLow > o.guidanceHigh) throw new Error(`--guidance-low ${o.guidanceLow} is above --guidance-high ${o.guidanceHigh}`);
+  checkDevice(o.device);
+  // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
+  checkWritableDir(o.sampleDir, '--sample-dir');
+  const method = o.samplingMethod ?? SAMPLE_METHOD_DEFAULTS[mode];
+  const odeMethods = ['euler', 'heun2', 'heun-repa', 'dopri5'];
+  if (mode === 'ode' && !odeMethods.includes(method)) throw new Error(`--sampling-method ${method}: the ODE sampler knows ${odeMethods.join(', ')}`);
+  if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
+  // Everything is loaded and checked before the process group starts or any sample is drawn.
+  const vae = loadVaeFolder(o.vaePath);
+  const expected = resolveGeneratorSpec(o.model, SAMPLE_MODE_KIND[mode], {
+    inputSize: latentSize(vae, o.imageSize), inChannels: vae.config.latentChannels, numClasses: o.numClasses, classDropoutProb: 0.1,
+  });
+  const loaded = loadGenerator(o.ckpt, { spec: expected, weights: o.weights });
+  const normalization = loaded.normalization ?? latentNormalization(o.vaePath, vae);
+  if (loaded.normalization !== null) {
+    const own = (() => { try { return latentNormalization(o.vaePath, vae); } catch { return null; } })();
+    if (own !== null && JSON.stringify(own) !== JSON.stringify(loaded.normalization)) {
+      (o.log ?? console.warn)(`note: ${o.ckpt} was trained on latents normalized by ${describeNormalization(loaded.normalization)}; ` +
+        `using that, not --vae-path's ${describeNormalization(own)}`);
+    }
+  }
+  const saved: Partial<TransportConfig> = loaded.transport ?? {};
+  const transport: Partial<TransportConfig> = {
+    pathType: o.pathType ?? saved.pathType, prediction: o.prediction ?? saved.prediction,
+    lossWeight: o.lossWeight !== undefined ? o.lossWeight : saved.lossWeight, trainEps: o.trainEps ?? saved.trainEps,
+    sampleEps: o.sampleEps ?? saved.sampleEps,
+  };
+  const worldSize = torch.distributed.launchedWorldSize();
+  if (worldSize > 1) torch.distributed.initProcessGroup();
+  try {
+    return await sampleImages({
+      model: loaded.model, vae, normalization, method: mode, numSamples: o.numFidSamples, batchSize: o.perProcBatchSize,
+      seed: o.globalSeed, sampleDir: `${o.sampleDir}/${sampleFolderName(mode, o, method)}`, steps: o.numSamplingSteps,
+      cfgScale: o.cfgScale, cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, device: o.device, log: o.log,
+      ...(mode === 'ode'
+        ? { ode: { samplingMethod: method as OdeMethod, atol: o.atol, rtol: o.rtol, reverse: o.reverse } }
+        : mode === 'ddpm' || mode === 'ddim' ? {} : {
+          sde: {
+            samplingMethod: method as SdeMethod, diffusionForm: o.diffusionForm, diffusionNorm: o.diffusionNorm,
+            lastStep: o.lastStep, lastStepSize: o.lastStepSize,
+          },
+        }),
+    });
+  } finally {
+    if (worldSize > 1) torch.distributed.destroyProcessGroup();
+  }
+}
+
+// --- cache-latents -------------------------------------------------------------------------------------
+
+export interface CacheLatentsSettings {
+  /** Side of the ADM center crop (folders). */
+  imageSize: number;
+  /** Also store the latents of every image mirrored left-right. */
+  flip: boolean;
+  /** Images per encoder call. */
+  batchSize: number;
+  /** Images per shard. */
+  shardSize: number;
+}
+
+export const CACHE_LATENTS_RUN_DEFAULTS: CacheLatentsSettings = { imageSize: 256, flip: false, batchSize: 32, shardSize: 1000 };
+
+/** `reals cache-latents`'s flags, camelCased. */
+export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings> {
+  dataPath: string;
+  vaePath: string;
+  /** The cache folder (index.json + shard-NNNNN.npz); rerunning continues an interrupted cache. */
+  out: string;
+  numWorkers?: number;
+  device?: string;
+}
+
+/** Encodes the dataset into the cache; under `reals launch` the shards are shared out over the ranks. */
+export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<CacheLatentsResult> {
+  const o = { ...options, ...withDefaults(CACHE_LATENTS_RUN_DEFAULTS, options) };
+  checkDevice(o.device);
+  const vae = loadVaeFolder(o.vaePath);
+  const dataset = loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels);
+  const worldSize = torch.distributed.launchedWorldSize();
+  // Ranks that finish their shards wait in a barrier for the others' last ones (on a resumed
+  // cache, all of another rank's remaining shards): PyTorch's 30 minutes, not the 5 of training.
+  if (worldSize > 1) torch.distributed.initProcessGroup({ timeoutMs: process.env.REALS_DIST_TIMEOUT_S ? torch.distributed.defaultTimeoutMs() : 30 * 60 * 1000 });
+  try {
+    return await cacheLatents({
+      dataset, vae, vaePath: o.vaePath, out: o.out, flip: o.flip, batchSize: o.batchSize,
+      shardSize: o.shardSize, numWorkers: o.numWorkers, device: o.device,
+    });
+  } finally {
+    if (worldSize > 1) torch.distributed.destroyProcessGroup();
+  }
+}

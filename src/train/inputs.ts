@@ -1,0 +1,62 @@
+// What the pipelines read from disk, each named by the flag it comes from in errors: a VAE
+// (a diffusers folder, or a state dict to start training from), the images (an ImageNet-layout
+// folder or Fashion-MNIST), and the latent side they give.
+import { existsSync, statSync } from 'node:fs';
+import * as torch from '../torch/index.js';
+import { load } from '../io/index.js';
+import { AutoencoderKL, resolveVaeConfig } from '../models/autoencoder-kl.js';
+import { FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
+
+/** `--vae-path`: a diffusers AutoencoderKL folder (config.json + weights). */
+export function loadVaeFolder(vaePath: string): AutoencoderKL {
+  if (!existsSync(vaePath)) throw new Error(`--vae-path ${vaePath}: no such folder (a diffusers AutoencoderKL folder: config.json + weights)`);
+  return AutoencoderKL.fromPretrained(vaePath);
+}
+
+const LDM_ENCODER_KEY = /^(first_stage_model\.)?encoder\.down\.\d+\./;
+
+/**
+ * `--vae-ckpt`, the VAE to start training from: a diffusers folder (config.json + weights), a
+ * state-dict file in diffusers naming (.safetensors, .ckpt, .pt, .bin; a Lightning {state_dict}
+ * is unwrapped) with the architecture of `config` (--vae-config), or, without a path, `config`
+ * randomly initialised.
+ */
+export function loadStartingVae(path: string | undefined, config: string): AutoencoderKL {
+  if (path === undefined) return new AutoencoderKL(resolveVaeConfig(config));
+  if (!existsSync(path)) throw new Error(`--vae-ckpt ${path}: no such file or folder`);
+  if (statSync(path).isDirectory()) return AutoencoderKL.fromPretrained(path);
+  const vae = new AutoencoderKL(resolveVaeConfig(config));
+  torch.scope(() => {
+    let loaded = load(path) as unknown;
+    if (loaded instanceof Map) loaded = Object.fromEntries(loaded);
+    const record = loaded as Record<string, unknown>;
+    const stateDict = (record !== null && typeof record === 'object' && 'state_dict' in record ? record.state_dict : record) as Record<string, torch.Tensor>;
+    if (Object.keys(stateDict).some((key) => LDM_ENCODER_KEY.test(key))) {
+      throw new Error(`--vae-ckpt ${path}: holds latent-diffusion (CompVis) key names (encoder.down.N...), not diffusers' (encoder.down_blocks.N...); ` +
+        'convert it with diffusers\' scripts/convert_vae_pt_to_diffusers.py and pass the folder');
+    }
+    try {
+      vae.loadDiffusersStateDict(stateDict);
+    } catch (error) {
+      throw new Error(`--vae-ckpt ${path}: ${(error as Error).message}`, { cause: error });
+    }
+  });
+  return vae;
+}
+
+/** `--data-path`: an ImageNet-layout folder center-cropped to `imageSize`, or `fashion-mnist` (Debian's dataset-fashion-mnist, 32x32). */
+export function loadImageDataset(dataPath: string, imageSize: number, channels: number): Dataset {
+  if (dataPath === 'fashion-mnist') {
+    if (channels !== 1 && channels !== 3) throw new Error(`--data-path fashion-mnist: the VAE takes ${channels} channels; Fashion-MNIST gives 1 or 3`);
+    return new FashionMNIST({ channels });
+  }
+  if (channels !== 3) throw new Error(`--data-path ${dataPath}: folder images are RGB, the VAE takes ${channels} channels`);
+  return new ImageFolder(dataPath, { resolution: imageSize });
+}
+
+/** The side of the VAE's latents for images of `imageSize` (SiT: image_size // 8). */
+export function latentSize(vae: AutoencoderKL, imageSize: number): number {
+  const factor = 2 ** (vae.config.blockOutChannels.length - 1);
+  if (imageSize % factor !== 0) throw new Error(`--image-size ${imageSize} is not divisible by the VAE's downsampling factor ${factor}`);
+  return imageSize / factor;
+}
