@@ -9,7 +9,7 @@ import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
 } from '../train/align-pipeline.js';
 import { launch } from './launch.js';
-import { integer, number, positive, resumeFlags } from './parse.js';
+import { device, integer, number, positive, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {
   const d = ALIGN_TRAIN_RUN_DEFAULTS;
@@ -80,7 +80,7 @@ export function alignConvertCommand(): Command {
     .option('--batch-size <n>', 'images per encoder call', integer(1), c.batchSize)
     .option('--seed <n>', 'seeds the subset and the posterior samples', integer(0), c.seed)
     .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .action(async (flags: AlignConvertRunOptions) => {
       await runAlignConvert(flags);
     });

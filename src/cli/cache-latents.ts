@@ -2,7 +2,7 @@
 // instead of running the encoder (src/train/generator-pipeline.ts runCacheLatents).
 import { Command } from 'commander';
 import { CACHE_LATENTS_RUN_DEFAULTS, runCacheLatents, type CacheLatentsRunOptions } from '../train/generator-pipeline.js';
-import { integer } from './parse.js';
+import { device, integer } from './parse.js';
 
 export function cacheLatentsCommand(): Command {
   const d = CACHE_LATENTS_RUN_DEFAULTS;
@@ -16,7 +16,7 @@ export function cacheLatentsCommand(): Command {
     .option('--batch-size <n>', 'images per encoder call', integer(1), d.batchSize)
     .option('--shard-size <n>', 'images per shard', integer(1), d.shardSize)
     .option('--num-workers <n>', 'image decoding threads', integer(0))
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)', device)
     .action(async (flags: CacheLatentsRunOptions) => {
       await runCacheLatents(flags);
     });

@@ -6,7 +6,7 @@ import { progress, type Progress } from '../train/progress.js';
 import {
   ACTIVATION_BATCH_SIZE, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE, evaluate, fidInceptionExtractor, formatResult, writeFidStatistics,
 } from '../eval/index.js';
-import { integer } from './parse.js';
+import { device, integer, outputFile } from './parse.js';
 
 interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number }
 
@@ -33,7 +33,7 @@ function stageProgress(): { update: (label: string, done: number, total: number)
 function networkOptions(command: Command): Command {
   return command
     .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV})`)
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--batch-size <n>', 'images per Inception call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE);
 }
 
@@ -42,7 +42,7 @@ export function evaluateCommand(): Command {
     .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders)')
     .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz); its mu/sigma/mu_s/sigma_s are used when present')
     .argument('<sample>', 'sample batch')
-    .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)')
+    .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)', outputFile)
     .option('--recompute-ref-stats', 'compute the reference statistics from its images even when the file holds them')
     .option('--no-cache', 'neither read nor write the reference activation cache next to REF')
     .option('--is-split-size <n>', 'samples per Inception Score split (ADM: 5000)', integer(1), IS_SPLIT_SIZE)

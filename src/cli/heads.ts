@@ -6,7 +6,7 @@ import {
   COMPARE_RUN_DEFAULTS, DENSE_RUN_DEFAULTS, TRAIN_LINEAR_RUN_DEFAULTS, runCompare, runDense, runTrainLinear, type CompareOptions, type DenseOptions,
   type TrainLinearOptions,
 } from '../heads/index.js';
-import { integer, number } from './parse.js';
+import { integer, number, outputFile } from './parse.js';
 
 function sourceOptions(command: Command, features: readonly string[]): Command {
   return command
@@ -56,7 +56,7 @@ function compareCommand(): Command {
     .option('--depth-head <file>', 'depth head')
     .option('--image-size <n>', 'ADM center crop of input images', integer(8), COMPARE_RUN_DEFAULTS.imageSize)
     .option('--batch-size <n>', 'images per batch', integer(1), COMPARE_RUN_DEFAULTS.batchSize)
-    .option('--json <file>', 'also write the result to this file');
+    .option('--json <file>', 'also write the result to this file', outputFile);
   return depthRangeOptions(sourceOptions(command, ['mlp'])).action(async (inputs: string[], flags: Omit<CompareOptions, 'inputs'> & { json?: string }) => {
     const { json, ...rest } = flags;
     const result = await runCompare({ ...rest, inputs });

@@ -1,6 +1,10 @@
 // Flag parsers shared by the commands (commander argParsers: they throw InvalidArgumentError,
 // which commander prints as one line naming the flag), and running a command's parser alone.
+import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
+import { checkDevice } from '../torch/device.js';
+import { checkWritableDir } from '../io/file.js';
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
@@ -40,6 +44,27 @@ export function oneOf<T extends string>(choices: readonly T[]): (value: string) 
     if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}, got '${value}'`);
     return value as T;
   };
+}
+
+/** `cpu`, `cuda` or `cuda:N`, on a build that has that device. */
+export function device(value: string): string {
+  try {
+    checkDevice(value, '');
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message.trim());
+  }
+  return value;
+}
+
+/** A file to write at the end of a run (`--json`): its folder must be writable now, before any work. */
+export function outputFile(value: string): string {
+  if (existsSync(value) && statSync(value).isDirectory()) throw new InvalidArgumentError(`${value} is a folder`);
+  try {
+    checkWritableDir(dirname(value), 'the folder of');
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  return value;
 }
 
 /** A comma-separated list, each item parsed by `item`. */

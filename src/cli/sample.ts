@@ -8,7 +8,7 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import {
   SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
-import { integer, noneOr, number } from './parse.js';
+import { device, integer, noneOr, number } from './parse.js';
 
 function cfgChannels(value: string): number | 'all' {
   return value === 'all' ? 'all' : integer(1)(value);
@@ -39,7 +39,7 @@ function modeCommand(mode: SampleMode): Command {
     .option('--num-sampling-steps <n>', kind === 'SiT' ? 'time grid points' : 'respaced diffusion steps', integer(2), d.numSamplingSteps)
     .option('--global-seed <n>', 'rank r seeds with global-seed * world + r', integer(0), d.globalSeed)
     .addOption(new Option('--weights <w>', 'which weights of a training checkpoint').choices(['ema', 'model']).default(d.weights))
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)');
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)', device);
   if (kind === 'SiT') {
     command
       .addOption(new Option('--path-type <type>', 'interpolant path (default: the checkpoint\'s, else Linear)').choices(['Linear', 'GVP', 'VP']))

@@ -5,7 +5,7 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import { TRANSPORT_DEFAULTS } from '../diffusion/index.js';
 import type { GeneratorKind } from '../train/sit.js';
 import { GENERATOR_TRAIN_RUN_DEFAULTS, runGeneratorTrain, type GeneratorTrainRunOptions } from '../train/generator-pipeline.js';
-import { integer, noneOr, number, resumeFlags } from './parse.js';
+import { device, integer, noneOr, number, resumeFlags } from './parse.js';
 
 function trainCommand(kind: GeneratorKind): Command {
   const d = GENERATOR_TRAIN_RUN_DEFAULTS;
@@ -31,7 +31,7 @@ function trainCommand(kind: GeneratorKind): Command {
     .option('--cfg-prob <p>', 'probability of training a label as the null class (classifier-free guidance)', number(0, 1), d.cfgProb)
     .option('--resume <path>', 'continue from a checkpoint file, a run folder or its checkpoints folder')
     .option('--no-flip', 'never mirror images (or use a cache\'s mirror images); default: each with probability 1/2')
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)');
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)', device);
   if (kind === 'SiT') {
     command
       .addOption(new Option('--path-type <type>', 'interpolant path').choices(['Linear', 'GVP', 'VP']).default(TRANSPORT_DEFAULTS.pathType))

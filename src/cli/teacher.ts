@@ -8,7 +8,7 @@ import { SELF_SUPERVISED_DEFAULTS } from '../train/teacher.js';
 import {
   TEACHER_PROBE_RUN_DEFAULTS, TEACHER_TRAIN_RUN_DEFAULTS, runTeacherProbe, runTeacherTrain, type TeacherProbeRunOptions, type TeacherTrainRunOptions,
 } from '../train/teacher-pipeline.js';
-import { integer, number, positive, range } from './parse.js';
+import { device, integer, number, positive, range } from './parse.js';
 
 export function teacherTrainCommand(): Command {
   const d = SELF_SUPERVISED_DEFAULTS;
@@ -61,7 +61,7 @@ export function teacherTrainCommand(): Command {
     .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
     .option('--probe-images <n>', 'linear probe at the end on n train and n test images (Fashion-MNIST\'s test set, or 20% of a folder held out); 0: none', integer(0), r.probeImages)
     .option('--out <dir>', 'folder of the exported teacher: dino-model.json and dino-teacher.safetensors (default: <run>/teacher)')
-    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .action(async (flags: TeacherTrainRunOptions) => {
       await runTeacherTrain(flags);
     });
@@ -80,7 +80,7 @@ export function teacherProbeCommand(): Command {
     .option('--epochs <n>', 'passes of Adam over the training features', integer(1), d.epochs)
     .option('--lr <lr>', 'Adam learning rate of the linear classifier', positive, d.lr)
     .option('--seed <n>', 'seeds the subsets and the classifier', integer(0), d.seed)
-    .option('--device <device>', 'cpu or cuda[:N] (default: cpu)')
+    .option('--device <device>', 'cpu or cuda[:N] (default: cpu)', device)
     .action(async (flags: TeacherProbeRunOptions) => {
       console.log(JSON.stringify(await runTeacherProbe(flags)));
     });

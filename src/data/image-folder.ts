@@ -3,7 +3,7 @@
 // layout, with WordNet ids (n01440764, ...) as class names.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { centerCropArr, decodeImage, type RawImage } from './image.js';
+import { centerCropArr, decodeImage, pixelLimitFor, type RawImage } from './image.js';
 import type { ImageFileDataset } from './loader.js';
 
 /** torchvision's IMG_EXTENSIONS less the ones libvips does not read here (.ppm, .pgm, .bmp). */
@@ -89,7 +89,7 @@ export class ImageFolder implements ImageFileDataset {
   /** Item `index` decoded and center-cropped on this thread (the loader decodes in workers instead). */
   async get(index: number): Promise<{ image: RawImage; label: number }> {
     const [path, label] = this.sample(index);
-    return { image: centerCropArr(await decodeImage(path), this.resolution), label };
+    return { image: centerCropArr(await decodeImage(path, { maxPixels: pixelLimitFor(this.resolution) }), this.resolution), label };
   }
 
   private sample(index: number): readonly [string, number] {

@@ -15,13 +15,18 @@ export type { RawImage } from './resample.js';
  * 16-bit grey PNGs (PIL's mode "I" clips values to 0..255, libvips keeps the high byte). Truncated
  * or corrupt pixel data is an error, as PIL's "image file is truncated".
  */
-export async function decodeImage(input: string | Buffer): Promise<RawImage> {
+export async function decodeImage(input: string | Buffer, options: { maxPixels?: number } = {}): Promise<RawImage> {
   const what = typeof input === 'string' ? input : 'buffer';
+  const limitInputPixels = options.maxPixels ?? SHARP_PIXEL_LIMIT;
   try {
     const bytes = typeof input === 'string' ? await readFile(input) : input;
+    const header = await sharp(bytes, { limitInputPixels: false }).metadata();
+    if (header.width !== undefined && header.height !== undefined && header.width * header.height > limitInputPixels) {
+      throw new Error(`${header.width}x${header.height} pixels is over the limit of ${limitInputPixels} (a decompression bomb, or an image far larger than the training resolution needs)`);
+    }
     // libvips would convert CMYK through a CMYK profile; PIL uses a plain formula.
-    const cmyk = (await sharp(bytes).metadata()).space === 'cmyk';
-    const image = sharp(bytes, { failOn: 'error', ignoreIcc: true });
+    const cmyk = header.space === 'cmyk';
+    const image = sharp(bytes, { failOn: 'error', ignoreIcc: true, limitInputPixels });
     const { data, info } = await (cmyk ? image.pipelineColourspace('cmyk').toColourspace('cmyk') : image.removeAlpha().toColourspace('srgb'))
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
@@ -34,6 +39,18 @@ export async function decodeImage(input: string | Buffer): Promise<RawImage> {
     const reason = [...new Set((error as Error).message.split('\n'))].join('; ');
     throw new Error(`decodeImage(${what}): ${reason}`, { cause: error });
   }
+}
+
+/** sharp's own default limit (0x3FFF squared). */
+const SHARP_PIXEL_LIMIT = 0x3fff * 0x3fff;
+
+/**
+ * The most pixels an image may have to be decoded for training at `resolution`: 256 times the
+ * crop's area, and at least 4096x4096, which admits every ImageNet photograph and refuses a
+ * decompression bomb (a small PNG that inflates to gigabytes) before libvips allocates it.
+ */
+export function pixelLimitFor(resolution: number): number {
+  return Math.max(256 * resolution * resolution, 4096 * 4096);
 }
 
 /** Pillow's cmyk2rgb (libImaging/Convert.c): each of C, M, Y scaled by 1 - K with MULDIV255 rounding. */
@@ -110,7 +127,7 @@ const TO_UNIT = Float32Array.from({ length: 256 }, (_, v) => Math.fround(Math.fr
  * mirrored when `flip`, written as float32 CHW in [-1, 1] into `out` at `offset` (elements).
  */
 export async function loadImageInto(path: string, resolution: number, flip: boolean, out: Float32Array, offset: number): Promise<void> {
-  const cropped = centerCropArr(await decodeImage(path), resolution);
+  const cropped = centerCropArr(await decodeImage(path, { maxPixels: pixelLimitFor(resolution) }), resolution);
   writeNormalized(flip ? hflip(cropped) : cropped, out, offset);
 }
 

@@ -2,7 +2,7 @@
 // DistributedSampler and a DataLoader that decodes in worker threads.
 export { resize, precomputeCoefficients } from './resample.js';
 export type { RawImage, ResampleFilter, Coefficients } from './resample.js';
-export { decodeImage, centerCropArr, crop, hflip, roundHalfEven, writeNormalized, loadImageInto } from './image.js';
+export { decodeImage, centerCropArr, crop, hflip, roundHalfEven, writeNormalized, loadImageInto, pixelLimitFor } from './image.js';
 export { ImageFolder, IMAGE_EXTENSIONS } from './image-folder.js';
 export type { ImageFolderOptions } from './image-folder.js';
 export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, readIdx } from './fashion-mnist.js';

@@ -19,19 +19,21 @@ import {
 // --- config ----------------------------------------------------------------------------------
 
 const positiveInt = z.number().int().positive();
+/** Bounds that refuse an absurd size by name before any tensor is allocated (SD's VAE: 512 channels, 4 blocks, 2 layers). */
+const channels = positiveInt.max(16384);
 
 /** The constructor arguments of diffusers' AutoencoderKL, camelCased, with its defaults. */
 const configSchema = z.object({
-  inChannels: positiveInt.default(3),
-  outChannels: positiveInt.default(3),
+  inChannels: channels.default(3),
+  outChannels: channels.default(3),
   downBlockTypes: z.array(z.literal('DownEncoderBlock2D')).min(1).default(() => ['DownEncoderBlock2D' as const]),
   upBlockTypes: z.array(z.literal('UpDecoderBlock2D')).min(1).default(() => ['UpDecoderBlock2D' as const]),
-  blockOutChannels: z.array(positiveInt).min(1).default(() => [64]),
-  layersPerBlock: positiveInt.default(1),
+  blockOutChannels: z.array(channels).min(1).max(16).default(() => [64]),
+  layersPerBlock: positiveInt.max(64).default(1),
   // diffusers' get_activation also knows mish, gelu and relu; no published VAE uses them.
   actFn: z.enum(['silu', 'swish']).default('silu'),
-  latentChannels: positiveInt.default(4),
-  normNumGroups: positiveInt.default(32),
+  latentChannels: channels.default(4),
+  normNumGroups: channels.default(32),
   /** Only tiled decoding reads it in diffusers; kept so a folder round-trips. */
   sampleSize: z.union([positiveInt, z.tuple([positiveInt, positiveInt])]).default(32),
   /** Latents for a diffusion model are (z - shiftFactor) * scalingFactor (see normalizeLatents). */

@@ -11,6 +11,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { load, readJsonFile } from '../io/index.js';
 import { Attention } from './attention.js';
+import { checkHeads, checkSizes, type SizeRange } from './config-sizes.js';
 
 const F = nn.F;
 
@@ -449,5 +450,15 @@ export function resolveDinoConfig(name: string): DinoV2Config {
   const base = DINOV2_CONFIGS.dinov2_vits14!;
   const unknown = Object.keys(fields).filter((k) => !(k in base));
   if (unknown.length > 0) throw new Error(`--dino-model ${name}: unknown fields [${unknown.join(', ')}] (known: ${Object.keys(base).join(', ')})`);
-  return { ...base, ...(fields as Partial<DinoV2Config>) };
+  const config = { ...base, ...(fields as Partial<DinoV2Config>) };
+  checkSizes(`--dino-model ${name}`, config as unknown as Record<string, unknown>, DINOV2_CONFIG_SIZES);
+  checkHeads(`--dino-model ${name}`, config.embedDim, config.numHeads, 'embedDim');
+  if (!(config.mlpRatio > 0 && config.mlpRatio <= 64)) throw new Error(`--dino-model ${name}: "mlpRatio" must be a number in (0, 64], got ${JSON.stringify(config.mlpRatio)}`);
+  return config;
 }
+
+/** The bounds a DinoV2Config read from a file is checked against (ViT-g/14: width 1536, depth 40, 24 heads). */
+const DINOV2_CONFIG_SIZES: Readonly<Record<string, SizeRange>> = {
+  imgSize: { min: 1, max: 8192 }, patchSize: { min: 1, max: 256 }, inChans: { min: 1, max: 64 }, embedDim: { min: 1, max: 16384 },
+  depth: { min: 1, max: 256 }, numHeads: { min: 1, max: 256 }, numRegisterTokens: { min: 0, max: 256 },
+};

@@ -8,6 +8,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { load } from '../io/index.js';
 import { Attention } from './attention.js';
+import type { SizeRange } from './config-sizes.js';
 
 const { F, init } = nn;
 
@@ -421,6 +422,12 @@ function get1dSincosPosEmbed(embedDim: number, pos: Tensor): Tensor {
 }
 
 // --- Configs (models.py's SiT_models / DiT_models) -----------------------------------------------
+
+/** The bounds a SiTConfig read from a file is checked against (SiT-XL/2: depth 28, width 1152, 16 heads). */
+export const SIT_CONFIG_SIZES: Readonly<Record<string, SizeRange>> = {
+  depth: { min: 1, max: 256 }, hiddenSize: { min: 1, max: 16384 }, patchSize: { min: 1, max: 64 }, numHeads: { min: 1, max: 256 },
+  inputSize: { min: 1, max: 1024 }, inChannels: { min: 1, max: 1024 }, numClasses: { min: 1, max: 1_000_000 },
+};
 
 export type SiTName = `${'SiT' | 'DiT'}-${'S' | 'B' | 'L' | 'XL'}/${2 | 4 | 8}`;
 

@@ -10,3 +10,4 @@ export * as nnFunctional from './functional.js';
 export * as distributed from './distributed.js';
 export { cuda, setNumThreads, getNumThreads, version, autocast } from './cuda.js';
 export { native } from './native.js';
+export { checkDevice } from './device.js';

@@ -163,6 +163,7 @@ export async function runAlignConvert(options: AlignConvertRunOptions): Promise<
   const o = { ...options, ...withDefaults(ALIGN_CONVERT_RUN_DEFAULTS, options) };
   const log = o.log ?? console.log;
   checkWritableDir(o.outputDir, '--output-dir');
+  torch.checkDevice(o.device);
   const { vae, heads, step, args } = loadAlignedModels(o.ckpt, { useEma: o.useEma });
   const imageSize = o.imageSize ?? (typeof args.imageSize === 'number' ? args.imageSize : undefined);
   if (imageSize === undefined) throw new Error(`--ckpt ${o.ckpt} records no image size (args.imageSize): pass the run's --image-size`);

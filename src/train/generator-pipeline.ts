@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import * as torch from '../torch/index.js';
 import { checkWritableDir, readJsonFile } from '../io/index.js';
-import { SIT_CONFIGS, type SiTConfig, type SiTName } from '../models/sit.js';
+import { SIT_CONFIGS, SIT_CONFIG_SIZES, type SiTConfig, type SiTName } from '../models/sit.js';
+import { checkHeads, checkSizes } from '../models/config-sizes.js';
 import { DataLoader } from '../data/index.js';
 import {
   TRANSPORT_DEFAULTS, type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
@@ -39,8 +40,10 @@ export function resolveGeneratorSpec(
     const unknown = Object.keys(json).filter((k) => !(CONFIG_KEYS as readonly string[]).includes(k));
     if (unknown.length > 0) throw new Error(`--model ${model}: unknown fields [${unknown.join(', ')}] (known: ${CONFIG_KEYS.join(', ')})`);
     for (const k of ['depth', 'hiddenSize', 'patchSize', 'numHeads'] as const) {
-      if (!Number.isInteger(json[k]) || (json[k] as number) < 1) throw new Error(`--model ${model}: "${k}" must be a positive integer, got ${JSON.stringify(json[k])}`);
+      if (json[k] === undefined) throw new Error(`--model ${model}: "${k}" is missing`);
     }
+    checkSizes(`--model ${model}`, json, SIT_CONFIG_SIZES);
+    checkHeads(`--model ${model}`, json.hiddenSize as number, json.numHeads as number, 'hiddenSize');
     base = json as unknown as SiTConfig;
     name = `${kind}-${basename(model, '.json')}`;
   } else {
@@ -59,10 +62,6 @@ export function resolveGeneratorSpec(
       learnSigma: base.learnSigma ?? true, ...fields,
     },
   };
-}
-
-function checkDevice(device: string | undefined): void {
-  if (device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
 }
 
 // --- sit train / dit train ----------------------------------------------------------------------------
@@ -120,6 +119,13 @@ export interface GeneratorTrainRunOptions extends Partial<GeneratorTrainSettings
   log?: (line: string) => void;
 }
 
+/** --num-classes, or the data's; refused when the data holds a label the embedding table would not have. */
+function checkNumClasses(given: number | undefined, inData: number, source: string, release = () => {}): number {
+  if (given === undefined || given >= inData) return given ?? inData;
+  release();
+  throw new Error(`--num-classes ${given}: ${source} has labels up to ${inData - 1} (${inData} classes)`);
+}
+
 /** Builds the data and the generator from the options and trains it; one rank of DDP under `reals launch`. */
 export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorTrainRunOptions): Promise<GeneratorTrainResult> {
   const { log, ...given } = options;
@@ -128,7 +134,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
   if (o.resume === undefined) checkWritableDir(o.resultsDir, '--results-dir');
   if ((o.dataPath === undefined) === (o.latentsPath === undefined)) throw new Error('give exactly one of --data-path (with --vae-path) and --latents-path');
   if (o.dataPath !== undefined && o.vaePath === undefined) throw new Error('--data-path needs --vae-path (the VAE that encodes the images)');
-  checkDevice(o.device);
+  torch.checkDevice(o.device);
   const worldSize = torch.distributed.launchedWorldSize();
   if (o.globalBatchSize % worldSize !== 0) throw new Error(`--global-batch-size ${o.globalBatchSize} is not divisible by the ${worldSize} ranks`);
   const batchSize = o.globalBatchSize / worldSize;
@@ -145,13 +151,14 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
       throw new Error(`--latents-path ${o.latentsPath} was cached with ${describeNormalization(cache.normalization)}, ` +
         `but --vae-path ${o.vaePath} gives ${describeNormalization(normalization)}`);
     }
-    numClasses = o.numClasses ?? cache.numClasses;
+    numClasses = checkNumClasses(o.numClasses, cache.numClasses, `--latents-path ${o.latentsPath}`, () => cache.close());
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     data = new CachedLatents(cache, { batchSize, seed: o.globalSeed, rank, worldSize, randomFlip: o.flip });
   } else {
     const dataset = loadImageDataset(o.dataPath!, o.imageSize, vae!.config.inChannels);
-    numClasses = o.numClasses ?? Array.from({ length: dataset.length }, (_, i) => dataset.label(i)).reduce((m, l) => Math.max(m, l + 1), 0);
+    const labelsInData = Array.from({ length: dataset.length }, (_, i) => dataset.label(i)).reduce((m, l) => Math.max(m, l + 1), 0);
+    numClasses = checkNumClasses(o.numClasses, labelsInData, `--data-path ${o.dataPath}`);
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     const loader = new DataLoader(dataset, { batchSize, seed: o.globalSeed, rank, worldSize, numWorkers: o.numWorkers, randomFlip: o.flip });
@@ -254,7 +261,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   const o = { ...options, ...withDefaults(SAMPLE_RUN_DEFAULTS, options) };
   if (o.cfgScale < 1) throw new Error(`--cfg-scale ${o.cfgScale}: must be at least 1 (1 samples without guidance)`);
   if (o.guidanceLow > o.guidanceHigh) throw new Error(`--guidance-low ${o.guidanceLow} is above --guidance-high ${o.guidanceHigh}`);
-  checkDevice(o.device);
+  torch.checkDevice(o.device);
   // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
   checkWritableDir(o.sampleDir, '--sample-dir');
   const method = o.samplingMethod ?? SAMPLE_METHOD_DEFAULTS[mode];
@@ -263,8 +270,12 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
   // Everything is loaded and checked before the process group starts or any sample is drawn.
   const vae = loadVaeFolder(o.vaePath);
+  const latentChannels = vae.config.latentChannels;
+  if (typeof o.cfgChannels === 'number' && o.cfgChannels > latentChannels) {
+    throw new Error(`--cfg-channels ${o.cfgChannels}: the latents have ${latentChannels} channels (--vae-path ${o.vaePath}); give at most ${latentChannels}, or all`);
+  }
   const expected = resolveGeneratorSpec(o.model, SAMPLE_MODE_KIND[mode], {
-    inputSize: latentSize(vae, o.imageSize), inChannels: vae.config.latentChannels, numClasses: o.numClasses, classDropoutProb: 0.1,
+    inputSize: latentSize(vae, o.imageSize), inChannels: latentChannels, numClasses: o.numClasses, classDropoutProb: 0.1,
   });
   const loaded = loadGenerator(o.ckpt, { spec: expected, weights: o.weights });
   const normalization = loaded.normalization ?? latentNormalization(o.vaePath, vae);
@@ -330,7 +341,7 @@ export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings> {
 /** Encodes the dataset into the cache; under `reals launch` the shards are shared out over the ranks. */
 export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<CacheLatentsResult> {
   const o = { ...options, ...withDefaults(CACHE_LATENTS_RUN_DEFAULTS, options) };
-  checkDevice(o.device);
+  torch.checkDevice(o.device);
   const vae = loadVaeFolder(o.vaePath);
   const dataset = loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels);
   const worldSize = torch.distributed.launchedWorldSize();

@@ -26,10 +26,6 @@ function probeSplits(dataPath: string, imageSize: number, images: number, seed: 
   return { ...holdOutSplit(folder, 0.2, seed), images };
 }
 
-function checkDevice(device: string | undefined): void {
-  if (device?.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
-}
-
 /** The run settings of `reals teacher train` that have defaults (the method's are SELF_SUPERVISED_DEFAULTS). */
 export interface TeacherTrainSettings {
   /** Side of the ADM center crop of folder images. */
@@ -75,7 +71,7 @@ export async function runTeacherTrain(options: TeacherTrainRunOptions): Promise<
   const { log = console.log, ...given } = options;
   const o = { ...given, ...withDefaults(TEACHER_TRAIN_RUN_DEFAULTS, given) };
   const config = resolveDinoConfig(o.dinoModel);
-  checkDevice(o.device);
+  torch.checkDevice(o.device);
   const { dataPath, dinoModel, imageSize, probeImages, ...settings } = o;
   for (const [flag, size] of [['--global-crops-size', o.globalCropsSize], ['--local-crops-size', o.localCropsSize]] as const) {
     if (size !== undefined && size % config.patchSize !== 0) throw new Error(`${flag} ${size} is not a multiple of the patch size ${config.patchSize} of --dino-model ${dinoModel}`);
@@ -113,7 +109,7 @@ export interface TeacherProbeRunOptions extends Partial<TeacherProbeSettings> {
 
 export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<LinearProbeResult> {
   const o = { ...options, ...withDefaults(TEACHER_PROBE_RUN_DEFAULTS, options) };
-  checkDevice(o.device);
+  torch.checkDevice(o.device);
   const backbone = new DinoVisionTransformer(resolveDinoConfig(o.dinoModel)).loadCheckpoint(o.dinoCkpt);
   const splits = probeSplits(o.dataPath, o.imageSize, o.probeImages, o.seed, () => {});
   if (splits === undefined) throw new Error(`--data-path ${o.dataPath}: needs at least two class folders for a linear probe`);

@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { FIXTURES } from '../helpers.js';
-import { decodeImage, centerCropArr, roundHalfEven, hflip, crop, writeNormalized } from '../../src/data/image.js';
+import { decodeImage, centerCropArr, roundHalfEven, hflip, crop, writeNormalized, pixelLimitFor, loadImageInto } from '../../src/data/image.js';
+import { deflateSync, crc32 } from 'node:zlib';
 
 const DATA = join(FIXTURES, 'data');
 const expected = JSON.parse(readFileSync(join(DATA, 'expected.json'), 'utf8')) as {
@@ -81,4 +82,36 @@ test('decodeImage names the file of a truncated JPEG', async () => {
   const path = join(mkdtempSync(join(tmpdir(), 'reals-image-')), 'truncated.jpg');
   writeFileSync(path, bytes.subarray(0, bytes.length >> 1));
   await assert.rejects(decodeImage(path), (error: Error) => error.message.includes(path) && /premature end/i.test(error.message));
+});
+
+/** A 1-bit grey PNG of width x height zero pixels: a few kilobytes that inflate to width * height / 8 bytes. */
+function blankPng(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const out = Buffer.alloc(body.length + 8);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), body.length + 4);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([1, 0, 0, 0, 0], 8);
+  const rows = Buffer.alloc(height * (1 + Math.ceil(width / 8)));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', deflateSync(rows, { level: 9 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+test('a decompression-bomb PNG (20000x20000 in 48 KB) is refused for training at 256 px before it is decoded, naming the file and the limit', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'reals-bomb-')), 'bomb.png');
+  writeFileSync(path, blankPng(20_000, 20_000));
+  assert.equal(pixelLimitFor(256), 4096 * 4096);
+  assert.equal(pixelLimitFor(1024), 256 * 1024 * 1024);
+  const before = process.memoryUsage().rss;
+  await assert.rejects(loadImageInto(path, 256, false, new Float32Array(3 * 256 * 256), 0),
+    { message: `decodeImage(${path}): 20000x20000 pixels is over the limit of 16777216 (a decompression bomb, or an image far larger than the training resolution needs)` });
+  assert.ok(process.memoryUsage().rss - before < 200e6, 'no gigabytes allocated');
+  const small = join(dirname(path), 'small.png');
+  writeFileSync(small, blankPng(300, 200));
+  assert.deepEqual([(await decodeImage(small, { maxPixels: pixelLimitFor(32) })).width], [300], 'a photograph-sized image decodes');
 });
