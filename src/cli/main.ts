@@ -12,6 +12,7 @@ import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
+import { markRequiredOptions } from './parse.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -58,7 +59,7 @@ export function buildProgram(): Command {
   program.addCommand(depthCommand());
   program.addCommand(headsCommand());
   program.addCommand(teacherCommand());
-  return program;
+  return markRequiredOptions(program);
 }
 
 const DEBUG_ENV = 'REALS_DEBUG';

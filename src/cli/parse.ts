@@ -2,7 +2,7 @@
 // which commander prints as one line naming the flag), and running a command's parser alone.
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, Help, InvalidArgumentError, type Option } from 'commander';
 import { checkDevice } from '../torch/device.js';
 import { checkWritableDir } from '../io/file.js';
 
@@ -111,4 +111,18 @@ export function parseFlags<T>(command: Command, argv: readonly string[]): T {
   command.parse([...argv], { from: 'user' });
   if (flags === null) throw new Error(`${command.name()} ${argv.join(' ')}: the flags did not parse`);
   return flags;
+}
+
+/** Appends "(required)" to the help of every mandatory option of `command` and its subcommands, keeping each one's other help settings. */
+export function markRequiredOptions(command: Command): Command {
+  const base = Help.prototype.optionDescription;
+  command.configureHelp({
+    ...command.configureHelp(),
+    optionDescription(option: Option) {
+      const text = base.call(this, option);
+      return option.mandatory ? `${text} (required)` : text;
+    },
+  });
+  for (const sub of command.commands) markRequiredOptions(sub);
+  return command;
 }

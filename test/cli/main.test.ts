@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../../src/cli/main.js';
+import type { Command } from 'commander';
+import { buildProgram, main } from '../../src/cli/main.js';
 
 /** Runs main(argv) and returns what it wrote to stderr and the exit code it set. */
 async function runMain(args: string[], env: Record<string, string | undefined> = {}): Promise<{ stderr: string; exitCode: number | undefined }> {
@@ -44,4 +45,20 @@ test('a runtime error is one line naming the file, with exit code 1; --verbose a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--help marks every required option of every command, once', () => {
+  const commands = (command: Command): Command[] => [command, ...command.commands.flatMap(commands)];
+  let required = 0;
+  for (const command of commands(buildProgram())) {
+    const help = command.helpInformation().replace(/\s+/g, ' ');
+    for (const option of command.options.filter((o) => o.mandatory)) {
+      required++;
+      const entry = help.slice(help.indexOf(option.flags));
+      const next = entry.slice(option.flags.length).search(/ --[a-z]/);
+      assert.match(next === -1 ? entry : entry.slice(0, option.flags.length + next), /\(required\)/, `${command.name()} ${option.flags}`);
+    }
+    assert.equal(help.match(/\(required\)/g)?.length ?? 0, command.options.filter((o) => o.mandatory).length, command.name());
+  }
+  assert.ok(required > 20, `${required} required options`);
 });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { teacherProbeCommand, teacherTrainCommand } from '../../src/cli/teacher.js';
+import { buildProgram } from '../../src/cli/main.js';
+import { subcommand } from '../../src/cli/parse.js';
 
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
 
@@ -13,7 +14,8 @@ function reals(args: string[]): { status: number | null; stdout: string; stderr:
 }
 
 test('teacher train --help lists the DINOv2-named flags with their defaults, and marks the required ones', () => {
-  const help = teacherTrainCommand().helpInformation();
+  const teacher = subcommand(buildProgram(), 'teacher');
+  const help = subcommand(teacher, 'train').helpInformation();
   const flags = [
     '--data-path', '--image-size', '--dino-model', '--global-crops-size', '--global-crops-scale', '--local-crops-number', '--local-crops-size',
     '--local-crops-scale', '--head-n-prototypes', '--head-hidden-dim', '--head-bottleneck-dim', '--teacher-temp', '--warmup-teacher-temp',
@@ -28,7 +30,7 @@ test('teacher train --help lists the DINOv2-named flags with their defaults, and
     assert.ok(compact.includes(shown), shown);
   }
   assert.equal(compact.match(/\(required\)/g)?.length, 2, '--data-path and --dino-model');
-  assert.equal(teacherProbeCommand().helpInformation().replace(/\s+/g, ' ').match(/\(required\)/g)?.length, 3);
+  assert.equal(subcommand(teacher, 'probe').helpInformation().replace(/\s+/g, ' ').match(/\(required\)/g)?.length, 3);
 });
 
 test('a bad flag value is refused with a one-line error, before anything loads', () => {
