@@ -13,6 +13,7 @@ import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from './al
 import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from './align-convert.js';
 import { withDefaults } from './context.js';
 import { loadImageDataset, loadStartingVae } from './inputs.js';
+import { checkStepMemory, dinoForwardBytes, lpipsTrainBytes, vaeTrainBytes } from './memory.js';
 
 /** The settings of an alignment run that have defaults (`reals align train --help` shows them). */
 export interface AlignTrainSettings {
@@ -110,6 +111,11 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
       ? new NLayerDiscriminator({ inputNc: vae.config.outChannels })
       : NLayerDiscriminator.fromCheckpoint(o.discCkpt, { inputNc: vae.config.outChannels });
     const lpips = o.lpipsWeight > 0 ? LPIPS.fromPretrained({ vgg16: o.lpipsVgg!, lin: o.lpipsLin! }) : null;
+    checkStepMemory({
+      'VAE': vaeTrainBytes(vae.config, o.batchSize, o.imageSize),
+      'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, o.dinoInputSize),
+      ...(lpips === null ? {} : { LPIPS: lpipsTrainBytes(o.batchSize, o.imageSize) }),
+    }, `--batch-size ${o.batchSize}, --dino-input-size ${o.dinoInputSize} or --image-size ${o.imageSize}`, torch.cuda.isAvailable() ? 'cuda' : 'cpu');
     const data = new DataLoader(loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels), {
       batchSize: o.batchSize, seed: o.seed, rank, worldSize, numWorkers: o.numWorkers,
     });
