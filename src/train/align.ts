@@ -318,7 +318,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         lossTensor.dispose();
         const losses = Object.fromEntries(LOSS_NAMES.map((name, i) => [name, values[i]!])) as Losses;
         // Before the optimizers step: a non-finite loss leaves the weights and the last checkpoint as they were.
-        checkFinite(losses, step + 1);
+        checkFinite(losses, step + 1, checkpoints);
         opt.step();
         opt.zeroGrad();
         if (step >= w.discStart) {

@@ -72,11 +72,17 @@ export function saveCheckpoint(path: string, contents: CheckpointContents): void
  * themselves are checked: the checkpoints already written stay the last good ones.
  */
 export class NonFiniteCheckpointError extends Error {
-  constructor(readonly path: string, readonly tensor: string, readonly step: number) {
-    super(`saveCheckpoint(${path}): tensor "${tensor}" holds NaN or infinite values at step ${step}: not written, ` +
-      'stopping; the checkpoints saved before it are the last good ones');
+  /** `lastGood`: the run's last checkpoint (null: none yet), where it is known. */
+  constructor(readonly path: string, readonly tensor: string, readonly step: number, lastGood?: string | null) {
+    super(`saveCheckpoint(${path}): tensor "${tensor}" holds NaN or infinite values at step ${step}: not written, stopping; ${lastGoodText(lastGood)}`);
     this.name = 'NonFiniteCheckpointError';
   }
+}
+
+/** The end of a non-finite error's message: which checkpoint a --resume would continue from. */
+export function lastGoodText(lastGood: string | null | undefined): string {
+  if (lastGood === undefined) return 'the checkpoints saved before it are the last good ones';
+  return lastGood === null ? 'no checkpoint was saved before it' : `the last good checkpoint is ${lastGood}`;
 }
 
 /**
@@ -375,7 +381,12 @@ export class CheckpointManager {
   save(contents: CheckpointContents): string {
     const name = CheckpointManager.fileName(contents.metadata.step);
     const path = join(this.dir, name);
-    saveCheckpoint(path, contents);
+    try {
+      saveCheckpoint(path, contents);
+    } catch (error) {
+      if (error instanceof NonFiniteCheckpointError) throw new NonFiniteCheckpointError(path, error.tensor, error.step, this.last());
+      throw error;
+    }
     this.pointLastAt(name);
     const old = this.list().filter((c) => c.path !== path);
     for (const { path: stale } of old.slice(0, Math.max(0, old.length + 1 - this.keepLast))) rmSync(stale);

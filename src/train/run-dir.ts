@@ -3,7 +3,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CheckpointManager } from './checkpoint.js';
+import { CheckpointManager, lastGoodText } from './checkpoint.js';
 import { ensureWritableDir, processAlive } from '../io/file.js';
 
 export interface RunDir {
@@ -103,15 +103,19 @@ export function lockRunDir(runDir: string, log: (line: string) => void = () => {
 const heldLocks = new Set<string>();
 
 export class NonFiniteLossError extends Error {
-  constructor(readonly loss: string, readonly value: number, readonly step: number) {
-    super(`loss "${loss}" is ${value} at step ${step}: stopping; the last checkpoint saved before it is the last good one`);
+  /** `lastGood`: the run's last checkpoint (null: none yet), where it is known. */
+  constructor(readonly loss: string, readonly value: number, readonly step: number, lastGood?: string | null) {
+    super(`loss "${loss}" is ${value} at step ${step}: stopping; ${lastGoodText(lastGood)}`);
     this.name = 'NonFiniteLossError';
   }
 }
 
-/** Throws NonFiniteLossError naming the first NaN or infinite value of `losses`. */
-export function checkFinite(losses: Record<string, number>, step: number): void {
+/**
+ * Throws NonFiniteLossError naming the first NaN or infinite value of `losses` and the last
+ * checkpoint of `checkpoints` (rank 0's manager; other ranks pass null and name none).
+ */
+export function checkFinite(losses: Record<string, number>, step: number, checkpoints: CheckpointManager | null = null): void {
   for (const [name, value] of Object.entries(losses)) {
-    if (!Number.isFinite(value)) throw new NonFiniteLossError(name, value, step);
+    if (!Number.isFinite(value)) throw new NonFiniteLossError(name, value, step, checkpoints === null ? undefined : checkpoints.last());
   }
 }

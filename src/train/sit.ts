@@ -238,7 +238,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
         latents.dispose();
         labels.dispose();
         // Before the optimizer steps: a non-finite loss leaves the weights and the last checkpoint as they were.
-        checkFinite({ loss }, step + 1);
+        checkFinite({ loss }, step + 1, checkpoints);
         opt.step();
         opt.zeroGrad();
         emaUpdater.update();

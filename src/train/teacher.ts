@@ -475,7 +475,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
         lossTensor.dispose();
         const losses = Object.fromEntries(LOSS_NAMES.map((name, i) => [name, values[i]!]));
         // Before the optimizer steps: a non-finite loss leaves the weights and the last checkpoint as they were.
-        checkFinite({ loss: losses.loss!, dino_loss: losses.dino_loss!, ibot_loss: losses.ibot_loss!, koleo_loss: losses.koleo_loss! }, step + 1);
+        checkFinite({ loss: losses.loss!, dino_loss: losses.dino_loss!, ibot_loss: losses.ibot_loss!, koleo_loss: losses.koleo_loss! }, step + 1, checkpoints);
         opt.step();
         ema.update(momentum);
         step++;

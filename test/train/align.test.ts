@@ -180,7 +180,7 @@ test('a NaN loss stops the run with a message naming the step, keeping the last 
   };
   await assert.rejects(
     trainAlignment({ ...tinyModels(0), data, resultsDir: dir, maxEpoch: 1, lr: 1e-3, ckptEvery: 2, logEvery: 1, discStart: 0, ...quiet }),
-    (error: unknown) => error instanceof NonFiniteLossError && error.step === 5 && /is NaN at step 5/.test(error.message),
+    (error: unknown) => error instanceof NonFiniteLossError && error.step === 5 && /is NaN at step 5: stopping; the last good checkpoint is \/.*\/000-align\/checkpoints\/0000004\.safetensors$/.test(error.message),
   );
   const runDir = join(dir, '000-align');
   const names = readdirSync(join(runDir, 'checkpoints')).sort();

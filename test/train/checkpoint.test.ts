@@ -197,7 +197,7 @@ test('a checkpoint holding a NaN or an infinity is not written: the last good on
       () => manager.save({ ...contents, tensors }),
       (e: unknown) => e instanceof NonFiniteCheckpointError && e.tensor === bad && e.step === 2 &&
         e.message === `saveCheckpoint(${join(dir, '0000002.safetensors')}): tensor "${bad}" holds NaN or infinite values at step 2: not written, ` +
-          'stopping; the checkpoints saved before it are the last good ones',
+          `stopping; the last good checkpoint is ${join(dir, '0000001.safetensors')}`,
     );
   }
   assert.deepEqual(readdirSync(dir).sort(), ['0000001.safetensors', LAST_LINK], 'no file, no temporary file, last unchanged');

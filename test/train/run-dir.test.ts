@@ -54,7 +54,7 @@ test('resolveResume finds the checkpoint a run folder\'s last.safetensors names 
   assert.throws(() => resolveResume(join(dir, 'missing')), /missing: no such file or folder/);
 }));
 
-test('checkFinite stops on the first NaN or infinite loss, naming it and the step', () => {
+test('checkFinite stops on the first NaN or infinite loss, naming it and the step', () => withDir(() => {
   checkFinite({ loss: 0.5, loss_align: -1e30 }, 10);
   assert.throws(() => checkFinite({ loss: 0.5, loss_diff: NaN }, 1234), (e: unknown) => {
     assert.ok(e instanceof NonFiniteLossError);
@@ -63,4 +63,12 @@ test('checkFinite stops on the first NaN or infinite loss, naming it and the ste
     return true;
   });
   assert.throws(() => checkFinite({ d_loss: -Infinity }, 7), /loss "d_loss" is -Infinity at step 7/);
-});
+}));
+
+test('checkFinite names the checkpoint a --resume would continue from, or that there is none yet', () => withDir((dir) => {
+  const manager = new CheckpointManager(join(dir, 'checkpoints'));
+  assert.throws(() => checkFinite({ loss: NaN }, 3, manager), { message: 'loss "loss" is NaN at step 3: stopping; no checkpoint was saved before it' });
+  manager.save({ tensors: { model: { w: torch.ones([2]) } }, metadata: { args: {}, step: 4, epoch: 0 } });
+  assert.throws(() => checkFinite({ loss: Infinity }, 9, manager),
+    { message: `loss "loss" is Infinity at step 9: stopping; the last good checkpoint is ${join(dir, 'checkpoints', '0000004.safetensors')}` });
+}));
