@@ -96,28 +96,46 @@ export function activationCachePath(path: string, sha256: string, extractor: Fea
   return `${path.replace(/\/+$/, '')}.acts-${sha256.slice(0, 16)}-${extractor.id}.npz`;
 }
 
+/** The cache's record of what its activations were computed from: the batch's sha256 and the extractor's id, as ASCII bytes. */
+const SOURCE_KEY = 'source_sha256';
+const EXTRACTOR_KEY = 'extractor_id';
+
+const asciiTensor = (text: string): Tensor => torch.tensor(Array.from(Buffer.from(text, 'ascii')), { dtype: 'uint8' });
+const asciiOf = (file: NpzFile, key: string): string | null =>
+  file.keys().includes(key) ? Buffer.from(file.get(key).toArray() as Uint8Array).toString('ascii') : null;
+
 /**
- * The activations of `images` from the cache file at `cachePath` when it exists (checked against
- * the image count), else computed and written there.
+ * The activations of `images` (whose content hashes to `sourceSha256`) from the cache file at
+ * `cachePath` when it exists, was computed from that content by that extractor (both recorded
+ * inside the file) and fits the image count; else computed and written there. A cache recording
+ * other inputs, or none (written before reals recorded them), is recomputed with a warning.
  */
-export async function cachedActivations(images: ImageBatches, extractor: FeatureExtractor, cachePath: string, options: ActivationOptions = {}): Promise<{ activations: Activations; cached: boolean }> {
+export async function cachedActivations(
+  images: ImageBatches, extractor: FeatureExtractor, cachePath: string, sourceSha256: string, options: ActivationOptions = {},
+): Promise<{ activations: Activations; cached: boolean }> {
   if (existsSync(cachePath)) {
     const file = NpzFile.open(cachePath);
     try {
-      const activations = { pool3: file.get('pool3'), spatial: file.get('spatial') };
-      for (const [name, t] of Object.entries(activations)) {
-        if (t.dtype !== 'float32' || t.ndim !== 2 || t.size(0) !== images.count) {
-          throw new Error(`${cachePath}: cached ${name} is ${t.dtype} [${t.shape}], expected float32 [${images.count}, D]; delete the file to recompute it`);
+      const source = asciiOf(file, SOURCE_KEY);
+      const computedBy = asciiOf(file, EXTRACTOR_KEY);
+      if (source === sourceSha256 && computedBy === extractor.id) {
+        const activations = { pool3: file.get('pool3'), spatial: file.get('spatial') };
+        for (const [name, t] of Object.entries(activations)) {
+          if (t.dtype !== 'float32' || t.ndim !== 2 || t.size(0) !== images.count) {
+            throw new Error(`${cachePath}: cached ${name} is ${t.dtype} [${t.shape}], expected float32 [${images.count}, D]; delete the file to recompute it`);
+          }
         }
+        return { activations, cached: true };
       }
-      return { activations, cached: true };
+      process.emitWarning(`${cachePath}: the activation cache was computed from ${source === null ? 'unrecorded inputs' : `sha256 ${source.slice(0, 16)}… by ${computedBy}`}, ` +
+        `not from ${images.path} (sha256 ${sourceSha256.slice(0, 16)}…) by ${extractor.id}: recomputing it`);
     } finally {
       file.close();
     }
   }
   const activations = await computeActivations(images, extractor, options);
   try {
-    saveNpz(cachePath, { pool3: activations.pool3, spatial: activations.spatial });
+    saveNpz(cachePath, { pool3: activations.pool3, spatial: activations.spatial, [SOURCE_KEY]: asciiTensor(sourceSha256), [EXTRACTOR_KEY]: asciiTensor(extractor.id) });
   } catch (error) {
     // The activations are computed and the evaluation can go on; only the next run loses.
     process.emitWarning(`${cachePath}: cannot write the activation cache (${(error as Error).message}); evaluating without it`);

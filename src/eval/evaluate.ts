@@ -138,7 +138,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
       const referenceProgress = { batchSize, onProgress: (done: number, total: number) => onProgress?.('reference', done, total) };
       const { activations: referenceActs, cached } = cachePath === null
         ? { activations: await computeActivations(reference, extractor, referenceProgress), cached: false }
-        : await cachedActivations(reference, extractor, cachePath, referenceProgress);
+        : await cachedActivations(reference, extractor, cachePath, referenceHash, referenceProgress);
       if (fileStatistics !== null) checkStatisticsWidth(referencePath, fileStatistics, referenceActs, extractor);
       const sampleActs = await computeActivations(sample, extractor, { batchSize, onProgress: (done, total) => onProgress?.('sample', done, total) });
 

@@ -9,6 +9,10 @@ import { FIDInceptionV3 } from '../../src/models/inception.js';
 import {
   cachedActivations, computeLogits, inceptionExtractor, inceptionThroughput, openImageBatches, type FeatureExtractor,
 } from '../../src/eval/index.js';
+import { contentHash } from '../../src/eval/batches.js';
+import { NpzFile } from '../../src/io/npz.js';
+
+const ascii = (text: string) => torch.tensor(Array.from(Buffer.from(text, 'ascii')), { dtype: 'uint8' });
 
 const model = new FIDInceptionV3().eval().requiresGrad_(false);
 const extractor = inceptionExtractor(model);
@@ -42,8 +46,12 @@ test('a cache file that does not fit the batch is an error that says how to reco
   const dir = mkdtempSync(join(tmpdir(), 'reals-acts-'));
   try {
     saveNpz(join(dir, 'ref.npz'), { arr_0: torch.zeros([5, 8, 8, 3], { dtype: 'uint8' }) });
-    saveNpz(join(dir, 'cache.npz'), { pool3: torch.zeros([4, 2048]), spatial: torch.zeros([4, 2023]) });
-    await assert.rejects(cachedActivations(await openImageBatches(join(dir, 'ref.npz')), extractor, join(dir, 'cache.npz')),
+        const ref = join(dir, 'ref.npz');
+    saveNpz(join(dir, 'cache.npz'), {
+      pool3: torch.zeros([4, 2048]), spatial: torch.zeros([4, 2023]),
+      source_sha256: ascii(await contentHash(ref)), extractor_id: ascii(extractor.id),
+    });
+    await assert.rejects(cachedActivations(await openImageBatches(ref), extractor, join(dir, 'cache.npz'), await contentHash(ref)),
       /cache\.npz: cached pool3 is float32 \[4,2048\], expected float32 \[5, D\]; delete the file to recompute it/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -54,4 +62,47 @@ test('inceptionThroughput (for npm run bench) times whole batches through the ne
   const result = inceptionThroughput({ batchSize: 2, batches: 1, imageSize: 32, extractor });
   assert.equal(result.images, 2);
   assert.ok(result.seconds > 0 && Math.abs(result.imagesPerSecond - 2 / result.seconds) < 1e-9);
+});
+
+test('an activation cache records inside itself the sha256 of its batch and the extractor; one from other inputs is recomputed, not reused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-acts-'));
+  let calls = 0;
+  const counting = (id: string): FeatureExtractor => ({
+    id, device: 'cpu', logits: (x) => x,
+    features: (images) => { calls++; const f = images.float().mean([2, 3]); return { pool3: f, spatial: f.mul(2) }; },
+  });
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning.message);
+  process.on('warning', onWarning);
+  try {
+    const ref = join(dir, 'ref.npz');
+    const cache = join(dir, 'ref.acts.npz');
+    saveNpz(ref, { arr_0: torch.randint(0, 256, [3, 4, 4, 3], { dtype: 'uint8' }) });
+    const hash = await contentHash(ref);
+    const first = await cachedActivations(await openImageBatches(ref), counting('a'), cache, hash);
+    assert.equal(first.cached, false);
+    const file = NpzFile.open(cache);
+    assert.equal(Buffer.from(file.get('source_sha256').toArray() as Uint8Array).toString('ascii'), hash);
+    assert.equal(Buffer.from(file.get('extractor_id').toArray() as Uint8Array).toString('ascii'), 'a');
+    file.close();
+    const again = await cachedActivations(await openImageBatches(ref), counting('a'), cache, hash);
+    assert.deepEqual([again.cached, calls], [true, 1], 'the same batch and extractor read the cache');
+
+    // The batch changed under the same cache name (copied, renamed, or edited in place): recomputed.
+    saveNpz(ref, { arr_0: torch.full([3, 4, 4, 3], 7, { dtype: 'uint8' }) });
+    const changed = await contentHash(ref);
+    const recomputed = await cachedActivations(await openImageBatches(ref), counting('a'), cache, changed);
+    assert.deepEqual([recomputed.cached, calls], [false, 2]);
+    assert.ok(Math.abs((recomputed.activations.pool3.index(0, 0).item() as number) - 7) < 1e-6, 'the new batch\'s features, not the stale ones');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.match(warnings.at(-1)!, new RegExp(`ref\\.acts\\.npz: the activation cache was computed from sha256 ${hash.slice(0, 16)}… by a, not from .*ref\\.npz \\(sha256 ${changed.slice(0, 16)}…\\) by a: recomputing it`));
+    // Another extractor, and a cache written without the record: recomputed too.
+    assert.equal((await cachedActivations(await openImageBatches(ref), counting('b'), cache, changed)).cached, false);
+    saveNpz(cache, { pool3: torch.zeros([3, 3]), spatial: torch.zeros([3, 3]) });
+    assert.equal((await cachedActivations(await openImageBatches(ref), counting('b'), cache, changed)).cached, false);
+    assert.equal(calls, 4);
+  } finally {
+    process.off('warning', onWarning);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
