@@ -3,6 +3,11 @@
 #include "common.h"
 
 #include <cstdlib>
+#include <csignal>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sstream>
 
 #include <torch/version.h>
@@ -190,7 +195,28 @@ static napi_value DestroyGroup(napi_env env, napi_callback_info info) {
   });
 }
 
+// exitWithParent(ppid): the kernel sends this process SIGKILL when its parent (the launcher)
+// ends, however it ends (torchrun's agent does the same with its workers). A rank blocked in a
+// collective runs no JavaScript, so it could not notice the launcher's death by polling; its
+// peers on other nodes see its connections close and fail at once. Returns false where the
+// platform has no such signal, or when the parent is already gone (`ppid` is not the parent).
+static napi_value ExitWithParent(napi_env env, napi_callback_info info) {
+  return guarded(env, "exitWithParent", [&] {
+    Args args(env, info);
+    int64_t expected = 0;
+    check(napi_get_value_int64(env, args[0], &expected), "napi_get_value_int64");
+#ifdef __linux__
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return makeBool(env, false);
+    return makeBool(env, static_cast<int64_t>(getppid()) == expected);
+#else
+    (void)expected;
+    return makeBool(env, false);
+#endif
+  });
+}
+
 void initDistributed(napi_env env, napi_value exports) {
+  exportFunction(env, exports, "exitWithParent", ExitWithParent);
   exportFunction(env, exports, "newGroup", NewGroup);
   exportFunction(env, exports, "allReduce", AllReduce);
   exportFunction(env, exports, "broadcast", Broadcast);

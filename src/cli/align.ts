@@ -8,7 +8,7 @@ import { ALIGN_HEADS_NAME } from '../train/align-convert.js';
 import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
 } from '../train/align-pipeline.js';
-import { launch } from './launch.js';
+import { launch } from '../train/launch.js';
 import { device, integer, number, positive, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {

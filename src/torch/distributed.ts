@@ -144,6 +144,23 @@ export function initProcessGroup(options: InitOptions = {}): void {
     );
   }
   current = { handle, backend, rank, worldSize, localRank, timeoutMs };
+  followLauncher(rank);
+}
+
+/** Set by `reals launch` in each rank's environment: the launcher's process id. */
+export const LAUNCHER_PID_ENV = 'REALS_LAUNCHER_PID';
+
+/**
+ * A rank started by `reals launch` ends when its launcher does, even by SIGKILL, which the
+ * launcher cannot forward: then its peers (on this node and others) see its connections close
+ * and fail within seconds instead of waiting out the collective timeout.
+ */
+function followLauncher(rank: number): void {
+  const launcher = Number(process.env[LAUNCHER_PID_ENV]);
+  if (!Number.isInteger(launcher) || launcher <= 0 || launcher !== process.ppid) return;
+  if (!native.exitWithParent(launcher) && process.ppid !== launcher) {
+    throw new Error(`initProcessGroup: rank ${rank}'s launcher (pid ${launcher}) has ended; stopping`);
+  }
 }
 
 function group(what: string): ProcessGroup {

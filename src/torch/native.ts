@@ -68,6 +68,7 @@ export interface Native {
   allGather(group: GroupHandle, outputs: Handle[], input: Handle): void;
   barrier(group: GroupHandle): void;
   destroyGroup(group: GroupHandle): void;
+  exitWithParent(ppid: number): boolean;
 }
 
 function load(): Native {

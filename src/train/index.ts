@@ -18,3 +18,4 @@ export * from './inputs.js';
 export * from './align-pipeline.js';
 export * from './generator-pipeline.js';
 export * from './teacher-pipeline.js';
+export { launch, resolveCommand, type LaunchOptions } from './launch.js';

@@ -41,8 +41,8 @@ test('--dino-input-size 100 is refused with a clear error before anything loads'
 test('configs resolve by name or from JSON files, and unknown ones are named', () => {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'reals-align-cli-')));
   assert.equal(resolveDinoConfig('dinov2_vitl14_reg').numRegisterTokens, 4);
-  writeFileSync(join(dir, 'teacher.json'), JSON.stringify({ embedDim: 32, depth: 1 }));
-  assert.deepEqual(resolveDinoConfig(join(dir, 'teacher.json')), { ...DINOV2_CONFIGS.dinov2_vits14!, embedDim: 32, depth: 1 });
+  writeFileSync(join(dir, 'teacher.json'), JSON.stringify({ embedDim: 36, depth: 1 }));
+  assert.deepEqual(resolveDinoConfig(join(dir, 'teacher.json')), { ...DINOV2_CONFIGS.dinov2_vits14!, embedDim: 36, depth: 1 });
   writeFileSync(join(dir, 'bad.json'), JSON.stringify({ embed_dim: 32 }));
   assert.throws(() => resolveDinoConfig(join(dir, 'bad.json')), /unknown fields \[embed_dim\]/);
   assert.throws(() => resolveDinoConfig('dinov3'), /--dino-model dinov3: not one of dinov2_vits14, .*nor a \.json config/);

@@ -13,7 +13,7 @@ import { encodePng } from '../../src/train/images.js';
 import { batchSeed, loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
 import { denormalizeLatents, latentNormalization } from '../../src/train/latents.js';
 import { buildProgram } from '../../src/cli/main.js';
-import { launch } from '../../src/cli/launch.js';
+import { launch } from '../../src/train/launch.js';
 import { PassThrough } from 'node:stream';
 import { FIXTURES, loadFixture, assertClose } from '../helpers.js';
 

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { launch, resolveCommand } from '../../src/cli/launch.js';
+import { launch, resolveCommand } from '../../src/train/launch.js';
 import { runLaunch, runScenario, freePort, isAlive, WORKER } from './run-ranks.js';
 
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
@@ -92,5 +92,54 @@ test('launch: bad options and commands that cannot start are reported by name', 
   assert.match(output, /launch: rank 0 could not start `\/nonexistent\/program`: spawn \/nonexistent\/program ENOENT/);
   const bad = await cli(['launch', '--nproc-per-node', 'two', '--', 'env']);
   assert.equal(bad.code, 1);
-  assert.match(bad.output, /option '--nproc-per-node <n>' argument 'two' is invalid\. expected an integer in \[1, /);
+  assert.match(bad.output, /option '--nproc-per-node <n>' argument 'two' is invalid\. expected an integer >= 1, got 'two'/);
+});
+
+test('two launchers with --nnodes 2 (2 ranks each) train exactly as one launch of 4 ranks', { timeout: 60_000 }, async () => {
+  const single = await runScenario('train', { nprocPerNode: 4 });
+  assert.equal(single.code, 0, single.output);
+  const outDir = mkdtempSync(join(tmpdir(), 'reals-dist-nodes-'));
+  try {
+    const masterPort = await freePort();
+    const command = ['node', '--import', 'tsx', WORKER, 'train', outDir];
+    const codes = await Promise.all([0, 1].map((nodeRank) => runLaunch({ command, nprocPerNode: 2, nnodes: 2, nodeRank, masterPort }, 50_000)));
+    assert.deepEqual(codes.map((c) => c.code), [0, 0], codes.map((c) => c.output).join('\n'));
+    const reports = [0, 1, 2, 3].map((r) => JSON.parse(readFileSync(join(outDir, `rank${r}.json`), 'utf8')));
+    assert.deepEqual(reports, single.reports, 'the same weights on every rank, to the last bit');
+    assert.deepEqual(reports[3], reports[0]);
+  } finally {
+    rmSync(outDir, { recursive: true, force: true });
+  }
+});
+
+test('SIGKILL to one node\'s launcher: its ranks die with it, and the other node\'s ranks and launcher exit non-zero within seconds', { timeout: 60_000 }, async () => {
+  const outDir = mkdtempSync(join(tmpdir(), 'reals-dist-kill-'));
+  try {
+    const masterPort = String(await freePort());
+    const nodeArgs = (nodeRank: number) => ['launch', '--nnodes', '2', '--node-rank', String(nodeRank), '--nproc-per-node', '2',
+      '--master-addr', '127.0.0.1', '--master-port', masterPort, '--', 'node', '--import', 'tsx', WORKER, 'barriers', outDir];
+    const node1 = spawn(process.execPath, [REALS, ...nodeArgs(1)], { stdio: 'ignore' });
+    const node0 = cli(nodeArgs(0), 50_000);
+    const joined = () => [0, 1, 2, 3].every((r) => existsSync(join(outDir, `joined${r}`)));
+    for (let waited = 0; !joined(); waited += 100) {
+      assert.ok(waited < 40_000, 'the 4 ranks did not join');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const node1Ranks = [2, 3].map((r) => Number(readFileSync(join(outDir, `pid${r}`), 'utf8')));
+    const killedAt = Date.now();
+    node1.kill('SIGKILL');
+    const { code, signal, output } = await node0;
+    const seconds = (Date.now() - killedAt) / 1000;
+    assert.equal(signal, null, `node 0's launcher was killed by the test's time limit\n${output}`);
+    assert.notEqual(code, 0, output);
+    assert.ok(seconds < 15, `node 0 took ${seconds} s to stop (the collective timeout is 20 s)`);
+    for (const r of [0, 1]) {
+      const report = JSON.parse(readFileSync(join(outDir, `rank${r}.json`), 'utf8')) as { error: string };
+      assert.match(report.error, /barrier/i, `rank ${r}: ${report.error}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (const pid of node1Ranks) assert.equal(isAlive(pid), false, `node 1's rank (pid ${pid}) outlived its launcher`);
+  } finally {
+    rmSync(outDir, { recursive: true, force: true });
+  }
 });

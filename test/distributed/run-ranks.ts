@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { launch, type LaunchOptions } from '../../src/cli/launch.js';
+import { launch, type LaunchOptions } from '../../src/train/launch.js';
 
 export const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'worker.ts');
 
@@ -67,12 +67,13 @@ export async function runScenario(scenario: string, options: Partial<LaunchOptio
   return { code, output, seconds, reports, pids };
 }
 
-/** Whether a process with this pid still exists. */
+/** Whether a process with this pid still runs (a zombie, dead but not yet reaped by its new parent, does not). */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }
+  const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }

@@ -160,6 +160,21 @@ const scenarios: Record<string, () => void | Promise<void>> = {
     }
   },
 
+  // Every rank goes on with barriers until the group breaks, then reports the error and exits 4.
+  async barriers() {
+    dist.initProcessGroup({ timeoutMs: 20_000 });
+    writeFileSync(join(outDir, `joined${rank}`), '');
+    try {
+      for (;;) {
+        dist.barrier();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } catch (error) {
+      report({ error: (error as Error).message });
+      process.exit(4);
+    }
+  },
+
   // Rank 1 dies while rank 0 waits in a barrier.
   dead() {
     dist.initProcessGroup({ timeoutMs: 60_000 });
