@@ -571,41 +571,89 @@ static napi_value Version(napi_env env, napi_callback_info info) {
   return guarded(env, "version", [&] { return makeString(env, TORCH_VERSION); });
 }
 
-// setAutocast(enabled, dtype): CUDA autocast, the state torch.autocast('cuda', dtype) sets.
-static napi_value SetAutocast(napi_env env, napi_callback_info info) {
-  return guarded(env, "setAutocast", [&] {
-    Args args(env, info);
-    bool enabled = getBool(env, args[0], "setAutocast(enabled)");
-    auto dtype = static_cast<at::ScalarType>(getInt64(env, args[1], "setAutocast(dtype)"));
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
-    at::autocast::set_autocast_enabled(at::kCUDA, enabled);
-    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+// Autocast state per device type, 'cpu' or 'cuda' (libtorch 2.4 keys it by device type; 1.13 has a
+// function pair per device).
+#define REALS_DEVICE_TYPE_AUTOCAST (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+
+namespace {
+
+bool autocastOnCpu(napi_env env, napi_value value, const char* what) {
+  std::string device = getString(env, value, what);
+  if (device == "cpu") return true;
+  if (device == "cuda") return false;
+  throw JsError{std::string(what) + ": expected 'cpu' or 'cuda', got '" + device + "'"};
+}
+
+void setAutocastState(bool onCpu, bool enabled, at::ScalarType dtype) {
+#if REALS_DEVICE_TYPE_AUTOCAST
+  at::DeviceType type = onCpu ? at::kCPU : at::kCUDA;
+  at::autocast::set_autocast_dtype(type, dtype);
+  at::autocast::set_autocast_enabled(type, enabled);
 #else
-    at::autocast::set_enabled(enabled);
+  // The dtype first: 1.13 refuses CPU dtypes other than bfloat16, and then nothing has changed.
+  if (onCpu) {
+    at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::set_cpu_enabled(enabled);
+  } else {
     at::autocast::set_autocast_gpu_dtype(dtype);
+    at::autocast::set_enabled(enabled);
+  }
 #endif
-    if (!enabled) at::autocast::clear_cache();
+}
+
+}  // namespace
+
+// enterAutocast(device, enabled, dtype): torch.autocast's __enter__: sets the device's state and
+// counts one more nesting level.
+static napi_value EnterAutocast(napi_env env, napi_callback_info info) {
+  return guarded(env, "enterAutocast", [&] {
+    Args args(env, info);
+    bool onCpu = autocastOnCpu(env, args[0], "enterAutocast(device)");
+    bool enabled = getBool(env, args[1], "enterAutocast(enabled)");
+    auto dtype = static_cast<at::ScalarType>(getInt64(env, args[2], "enterAutocast(dtype)"));
+    setAutocastState(onCpu, enabled, dtype);
+    at::autocast::increment_nesting();
+    return makeUndefined(env);
+  });
+}
+
+// exitAutocast(device, enabled, dtype): torch.autocast's __exit__: restores the state given (the
+// one before the matching enter). Leaving the outermost level frees the cache of lower-precision
+// weight copies, which lets a region cast each weight once however many ops use it.
+static napi_value ExitAutocast(napi_env env, napi_callback_info info) {
+  return guarded(env, "exitAutocast", [&] {
+    Args args(env, info);
+    bool onCpu = autocastOnCpu(env, args[0], "exitAutocast(device)");
+    bool enabled = getBool(env, args[1], "exitAutocast(enabled)");
+    auto dtype = static_cast<at::ScalarType>(getInt64(env, args[2], "exitAutocast(dtype)"));
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    setAutocastState(onCpu, enabled, dtype);
     return makeUndefined(env);
   });
 }
 
 static napi_value IsAutocastEnabled(napi_env env, napi_callback_info info) {
   return guarded(env, "isAutocastEnabled", [&] {
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
-    return makeBool(env, at::autocast::is_autocast_enabled(at::kCUDA));
+    Args args(env, info);
+    bool onCpu = autocastOnCpu(env, args[0], "isAutocastEnabled(device)");
+#if REALS_DEVICE_TYPE_AUTOCAST
+    return makeBool(env, at::autocast::is_autocast_enabled(onCpu ? at::kCPU : at::kCUDA));
 #else
-    return makeBool(env, at::autocast::is_enabled());
+    return makeBool(env, onCpu ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled());
 #endif
   });
 }
 
 static napi_value AutocastDtype(napi_env env, napi_callback_info info) {
   return guarded(env, "autocastDtype", [&] {
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
-    return makeNumber(env, static_cast<double>(at::autocast::get_autocast_dtype(at::kCUDA)));
+    Args args(env, info);
+    bool onCpu = autocastOnCpu(env, args[0], "autocastDtype(device)");
+#if REALS_DEVICE_TYPE_AUTOCAST
+    at::ScalarType dtype = at::autocast::get_autocast_dtype(onCpu ? at::kCPU : at::kCUDA);
 #else
-    return makeNumber(env, static_cast<double>(at::autocast::get_autocast_gpu_dtype()));
+    at::ScalarType dtype = onCpu ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
 #endif
+    return makeNumber(env, static_cast<double>(dtype));
   });
 }
 
@@ -698,7 +746,8 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "setNumThreads", SetNumThreads);
   exportFunction(env, exports, "getNumThreads", GetNumThreads);
   exportFunction(env, exports, "version", Version);
-  exportFunction(env, exports, "setAutocast", SetAutocast);
+  exportFunction(env, exports, "enterAutocast", EnterAutocast);
+  exportFunction(env, exports, "exitAutocast", ExitAutocast);
   exportFunction(env, exports, "isAutocastEnabled", IsAutocastEnabled);
   exportFunction(env, exports, "autocastDtype", AutocastDtype);
   exportFunction(env, exports, "cudaIsAvailable", CudaIsAvailable);

@@ -32,17 +32,37 @@ export function setNumThreads(n: number): void {
 export function getNumThreads(): number { return native.getNumThreads(); }
 export function version(): string { return native.version(); }
 
+export type AutocastDevice = 'cpu' | 'cuda';
+
+export interface AutocastOptions {
+  /** The device type whose ops are cast: 'cpu', or 'cuda' (default; 'cuda:N' names the same type). */
+  device?: Device;
+  /** Default bfloat16 on both device types. */
+  dtype?: DType;
+  enabled?: boolean;
+}
+
+/** 'cpu' or 'cuda' for a device name ('cuda:1' is 'cuda'). */
+export function autocastDeviceType(device: Device): AutocastDevice {
+  if (device === 'cpu') return 'cpu';
+  if (/^cuda(:\d+)?$/.test(device)) return 'cuda';
+  throw new Error(`autocast: device must be cpu, cuda or cuda:N, got '${device}'`);
+}
+
 /**
- * Runs `fn` under CUDA autocast (as `with torch.autocast('cuda', dtype=torch.bfloat16)`): matmuls
- * and convolutions run in `dtype`, reductions and norms stay float32. CPU ops are unaffected.
+ * Runs `fn` under autocast on one device type, as `with torch.autocast('cpu', dtype=torch.bfloat16)`:
+ * matmuls, linears and convolutions on that device run in `dtype`, reductions and norms stay float32,
+ * other devices' ops are unaffected. Nested calls restore the outer state; within the outermost call
+ * each float32 weight that requires grad is cast once and reused (libtorch's autocast cache).
  */
-export function autocast<T>(fn: () => T, options: { dtype?: DType; enabled?: boolean } = {}): T {
-  const previousEnabled = native.isAutocastEnabled();
-  const previousDtype = native.autocastDtype();
-  native.setAutocast(options.enabled ?? true, dtypeCode(options.dtype ?? 'bfloat16'));
+export function autocast<T>(fn: () => T, options: AutocastOptions = {}): T {
+  const device = autocastDeviceType(options.device ?? 'cuda');
+  const previousEnabled = native.isAutocastEnabled(device);
+  const previousDtype = native.autocastDtype(device);
+  native.enterAutocast(device, options.enabled ?? true, dtypeCode(options.dtype ?? 'bfloat16'));
   try {
     return fn();
   } finally {
-    native.setAutocast(previousEnabled, previousDtype);
+    native.exitAutocast(device, previousEnabled, previousDtype);
   }
 }

@@ -50,9 +50,12 @@ export interface Native {
   setRngState(state: Handle, cudaDevice?: number): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
-  setAutocast(enabled: boolean, dtype: number): void;
-  isAutocastEnabled(): boolean;
-  autocastDtype(): number;
+  /** torch.autocast's __enter__ on 'cpu' or 'cuda': sets the state and counts a nesting level. */
+  enterAutocast(device: 'cpu' | 'cuda', enabled: boolean, dtype: number): void;
+  /** __exit__: restores the given state; leaving the outermost level frees the cast-weight cache. */
+  exitAutocast(device: 'cpu' | 'cuda', enabled: boolean, dtype: number): void;
+  isAutocastEnabled(device: 'cpu' | 'cuda'): boolean;
+  autocastDtype(device: 'cpu' | 'cuda'): number;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 
-const state = (): [boolean, number] => [torch.native.isAutocastEnabled(), torch.native.autocastDtype()];
+const state = (): [boolean, number] => [torch.native.isAutocastEnabled('cuda'), torch.native.autocastDtype('cuda')];
 
 test('autocast sets CUDA autocast state and restores the outer state, nested and on throw', () => {
   const outside = state();

@@ -1,0 +1,50 @@
+// Mixed precision as one setting: 'fp32', 'bf16' (autocast to bfloat16 on the tensors' device) or
+// 'auto', which picks bf16 where the hardware runs it fast (CUDA, and CPUs with AMX or AVX512-BF16
+// matmul units) and fp32 elsewhere. Only the ops autocast lists run in bfloat16: weights, optimizer
+// state and everything outside the region stay float32, as PyTorch's mixed precision.
+import { readFileSync } from 'node:fs';
+import { autocast, autocastDeviceType } from './cuda.js';
+import type { Device } from './tensor.js';
+
+export const PRECISIONS = ['fp32', 'bf16', 'auto'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+/** What a run uses once 'auto' is decided. */
+export type ResolvedPrecision = Exclude<Precision, 'auto'>;
+
+/** The CPU feature flags that give bfloat16 matmuls in hardware (oneDNN uses either). */
+const BF16_CPU_FLAGS = ['amx_bf16', 'avx512_bf16'];
+
+let cpuBf16: boolean | undefined;
+
+/** Whether this CPU reports amx_bf16 or avx512_bf16 in /proc/cpuinfo (false where there is no such file). */
+export function cpuHasBf16(): boolean {
+  if (cpuBf16 === undefined) {
+    let flags: string[] = [];
+    try {
+      const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+      flags = line === undefined ? [] : line.slice(line.indexOf(':') + 1).trim().split(/\s+/);
+    } catch {
+      flags = [];
+    }
+    cpuBf16 = BF16_CPU_FLAGS.some((flag) => flags.includes(flag));
+  }
+  return cpuBf16;
+}
+
+/** 'auto' becomes bf16 on CUDA and on CPUs with bfloat16 units (cpuHasBf16), fp32 elsewhere; the others stay. */
+export function resolvePrecision(precision: Precision, device: Device): ResolvedPrecision {
+  if (!(PRECISIONS as readonly string[]).includes(precision)) {
+    throw new Error(`precision must be one of ${PRECISIONS.join(', ')}, got '${String(precision)}'`);
+  }
+  if (precision !== 'auto') return precision;
+  return autocastDeviceType(device) === 'cuda' || cpuHasBf16() ? 'bf16' : 'fp32';
+}
+
+/**
+ * Runs `fn` in `precision` on `device`: fp32 as it is, bf16 under bfloat16 autocast of the device's
+ * type. Outputs of autocast ops come back bfloat16; cast with `.float()` where float32 is needed.
+ */
+export function withPrecision<T>(precision: ResolvedPrecision, device: Device, fn: () => T): T {
+  if (precision === 'fp32') return fn();
+  return autocast(fn, { device, dtype: 'bfloat16' });
+}

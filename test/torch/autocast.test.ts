@@ -1,0 +1,82 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import * as torch from '../../src/torch/index.js';
+import * as F from '../../src/torch/functional.js';
+
+const cpuState = (): [boolean, number] => [torch.native.isAutocastEnabled('cpu'), torch.native.autocastDtype('cpu')];
+const cudaState = (): [boolean, number] => [torch.native.isAutocastEnabled('cuda'), torch.native.autocastDtype('cuda')];
+
+test('autocast on the CPU sets the CPU state only, and restores it nested and on throw', () => {
+  const [cpuOutside, cudaOutside] = [cpuState(), cudaState()];
+  torch.autocast(() => {
+    assert.deepEqual(cpuState(), [true, 15], 'bfloat16 by default');
+    assert.deepEqual(cudaState(), cudaOutside, 'CUDA autocast untouched');
+    torch.autocast(() => assert.equal(cpuState()[0], false), { device: 'cpu', enabled: false });
+    assert.deepEqual(cpuState(), [true, 15]);
+    assert.throws(() => torch.autocast(() => { throw new Error('boom'); }, { device: 'cpu' }), /boom/);
+    assert.deepEqual(cpuState(), [true, 15], 'restored after an exception');
+    // libtorch 1.13 refuses float16 on the CPU (2.x runs it): either way the state is the outer one after.
+    try {
+      torch.autocast(() => 0, { device: 'cpu', dtype: 'float16' });
+    } catch (error) {
+      assert.match((error as Error).message, /enterAutocast: .*Bfloat16/);
+    }
+    assert.deepEqual(cpuState(), [true, 15], 'unchanged by a refused dtype');
+  }, { device: 'cpu' });
+  assert.deepEqual(cpuState(), cpuOutside);
+  assert.throws(() => torch.autocast(() => 0, { device: 'mps' }), /cpu, cuda or cuda:N, got 'mps'/);
+});
+
+test('CPU autocast runs matmul, linear and conv in bfloat16 and keeps reductions, norms and elementwise ops float32', () => {
+  torch.manualSeed(0);
+  const a = torch.randn([8, 16]);
+  const w = torch.randn([4, 16]);
+  const image = torch.randn([1, 3, 8, 8]);
+  const kernel = torch.randn([2, 3, 3, 3]);
+  const out = torch.autocast(() => ({
+    matmul: a.matmul(w.t()), linear: F.linear(a, w), conv: F.conv2d(image, kernel),
+    sum: a.sum(), layerNorm: F.layerNorm(a, [16]), add: a.add(a), softmax: F.softmax(a, -1),
+  }), { device: 'cpu' });
+  assert.equal(out.matmul.dtype, 'bfloat16');
+  assert.equal(out.linear.dtype, 'bfloat16');
+  assert.equal(out.conv.dtype, 'bfloat16');
+  for (const name of ['sum', 'layerNorm', 'add', 'softmax'] as const) assert.equal(out[name].dtype, 'float32', name);
+  // bfloat16 keeps 8 significant bits: the product of rounded inputs is within a few 2^-8 of float32's.
+  const exact = a.matmul(w.t());
+  const relative = out.matmul.float().sub(exact).abs().max().item() / exact.abs().max().item();
+  assert.ok(relative > 0 && relative < 0.02, `relative error ${relative}`);
+  assert.equal(torch.autocast(() => a.matmul(w.t()), { device: 'cpu', enabled: false }).dtype, 'float32');
+});
+
+test('under CPU autocast a float32 weight gets its gradient in float32, computed through the bfloat16 copies', () => {
+  torch.manualSeed(1);
+  const w = torch.randn([4, 16], { requiresGrad: true });
+  const x = torch.randn([2, 16]);
+  torch.autocast(() => F.linear(x, w).float().sum(), { device: 'cpu' }).backward();
+  assert.equal(w.grad!.dtype, 'float32');
+  // d sum(x w^T) / dw = 1^T x, with x rounded to bfloat16 on the way in (and the sum of two rows rounded on the way out).
+  const expected = torch.ones([4, 2]).matmul(x.bfloat16().float());
+  assert.ok(w.grad!.sub(expected).abs().max().item() <= expected.abs().max().item() * 2 ** -8);
+});
+
+test('resolvePrecision: auto is bf16 on CUDA and on CPUs with bfloat16 units, fp32 on others; fp32 and bf16 stay', () => {
+  assert.equal(torch.resolvePrecision('auto', 'cuda'), 'bf16');
+  assert.equal(torch.resolvePrecision('auto', 'cuda:1'), 'bf16');
+  assert.equal(torch.resolvePrecision('auto', 'cpu'), torch.cpuHasBf16() ? 'bf16' : 'fp32');
+  assert.equal(torch.resolvePrecision('fp32', 'cuda'), 'fp32');
+  assert.equal(torch.resolvePrecision('bf16', 'cpu'), 'bf16');
+  assert.throws(() => torch.resolvePrecision('fp16' as torch.Precision, 'cpu'), /precision must be one of fp32, bf16, auto, got 'fp16'/);
+});
+
+test('cpuHasBf16 reads the amx_bf16 and avx512_bf16 flags of /proc/cpuinfo', async () => {
+  const { readFileSync, existsSync } = await import('node:fs');
+  const flags = existsSync('/proc/cpuinfo') ? /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(/\s+/) ?? [] : [];
+  assert.equal(torch.cpuHasBf16(), flags.includes('amx_bf16') || flags.includes('avx512_bf16'));
+});
+
+test('withPrecision runs fp32 without autocast and bf16 under the device type\'s autocast', () => {
+  const a = torch.randn([3, 3]);
+  assert.equal(torch.withPrecision('fp32', 'cpu', () => a.matmul(a)).dtype, 'float32');
+  assert.equal(torch.withPrecision('bf16', 'cpu', () => a.matmul(a)).dtype, 'bfloat16');
+  assert.equal(torch.native.isAutocastEnabled('cpu'), false);
+});
