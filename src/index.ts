@@ -8,6 +8,7 @@ export * as data from './data/index.js';
 export * as diffusion from './diffusion/index.js';
 export * as train from './train/index.js';
 export * as evaluation from './eval/index.js';
+export * as hub from './hub/index.js';
 export * from './models/index.js';
 export {
   runAlignTrain, runAlignConvert, runGeneratorTrain, runSample, runCacheLatents, runTeacherTrain, runTeacherProbe,

@@ -9,23 +9,23 @@ import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
 } from '../train/align-pipeline.js';
 import { launch } from '../train/launch.js';
-import { device, integer, number, positive, resumeFlags } from './parse.js';
+import { device, hubFlags, integer, number, positive, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {
   const d = ALIGN_TRAIN_RUN_DEFAULTS;
-  return new Command('train')
+  return hubFlags(new Command('train'), true)
     .description('train a VAE whose latents are aligned with frozen DINOv2 features (ReaLS)')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (class subfolders), or `fashion-mnist` for Debian\'s dataset-fashion-mnist')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), d.imageSize)
     .option('--gpus-per-node <n>', 'ranks to start on this node through `reals launch` (when not already launched)', integer(1), 1)
     .option('--dino-model <name>', `teacher: ${Object.keys(DINOV2_CONFIGS).join(', ')}, or a .json file of DinoV2Config fields`, d.dinoModel)
-    .requiredOption('--dino-ckpt <file>', 'teacher weights (torch-hub or Hugging Face naming; .pth or .safetensors)')
+    .option('--dino-ckpt <file>', 'teacher weights (torch-hub or Hugging Face naming; .pth or .safetensors) (default: the torch-hub checkpoint of --dino-model, fetched into $TORCH_HOME/hub/checkpoints)')
     .option('--dino-input-size <n>', 'side images are resized to for DINOv2; divisible by the patch size 14', integer(1), d.dinoInputSize)
-    .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
+    .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, a Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema, fetched into the hub cache), or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
     .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json`, d.vaeConfig)
     .option('--disc-ckpt <file>', 'PatchGAN discriminator to start from (taming/LDM checkpoint or state dict)')
-    .option('--lpips-vgg <file>', 'torchvision VGG16 weights for LPIPS (vgg16-397923af.pth)')
-    .option('--lpips-lin <file>', 'LPIPS linear layers (lpips weights/v0.1/vgg.pth)')
+    .option('--lpips-vgg <file>', 'torchvision VGG16 weights for LPIPS (vgg16-397923af.pth; default: fetched into the torch hub cache)')
+    .option('--lpips-lin <file>', 'LPIPS linear layers (lpips weights/v0.1/vgg.pth; default: fetched into the torch hub cache)')
     .option('--lr <lr>', 'Adam learning rate (VAE, heads and discriminator; betas 0.5, 0.9)', positive, 5e-5)
     .option('--max-epoch <n>', 'epochs to train', integer(1), d.maxEpoch)
     .option('--max-steps <n>', 'stop after this many steps if earlier', integer(1))

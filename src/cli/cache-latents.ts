@@ -2,14 +2,14 @@
 // instead of running the encoder (src/train/generator-pipeline.ts runCacheLatents).
 import { Command } from 'commander';
 import { CACHE_LATENTS_RUN_DEFAULTS, runCacheLatents, type CacheLatentsRunOptions } from '../train/generator-pipeline.js';
-import { device, integer } from './parse.js';
+import { device, hubFlags, integer } from './parse.js';
 
 export function cacheLatentsCommand(): Command {
   const d = CACHE_LATENTS_RUN_DEFAULTS;
-  return new Command('cache-latents')
+  return hubFlags(new Command('cache-latents'), true)
     .description('encode a dataset once (ADM center crop; mirror images too with --flip) into latent shards with an index')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist`')
-    .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder (mean_std.json or scaling_factor is recorded for training)')
+    .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache (mean_std.json or scaling_factor is recorded for training)')
     .requiredOption('--out <dir>', 'cache folder (index.json + shard-NNNNN.npz); rerunning continues an interrupted cache')
     .option('--image-size <n>', 'side of the ADM center crop (folders)', integer(8), d.imageSize)
     .option('--flip', 'also store the latents of every image mirrored left-right', d.flip)

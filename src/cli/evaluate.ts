@@ -8,7 +8,7 @@ import {
 } from '../eval/index.js';
 import { device, integer, outputFile } from './parse.js';
 
-interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number }
+interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number; offline?: boolean }
 
 /** One progress bar per stage (the reference batch, then the sample batch), counting images. */
 function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
@@ -32,9 +32,10 @@ function stageProgress(): { update: (label: string, done: number, total: number)
 
 function networkOptions(command: Command): Command {
   return command
-    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV})`)
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
-    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE);
+    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE)
+    .option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): the Inception weights must be given or cached');
 }
 
 export function evaluateCommand(): Command {
@@ -50,7 +51,7 @@ export function evaluateCommand(): Command {
       const bar = stageProgress();
       try {
         const result = await evaluate(ref, sample, {
-          extractor: fidInceptionExtractor(flags),
+          extractor: await fidInceptionExtractor(flags),
           batchSize: flags.batchSize,
           isSplitSize: flags.isSplitSize,
           recomputeRefStats: flags.recomputeRefStats === true,
@@ -75,7 +76,7 @@ export function fidStatsCommand(): Command {
       const bar = stageProgress();
       try {
         const { count, sha256 } = await writeFidStatistics(input, flags.out, {
-          extractor: fidInceptionExtractor(flags),
+          extractor: await fidInceptionExtractor(flags),
           batchSize: flags.batchSize,
           onProgress: (done, total) => bar.update('images', done, total),
         });

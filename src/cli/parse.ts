@@ -126,3 +126,9 @@ export function markRequiredOptions(command: Command): Command {
   for (const sub of command.commands) markRequiredOptions(sub);
   return command;
 }
+
+/** `--offline`, and with `revision` `--revision`, of the commands that read published weights (src/hub). */
+export function hubFlags(command: Command, revision: boolean): Command {
+  command.option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): weights must already be in the torch hub or Hugging Face caches');
+  return revision ? command.option('--revision <rev>', 'branch, tag or commit of a Hugging Face repo id given as the VAE (default: main)') : command;
+}

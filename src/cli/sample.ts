@@ -8,7 +8,7 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import {
   SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
-import { device, integer, noneOr, number } from './parse.js';
+import { device, hubFlags, integer, noneOr, number } from './parse.js';
 
 function cfgChannels(value: string): number | 'all' {
   return value === 'all' ? 'all' : integer(1)(value);
@@ -22,11 +22,11 @@ const DESCRIPTIONS: Record<SampleMode, string> = {
 function modeCommand(mode: SampleMode): Command {
   const kind = SAMPLE_MODE_KIND[mode];
   const d = SAMPLE_RUN_DEFAULTS;
-  const command = new Command(mode)
+  const command = hubFlags(new Command(mode), true)
     .description(DESCRIPTIONS[mode])
     .option('--model <name>', `${Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind)).join(', ')}, or a .json of SiTConfig fields (official checkpoints)`, `${kind}-XL/2`)
-    .requiredOption('--ckpt <file>', `a reals checkpoint (.safetensors) or an official ${kind} .pt (state dict or {model, ema, ...})`)
-    .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder that decodes the latents')
+    .requiredOption('--ckpt <file>', `a reals checkpoint (.safetensors), an official ${kind} .pt (state dict or {model, ema, ...}), or a published name (${kind === 'SiT' ? 'SiT-XL-2-256x256.pt' : 'DiT-XL-2-256x256.pt, DiT-XL-2-512x512.pt'}), fetched into pretrained_models/ as its download.py does`)
+    .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder that decodes the latents; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache')
     .option('--sample-dir <dir>', 'samples go to <sample-dir>/<run name>/, with <run name>.npz and .png beside it', d.sampleDir)
     .option('--per-proc-batch-size <n>', 'samples per batch per rank', integer(1), d.perProcBatchSize)
     .option('--num-fid-samples <n>', 'samples in the .npz', integer(1), d.numFidSamples)

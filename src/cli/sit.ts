@@ -5,15 +5,15 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import { TRANSPORT_DEFAULTS } from '../diffusion/index.js';
 import type { GeneratorKind } from '../train/sit.js';
 import { GENERATOR_TRAIN_RUN_DEFAULTS, runGeneratorTrain, type GeneratorTrainRunOptions } from '../train/generator-pipeline.js';
-import { device, integer, noneOr, number, resumeFlags } from './parse.js';
+import { device, hubFlags, integer, noneOr, number, resumeFlags } from './parse.js';
 
 function trainCommand(kind: GeneratorKind): Command {
   const d = GENERATOR_TRAIN_RUN_DEFAULTS;
-  const command = new Command('train')
+  const command = hubFlags(new Command('train'), true)
     .description(`train a class-conditional ${kind} on VAE latents (${kind}'s train.py)`)
     .option('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist`; encoded with --vae-path at every step')
     .option('--latents-path <dir>', 'a latent cache written by `reals cache-latents` (no VAE runs)')
-    .option('--vae-path <dir>', 'diffusers AutoencoderKL folder; its mean_std.json (else config.json scaling_factor) normalizes the latents')
+    .option('--vae-path <dir>', 'diffusers AutoencoderKL folder; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache; its mean_std.json (else config.json scaling_factor) normalizes the latents')
     .option('--results-dir <dir>', 'runs go to <results-dir>/NNN-<model>-...', d.resultsDir)
     .option('--model <name>', `${Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind)).join(', ')}, or a .json of SiTConfig fields`, `${kind}-XL/2`)
     .option('--image-size <n>', 'side of the ADM center crop (--data-path folders)', integer(8), d.imageSize)

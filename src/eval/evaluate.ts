@@ -3,6 +3,7 @@
 // statistics files it reads (mu, sigma, mu_s, sigma_s).
 import { statSync } from 'node:fs';
 import * as torch from '../torch/index.js';
+import { fetchFidInceptionWeights } from '../hub/index.js';
 import { NpzFile, saveNpz } from '../io/npz.js';
 import { FIDInceptionV3 } from '../models/inception.js';
 import { contentHash, openImageBatches, type ImageBatches } from './batches.js';
@@ -24,15 +25,13 @@ export const INCEPTION_WEIGHTS_ENV = 'REALS_INCEPTION_WEIGHTS';
 
 /**
  * The FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth: `inceptionWeights`, else
- * $REALS_INCEPTION_WEIGHTS) as a FeatureExtractor on `device` (default: cuda when available).
+ * $REALS_INCEPTION_WEIGHTS, else the torch hub cache, where pytorch-fid keeps it too, fetched
+ * there when missing unless `offline`) as a FeatureExtractor on `device` (default: cuda when available).
  */
-export function fidInceptionExtractor(options: { inceptionWeights?: string; device?: string } = {}): FeatureExtractor {
-  const weights = options.inceptionWeights ?? process.env[INCEPTION_WEIGHTS_ENV];
-  if (weights === undefined) {
-    throw new Error(`no FID Inception weights: pass --inception-weights FILE or set ${INCEPTION_WEIGHTS_ENV} (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)`);
-  }
+export async function fidInceptionExtractor(options: { inceptionWeights?: string; device?: string; offline?: boolean } = {}): Promise<FeatureExtractor> {
+  torch.checkDevice(options.device);
   const device = options.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
-  if (device.startsWith('cuda') && !torch.cuda.isAvailable()) throw new Error(`--device ${device}: this libtorch build has no CUDA device`);
+  const weights = options.inceptionWeights ?? process.env[INCEPTION_WEIGHTS_ENV] ?? await fetchFidInceptionWeights({ offline: options.offline });
   return inceptionExtractor(FIDInceptionV3.fromCheckpoint(weights), device);
 }
 

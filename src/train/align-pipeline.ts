@@ -12,7 +12,8 @@ import { DataLoader } from '../data/index.js';
 import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from './align.js';
 import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from './align-convert.js';
 import { withDefaults } from './context.js';
-import { loadImageDataset, loadStartingVae } from './inputs.js';
+import { loadImageDataset, loadStartingVae, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { fetchDinov2Checkpoint, fetchLpipsWeights } from '../hub/index.js';
 import { checkStepMemory, dinoForwardBytes, lpipsTrainBytes, vaeTrainBytes } from './memory.js';
 
 /** The settings of an alignment run that have defaults (`reals align train --help` shows them). */
@@ -60,14 +61,15 @@ export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
 };
 
 /** `reals align train`'s flags, camelCased; the ones left out take ALIGN_TRAIN_RUN_DEFAULTS. */
-export interface AlignTrainRunOptions extends Partial<AlignTrainSettings> {
+export interface AlignTrainRunOptions extends Partial<AlignTrainSettings>, HubRunOptions {
   /** An ImageNet-layout image folder (class subfolders), or `fashion-mnist`. */
   dataPath: string;
-  /** The teacher's weights (torch-hub or Hugging Face naming). */
-  dinoCkpt: string;
-  /** The VAE to start from (loadStartingVae); default --vae-config from scratch. */
+  /** The teacher's weights (torch-hub or Hugging Face naming); default the torch-hub checkpoint of a published dinoModel, fetched into its cache. */
+  dinoCkpt?: string;
+  /** The VAE to start from (loadStartingVae; a Hugging Face repo id is fetched); default --vae-config from scratch. */
   vaeCkpt?: string;
   discCkpt?: string;
+  /** LPIPS's torchvision VGG16 and linear layers; default their upstream files, fetched into the torch hub cache. */
   lpipsVgg?: string;
   lpipsLin?: string;
   /** Default 5e-5; on resume, unless given, the checkpoint's. */
@@ -93,8 +95,14 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
     throw new Error(`--dino-input-size ${o.dinoInputSize} is not divisible by the DINOv2 patch size ${dinoConfig.patchSize} ` +
       `(448 = 32 x 14 gives one token per latent position of a 256 px image)`);
   }
+  // Weights not given are fetched (or found in their caches) before the process group starts.
+  const hub = { offline: o.offline };
+  o.dinoCkpt ??= await fetchDinov2Checkpoint(o.dinoModel, hub);
+  if (o.vaeCkpt !== undefined) o.vaeCkpt = await resolveVaePath(o.vaeCkpt, { ...hub, revision: o.revision, flag: '--vae-ckpt' });
   if (o.lpipsWeight > 0 && (o.lpipsVgg === undefined || o.lpipsLin === undefined)) {
-    throw new Error(`--lpips-weight ${o.lpipsWeight} needs the LPIPS weights: --lpips-vgg and --lpips-lin (or --lpips-weight 0)`);
+    const fetched = await fetchLpipsWeights(hub);
+    o.lpipsVgg ??= fetched.vgg16;
+    o.lpipsLin ??= fetched.lin;
   }
   const worldSize = torch.distributed.launchedWorldSize();
   if (worldSize > 1) torch.distributed.initProcessGroup();

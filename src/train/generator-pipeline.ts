@@ -17,7 +17,8 @@ import {
   CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentSource,
 } from './latents.js';
 import { withDefaults } from './context.js';
-import { latentSize, loadImageDataset, loadVaeFolder } from './inputs.js';
+import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { resolveGeneratorCheckpoint } from '../hub/index.js';
 
 const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
 
@@ -90,7 +91,7 @@ export const GENERATOR_TRAIN_RUN_DEFAULTS: GeneratorTrainSettings = {
 };
 
 /** `reals sit train` / `reals dit train`'s flags, camelCased; the ones left out take GENERATOR_TRAIN_RUN_DEFAULTS. */
-export interface GeneratorTrainRunOptions extends Partial<GeneratorTrainSettings> {
+export interface GeneratorTrainRunOptions extends Partial<GeneratorTrainSettings>, HubRunOptions {
   /** A SIT_CONFIGS name of the kind, or a .json of SiTConfig fields. */
   model: string;
   /** An ImageNet-layout folder or `fashion-mnist`, encoded with vaePath at every step; or: */
@@ -139,6 +140,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
   if (o.globalBatchSize % worldSize !== 0) throw new Error(`--global-batch-size ${o.globalBatchSize} is not divisible by the ${worldSize} ranks`);
   const batchSize = o.globalBatchSize / worldSize;
   // Everything read from disk is checked before the process group starts or any step runs.
+  if (o.vaePath !== undefined) o.vaePath = await resolveVaePath(o.vaePath, o);
   const vae = o.vaePath === undefined ? null : loadVaeFolder(o.vaePath);
   const normalization = vae === null ? null : latentNormalization(o.vaePath!, vae);
   let data: LatentSource;
@@ -223,7 +225,7 @@ export const SAMPLE_RUN_DEFAULTS: SampleSettings = {
 export const SAMPLE_METHOD_DEFAULTS: Record<SampleMode, string> = { ode: 'dopri5', sde: 'Euler', ddpm: 'ddpm', ddim: 'ddim' };
 
 /** `reals sample <mode>`'s flags, camelCased; the ones left out take SAMPLE_RUN_DEFAULTS. */
-export interface SampleRunOptions extends Partial<SampleSettings> {
+export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions {
   /** A SIT_CONFIGS name of the sampler's kind, or a .json of SiTConfig fields. */
   model: string;
   /** A reals checkpoint (.safetensors) or an official .pt. */
@@ -268,7 +270,9 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   const odeMethods = ['euler', 'heun2', 'heun-repa', 'dopri5'];
   if (mode === 'ode' && !odeMethods.includes(method)) throw new Error(`--sampling-method ${method}: the ODE sampler knows ${odeMethods.join(', ')}`);
   if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
-  // Everything is loaded and checked before the process group starts or any sample is drawn.
+  // Everything is fetched, loaded and checked before the process group starts or any sample is drawn.
+  o.vaePath = await resolveVaePath(o.vaePath, o);
+  o.ckpt = await resolveGeneratorCheckpoint(o.ckpt, o);
   const vae = loadVaeFolder(o.vaePath);
   const latentChannels = vae.config.latentChannels;
   if (typeof o.cfgChannels === 'number' && o.cfgChannels > latentChannels) {
@@ -329,7 +333,7 @@ export interface CacheLatentsSettings {
 export const CACHE_LATENTS_RUN_DEFAULTS: CacheLatentsSettings = { imageSize: 256, flip: false, batchSize: 32, shardSize: 1000 };
 
 /** `reals cache-latents`'s flags, camelCased. */
-export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings> {
+export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings>, HubRunOptions {
   dataPath: string;
   vaePath: string;
   /** The cache folder (index.json + shard-NNNNN.npz); rerunning continues an interrupted cache. */
@@ -342,6 +346,7 @@ export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings> {
 export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<CacheLatentsResult> {
   const o = { ...options, ...withDefaults(CACHE_LATENTS_RUN_DEFAULTS, options) };
   torch.checkDevice(o.device);
+  o.vaePath = await resolveVaePath(o.vaePath, o);
   const vae = loadVaeFolder(o.vaePath);
   const dataset = loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels);
   const worldSize = torch.distributed.launchedWorldSize();

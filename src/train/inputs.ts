@@ -6,8 +6,33 @@ import * as torch from '../torch/index.js';
 import { load } from '../io/index.js';
 import { AutoencoderKL, resolveVaeConfig } from '../models/autoencoder-kl.js';
 import { FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
+import { hfModelFolder, isHfRepoId, type HfHubOptions } from '../hub/index.js';
 
 /** `--vae-path`: a diffusers AutoencoderKL folder (config.json + weights). */
+/** The flags of the pipelines that read published weights. */
+export interface HubRunOptions {
+  /** The revision (branch, tag or commit) of a Hugging Face --vae-path; default main. */
+  revision?: string;
+  /** Download nothing (also HF_HUB_OFFLINE=1): weights must be in their caches. */
+  offline?: boolean;
+}
+
+/**
+ * A VAE folder or file as given, or a Hugging Face repo id (`owner/name`, or `owner/name/subfolder`
+ * for a pipeline's `vae/`) fetched into the hub's cache at `revision`; returns a local path.
+ */
+export async function resolveVaePath(vaePath: string, options: HfHubOptions & { flag?: string } = {}): Promise<string> {
+  if (existsSync(vaePath)) return vaePath;
+  const [owner, name, ...subfolder] = vaePath.split('/');
+  const repoId = `${owner}/${name}`;
+  if (name === undefined || !isHfRepoId(repoId)) return vaePath;
+  try {
+    return await hfModelFolder(repoId, { ...options, subfolder: subfolder.length > 0 ? subfolder.join('/') : undefined });
+  } catch (error) {
+    throw new Error(`${options.flag ?? '--vae-path'} ${vaePath}: no such folder, nor a Hugging Face model: ${(error as Error).message}`);
+  }
+}
+
 export function loadVaeFolder(vaePath: string): AutoencoderKL {
   if (!existsSync(vaePath)) throw new Error(`--vae-path ${vaePath}: no such folder (a diffusers AutoencoderKL folder: config.json + weights)`);
   return AutoencoderKL.fromPretrained(vaePath);
