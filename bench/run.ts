@@ -1,20 +1,24 @@
-// `npm run bench -- [--threads N] [--only add,matmul] [--device cuda]`: the same work timed in TypeScript (our
+// `npm run bench -- [--threads N] [--only add,matmul] [--device cuda] [--precision fp32|bf16|auto]`: the same work timed in TypeScript (our
 // API and models), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch
 // from C++, in one invocation. Samples of the sides alternate round by round (in alternating order), so the
 // load of a shared machine hits both; we report medians, spread, and the median of the per-round
 // ratios TS time / reference time (<= 1.0: as fast or faster). With --device cuda the tensors and
 // models live on the GPU, each sample ends with a device synchronize, the model items run at GPU
-// batch sizes and the C++ side is left out (it is a CPU matmul). See bench/README.md.
+// batch sizes and the C++ side is left out (it is a CPU matmul). The model, sampling and training items
+// run in --precision (default auto: bf16 where the hardware has it, as the trainers and samplers
+// default), TS and PyTorch alike, and in bf16 also PyTorch in float32, its default. See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { CppWorker, PytorchWorker, Sample } from './workers.js';
+import type { Precision, ResolvedPrecision } from '../src/torch/index.js';
 
 const { values: flags } = parseArgs({
   options: {
     threads: { type: 'string' },
     only: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
+    precision: { type: 'string', default: 'auto' },
   },
 });
 const device = flags.device!;
@@ -35,8 +39,13 @@ const torch = await import('../src/torch/index.js');
 const { WORKLOADS } = await import('./workloads.js');
 const { startPytorch, startCpp } = await import('./workers.js');
 
-type Side = 'ts' | 'pytorch' | 'cpp';
-const SIDE_NAMES: Record<Side, string> = { ts: 'TS', pytorch: 'PyTorch', cpp: 'C++' };
+/** pytorchFp32: PyTorch eager in float32, its default, beside the bf16 TS and PyTorch sides. */
+type Side = 'ts' | 'pytorch' | 'pytorchFp32' | 'cpp';
+const SIDE_NAMES: Record<Side, string> = { ts: 'TS', pytorch: 'PyTorch', pytorchFp32: 'PyTorch fp32', cpp: 'C++' };
+if (!(torch.PRECISIONS as readonly string[]).includes(flags.precision!)) {
+  throw new Error(`bench --precision: expected ${torch.PRECISIONS.join(', ')}, got '${flags.precision}'`);
+}
+const precision = torch.resolvePrecision(flags.precision as Precision, device);
 
 interface Target {
   /** The side whose time TS's time is divided by. */
@@ -61,6 +70,11 @@ interface Item {
   /** images/s, latents/s: the images or latents of one iteration; the batch size of the model workloads (steps/s too). */
   batch?: number;
   targets: Target[];
+  /**
+   * Runs in --precision (the model, sampling and training items); in bf16 PyTorch fp32 joins the
+   * sides, and `vsFp32` is the target against it (the speed-up mixed precision has to show).
+   */
+  mixed?: { vsFp32?: number };
 }
 
 const MATMUL_FLOPS = 2 * 1024 ** 3;
@@ -83,23 +97,23 @@ const ITEMS: Item[] = [
     iterations: 5, warmup: 2, rounds: 61, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
   // Model forwards in eval mode, no grad, float32. Few rounds: one sample takes seconds on a CPU core.
   { name: 'vae.encode', what: 'SD-VAE (AutoencoderKL sd-vae) encode, 3x256x256 -> posterior mode 4x32x32', unit: 'images/s', batch: 1,
-    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }], mixed: {} },
   { name: 'vae.decode', what: 'SD-VAE decode, 4x32x32 -> 3x256x256', unit: 'images/s', batch: 1,
-    iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'dinov2.forward', what: 'DINOv2-B/14 (dinov2_vitb14) forward_features at 224x224 (pos_embed resized from 37x37)', unit: 'images/s',
-    batch: 4, iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    batch: 4, iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }], mixed: {} },
   { name: 'sit.forward', what: 'SiT-B/2 forward, 4x32x32 latents with timesteps and class labels', unit: 'images/s', batch: 4,
-    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
   // Sampling: generateLatents against SiT's torchdiffeq Euler loop, written out in bench/torch_eager.py.
   { name: 'sit.sample', what: 'SiT-S/2, 4x32x32, ODE Euler, 50 steps = 50 forwards, no CFG', unit: 'latents/s', batch: 1,
-    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1]: 50 forwards of the doubled batch', unit: 'latents/s', batch: 1,
-    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
   // Training steps as the trainers take them (src/train/align.ts, src/train/sit.ts): forward, backward, optimizer, EMA.
   { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
-    unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
+    unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.train.step', what: 'SiT-B/2 step, 4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
-    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }] },
+    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
@@ -142,12 +156,29 @@ function onDevice(item: Item): Item {
 /** The ADM evaluation that inception.forward's rate is projected to: 50K samples, reference statistics cached. */
 const FID_SAMPLES = 50_000;
 
+/** Whether the item runs in --precision rather than float32. */
+const itemPrecision = (item: Item): ResolvedPrecision => (item.mixed === undefined ? 'fp32' : precision);
+
+/** An item in bf16: PyTorch fp32 joins its sides, with the item's target against it. */
+function inPrecision(item: Item): Item {
+  if (itemPrecision(item) === 'fp32') return item;
+  const vsFp32 = item.mixed!.vsFp32;
+  return {
+    ...item, sides: [...item.sides, 'pytorchFp32'],
+    targets: vsFp32 === undefined ? item.targets : [...item.targets, { vs: 'pytorchFp32', maxRatio: vsFp32 }],
+  };
+}
+
 function selectedItems(): Item[] {
-  if (flags.only === undefined) return ITEMS.map(onDevice);
+  return selectedByName().map(onDevice).map(inPrecision);
+}
+
+function selectedByName(): Item[] {
+  if (flags.only === undefined) return ITEMS;
   const names = flags.only.split(',').map((s) => s.trim());
   const unknown = names.filter((n) => !ITEMS.some((item) => item.name === n));
   if (unknown.length > 0) throw new Error(`bench --only: unknown items ${unknown.join(', ')} (known: ${ITEMS.map((i) => i.name).join(', ')})`);
-  return ITEMS.filter((item) => names.includes(item.name)).map(onDevice);
+  return ITEMS.filter((item) => names.includes(item.name));
 }
 
 // --- statistics ----------------------------------------------------------------------------
@@ -214,6 +245,7 @@ async function main(): Promise<void> {
     pytorch: pytorch.torch,
     cppLibtorch: cpp?.libtorch ?? null,
     threads,
+    precision,
     device: pytorch.device,
     blas: `${pytorch.blas}: ${blasLibraries()}`,
     openblasThreads: process.env.OPENBLAS_NUM_THREADS ?? 'OpenBLAS default (all cores)',
@@ -227,7 +259,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   /** Times `item` on its sides, prints its JSON lines and returns its table row. */
   const measure = async (item: Item): Promise<string[]> => {
-    const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device });
+    const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device, precision: itemPrecision(item) });
     const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
         const cpuStart = process.cpuUsage();
@@ -238,10 +270,11 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage(cpuStart);
         return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
       },
-      pytorch: () => pytorch.sample(item.name, item.iterations, item.batch),
+      pytorch: () => pytorch.sample(item.name, item.iterations, item.batch, itemPrecision(item)),
+      pytorchFp32: () => pytorch.sample(item.name, item.iterations, item.batch, 'fp32'),
       cpp: () => cpp!.sample(item.name, item.iterations),
     };
-    const samples: Record<Side, Sample[]> = { ts: [], pytorch: [], cpp: [] };
+    const samples: Record<Side, Sample[]> = { ts: [], pytorch: [], pytorchFp32: [], cpp: [] };
     for (let w = 0; w < item.warmup; w++) for (const side of item.sides) await samplers[side]();
     for (let round = 0; round < item.rounds; round++) {
       const order = round % 2 === 0 ? item.sides : [...item.sides].reverse();
@@ -294,8 +327,9 @@ async function main(): Promise<void> {
       console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
         seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
     }
-    return [item.name, item.unit, cell('ts'), cell('pytorch'), cell('cpp'), ratioCells.pytorch ?? '', ratioCells['pytorch.cpu'] ?? '',
-      ratioCells.cpp ?? '', ratioCells['cpp.cpu'] ?? '', targets.join('; '), verdict];
+    const ratios = (vs: Side): string[] => [ratioCells[vs] ?? '', ratioCells[`${vs}.cpu`] ?? ''];
+    return [item.name, item.unit, itemPrecision(item), cell('ts'), cell('pytorch'), cell('pytorchFp32'), cell('cpp'),
+      ...ratios('pytorch'), ...ratios('pytorchFp32'), ...ratios('cpp'), targets.join('; '), verdict];
   };
   // An item that fails (a workload's error on either side) is reported and the others still run.
   const failed: string[] = [];
@@ -319,9 +353,10 @@ async function main(): Promise<void> {
   console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
     `${((Date.now() - started) / 1000).toFixed(0)} s of measurement`);
   console.log('values: wall-clock median [min-max] over rounds; ratios: median [min-max] over rounds of TS time / reference time');
+  console.log(`precision: TS and PyTorch run each item in the precision of its row (bf16: autocast to bfloat16); PyTorch fp32 is PyTorch eager's default`);
   console.log('in the same round, wall clock (verdict) and process CPU time (cpu: steadier when the machine is shared)');
   console.log();
-  printTable(['item', 'unit', 'TS', 'PyTorch', 'C++', 'TS/PyTorch', 'cpu', 'TS/C++', 'cpu', 'target', 'verdict'], rows);
+  printTable(['item', 'unit', 'precision', 'TS', 'PyTorch', 'PyTorch fp32', 'C++', 'TS/PyTorch', 'cpu', 'TS/PyTorch fp32', 'cpu', 'TS/C++', 'cpu', 'target', 'verdict'], rows);
   console.log();
   for (const item of items) console.log(`${item.name}: ${item.what}${item.batch === undefined ? '' : `, batch ${item.batch}`}`);
   if (projections.length > 0) console.log(`\n${projections.join('\n')}`);

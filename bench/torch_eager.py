@@ -2,7 +2,7 @@
 Debian's python3 with torch 1.13 (the libtorch our addon links). bench/run.ts starts this script
 and drives it over stdin, one JSON line per sample, so that samples of both sides interleave:
 
-    in:  {"item": "conv2d.forward", "iterations": 2, "batch": null}
+    in:  {"item": "conv2d.forward", "iterations": 2, "batch": null, "precision": "fp32"}
     out: {"seconds": <wall time per iteration>, "cpuSeconds": <process CPU time per iteration>}
          or {"error": <the workload's exception>}
 
@@ -12,6 +12,11 @@ at the batch size of the request: the forward items in eval mode under no_grad, 
 (align.step, sit.train.step) in train mode with backward, optimizer step and EMA update.
 
 With --device cuda the tensors and models are on the GPU and each sample ends with a synchronize.
+
+"precision": "bf16" runs a model item's forwards under torch.autocast(device, torch.bfloat16), the
+losses on float32 outputs and backward and the optimizer outside, as reals' trainers and samplers do.
+torch 1.13's CPU autocast does not list group_norm (CUDA's does), and its group_norm kernel refuses a
+bfloat16 input with float32 weights: under bf16 nn.GroupNorm normalizes in float32, as reals does.
 
 The first line written is {"torch": <version>, "threads": <torch.get_num_threads()>, "blas": <BLAS_INFO>,
 "device": <"cpu", or the GPU's name>}.
@@ -36,6 +41,18 @@ import make_inception  # noqa: E402
 import make_sit  # noqa: E402
 
 DEVICE = torch.device("cpu")  # set once by main() from --device
+
+
+def autocast(precision):
+    return torch.autocast(DEVICE.type, torch.bfloat16, enabled=precision == "bf16")
+
+
+def group_norm_float32(self, x):
+    x = x.float() if self.weight is not None and x.dtype != self.weight.dtype else x
+    return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+torch.nn.GroupNorm.forward = group_norm_float32
 
 
 def add_new():
@@ -117,9 +134,9 @@ def mlp_step():
     return run
 
 
-def inference(forward):
+def inference(precision, forward):
     def run(iterations):
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision):
             for _ in range(iterations):
                 forward()
 
@@ -132,24 +149,24 @@ def sd_vae():
     return make_autoencoder_kl.AutoencoderKL(config).eval().to(DEVICE)
 
 
-def vae_encode(batch):
+def vae_encode(batch, precision):
     vae = sd_vae()
     x = torch.rand(batch, 3, 256, 256, device=DEVICE) * 2 - 1
-    return inference(lambda: vae.encode(x).mode())
+    return inference(precision, lambda: vae.encode(x).mode())
 
 
-def vae_decode(batch):
+def vae_decode(batch, precision):
     vae = sd_vae()
     z = torch.randn(batch, 4, 32, 32, device=DEVICE)
-    return inference(lambda: vae.decode(z))
+    return inference(precision, lambda: vae.decode(z))
 
 
-def dinov2_forward(batch):
+def dinov2_forward(batch, precision):
     # dinov2/hub/backbones.py dinov2_vitb14.
     model = make_dinov2.DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=768, depth=12, num_heads=12,
                                               init_values=1.0, ffn_layer="mlp", interpolate_offset=0.1).eval().to(DEVICE)
     x = torch.randn(batch, 3, 224, 224, device=DEVICE)
-    return inference(lambda: model.forward_features(x))
+    return inference(precision, lambda: model.forward_features(x))
 
 
 def sit(depth, hidden_size, num_heads):
@@ -157,12 +174,12 @@ def sit(depth, hidden_size, num_heads):
                           num_heads=num_heads).eval().to(DEVICE)
 
 
-def sit_forward(batch):
+def sit_forward(batch, precision):
     model = sit(depth=12, hidden_size=768, num_heads=12)  # SiT-B/2
     x = torch.randn(batch, 4, 32, 32, device=DEVICE)
     t = torch.rand(batch, device=DEVICE)
     y = torch.randint(0, 1000, (batch,), device=DEVICE)
-    return inference(lambda: model(x, t, y))
+    return inference(precision, lambda: model(x, t, y))
 
 
 def sit_sample(cfg_scale):
@@ -170,7 +187,7 @@ def sit_sample(cfg_scale):
     fixed-grid Euler over th.linspace(0, 1, 51) of the Linear path's velocity; with guidance the batch
     is doubled with the null class and the model is forward_with_cfg."""
 
-    def workload(batch):
+    def workload(batch, precision):
         model = sit(depth=12, hidden_size=384, num_heads=6)  # SiT-S/2
         labels = torch.tensor([(i * 97) % 1000 for i in range(batch)], device=DEVICE)
         grid = torch.linspace(0, 1, 51)
@@ -186,10 +203,10 @@ def sit_sample(cfg_scale):
                 y = labels
                 model_fn = model.forward
             for t0, t1 in zip(grid[:-1], grid[1:]):
-                z = z + (t1 - t0) * model_fn(z, torch.ones(z.shape[0], device=DEVICE) * t0, y)
+                z = z + (t1 - t0) * model_fn(z, torch.ones(z.shape[0], device=DEVICE) * t0, y).float()
             return z[:batch]
 
-        return inference(sample)
+        return inference(precision, sample)
 
     return workload
 
@@ -233,7 +250,7 @@ def update_ema(ema_model, model, decay):
             ema_buffers[name].copy_(buffer)
 
 
-def align_step(batch):
+def align_step(batch, precision):
     """trainAlignment's step before discStart with lpipsWeight 0, in the reduced config of run.ts's
     align.step: VAE [64, 128] (2 layers per block) on 64x64 images, DINOv2-S/14 with depth 4 at 112 px
     (8x8 tokens, bilinearly resized to the 32x32 latent grid), the default loss weights (MSE 1, KL 1e-6
@@ -256,20 +273,24 @@ def align_step(batch):
 
     def run(iterations):
         for _ in range(iterations):
-            with torch.no_grad():
+            with torch.no_grad(), autocast(precision):
                 features = dino.forward_features(F.interpolate(((x + 1) / 2 - mean) / std, size=112, mode="bicubic"))
-                target_patch, target_cls = features["x_norm_patchtokens"], features["x_norm_clstoken"]
-            posterior = vae.encode(x)
-            z = posterior.sample()
-            xrec = vae.decode(z)
-            rec = F.mse_loss(xrec, x)
-            kl = posterior.kl().sum() / z.numel()
-            token_map = target_patch.transpose(1, 2).reshape(batch, -1, grid, grid)
-            target_patch = F.interpolate(token_map, size=z.shape[2:], mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-            patch, cls = heads(z)
-            align = 0.5 * (1 - F.cosine_similarity(patch, target_patch, dim=-1).mean()) \
-                + 0.5 * (1 - F.cosine_similarity(cls, target_cls, dim=-1).mean())
-            total = rec + 1e-6 * kl + align
+                target_patch, target_cls = features["x_norm_patchtokens"].float(), features["x_norm_clstoken"].float()
+            with autocast(precision):
+                posterior = vae.encode(x)
+            # The posterior in float32 from the encoder's moments, as src/train/latents.ts encodePosterior.
+            posterior = type(posterior)(posterior.parameters.float())
+            with autocast(precision):
+                z = posterior.sample()
+                xrec = vae.decode(z).float()
+                rec = F.mse_loss(xrec, x)
+                kl = posterior.kl().sum() / z.numel()
+                token_map = target_patch.transpose(1, 2).reshape(batch, -1, grid, grid)
+                target_patch = F.interpolate(token_map, size=z.shape[2:], mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+                patch, cls = heads(z)
+                align = 0.5 * (1 - F.cosine_similarity(patch.float(), target_patch, dim=-1).mean()) \
+                    + 0.5 * (1 - F.cosine_similarity(cls.float(), target_cls, dim=-1).mean())
+                total = rec + 1e-6 * kl + align
             total.backward()
             total.item()
             optimizer.step()
@@ -279,7 +300,7 @@ def align_step(batch):
     return run
 
 
-def sit_train_step(batch):
+def sit_train_step(batch, precision):
     """SiT's train.py step for SiT-B/2 with the default transport (Linear path, velocity, no weighting):
     t ~ U[0, 1], x_t = t * x1 + (1 - t) * x0, u_t = x1 - x0, the MSE of model(x_t, t, y) against u_t
     (mean_flat, then the mean), AdamW (lr 1e-4, weight decay 0), EMA 0.9999."""
@@ -297,7 +318,8 @@ def sit_train_step(batch):
             t_x = t.view(-1, 1, 1, 1)
             xt = t_x * x1 + (1 - t_x) * x0
             ut = x1 - x0
-            loss = ((model(xt, t, y) - ut) ** 2).mean(dim=list(range(1, x1.ndim))).mean()
+            with autocast(precision):
+                loss = ((model(xt, t, y).float() - ut) ** 2).mean(dim=list(range(1, x1.ndim))).mean()
             loss.backward()
             loss.item()
             optimizer.step()
@@ -307,10 +329,10 @@ def sit_train_step(batch):
     return run
 
 
-def inception_forward(batch):
+def inception_forward(batch, precision):
     model = make_inception.FIDInceptionV3().eval().to(DEVICE)
     images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8, device=DEVICE)
-    return inference(lambda: model(images))
+    return inference(precision, lambda: model(images))
 
 
 WORKLOADS = {
@@ -353,12 +375,13 @@ def main():
         if item not in WORKLOADS:
             sys.exit(f"torch_eager.py: unknown item {item!r} (known: {', '.join(WORKLOADS)})")
         try:
-            if item not in runs:
-                batch = request.get("batch")
-                runs[item] = WORKLOADS[item]() if batch is None else WORKLOADS[item](batch)
+            batch, precision = request.get("batch"), request.get("precision", "fp32")
+            key = (item, precision)
+            if key not in runs:
+                runs[key] = WORKLOADS[item]() if batch is None else WORKLOADS[item](batch, precision)
             iterations = int(request["iterations"])
             start, cpu_start = time.perf_counter(), time.process_time()
-            runs[item](iterations)
+            runs[key](iterations)
             if DEVICE.type == "cuda":
                 torch.cuda.synchronize(DEVICE)
         except Exception as error:  # reported to bench/run.ts, which goes on with the next item

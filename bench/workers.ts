@@ -54,8 +54,11 @@ export interface PytorchWorker {
   readonly blas: string;
   /** The device the workloads run on, in words (the GPU's name on CUDA). */
   readonly device: string;
-  /** Seconds per iteration of `item` (set up at `batch` size, for the model items), run `iterations` times in a row. */
-  sample(item: string, iterations: number, batch?: number): Promise<Sample>;
+  /**
+   * Seconds per iteration of `item` (set up at `batch` size, for the model items, in `precision`:
+   * bf16 under torch.autocast), run `iterations` times in a row.
+   */
+  sample(item: string, iterations: number, batch?: number, precision?: 'fp32' | 'bf16'): Promise<Sample>;
   close(): void;
 }
 
@@ -66,8 +69,8 @@ export async function startPytorch(python: string, threads: number, device: stri
   const ready = PytorchReady.parse(JSON.parse(await worker.readLine()));
   return {
     ...ready,
-    sample: async (item, iterations, batch) => {
-      const request = JSON.stringify({ item, iterations, batch: batch ?? null });
+    sample: async (item, iterations, batch, precision = 'fp32') => {
+      const request = JSON.stringify({ item, iterations, batch: batch ?? null, precision });
       const answer = PytorchSample.parse(JSON.parse(await worker.request(request)));
       if ('error' in answer) throw new Error(`PyTorch side of ${item}: ${answer.error}`);
       return { wall: answer.seconds, cpu: answer.cpuSeconds };

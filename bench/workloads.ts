@@ -14,12 +14,17 @@ import { preprocessImages } from '../src/models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/alignment.js';
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
 import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
+import { encodePosterior } from '../src/train/latents.js';
 import type { Handle } from '../src/torch/native.js';
 
 export type Run = (iterations: number) => void;
 
-/** Where a workload runs, and at what batch size (the model items; others ignore it). */
-export interface Setup { batch: number; device: torch.Device }
+/**
+ * Where a workload runs, at what batch size and in what precision (the model items; others ignore
+ * them). bf16 runs the forwards under autocast as the trainers and samplers do: the losses on
+ * float32 outputs, backward and the optimizer outside the region.
+ */
+export interface Setup { batch: number; device: torch.Device; precision: torch.ResolvedPrecision }
 
 function addNew({ device }: Setup): Run {
   const a = torch.randn([16], { device });
@@ -115,52 +120,57 @@ function mlpStep({ device }: Setup): Run {
   };
 }
 
-/** Runs `forward` once per iteration without autograd, freeing everything it creates. */
-function inference(forward: () => unknown): Run {
-  return (iterations) => torch.noGrad(() => {
+/** Runs `forward` once per iteration without autograd in `precision`, freeing everything it creates. */
+function inference({ device, precision }: Setup, forward: () => unknown): Run {
+  return (iterations) => torch.noGrad(() => torch.withPrecision(precision, device, () => {
     for (let i = 0; i < iterations; i++) torch.scope(() => { forward(); });
-  });
+  }));
 }
 
 function sdVae(device: torch.Device): AutoencoderKL {
   return new AutoencoderKL(AUTOENCODER_KL_CONFIGS['sd-vae']).eval().to(device);
 }
 
-function vaeEncode({ batch, device }: Setup): Run {
+function vaeEncode(setup: Setup): Run {
+  const { batch, device } = setup;
   const vae = sdVae(device);
   const x = torch.rand([batch, 3, 256, 256], { device }).mul(2).sub(1);
-  return inference(() => vae.encode(x).mode());
+  return inference(setup, () => vae.encode(x).mode());
 }
 
-function vaeDecode({ batch, device }: Setup): Run {
+function vaeDecode(setup: Setup): Run {
+  const { batch, device } = setup;
   const vae = sdVae(device);
   const z = torch.randn([batch, 4, 32, 32], { device });
-  return inference(() => vae.decode(z));
+  return inference(setup, () => vae.decode(z));
 }
 
-function dinov2Forward({ batch, device }: Setup): Run {
+function dinov2Forward(setup: Setup): Run {
+  const { batch, device } = setup;
   const model = new DinoVisionTransformer(DINOV2_CONFIGS['dinov2_vitb14']!).eval().to(device);
   const x = torch.randn([batch, 3, 224, 224], { device });
-  return inference(() => model.forwardFeatures(x));
+  return inference(setup, () => model.forwardFeatures(x));
 }
 
-function sitForward({ batch, device }: Setup): Run {
+function sitForward(setup: Setup): Run {
+  const { batch, device } = setup;
   const model = new SiT(SIT_CONFIGS['SiT-B/2']).eval().to(device);
   const x = torch.randn([batch, 4, 32, 32], { device });
   const t = torch.rand([batch], { device });
   const y = torch.randint(0, 1000, [batch], { device });
-  return inference(() => model.forward(x, t, y));
+  return inference(setup, () => model.forward(x, t, y));
 }
 
 // SiT's sample.py ODE sampler with --sampling-method euler: the time grid has steps + 1 points,
 // so 50 steps are 50 model evaluations (of the doubled batch under guidance, as forward_with_cfg).
 function sitSample(cfgScale: number): (setup: Setup) => Run {
-  return ({ batch, device }) => {
+  return ({ batch, device, precision }) => {
     const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval().to(device);
     const labels = Array.from({ length: batch }, (_, i) => (i * 97) % 1000);
-    return inference(() => generateLatents({
+    // generateLatents opens the autocast region itself (around the whole loop).
+    return inference({ batch, device, precision: 'fp32' }, () => generateLatents({
       model, labels, shape: [4, 32, 32], seed: 0, method: 'ode', steps: 51, ode: { samplingMethod: 'euler' },
-      cfgScale, guidanceLow: 0, guidanceHigh: 1, device,
+      cfgScale, guidanceLow: 0, guidanceHigh: 1, device, precision,
     }));
   };
 }
@@ -181,7 +191,7 @@ const ALIGN_DINO_INPUT = 112;
  * DINOv2's tokens of the resized images, VAE encode, posterior sample, decode, MSE + KL + alignment
  * loss with the default weights, backward, Adam (betas 0.5, 0.9), zeroGrad, EMA of VAE and heads.
  */
-function alignStep({ batch, device }: Setup): Run {
+function alignStep({ batch, device, precision }: Setup): Run {
   const w = ALIGN_LOSS_DEFAULTS;
   const vae = new AutoencoderKL(ALIGN_VAE).train().to(device);
   const dino = new DinoVisionTransformer({ ...DINOV2_CONFIGS['dinov2_vits14']!, depth: 4 }).requiresGrad_(false).eval().to(device);
@@ -196,18 +206,23 @@ function alignStep({ batch, device }: Setup): Run {
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
       torch.scope(() => {
-        const target = torch.noGrad(() => {
+        const autocast = <T>(fn: () => T): T => torch.withPrecision(precision, device, fn);
+        const target = torch.noGrad(() => autocast(() => {
           const features = dino.forwardFeatures(preprocessImages(x, ALIGN_DINO_INPUT));
-          return { patch: features.xNormPatchtokens, cls: features.xNormClstoken };
+          return { patch: features.xNormPatchtokens.float(), cls: features.xNormClstoken.float() };
+        }));
+        const posterior = encodePosterior(vae, x, precision);
+        const total = autocast(() => {
+          const z = posterior.sample();
+          const xrec = vae.decode(z).float();
+          const rec = mseLoss(xrec, x).mul(w.reconstructionWeight);
+          const kl = posterior.kl().sum().div(z.numel());
+          const latentGrid: [number, number] = [z.size(2), z.size(3)];
+          const predicted = heads.forward(z);
+          const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() },
+            { patch: resampleTokens(target.patch, [grid, grid], latentGrid), cls: target.cls }, w);
+          return rec.add(kl.mul(w.klWeight)).add(align.loss);
         });
-        const posterior = vae.encode(x);
-        const z = posterior.sample();
-        const xrec = vae.decode(z);
-        const rec = mseLoss(xrec, x).mul(w.reconstructionWeight);
-        const kl = posterior.kl().sum().div(z.numel());
-        const latentGrid: [number, number] = [z.size(2), z.size(3)];
-        const align = alignmentLoss(heads.forward(z), { patch: resampleTokens(target.patch, [grid, grid], latentGrid), cls: target.cls }, w);
-        const total = rec.add(kl.mul(w.klWeight)).add(align.loss);
         total.backward();
         total.item();
       });
@@ -219,7 +234,7 @@ function alignStep({ batch, device }: Setup): Run {
 }
 
 /** One step of trainGenerator for SiT-B/2: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
-function sitTrainStep({ batch, device }: Setup): Run {
+function sitTrainStep({ batch, device, precision }: Setup): Run {
   const model = new SiT(SIT_CONFIGS['SiT-B/2']).train().to(device);
   const ema = new SiT(SIT_CONFIGS['SiT-B/2']).requiresGrad_(false).eval().to(device);
   const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
@@ -227,11 +242,11 @@ function sitTrainStep({ batch, device }: Setup): Run {
   const transport = createTransport();
   const x = torch.randn([batch, 4, 32, 32], { device });
   const y = torch.randint(0, 1000, [batch], { device });
-  const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor);
+  const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor).float();
   return (iterations) => {
     for (let i = 0; i < iterations; i++) {
       torch.scope(() => {
-        const loss = transport.trainingLosses(network, x, { y }).loss.mean();
+        const loss = torch.withPrecision(precision, device, () => transport.trainingLosses(network, x, { y }).loss.mean());
         loss.backward();
         loss.item();
       });
@@ -242,10 +257,11 @@ function sitTrainStep({ batch, device }: Setup): Run {
   };
 }
 
-function inceptionForward({ batch, device }: Setup): Run {
+function inceptionForward(setup: Setup): Run {
+  const { batch, device } = setup;
   const model = new FIDInceptionV3().eval().to(device);
   const images = torch.randint(0, 256, [batch, 3, 256, 256], { dtype: 'uint8', device });
-  return inference(() => model.forward(images));
+  return inference(setup, () => model.forward(images));
 }
 
 /** Workloads by item name; the model items take their batch size from run.ts's ITEMS. */

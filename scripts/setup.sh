@@ -18,7 +18,10 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
-  npm ci --no-audit --no-fund
+  # onnxruntime-node (the ONNX tests' runtime) ships its CPU build in the npm package; its install
+  # script would download more from outside the registry. npm 11 does not run it unless approved;
+  # older npm reads this setting (the --onnxruntime-node-install=skip flag) and skips it.
+  npm_config_onnxruntime_node_install=skip npm ci --no-audit --no-fund
 fi
 
 npm run --silent build:native

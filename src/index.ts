@@ -9,6 +9,7 @@ export * as diffusion from './diffusion/index.js';
 export * as train from './train/index.js';
 export * as evaluation from './eval/index.js';
 export * as hub from './hub/index.js';
+export * as onnx from './onnx/index.js';
 export * from './models/index.js';
 export {
   runAlignTrain, runAlignConvert, runGeneratorTrain, runSample, runCacheLatents, runTeacherTrain, runTeacherProbe,

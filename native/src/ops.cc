@@ -290,7 +290,56 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// callBinary(id, a, b[, alpha]): an operator of schema (Tensor self, Tensor other) -> Tensor, or
+// (Tensor self, Tensor other, Scalar alpha) -> Tensor when alpha is given, called through the
+// dispatcher's unboxed path (every dispatch key still runs: autograd, autocast): no argument stack
+// and no boxing, which is most of the per-call cost of small elementwise ops. Any other schema, or
+// a non-tensor argument, is an error naming the argument, as callOp's.
+using BinaryFn = at::Tensor(const at::Tensor&, const at::Tensor&);
+using BinaryAlphaFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
+
+static bool isBinarySchema(const c10::FunctionSchema& schema, bool alpha) {
+  const auto& arguments = schema.arguments();
+  if (arguments.size() != (alpha ? 3u : 2u) || schema.returns().size() != 1) return false;
+  if (schema.returns()[0].type()->kind() != c10::TypeKind::TensorType) return false;
+  for (size_t i = 0; i < 2; ++i) {
+    if (arguments[i].type()->kind() != c10::TypeKind::TensorType || arguments[i].alias_info()) return false;
+  }
+  return !alpha || arguments[2].type()->kind() == c10::TypeKind::NumberType;
+}
+
+static napi_value CallBinary(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  const char* opName = "callBinary";
+  try {
+    auto id = static_cast<size_t>(getInt64(env, argv[0], "callBinary(id)"));
+    if (id >= opTable.size()) throw JsError{"callBinary: unknown operator id"};
+    const OpEntry& op = opTable[id];
+    opName = op.name.c_str();
+    const bool alpha = argc > 3;
+    if (!isBinarySchema(op.handle.schema(), alpha)) throw JsError{op.name + ": not a (Tensor, Tensor" + (alpha ? ", Scalar" : "") + ") -> Tensor operator"};
+    const at::Tensor& a = unwrapTensor(env, argv[1], op.argLabels[0].c_str());
+    const at::Tensor& b = unwrapTensor(env, argv[2], op.argLabels[1].c_str());
+    at::Tensor out = alpha
+        ? op.handle.typed<BinaryAlphaFn>().call(a, b, scalarFromNumber(getDouble(env, argv[3], op.argLabels[2].c_str())).toScalar())
+        : op.handle.typed<BinaryFn>().call(a, b);
+    return wrapTensor(env, std::move(out));
+  } catch (const JsError& e) {
+    napi_throw_error(env, nullptr, e.message.c_str());
+  } catch (const c10::Error& e) {
+    std::string msg = std::string(opName) + ": " + e.what_without_backtrace();
+    napi_throw_error(env, nullptr, msg.c_str());
+  } catch (const std::exception& e) {
+    std::string msg = std::string(opName) + ": " + e.what();
+    napi_throw_error(env, nullptr, msg.c_str());
+  }
+  return nullptr;
+}
+
 void initOps(napi_env env, napi_value exports) {
+  exportFunction(env, exports, "callBinary", CallBinary);
   exportFunction(env, exports, "lookupOp", LookupOp);
   exportFunction(env, exports, "hasOp", HasOp);
   exportFunction(env, exports, "opReturns", OpReturns);

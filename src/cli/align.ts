@@ -9,11 +9,11 @@ import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
 } from '../train/align-pipeline.js';
 import { launch } from '../train/launch.js';
-import { device, hubFlags, integer, number, positive, resumeFlags } from './parse.js';
+import { device, hubFlags, integer, number, positive, precisionFlag, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {
   const d = ALIGN_TRAIN_RUN_DEFAULTS;
-  return hubFlags(new Command('train'), true)
+  return precisionFlag(hubFlags(new Command('train'), true), d.precision)
     .description('train a VAE whose latents are aligned with frozen DINOv2 features (ReaLS)')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (class subfolders), or `fashion-mnist` for Debian\'s dataset-fashion-mnist')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), d.imageSize)
@@ -34,7 +34,6 @@ export function alignTrainCommand(): Command {
     .option('--results-dir <dir>', 'runs go to <results-dir>/NNN-align', d.resultsDir)
     .option('--resume <path>', 'continue from a checkpoint file, a run folder or its checkpoints folder')
     .option('--seed <n>', 'global seed (rank r uses seed * world + r)', integer(0), d.seed)
-    .addOption(new Option('--precision <p>', 'fp32, or bf16 autocast (CUDA)').choices(['fp32', 'bf16']).default(d.precision))
     .option('--ckpt-every <n>', 'steps between checkpoints', integer(1), d.ckptEvery)
     .option('--keep-last <n>', 'keep only the newest n checkpoints', integer(1))
     .option('--log-every <n>', 'steps between metrics.jsonl / TensorBoard records', integer(1), d.logEvery)

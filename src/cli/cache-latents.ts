@@ -2,11 +2,11 @@
 // instead of running the encoder (src/train/generator-pipeline.ts runCacheLatents).
 import { Command } from 'commander';
 import { CACHE_LATENTS_RUN_DEFAULTS, runCacheLatents, type CacheLatentsRunOptions } from '../train/generator-pipeline.js';
-import { device, hubFlags, integer } from './parse.js';
+import { device, hubFlags, integer, precisionFlag } from './parse.js';
 
 export function cacheLatentsCommand(): Command {
   const d = CACHE_LATENTS_RUN_DEFAULTS;
-  return hubFlags(new Command('cache-latents'), true)
+  return precisionFlag(hubFlags(new Command('cache-latents'), true), d.precision)
     .description('encode a dataset once (ADM center crop; mirror images too with --flip) into latent shards with an index')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist`')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache (mean_std.json or scaling_factor is recorded for training)')

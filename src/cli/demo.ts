@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 import { DEFAULT_CELLS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName } from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
+import { PRECISIONS, type Precision } from '../torch/precision.js';
 
 interface DemoFlags {
   profile: ProfileName;
@@ -12,6 +13,7 @@ interface DemoFlags {
   teacher: DemoCells['teachers'];
   protocol: DemoCells['protocols'];
   alignWeight: number[];
+  precision?: Precision;
 }
 
 export function demoCommand(): Command {
@@ -29,9 +31,11 @@ export function demoCommand(): Command {
       list(oneOf(PROTOCOLS)), DEFAULT_CELLS.protocols)
     .option('--align-weight <list>', 'alignment loss weights (--patch-weight and --cls-weight of align train), one ReaLS VAE each',
       list(number(0)), DEFAULT_CELLS.alignWeights)
+    .addOption(new Option('--precision <p>', 'every training, sampling and readout step in fp32, bf16 or auto (default: the commands\' own, auto)')
+      .choices([...PRECISIONS]))
     .action(async (flags: DemoFlags) => {
       await runDemo({
-        profile: DEMO_PROFILES[flags.profile], out: flags.out, threads: flags.threads, seeds: flags.seeds,
+        profile: DEMO_PROFILES[flags.profile], out: flags.out, threads: flags.threads, seeds: flags.seeds, precision: flags.precision,
         cells: { teachers: flags.teacher, protocols: flags.protocol, alignWeights: flags.alignWeight },
       });
     });

@@ -1,10 +1,11 @@
 // `reals evaluate REF SAMPLE` (the ADM evaluator's five numbers) and `reals fid-stats`
-// (mu/sigma/mu_s/sigma_s of a custom dataset): parse flags, call src/eval, print.
+// (mu/sigma/mu_s/sigma_s of a custom dataset), `reals ref-batch` (an ADM reference batch from a
+// folder): parse flags, call src/eval, print.
 import { Command } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
 import { progress, type Progress } from '../train/progress.js';
 import {
-  ACTIVATION_BATCH_SIZE, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE, evaluate, fidInceptionExtractor, formatResult, writeFidStatistics,
+  ACTIVATION_BATCH_SIZE, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE, evaluate, fidInceptionExtractor, formatResult, writeFidStatistics, writeReferenceBatch,
 } from '../eval/index.js';
 import { device, integer, outputFile } from './parse.js';
 
@@ -41,7 +42,7 @@ function networkOptions(command: Command): Command {
 export function evaluateCommand(): Command {
   return networkOptions(new Command('evaluate'))
     .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders)')
-    .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz); its mu/sigma/mu_s/sigma_s are used when present')
+    .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz, or `reals ref-batch` output); its mu/sigma/mu_s/sigma_s are used when present; a `reals fid-stats` file gives FID, sFID and IS only')
     .argument('<sample>', 'sample batch')
     .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)', outputFile)
     .option('--recompute-ref-stats', 'compute the reference statistics from its images even when the file holds them')
@@ -82,6 +83,26 @@ export function fidStatsCommand(): Command {
         });
         bar.stop();
         console.log(`${flags.out}: statistics of ${count} images (sha256 ${sha256})`);
+      } finally {
+        bar.stop();
+      }
+    });
+}
+
+export function refBatchCommand(): Command {
+  return new Command('ref-batch')
+    .description('write an ADM reference batch (arr_0 uint8 [N, H, W, 3]) from a folder of images, center-cropped as ADM does: the REF of `reals evaluate`')
+    .argument('<folder>', 'images (PNG, JPEG, WebP, TIFF), searched recursively, e.g. ImageNet\'s val/')
+    .requiredOption('--out <file>', 'the .npz to write', outputFile)
+    .option('--image-size <n>', 'side of the ADM center crop', integer(1), 256)
+    .option('--max-images <n>', 'a random subset of n images (seeded by --seed), e.g. 50000 (default: all)', integer(1))
+    .option('--seed <n>', 'seeds the subset', integer(0), 0)
+    .action(async (folder: string, flags: { out: string; imageSize: number; maxImages?: number; seed: number }) => {
+      const bar = stageProgress();
+      try {
+        const { count } = await writeReferenceBatch(folder, flags.out, { ...flags, onProgress: (done, total) => bar.update('images', done, total) });
+        bar.stop();
+        console.log(`${flags.out}: ${count} images, ${flags.imageSize}x${flags.imageSize}`);
       } finally {
         bar.stop();
       }

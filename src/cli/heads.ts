@@ -6,10 +6,10 @@ import {
   COMPARE_RUN_DEFAULTS, DENSE_RUN_DEFAULTS, TRAIN_LINEAR_RUN_DEFAULTS, runCompare, runDense, runTrainLinear, type CompareOptions, type DenseOptions,
   type TrainLinearOptions,
 } from '../heads/index.js';
-import { integer, number, outputFile } from './parse.js';
+import { integer, number, outputFile, precisionFlag } from './parse.js';
 
 function sourceOptions(command: Command, features: readonly string[]): Command {
-  return command
+  return precisionFlag(command, DENSE_RUN_DEFAULTS.precision)
     .addOption(new Option('--features <f>', 'where the head\'s features come from').choices([...features]).default(DENSE_RUN_DEFAULTS.features))
     .option('--align-ckpt <file>', 'alignment MLPs: align.safetensors from reals align convert')
     .option('--dino-model <name>', 'DINOv2 config for --features dino / compare (a name or a .json)', DENSE_RUN_DEFAULTS.dinoModel)

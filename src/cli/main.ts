@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import { launchCommand } from './launch.js';
-import { evaluateCommand, fidStatsCommand } from './evaluate.js';
+import { evaluateCommand, fidStatsCommand, refBatchCommand } from './evaluate.js';
 import { sitCommand, ditCommand } from './sit.js';
 import { sampleCommand } from './sample.js';
 import { cacheLatentsCommand } from './cache-latents.js';
@@ -12,6 +12,7 @@ import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
+import { exportCommand } from './export.js';
 import { markRequiredOptions } from './parse.js';
 
 function envCommand(): Command {
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   program.addCommand(launchCommand());
   program.addCommand(evaluateCommand());
   program.addCommand(fidStatsCommand());
+  program.addCommand(refBatchCommand());
   program.addCommand(sitCommand());
   program.addCommand(ditCommand());
   program.addCommand(sampleCommand());
@@ -59,6 +61,7 @@ export function buildProgram(): Command {
   program.addCommand(depthCommand());
   program.addCommand(headsCommand());
   program.addCommand(teacherCommand());
+  program.addCommand(exportCommand());
   return markRequiredOptions(program);
 }
 

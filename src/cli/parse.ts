@@ -2,8 +2,9 @@
 // which commander prints as one line naming the flag), and running a command's parser alone.
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { type Command, Help, InvalidArgumentError, type Option } from 'commander';
+import { type Command, Help, InvalidArgumentError, Option } from 'commander';
 import { checkDevice } from '../torch/device.js';
+import { PRECISIONS, type Precision } from '../torch/precision.js';
 import { checkWritableDir } from '../io/file.js';
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
@@ -131,4 +132,14 @@ export function markRequiredOptions(command: Command): Command {
 export function hubFlags(command: Command, revision: boolean): Command {
   command.option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): weights must already be in the torch hub or Hugging Face caches');
   return revision ? command.option('--revision <rev>', 'branch, tag or commit of a Hugging Face repo id given as the VAE (default: main)') : command;
+}
+
+/**
+ * `--precision fp32|bf16|auto` of the commands that run networks: bf16 runs the forwards under
+ * bfloat16 autocast (weights and optimizer state stay float32); auto picks bf16 on CUDA and on
+ * CPUs with AMX or AVX512-BF16.
+ */
+export function precisionFlag(command: Command, defaultValue: Precision): Command {
+  return command.addOption(new Option('--precision <p>', 'fp32, bf16 (autocast), or auto: bf16 on CUDA and on CPUs with amx_bf16/avx512_bf16, else fp32')
+    .choices([...PRECISIONS]).default(defaultValue));
 }

@@ -6,9 +6,9 @@
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
 import {
-  SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
+  OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
-import { device, hubFlags, integer, noneOr, number } from './parse.js';
+import { device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 
 function cfgChannels(value: string): number | 'all' {
   return value === 'all' ? 'all' : integer(1)(value);
@@ -22,16 +22,17 @@ const DESCRIPTIONS: Record<SampleMode, string> = {
 function modeCommand(mode: SampleMode): Command {
   const kind = SAMPLE_MODE_KIND[mode];
   const d = SAMPLE_RUN_DEFAULTS;
-  const command = hubFlags(new Command(mode), true)
+  // ODE and SDE as SiT's sample.py spells its mode argument.
+  const command = precisionFlag(hubFlags(new Command(mode).alias(mode.toUpperCase()), true), d.precision)
     .description(DESCRIPTIONS[mode])
-    .option('--model <name>', `${Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind)).join(', ')}, or a .json of SiTConfig fields (official checkpoints)`, `${kind}-XL/2`)
+    .option('--model <name>', `${Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind)).join(', ')}, or a .json of SiTConfig fields (default: what a reals checkpoint records; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.model[kind]})`)
     .requiredOption('--ckpt <file>', `a reals checkpoint (.safetensors), an official ${kind} .pt (state dict or {model, ema, ...}), or a published name (${kind === 'SiT' ? 'SiT-XL-2-256x256.pt' : 'DiT-XL-2-256x256.pt, DiT-XL-2-512x512.pt'}), fetched into pretrained_models/ as its download.py does`)
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder that decodes the latents; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache')
     .option('--sample-dir <dir>', 'samples go to <sample-dir>/<run name>/, with <run name>.npz and .png beside it', d.sampleDir)
     .option('--per-proc-batch-size <n>', 'samples per batch per rank', integer(1), d.perProcBatchSize)
     .option('--num-fid-samples <n>', 'samples in the .npz', integer(1), d.numFidSamples)
-    .option('--image-size <n>', 'image side (official checkpoints: the latent side is this / the VAE\'s factor)', integer(8), d.imageSize)
-    .option('--num-classes <n>', 'classes (official checkpoints)', integer(1), d.numClasses)
+    .option('--image-size <n>', `image side; the latent side is this / the VAE's factor (default: a reals checkpoint's; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.imageSize})`, integer(8))
+    .option('--num-classes <n>', `classes (default: a reals checkpoint's; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.numClasses})`, integer(1))
     .option('--cfg-scale <s>', 'classifier-free guidance scale (1: none)', number(1), d.cfgScale)
     .option('--cfg-channels <n>', 'leading channels to guide, or `all` (REPA); default the official 3', cfgChannels)
     .option('--guidance-low <t>', 'guidance applies for REPA times t in [low, high] (t = 1 noise)', number(0, 1), d.guidanceLow)

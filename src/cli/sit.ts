@@ -5,11 +5,11 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import { TRANSPORT_DEFAULTS } from '../diffusion/index.js';
 import type { GeneratorKind } from '../train/sit.js';
 import { GENERATOR_TRAIN_RUN_DEFAULTS, runGeneratorTrain, type GeneratorTrainRunOptions } from '../train/generator-pipeline.js';
-import { device, hubFlags, integer, noneOr, number, resumeFlags } from './parse.js';
+import { device, hubFlags, integer, noneOr, number, precisionFlag, resumeFlags } from './parse.js';
 
 function trainCommand(kind: GeneratorKind): Command {
   const d = GENERATOR_TRAIN_RUN_DEFAULTS;
-  const command = hubFlags(new Command('train'), true)
+  const command = precisionFlag(hubFlags(new Command('train'), true), d.precision)
     .description(`train a class-conditional ${kind} on VAE latents (${kind}'s train.py)`)
     .option('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist`; encoded with --vae-path at every step')
     .option('--latents-path <dir>', 'a latent cache written by `reals cache-latents` (no VAE runs)')

@@ -8,14 +8,14 @@ import { SELF_SUPERVISED_DEFAULTS } from '../train/teacher.js';
 import {
   TEACHER_PROBE_RUN_DEFAULTS, TEACHER_TRAIN_RUN_DEFAULTS, runTeacherProbe, runTeacherTrain, type TeacherProbeRunOptions, type TeacherTrainRunOptions,
 } from '../train/teacher-pipeline.js';
-import { device, integer, number, positive, range } from './parse.js';
+import { device, integer, number, positive, precisionFlag, range } from './parse.js';
 
 export function teacherTrainCommand(): Command {
   const d = SELF_SUPERVISED_DEFAULTS;
   const r = TEACHER_TRAIN_RUN_DEFAULTS;
   const pair = (flags: string, description: string, low: number, high: number, value: [number, number]) =>
     new Option(flags, description).argParser(range(low, high)).default(value, value.map((v) => (Number.isInteger(v) ? v.toFixed(1) : String(v))).join(','));
-  return new Command('train')
+  return precisionFlag(new Command('train'), r.precision)
     .description('train a DINOv2-architecture ViT without labels by DINOv2 self-distillation (DINO + iBOT + KoLeo); ' +
       'exports the EMA teacher backbone for `reals align train --dino-model --dino-ckpt`')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist` (Debian\'s dataset-fashion-mnist, 3-channel 32x32); labels are never read for training')

@@ -290,6 +290,8 @@ export interface DemoOptions {
   out: string;
   /** torch threads (default 1: on a loaded 2-core machine more threads only contend). */
   threads?: number;
+  /** --precision of every training, sampling and readout step (default: the commands' own, auto). */
+  precision?: torch.Precision;
   log?: (line: string) => void;
 }
 
@@ -307,6 +309,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const log = options.log ?? ((line: string) => console.log(line));
   const threads = options.threads ?? 1;
   torch.setNumThreads(threads);
+  // Spread into each command's options, so that the report's command lines say it too.
+  const precision = options.precision === undefined ? {} : { precision: options.precision };
   const started = performance.now();
   mkdirSync(out, { recursive: true });
   for (const name of ['teacher', 'teacher-ssl', 'classifier', 'figures', 'configs', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
@@ -325,7 +329,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
   // 1. The teachers and the evaluation classifier, trained once.
   const teachers: DemoResult['teachers'] = {};
-  for (const kind of cells.teachers) teachers[kind] = await trainDemoTeacher(kind, profile, out, step, log);
+  for (const kind of cells.teachers) teachers[kind] = await trainDemoTeacher(kind, profile, out, step, log, precision);
   const c = profile.classifier;
   const classifier = await step('train the evaluation classifier (CNN, separate from the teachers)', null, () => trainClassifier({
     steps: c.steps, batchSize: c.batchSize, lr: c.lr, seed: 1, testImages: profile.testImages, dir: join(out, 'classifier'),
@@ -350,9 +354,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const dir = join(out, `seed-${seed}`, space.id);
     mkdirSync(dir, { recursive: true });
     const teacher = teachers[space.teacher ?? cells.teachers[0]!]!;
-    const train = vaeTrainOptions({
-      alignWeight: space.alignWeight, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed,
-    });
+    const train = {
+      ...vaeTrainOptions({ alignWeight: space.alignWeight, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed }),
+      ...precision,
+    };
     await step(`train the ${space.label}, seed ${seed}`, commandWords(['align', 'train'], train), () => runAlignTrain({ ...train, log }));
     const vaePath = join(dir, 'vae-diffusers');
     const convert = vaeConvertOptions(onlyRunDir(join(dir, 'vae')), vaePath, profile.statsImages, seed);
@@ -374,7 +379,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const sit: GeneratorTrainRunOptions = {
       dataPath: 'fashion-mnist', vaePath, imageSize: 32, model: sitConfigPath, resultsDir: join(dir, 'sit'), epochs: 1000, maxSteps: s.steps,
       globalBatchSize: s.batchSize, globalSeed: seed, numWorkers: 0, lr: s.lr, emaDecay: s.emaDecay,
-      logEvery: Math.max(1, Math.floor(s.steps / 50)), ckptEvery: sitEval.ckptEvery, flip: false,
+      logEvery: Math.max(1, Math.floor(s.steps / 50)), ckptEvery: sitEval.ckptEvery, flip: false, ...precision,
     };
     await step(`train a SiT on the ${label} latents`, commandWords(['sit', 'train'], sit), () => runGeneratorTrain('SiT', { ...sit, log }));
     const sitRun = onlyRunDir(join(dir, 'sit'));
@@ -389,7 +394,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         // All samples in one batch: the fastest way on a CPU.
         perProcBatchSize: profile.samples, numFidSamples: profile.samples, imageSize: 32, numClasses: FASHION_MNIST_CLASSES.length,
         cfgScale: profile.cfgScale, cfgChannels: 'all', numSamplingSteps: profile.samplingSteps, globalSeed: seed,
-        samplingMethod: sampler === 'ode' ? 'heun2' : 'Euler',
+        samplingMethod: sampler === 'ode' ? 'heun2' : 'Euler', ...precision,
       };
       await step(`sample the ${label} SiT at step ${sitStep} (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, commandWords(['sample', sampler], sample),
         () => runSample(sampler, { ...sample, log }));
@@ -417,7 +422,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
     // The linear-head readout: class-as-mask segmentation from the latents (all) and from the MLPs (ReaLS).
     const headRun = async (features: 'latent' | 'mlp'): Promise<HeadScores> => {
-      const head = trainLinearOptions({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed });
+      const head = { ...trainLinearOptions({ vaePath, out: join(dir, `head-${features}.safetensors`), features, ...profile.head, seed }), ...precision };
       return step(`linear head on the ${label} ${features === 'mlp' ? 'alignment-MLP features' : 'latents'}`, commandWords(['heads', 'train-linear'], head), async () => {
         const result = await runTrainLinear({ ...head, log });
         return { mIoU: result.mIoU, pixelAccuracy: result.pixelAccuracy, train: result.train, heldOut: result.heldOut };
@@ -471,7 +476,9 @@ async function probeTeacher(configPath: string, checkpoint: string, profile: Dem
 type StepRunner = <T>(name: string, words: readonly string[] | null, fn: () => Promise<T> | T) => Promise<T>;
 
 /** Trains the teacher of `kind` once for the whole run (fixed seed 0), with its linear-probe accuracy. */
-async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner, log: (line: string) => void): Promise<TeacherRecord> {
+async function trainDemoTeacher(
+  kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner, log: (line: string) => void, precision: { precision?: torch.Precision },
+): Promise<TeacherRecord> {
   const t = profile.teacher;
   const config = { imgSize: 32, patchSize: 4, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads };
   if (kind === 'supervised') {
@@ -497,7 +504,7 @@ async function trainDemoTeacher(kind: TeacherKind, profile: DemoProfile, out: st
     warmupTeacherTemp: ssl.warmupTeacherTemp, momentumTeacher: ssl.momentumTeacher, layerwiseDecay: ssl.layerwiseDecay, patchEmbedLrMult: ssl.patchEmbedLrMult,
     maxSteps: ssl.steps, lr: ssl.lr, resultsDir: dir, seed: 0, numWorkers: 0, logEvery: Math.max(1, Math.floor(ssl.steps / 50)), ckptEvery: ssl.steps,
     // The demo probes both teachers alike below.
-    probeImages: 0, out: join(dir, 'export'),
+    probeImages: 0, out: join(dir, 'export'), ...precision,
   };
   const teacher = await step('train the self-supervised ViT teacher (DINOv2 architecture and losses, no labels)', commandWords(['teacher', 'train'], options),
     () => runTeacherTrain({ ...options, log }));

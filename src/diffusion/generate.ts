@@ -47,9 +47,28 @@ export interface GenerateOptions {
   /** ddim: 0 (default) is deterministic. */
   eta?: number;
   device?: torch.Device;
+  /**
+   * The network under bfloat16 autocast ('bf16'), or not ('fp32', default); 'auto' picks bf16 on
+   * CUDA and bfloat16-capable CPUs. The sampler's state, its updates and the guidance stay float32.
+   */
+  precision?: torch.Precision;
 }
 
 const METHODS: readonly GenerateMethod[] = ['ode', 'sde', 'ddpm', 'ddim'];
+
+/**
+ * `network` with its outputs in float32, for samplers running it under autocast (whose outputs
+ * are bfloat16); the network itself when no autocast runs.
+ */
+export function floatOutputs(network: ConditionalNetwork, precision: torch.ResolvedPrecision): ConditionalNetwork {
+  if (precision === 'fp32') return network;
+  return {
+    config: network.config,
+    cfgChannels: network.cfgChannels,
+    get training() { return network.training; },
+    forward: (x, t, y) => network.forward(x, t, y).float(),
+  };
+}
 
 /**
  * Latents [B, ...shape] for the labels. Deterministic for a seed: torch.manualSeed(seed), then
@@ -61,14 +80,17 @@ const METHODS: readonly GenerateMethod[] = ['ode', 'sde', 'ddpm', 'ddim'];
  * `reals sample` path (src/train/sit.ts) doubles the batch as the reference does.
  */
 export function generateLatents(options: GenerateOptions): Tensor {
-  const { model: network, seed, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, guidanceConvention = 'repa', device = 'cpu' } = options;
+  const { seed, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, guidanceConvention = 'repa', device = 'cpu' } = options;
   if (!METHODS.includes(method)) throw new Error(`generateLatents: method must be one of ${METHODS.join(', ')}, got '${method as string}'`);
-  if (network.training) throw new Error('generateLatents: the model is in training mode (labels would be dropped at random); call eval() first');
+  if (options.model.training) throw new Error('generateLatents: the model is in training mode (labels would be dropped at random); call eval() first');
   if (!Number.isInteger(seed)) throw new Error(`generateLatents: seed must be an integer, got ${seed}`);
   const diffusionSteps = options.diffusion?.diffusionSteps ?? 1000;
   const ddpm = method === 'ddpm' || method === 'ddim';
   const steps = options.steps ?? 250;
-  return torch.noGrad(() => torch.scope(() => {
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const network = floatOutputs(options.model, precision);
+  // One autocast region for the whole loop, so that each weight is cast to bfloat16 once.
+  return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {
     const y = (options.labels instanceof torch.Tensor ? options.labels : torch.tensor([...options.labels], { dtype: 'int64' })).to(device);
     if (y.ndim !== 1) throw new Error(`generateLatents: labels must be one label per sample, got shape [${y.shape}]`);
     torch.manualSeed(seed);
@@ -100,5 +122,5 @@ export function generateLatents(options: GenerateOptions): Tensor {
         return method === 'ddpm' ? diffusion.pSampleLoop(model, z.shape, loop) : diffusion.ddimSampleLoop(model, z.shape, { ...loop, eta: options.eta ?? 0 });
       }
     }
-  }));
+  })));
 }

@@ -20,5 +20,5 @@ export type {
 } from './gaussian-diffusion.js';
 export { guidedModel, fromRepaTime, isGuided, convertTime } from './guidance.js';
 export type { TimeConvention, ConditionalNetwork, GuidanceInterval, GuidanceOptions } from './guidance.js';
-export { generateLatents } from './generate.js';
+export { generateLatents, floatOutputs } from './generate.js';
 export type { GenerateMethod, GenerateOptions } from './generate.js';

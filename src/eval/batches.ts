@@ -1,13 +1,17 @@
 // Image batches to evaluate: an ADM `.npz` (arr_0, uint8 [N, H, W, 3], as guided-diffusion's
 // sampling scripts write it and its evaluator reads it) streamed in chunks, or a folder of PNG/JPEG
-// files; and the content hashes that name them in reports and activation caches.
+// files; the content hashes that name them in reports and activation caches; and writing an ADM
+// reference batch from a folder of photographs.
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { NpzFile } from '../io/npz.js';
+import { NpzFile, NpzWriter } from '../io/npz.js';
+import { centerCropArr, decodeImage, pixelLimitFor } from '../data/image.js';
+import { IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS } from '../data/image-folder.js';
+import { randperm } from '../data/sampler.js';
 
 /** The array of an ADM batch file that holds the images. */
 export const IMAGES_KEY = 'arr_0';
@@ -105,4 +109,48 @@ export async function contentHash(path: string): Promise<string> {
     await hashFile(path, hash);
   }
   return hash.digest('hex');
+}
+
+export interface ReferenceBatchOptions {
+  /** Side of the ADM center crop (center_crop_arr) every image is cut to. */
+  imageSize: number;
+  /** At most this many images: a random subset (seeded), written in path order. Default all. */
+  maxImages?: number;
+  seed?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Writes an ADM reference batch from a folder of images (searched recursively, in path order):
+ * each decoded to RGB as PIL's convert('RGB') and center-cropped as ADM's center_crop_arr, stored
+ * as arr_0 uint8 [N, imageSize, imageSize, 3], the layout the evaluator reads as its reference.
+ * The file is written under a temporary name and renamed when complete.
+ */
+export async function writeReferenceBatch(folder: string, out: string, options: ReferenceBatchOptions): Promise<{ count: number }> {
+  const { imageSize, maxImages, seed = 0 } = options;
+  if (!Number.isInteger(imageSize) || imageSize < 1) throw new Error(`--image-size ${imageSize}: must be a positive integer`);
+  if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`${folder}: not a folder of images`);
+  let files = readdirSync(folder, { recursive: true, encoding: 'utf8' })
+    .filter((name) => FOLDER_IMAGE_EXTENSIONS.some((ext) => name.toLowerCase().endsWith(ext)))
+    .map((name) => join(folder, name))
+    .filter((file) => statSync(file).isFile())
+    .sort();
+  if (files.length === 0) throw new Error(`${folder}: no image files (${FOLDER_IMAGE_EXTENSIONS.join(', ')})`);
+  if (maxImages !== undefined && maxImages < files.length) {
+    const chosen = randperm(files.length, seed).slice(0, maxImages).sort((a, b) => a - b);
+    files = chosen.map((i) => files[i]!);
+  }
+  const writer = new NpzWriter(out);
+  try {
+    writer.begin(IMAGES_KEY, 'uint8', [files.length, imageSize, imageSize, 3]);
+    for (const [i, file] of files.entries()) {
+      writer.append(centerCropArr(await decodeImage(file, { maxPixels: pixelLimitFor(imageSize) }), imageSize).data);
+      options.onProgress?.(i + 1, files.length);
+    }
+    writer.close();
+  } catch (error) {
+    writer.abort();
+    throw error;
+  }
+  return { count: files.length };
 }

@@ -6,7 +6,7 @@ import * as torch from '../torch/index.js';
 import { fetchFidInceptionWeights } from '../hub/index.js';
 import { NpzFile, saveNpz } from '../io/npz.js';
 import { FIDInceptionV3 } from '../models/inception.js';
-import { contentHash, openImageBatches, type ImageBatches } from './batches.js';
+import { IMAGES_KEY, contentHash, openImageBatches, type ImageBatches } from './batches.js';
 import {
   ACTIVATION_BATCH_SIZE, activationCachePath, cachedActivations, computeActivations, computeLogits, inceptionExtractor,
   type Activations, type FeatureExtractor,
@@ -59,9 +59,12 @@ export interface EvaluationResult {
   inceptionScore: number;
   fid: number;
   sfid: number;
-  precision: number;
-  recall: number;
-  reference: BatchReport & {
+  /** null when the reference holds statistics only (precision and recall need its images). */
+  precision: number | null;
+  recall: number | null;
+  /** count: null when the reference holds statistics only. */
+  reference: Omit<BatchReport, 'count'> & {
+    count: number | null;
     /** Whether FID/sFID used the file's mu/sigma/mu_s/sigma_s or statistics of its images. */
     statistics: 'file' | 'computed';
     /** The activation cache file read or written, if any, and whether it was read. */
@@ -86,6 +89,17 @@ export function readStatistics(path: string): { pool3: FIDStatistics; spatial: F
       pool3: { mu: file.get('mu').to('float64'), sigma: file.get('sigma').to('float64') },
       spatial: { mu: file.get('mu_s').to('float64'), sigma: file.get('sigma_s').to('float64') },
     };
+  } finally {
+    file.close();
+  }
+}
+
+/** Whether `path` is a statistics file (as `reals fid-stats` writes): an .npz with mu/sigma/mu_s/sigma_s and no images. */
+export function holdsStatisticsOnly(path: string): boolean {
+  if (statSync(path).isDirectory()) return false;
+  const file = NpzFile.open(path);
+  try {
+    return !file.has(IMAGES_KEY) && STATISTICS_KEYS.some((k) => file.has(k));
   } finally {
     file.close();
   }
@@ -116,34 +130,45 @@ function requireCount(batches: ImageBatches, needed: number, why: string): void 
  * Inception Score, FID, sFID, precision and recall of the sample batch against the reference
  * batch, as ADM's evaluator: activations of both batches (the reference's from its cache when
  * present), FID/sFID against the reference file's statistics when it has them, IS of the samples,
- * precision/recall between the two sets of pool_3 features. Every input is checked before the
- * network runs.
+ * precision/recall between the two sets of pool_3 features. A reference of statistics only (a
+ * `fid-stats` file) gives FID, sFID and IS; precision and recall, which need its images, are null.
+ * Every input is checked before the network runs.
  */
 export async function evaluate(referencePath: string, samplePath: string, options: EvaluateOptions): Promise<EvaluationResult> {
   const { extractor, batchSize = ACTIVATION_BATCH_SIZE, isSplitSize = IS_SPLIT_SIZE, recomputeRefStats = false, cache = true, manifold = {}, onProgress } = options;
   const k = manifold.k ?? 3;
-  const reference = await openImageBatches(referencePath);
+  const statisticsOnly = holdsStatisticsOnly(referencePath);
+  if (statisticsOnly && recomputeRefStats) {
+    throw new Error(`${referencePath}: holds statistics only (no ${IMAGES_KEY}); recomputing them (--recompute-ref-stats) needs the reference images`);
+  }
+  const reference = statisticsOnly ? null : await openImageBatches(referencePath);
   try {
     const sample = await openImageBatches(samplePath);
     try {
-      requireCount(reference, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
+      if (reference !== null) requireCount(reference, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
       requireCount(sample, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
-      requireCount(sample, isSplitSize, `the Inception Score with splits of ${isSplitSize} samples`);
+      if (sample.count < isSplitSize) {
+        process.emitWarning(`${samplePath}: ${sample.count} samples are fewer than one Inception Score split of ${isSplitSize}: ` +
+          'scored as one partial split, as ADM does; such a score is not comparable with 10 splits of 5,000');
+      }
       const fileStatistics = recomputeRefStats ? null : readStatistics(referencePath);
 
       const referenceHash = await contentHash(referencePath);
       const sampleHash = await contentHash(samplePath);
-      const cachePath = cache ? activationCachePath(referencePath, referenceHash, extractor) : null;
+      const cachePath = cache && reference !== null ? activationCachePath(referencePath, referenceHash, extractor) : null;
       const referenceProgress = { batchSize, onProgress: (done: number, total: number) => onProgress?.('reference', done, total) };
-      const { activations: referenceActs, cached } = cachePath === null
-        ? { activations: await computeActivations(reference, extractor, referenceProgress), cached: false }
-        : await cachedActivations(reference, extractor, cachePath, referenceHash, referenceProgress);
-      if (fileStatistics !== null) checkStatisticsWidth(referencePath, fileStatistics, referenceActs, extractor);
+      const { activations: referenceActs, cached } = reference === null ? { activations: null, cached: false }
+        : cachePath === null ? { activations: await computeActivations(reference, extractor, referenceProgress), cached: false }
+          : await cachedActivations(reference, extractor, cachePath, referenceHash, referenceProgress);
+      // Another network's statistics are refused before the samples run, where reference features show the widths.
+      if (fileStatistics !== null && referenceActs !== null) checkStatisticsWidth(referencePath, fileStatistics, referenceActs, extractor);
       const sampleActs = await computeActivations(sample, extractor, { batchSize, onProgress: (done, total) => onProgress?.('sample', done, total) });
+      if (fileStatistics !== null && referenceActs === null) checkStatisticsWidth(referencePath, fileStatistics, sampleActs, extractor);
 
-      const referenceStats = fileStatistics ?? statisticsOf(referenceActs);
+      const referenceStats = fileStatistics ?? statisticsOf(referenceActs!);
       const sampleStats = statisticsOf(sampleActs);
-      const { precision, recall } = precisionRecall(referenceActs.pool3, sampleActs.pool3, { device: extractor.device, ...manifold });
+      const { precision, recall } = referenceActs === null ? { precision: null, recall: null }
+        : precisionRecall(referenceActs.pool3, sampleActs.pool3, { device: extractor.device, ...manifold });
       return {
         inceptionScore: inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize),
         fid: frechetDistance(sampleStats.pool3, referenceStats.pool3),
@@ -151,7 +176,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
         precision,
         recall,
         reference: {
-          path: referencePath, sha256: referenceHash, count: reference.count,
+          path: referencePath, sha256: referenceHash, count: reference?.count ?? null,
           statistics: fileStatistics === null ? 'computed' : 'file', activationCache: cachePath, cacheHit: cached,
         },
         sample: { path: samplePath, sha256: sampleHash, count: sample.count },
@@ -161,7 +186,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
       sample.close();
     }
   } finally {
-    reference.close();
+    reference?.close();
   }
 }
 
@@ -188,15 +213,17 @@ export function formatResult(result: EvaluationResult): string {
     ['Inception Score', result.inceptionScore.toFixed(4)],
     ['FID', result.fid.toFixed(4)],
     ['sFID', result.sfid.toFixed(4)],
-    ['Precision', result.precision.toFixed(4)],
-    ['Recall', result.recall.toFixed(4)],
+    ['Precision', result.precision?.toFixed(4) ?? 'n/a'],
+    ['Recall', result.recall?.toFixed(4) ?? 'n/a'],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
   const lines = rows.map(([name, value]) => `${name.padEnd(width)}  ${value.padStart(10)}`);
   const rule = '-'.repeat(width + 12);
   return [
     rule, ...lines, rule,
-    `reference: ${result.reference.count} images (${result.reference.statistics === 'file' ? 'statistics from the file' : 'statistics computed'}), sample: ${result.sample.count} images`,
+    result.reference.count === null
+      ? `reference: statistics only (precision and recall need its images), sample: ${result.sample.count} images`
+      : `reference: ${result.reference.count} images (${result.reference.statistics === 'file' ? 'statistics from the file' : 'statistics computed'}), sample: ${result.sample.count} images`,
   ].join('\n');
 }
 

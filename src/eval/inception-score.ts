@@ -12,13 +12,13 @@ export const IS_SPLIT_SIZE = 5000;
  * classifier logits [N, C]. As ADM: softmax in float32 (its TensorFlow softmax graph), splits at
  * 0, splitSize, 2·splitSize, ... with a shorter last split counted like the others. The KL sum runs
  * in float64 and takes 0 · log 0 as 0, where ADM's numpy would give NaN for a probability that
- * underflowed to zero. Fewer than `splitSize` rows is an error: not one full split.
+ * underflowed to zero. Fewer than `splitSize` rows make one partial split, as in ADM.
  */
 export function inceptionScore(logits: Tensor, splitSize = IS_SPLIT_SIZE): number {
   if (logits.ndim !== 2) throw new Error(`inceptionScore: expected logits [N, classes], got [${logits.shape}]`);
   if (!Number.isInteger(splitSize) || splitSize < 1) throw new RangeError(`inceptionScore: split size must be a positive integer, got ${splitSize}`);
   const n = logits.size(0);
-  if (n < splitSize) throw new Error(`inceptionScore: ${n} samples are fewer than one split of ${splitSize} (ADM splits 50,000 samples into 10 of 5,000)`);
+  if (n === 0) throw new Error('inceptionScore: no samples');
   return torch.noGrad(() => torch.scope(() => {
     const p = torch.nnFunctional.softmax(logits.to('float32'), 1).to('float64');
     const scores: number[] = [];

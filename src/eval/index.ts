@@ -2,13 +2,13 @@
 export { computeStatistics, frechetDistance, traceSqrtProduct, type FIDStatistics } from './fid.js';
 export { inceptionScore, IS_SPLIT_SIZE } from './inception-score.js';
 export { pairwiseDistances, manifoldRadii, precisionRecall, type ManifoldOptions, type PrecisionRecall } from './precision-recall.js';
-export { IMAGES_KEY, openImageBatches, contentHash, type ImageBatches } from './batches.js';
+export { IMAGES_KEY, openImageBatches, contentHash, writeReferenceBatch, type ImageBatches, type ReferenceBatchOptions } from './batches.js';
 export {
   ACTIVATION_BATCH_SIZE, inceptionExtractor, computeActivations, computeLogits, activationCachePath, cachedActivations, inceptionThroughput,
   type FeatureExtractor, type Activations, type ActivationOptions,
 } from './activations.js';
 export {
-  STATISTICS_KEYS, INCEPTION_WEIGHTS_ENV, evaluate, fidInceptionExtractor, readStatistics, writeFidStatistics, formatResult,
+  STATISTICS_KEYS, INCEPTION_WEIGHTS_ENV, evaluate, fidInceptionExtractor, holdsStatisticsOnly, readStatistics, writeFidStatistics, formatResult,
   type EvaluateOptions, type EvaluationResult, type BatchReport, type Stage,
 } from './evaluate.js';
 export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';

@@ -76,15 +76,34 @@ function dinoSource(dino: DinoVisionTransformer, inputSize: number): FeatureSour
 
 interface SourceFlags { features: 'mlp' | 'dino'; alignCkpt?: string; dinoModel: string; dinoCkpt?: string; dinoInputSize: number }
 
-/** Where DINOv2 features come from when they are asked for (`--features dino`, compare). */
+/** Where DINOv2 features come from when they are asked for (`--features dino`, compare), and the precision of the networks. */
 export interface DinoSourceSettings {
   /** A DINOV2_CONFIGS name or a .json of DinoV2Config fields. */
   dinoModel: string;
   /** Side the decoded image is resized to for DINOv2 (a multiple of 14). */
   dinoInputSize: number;
+  /**
+   * The VAE, the alignment MLPs and DINOv2 under bfloat16 autocast ('bf16'), or not ('fp32');
+   * 'auto' (default) picks bf16 on bfloat16-capable CPUs. The heads read float32 features.
+   */
+  precision: torch.Precision;
 }
 
-const DINO_SOURCE_DEFAULTS: DinoSourceSettings = { dinoModel: 'dinov2_vitb14', dinoInputSize: 448 };
+const DINO_SOURCE_DEFAULTS: DinoSourceSettings = { dinoModel: 'dinov2_vitb14', dinoInputSize: 448, precision: 'auto' };
+
+/** The networks of a readout run on the CPU (the heads' pipelines take no device). */
+const DEVICE = 'cpu';
+
+/** `source`'s features of z (and of its decoded image) computed in `precision`, in float32. */
+function layersIn(precision: torch.ResolvedPrecision, source: FeatureSource, z: Tensor, decoded: Tensor, head: DenseHead): LayerFeatures[] {
+  return torch.withPrecision(precision, DEVICE, () => source.layers(z, decoded, head))
+    .map(({ patch, cls }) => ({ patch: patch.float(), cls: cls === null ? null : cls.float() }));
+}
+
+/** vae.decode(z) in `precision`, in float32. */
+function decodeIn(precision: torch.ResolvedPrecision, vae: AutoencoderKL, z: Tensor): Tensor {
+  return torch.withPrecision(precision, DEVICE, () => vae.decode(z)).float();
+}
 
 function featureSource(flags: SourceFlags): FeatureSource {
   if (flags.features === 'mlp') {
@@ -154,8 +173,8 @@ function collectItems(paths: readonly string[], latentChannels: number, latentsK
   return items;
 }
 
-/** Latents of a batch of items: images ADM-center-cropped to `imageSize` and encoded (posterior mode). */
-async function encodeItems(vae: AutoencoderKL, items: readonly Item[], imageSize: number, latentsNormalized: boolean): Promise<Tensor> {
+/** Latents of a batch of items: images ADM-center-cropped to `imageSize` and encoded (posterior mode) in `precision`. */
+async function encodeItems(vae: AutoencoderKL, items: readonly Item[], imageSize: number, latentsNormalized: boolean, precision: torch.ResolvedPrecision): Promise<Tensor> {
   const pixels = new Float32Array(3 * imageSize * imageSize);
   const latents: Tensor[] = [];
   for (const item of items) {
@@ -164,7 +183,7 @@ async function encodeItems(vae: AutoencoderKL, items: readonly Item[], imageSize
     } else {
       await loadImageInto(item.image, imageSize, false, pixels, 0);
       const x = torch.fromArray(pixels, [1, 3, imageSize, imageSize]);
-      latents.push(torch.noGrad(() => vae.encode(x).mode()));
+      latents.push(torch.noGrad(() => torch.withPrecision(precision, DEVICE, () => vae.encode(x).mode()).float()));
     }
   }
   const shapes = new Set(latents.map((z) => z.shape.join('x')));
@@ -227,6 +246,7 @@ export async function runDense(denseOptions: DenseOptions): Promise<DenseResult>
   if (seg !== null && !(seg.head instanceof LinearSegmentationHead)) throw new Error(`${options.segHead}: a depth head, not a segmentation head`);
   if (depth !== null && depth.head instanceof LinearSegmentationHead) throw new Error(`${options.depthHead}: a segmentation head, not a depth head`);
   const items = collectItems(options.inputs, vae.config.latentChannels, options.latentsKey);
+  const precision = torch.resolvePrecision(options.precision, DEVICE);
   makeDirs(options.out, '--out');
   const files: string[] = [];
   const cells: Tensor[] = [];
@@ -237,14 +257,14 @@ export async function runDense(denseOptions: DenseOptions): Promise<DenseResult>
   };
   for (let start = 0; start < items.length; start += options.batchSize) {
     const batch = items.slice(start, start + options.batchSize);
-    const z = await encodeItems(vae, batch, options.imageSize, options.latentsNormalized);
+    const z = await encodeItems(vae, batch, options.imageSize, options.latentsNormalized, precision);
     const { decoded, labels, depths } = torch.noGrad(() => torch.scope(() => {
-      const decodedImages = vae.decode(z);
+      const decodedImages = decodeIn(precision, vae, z);
       const size: [number, number] = [decodedImages.size(2), decodedImages.size(3)];
       return {
         decoded: toUint8(decodedImages),
-        labels: seg === null ? null : segmentationLogits(seg.head as LinearSegmentationHead, source.layers(z, decodedImages, seg.head), size).argmax(1),
-        depths: depth === null ? null : depthMap(depth.head as LinearDepthHead, source.layers(z, decodedImages, depth.head), size).squeeze(1),
+        labels: seg === null ? null : segmentationLogits(seg.head as LinearSegmentationHead, layersIn(precision, source, z, decodedImages, seg.head), size).argmax(1),
+        depths: depth === null ? null : depthMap(depth.head as LinearDepthHead, layersIn(precision, source, z, decodedImages, depth.head), size).squeeze(1),
       };
     }));
     for (let i = 0; i < batch.length; i++) {
@@ -318,16 +338,17 @@ export async function runCompare(compareOptions: CompareOptions): Promise<Compar
     if ((task === 'segmentation') !== head instanceof LinearSegmentationHead) throw new Error(`${path}: not a ${task} head`);
   }
   const items = collectItems(options.inputs, vae.config.latentChannels);
+  const precision = torch.resolvePrecision(options.precision, DEVICE);
   const outputs = new Map<string, { mlp: Tensor[]; dino: Tensor[] }>(heads.map(({ task }) => [task, { mlp: [], dino: [] }]));
   for (let start = 0; start < items.length; start += options.batchSize) {
-    const z = await encodeItems(vae, items.slice(start, start + options.batchSize), options.imageSize, false);
+    const z = await encodeItems(vae, items.slice(start, start + options.batchSize), options.imageSize, false, precision);
     torch.noGrad(() => {
-      const decoded = vae.decode(z);
+      const decoded = decodeIn(precision, vae, z);
       const size: [number, number] = [decoded.size(2), decoded.size(3)];
       for (const { task, head } of heads) {
         const run = (source: FeatureSource): Tensor => (head instanceof LinearSegmentationHead
-          ? segmentationLogits(head, source.layers(z, decoded, head), size).argmax(1)
-          : depthMap(head, source.layers(z, decoded, head), size));
+          ? segmentationLogits(head, layersIn(precision, source, z, decoded, head), size).argmax(1)
+          : depthMap(head, layersIn(precision, source, z, decoded, head), size));
         const o = outputs.get(task)!;
         o.mlp.push(run(mlp));
         o.dino.push(run(dino));
@@ -463,11 +484,13 @@ export async function runTrainLinear(trainOptions: TrainLinearOptions): Promise<
   if (heldOut < 1 || n - heldOut < 1) throw new Error(`--holdout ${options.holdout} of ${n} images leaves no training or no held-out image`);
   // A linear head on one layer with the CLS token: what the alignment MLPs give (DINOv2's depth heads' layout).
   const head = new LinearSegmentationHead({ inChannels: [source.featureDim, source.featureDim], inIndex: [0, 1], clsToken: true, numClasses: data.numClasses });
+  // The features in `precision`; the head is fitted on them in float32.
+  const precision = torch.resolvePrecision(options.precision, DEVICE);
   const chunks = torch.noGrad(() => {
     const out: LayerFeatures[] = [];
     for (let start = 0; start < n; start += 64) {
-      const z = vae.encode(data.images.slice(0, start, start + 64)).mode();
-      out.push(source.layers(z, source.readsImage ? vae.decode(z) : z, head)[0]!);
+      const z = torch.withPrecision(precision, DEVICE, () => vae.encode(data.images.slice(0, start, start + 64)).mode()).float();
+      out.push(layersIn(precision, source, z, source.readsImage ? decodeIn(precision, vae, z) : z, head)[0]!);
     }
     return out;
   });

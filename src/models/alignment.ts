@@ -21,6 +21,8 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { SafetensorsFile, loadSafetensors, saveSafetensors } from '../io/safetensors.js';
+import type { Dim, OnnxGraph, Value } from '../onnx/graph.js';
+import { exportModule } from '../onnx/modules.js';
 
 const F = nn.F;
 
@@ -214,4 +216,21 @@ export function loadAlignmentHeads(path: string, options: { device?: torch.Devic
   });
   if (options.device !== undefined) heads.to(options.device);
   return heads.eval();
+}
+
+// --- ONNX export (src/onnx) ----------------------------------------------------------------------
+
+/** AlignmentHeads.forward of latents [N, C, h, w] as graph nodes: patch [N, h w, featureDim] and cls [N, featureDim]. */
+export function alignmentOnnx(heads: AlignmentHeads, g: OnnxGraph, z: Value): { patch: Value; cls: Value } {
+  if (heads.config.clsPooling !== 'mean') throw new Error(`ONNX export: AlignmentHeads with clsPooling '${heads.config.clsPooling}' (only 'mean' exports)`);
+  const [n, c] = z.shape as [Dim, number];
+  const tokens = g.transpose(g.reshape(z, [n, c, -1]), [0, 2, 1]);
+  const patch = exportModule(heads.mlpPatch, g, [tokens], 'mlp_patch');
+  const layers = [...heads.mlpCls];
+  const perPosition = Math.min(2, layers.length);
+  let x = tokens;
+  layers.slice(0, perPosition).forEach((layer, i) => { x = exportModule(layer, g, [x], `mlp_cls.${i}`); });
+  x = g.squeeze(g.reduceMean(x, [1]), 1);
+  layers.slice(perPosition).forEach((layer, i) => { x = exportModule(layer, g, [x], `mlp_cls.${perPosition + i}`); });
+  return { patch, cls: x };
 }

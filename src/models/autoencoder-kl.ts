@@ -12,6 +12,8 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { F } from '../nn/index.js';
+import type { Dim, OnnxGraph, Value } from '../onnx/graph.js';
+import { attention as onnxAttention, childPath, exportModule, registerExporter, silu as onnxSilu } from '../onnx/modules.js';
 import {
   CONFIG_NAME, loadDiffusersWeights, readJsonFile, saveDiffusersWeights, writeJsonFileAtomic,
 } from '../io/diffusers.js';
@@ -568,4 +570,57 @@ export function resolveVaeConfig(name: string): Partial<AutoencoderKLConfig> {
   if (named !== undefined) return named;
   if (!existsSync(name)) throw new Error(`--vae-config ${name}: not one of ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, nor a config.json file`);
   return configFromDiffusers(readJsonFile(name), name);
+}
+
+// --- ONNX export: each module's forward as graph nodes (src/onnx) --------------------------------
+
+const onnxLayers = (m: nn.Module & { resnets: nn.ModuleList<ResnetBlock2D> }, g: OnnxGraph, x: Value, path: string): Value =>
+  [...m.resnets].reduce((h, resnet, i) => exportModule(resnet, g, [h], childPath(path, `resnets.${i}`)), x);
+
+registerExporter(ResnetBlock2D, (m, g, [x], path) => {
+  const part = (name: string, module: nn.Module, input: Value) => exportModule(module, g, [input], childPath(path, name));
+  let hidden = part('conv1', m.conv1, onnxSilu(g, part('norm1', m.norm1, x!)));
+  hidden = part('conv2', m.conv2, onnxSilu(g, part('norm2', m.norm2, hidden)));
+  return g.add(m.convShortcut === null ? x! : part('conv_shortcut', m.convShortcut, x!), hidden);
+});
+registerExporter(Downsample2D, (m, g, [x], path) => exportModule(m.conv, g, [g.pad2d(x!, [0, 1, 0, 1])], childPath(path, 'conv')));
+registerExporter(Upsample2D, (m, g, [x], path) => exportModule(m.conv, g, [g.upsampleNearest(x!, 2)], childPath(path, 'conv')));
+registerExporter(Attention, (m, g, [x], path) => {
+  const [n, c, h, w] = x!.shape as [Dim, number, number, number];
+  const part = (name: string, module: nn.Module, input: Value) => exportModule(module, g, [input], childPath(path, name));
+  const hidden = g.transpose(part('group_norm', m.groupNorm, g.reshape(x!, [n, c, h * w])), [0, 2, 1]);
+  const attended = onnxAttention(g, part('to_q', m.toQ, hidden), part('to_k', m.toK, hidden), part('to_v', m.toV, hidden));
+  return g.add(g.reshape(g.transpose(part('to_out.0', m.toOut.at(0), attended), [0, 2, 1]), [n, c, h, w]), x!);
+});
+registerExporter(UNetMidBlock2D, (m, g, [x], path) => {
+  let hidden = exportModule(m.resnets.at(0), g, [x!], childPath(path, 'resnets.0'));
+  [...m.attentions].forEach((a, i) => { hidden = exportModule(a, g, [hidden], childPath(path, `attentions.${i}`)); });
+  return exportModule(m.resnets.at(1), g, [hidden], childPath(path, 'resnets.1'));
+});
+registerExporter(DownEncoderBlock2D, (m, g, [x], path) => [...m.downsamplers ?? []]
+  .reduce((h, d, i) => exportModule(d, g, [h], childPath(path, `downsamplers.${i}`)), onnxLayers(m, g, x!, path)));
+registerExporter(UpDecoderBlock2D, (m, g, [x], path) => [...m.upsamplers ?? []]
+  .reduce((h, u, i) => exportModule(u, g, [h], childPath(path, `upsamplers.${i}`)), onnxLayers(m, g, x!, path)));
+registerExporter(Encoder, (m, g, [x], path) => {
+  let hidden = exportModule(m.convIn, g, [x!], childPath(path, 'conv_in'));
+  [...m.downBlocks].forEach((b, i) => { hidden = exportModule(b, g, [hidden], childPath(path, `down_blocks.${i}`)); });
+  hidden = exportModule(m.midBlock, g, [hidden], childPath(path, 'mid_block'));
+  return exportModule(m.convOut, g, [onnxSilu(g, exportModule(m.convNormOut, g, [hidden], childPath(path, 'conv_norm_out')))], childPath(path, 'conv_out'));
+});
+registerExporter(Decoder, (m, g, [z], path) => {
+  let hidden = exportModule(m.midBlock, g, [exportModule(m.convIn, g, [z!], childPath(path, 'conv_in'))], childPath(path, 'mid_block'));
+  [...m.upBlocks].forEach((b, i) => { hidden = exportModule(b, g, [hidden], childPath(path, `up_blocks.${i}`)); });
+  return exportModule(m.convOut, g, [onnxSilu(g, exportModule(m.convNormOut, g, [hidden], childPath(path, 'conv_norm_out')))], childPath(path, 'conv_out'));
+});
+
+/** AutoencoderKL.decode(z) as graph nodes: post_quant_conv, then the decoder. */
+export function decodeOnnx(vae: AutoencoderKL, g: OnnxGraph, z: Value): Value {
+  const latents = vae.postQuantConv === null ? z : exportModule(vae.postQuantConv, g, [z], 'post_quant_conv');
+  return exportModule(vae.decoder, g, [latents], 'decoder');
+}
+
+/** The posterior's moments [N, 2 latent, h, w] (mean, then log-variance) of AutoencoderKL.encode(x), as graph nodes. */
+export function encodeOnnx(vae: AutoencoderKL, g: OnnxGraph, x: Value): Value {
+  const moments = exportModule(vae.encoder, g, [x], 'encoder');
+  return vae.quantConv === null ? moments : exportModule(vae.quantConv, g, [moments], 'quant_conv');
 }

@@ -29,6 +29,8 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import * as optim from '../optim/index.js';
 import { load, SafetensorsFile, saveSafetensors } from '../io/index.js';
+import type { Dim, OnnxGraph, Value } from '../onnx/graph.js';
+import { exportModule } from '../onnx/modules.js';
 
 const F = nn.F;
 
@@ -559,4 +561,28 @@ export function colorizeDepth(depth: Tensor, range?: [number, number]): Tensor {
     });
     return torch.stack(channels, -1).to('uint8');
   });
+}
+
+// --- ONNX export (src/onnx) ----------------------------------------------------------------------
+
+/**
+ * LinearSegmentationHead.forward of one layer's (patch map [N, D, h, w], CLS [N, D]) as graph nodes,
+ * for heads that read inputs of that one layer at their own size (resizeFactors null): the CLS
+ * token is broadcast over the grid, as bilinear resizing of its 1 x 1 map gives.
+ */
+export function segmentationHeadOnnx(head: LinearSegmentationHead, g: OnnxGraph, patch: Value, cls: Value | null): Value {
+  const { inIndex, resizeFactors, clsToken } = head.config;
+  if (resizeFactors !== null) throw new Error('ONNX export: a LinearSegmentationHead with resizeFactors (only heads without exports)');
+  if (clsToken && cls === null) throw new Error('ONNX export: the head reads a CLS token and none is given');
+  const [n, , h, w] = patch.shape as [Dim, number, number, number];
+  const flat = clsToken ? [patch, cls!] : [patch];
+  const inputs = inIndex.map((i) => {
+    const x = flat[i];
+    if (x === undefined) throw new Error(`ONNX export: the head reads input ${i} of one layer's ${flat.length}`);
+    if (x !== cls) return x;
+    const d = cls.shape[1] as number;
+    return g.mul(g.reshape(cls, [n, d, 1, 1]), g.tensor(torch.ones([1, 1, h, w]), 'cls_grid'));
+  });
+  const joined = inputs.length === 1 ? inputs[0]! : g.concat(inputs, 1);
+  return exportModule(head.convSeg, g, [exportModule(head.bn, g, [joined], 'bn')], 'conv_seg');
 }

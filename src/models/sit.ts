@@ -9,6 +9,8 @@ import * as nn from '../nn/index.js';
 import { load } from '../io/index.js';
 import { Attention } from './attention.js';
 import type { SizeRange } from './config-sizes.js';
+import type { Dim, OnnxGraph, Value } from '../onnx/graph.js';
+import { childPath, exportModule, registerExporter } from '../onnx/modules.js';
 
 const { F, init } = nn;
 
@@ -307,7 +309,8 @@ export class DiT extends nn.Module {
     const n = x.size(0);
     if (n % 2 !== 0) throw new Error(`${name}: the batch must hold a conditional and an unconditional half, got ${n} samples`);
     const half = x.slice(0, 0, n / 2);
-    const modelOut = this.forward(torch.cat([half, half], 0), t, y);
+    // Under bfloat16 autocast the output is bfloat16: guide in float32, where cfgScale (cond - uncond) loses no bits.
+    const modelOut = this.forward(torch.cat([half, half], 0), t, y).float();
     const channels = options.channels ?? this.cfgChannels;
     const k = channels === 'all' ? this.config.inChannels : channels;
     if (!Number.isInteger(k) || k < 1 || k > modelOut.size(1)) {
@@ -457,3 +460,79 @@ export const SIT_CONFIGS: Readonly<Record<SiTName, SiTConfig>> = {
   'DiT-S/4': { depth: 12, hiddenSize: 384, patchSize: 4, numHeads: 6 },
   'DiT-S/8': { depth: 12, hiddenSize: 384, patchSize: 8, numHeads: 6 },
 };
+
+// --- ONNX export: each module's forward as graph nodes (src/onnx) --------------------------------
+
+function modulateOnnx(g: OnnxGraph, x: Value, shift: Value, scale: Value): Value {
+  return g.add(g.mul(x, g.add(g.unsqueeze(scale, 1), g.scalar(1))), g.unsqueeze(shift, 1));
+}
+
+registerExporter(PatchEmbed, (m, g, [x], path) => {
+  const projected = exportModule(m.proj, g, [x!], childPath(path, 'proj'));
+  const [n, d] = projected.shape as [Dim, number];
+  return g.transpose(g.reshape(projected, [n, d, -1]), [0, 2, 1]);
+});
+registerExporter(Mlp, (m, g, [x], path) => {
+  const hidden = exportModule(m.act, g, [exportModule(m.fc1, g, [x!], childPath(path, 'fc1'))], childPath(path, 'act'));
+  return exportModule(m.fc2, g, [hidden], childPath(path, 'fc2'));
+});
+registerExporter(TimestepEmbedder, (m, g, [t], path) => {
+  const half = Math.floor(m.frequencyEmbeddingSize / 2);
+  if (m.frequencyEmbeddingSize % 2 !== 0) throw new Error(`ONNX export: TimestepEmbedder at '${path}' with an odd frequency size ${m.frequencyEmbeddingSize}`);
+  const freqs = torch.arange(0, half, 1, { dtype: 'float32' }).mul(-Math.log(10000)).div(half).exp().unsqueeze(0);
+  const args = g.mul(g.unsqueeze(t!, 1), g.tensor(freqs, childPath(path, 'freqs')));
+  return exportModule(m.mlp, g, [g.concat([g.cos(args), g.sin(args)], -1)], childPath(path, 'mlp'));
+});
+// Eval mode: no label is dropped (the null class is asked for by its index).
+registerExporter(LabelEmbedder, (m, g, [labels], path) => exportModule(m.embeddingTable, g, [labels!], childPath(path, 'embedding_table')));
+registerExporter(SiTBlock, (m, g, [x, c], path) => {
+  const hidden = x!.shape[2] as number;
+  const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = g.split(exportModule(m.adaLNModulation, g, [c!], childPath(path, 'adaLN_modulation')), 1, Array(6).fill(hidden)) as
+    [Value, Value, Value, Value, Value, Value];
+  const attended = exportModule(m.attn, g, [modulateOnnx(g, exportModule(m.norm1, g, [x!], childPath(path, 'norm1')), shiftMsa, scaleMsa)], childPath(path, 'attn'));
+  const h = g.add(x!, g.mul(g.unsqueeze(gateMsa, 1), attended));
+  const mlp = exportModule(m.mlp, g, [modulateOnnx(g, exportModule(m.norm2, g, [h], childPath(path, 'norm2')), shiftMlp, scaleMlp)], childPath(path, 'mlp'));
+  return g.add(h, g.mul(g.unsqueeze(gateMlp, 1), mlp));
+});
+registerExporter(FinalLayer, (m, g, [x, c], path) => {
+  const [shift, scale] = g.split(exportModule(m.adaLNModulation, g, [c!], childPath(path, 'adaLN_modulation')), 1, Array(2).fill(x!.shape[2] as number)) as [Value, Value];
+  return exportModule(m.linear, g, [modulateOnnx(g, exportModule(m.normFinal, g, [x!], childPath(path, 'norm_final')), shift, scale)], childPath(path, 'linear'));
+});
+
+/** DiT.forward of x [N, C, H, W], t [N] (float32) and y [N] (int64) as graph nodes. */
+function ditOnnx(m: DiT, g: OnnxGraph, x: Value, t: Value, y: Value, path: string): Value {
+  let h = g.add(exportModule(m.xEmbedder, g, [x], childPath(path, 'x_embedder')), g.tensor(m.posEmbed, childPath(path, 'pos_embed')));
+  const c = g.add(exportModule(m.tEmbedder, g, [t], childPath(path, 't_embedder')), exportModule(m.yEmbedder, g, [y], childPath(path, 'y_embedder')));
+  [...m.blocks].forEach((block, i) => { h = exportModule(block, g, [h, c], childPath(path, `blocks.${i}`)); });
+  const out = exportModule(m.finalLayer, g, [h, c], childPath(path, 'final_layer'));
+  const { patchSize: p } = m.config;
+  const side = m.config.inputSize / p;
+  const n = x.shape[0]!;
+  const patches = g.transpose(g.reshape(out, [n, side, side, p, p, m.outChannels]), [0, 5, 1, 3, 2, 4]);
+  return g.reshape(patches, [n, m.outChannels, side * p, side * p]);
+}
+
+registerExporter(DiT, (m, g, [x, t, y], path) => ditOnnx(m, g, x!, t!, y!, path));
+registerExporter(SiT, (m, g, [x, t, y], path) => {
+  const out = ditOnnx(m, g, x!, t!, y!, path);
+  return m.config.learnSigma ? g.slice(out, 1, 0, m.config.inChannels) : out;
+});
+
+/**
+ * forwardWithCfg as a graph of the conditional half only: x [B, C, H, W], t [B], labels y [B] and
+ * cfg_scale [1] in; the network runs on the batch doubled with the null class, and the guided
+ * channels come out as uncond + cfg_scale (cond - uncond), the others as cond's: the first B rows
+ * of forwardWithCfg(cat(x, x), cat(t, t), cat(y, null), cfgScale).
+ */
+export function forwardWithCfgOnnx(m: DiT, g: OnnxGraph, [x, t, y, cfgScale]: [Value, Value, Value, Value], options: CfgOptions = {}): Value {
+  const channels = options.channels ?? m.cfgChannels;
+  const outChannels = m instanceof SiT && m.config.learnSigma ? m.config.inChannels : m.outChannels;
+  const k = channels === 'all' ? m.config.inChannels : channels;
+  if (!Number.isInteger(k) || k < 1 || k > outChannels) throw new Error(`ONNX export: cfg channels must be 'all' or in [1, ${outChannels}], got ${String(channels)}`);
+  const nullLabels = g.add(g.mul(y, g.ints([0])), g.ints([m.config.numClasses]));
+  const out = exportModule(m, g, [g.concat([x, x], 0), g.concat([t, t], 0), g.concat([y, nullLabels], 0)], '');
+  const [cond, uncond] = g.splitEqual(out, 0, 2, x.shape[0]!);
+  const guide = (v: Value) => g.slice(v, 1, 0, k);
+  const guided = g.add(guide(uncond!), g.mul(g.sub(guide(cond!), guide(uncond!)), cfgScale));
+  return k === outChannels ? guided : g.concat([guided, g.slice(cond!, 1, k, outChannels)], 1);
+}

@@ -88,8 +88,14 @@ export function logSoftmax(input: Tensor, dim: number): Tensor { return O.logSof
 export function layerNorm(input: Tensor, normalizedShape: number[], weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
   return O.layerNorm(input, normalizedShape, weight, bias, eps, true);
 }
+/**
+ * F.group_norm. A bfloat16 input with float32 affine parameters (a conv's output under CPU autocast,
+ * whose op list in libtorch 1.13 lacks group_norm, unlike CUDA's) is normalized in float32, as
+ * CUDA autocast does; the kernel itself refuses mixed dtypes.
+ */
 export function groupNorm(input: Tensor, numGroups: number, weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
-  return O.groupNorm(input, numGroups, weight, bias, eps, true);
+  const mixed = weight !== null && weight.dtype === 'float32' && input.dtype !== 'float32';
+  return O.groupNorm(mixed ? input.float() : input, numGroups, weight, bias, eps, true);
 }
 /** F.batch_norm: updates runningMean/runningVar in place when training. */
 export function batchNorm(

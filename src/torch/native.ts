@@ -65,6 +65,8 @@ export interface Native {
   hasOp(name: string, overload: string): boolean;
   opReturns(id: number): ('Tensor' | 'Tensor[]' | 'value')[];
   callOp(id: number, ...args: unknown[]): unknown;
+  /** An operator of schema (Tensor, Tensor[, Scalar alpha]) -> Tensor through the unboxed dispatcher path. */
+  callBinary(id: number, a: Handle, b: Handle, alpha?: number): Handle;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
   broadcast(group: GroupHandle, tensors: Handle[], src: number): void;

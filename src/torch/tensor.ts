@@ -1,6 +1,7 @@
 // Tensor: a handle on one libtorch tensor, with PyTorch's methods in camelCase. Every operator
 // goes through `op('aten::name.overload')`, which looks the schema up once and calls libtorch's
-// boxed dispatcher, so autograd, type promotion and error messages are libtorch's own.
+// boxed dispatcher (add, sub, mul and div of two tensors through its unboxed path, `binaryOp`),
+// so autograd, autocast, type promotion and error messages are libtorch's own.
 import { native, type Handle } from './native.js';
 import {
   type DType, type AnyTypedArray, type TypedArrayFor,
@@ -188,12 +189,29 @@ export function op(qualified: string): (...args: any[]) => any {
   };
 }
 
+/**
+ * A callable for an operator of schema (Tensor, Tensor[, Scalar alpha]) -> Tensor through the
+ * addon's unboxed path: for the hottest elementwise ops, whose cost through the boxed call is
+ * mostly the argument stack and the wrapping, not the arithmetic.
+ */
+function binaryOp(qualified: string): (a: Tensor, b: Tensor, alpha?: Scalar) => Tensor {
+  let id = -1;
+  return (a, b, alpha) => {
+    if (id < 0) id = opId(qualified);
+    try {
+      return new Tensor(alpha === undefined ? native.callBinary(id, a._handle, b._handle) : native.callBinary(id, a._handle, b._handle, Number(alpha)));
+    } catch (error) {
+      throw withTensorArguments(error, [a, b]);
+    }
+  };
+}
+
 const A = {
-  add: op('aten::add.Tensor'), addS: op('aten::add.Scalar'), add_: op('aten::add_.Tensor'), addS_: op('aten::add_.Scalar'),
-  sub: op('aten::sub.Tensor'), subS: op('aten::sub.Scalar'), sub_: op('aten::sub_.Tensor'), subS_: op('aten::sub_.Scalar'),
+  add: binaryOp('aten::add.Tensor'), addS: op('aten::add.Scalar'), add_: op('aten::add_.Tensor'), addS_: op('aten::add_.Scalar'),
+  sub: binaryOp('aten::sub.Tensor'), subS: op('aten::sub.Scalar'), sub_: op('aten::sub_.Tensor'), subS_: op('aten::sub_.Scalar'),
   rsubS: op('aten::rsub.Scalar'),
-  mul: op('aten::mul.Tensor'), mulS: op('aten::mul.Scalar'), mul_: op('aten::mul_.Tensor'), mulS_: op('aten::mul_.Scalar'),
-  div: op('aten::div.Tensor'), divS: op('aten::div.Scalar'), div_: op('aten::div_.Tensor'), divS_: op('aten::div_.Scalar'),
+  mul: binaryOp('aten::mul.Tensor'), mulS: op('aten::mul.Scalar'), mul_: op('aten::mul_.Tensor'), mulS_: op('aten::mul_.Scalar'),
+  div: binaryOp('aten::div.Tensor'), divS: op('aten::div.Scalar'), div_: op('aten::div_.Tensor'), divS_: op('aten::div_.Scalar'),
   divMode: op('aten::div.Tensor_mode'), remainder: op('aten::remainder.Tensor'), remainderS: op('aten::remainder.Scalar'),
   pow: op('aten::pow.Tensor_Tensor'), powS: op('aten::pow.Tensor_Scalar'), powS_: op('aten::pow_.Scalar'),
   neg: op('aten::neg'), abs: op('aten::abs'), sqrt: op('aten::sqrt'), sqrt_: op('aten::sqrt_'), rsqrt: op('aten::rsqrt'),

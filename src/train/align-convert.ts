@@ -1,6 +1,7 @@
 // `reals align convert` (DESIGN.md section 1, "After training"): a checkpoint of trainAlignment
 // becomes the files the rest of the pipeline reads, in one output folder:
-// - config.json + diffusion_pytorch_model.safetensors: the VAE as a diffusers AutoencoderKL folder;
+// - config.json + diffusion_pytorch_model.safetensors: the VAE as a diffusers AutoencoderKL folder,
+//   its config carrying the statistics below as latents_mean/latents_std (scaling_factor 1);
 // - mean_std.json: the per-channel mean and std of its latents over N training images, with which
 //   generator training normalizes latents, (z - mean) / std;
 // - align.safetensors: MLP_patch and MLP_cls with their config (saveAlignmentHeads), for the heads.
@@ -165,6 +166,9 @@ export async function convertAlignment(options: AlignConvertOptions): Promise<Al
     await data.close();
   }
   vae.latentStats = result.stats;
+  // diffusers' SDXL-style pipelines normalize by (z - latents_mean) * scaling_factor / latents_std:
+  // with scaling_factor 1 that is ReaLS's (z - mean) / std, so both read the folder alike.
+  Object.assign(vae.config, { latentsMean: result.stats.mean, latentsStd: result.stats.std, scalingFactor: 1, shiftFactor: null });
   vae.savePretrained(options.outputDir);
   saveAlignmentHeads(join(options.outputDir, ALIGN_HEADS_NAME), heads);
   return { ...result, skipped: data.skipped };

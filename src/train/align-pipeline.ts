@@ -32,7 +32,8 @@ export interface AlignTrainSettings {
   /** Runs go to <resultsDir>/NNN-align. */
   resultsDir: string;
   seed: number;
-  precision: 'fp32' | 'bf16';
+  /** The forwards under bfloat16 autocast or not; auto: bf16 on CUDA and bfloat16-capable CPUs. */
+  precision: torch.Precision;
   ckptEvery: number;
   logEvery: number;
   imageEvery: number;
@@ -53,7 +54,7 @@ export interface AlignTrainSettings {
 
 export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
   imageSize: 256, dinoModel: 'dinov2_vitb14', dinoInputSize: 448, vaeConfig: 'sd-vae', maxEpoch: 100, batchSize: 8, resultsDir: 'results',
-  seed: 0, precision: 'fp32', ckptEvery: 5000, logEvery: 100, imageEvery: 1000,
+  seed: 0, precision: 'auto', ckptEvery: 5000, logEvery: 100, imageEvery: 1000,
   mlpHidden: ALIGNMENT_DEFAULTS.hiddenDim, mlpDepth: ALIGNMENT_DEFAULTS.depth, clsPooling: ALIGNMENT_DEFAULTS.clsPooling, clsPoolSize: ALIGNMENT_DEFAULTS.clsPoolSize,
   recLoss: ALIGN_LOSS_DEFAULTS.reconstruction, recWeight: ALIGN_LOSS_DEFAULTS.reconstructionWeight, lpipsWeight: ALIGN_LOSS_DEFAULTS.lpipsWeight,
   klWeight: ALIGN_LOSS_DEFAULTS.klWeight, patchWeight: ALIGN_LOSS_DEFAULTS.patchWeight, clsWeight: ALIGN_LOSS_DEFAULTS.clsWeight,

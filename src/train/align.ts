@@ -22,12 +22,14 @@
 // and `vae_config` (the VAE's diffusers config.json) and `heads_config` (the AlignmentConfig), so
 // that `reals align convert` rebuilds both models from the checkpoint alone.
 // Resuming restores all of it, so on CPU the losses continue exactly as without the interruption.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { DistributedDataParallel } from '../nn/parallel.js';
 import * as optim from '../optim/index.js';
-import { checkWritableDir } from '../io/file.js';
+import { checkWritableDir, writeAll, writeFileAtomic } from '../io/file.js';
 import { AutoencoderKL, configToDiffusers } from '../models/autoencoder-kl.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
@@ -40,7 +42,8 @@ import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt, withDefaults } from './context.js';
 import { progress as makeProgress, type Progress } from './progress.js';
-import { makeGrid } from './images.js';
+import { encodePng, makeGrid } from './images.js';
+import { encodePosterior } from './latents.js';
 
 const F = nn.F;
 const dist = torch.distributed;
@@ -118,8 +121,12 @@ export interface AlignTrainOptions extends Partial<AlignLossWeights> {
   imageEvery?: number;
   /** Seeds the CPU generator with seed * worldSize + rank, as DiT (default 0). */
   seed?: number;
-  /** 'bf16': CUDA autocast to bfloat16 for the forward passes. */
-  precision?: 'fp32' | 'bf16';
+  /**
+   * The forward passes and losses under bfloat16 autocast ('bf16'), or not ('fp32', default);
+   * 'auto' picks bf16 on CUDA and bfloat16-capable CPUs. Weights, gradients and both Adam states
+   * stay float32. The checkpoints' metadata records the precision that ran.
+   */
+  precision?: torch.Precision;
   device?: torch.Device;
   /** Saved in the checkpoints' metadata (the CLI's flags), with lr, betas and emaDecay those that ran. */
   args?: Record<string, unknown>;
@@ -156,8 +163,10 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const ckptEvery = options.ckptEvery ?? 5000;
   const logEvery = options.logEvery ?? 100;
   const imageEvery = options.imageEvery ?? 1000;
-  const precision = options.precision ?? 'fp32';
-  const { distributed, rank, worldSize, device, log } = processContext(options);
+  const { distributed, rank, worldSize, device, log: contextLog } = processContext(options);
+  // Rank 0's lines also go to the run's log.txt once its outputs are open.
+  let log = contextLog;
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
   if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainAlignment: resultsDir');
 
   if (dinoInputSize % dino.config.patchSize !== 0) {
@@ -170,7 +179,6 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     throw new Error(`trainAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
   }
   if (w.lpipsWeight > 0 && lpips === null) throw new Error(`trainAlignment: lpipsWeight ${w.lpipsWeight} needs an LPIPS model (or set it to 0)`);
-  if (precision === 'bf16' && !device.startsWith('cuda')) throw new Error('trainAlignment: precision bf16 needs a CUDA device (autocast is CUDA-only)');
   if (!(options.maxEpoch >= 1)) throw new Error(`trainAlignment: maxEpoch must be at least 1, got ${options.maxEpoch}`);
   if (data.length < 1) throw new Error('trainAlignment: the data has no batches (fewer images than ranks?)');
 
@@ -214,10 +222,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const emaUpdater = new optim.EMA(ema, model, { decay: emaDecay });
   if (options.resume === undefined) emaUpdater.copyFrom();
 
-  const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
-    lock: true, log,
+  const outputs = openRunOutputs(runDir, rank, {
+    lock: true, log, args: { ...options.args, ...settings },
     keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
   });
+  const { lock, checkpoints, metrics, tensorboard } = outputs;
+  log = outputs.log;
   const maxSteps = Math.min(options.maxSteps ?? Infinity, options.maxEpoch * data.length);
   const progress: Progress | null = rank === 0
     ? makeProgress({ total: maxSteps, label: 'align', start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
@@ -231,15 +241,16 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   /** One generator step and, from discStart on, one discriminator step; returns the losses. */
   const trainStep = (images: Tensor): Tensor => torch.scope(() => {
     const x = images.to(device);
-    const autocast = <T>(fn: () => T): T => torch.autocast(fn, { dtype: 'bfloat16', enabled: precision === 'bf16' });
+    const autocast = <T>(fn: () => T): T => torch.withPrecision(precision, device, fn);
     const target: AlignmentFeatures = torch.noGrad(() => autocast(() => {
       const features = dino.forwardFeatures(preprocessImages(x, dinoInputSize));
-      return { patch: features.xNormPatchtokens, cls: features.xNormClstoken };
+      return { patch: features.xNormPatchtokens.float(), cls: features.xNormClstoken.float() };
     }));
     const ganActive = step >= w.discStart;
     discriminator.requiresGrad_(false);
+    // The posterior in float32 (encodePosterior) and the losses on float32 outputs; the networks under `precision`.
+    const posterior = encodePosterior(vae, x, precision);
     const { total, values, xrec } = autocast(() => {
-      const posterior = vae.encode(x);
       const z = posterior.sample();
       const latentGrid: [number, number] = [z.size(2), z.size(3)];
       if (!noticeShown) {
@@ -252,7 +263,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const perceptual = w.lpipsWeight > 0 ? lpips!.forward(x, xrec.float()).mean() : torch.zeros([], { device });
       const nll = rec.mul(w.reconstructionWeight).add(perceptual.mul(w.lpipsWeight));
       const kl = posterior.kl().sum().div(z.numel());
-      const align = alignmentLoss(heads.forward(z), { patch: resampleTokens(target.patch, dinoGrid, latentGrid), cls: target.cls }, w);
+      const predicted = heads.forward(z);
+      const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() }, { patch: resampleTokens(target.patch, dinoGrid, latentGrid), cls: target.cls }, w);
       let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
       let gLoss = torch.zeros([], { device });
       let dWeight = torch.zeros([], { device });
@@ -298,7 +310,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors, disc: discriminator.stateDict(), opt_disc: savedDisc.tensors },
       metadata: {
         step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
-        vae_config: configToDiffusers(vae.config), heads_config: heads.config,
+        precision, vae_config: configToDiffusers(vae.config), heads_config: heads.config,
       },
     });
   };
@@ -340,7 +352,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
             sums.clear();
             sinceLog = 0;
           }
-          if (step % imageEvery === 0) await logReconstructions(tensorboard!, vae, fixedImages!, device, step);
+          if (step % imageEvery === 0) await logReconstructions(tensorboard!, runDir, vae, fixedImages!, device, step);
         }
         if (step % ckptEvery === 0) save();
         if (step >= maxSteps) break training;
@@ -359,15 +371,21 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   return { runDir, step, checkpoint: lastCheckpoint };
 }
 
-/** Inputs (top row) and their reconstructions from the posterior mean (bottom row) as one TensorBoard image. */
-async function logReconstructions(writer: SummaryWriter, vae: AutoencoderKL, images: Tensor, device: torch.Device, step: number): Promise<void> {
+/**
+ * Inputs (top row) and their reconstructions from the posterior mean (bottom row) as one image:
+ * in TensorBoard, and as <run>/reconstructions/NNNNNNN.png to look at without it.
+ */
+async function logReconstructions(writer: SummaryWriter, runDir: string, vae: AutoencoderKL, images: Tensor, device: torch.Device, step: number): Promise<void> {
   const grid = torch.noGrad(() => torch.scope(() => {
     const x = images.to(device);
     const xrec = vae.decode(vae.encode(x).mode()).clamp(-1, 1);
     return makeGrid(torch.cat([x, xrec]).cpu(), { nrow: x.size(0) });
   }));
   try {
-    await writer.addImage('train/reconstructions', grid, step);
+    const png = await encodePng(grid);
+    await writer.addImage('train/reconstructions', png, step);
+    mkdirSync(join(runDir, 'reconstructions'), { recursive: true });
+    writeFileAtomic(join(runDir, 'reconstructions', `${String(step).padStart(7, '0')}.png`), (fd) => writeAll(fd, png));
   } finally {
     grid.dispose();
   }

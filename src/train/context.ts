@@ -1,8 +1,10 @@
 // What every long-running command needs to know about its process (one rank of a process group
 // or alone, the device it computes on, a log only rank 0 prints), rank 0's run outputs, and the
 // ranks reading their batches in step.
+import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
+import { writeJsonFileAtomic } from '../io/index.js';
 import { CheckpointManager } from './checkpoint.js';
 import { lockRunDir, type RunLock } from './run-dir.js';
 import { MetricsLog } from './metrics.js';
@@ -47,6 +49,13 @@ export interface RunOutputs {
   checkpoints: CheckpointManager | null;
   metrics: MetricsLog | null;
   tensorboard: SummaryWriter | null;
+  /** The given log, also appending each line to the run's log.txt with its time (rank 0), as DiT's create_logger. */
+  log: (line: string) => void;
+}
+
+/** Appends `[YYYY-MM-DD HH:MM:SS] line` to `path`, as DiT's logger writes log.txt. */
+function appendLogLine(path: string, line: string): void {
+  appendFileSync(path, `[${new Date().toISOString().replace('T', ' ').slice(0, 19)}] ${line}\n`);
 }
 
 /**
@@ -57,12 +66,24 @@ export interface RunOutputs {
  * abandoned run's, aside (CheckpointManager.setAsideAfter), saying so.
  */
 export function openRunOutputs(
-  runDir: string, rank: number, options: { keepLast?: number; resumeStep?: number; lock?: boolean; log?: (line: string) => void },
+  runDir: string, rank: number,
+  options: { keepLast?: number; resumeStep?: number; lock?: boolean; log?: (line: string) => void; args?: Record<string, unknown> },
 ): RunOutputs {
-  if (rank !== 0) return { lock: null, checkpoints: null, metrics: null, tensorboard: null };
-  const { resumeStep, log = () => {} } = options;
-  const lock = options.lock === true ? lockRunDir(runDir, log) : null;
+  const { resumeStep, log: given = () => {} } = options;
+  if (rank !== 0) return { lock: null, checkpoints: null, metrics: null, tensorboard: null, log: given };
+  const lock = options.lock === true ? lockRunDir(runDir, given) : null;
+  const logFile = join(runDir, 'log.txt');
+  const log = (line: string): void => {
+    appendLogLine(logFile, line);
+    given(line);
+  };
   try {
+    appendLogLine(logFile, resumeStep === undefined ? `run folder ${runDir}` : `resuming in ${runDir} from step ${resumeStep}`);
+    // The flags of this start of the run (a resume rewrites it with its own), as the checkpoints' metadata records them.
+    if (options.args !== undefined) {
+      writeJsonFileAtomic(join(runDir, 'args.json'), options.args);
+      appendLogLine(logFile, `args ${JSON.stringify(options.args)}`);
+    }
     const checkpoints = new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast });
     if (resumeStep !== undefined) {
       const aside = checkpoints.setAsideAfter(resumeStep);
@@ -73,6 +94,7 @@ export function openRunOutputs(
       checkpoints,
       metrics: new MetricsLog(join(runDir, 'metrics.jsonl'), resumeStep !== undefined ? { resumeStep } : {}),
       tensorboard: new SummaryWriter(runDir, resumeStep !== undefined ? { purgeStep: resumeStep + 1 } : {}),
+      log,
     };
   } catch (error) {
     lock?.release();

@@ -12,12 +12,16 @@ import { DataLoader } from '../data/index.js';
 import {
   TRANSPORT_DEFAULTS, type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
 } from '../diffusion/index.js';
-import { loadGenerator, sampleImages, trainGenerator, type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type SampleImagesResult } from './sit.js';
 import {
-  CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentSource,
+  loadGenerator, sampleImages, savedGeneratorSpec, trainGenerator,
+  type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type LoadedGenerator, type SampleImagesResult,
+} from './sit.js';
+import type { AutoencoderKL } from '../models/autoencoder-kl.js';
+import {
+  CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentNormalization, type LatentSource,
 } from './latents.js';
 import { withDefaults } from './context.js';
-import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { downsamplingFactor, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 
 const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
@@ -84,10 +88,12 @@ export interface GeneratorTrainSettings {
   cfgProb: number;
   /** Mirror each image with probability 1/2 (or use a cache's mirror images). */
   flip: boolean;
+  /** The networks under bfloat16 autocast or not; auto (default): bf16 on CUDA and bfloat16-capable CPUs. */
+  precision: torch.Precision;
 }
 
 export const GENERATOR_TRAIN_RUN_DEFAULTS: GeneratorTrainSettings = {
-  resultsDir: 'results', imageSize: 256, epochs: 1400, globalBatchSize: 256, globalSeed: 0, logEvery: 100, ckptEvery: 50_000, cfgProb: 0.1, flip: true,
+  resultsDir: 'results', imageSize: 256, epochs: 1400, globalBatchSize: 256, globalSeed: 0, logEvery: 100, ckptEvery: 50_000, cfgProb: 0.1, flip: true, precision: 'auto',
 };
 
 /** `reals sit train` / `reals dit train`'s flags, camelCased; the ones left out take GENERATOR_TRAIN_RUN_DEFAULTS. */
@@ -164,7 +170,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     const loader = new DataLoader(dataset, { batchSize, seed: o.globalSeed, rank, worldSize, numWorkers: o.numWorkers, randomFlip: o.flip });
-    data = new EncodedImages(loader, vae!, normalization!, o.device ?? (torch.cuda.isAvailable() ? `cuda:${worldSize > 1 ? torch.distributed.getLocalRank() : 0}` : 'cpu'));
+    data = new EncodedImages(loader, vae!, normalization!, o.device ?? (torch.cuda.isAvailable() ? `cuda:${worldSize > 1 ? torch.distributed.getLocalRank() : 0}` : 'cpu'), o.precision);
   }
   try {
     const [inChannels, inputSize] = data.latentShape as [number, number, number];
@@ -172,7 +178,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     return await trainGenerator({
       spec, data, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
       epochs: o.epochs, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast, logEvery: o.logEvery,
-      seed: o.globalSeed, device: o.device, args: o, log,
+      seed: o.globalSeed, device: o.device, precision: o.precision, args: o, log,
       transport: { pathType: o.pathType, prediction: o.prediction, lossWeight: o.lossWeight, trainEps: o.trainEps, sampleEps: o.sampleEps },
     });
   } finally {
@@ -194,10 +200,6 @@ export interface SampleSettings {
   sampleDir: string;
   perProcBatchSize: number;
   numFidSamples: number;
-  /** Image side (official checkpoints: the latent side is this / the VAE's factor). */
-  imageSize: number;
-  /** Classes (official checkpoints). */
-  numClasses: number;
   cfgScale: number;
   guidanceLow: number;
   guidanceHigh: number;
@@ -213,21 +215,33 @@ export interface SampleSettings {
   diffusionNorm: number;
   lastStep: LastStep;
   lastStepSize: number;
+  /** The networks under bfloat16 autocast or not; auto (default): bf16 on CUDA and bfloat16-capable CPUs. */
+  precision: torch.Precision;
 }
 
 export const SAMPLE_RUN_DEFAULTS: SampleSettings = {
-  sampleDir: 'samples', perProcBatchSize: 4, numFidSamples: 50_000, imageSize: 256, numClasses: 1000, cfgScale: 1.0, guidanceLow: 0, guidanceHigh: 1,
+  sampleDir: 'samples', perProcBatchSize: 4, numFidSamples: 50_000, cfgScale: 1.0, guidanceLow: 0, guidanceHigh: 1,
   numSamplingSteps: 250, globalSeed: 0, weights: 'ema', atol: 1e-6, rtol: 1e-3, reverse: false, diffusionForm: 'sigma', diffusionNorm: 1.0,
-  lastStep: 'Mean', lastStepSize: 0.04,
+  lastStep: 'Mean', lastStepSize: 0.04, precision: 'auto',
 };
+
+/** What an official checkpoint (no metadata) is taken to be when the flags do not say: sample_ddp.py's defaults. */
+export const OFFICIAL_CHECKPOINT_DEFAULTS = { imageSize: 256, numClasses: 1000, model: { SiT: 'SiT-XL/2', DiT: 'DiT-XL/2' } } as const;
 
 /** The default sampling method of each sampler (sample_ddp.py's). */
 export const SAMPLE_METHOD_DEFAULTS: Record<SampleMode, string> = { ode: 'dopri5', sde: 'Euler', ddpm: 'ddpm', ddim: 'ddim' };
 
 /** `reals sample <mode>`'s flags, camelCased; the ones left out take SAMPLE_RUN_DEFAULTS. */
 export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions {
-  /** A SIT_CONFIGS name of the sampler's kind, or a .json of SiTConfig fields. */
-  model: string;
+  /**
+   * A SIT_CONFIGS name of the sampler's kind, or a .json of SiTConfig fields. Default: the
+   * network a reals checkpoint records; for an official file OFFICIAL_CHECKPOINT_DEFAULTS.
+   */
+  model?: string;
+  /** Image side; the latent side is this / the VAE's factor. Default: the checkpoint's, else 256. */
+  imageSize?: number;
+  /** Default: the checkpoint's, else 1000. */
+  numClasses?: number;
   /** A reals checkpoint (.safetensors) or an official .pt. */
   ckpt: string;
   /** The diffusers AutoencoderKL folder that decodes the latents. */
@@ -249,13 +263,62 @@ export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions
 /** Python's str(float): 4.0 → "4.0", as sample_ddp.py's folder names print the flags. */
 function pyFloat(value: number): string { return Number.isInteger(value) ? value.toFixed(1) : String(value); }
 
-/** sample_ddp.py's folder name for the samples. */
-export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & SampleSettings, method: string): string {
+/**
+ * sample_ddp.py's folder name for the samples, then the guidance interval and the seed, so that
+ * runs differing only in those do not share a folder.
+ */
+export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & SampleSettings & { model: string }, method: string): string {
   const model = options.model.endsWith('.json') ? basename(options.model, '.json') : options.model.replaceAll('/', '-');
   const ckpt = basename(options.ckpt).replace('.pt', '').replace('.safetensors', '');
   const head = `${model}-${ckpt}-cfg-${pyFloat(options.cfgScale)}-${options.perProcBatchSize}-${mode.toUpperCase()}-${options.numSamplingSteps}`;
-  if (mode === 'ddpm' || mode === 'ddim') return head;
-  return mode === 'ode' ? `${head}-${method}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}`;
+  const tail = `interval-${pyFloat(options.guidanceLow)}-${pyFloat(options.guidanceHigh)}-seed-${options.globalSeed}`;
+  if (mode === 'ddpm' || mode === 'ddim') return `${head}-${tail}`;
+  return mode === 'ode' ? `${head}-${method}-${tail}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}-${tail}`;
+}
+
+/** The flags that say which generator a checkpoint holds (a reals checkpoint says it itself). */
+export interface GeneratorFlags { ckpt: string; model?: string; imageSize?: number; numClasses?: number; weights?: 'ema' | 'model'; log?: (line: string) => void }
+
+/**
+ * Loads the generator of `--ckpt` for the VAE at `vaePath`: a reals checkpoint's own network (flags
+ * that contradict it are refused), or an official file read as `--model` (default
+ * OFFICIAL_CHECKPOINT_DEFAULTS) at `--image-size` with `--num-classes`. `kind` null takes the kind
+ * the checkpoint or `--model` names. The normalization is the checkpoint's, else the VAE folder's.
+ */
+export function loadGeneratorFor(
+  o: GeneratorFlags, kind: GeneratorKind | null, vae: AutoencoderKL, vaePath: string,
+): { loaded: LoadedGenerator; model: string; normalization: LatentNormalization } {
+  const recorded = savedGeneratorSpec(o.ckpt);
+  let expected: GeneratorSpec;
+  if (o.model === undefined && recorded !== null) {
+    const saved = recorded;
+    // The checkpoint says what it is; flags that contradict it are refused rather than ignored.
+    if (kind !== null && saved.kind !== kind) throw new Error(`--ckpt ${o.ckpt} holds a ${saved.kind}; sample it with ${saved.kind === 'SiT' ? 'ode or sde' : 'ddpm or ddim'}`);
+    const imageSize = saved.config.inputSize * downsamplingFactor(vae);
+    if (o.imageSize !== undefined && latentSize(vae, o.imageSize) !== saved.config.inputSize) {
+      throw new Error(`--image-size ${o.imageSize}: --ckpt ${o.ckpt} was trained on ${saved.config.inputSize}x${saved.config.inputSize} latents (${imageSize}x${imageSize} images through --vae-path)`);
+    }
+    if (o.numClasses !== undefined && o.numClasses !== saved.config.numClasses) {
+      throw new Error(`--num-classes ${o.numClasses}: --ckpt ${o.ckpt} was trained with ${saved.config.numClasses} classes`);
+    }
+    expected = saved;
+  } else {
+    const resolvedKind = kind ?? (o.model?.startsWith('DiT') ? 'DiT' : 'SiT');
+    expected = resolveGeneratorSpec(o.model ?? OFFICIAL_CHECKPOINT_DEFAULTS.model[resolvedKind], resolvedKind, {
+      inputSize: latentSize(vae, o.imageSize ?? OFFICIAL_CHECKPOINT_DEFAULTS.imageSize), inChannels: vae.config.latentChannels,
+      numClasses: o.numClasses ?? OFFICIAL_CHECKPOINT_DEFAULTS.numClasses, classDropoutProb: 0.1,
+    });
+  }
+  const loaded = loadGenerator(o.ckpt, { spec: expected, weights: o.weights });
+  const normalization = loaded.normalization ?? latentNormalization(vaePath, vae);
+  if (loaded.normalization !== null) {
+    const own = (() => { try { return latentNormalization(vaePath, vae); } catch { return null; } })();
+    if (own !== null && JSON.stringify(own) !== JSON.stringify(loaded.normalization)) {
+      (o.log ?? console.warn)(`note: ${o.ckpt} was trained on latents normalized by ${describeNormalization(loaded.normalization)}; ` +
+        `using that, not --vae-path's ${describeNormalization(own)}`);
+    }
+  }
+  return { loaded, model: o.model ?? expected.name, normalization };
 }
 
 /** Loads the generator and the VAE, checks them against each other, and samples into the sample folder. */
@@ -278,18 +341,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   if (typeof o.cfgChannels === 'number' && o.cfgChannels > latentChannels) {
     throw new Error(`--cfg-channels ${o.cfgChannels}: the latents have ${latentChannels} channels (--vae-path ${o.vaePath}); give at most ${latentChannels}, or all`);
   }
-  const expected = resolveGeneratorSpec(o.model, SAMPLE_MODE_KIND[mode], {
-    inputSize: latentSize(vae, o.imageSize), inChannels: latentChannels, numClasses: o.numClasses, classDropoutProb: 0.1,
-  });
-  const loaded = loadGenerator(o.ckpt, { spec: expected, weights: o.weights });
-  const normalization = loaded.normalization ?? latentNormalization(o.vaePath, vae);
-  if (loaded.normalization !== null) {
-    const own = (() => { try { return latentNormalization(o.vaePath, vae); } catch { return null; } })();
-    if (own !== null && JSON.stringify(own) !== JSON.stringify(loaded.normalization)) {
-      (o.log ?? console.warn)(`note: ${o.ckpt} was trained on latents normalized by ${describeNormalization(loaded.normalization)}; ` +
-        `using that, not --vae-path's ${describeNormalization(own)}`);
-    }
-  }
+  const { loaded, model, normalization } = loadGeneratorFor(o, SAMPLE_MODE_KIND[mode], vae, o.vaePath);
   const saved: Partial<TransportConfig> = loaded.transport ?? {};
   const transport: Partial<TransportConfig> = {
     pathType: o.pathType ?? saved.pathType, prediction: o.prediction ?? saved.prediction,
@@ -301,8 +353,8 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   try {
     return await sampleImages({
       model: loaded.model, vae, normalization, method: mode, numSamples: o.numFidSamples, batchSize: o.perProcBatchSize,
-      seed: o.globalSeed, sampleDir: `${o.sampleDir}/${sampleFolderName(mode, o, method)}`, steps: o.numSamplingSteps,
-      cfgScale: o.cfgScale, cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, device: o.device, log: o.log,
+      seed: o.globalSeed, sampleDir: `${o.sampleDir}/${sampleFolderName(mode, { ...o, model }, method)}`, steps: o.numSamplingSteps,
+      cfgScale: o.cfgScale, cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, device: o.device, precision: o.precision, log: o.log,
       ...(mode === 'ode'
         ? { ode: { samplingMethod: method as OdeMethod, atol: o.atol, rtol: o.rtol, reverse: o.reverse } }
         : mode === 'ddpm' || mode === 'ddim' ? {} : {
@@ -328,9 +380,11 @@ export interface CacheLatentsSettings {
   batchSize: number;
   /** Images per shard. */
   shardSize: number;
+  /** The encoder under bfloat16 autocast or not; auto (default): bf16 on CUDA and bfloat16-capable CPUs. */
+  precision: torch.Precision;
 }
 
-export const CACHE_LATENTS_RUN_DEFAULTS: CacheLatentsSettings = { imageSize: 256, flip: false, batchSize: 32, shardSize: 1000 };
+export const CACHE_LATENTS_RUN_DEFAULTS: CacheLatentsSettings = { imageSize: 256, flip: false, batchSize: 32, shardSize: 1000, precision: 'auto' };
 
 /** `reals cache-latents`'s flags, camelCased. */
 export interface CacheLatentsRunOptions extends Partial<CacheLatentsSettings>, HubRunOptions {
@@ -356,7 +410,7 @@ export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<
   try {
     return await cacheLatents({
       dataset, vae, vaePath: o.vaePath, out: o.out, flip: o.flip, batchSize: o.batchSize,
-      shardSize: o.shardSize, numWorkers: o.numWorkers, device: o.device,
+      shardSize: o.shardSize, numWorkers: o.numWorkers, device: o.device, precision: o.precision,
     });
   } finally {
     if (worldSize > 1) torch.distributed.destroyProcessGroup();

@@ -19,3 +19,4 @@ export * from './align-pipeline.js';
 export * from './generator-pipeline.js';
 export * from './teacher-pipeline.js';
 export { launch, resolveCommand, type LaunchOptions } from './launch.js';
+export * from './export-pipeline.js';

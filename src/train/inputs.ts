@@ -1,7 +1,8 @@
 // What the pipelines read from disk, each named by the flag it comes from in errors: a VAE
 // (a diffusers folder, or a state dict to start training from), the images (an ImageNet-layout
 // folder or Fashion-MNIST), and the latent side they give.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { load } from '../io/index.js';
 import { AutoencoderKL, resolveVaeConfig } from '../models/autoencoder-kl.js';
@@ -76,12 +77,29 @@ export function loadImageDataset(dataPath: string, imageSize: number, channels: 
     return new FashionMNIST({ channels });
   }
   if (channels !== 3) throw new Error(`--data-path ${dataPath}: folder images are RGB, the VAE takes ${channels} channels`);
-  return new ImageFolder(dataPath, { resolution: imageSize });
+  return new ImageFolder(trainingFolder(dataPath), { resolution: imageSize });
+}
+
+/**
+ * An ImageNet root (`train/` and `val/` side by side, each of class folders) trains on `train/`,
+ * as the reference scripts are pointed at it, rather than taking the two splits for two classes.
+ */
+export function trainingFolder(dataPath: string): string {
+  const train = join(dataPath, 'train');
+  const isFolder = (path: string) => existsSync(path) && statSync(path).isDirectory();
+  if (!isFolder(train) || !isFolder(join(dataPath, 'val'))) return dataPath;
+  const hasClassFolders = readdirSync(train).some((name) => isFolder(join(train, name)));
+  return hasClassFolders ? train : dataPath;
+}
+
+/** How many pixels of a side one latent covers (SD-VAE: 8). */
+export function downsamplingFactor(vae: AutoencoderKL): number {
+  return 2 ** (vae.config.blockOutChannels.length - 1);
 }
 
 /** The side of the VAE's latents for images of `imageSize` (SiT: image_size // 8). */
 export function latentSize(vae: AutoencoderKL, imageSize: number): number {
-  const factor = 2 ** (vae.config.blockOutChannels.length - 1);
+  const factor = downsamplingFactor(vae);
   if (imageSize % factor !== 0) throw new Error(`--image-size ${imageSize} is not divisible by the VAE's downsampling factor ${factor}`);
   return imageSize / factor;
 }

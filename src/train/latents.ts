@@ -14,7 +14,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME, makeDirs } from '../io/index.js';
 import { removeDeadTemporaries } from '../io/file.js';
-import { AutoencoderKL, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
+import { AutoencoderKL, DiagonalGaussianDistribution, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
 import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { progress as makeProgress } from './progress.js';
 import { processContext } from './context.js';
@@ -80,6 +80,16 @@ export function denormalizeLatents(z: Tensor, n: LatentNormalization): Tensor {
 
 // --- the cache ----------------------------------------------------------------------------------
 
+/**
+ * `vae.encode(x)` under `precision`, with the posterior built in float32 from the encoder's
+ * moments: bfloat16 autocast leaves them bfloat16, and std = exp(logvar / 2), the sampling noise
+ * (its random stream too) and the KL would otherwise be computed in bfloat16.
+ */
+export function encodePosterior(vae: AutoencoderKL, x: Tensor, precision: torch.ResolvedPrecision): DiagonalGaussianDistribution {
+  const posterior = torch.withPrecision(precision, x.device, () => vae.encode(x));
+  return posterior.parameters.dtype === 'float32' ? posterior : new DiagonalGaussianDistribution(posterior.parameters.float());
+}
+
 export const LATENT_INDEX = 'index.json';
 
 const settingsSchema = z.object({
@@ -89,6 +99,8 @@ const settingsSchema = z.object({
   imageShape: z.array(z.number().int().positive()).length(3),
   latentShape: z.array(z.number().int().positive()).length(3),
   normalization: latentNormalizationSchema,
+  // Caches made before precision was a setting were encoded in float32.
+  precision: z.enum(['fp32', 'bf16']).default('fp32'),
 });
 
 const indexSchema = z.object({
@@ -121,6 +133,12 @@ export interface CacheLatentsOptions {
   shardSize?: number;
   /** Encode with the posterior of images in this device (default cuda when available). */
   device?: torch.Device;
+  /**
+   * The encoder under bfloat16 autocast ('bf16'), or not ('fp32', default); 'auto' picks bf16 on
+   * CUDA and bfloat16-capable CPUs. The latents are stored in float32 either way; the index's
+   * settings record the precision, so a cache is continued only in the precision it began with.
+   */
+  precision?: torch.Precision;
   /** Image decoding threads for folders (the DataLoader's default when absent). */
   numWorkers?: number;
   log?: (line: string) => void;
@@ -175,6 +193,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   const settings: LatentCacheSettings = {
     items: dataset.length, shardSize, flip, imageShape, latentShape: [vae.config.latentChannels, imageShape[1] / factor, imageShape[2] / factor],
     normalization: latentNormalization(options.vaePath, vae),
+    precision: torch.resolvePrecision(options.precision ?? 'fp32', device),
   };
   const indexPath = join(out, LATENT_INDEX);
   if (existsSync(indexPath)) {
@@ -199,7 +218,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   const mine = Array.from({ length: numShards }, (_, k) => k).filter((k) => k % worldSize === rank);
   const todo = mine.filter((k) => !shardExists(join(out, shardName(k))));
   log(`caching ${dataset.length} images in ${numShards} shards of ${shardSize} into ${out}${flip ? ' (and their mirror images)' : ''}; ` +
-    `normalization ${describeNormalization(settings.normalization)}; ${mine.length - todo.length} shards already there`);
+    `normalization ${describeNormalization(settings.normalization)}; ${settings.precision}; ${mine.length - todo.length} shards already there`);
   const bar = rank === 0 ? makeProgress({ total: todo.length, label: 'cache-latents', unit: 'shard', stream: options.progressStream }) : null;
   vae.to(device).eval();
   try {
@@ -213,8 +232,8 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
         for await (const batch of loader) {
           torch.noGrad(() => torch.scope(() => {
             const encode = (x: Tensor): [Tensor, Tensor] => {
-              const posterior = vae.encode(x.to(device));
-              return [posterior.mean.float().cpu(), posterior.std.float().cpu()];
+              const posterior = encodePosterior(vae, x.to(device), settings.precision);
+              return [posterior.mean.cpu(), posterior.std.cpu()];
             };
             const [mean, std] = encode(batch.images);
             parts.mean!.push(torch.keep(mean));
@@ -458,13 +477,17 @@ export class CachedLatents implements LatentSource {
  */
 export class EncodedImages implements LatentSource {
   readonly latentShape: number[];
+  /** The encoder's precision ('auto' resolved): bf16 runs it under bfloat16 autocast; the latents come out float32. */
+  readonly precision: torch.ResolvedPrecision;
 
   constructor(
     readonly loader: DataLoader,
     readonly vae: AutoencoderKL,
     readonly normalization: LatentNormalization,
     readonly device: torch.Device = 'cpu',
+    precision: torch.Precision = 'fp32',
   ) {
+    this.precision = torch.resolvePrecision(precision, device);
     const [, h, w] = imageShapeOf(loader.dataset);
     const factor = 2 ** (vae.config.blockOutChannels.length - 1);
     this.latentShape = [vae.config.latentChannels, h / factor, w / factor];
@@ -483,7 +506,7 @@ export class EncodedImages implements LatentSource {
         break;
       }
       yield torch.noGrad(() => torch.scope(() => {
-        const latents = normalizeLatents(this.vae.encode(images.to(this.device)).sample(), this.normalization);
+        const latents = normalizeLatents(encodePosterior(this.vae, images.to(this.device), this.precision).sample(), this.normalization);
         images.dispose();
         return { latents, labels, batchIndex };
       }));

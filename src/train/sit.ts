@@ -104,6 +104,12 @@ export interface GeneratorTrainOptions {
   /** --global-seed (default 0): rank r seeds with seed * worldSize + r. */
   seed?: number;
   device?: torch.Device;
+  /**
+   * The forward and the loss under bfloat16 autocast ('bf16'), or not ('fp32', default); 'auto'
+   * picks bf16 on CUDA and bfloat16-capable CPUs. Weights, gradients and AdamW state stay float32.
+   * The checkpoints' metadata records the precision that ran.
+   */
+  precision?: torch.Precision;
   /** Saved in the checkpoints' metadata (the CLI's flags), with lr, weightDecay and emaDecay those that ran. */
   args?: Record<string, unknown>;
   log?: (line: string) => void;
@@ -121,7 +127,9 @@ export interface GeneratorTrainResult {
 
 export async function trainGenerator(options: GeneratorTrainOptions): Promise<GeneratorTrainResult> {
   const { spec, data } = options;
-  const { distributed, rank, worldSize, device, log } = processContext(options);
+  const { distributed, rank, worldSize, device, log: contextLog } = processContext(options);
+  // Rank 0's lines also go to the run's log.txt once its outputs are open.
+  let log = contextLog;
   if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainGenerator: resultsDir');
   const ckptEvery = options.ckptEvery ?? 50_000;
   const logEvery = options.logEvery ?? 100;
@@ -134,6 +142,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   }
   if (data.length < 1) throw new Error(`trainGenerator: the data has no full batch of ${data.batchSize} on this rank`);
   const transport = createTransport(options.transport);
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
 
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   // Under DDP every rank starts from rank 0's initialisation (DistributedDataParallel copies it).
@@ -168,31 +177,31 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   const settings = { ...overrideOptimizerSettings(opt, { lr: options.lr, weightDecay: options.weightDecay }, log), emaDecay };
   const emaUpdater = new optim.EMA(ema, model, { decay: emaDecay });
   if (options.resume === undefined) emaUpdater.copyFrom();
-  log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
-    `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
-    `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); run folder ${runDir}`);
-
-  const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, rank, {
-    lock: true, log,
+  const outputs = openRunOutputs(runDir, rank, {
+    lock: true, log, args: { ...options.args, ...settings },
     keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
   });
+  const { lock, checkpoints, metrics, tensorboard } = outputs;
+  log = outputs.log;
+  log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
+    `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
+    `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); ${precision}; run folder ${runDir}`);
   const maxSteps = Math.min(options.maxSteps ?? Infinity, epochs * data.length);
   const bar: Progress | null = rank === 0
     ? makeProgress({ total: maxSteps, label: spec.name, start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
     : null;
 
-  const network = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor => model.forward(x, t, kwargs.y as Tensor);
+  // The losses take the network's output in float32 (bf16's log-variance terms of DiT would round).
+  const network = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor => model.forward(x, t, kwargs.y as Tensor).float();
   /** Forward and backward of one batch; returns the loss averaged over ranks. */
   const trainStep = (latents: Tensor, labels: Tensor): number => torch.scope(() => {
     const x = latents.to(device);
     const y = labels.to(device);
-    let loss: Tensor;
-    if (diffusion !== null) {
+    const loss = torch.withPrecision(precision, device, () => {
+      if (diffusion === null) return transport.trainingLosses(network, x, { y }).loss.mean();
       const t = torch.randint(0, diffusion.numTimesteps, [x.size(0)]).to(device);
-      loss = diffusion.trainingLosses(network, x, t, { y }).loss.mean();
-    } else {
-      loss = transport.trainingLosses(network, x, { y }).loss.mean();
-    }
+      return diffusion.trainingLosses(network, x, t, { y }).loss.mean();
+    });
     loss.backward();
     ddp?.syncGradients();
     const value = loss.detach().float().reshape([1]);
@@ -219,7 +228,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
       tensors: { model: model.stateDict(), ema: ema.stateDict(), opt: saved.tensors },
       metadata: {
         step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata,
-        generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
+        precision, generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
       },
     });
   };
@@ -325,10 +334,21 @@ function restore(
 
 // --- loading a trained generator ----------------------------------------------------------------
 
-function isGeneratorCheckpoint(path: string): boolean {
+/** The generator a reals checkpoint holds, read from its header alone; null for any other file (official .pt, state dicts). */
+export function savedGeneratorSpec(path: string): GeneratorSpec | null {
+  if (!path.endsWith('.safetensors')) return null;
   const file = SafetensorsFile.open(path);
   file.close();
-  return file.metadata.generator !== undefined;
+  const saved = file.metadata.generator;
+  if (saved === undefined) return null;
+  let parsed: ReturnType<typeof specSchema.safeParse>;
+  try {
+    parsed = specSchema.safeParse(JSON.parse(saved));
+  } catch (error) {
+    throw new Error(`--ckpt ${path}: metadata "generator" is not JSON (${(error as Error).message})`);
+  }
+  if (!parsed.success) throw new Error(`--ckpt ${path}: metadata "generator" is not a generator spec ("${parsed.error.issues[0]!.path.join('.')}": ${parsed.error.issues[0]!.message})`);
+  return parsed.data as GeneratorSpec;
 }
 
 export interface LoadedGenerator {
@@ -364,7 +384,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
   if (!existsSync(path)) throw new Error(`--ckpt ${path}: no such file`);
   const expected = options.spec;
   const weights = options.weights ?? 'ema';
-  if (path.endsWith('.safetensors') && isGeneratorCheckpoint(path)) {
+  if (savedGeneratorSpec(path) !== null) {
     const checkpoint = loadCheckpoint(path);
     try {
       const meta = generatorMetadata(checkpoint);
@@ -457,12 +477,13 @@ export function batchSeed(rankSeed: number, batch: number): number {
  */
 export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
   const c = model.config;
   const labels = indices.map((index) => sampleLabel(index, c.numClasses));
   const shape = [c.inChannels, c.inputSize, c.inputSize];
   if (cfgScale > 1 && guidanceLow <= 0 && guidanceHigh >= 1) {
     if (model.training) throw new Error('sampleLatents: the model is in training mode (labels would be dropped at random); call eval() first');
-    return torch.noGrad(() => torch.scope(() => {
+    return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {
       const n = labels.length;
       torch.manualSeed(seed);
       const z = torch.randn([n, ...shape]).to(device);
@@ -483,9 +504,9 @@ export function sampleLatents(options: SampleLatentsOptions, indices: readonly n
         : sampler.sampleSde({ diffusionForm: 'sigma', ...options.sde, numSteps: options.steps ?? 250 });
       const { samples } = sample(torch.cat([z, z]), guided, { y });
       return samples[samples.length - 1]!.slice(0, 0, n);
-    }));
+    })));
   }
-  return generateLatents({ ...options, labels, shape, seed });
+  return generateLatents({ ...options, precision, labels, shape, seed });
 }
 
 /** The file in a sample folder that records what its PNGs were drawn with. */
@@ -496,10 +517,12 @@ export const SAMPLING_SETTINGS = 'sampling.json';
  * (sample i's noise comes from its batch's seed), the latent normalization and the hashes of the
  * generator's and the VAE's weights. The samples count is not among them: more samples extend a folder.
  */
-function samplingSettings(options: SampleImagesOptions, worldSize: number): Record<string, unknown> {
+function samplingSettings(options: SampleImagesOptions, precision: torch.ResolvedPrecision, worldSize: number): Record<string, unknown> {
   const { method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta } = options;
   return JSON.parse(JSON.stringify({
     method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta,
+    // Folders drawn before precision was a setting are fp32 and have no entry: fp32 adds none.
+    precision: precision === 'fp32' ? undefined : precision,
     seed: options.seed, batchSize: options.batchSize, worldSize, normalization: options.normalization,
     model: stateDictHash(options.model), vae: stateDictHash(options.vae),
   })) as Record<string, unknown>;
@@ -565,19 +588,20 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const iterations = Math.ceil(numSamples / globalBatch);
   const rankSeed = options.seed * worldSize + rank;
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
   model.to(device).eval();
   vae.to(device).eval();
-  claimSampleDir(sampleDir, samplingSettings(options, worldSize), rank, distributed, log);
+  claimSampleDir(sampleDir, samplingSettings(options, precision, worldSize), rank, distributed, log);
   log(`sampling ${numSamples} images (${iterations} batches of ${batchSize} x ${worldSize} ranks) into ${sampleDir}; ` +
-    `${options.method}, ${options.steps ?? 250} steps, cfg ${options.cfgScale ?? 1}; latents denormalized by ${describeNormalization(normalization)}`);
+    `${options.method}, ${options.steps ?? 250} steps, cfg ${options.cfgScale ?? 1}, ${precision}; latents denormalized by ${describeNormalization(normalization)}`);
   const bar = rank === 0 ? makeProgress({ total: iterations, label: 'sample', unit: 'batch', stream: options.progressStream, itemsPerStep: globalBatch }) : null;
   try {
     for (let b = 0; b < iterations; b++) {
       const indices = Array.from({ length: batchSize }, (_, i) => i * worldSize + rank + b * globalBatch);
       if (!indices.every((index) => existsSync(name(index)))) {
         const images = torch.noGrad(() => torch.scope(() => {
-          const latents = sampleLatents({ ...options, device }, indices, batchSeed(rankSeed, b));
-          const decoded = vae.decode(denormalizeLatents(latents, normalization));
+          const latents = sampleLatents({ ...options, precision, device }, indices, batchSeed(rankSeed, b));
+          const decoded = torch.withPrecision(precision, device, () => vae.decode(denormalizeLatents(latents, normalization))).float();
           // Casting to uint8 would turn a NaN into a black pixel, and a diverged model into a score.
           const finite = decoded.isfinite().flatten(1).all(1).cpu().toArray() as Uint8Array;
           const bad = indices.filter((_, i) => !finite[i]);

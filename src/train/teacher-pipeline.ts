@@ -39,10 +39,12 @@ export interface TeacherTrainSettings {
   logEvery: number;
   /** Linear probe at the end on n train and n test images; 0: none. */
   probeImages: number;
+  /** The networks under bfloat16 autocast or not; auto (default): bf16 on CUDA and bfloat16-capable CPUs. */
+  precision: torch.Precision;
 }
 
 export const TEACHER_TRAIN_RUN_DEFAULTS: TeacherTrainSettings = {
-  imageSize: 32, batchSize: 64, epochs: 100, resultsDir: 'results', seed: 0, ckptEvery: 1000, logEvery: 20, probeImages: 2000,
+  imageSize: 32, batchSize: 64, epochs: 100, resultsDir: 'results', seed: 0, ckptEvery: 1000, logEvery: 20, probeImages: 2000, precision: 'auto',
 };
 
 /** `reals teacher train`'s flags, camelCased. */

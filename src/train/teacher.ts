@@ -154,6 +154,12 @@ export interface SelfSupervisedTeacherOptions extends Partial<SelfSupervisedSett
   /** Image decoding threads for folder datasets (default: the loader's). */
   numWorkers?: number;
   device?: torch.Device;
+  /**
+   * The backbone and head forwards under bfloat16 autocast ('bf16'), or not ('fp32', default);
+   * 'auto' picks bf16 on CUDA and bfloat16-capable CPUs. The losses, centers, weights and AdamW
+   * state stay float32; the linear probe runs in float32. The checkpoints' metadata records it.
+   */
+  precision?: torch.Precision;
   /** Saved in the checkpoints' metadata (the CLI's flags). */
   args?: Record<string, unknown>;
   log?: (line: string) => void;
@@ -293,8 +299,11 @@ const LOSS_NAMES = [
  */
 export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherOptions): Promise<SelfSupervisedTeacherResult> {
   const s: SelfSupervisedSettings = withDefaults(SELF_SUPERVISED_DEFAULTS, options);
-  const { distributed, rank, worldSize, device, log } = processContext(options);
+  const { distributed, rank, worldSize, device, log: contextLog } = processContext(options);
+  // Rank 0's lines also go to the run's log.txt once its outputs are open.
+  let log = contextLog;
   if (distributed) throw new Error('trainSelfSupervisedTeacher: runs in one process; start it without `reals launch`');
+  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
   const config: DinoV2Config = { ...DINOV2_CONFIGS.dinov2_vits14!, ...options.config };
   const batchSize = options.batchSize;
   const seed = options.seed ?? 0;
@@ -357,14 +366,15 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
     runDir = createRunDir(options.resultsDir, 'teacher').path;
   }
   if (batch >= stepsPerEpoch) [epoch, batch] = [epoch + 1, 0];
+  const outputs = openRunOutputs(runDir, 0, {
+    lock: true, log, args: options.args ?? {}, keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
+  });
+  const { lock, checkpoints, metrics, tensorboard } = outputs;
+  log = outputs.log;
   log(`teacher: ViT ${config.embedDim}-wide, depth ${config.depth}, patch ${config.patchSize}: ${params.toLocaleString('en-US')} backbone parameters; ` +
     `heads ${s.headNPrototypes} prototypes (hidden ${s.headHiddenDim}, bottleneck ${s.headBottleneckDim}${s.ibotSeparateHead ? ', separate iBOT head' : ', shared'}); ` +
     `2 global crops of ${s.globalCropsSize} + ${s.localCropsNumber} local of ${s.localCropsSize}; batch ${batchSize}, lr ${lr.toPrecision(3)}, ` +
     `${totalSteps} steps; run folder ${runDir}`);
-
-  const { lock, checkpoints, metrics, tensorboard } = openRunOutputs(runDir, 0, {
-    lock: true, log, keepLast: options.keepLast, resumeStep: options.resume !== undefined ? step : undefined,
-  });
   const bar: Progress = makeProgress({ total: totalSteps, label: 'teacher', start: step, stream: options.progressStream, itemsPerStep: batchSize });
   const grid = s.globalCropsSize / config.patchSize;
   const nLocal = s.localCropsNumber;
@@ -382,34 +392,44 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
     const nMasked = maskIndices.size(0);
     const doIbot = s.ibotLossWeight > 0 && nMasked > 0;
 
+    // The networks under `precision`, their outputs in float32 for the centering, softmaxes and losses.
     const target = torch.noGrad(() => {
-      const features = teacher.backbone.forwardFeatures(globalIn);
-      const cls = teacher.dinoHead.forward(features.xNormClstoken);
+      const { cls, patches } = torch.withPrecision(precision, device, () => {
+        const features = teacher.backbone.forwardFeatures(globalIn);
+        return {
+          cls: teacher.dinoHead.forward(features.xNormClstoken).float(),
+          patches: doIbot ? teacher.patchHead.forward(features.xNormPatchtokens.flatten(0, 1).indexSelect(0, maskIndices)).float() : null,
+        };
+      });
       const dino = centers.dino.softmaxCenterTeacher(cls, teacherTemp);
       centers.dino.updateCenter(cls);
       let ibot: Tensor | null = null;
-      if (doIbot) {
-        const patches = teacher.patchHead.forward(features.xNormPatchtokens.flatten(0, 1).indexSelect(0, maskIndices));
+      if (patches !== null) {
         ibot = centers.ibot.softmaxCenterTeacher(patches, teacherTemp);
         centers.ibot.updateCenter(patches);
       }
       return { dino, ibot };
     });
 
-    const globalFeatures = student.backbone.forwardFeatures(globalIn, masks);
-    const globalCls = globalFeatures.xNormClstoken;
-    const localCls = localIn === null ? null : student.backbone.forwardFeatures(localIn).xNormClstoken;
-    // One DINO-head call over the local and global CLS tokens, as upstream's block-diagonal batch.
-    const headOut = student.dinoHead.forward(localCls === null ? globalCls : torch.cat([localCls, globalCls]));
-    const studentLocal = localCls === null ? null : headOut.slice(0, 0, nLocal * B);
+    const { globalCls, headOut, studentPatches } = torch.withPrecision(precision, device, () => {
+      const globalFeatures = student.backbone.forwardFeatures(globalIn, masks);
+      const globalCls = globalFeatures.xNormClstoken;
+      const localCls = localIn === null ? null : student.backbone.forwardFeatures(localIn).xNormClstoken;
+      return {
+        globalCls: globalCls.float(),
+        // One DINO-head call over the local and global CLS tokens, as upstream's block-diagonal batch.
+        headOut: student.dinoHead.forward(localCls === null ? globalCls : torch.cat([localCls, globalCls])).float(),
+        studentPatches: doIbot ? student.patchHead.forward(globalFeatures.xNormPatchtokens.flatten(0, 1).indexSelect(0, maskIndices)).float() : null,
+      };
+    });
+    const studentLocal = localIn === null ? null : headOut.slice(0, 0, nLocal * B);
     const studentGlobal = headOut.slice(0, nLocal * B);
     const { dinoLocal, dinoGlobal } = dinoCrossViewLosses(centers.dino, studentLocal, studentGlobal, target.dino, nLocal);
     const [cls0, cls1] = globalCls.chunk(2, 0) as [Tensor, Tensor];
     // KoLeo within each global view only ("we don't apply koleo loss between cls tokens of a same image").
     const koleo = s.koleoLossWeight > 0 ? koleoLoss(cls0).add(koleoLoss(cls1)).mul(s.koleoLossWeight) : torch.zeros([], { device });
     let ibot = torch.zeros([], { device });
-    if (doIbot) {
-      const studentPatches = student.patchHead.forward(globalFeatures.xNormPatchtokens.flatten(0, 1).indexSelect(0, maskIndices));
+    if (studentPatches !== null) {
       // forward_masked x loss_scales (2) x ibot_loss_scale (1 / 2).
       ibot = centers.ibot.forwardMasked(studentPatches, target.ibot!, masks, maskWeights(masks));
     }
@@ -432,7 +452,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
       tensors: { student: student.stateDict(), teacher: teacher.stateDict(), opt: saved.tensors, loss: centers.stateDict() },
       metadata: {
         step, epoch, batch, world_size: worldSize, batch_size: batchSize, args: options.args ?? {}, ...trainingRngMetadata({ distributed, rank, worldSize, device }),
-        optimizer: saved.metadata, teacher_config: teacherConfig, total_steps: totalSteps,
+        optimizer: saved.metadata, teacher_config: teacherConfig, total_steps: totalSteps, precision,
       },
     });
   };

@@ -11,7 +11,7 @@ import type { Tensor } from '../../src/torch/index.js';
 import { NpzFile, loadSafetensors } from '../../src/io/index.js';
 import { encodePng } from '../../src/train/images.js';
 import { batchSeed, loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
-import { denormalizeLatents, latentNormalization } from '../../src/train/latents.js';
+import { denormalizeLatents, latentNormalization, type LatentNormalization } from '../../src/train/latents.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { launch } from '../../src/train/launch.js';
 import { PassThrough } from 'node:stream';
@@ -59,6 +59,15 @@ test('the official-format checkpoint samples as SiT\'s own sampler does for the 
   }
 });
 
+/** What `reals sample` runs in by default ('auto': bf16 on CPUs with AMX or AVX512-BF16, else fp32). */
+const DEFAULT_PRECISION = torch.resolvePrecision('auto', 'cpu');
+
+/** The PNG pixels of latents as sampleImages decodes them, in DEFAULT_PRECISION, NHWC. */
+function decodeAs(vae: AutoencoderKL, latents: Tensor, normalization: LatentNormalization): Tensor {
+  return torch.noGrad(() => torch.withPrecision(DEFAULT_PRECISION, 'cpu', () => vae.decode(denormalizeLatents(latents, normalization))).float())
+    .mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous();
+}
+
 test('reals sample ode writes one PNG per sample, an ADM .npz of them and a grid (ddpm: from a DiT); a checkpoint of another size fails first', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-sample-'));
   const vaePath = vaeFolder(join(root, 'vae'));
@@ -69,7 +78,7 @@ test('reals sample ode writes one PNG per sample, an ADM .npz of them and a grid
 
   await reals('sample', 'ode', '--model', model, ...common, '--per-proc-batch-size', '3', '--num-fid-samples', '5', '--cfg-scale', '4',
     '--num-sampling-steps', '6', '--global-seed', '2');
-  const name = 'tiny-sit_checkpoint-cfg-4.0-3-ODE-6-dopri5';
+  const name = 'tiny-sit_checkpoint-cfg-4.0-3-ODE-6-dopri5-interval-0.0-1.0-seed-2';
   const dir = join(root, 'samples', name);
   assert.deepEqual(readdirSync(dir).sort(), ['000000.png', '000001.png', '000002.png', '000003.png', '000004.png', '000005.png', 'sampling.json']);
   assert.ok(existsSync(join(root, 'samples', `${name}.png`)), 'grid');
@@ -82,15 +91,14 @@ test('reals sample ode writes one PNG per sample, an ADM .npz of them and a grid
   // Sample 0 is the first of batch 0 of the only rank, drawn with seed 2 * 1 + 0 and decoded as sample_ddp.py does.
   const vae = AutoencoderKL.fromPretrained(vaePath);
   const { model: network } = loadGenerator(OFFICIAL, { spec: TINY });
-  const latents = sampleLatents({ model: network, method: 'ode', steps: 6, cfgScale: 4 }, [0, 1, 2], batchSeed(2, 0));
-  const expected = torch.noGrad(() => vae.decode(denormalizeLatents(latents, latentNormalization(vaePath, vae))))
-    .mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1);
-  assert.deepEqual(arr.slice(0, 0, 3).toArray(), expected.contiguous().toArray());
+  const latents = sampleLatents({ model: network, method: 'ode', steps: 6, cfgScale: 4, precision: DEFAULT_PRECISION }, [0, 1, 2], batchSeed(2, 0));
+  const expected = decodeAs(vae, latents, latentNormalization(vaePath, vae));
+  assert.deepEqual(arr.slice(0, 0, 3).toArray(), expected.toArray());
 
   // The same file read as a DiT (same keys; DiT keeps the learned-variance channels) samples with DDPM.
   await assert.rejects(reals('sample', 'ddpm', '--model', 'SiT-XL/2', ...common), /--model SiT-XL\/2: not one of DiT-XL\/2, /);
   await reals('sample', 'ddpm', '--model', model, ...common, '--per-proc-batch-size', '2', '--num-fid-samples', '2', '--num-sampling-steps', '5');
-  const ddpm = NpzFile.open(join(root, 'samples', 'tiny-sit_checkpoint-cfg-1.0-2-DDPM-5.npz'));
+  const ddpm = NpzFile.open(join(root, 'samples', 'tiny-sit_checkpoint-cfg-1.0-2-DDPM-5-interval-0.0-1.0-seed-0.npz'));
   assert.deepEqual(ddpm.header('arr_0').shape, [2, 8, 8, 3]);
   ddpm.close();
   rmSync(root, { recursive: true });
@@ -125,9 +133,19 @@ test('cache-latents, sit train from the cache, extract-ema and sample sde run en
 
   await reals('sample', 'sde', '--model', model, '--ckpt', ckpt, '--vae-path', vaePath, '--sample-dir', join(root, 'samples'),
     '--per-proc-batch-size', '2', '--num-fid-samples', '3', '--num-sampling-steps', '4');
-  const npz = NpzFile.open(join(root, 'samples', 'tiny-0000003-cfg-1.0-2-SDE-4-Euler-sigma-Mean-0.04.npz'));
+  const npz = NpzFile.open(join(root, 'samples', 'tiny-0000003-cfg-1.0-2-SDE-4-Euler-sigma-Mean-0.04-interval-0.0-1.0-seed-0.npz'));
   assert.deepEqual(npz.header('arr_0').shape, [3, 8, 8, 3]);
   npz.close();
+  // Without --model the checkpoint says what it is (network, latent size, classes); ODE as SiT's sample.py spells it.
+  await reals('sample', 'ODE', '--ckpt', ckpt, '--vae-path', vaePath, '--sample-dir', join(root, 'samples'),
+    '--per-proc-batch-size', '2', '--num-fid-samples', '2', '--num-sampling-steps', '3', '--sampling-method', 'euler');
+  const recorded = NpzFile.open(join(root, 'samples', 'SiT-tiny-0000003-cfg-1.0-2-ODE-3-euler-interval-0.0-1.0-seed-0.npz'));
+  assert.deepEqual(recorded.header('arr_0').shape, [2, 8, 8, 3]);
+  recorded.close();
+  await assert.rejects(reals('sample', 'ode', '--ckpt', ckpt, '--vae-path', vaePath, '--image-size', '16', '--sample-dir', join(root, 'x')),
+    /--image-size 16: --ckpt .*0000003\.safetensors was trained on 4x4 latents \(8x8 images through --vae-path\)/);
+  await assert.rejects(reals('sample', 'ddpm', '--ckpt', ckpt, '--vae-path', vaePath, '--sample-dir', join(root, 'x')),
+    /holds a SiT; sample it with ode or sde/);
   // Training from raw images encodes them at every step.
   await reals('sit', 'train', '--data-path', images, '--vae-path', vaePath, '--image-size', '8', '--num-classes', '3', '--model', model,
     '--results-dir', results, '--global-batch-size', '4', '--max-steps', '2', '--num-workers', '0');
@@ -182,16 +200,16 @@ test('under reals launch, sit train splits the global batch over 2 ranks and sam
 
   assert.equal(await ranks(['sample', 'ode', '--model', model, '--ckpt', ckpt, '--vae-path', vaePath, '--sample-dir', join(root, 'samples'),
     '--per-proc-batch-size', '2', '--num-fid-samples', '4', '--num-sampling-steps', '3', '--sampling-method', 'euler', '--global-seed', '1']), 0, output);
-  const npz = NpzFile.open(join(root, 'samples', 'tiny-0000002-cfg-1.0-2-ODE-3-euler.npz'));
+  const npz = NpzFile.open(join(root, 'samples', 'tiny-0000002-cfg-1.0-2-ODE-3-euler-interval-0.0-1.0-seed-1.npz'));
   const arr = npz.get('arr_0');
   npz.close();
   // Rank r draws samples r, r + 2 from seed 1 * 2 + r.
   const vae = AutoencoderKL.fromPretrained(vaePath);
   const { model: network, normalization } = loadGenerator(ckpt, { spec: TINY });
   for (const rank of [0, 1]) {
-    const latents = sampleLatents({ model: network, method: 'ode', steps: 3, ode: { samplingMethod: 'euler' } }, [rank, rank + 2], batchSeed(1 * 2 + rank, 0));
-    const expected = torch.noGrad(() => vae.decode(denormalizeLatents(latents, normalization!))).mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1);
-    assert.deepEqual(arr.index(torch.tensor([rank, rank + 2])).toArray(), expected.contiguous().toArray(), `rank ${rank}`);
+    const latents = sampleLatents({ model: network, method: 'ode', steps: 3, ode: { samplingMethod: 'euler' }, precision: DEFAULT_PRECISION }, [rank, rank + 2], batchSeed(1 * 2 + rank, 0));
+    const expected = decodeAs(vae, latents, normalization!);
+    assert.deepEqual(arr.index(torch.tensor([rank, rank + 2])).toArray(), expected.toArray(), `rank ${rank}`);
   }
   rmSync(root, { recursive: true });
 });

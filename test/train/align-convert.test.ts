@@ -100,12 +100,14 @@ test('convert writes a diffusers folder with the checkpoint\'s model.* or ema.* 
 
     const expected = fromGroup(group);
     const loaded = AutoencoderKL.fromPretrained(out);
-    assert.deepEqual(loaded.config, expected.vae.config);
+    const stats = JSON.parse(readFileSync(join(out, 'mean_std.json'), 'utf8')) as { mean: number[]; std: number[] };
+    // config.json carries the statistics as diffusers' latents_mean/latents_std, with scaling_factor 1
+    // so that (z - latents_mean) * scaling_factor / latents_std is ReaLS's (z - mean) / std.
+    assert.deepEqual(loaded.config, { ...expected.vae.config, latentsMean: stats.mean, latentsStd: stats.std, scalingFactor: 1, shiftFactor: null });
     assert.ok(sameOutputs(loaded, expected.vae, x), `${group}: encode and decode equal the checkpoint's weights'`);
     outputs[group] = loaded;
 
     // Over sampled latents of the 20 images, channel by channel, as computed directly.
-    const stats = JSON.parse(readFileSync(join(out, 'mean_std.json'), 'utf8')) as { mean: number[]; std: number[] };
     assert.deepEqual(Object.keys(stats), ['mean', 'std']);
     assert.equal(stats.mean.length, 4);
     assert.deepEqual(loaded.latentStats, stats);

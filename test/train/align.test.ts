@@ -79,6 +79,13 @@ test('a short Fashion-MNIST run with tiny models: reconstruction falls, patch an
   const events = readdirSync(result.runDir).filter((name) => name.startsWith('events.out.tfevents.'));
   assert.equal(events.length, 1);
   assert.ok(readFileSync(join(result.runDir, events[0]!)).includes('train/reconstructions'), 'reconstruction images logged');
+  // Beside TensorBoard: the same images as PNGs, the run's flags and its log.
+  assert.deepEqual(readdirSync(join(result.runDir, 'reconstructions')), ['0000010.png', '0000020.png', '0000030.png']);
+  assert.deepEqual([...readFileSync(join(result.runDir, 'reconstructions', '0000010.png')).subarray(1, 4)], [...Buffer.from('PNG')]);
+  const args = JSON.parse(readFileSync(join(result.runDir, 'args.json'), 'utf8'));
+  assert.equal(args.lr, 1e-3, 'the settings that ran');
+  assert.equal(args.lr, (checkpoint.metadata.args as Record<string, unknown>).lr);
+  assert.match(readFileSync(join(result.runDir, 'log.txt'), 'utf8'), /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /m);
   await data.close();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -1,0 +1,107 @@
+// `reals export onnx`: a generator checkpoint, its VAE and, optionally, the alignment MLPs with a
+// linear segmentation head, as ONNX graphs (src/onnx) in one folder with a manifest that says how
+// to run them: the latent normalization, the transport, the guided channels.
+import { join } from 'node:path';
+import { checkWritableDir, makeDirs, writeAll, writeFileAtomic } from '../io/file.js';
+import { writeJsonFileAtomic } from '../io/index.js';
+import { loadAlignmentHeads } from '../models/alignment.js';
+import { LinearSegmentationHead, buildHead, readHeadCheckpoint, vocPalette } from '../models/heads.js';
+import type { TransportConfig } from '../diffusion/index.js';
+import { exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder } from '../onnx/index.js';
+import { resolveGeneratorCheckpoint } from '../hub/index.js';
+import { downsamplingFactor, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
+import type { LatentNormalization } from './latents.js';
+
+export const ONNX_MANIFEST = 'model.json';
+
+/** What model.json records: the files, and what running them needs besides. */
+export interface OnnxManifest {
+  generator: {
+    kind: 'SiT' | 'DiT';
+    name: string;
+    config: Record<string, unknown>;
+    /** x, t, y → out. */
+    forward: string;
+    /** x, t, y, cfg_scale → out (the guided channels guided). */
+    cfg: string;
+    cfgChannels: number | 'all';
+    /** SiT's transport (the path and what the network predicts), null for DiT. */
+    transport: TransportConfig | null;
+  };
+  vae: {
+    decoder: string;
+    encoder: string;
+    latentChannels: number;
+    latentSize: number;
+    imageSize: number;
+    /** Generator latents are (z - mean) / std of VAE latents: decode mean + std * x. */
+    normalization: LatentNormalization;
+  };
+  /** z → logits, when --align-ckpt and --head are given. */
+  readout: { file: string; numClasses: number; palette: [number, number, number][] } | null;
+}
+
+export interface ExportOnnxRunOptions extends Omit<GeneratorFlags, 'log'>, HubRunOptions {
+  vaePath: string;
+  /** align.safetensors of `reals align convert`; with `head`, the segmentation readout is exported. */
+  alignCkpt?: string;
+  /** A linear segmentation head on the alignment MLPs' features (`reals heads train-linear`). */
+  head?: string;
+  /** Leading channels the CFG graph guides, or 'all' (default: the model's, 3 as upstream). */
+  cfgChannels?: number | 'all';
+  out: string;
+  log?: (line: string) => void;
+}
+
+export interface ExportOnnxResult { out: string; files: string[]; manifest: OnnxManifest }
+
+/** Writes the graphs and model.json into `out` (each file under a temporary name, then renamed). */
+export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<ExportOnnxResult> {
+  const { log = console.log } = options;
+  if ((options.alignCkpt === undefined) !== (options.head === undefined)) throw new Error('--align-ckpt and --head go together: the readout needs both');
+  checkWritableDir(options.out, '--out');
+  const vaePath = await resolveVaePath(options.vaePath, options);
+  const ckpt = await resolveGeneratorCheckpoint(options.ckpt, options);
+  const vae = loadVaeFolder(vaePath);
+  const { loaded, model: name, normalization } = loadGeneratorFor({ ...options, ckpt, log }, null, vae, vaePath);
+  const generator = loaded.model;
+  const latentSize = generator.config.inputSize;
+  const files: Record<string, Uint8Array> = {};
+  const graphs = exportGenerator(generator, { cfgChannels: options.cfgChannels });
+  files['generator.onnx'] = graphs.forward;
+  files['generator_cfg.onnx'] = graphs.cfg;
+  files['vae_decoder.onnx'] = exportVaeDecoder(vae, { latentSize });
+  files['vae_encoder.onnx'] = exportVaeEncoder(vae, { imageSize: latentSize * downsamplingFactor(vae) });
+  let readout: OnnxManifest['readout'] = null;
+  if (options.alignCkpt !== undefined && options.head !== undefined) {
+    const heads = loadAlignmentHeads(options.alignCkpt);
+    if (heads.config.latentChannels !== vae.config.latentChannels) {
+      throw new Error(`--align-ckpt ${options.alignCkpt} reads ${heads.config.latentChannels} latent channels, --vae-path ${vaePath} has ${vae.config.latentChannels}`);
+    }
+    const checkpoint = readHeadCheckpoint(options.head);
+    const head = buildHead(checkpoint, { featureDim: heads.config.featureDim, source: 'the alignment MLPs', maxLayers: 1 });
+    if (!(head instanceof LinearSegmentationHead)) throw new Error(`--head ${options.head}: a depth head; the readout exports segmentation heads`);
+    head.eval();
+    files['readout.onnx'] = exportSegmentationReadout(heads, head, { latentSize });
+    readout = { file: 'readout.onnx', numClasses: head.config.numClasses, palette: checkpoint.palette ?? vocPalette(head.config.numClasses) };
+  }
+  const manifest: OnnxManifest = {
+    generator: {
+      kind: loaded.spec.kind, name, config: { ...generator.config }, forward: 'generator.onnx', cfg: 'generator_cfg.onnx',
+      cfgChannels: options.cfgChannels ?? generator.cfgChannels, transport: loaded.transport,
+    },
+    vae: {
+      decoder: 'vae_decoder.onnx', encoder: 'vae_encoder.onnx', latentChannels: vae.config.latentChannels, latentSize,
+      imageSize: latentSize * downsamplingFactor(vae), normalization,
+    },
+    readout,
+  };
+  makeDirs(options.out, '--out');
+  for (const [file, bytes] of Object.entries(files)) writeFileAtomic(join(options.out, file), (fd) => writeAll(fd, bytes));
+  writeJsonFileAtomic(join(options.out, ONNX_MANIFEST), manifest);
+  const written = [...Object.keys(files), ONNX_MANIFEST];
+  const megabytes = Object.values(files).reduce((n, b) => n + b.byteLength, 0) / 2 ** 20;
+  log(`wrote ${written.join(', ')} into ${options.out} (${megabytes.toFixed(1)} MiB; opset 17, dynamic batch)`);
+  return { out: options.out, files: written, manifest };
+}
