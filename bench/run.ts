@@ -109,6 +109,8 @@ const ITEMS: Item[] = [
     iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1]: 50 forwards of the doubled batch', unit: 'latents/s', batch: 1,
     iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
+  { name: 'sit.sample.onnx', what: 'sit.sample through onnxruntime-node (reals sample --backend onnxruntime), float32, against PyTorch eager float32', unit: 'latents/s', batch: 1,
+    iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [] },
   // Training steps as the trainers take them (src/train/align.ts, src/train/sit.ts): forward, backward, optimizer, EMA.
   { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
     unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
@@ -170,7 +172,8 @@ function inPrecision(item: Item): Item {
 }
 
 function selectedItems(): Item[] {
-  return selectedByName().map(onDevice).map(inPrecision);
+  // onnxruntime-node runs on the CPU: against PyTorch on a GPU it would time two devices.
+  return selectedByName().filter((item) => !(onCuda && item.name === 'sit.sample.onnx')).map(onDevice).map(inPrecision);
 }
 
 function selectedByName(): Item[] {
@@ -264,7 +267,7 @@ async function main(): Promise<void> {
       ts: async () => {
         const cpuStart = process.cpuUsage();
         const start = process.hrtime.bigint();
-        tsRun(item.iterations);
+        await tsRun(item.iterations);
         if (onCuda) torch.cuda.synchronize();
         const wall = Number(process.hrtime.bigint() - start) / 1e9;
         const cpu = process.cpuUsage(cpuStart);

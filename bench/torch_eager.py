@@ -348,6 +348,7 @@ WORKLOADS = {
     "sit.forward": sit_forward,
     "sit.sample": sit_sample(1),
     "sit.sample.cfg": sit_sample(4),
+    "sit.sample.onnx": sit_sample(1),
     "align.step": align_step,
     "sit.train.step": sit_train_step,
     "inception.forward": inception_forward,

@@ -15,9 +15,11 @@ import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/ali
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
 import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
 import { encodePosterior } from '../src/train/latents.js';
+import { createOnnxSampler, type OnnxSampler } from '../src/train/onnx-backend.js';
 import type { Handle } from '../src/torch/native.js';
 
-export type Run = (iterations: number) => void;
+/** Runs `iterations` of the work (a promise where the work is asynchronous: onnxruntime). */
+export type Run = (iterations: number) => void | Promise<void>;
 
 /**
  * Where a workload runs, at what batch size and in what precision (the model items; others ignore
@@ -175,6 +177,24 @@ function sitSample(cfgScale: number): (setup: Setup) => Run {
   };
 }
 
+// The same sampling through `reals sample --backend onnxruntime`'s path: the SiT exported to ONNX
+// in memory and stepped by the shared flow sampler (src/onnx/flow-sampler.ts) on onnxruntime-node.
+function sitSampleOnnx({ batch }: Setup): Run {
+  const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval();
+  // A small VAE: its decoder is exported beside the SiT but not timed here.
+  const vae = new AutoencoderKL({ blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'], normNumGroups: 4, latentChannels: 4 }).eval();
+  const indices = Array.from({ length: batch }, (_, i) => i);
+  let sampler: Promise<OnnxSampler> | null = null;
+  return async (iterations) => {
+    sampler ??= createOnnxSampler({
+      model, vae, normalization: { source: 'scaling_factor', mean: [0, 0, 0, 0], std: [1, 1, 1, 1] }, method: 'euler', steps: 51,
+      cfgScale: 1, guidanceLow: 0, guidanceHigh: 1,
+    });
+    const onnx = await sampler;
+    for (let i = 0; i < iterations; i++) (await onnx.latents(indices, 0)).dispose();
+  };
+}
+
 // Training steps. src/train/align.ts and src/train/sit.ts keep their step inside the trainer, so
 // the steps are composed here from the same library calls, in the trainers' order.
 
@@ -280,6 +300,7 @@ export const WORKLOADS: Record<string, (setup: Setup) => Run> = {
   'sit.forward': sitForward,
   'sit.sample': sitSample(1),
   'sit.sample.cfg': sitSample(4),
+  'sit.sample.onnx': sitSampleOnnx,
   'align.step': alignStep,
   'sit.train.step': sitTrainStep,
   'inception.forward': inceptionForward,

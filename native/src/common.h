@@ -38,9 +38,10 @@ napi_value makeNull(napi_env env);
 napi_value makeIntArray(napi_env env, at::IntArrayRef values);
 
 // Runs `body`, turning C++ exceptions (c10::Error keeps libtorch's message, without the C++
-// backtrace) into JS exceptions.
+// backtrace) into JS exceptions prefixed with `name`, read when the exception arrives (so a body
+// may set it, as the operator calls do once they know the operator).
 template <typename F>
-napi_value guarded(napi_env env, const char* name, F&& body) {
+napi_value guarded(napi_env env, const char* const& name, F&& body) {
   try {
     return body();
   } catch (const JsError& e) {

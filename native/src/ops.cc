@@ -224,16 +224,22 @@ static napi_value fromIValue(napi_env env, const c10::IValue& value, const c10::
 
 // callOp(id, ...args): positional arguments in schema order (keyword-only ones included);
 // `undefined` takes the schema default.
+// The operator of id `value` (from lookupOp); `opName` becomes its name for the error messages.
+static const OpEntry& entryOf(napi_env env, napi_value value, const char* idLabel, const char*& opName) {
+  auto id = static_cast<size_t>(getInt64(env, value, idLabel));
+  if (id >= opTable.size()) throw JsError{std::string(idLabel) + ": unknown operator id"};
+  const OpEntry& op = opTable[id];
+  opName = op.name.c_str();
+  return op;
+}
+
 static napi_value CallOp(napi_env env, napi_callback_info info) {
   size_t argc = 32;
   napi_value argv[32];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   const char* opName = "callOp";
-  try {
-    auto id = static_cast<size_t>(getInt64(env, argv[0], "callOp(id)"));
-    if (id >= opTable.size()) throw JsError{"callOp: unknown operator id"};
-    const OpEntry& op = opTable[id];
-    opName = op.name.c_str();
+  return guarded(env, opName, [&]() -> napi_value {
+    const OpEntry& op = entryOf(env, argv[0], "callOp(id)", opName);
     const auto& schema = op.handle.schema();
     const auto& arguments = schema.arguments();
     if (argc - 1 > arguments.size()) {
@@ -278,16 +284,7 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
       check(napi_set_element(env, arr, i, fromIValue(env, stack[i], returns[i], argv + 1, argc - 1)), "napi_set_element");
     }
     return arr;
-  } catch (const JsError& e) {
-    napi_throw_error(env, nullptr, e.message.c_str());
-  } catch (const c10::Error& e) {
-    std::string msg = std::string(opName) + ": " + e.what_without_backtrace();
-    napi_throw_error(env, nullptr, msg.c_str());
-  } catch (const std::exception& e) {
-    std::string msg = std::string(opName) + ": " + e.what();
-    napi_throw_error(env, nullptr, msg.c_str());
-  }
-  return nullptr;
+  });
 }
 
 // callBinary(id, a, b[, alpha]): an operator of schema (Tensor self, Tensor other) -> Tensor, or
@@ -313,11 +310,8 @@ static napi_value CallBinary(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   const char* opName = "callBinary";
-  try {
-    auto id = static_cast<size_t>(getInt64(env, argv[0], "callBinary(id)"));
-    if (id >= opTable.size()) throw JsError{"callBinary: unknown operator id"};
-    const OpEntry& op = opTable[id];
-    opName = op.name.c_str();
+  return guarded(env, opName, [&]() -> napi_value {
+    const OpEntry& op = entryOf(env, argv[0], "callBinary(id)", opName);
     const bool alpha = argc > 3;
     if (!isBinarySchema(op.handle.schema(), alpha)) throw JsError{op.name + ": not a (Tensor, Tensor" + (alpha ? ", Scalar" : "") + ") -> Tensor operator"};
     const at::Tensor& a = unwrapTensor(env, argv[1], op.argLabels[0].c_str());
@@ -326,16 +320,7 @@ static napi_value CallBinary(napi_env env, napi_callback_info info) {
         ? op.handle.typed<BinaryAlphaFn>().call(a, b, scalarFromNumber(getDouble(env, argv[3], op.argLabels[2].c_str())).toScalar())
         : op.handle.typed<BinaryFn>().call(a, b);
     return wrapTensor(env, std::move(out));
-  } catch (const JsError& e) {
-    napi_throw_error(env, nullptr, e.message.c_str());
-  } catch (const c10::Error& e) {
-    std::string msg = std::string(opName) + ": " + e.what_without_backtrace();
-    napi_throw_error(env, nullptr, msg.c_str());
-  } catch (const std::exception& e) {
-    std::string msg = std::string(opName) + ": " + e.what();
-    napi_throw_error(env, nullptr, msg.c_str());
-  }
-  return nullptr;
+  });
 }
 
 void initOps(napi_env env, napi_value exports) {

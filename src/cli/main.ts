@@ -12,7 +12,7 @@ import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
-import { exportCommand } from './export.js';
+import { exportCommand, serveCommand } from './export.js';
 import { markRequiredOptions } from './parse.js';
 
 function envCommand(): Command {
@@ -62,6 +62,7 @@ export function buildProgram(): Command {
   program.addCommand(headsCommand());
   program.addCommand(teacherCommand());
   program.addCommand(exportCommand());
+  program.addCommand(serveCommand());
   return markRequiredOptions(program);
 }
 

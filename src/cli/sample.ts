@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
 import {
-  OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
+  OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
 import { device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 
@@ -51,6 +51,8 @@ function modeCommand(mode: SampleMode): Command {
   }
   if (mode === 'ode') {
     command
+      .addOption(new Option('--backend <b>', 'libtorch, or onnxruntime: the graphs exported in memory and run by onnxruntime-node on the CPU (euler and heun2)')
+        .choices([...SAMPLE_BACKENDS]).default('libtorch'))
       .option('--sampling-method <m>', 'euler, heun2 (torchdiffeq\'s, as SiT), heun-repa (REPA\'s Heun: no corrector on the last step, the corrector guided as its step) or dopri5', SAMPLE_METHOD_DEFAULTS.ode)
       .option('--atol <tol>', 'absolute tolerance (dopri5)', number(0), d.atol)
       .option('--rtol <tol>', 'relative tolerance (dopri5)', number(0), d.rtol)

@@ -87,6 +87,8 @@ export async function mergeDemoRuns(dirs: readonly string[], out: string): Promi
       sslTeacher: (sources.find((s) => s.result.cells.teachers.includes('ssl')) ?? sources[0]!).result.profile.sslTeacher,
     },
     cells, spaces, out, threads: first.threads, teachers, classifier: first.classifier, runs,
+    // The page stays with its run: the merged report links the first run's.
+    webPage: sources.map((s) => s.result.webPage).find((page) => page !== null && page !== undefined && 'dir' in page) ?? null,
     steps: sources.flatMap((s) => s.result.steps), totalSeconds: sources.reduce((sum, s) => sum + s.result.totalSeconds, 0),
   };
   await writeReport(merged);

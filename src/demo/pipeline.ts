@@ -30,6 +30,8 @@ import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type Align
 import { runGeneratorTrain, runSample, type GeneratorTrainRunOptions, type SampleRunOptions } from '../train/generator-pipeline.js';
 import { runTeacherTrain, type TeacherTrainRunOptions } from '../train/teacher-pipeline.js';
 import { runTrainLinear, type TrainLinearOptions } from '../heads/index.js';
+import { runExportWeb, type ExportOnnxRunOptions } from '../train/export-pipeline.js';
+import { ALIGN_HEADS_NAME } from '../train/align-convert.js';
 import { trainTeacher } from './teacher.js';
 import { trainClassifier, type FashionClassifier } from './classifier.js';
 import { fashionMnistTensors } from './supervised.js';
@@ -448,10 +450,24 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   }
   for (const tensor of [test.images, test.labels, reference]) tensor.dispose();
 
+  // The first ReaLS space's SiT, decoder and MLP head as a page that samples and segments in the browser.
+  const realsSpace = spaces.find((space) => space.role === 'reals');
+  let webPage: DemoResult['webPage'] = null;
+  if (realsSpace !== undefined) {
+    const dir = join(out, `seed-${profile.seeds[0]}`, realsSpace.id);
+    const vaePath = join(dir, 'vae-diffusers');
+    const web: ExportOnnxRunOptions = {
+      ckpt: join(onlyRunDir(join(dir, 'sit')), 'checkpoints', CheckpointManager.fileName(s.steps)), model: sitConfigPath, vaePath,
+      alignCkpt: join(vaePath, ALIGN_HEADS_NAME), head: join(dir, 'head-mlp.safetensors'), out: join(out, 'web'),
+    };
+    webPage = await step(`export the ${realsSpace.label} SiT, VAE decoder and head as a web page`, [...commandWords(['export', 'web'], { ...web, out: undefined }), web.out],
+      () => runExportWeb({ ...web, log }).then(() => ({ dir: web.out }), (error: Error) => ({ error: error.message })));
+  }
+
   const result: DemoResult = {
     profile, cells, spaces, out, threads, teachers,
     classifier: { testAccuracy: classifier.testAccuracy, checkpoint: classifier.checkpoint },
-    runs, steps, totalSeconds: 0,
+    runs, steps, webPage, totalSeconds: 0,
   };
   result.totalSeconds = (performance.now() - started) / 1000;
   await writeReport(result);

@@ -5,7 +5,7 @@
 // whether the difference lies beyond the seed spread.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, parseMetrics, savePlot, type PlotSeries } from '../train/index.js';
 import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
@@ -321,6 +321,7 @@ export async function writeReport(result: DemoResult): Promise<void> {
     { kind: 'h', level: 2, text: 'Reconstructions' },
     { kind: 'p', text: 'Top row: test images; bottom row: decode(encode(x).mode()).' },
     ...spaces.map((s): Block => ({ kind: 'img', src: `figures/reconstructions-${s.id}-seed${firstSeed}.png`, alt: `${s.label}, seed ${firstSeed}` })),
+    ...webPageBlocks(result),
     { kind: 'h', level: 2, text: 'Reproduce step by step' },
     {
       kind: 'p', text: 'Each step below ran as the command shown (parsed by that command\'s own flags); run them in order to redo the demo by hand. ' +
@@ -335,6 +336,21 @@ export async function writeReport(result: DemoResult): Promise<void> {
   const title = 'reals demo: ReaLS on Fashion-MNIST';
   writeFileSync(join(out, 'report.md'), toMarkdown(blocks));
   writeFileSync(join(out, 'report.html'), toHtml(blocks, title));
+}
+
+/** The section on the exported page: where it is and the one command that serves it. */
+function webPageBlocks(result: DemoResult): Block[] {
+  const page = result.webPage;
+  if (page === null) return [];
+  if ('error' in page) return [{ kind: 'h', level: 2, text: 'In the browser' }, { kind: 'p', text: `No page was written: ${page.error}` }];
+  return [
+    { kind: 'h', level: 2, text: 'In the browser' },
+    {
+      kind: 'p', text: `[The page](${relative(result.out, page.dir) || '.'}/index.html) samples the ReaLS SiT in the browser with onnxruntime-web (WebGPU, else wasm), decodes with the VAE ` +
+        'and overlays the segmentation read out of the latents by the alignment MLPs and the linear head. Serve it with one command, then open the address it prints:',
+    },
+    { kind: 'code', text: `reals serve ${page.dir}` },
+  ];
 }
 
 /** The `reals demo` line that repeats this run. */

@@ -110,6 +110,8 @@ export interface DemoResult {
   /** By seed, then latent-space id. */
   runs: Record<string, Record<string, LatentSpaceResult>>;
   steps: StepRecord[];
+  /** The page of `reals export web` with the first ReaLS space's SiT, VAE and head: its folder, or why there is none. */
+  webPage: { dir: string } | { error: string } | null;
   totalSeconds: number;
 }
 

@@ -1,17 +1,19 @@
 // `reals export onnx`: a generator checkpoint, its VAE and, optionally, the alignment MLPs with a
 // linear segmentation head, as ONNX graphs (src/onnx) in one folder with a manifest that says how
-// to run them: the latent normalization, the transport, the guided channels.
+// to run them: the latent normalization, the transport, the guided channels. `reals export web`
+// adds the page that runs them in a browser (src/web).
 import { join } from 'node:path';
 import { checkWritableDir, makeDirs, writeAll, writeFileAtomic } from '../io/file.js';
 import { writeJsonFileAtomic } from '../io/index.js';
 import { loadAlignmentHeads } from '../models/alignment.js';
 import { LinearSegmentationHead, buildHead, readHeadCheckpoint, vocPalette } from '../models/heads.js';
-import type { TransportConfig } from '../diffusion/index.js';
+import { createTransport, type TransportConfig } from '../diffusion/index.js';
 import { exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder } from '../onnx/index.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 import { downsamplingFactor, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
 import type { LatentNormalization } from './latents.js';
+import { writeWebSite } from '../web/site.js';
 
 export const ONNX_MANIFEST = 'model.json';
 
@@ -28,6 +30,8 @@ export interface OnnxManifest {
     cfgChannels: number | 'all';
     /** SiT's transport (the path and what the network predicts), null for DiT. */
     transport: TransportConfig | null;
+    /** SiT's ODE interval [t0, t1] (0 noise, 1 data) for these settings. */
+    timeInterval: [number, number];
   };
   vae: {
     decoder: string;
@@ -90,6 +94,7 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
     generator: {
       kind: loaded.spec.kind, name, config: { ...generator.config }, forward: 'generator.onnx', cfg: 'generator_cfg.onnx',
       cfgChannels: options.cfgChannels ?? generator.cfgChannels, transport: loaded.transport,
+      timeInterval: createTransport(loaded.transport ?? {}).checkInterval({ sde: false, eval: true, reverse: false, lastStepSize: 0 }),
     },
     vae: {
       decoder: 'vae_decoder.onnx', encoder: 'vae_encoder.onnx', latentChannels: vae.config.latentChannels, latentSize,
@@ -104,4 +109,16 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
   const megabytes = Object.values(files).reduce((n, b) => n + b.byteLength, 0) / 2 ** 20;
   log(`wrote ${written.join(', ')} into ${options.out} (${megabytes.toFixed(1)} MiB; opset 17, dynamic batch)`);
   return { out: options.out, files: written, manifest };
+}
+
+/**
+ * `reals export web OUT`: the graphs and model.json into OUT/models, and the page that samples,
+ * decodes and segments with them in the browser (index.html, app.js, onnxruntime-web's files).
+ */
+export async function runExportWeb(options: ExportOnnxRunOptions): Promise<ExportOnnxResult & { site: string[] }> {
+  const { log = console.log } = options;
+  const exported = await runExportOnnx({ ...options, out: join(options.out, 'models') });
+  const site = await writeWebSite(options.out);
+  log(`wrote the page into ${options.out}; serve it with: reals serve ${options.out}`);
+  return { ...exported, out: options.out, site };
 }

@@ -21,6 +21,7 @@ import {
   CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentNormalization, type LatentSource,
 } from './latents.js';
 import { withDefaults } from './context.js';
+import { createOnnxSampler } from './onnx-backend.js';
 import { downsamplingFactor, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 
@@ -256,22 +257,28 @@ export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions
   sampleEps?: number;
   /** Default SAMPLE_METHOD_DEFAULTS[mode]. */
   samplingMethod?: string;
+  /** 'onnxruntime': the ODE sampler (euler, heun2) through onnxruntime-node on the CPU; default 'libtorch'. */
+  backend?: SampleBackend;
   device?: string;
   log?: (line: string) => void;
 }
+
+export const SAMPLE_BACKENDS = ['libtorch', 'onnxruntime'] as const;
+export type SampleBackend = (typeof SAMPLE_BACKENDS)[number];
 
 /** Python's str(float): 4.0 → "4.0", as sample_ddp.py's folder names print the flags. */
 function pyFloat(value: number): string { return Number.isInteger(value) ? value.toFixed(1) : String(value); }
 
 /**
- * sample_ddp.py's folder name for the samples, then the guidance interval and the seed, so that
- * runs differing only in those do not share a folder.
+ * sample_ddp.py's folder name for the samples, then the guidance interval and the seed (and a
+ * backend other than libtorch), so that runs differing only in those do not share a folder.
  */
 export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & SampleSettings & { model: string }, method: string): string {
   const model = options.model.endsWith('.json') ? basename(options.model, '.json') : options.model.replaceAll('/', '-');
   const ckpt = basename(options.ckpt).replace('.pt', '').replace('.safetensors', '');
   const head = `${model}-${ckpt}-cfg-${pyFloat(options.cfgScale)}-${options.perProcBatchSize}-${mode.toUpperCase()}-${options.numSamplingSteps}`;
-  const tail = `interval-${pyFloat(options.guidanceLow)}-${pyFloat(options.guidanceHigh)}-seed-${options.globalSeed}`;
+  const tail = `interval-${pyFloat(options.guidanceLow)}-${pyFloat(options.guidanceHigh)}-seed-${options.globalSeed}` +
+    (options.backend === undefined || options.backend === 'libtorch' ? '' : `-${options.backend}`);
   if (mode === 'ddpm' || mode === 'ddim') return `${head}-${tail}`;
   return mode === 'ode' ? `${head}-${method}-${tail}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}-${tail}`;
 }
@@ -333,6 +340,11 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   const odeMethods = ['euler', 'heun2', 'heun-repa', 'dopri5'];
   if (mode === 'ode' && !odeMethods.includes(method)) throw new Error(`--sampling-method ${method}: the ODE sampler knows ${odeMethods.join(', ')}`);
   if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
+  const backend = o.backend ?? 'libtorch';
+  if (!(SAMPLE_BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend ${backend}: one of ${SAMPLE_BACKENDS.join(', ')}`);
+  if (backend === 'onnxruntime' && (mode !== 'ode' || !['euler', 'heun2'].includes(method))) {
+    throw new Error(`--backend onnxruntime runs the ODE sampler with --sampling-method euler or heun2 (got ${mode} ${method})`);
+  }
   // Everything is fetched, loaded and checked before the process group starts or any sample is drawn.
   o.vaePath = await resolveVaePath(o.vaePath, o);
   o.ckpt = await resolveGeneratorCheckpoint(o.ckpt, o);
@@ -348,11 +360,15 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
     lossWeight: o.lossWeight !== undefined ? o.lossWeight : saved.lossWeight, trainEps: o.trainEps ?? saved.trainEps,
     sampleEps: o.sampleEps ?? saved.sampleEps,
   };
+  const onnx = backend === 'libtorch' ? undefined : await createOnnxSampler({
+    model: loaded.model.eval(), vae: vae.eval(), normalization, method: method as 'euler' | 'heun2', steps: o.numSamplingSteps, cfgScale: o.cfgScale,
+    cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport,
+  });
   const worldSize = torch.distributed.launchedWorldSize();
   if (worldSize > 1) torch.distributed.initProcessGroup();
   try {
     return await sampleImages({
-      model: loaded.model, vae, normalization, method: mode, numSamples: o.numFidSamples, batchSize: o.perProcBatchSize,
+      onnx, model: loaded.model, vae, normalization, method: mode, numSamples: o.numFidSamples, batchSize: o.perProcBatchSize,
       seed: o.globalSeed, sampleDir: `${o.sampleDir}/${sampleFolderName(mode, { ...o, model }, method)}`, steps: o.numSamplingSteps,
       cfgScale: o.cfgScale, cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, device: o.device, precision: o.precision, log: o.log,
       ...(mode === 'ode'
@@ -365,6 +381,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
         }),
     });
   } finally {
+    await onnx?.release();
     if (worldSize > 1) torch.distributed.destroyProcessGroup();
   }
 }

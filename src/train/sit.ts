@@ -32,6 +32,7 @@ import {
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
+import type { OnnxSampler } from './onnx-backend.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
 import {
@@ -446,6 +447,8 @@ export interface SampleImagesOptions extends SampleLatentsOptions {
   sampleDir: string;
   /** Images in the grid (default 64). */
   gridSize?: number;
+  /** Draw and decode through onnxruntime instead of libtorch (`--backend onnxruntime`). */
+  onnx?: OnnxSampler;
   log?: (line: string) => void;
   progressStream?: NodeJS.WritableStream & { isTTY?: boolean };
 }
@@ -521,8 +524,9 @@ function samplingSettings(options: SampleImagesOptions, precision: torch.Resolve
   const { method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta } = options;
   return JSON.parse(JSON.stringify({
     method, steps, cfgScale, cfgChannels, guidanceLow, guidanceHigh, guidanceConvention, transport, ode, sde, diffusion, eta,
-    // Folders drawn before precision was a setting are fp32 and have no entry: fp32 adds none.
-    precision: precision === 'fp32' ? undefined : precision,
+    // Folders drawn before precision and backend were settings are fp32 and libtorch, which add no entry.
+    precision: precision === 'fp32' || options.onnx !== undefined ? undefined : precision,
+    backend: options.onnx === undefined ? undefined : 'onnxruntime',
     seed: options.seed, batchSize: options.batchSize, worldSize, normalization: options.normalization,
     model: stateDictHash(options.model), vae: stateDictHash(options.vae),
   })) as Record<string, unknown>;
@@ -599,19 +603,28 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
     for (let b = 0; b < iterations; b++) {
       const indices = Array.from({ length: batchSize }, (_, i) => i * worldSize + rank + b * globalBatch);
       if (!indices.every((index) => existsSync(name(index)))) {
-        const images = torch.noGrad(() => torch.scope(() => {
-          const latents = sampleLatents({ ...options, precision, device }, indices, batchSeed(rankSeed, b));
-          const decoded = torch.withPrecision(precision, device, () => vae.decode(denormalizeLatents(latents, normalization))).float();
+        const seed = batchSeed(rankSeed, b);
+        /** The PNG pixels of decoded images: sample_ddp.py's clamp(127.5 * x + 128, 0, 255) to uint8, NHWC. */
+        const pixels = (decoded: Tensor): Tensor => torch.noGrad(() => torch.scope(() => {
           // Casting to uint8 would turn a NaN into a black pixel, and a diverged model into a score.
           const finite = decoded.isfinite().flatten(1).all(1).cpu().toArray() as Uint8Array;
           const bad = indices.filter((_, i) => !finite[i]);
           if (bad.length > 0) {
-            throw new Error(`sampleImages: sample${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (batch ${b}, seed ${batchSeed(rankSeed, b)}) ` +
+            throw new Error(`sampleImages: sample${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (batch ${b}, seed ${seed}) ` +
               'decoded to NaN or infinite values: the generator or the VAE is broken (a diverged checkpoint?); no PNG written for the batch');
           }
-          // sample_ddp.py: clamp(127.5 * x + 128, 0, 255) to uint8, NHWC.
           return decoded.mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous().cpu();
         }));
+        const images = options.onnx === undefined
+          ? pixels(torch.noGrad(() => torch.scope(() => {
+            const latents = sampleLatents({ ...options, precision, device }, indices, seed);
+            return torch.withPrecision(precision, device, () => vae.decode(denormalizeLatents(latents, normalization))).float();
+          })))
+          : await options.onnx.latents(indices, seed).then((latents) => options.onnx!.decode(latents)).then((decoded) => {
+            const out = pixels(decoded);
+            decoded.dispose();
+            return out;
+          });
         for (const [i, index] of indices.entries()) {
           const image = images.select(0, i);
           const png = await encodePng(image);

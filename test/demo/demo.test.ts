@@ -191,7 +191,13 @@ test('the reproduce section lists reals commands that exist and whose flags pars
     }
   }
   assert.ok(checked > 0);
-  assert.deepEqual([...names].sort(), ['align convert', 'align train', 'heads train-linear', 'sample ode', 'sample sde', 'sit train', 'teacher train']);
+  assert.deepEqual([...names].sort(), ['align convert', 'align train', 'export web', 'heads train-linear', 'sample ode', 'sample sde', 'sit train', 'teacher train']);
+  // The ReaLS SiT, decoder and head as a page, linked with the one command that serves it.
+  assert.ok(result.webPage !== null && 'dir' in result.webPage, JSON.stringify(result.webPage));
+  for (const file of ['index.html', 'app.js', 'models/model.json', 'models/generator_cfg.onnx', 'models/vae_decoder.onnx', 'models/readout.onnx']) {
+    assert.ok(existsSync(join(result.webPage.dir, file)), file);
+  }
+  assert.ok(report.includes(`reals serve ${result.webPage.dir}`) && report.includes('(web/index.html)'));
   for (const step of result.steps) assert.ok(report.includes(`| ${step.name} | ${step.seconds.toFixed(1)} s |`), step.name);
   assert.ok(code.includes(`# this whole run: reals demo --profile test --seeds 0,1 --teacher ssl,supervised --protocol finetune,scratch --align-weight 0.5 --out ${out}`));
 });

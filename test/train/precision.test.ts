@@ -11,45 +11,15 @@ import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
-import { FashionMNIST, randperm } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
 import { parseMetrics, loadCheckpoint } from '../../src/train/index.js';
 import { trainGenerator, type GeneratorSpec } from '../../src/train/sit.js';
-import { encodePosterior, type LatentBatch, type LatentSource } from '../../src/train/latents.js';
+import { encodePosterior } from '../../src/train/latents.js';
+import { fashionMnist, memorySource } from './latent-data.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 
 const F = nn.F;
 torch.setNumThreads(1);
-
-/** Fashion-MNIST images (32x32, in [-1, 1]), average-pooled by `pool`. */
-function fashionMnist(train: boolean, n: number, pool: number): { x: Tensor; y: Tensor } {
-  const dataset = new FashionMNIST({ train });
-  const pixels = new Float32Array(n * 32 * 32);
-  const labels = new BigInt64Array(n);
-  for (let i = 0; i < n; i++) {
-    const image = dataset.image(i);
-    for (let p = 0; p < 32 * 32; p++) pixels[i * 1024 + p] = image.data[p]! / 127.5 - 1;
-    labels[i] = BigInt(dataset.label(i));
-  }
-  const x = torch.fromArray(pixels, [n, 1, 32, 32]);
-  return { x: pool > 1 ? F.avgPool2d(x, pool) : x, y: torch.tensor(labels) };
-}
-
-function memorySource(x: Tensor, y: Tensor, batchSize: number): LatentSource {
-  const n = x.size(0);
-  return {
-    batchSize, latentShape: x.shape.slice(1), normalization: { source: 'scaling_factor', mean: [0], std: [1] },
-    length: Math.floor(n / batchSize),
-    async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
-      const order = randperm(n, epoch);
-      for (let b = startBatch; b < Math.floor(n / batchSize); b++) {
-        const index = torch.tensor(order.slice(b * batchSize, (b + 1) * batchSize));
-        yield { latents: x.indexSelect(0, index), labels: y.indexSelect(0, index), batchIndex: b };
-      }
-    },
-    async close() {},
-  };
-}
 
 const SPEC: GeneratorSpec = {
   name: 'SiT-tiny', kind: 'SiT',

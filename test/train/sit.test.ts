@@ -11,13 +11,14 @@ import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
-import { DataLoader, FashionMNIST, ImageFolder, randperm } from '../../src/data/index.js';
+import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
 import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError, encodePng } from '../../src/train/index.js';
 import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { NpzFile } from '../../src/io/index.js';
-import { EncodedImages, type LatentBatch, type LatentNormalization, type LatentSource } from '../../src/train/latents.js';
+import { EncodedImages } from '../../src/train/latents.js';
+import { IDENTITY, fashionMnist, memorySource } from './latent-data.js';
 
 const { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } = fs;
 const F = nn.F;
@@ -26,38 +27,6 @@ const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-out
 const SIDE = 16;
 // One thread: on a loaded machine a second one mostly waits for the first.
 torch.setNumThreads(1);
-const IDENTITY: LatentNormalization = { source: 'scaling_factor', mean: [0], std: [1] };
-
-/** Fashion-MNIST images average-pooled to 16x16, in [-1, 1], as 1-channel "latents". */
-function fashionMnist(train: boolean, n: number): { x: Tensor; y: Tensor } {
-  const dataset = new FashionMNIST({ train });
-  const pixels = new Float32Array(n * 32 * 32);
-  const labels = new BigInt64Array(n);
-  for (let i = 0; i < n; i++) {
-    const image = dataset.image(i);
-    for (let p = 0; p < 32 * 32; p++) pixels[i * 1024 + p] = image.data[p]! / 127.5 - 1;
-    labels[i] = BigInt(dataset.label(i));
-  }
-  const x = F.avgPool2d(torch.fromArray(pixels, [n, 1, 32, 32]), 2);
-  return { x, y: torch.tensor(labels) };
-}
-
-/** An in-memory LatentSource over (x, y), permuted per epoch with data's randperm. */
-function memorySource(x: Tensor, y: Tensor, batchSize: number): LatentSource {
-  const n = x.size(0);
-  return {
-    batchSize, latentShape: x.shape.slice(1), normalization: IDENTITY,
-    length: Math.floor(n / batchSize),
-    async *iterate(epoch: number, startBatch: number): AsyncGenerator<LatentBatch> {
-      const order = randperm(n, epoch);
-      for (let b = startBatch; b < Math.floor(n / batchSize); b++) {
-        const index = torch.tensor(order.slice(b * batchSize, (b + 1) * batchSize));
-        yield { latents: x.indexSelect(0, index), labels: y.indexSelect(0, index), batchIndex: b };
-      }
-    },
-    async close() {},
-  };
-}
 
 function tinySpec(overrides: Partial<GeneratorSpec['config']> = {}): GeneratorSpec {
   return {

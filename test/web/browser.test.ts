@@ -1,0 +1,83 @@
+// The exported page in a real browser: Debian's chromium (installed by scripts/setup.sh), driven by
+// playwright-core, loads the page from `reals serve`'s server on 127.0.0.1 and generates an image;
+// its pixels must equal onnxruntime-node's run of the same shared code (src/web/generate.ts) on
+// the same seed, to within one level of 255 (wasm and native kernels round a few float32 sums
+// differently), and the segmentation labels must be the same. Any console error fails the test.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { chromium } from 'playwright-core';
+import * as torch from '../../src/torch/index.js';
+import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
+import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.js';
+import { LinearSegmentationHead, saveHead } from '../../src/models/heads.js';
+import { runExportWeb } from '../../src/train/export-pipeline.js';
+import { serveStatic } from '../../src/web/site.js';
+import { generateImage, type RunGraph, type WebManifest } from '../../src/web/generate.js';
+import { FIXTURES } from '../helpers.js';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-output/web');
+
+test('the exported page samples, decodes and segments in chromium as onnxruntime-node does, with no console error', { timeout: 240_000 }, async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM}: no chromium (scripts/setup.sh installs Debian's; CHROMIUM names another)`);
+  const root = mkdtempSync(join(tmpdir(), 'reals-web-'));
+  torch.manualSeed(0);
+  new AutoencoderKL({
+    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
+  }).savePretrained(join(root, 'vae'));
+  saveAlignmentHeads(join(root, 'align.safetensors'), new AlignmentHeads({ latentChannels: 4, featureDim: 8, hiddenDim: 16 }));
+  const head = new LinearSegmentationHead({ inChannels: [8, 8], inIndex: [0, 1], clsToken: true, numClasses: 3 });
+  torch.noGrad(() => head.convSeg.weight.copy_(torch.randn([3, 16, 1, 1])));
+  saveHead(join(root, 'head.safetensors'), head.eval());
+  const site = join(root, 'site');
+  // The fixture is make_sit.py's tiny network; its config as a JSON --model.
+  writeFileSync(join(root, 'tiny.json'), JSON.stringify({ depth: 2, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
+  await runExportWeb({
+    ckpt: join(FIXTURES, 'models', 'sit_checkpoint.pt'), model: join(root, 'tiny.json'), vaePath: join(root, 'vae'), out: site, log: () => {},
+    alignCkpt: join(root, 'align.safetensors'), head: join(root, 'head.safetensors'), imageSize: 8, numClasses: 3,
+  });
+
+  const { server, url } = await serveStatic(site, { port: 0 });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const errors: string[] = [];
+  try {
+    const page = await browser.newPage();
+    page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${url}?class=2&cfg=3&low=0&high=0.7&steps=6&sampler=heun2&seed=7&auto=1`);
+    await page.waitForFunction(() => window.reals?.status === 'done' || window.reals?.status === 'error', null, { timeout: 120_000 });
+    const state = await page.evaluate(() => window.reals);
+    assert.equal(state.status, 'done', `the page: ${state.error}`);
+    mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: join(OUTPUT, 'page.png'), fullPage: true });
+    assert.match(await page.textContent('#backend') ?? '', /onnxruntime-web on (WebGPU|wasm)/);
+
+    // The same generation in Node through onnxruntime-node.
+    const manifest = JSON.parse(readFileSync(join(site, 'models', 'model.json'), 'utf8')) as WebManifest;
+    const sessions = new Map<string, ort.InferenceSession>();
+    const run: RunGraph = async (graph, feeds) => {
+      if (!sessions.has(graph)) sessions.set(graph, await ort.InferenceSession.create(join(site, 'models', graph)));
+      const tensors = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)]));
+      const out = await sessions.get(graph)!.run(tensors);
+      return Object.fromEntries(Object.entries(out).map(([name, o]) => [name, { data: o.data as Float32Array, dims: o.dims }]));
+    };
+    const expected = await generateImage(manifest, run, { classLabel: 2, cfgScale: 3, guidanceLow: 0, guidanceHigh: 0.7, steps: 6, method: 'heun2', seed: 7 });
+    for (const session of sessions.values()) await session.release();
+    assert.equal(state.result!.size, expected.size);
+    const worst = state.result!.pixels.reduce((m, v, i) => Math.max(m, Math.abs(v - expected.pixels[i]!)), 0);
+    assert.ok(worst <= 1, `the page's pixels differ from onnxruntime-node's by up to ${worst} levels`);
+    assert.ok(expected.pixels.some((v) => v !== expected.pixels[0]), 'the image is not one flat colour');
+    assert.deepEqual(state.result!.labels, Array.from(expected.labels!), 'the segmentation labels');
+    assert.deepEqual(errors, [], 'no console errors');
+  } finally {
+    await browser.close();
+    server.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
