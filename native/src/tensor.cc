@@ -10,7 +10,11 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
+#include <cstdlib>
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace reals {
 
@@ -757,9 +761,23 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "cudaEmptyCache", CudaEmptyCache);
 }
 
+// glibc serves large blocks with mmap and normally raises that threshold as mapped blocks are
+// freed, but in this process it keeps mapping fresh pages for tensors of a few MB (measured: a
+// 1M-element SiLU 2.3 ms against PyTorch's 0.7, a GroupNorm 6.5 ms against 0.8; with the
+// thresholds fixed, 0.8 and 1.0). Fixing them at glibc's own dynamic ceiling (32 MiB; trim at twice
+// that) lets tensors below it reuse freed heap memory, as a PyTorch process ends up doing. A
+// MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is left as the user set it.
+static void tuneMalloc() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 }  // namespace reals
 
 NAPI_MODULE_INIT() {
+  reals::tuneMalloc();
   reals::initTensor(env, exports);
   reals::initOps(env, exports);
   reals::initDistributed(env, exports);
