@@ -187,7 +187,7 @@ function sitSampleOnnx({ batch }: Setup): Run {
   let sampler: Promise<OnnxSampler> | null = null;
   return async (iterations) => {
     sampler ??= createOnnxSampler({
-      model, vae, normalization: { source: 'scaling_factor', mean: [0, 0, 0, 0], std: [1, 1, 1, 1] }, method: 'euler', steps: 51,
+      model, vae, normalization: { source: 'scaling_factor', mean: [0, 0, 0, 0], std: [1, 1, 1, 1] }, mode: 'ode', method: 'euler', steps: 51,
       cfgScale: 1, guidanceLow: 0, guidanceHigh: 1,
     });
     const onnx = await sampler;

@@ -14,8 +14,8 @@ function modelFlags(command: Command): Command {
   return command
     .requiredOption('--ckpt <file>', 'a reals checkpoint (.safetensors) or an official SiT/DiT .pt (or its published name)')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder (or a Hugging Face repo id) whose latents the generator models')
-    .option('--align-ckpt <file>', 'align.safetensors of `reals align convert` (with --head: the segmentation readout)')
-    .option('--head <file>', 'a linear segmentation head on the alignment MLPs (`reals heads train-linear --features mlp`)')
+    .option('--align-ckpt <file>', 'align.safetensors of `reals align convert`: the alignment MLPs (alignment.onnx), and with --head the readout')
+    .option('--head <file>', 'a linear segmentation (readout.onnx) or depth head (depth.onnx) on the alignment MLPs\' features (`reals heads train-linear --features mlp`)')
     .option('--model <name>', `${Object.keys(SIT_CONFIGS).join(', ')}, or a .json of SiTConfig fields (default: what a reals checkpoint records; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.model.SiT})`)
     .option('--image-size <n>', `image side of an official file (default ${OFFICIAL_CHECKPOINT_DEFAULTS.imageSize})`, integer(8))
     .option('--num-classes <n>', `classes of an official file (default ${OFFICIAL_CHECKPOINT_DEFAULTS.numClasses})`, integer(1))
@@ -26,7 +26,7 @@ function onnxCommand(): Command {
   return modelFlags(hubFlags(new Command('onnx'), true))
     .description(`write ONNX graphs (opset 17, dynamic batch) of a SiT/DiT checkpoint (forward and forward_with_cfg), its VAE's decoder and encoder, ` +
       `and with --align-ckpt and --head the segmentation readout, with ${ONNX_MANIFEST} saying how to run them`)
-    .requiredOption('--out <dir>', 'folder to write generator.onnx, generator_cfg.onnx, vae_decoder.onnx, vae_encoder.onnx[, readout.onnx] and the manifest into')
+    .requiredOption('--out <dir>', 'folder to write generator.onnx, generator_cfg.onnx, vae_decoder.onnx, vae_encoder.onnx[, alignment.onnx, readout.onnx or depth.onnx] and the manifest into')
     .action(async (flags: ExportOnnxRunOptions) => {
       await runExportOnnx(flags);
     });

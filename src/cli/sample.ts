@@ -49,10 +49,12 @@ function modeCommand(mode: SampleMode): Command {
       .option('--train-eps <eps>', 'training time cut-off', number(0, 1))
       .option('--sample-eps <eps>', 'sampling time cut-off', number(0, 1));
   }
+  if (mode === 'ode' || mode === 'sde') {
+    command.addOption(new Option('--backend <b>', 'libtorch, or onnxruntime: the graphs exported in memory and run by onnxruntime-node on the CPU (ODE euler and heun2, SDE Euler)')
+      .choices([...SAMPLE_BACKENDS]).default('libtorch'));
+  }
   if (mode === 'ode') {
     command
-      .addOption(new Option('--backend <b>', 'libtorch, or onnxruntime: the graphs exported in memory and run by onnxruntime-node on the CPU (euler and heun2)')
-        .choices([...SAMPLE_BACKENDS]).default('libtorch'))
       .option('--sampling-method <m>', 'euler, heun2 (torchdiffeq\'s, as SiT), heun-repa (REPA\'s Heun: no corrector on the last step, the corrector guided as its step) or dopri5', SAMPLE_METHOD_DEFAULTS.ode)
       .option('--atol <tol>', 'absolute tolerance (dopri5)', number(0), d.atol)
       .option('--rtol <tol>', 'relative tolerance (dopri5)', number(0), d.rtol)

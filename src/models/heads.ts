@@ -586,3 +586,31 @@ export function segmentationHeadOnnx(head: LinearSegmentationHead, g: OnnxGraph,
   const joined = inputs.length === 1 ? inputs[0]! : g.concat(inputs, 1);
   return exportModule(head.convSeg, g, [exportModule(head.bn, g, [joined], 'bn')], 'conv_seg');
 }
+
+/**
+ * depthMap's depth before the resize to the image, as graph nodes: LinearDepthHead.forward of one
+ * layer's (patch map [N, D, h, w], CLS [N, D]) then the clamp to [minDepth, maxDepth]: [N, 1, h up, w up].
+ */
+export function depthHeadOnnx(head: LinearDepthHead, g: OnnxGraph, patch: Value, cls: Value | null): Value {
+  const c = head.config;
+  if (c.inIndex.length !== 1 || c.inIndex[0] !== 0) throw new Error(`ONNX export: a LinearDepthHead reading layers [${c.inIndex}] (one layer, the first, exports)`);
+  if (c.clsToken && cls === null) throw new Error('ONNX export: the depth head reads a CLS token and none is given');
+  const [n, d, h, w] = patch.shape as [Dim, number, number, number];
+  const input = c.clsToken ? g.concat([patch, g.mul(g.reshape(cls!, [n, d, 1, 1]), g.tensor(torch.ones([1, 1, h, w]), 'cls_grid'))], 1) : patch;
+  const logit = exportModule(head.convDepth, g, [c.upsample === 1 ? input : g.upsampleBilinear(input, c.upsample)], 'conv_depth');
+  let depth: Value;
+  if (!c.classify) {
+    depth = c.scaleUp ? g.mul(g.sigmoid(logit), g.scalar(c.maxDepth)) : g.add(g.relu(logit), g.scalar(c.minDepth));
+  } else {
+    const bins = torch.noGrad(() => (c.binsStrategy === 'UD'
+      ? torch.linspace(c.minDepth, c.maxDepth, c.nBins)
+      : torch.callOp('aten::logspace', c.minDepth, c.maxDepth, c.nBins, 10, torch.dtypeCode('float32'), undefined, 'cpu') as Tensor).view(1, -1, 1, 1));
+    const weights = c.normStrategy === 'softmax' ? g.softmax(logit, 1)
+      : (() => {
+        const positive = c.normStrategy === 'linear' ? g.add(g.relu(logit), g.scalar(0.1)) : g.sigmoid(logit);
+        return g.div(positive, g.reduceSum(positive, [1]));
+      })();
+    depth = g.reduceSum(g.mul(weights, g.tensor(bins, 'bins')), [1]);
+  }
+  return g.clip(depth, c.minDepth, c.maxDepth);
+}

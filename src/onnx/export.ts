@@ -1,11 +1,11 @@
 // The graphs `reals export onnx` writes, each with a dynamic batch dimension 'batch': the
-// generator's forward and its classifier-free-guidance variant, the VAE's decoder and encoder, and
-// the segmentation readout (alignment MLPs and a linear head).
+// generator's forward and its classifier-free-guidance variant, the VAE's decoder and encoder, the
+// alignment MLPs, and the segmentation and depth readouts (the MLPs and a linear head).
 import { AutoencoderKL, decodeOnnx, encodeOnnx } from '../models/autoencoder-kl.js';
 import { DiT, SiT, forwardWithCfgOnnx, type CfgOptions } from '../models/sit.js';
 import { AlignmentHeads, alignmentOnnx } from '../models/alignment.js';
-import { LinearSegmentationHead, segmentationHeadOnnx } from '../models/heads.js';
-import { OnnxGraph } from './graph.js';
+import { LinearDepthHead, LinearSegmentationHead, depthHeadOnnx, segmentationHeadOnnx } from '../models/heads.js';
+import { OnnxGraph, type Value } from './graph.js';
 import { exportModule } from './modules.js';
 
 const BATCH = 'batch';
@@ -49,6 +49,33 @@ export function exportVaeEncoder(vae: AutoencoderKL, options: { imageSize: numbe
   return g.toBytes({ config: JSON.stringify(vae.config), ...options.metadata });
 }
 
+/** AlignmentHeads.forward: z [batch, latent, latentSize, latentSize] → patch [batch, tokens, featureDim] and cls [batch, featureDim]. */
+export function exportAlignmentHeads(heads: AlignmentHeads, options: { latentSize: number; metadata?: Record<string, string> }): Uint8Array {
+  const g = new OnnxGraph('alignment_heads');
+  const s = options.latentSize;
+  const { patch, cls } = alignmentOnnx(heads, g, g.input('z', 'float32', [BATCH, heads.config.latentChannels, s, s]));
+  g.output(patch, 'patch');
+  g.output(cls, 'cls');
+  return g.toBytes({ config: JSON.stringify(heads.config), ...options.metadata });
+}
+
+/** The alignment MLPs' patch tokens as a map [batch, featureDim, s, s], and their CLS token, of latents z. */
+function mlpFeatures(heads: AlignmentHeads, g: OnnxGraph, s: number): { map: Value; cls: Value } {
+  const { patch, cls } = alignmentOnnx(heads, g, g.input('z', 'float32', [BATCH, heads.config.latentChannels, s, s]));
+  return { map: g.reshape(g.transpose(patch, [0, 2, 1]), [BATCH, heads.config.featureDim, s, s]), cls };
+}
+
+/**
+ * The depth readout of latents, as `reals depth --features mlp` computes it before resizing to the
+ * image: z through the alignment MLPs and a linear depth head to depth [batch, 1, s up, s up], clamped.
+ */
+export function exportDepthReadout(heads: AlignmentHeads, head: LinearDepthHead, options: { latentSize: number; metadata?: Record<string, string> }): Uint8Array {
+  const g = new OnnxGraph('depth_readout');
+  const { map, cls } = mlpFeatures(heads, g, options.latentSize);
+  g.output(depthHeadOnnx(head, g, map, cls), 'depth');
+  return g.toBytes({ minDepth: String(head.config.minDepth), maxDepth: String(head.config.maxDepth), ...options.metadata });
+}
+
 /**
  * The segmentation readout of latents, as `reals segment --features mlp` runs it: z [batch,
  * latent, latentSize, latentSize] through the alignment MLPs (patch tokens as a map, and the CLS
@@ -56,10 +83,7 @@ export function exportVaeEncoder(vae: AutoencoderKL, options: { imageSize: numbe
  */
 export function exportSegmentationReadout(heads: AlignmentHeads, head: LinearSegmentationHead, options: { latentSize: number; metadata?: Record<string, string> }): Uint8Array {
   const g = new OnnxGraph('segmentation_readout');
-  const s = options.latentSize;
-  const { patch, cls } = alignmentOnnx(heads, g, g.input('z', 'float32', [BATCH, heads.config.latentChannels, s, s]));
-  const d = heads.config.featureDim;
-  const map = g.reshape(g.transpose(patch, [0, 2, 1]), [BATCH, d, s, s]);
+  const { map, cls } = mlpFeatures(heads, g, options.latentSize);
   g.output(segmentationHeadOnnx(head, g, map, cls), 'logits');
   return g.toBytes({ numClasses: String(head.config.numClasses), ...options.metadata });
 }

@@ -239,6 +239,25 @@ export class OnnxGraph {
     return node;
   }
 
+  /** Bilinear upsampling of NCHW by an integer factor, as F.interpolate(mode 'bilinear', alignCorners false). */
+  upsampleBilinear(x: Value, factor: number): Value {
+    const grow = (d: Dim): Dim => (typeof d === 'number' ? d * factor : d);
+    const scales = this.tensor(torch.tensor([1, 1, factor, factor], { dtype: 'float32' }), 'scales');
+    return this.node('Resize', [x, { name: '', shape: [], dtype: 'float32' }, scales], [x.shape[0]!, x.shape[1]!, grow(x.shape[2]!), grow(x.shape[3]!)], {
+      mode: 'linear', coordinate_transformation_mode: 'half_pixel',
+    });
+  }
+
+  relu(x: Value): Value { return this.node('Relu', [x], x.shape); }
+
+  /** Sum over `axes`, kept as size-1 dims (opset 13+: the axes are an input). */
+  reduceSum(x: Value, axes: readonly number[]): Value {
+    return this.node('ReduceSum', [x, this.ints(axes)], x.shape.map((d, j) => (axes.includes(j) ? 1 : d)), { keepdims: 1 });
+  }
+
+  /** x clamped to [low, high]. */
+  clip(x: Value, low: number, high: number): Value { return this.node('Clip', [x, this.scalar(low), this.scalar(high)], x.shape); }
+
   /** The model's bytes: IR version 8, the default opset 17, `metadata` as metadata_props. */
   toBytes(metadata: Record<string, string> = {}): Uint8Array {
     const valueInfo = (v: Value) => ({

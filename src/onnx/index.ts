@@ -3,4 +3,6 @@
 export { OnnxGraph, OPSET, broadcastShapes, type Dim, type Value } from './graph.js';
 export { encodeModel, decodeModel, ONNX_DTYPE, type OnnxDType } from './proto.js';
 export { registerExporter, exportModule, childPath, type ModuleExporter } from './modules.js';
-export { exportGenerator, exportVaeDecoder, exportVaeEncoder, exportSegmentationReadout, type GeneratorGraphs } from './export.js';
+export {
+  exportGenerator, exportVaeDecoder, exportVaeEncoder, exportAlignmentHeads, exportSegmentationReadout, exportDepthReadout, type GeneratorGraphs,
+} from './export.js';

@@ -8,7 +8,9 @@ import { writeJsonFileAtomic } from '../io/index.js';
 import { loadAlignmentHeads } from '../models/alignment.js';
 import { LinearSegmentationHead, buildHead, readHeadCheckpoint, vocPalette } from '../models/heads.js';
 import { createTransport, type TransportConfig } from '../diffusion/index.js';
-import { exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder } from '../onnx/index.js';
+import {
+  exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder,
+} from '../onnx/index.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 import { downsamplingFactor, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
@@ -42,15 +44,19 @@ export interface OnnxManifest {
     /** Generator latents are (z - mean) / std of VAE latents: decode mean + std * x. */
     normalization: LatentNormalization;
   };
-  /** z → logits, when --align-ckpt and --head are given. */
+  /** z → patch tokens and CLS token of the alignment MLPs, when --align-ckpt is given. */
+  alignment: string | null;
+  /** z → segmentation logits, when --head is a segmentation head. */
   readout: { file: string; numClasses: number; palette: [number, number, number][] } | null;
+  /** z → depth (metres, clamped), when --head is a depth head. */
+  depth: { file: string; minDepth: number; maxDepth: number } | null;
 }
 
 export interface ExportOnnxRunOptions extends Omit<GeneratorFlags, 'log'>, HubRunOptions {
   vaePath: string;
-  /** align.safetensors of `reals align convert`; with `head`, the segmentation readout is exported. */
+  /** align.safetensors of `reals align convert`: the alignment MLPs' graph, and with `head` the readout. */
   alignCkpt?: string;
-  /** A linear segmentation head on the alignment MLPs' features (`reals heads train-linear`). */
+  /** A linear segmentation or depth head on the alignment MLPs' features (`reals heads train-linear`). */
   head?: string;
   /** Leading channels the CFG graph guides, or 'all' (default: the model's, 3 as upstream). */
   cfgChannels?: number | 'all';
@@ -63,7 +69,7 @@ export interface ExportOnnxResult { out: string; files: string[]; manifest: Onnx
 /** Writes the graphs and model.json into `out` (each file under a temporary name, then renamed). */
 export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<ExportOnnxResult> {
   const { log = console.log } = options;
-  if ((options.alignCkpt === undefined) !== (options.head === undefined)) throw new Error('--align-ckpt and --head go together: the readout needs both');
+  if (options.head !== undefined && options.alignCkpt === undefined) throw new Error('--head needs --align-ckpt: the head reads the alignment MLPs\' features');
   checkWritableDir(options.out, '--out');
   const vaePath = await resolveVaePath(options.vaePath, options);
   const ckpt = await resolveGeneratorCheckpoint(options.ckpt, options);
@@ -78,17 +84,24 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
   files['vae_decoder.onnx'] = exportVaeDecoder(vae, { latentSize });
   files['vae_encoder.onnx'] = exportVaeEncoder(vae, { imageSize: latentSize * downsamplingFactor(vae) });
   let readout: OnnxManifest['readout'] = null;
-  if (options.alignCkpt !== undefined && options.head !== undefined) {
+  let depth: OnnxManifest['depth'] = null;
+  if (options.alignCkpt !== undefined) {
     const heads = loadAlignmentHeads(options.alignCkpt);
     if (heads.config.latentChannels !== vae.config.latentChannels) {
       throw new Error(`--align-ckpt ${options.alignCkpt} reads ${heads.config.latentChannels} latent channels, --vae-path ${vaePath} has ${vae.config.latentChannels}`);
     }
-    const checkpoint = readHeadCheckpoint(options.head);
-    const head = buildHead(checkpoint, { featureDim: heads.config.featureDim, source: 'the alignment MLPs', maxLayers: 1 });
-    if (!(head instanceof LinearSegmentationHead)) throw new Error(`--head ${options.head}: a depth head; the readout exports segmentation heads`);
-    head.eval();
-    files['readout.onnx'] = exportSegmentationReadout(heads, head, { latentSize });
-    readout = { file: 'readout.onnx', numClasses: head.config.numClasses, palette: checkpoint.palette ?? vocPalette(head.config.numClasses) };
+    files['alignment.onnx'] = exportAlignmentHeads(heads, { latentSize });
+    if (options.head !== undefined) {
+      const checkpoint = readHeadCheckpoint(options.head);
+      const head = buildHead(checkpoint, { featureDim: heads.config.featureDim, source: 'the alignment MLPs', maxLayers: 1 }).eval();
+      if (head instanceof LinearSegmentationHead) {
+        files['readout.onnx'] = exportSegmentationReadout(heads, head, { latentSize });
+        readout = { file: 'readout.onnx', numClasses: head.config.numClasses, palette: checkpoint.palette ?? vocPalette(head.config.numClasses) };
+      } else {
+        files['depth.onnx'] = exportDepthReadout(heads, head, { latentSize });
+        depth = { file: 'depth.onnx', minDepth: head.config.minDepth, maxDepth: head.config.maxDepth };
+      }
+    }
   }
   const manifest: OnnxManifest = {
     generator: {
@@ -100,7 +113,7 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
       decoder: 'vae_decoder.onnx', encoder: 'vae_encoder.onnx', latentChannels: vae.config.latentChannels, latentSize,
       imageSize: latentSize * downsamplingFactor(vae), normalization,
     },
-    readout,
+    alignment: options.alignCkpt === undefined ? null : 'alignment.onnx', readout, depth,
   };
   makeDirs(options.out, '--out');
   for (const [file, bytes] of Object.entries(files)) writeFileAtomic(join(options.out, file), (fd) => writeAll(fd, bytes));

@@ -342,8 +342,8 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   if (mode === 'sde' && !['Euler', 'Heun'].includes(method)) throw new Error(`--sampling-method ${method}: the SDE sampler knows Euler, Heun`);
   const backend = o.backend ?? 'libtorch';
   if (!(SAMPLE_BACKENDS as readonly string[]).includes(backend)) throw new Error(`--backend ${backend}: one of ${SAMPLE_BACKENDS.join(', ')}`);
-  if (backend === 'onnxruntime' && (mode !== 'ode' || !['euler', 'heun2'].includes(method))) {
-    throw new Error(`--backend onnxruntime runs the ODE sampler with --sampling-method euler or heun2 (got ${mode} ${method})`);
+  if (backend === 'onnxruntime' && !((mode === 'ode' && ['euler', 'heun2'].includes(method)) || (mode === 'sde' && method === 'Euler'))) {
+    throw new Error(`--backend onnxruntime runs the ODE sampler with --sampling-method euler or heun2, and the SDE with Euler (got ${mode} ${method})`);
   }
   // Everything is fetched, loaded and checked before the process group starts or any sample is drawn.
   o.vaePath = await resolveVaePath(o.vaePath, o);
@@ -361,7 +361,8 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
     sampleEps: o.sampleEps ?? saved.sampleEps,
   };
   const onnx = backend === 'libtorch' ? undefined : await createOnnxSampler({
-    model: loaded.model.eval(), vae: vae.eval(), normalization, method: method as 'euler' | 'heun2', steps: o.numSamplingSteps, cfgScale: o.cfgScale,
+    model: loaded.model.eval(), vae: vae.eval(), normalization, mode: mode as 'ode' | 'sde', method: mode === 'ode' ? method as 'euler' | 'heun2' : undefined,
+    sde: { diffusionForm: o.diffusionForm, diffusionNorm: o.diffusionNorm, lastStep: o.lastStep, lastStepSize: o.lastStepSize }, steps: o.numSamplingSteps, cfgScale: o.cfgScale,
     cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport,
   });
   const worldSize = torch.distributed.launchedWorldSize();

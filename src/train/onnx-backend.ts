@@ -7,7 +7,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { DiT } from '../models/sit.js';
-import { Sampler, createTransport, type TransportConfig } from '../diffusion/index.js';
+import { Sampler, createTransport, type SdeSamplerOptions, type Transport, type TransportConfig } from '../diffusion/index.js';
 import { exportGenerator, exportVaeDecoder } from '../onnx/export.js';
 import { guidanceDecider, sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
 import { denormalizeLatents, type LatentNormalization } from './latents.js';
@@ -34,7 +34,12 @@ export interface OnnxSamplerOptions {
   model: DiT;
   vae: AutoencoderKL;
   normalization: LatentNormalization;
-  method: FlowMethod;
+  /** The ODE (euler or heun2, the flow sampler) or the SDE (Euler-Maruyama, as src/diffusion/sde.ts). */
+  mode: 'ode' | 'sde';
+  /** ODE: the fixed-grid method. */
+  method?: FlowMethod;
+  /** SDE: the diffusion form and norm and the last step, as `reals sample sde` takes them. */
+  sde?: Pick<SdeSamplerOptions, 'diffusionForm' | 'diffusionNorm' | 'lastStep' | 'lastStepSize'>;
   steps: number;
   cfgScale: number;
   cfgChannels?: number | 'all';
@@ -55,7 +60,7 @@ export interface OnnxSampler {
 }
 
 export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<OnnxSampler> {
-  const { model, vae, normalization, method, steps, cfgScale } = options;
+  const { model, vae, normalization, mode, steps, cfgScale } = options;
   const transport = createTransport(options.transport);
   if (transport.config.prediction !== 'velocity') {
     throw new Error(`--backend onnxruntime samples velocity models; this one predicts ${transport.config.prediction}`);
@@ -70,9 +75,13 @@ export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<On
   ]);
   const shape = [c.inChannels, c.inputSize, c.inputSize];
   // The grid and the guidance decisions of generateLatents (guidedModel by step on REPA's grid).
-  const odeOptions = { numSteps: steps };
-  const { sit: grid, times } = new Sampler(transport).stepTimes('ode', odeOptions, 'repa');
+  const sde = { diffusionForm: 'sigma' as const, ...options.sde, numSteps: steps };
+  const sampler = new Sampler(transport);
+  const { sit: grid, times } = mode === 'ode' ? sampler.stepTimes('ode', { numSteps: steps }, 'repa') : sampler.stepTimes('sde', sde, 'repa');
   const guidedAt = guidanceDecider(grid, times, cfgScale, options.guidanceLow, options.guidanceHigh);
+  // With guidance over the whole range libtorch steps the doubled batch (sampleLatents), so the
+  // SDE's noise is drawn for 2n rows; the first n are this batch's.
+  const doubled = cfgScale > 1 && options.guidanceLow <= 0 && options.guidanceHigh >= 1;
   const floats = (t: OrtTensor): Float32Array => t.data as Float32Array;
   return {
     async latents(indices, seed) {
@@ -81,11 +90,14 @@ export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<On
       torch.manualSeed(seed);
       const noise = torch.scope(() => torch.randn([n, ...shape]).toArray() as Float32Array);
       const scale = new ort.Tensor('float32', Float32Array.of(cfgScale), [1]);
-      const out = await sampleFlowOde(noise, async (x, t, guided) => {
+      const velocity = async (x: Float32Array, t: number, guided: boolean): Promise<Float32Array> => {
         const feeds = { x: new ort.Tensor('float32', x, [n, ...shape]), t: new ort.Tensor('float32', new Float32Array(n).fill(t), [n]), y: labels };
         return floats((guided ? await cfg.run({ ...feeds, cfg_scale: scale }) : await forward.run(feeds)).out!);
-      }, { method, grid, guidedAt });
-      return torch.fromArray(out, [n, ...shape]);
+      };
+      if (mode === 'ode') {
+        return torch.fromArray(await sampleFlowOde(noise, velocity, { method: options.method ?? 'heun2', grid, guidedAt }), [n, ...shape]);
+      }
+      return sampleSdeEuler(torch.fromArray(noise, [n, ...shape]), velocity, { transport, sde, grid, guidedAt, noiseRows: doubled ? 2 * n : n });
     },
     async decode(latents) {
       const z = torch.scope(() => denormalizeLatents(latents, normalization).contiguous().toArray() as Float32Array);
@@ -96,4 +108,43 @@ export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<On
       await Promise.all([forward.release(), cfg.release(), decoder.release()]);
     },
   };
+}
+
+/**
+ * SiT's Euler-Maruyama SDE sampler (src/diffusion/sampler.ts sampleSde with src/diffusion/sde.ts's
+ * Euler step), driven by an asynchronous network: the same transport drift, score and diffusion
+ * terms and the same draws (torch.randn of `noiseRows` rows per step before the network runs, of
+ * which the batch's are the first), then the last step.
+ */
+async function sampleSdeEuler(
+  init: Tensor, velocity: (x: Float32Array, t: number, guided: boolean) => Promise<Float32Array>,
+  o: { transport: Transport; sde: SdeSamplerOptions & { numSteps: number }; grid: readonly number[]; guidedAt: (t: number) => boolean; noiseRows: number },
+): Promise<Tensor> {
+  const { transport, sde, grid } = o;
+  const { diffusionForm = 'sigma', diffusionNorm = 1.0, lastStep = 'Mean' } = sde;
+  if (lastStep !== 'Mean' && lastStep !== null) throw new Error(`--backend onnxruntime samples the SDE with --last-step Mean or None, got ${lastStep}`);
+  const lastStepSize = lastStep === null ? 0 : sde.lastStepSize ?? 0.04;
+  const n = init.size(0);
+  const shape = init.shape;
+  const path = transport.pathSampler;
+  const at = (t: number): Tensor => torch.full([n], t);
+  const diffusion = (x: Tensor, t: Tensor): Tensor => path.computeDiffusion(x, t, diffusionForm, diffusionNorm);
+  const drift = async (x: Tensor, t: number): Promise<Tensor> => {
+    const out = torch.fromArray(await velocity(x.contiguous().toArray() as Float32Array, t, o.guidedAt(t)), shape);
+    return torch.scope(() => {
+      const tt = at(t);
+      return transport.driftFromOutput(out, x, tt).add(diffusion(x, tt).mul(transport.scoreFromOutput(out, x, tt)));
+    });
+  };
+  const dt = Math.fround(grid[1]! - grid[0]!);
+  const sqrtDt = Math.fround(Math.sqrt(dt));
+  let x = init;
+  for (const ti of grid.slice(0, -1)) {
+    const dw = torch.scope(() => torch.randn([o.noiseRows, ...shape.slice(1)]).slice(0, 0, n).mul(sqrtDt));
+    const k = await drift(x, ti);
+    x = torch.scope(() => x.add(k.mul(dt)).add(diffusion(x, at(ti)).mul(2).sqrt().mul(dw)));
+  }
+  if (lastStep === null) return x;
+  const t1 = grid[grid.length - 1]!;
+  return x.add((await drift(x, t1)).mul(lastStepSize));
 }

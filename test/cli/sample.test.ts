@@ -108,7 +108,18 @@ test('reals sample ode writes one PNG per sample, an ADM .npz of them and a grid
   };
   const difference = torch.noGrad(() => run('-onnxruntime').sub(run('')).abs().max().item());
   assert.ok(difference <= 1, `onnxruntime and libtorch PNGs differ by ${difference} levels`);
-  await assert.rejects(reals('sample', 'ode', ...common, '--model', model, '--backend', 'onnxruntime'), /--backend onnxruntime runs the ODE sampler with --sampling-method euler or heun2 \(got ode dopri5\)/);
+  await assert.rejects(reals('sample', 'ode', ...common, '--model', model, '--backend', 'onnxruntime'), /--backend onnxruntime runs the ODE sampler with --sampling-method euler or heun2, and the SDE with Euler \(got ode dopri5\)/);
+  const sde = [...common, '--model', model, '--per-proc-batch-size', '2', '--num-fid-samples', '2', '--num-sampling-steps', '6', '--precision', 'fp32'];
+  await reals('sample', 'sde', ...sde);
+  await reals('sample', 'sde', ...sde, '--backend', 'onnxruntime');
+  const sdeRun = (suffix: string) => {
+    const file = NpzFile.open(join(root, 'samples', `tiny-sit_checkpoint-cfg-1.0-2-SDE-6-Euler-sigma-Mean-0.04-interval-0.0-1.0-seed-0${suffix}.npz`));
+    const images = file.get('arr_0').to('int32');
+    file.close();
+    return images;
+  };
+  const sdeDifference = torch.noGrad(() => sdeRun('-onnxruntime').sub(sdeRun('')).abs().max().item());
+  assert.ok(sdeDifference <= 1, `onnxruntime and libtorch SDE PNGs differ by ${sdeDifference} levels`);
 
   // The same file read as a DiT (same keys; DiT keeps the learned-variance channels) samples with DDPM.
   await assert.rejects(reals('sample', 'ddpm', '--model', 'SiT-XL/2', ...common), /--model SiT-XL\/2: not one of DiT-XL\/2, /);

@@ -9,9 +9,9 @@ import * as nn from '../../src/nn/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { DiT, SiT } from '../../src/models/sit.js';
 import { OnnxGraph, exportModule, decodeModel } from '../../src/onnx/index.js';
-import { exportGenerator, exportVaeDecoder, exportVaeEncoder, exportSegmentationReadout } from '../../src/onnx/index.js';
+import { exportGenerator, exportVaeDecoder, exportVaeEncoder, exportSegmentationReadout, exportAlignmentHeads, exportDepthReadout } from '../../src/onnx/index.js';
 import { AlignmentHeads } from '../../src/models/alignment.js';
-import { LinearSegmentationHead, layerFromTokens, segmentationLogits } from '../../src/models/heads.js';
+import { LinearDepthHead, LinearSegmentationHead, depthMap, layerFromTokens, segmentationLogits } from '../../src/models/heads.js';
 
 torch.setNumThreads(1);
 
@@ -92,6 +92,21 @@ test('the segmentation readout (alignment MLPs, BatchNorm and the 1x1 classifier
     return segmentationLogits(head, [layerFromTokens(patch, cls, [4, 4])], [4, 4]);
   });
   assertClose((await run(bytes, { z })).logits!, expected, 'readout logits');
+
+  const mlps = await run(exportAlignmentHeads(heads, { latentSize: 4 }), { z });
+  const { patch, cls } = torch.noGrad(() => heads.forward(z));
+  assertClose(mlps.patch!, patch, 'alignment MLPs: patch tokens');
+  assertClose(mlps.cls!, cls, 'alignment MLPs: CLS token');
+
+  // The hub's depth head layout (CLS on, upsample 4, 256 bins) and the regression variant.
+  for (const config of [{}, { classify: false }, { normStrategy: 'softmax' as const, binsStrategy: 'SID' as const, minDepth: 0.1, maxDepth: 1 }]) {
+    const depthHead = new LinearDepthHead({ inIndex: [0], channels: 24, ...config });
+    torch.noGrad(() => { depthHead.convDepth.weight.copy_(torch.randn(depthHead.convDepth.weight.shape).mul(0.1)); });
+    depthHead.eval();
+    const depth = await run(exportDepthReadout(heads, depthHead, { latentSize: 4 }), { z });
+    const reference = torch.noGrad(() => depthMap(depthHead, [layerFromTokens(patch, cls, [4, 4])], [16, 16]));
+    assertClose(depth.depth!, reference, `depth readout ${JSON.stringify(config)}`);
+  }
 });
 
 test('a module without an exporter is an error naming its class and path', () => {

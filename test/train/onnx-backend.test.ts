@@ -17,21 +17,27 @@ const TINY: GeneratorSpec = {
 };
 const NORMALIZATION = { source: 'mean_std.json' as const, mean: [0.1, -0.2, 0.3, 0], std: [1.5, 0.5, 2, 1] };
 
-const relativeError = (a: torch.Tensor, b: torch.Tensor): number => torch.noGrad(() => a.sub(b).abs().max().item() / b.abs().max().item());
-
-test('onnxruntime sampling (euler, heun2; no guidance, guidance everywhere, on an interval) equals libtorch\'s to 1e-4, and so does the decoder', async () => {
+/** make_sit.py's tiny SiT with its fixture weights, and a tiny random VAE. */
+function tinyModels() {
   const { model } = loadGenerator(join(FIXTURES, 'models', 'sit_checkpoint.pt'), { spec: TINY });
   torch.manualSeed(0);
   const vae = new AutoencoderKL({
     blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
     normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
   }).eval();
+  return { model, vae };
+}
+
+const relativeError = (a: torch.Tensor, b: torch.Tensor): number => torch.noGrad(() => a.sub(b).abs().max().item() / b.abs().max().item());
+
+test('onnxruntime sampling (euler, heun2; no guidance, guidance everywhere, on an interval) equals libtorch\'s to 1e-4, and so does the decoder', async () => {
+  const { model, vae } = tinyModels();
   const indices = [0, 1, 2, 5];
   for (const method of ['euler', 'heun2'] as const) {
     for (const [cfgScale, guidanceLow, guidanceHigh] of [[1, 0, 1], [4, 0, 1], [3, 0, 0.5]] as const) {
       const settings = { steps: 8, cfgScale, guidanceLow, guidanceHigh, cfgChannels: 'all' as const };
       const expected = sampleLatents({ model, method: 'ode', ode: { samplingMethod: method }, ...settings }, indices, 1234);
-      const onnx = await createOnnxSampler({ model, vae, normalization: NORMALIZATION, method, ...settings });
+      const onnx = await createOnnxSampler({ model, vae, normalization: NORMALIZATION, mode: 'ode', method, ...settings });
       const latents = await onnx.latents(indices, 1234);
       const error = relativeError(latents, expected);
       assert.ok(error < 1e-4, `${method}, cfg ${cfgScale} on [${guidanceLow}, ${guidanceHigh}]: relative error ${error}`);
@@ -42,5 +48,19 @@ test('onnxruntime sampling (euler, heun2; no guidance, guidance everywhere, on a
       }
       await onnx.release();
     }
+  }
+});
+
+test('onnxruntime SDE sampling (Euler-Maruyama, sigma diffusion, the Mean last step; unguided, guided everywhere with the doubled batch\'s draws, on an interval) equals libtorch\'s to 1e-4', async () => {
+  const { model, vae } = tinyModels();
+  const indices = [0, 1, 2];
+  for (const [cfgScale, guidanceLow, guidanceHigh] of [[1, 0, 1], [4, 0, 1], [3, 0, 0.5]] as const) {
+    const sde = { samplingMethod: 'Euler' as const, diffusionForm: 'sigma' as const, diffusionNorm: 1, lastStep: 'Mean' as const, lastStepSize: 0.04 };
+    const settings = { steps: 10, cfgScale, guidanceLow, guidanceHigh, cfgChannels: 'all' as const };
+    const expected = sampleLatents({ model, method: 'sde', sde, ...settings }, indices, 99);
+    const onnx = await createOnnxSampler({ model, vae, normalization: NORMALIZATION, mode: 'sde', sde, ...settings });
+    const error = relativeError(await onnx.latents(indices, 99), expected);
+    await onnx.release();
+    assert.ok(error < 1e-4, `SDE, cfg ${cfgScale} on [${guidanceLow}, ${guidanceHigh}]: relative error ${error}`);
   }
 });
