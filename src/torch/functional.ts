@@ -180,7 +180,9 @@ export function scaledDotProductAttention(
   if (HAS_SDPA) return O.sdpa(query, key, value, o.attnMask ?? null, dropoutP, isCausal, o.scale ?? null);
   const e = query.size(-1);
   const scale = o.scale ?? 1 / Math.sqrt(e);
-  const scores = query.matmul(key.transpose(-2, -1)).mul(scale);
+  // The query scaled before the product, as timm's Attention (SiT, DiT, DINOv2) does: L x E
+  // multiplications instead of L x S.
+  const scores = query.mul(scale).matmul(key.transpose(-2, -1));
   let masked = scores;
   if (isCausal) {
     const l = query.size(-2);
