@@ -1,12 +1,22 @@
-// Shared test helpers: fixtures written by test/fixtures/*.py and closeness checks.
+// Shared test helpers: fixtures written by test/fixtures/*.py, closeness checks, a tiny VAE.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import * as torch from '../src/torch/index.js';
+import { AutoencoderKL } from '../src/models/autoencoder-kl.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+
+/** A tiny AutoencoderKL (3 channels to `latentChannels`, downsampling by 2), its random weights drawn after torch.manualSeed(0). */
+export function tinyVae(latentChannels = 4): AutoencoderKL {
+  torch.manualSeed(0);
+  return new AutoencoderKL({
+    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+    normNumGroups: 4, layersPerBlock: 1, latentChannels,
+  });
+}
 
 interface FixtureTensor { shape: number[]; dtype: torch.DType; data: number[] }
 

@@ -15,7 +15,21 @@ struct OpEntry {
   std::string name;
   // "aten::op(arg)" per argument, built once so the call path allocates no error-context strings.
   std::vector<std::string> argLabels;
+  // callBinary's schema check, done once: 2 for (Tensor, Tensor) -> Tensor, 3 for
+  // (Tensor, Tensor, Scalar alpha) -> Tensor, 0 for any other schema.
+  size_t binaryArity;
 };
+
+// The arity callBinary can call `schema` with (see OpEntry::binaryArity).
+static size_t binaryArity(const c10::FunctionSchema& schema) {
+  const auto& arguments = schema.arguments();
+  if ((arguments.size() != 2 && arguments.size() != 3) || schema.returns().size() != 1) return 0;
+  if (schema.returns()[0].type()->kind() != c10::TypeKind::TensorType) return 0;
+  for (size_t i = 0; i < 2; ++i) {
+    if (arguments[i].type()->kind() != c10::TypeKind::TensorType || arguments[i].alias_info()) return 0;
+  }
+  return arguments.size() == 2 || arguments[2].type()->kind() == c10::TypeKind::NumberType ? arguments.size() : 0;
+}
 
 static std::deque<OpEntry> opTable;
 
@@ -33,7 +47,7 @@ static napi_value LookupOp(napi_env env, napi_callback_info info) {
       throw JsError{"operator " + name + (overload.empty() ? "" : "." + overload) + " does not exist in libtorch " +
                     TORCH_VERSION};
     }
-    OpEntry entry{*handle, qualifiedName(handle->schema()), {}};
+    OpEntry entry{*handle, qualifiedName(handle->schema()), {}, binaryArity(handle->schema())};
     for (const auto& argument : handle->schema().arguments()) entry.argLabels.push_back(entry.name + "(" + argument.name() + ")");
     opTable.push_back(std::move(entry));
     return makeNumber(env, static_cast<double>(opTable.size() - 1));
@@ -222,8 +236,6 @@ static napi_value fromIValue(napi_env env, const c10::IValue& value, const c10::
   throw JsError{"callOp: return type " + value.tagKind() + " is not supported"};
 }
 
-// callOp(id, ...args): positional arguments in schema order (keyword-only ones included);
-// `undefined` takes the schema default.
 // The operator of id `value` (from lookupOp); `opName` becomes its name for the error messages.
 static const OpEntry& entryOf(napi_env env, napi_value value, const char* idLabel, const char*& opName) {
   auto id = static_cast<size_t>(getInt64(env, value, idLabel));
@@ -233,6 +245,8 @@ static const OpEntry& entryOf(napi_env env, napi_value value, const char* idLabe
   return op;
 }
 
+// callOp(id, ...args): positional arguments in schema order (keyword-only ones included);
+// `undefined` takes the schema default.
 static napi_value CallOp(napi_env env, napi_callback_info info) {
   size_t argc = 32;
   napi_value argv[32];
@@ -295,16 +309,6 @@ static napi_value CallOp(napi_env env, napi_callback_info info) {
 using BinaryFn = at::Tensor(const at::Tensor&, const at::Tensor&);
 using BinaryAlphaFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
 
-static bool isBinarySchema(const c10::FunctionSchema& schema, bool alpha) {
-  const auto& arguments = schema.arguments();
-  if (arguments.size() != (alpha ? 3u : 2u) || schema.returns().size() != 1) return false;
-  if (schema.returns()[0].type()->kind() != c10::TypeKind::TensorType) return false;
-  for (size_t i = 0; i < 2; ++i) {
-    if (arguments[i].type()->kind() != c10::TypeKind::TensorType || arguments[i].alias_info()) return false;
-  }
-  return !alpha || arguments[2].type()->kind() == c10::TypeKind::NumberType;
-}
-
 static napi_value CallBinary(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -313,7 +317,7 @@ static napi_value CallBinary(napi_env env, napi_callback_info info) {
   return guarded(env, opName, [&]() -> napi_value {
     const OpEntry& op = entryOf(env, argv[0], "callBinary(id)", opName);
     const bool alpha = argc > 3;
-    if (!isBinarySchema(op.handle.schema(), alpha)) throw JsError{op.name + ": not a (Tensor, Tensor" + (alpha ? ", Scalar" : "") + ") -> Tensor operator"};
+    if (op.binaryArity != (alpha ? 3u : 2u)) throw JsError{op.name + ": not a (Tensor, Tensor" + (alpha ? ", Scalar" : "") + ") -> Tensor operator"};
     const at::Tensor& a = unwrapTensor(env, argv[1], op.argLabels[0].c_str());
     const at::Tensor& b = unwrapTensor(env, argv[2], op.argLabels[1].c_str());
     at::Tensor out = alpha

@@ -4,11 +4,7 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import { OFFICIAL_CHECKPOINT_DEFAULTS } from '../train/generator-pipeline.js';
 import { ONNX_MANIFEST, runExportOnnx, runExportWeb, type ExportOnnxRunOptions } from '../train/export-pipeline.js';
 import { serveStatic } from '../web/site.js';
-import { hubFlags, integer } from './parse.js';
-
-function cfgChannels(value: string): number | 'all' {
-  return value === 'all' ? 'all' : integer(1)(value);
-}
+import { cfgChannels, hubFlags, integer } from './parse.js';
 
 function modelFlags(command: Command): Command {
   return command

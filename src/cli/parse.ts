@@ -128,6 +128,11 @@ export function markRequiredOptions(command: Command): Command {
   return command;
 }
 
+/** --cfg-channels: a count of leading channels (at least 1), or `all`. */
+export function cfgChannels(value: string): number | 'all' {
+  return value === 'all' ? 'all' : integer(1)(value);
+}
+
 /** `--offline`, and with `revision` `--revision`, of the commands that read published weights (src/hub). */
 export function hubFlags(command: Command, revision: boolean): Command {
   command.option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): weights must already be in the torch hub or Hugging Face caches');

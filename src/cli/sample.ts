@@ -8,11 +8,7 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import {
   OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
-import { device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
-
-function cfgChannels(value: string): number | 'all' {
-  return value === 'all' ? 'all' : integer(1)(value);
-}
+import { cfgChannels, device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 
 const DESCRIPTIONS: Record<SampleMode, string> = {
   ode: 'sample a SiT with the probability-flow ODE', sde: 'sample a SiT with the reverse SDE',

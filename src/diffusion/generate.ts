@@ -3,7 +3,8 @@
 // and run the chosen sampler (SiT's ODE or SDE, or DiT's DDPM or DDIM).
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { guidedModel, type ConditionalNetwork, type TimeConvention } from './guidance.js';
+import { guidedModel, type ConditionalNetwork } from './guidance.js';
+import type { TimeConvention } from './interval.js';
 import { createDiffusion, type CreateDiffusionOptions } from './gaussian-diffusion.js';
 import { Sampler, type OdeSamplerOptions, type SdeSamplerOptions } from './sampler.js';
 import { createTransport, type Model, type TransportConfig } from './transport.js';

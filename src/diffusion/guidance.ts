@@ -2,16 +2,11 @@
 // with the null class, and the guided channels become uncond + cfgScale (cond - uncond), as
 // SiT's and DiT's forward_with_cfg; optionally only inside a guidance interval, outside which the
 // model runs once, conditioned and unguided, as REPA's samplers.py (Kynkaanniemi et al. 2024).
-//
-// Time conventions. The samplers here run SiT's time: t = 0 is noise, t = 1 is data. REPA's
-// samplers run the other way, t = 1 noise to t = 0 data (x_t = (1 - t) x + t noise), and its
-// flags --guidance-low/--guidance-high, in which "cfg 1.8 on [0, 0.75]" is written, are REPA
-// times. An interval names its convention and is compared in it: t_repa = 1 - t_sit.
+// The interval and its time conventions are src/diffusion/interval.ts.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import type { Model } from './transport.js';
-
-export type TimeConvention = 'sit' | 'repa';
+import { convertTime, guidanceDecider, type GuidanceInterval, type StepGrid } from './interval.js';
 
 /** A class-conditional network, such as SiT and DiT of src/models/sit.ts. */
 export interface ConditionalNetwork {
@@ -20,13 +15,6 @@ export interface ConditionalNetwork {
   /** The channels the official forward_with_cfg guides (3 in SiT and DiT); 'all' when absent. */
   readonly cfgChannels?: number | 'all';
   readonly training?: boolean;
-}
-
-/** Guidance applies where low <= t <= high, t in `convention`'s time (both ends included, as REPA). */
-export interface GuidanceInterval {
-  low: number;
-  high: number;
-  convention: TimeConvention;
 }
 
 export interface GuidanceOptions {
@@ -41,27 +29,11 @@ export interface GuidanceOptions {
    */
   sitTime?: (t: number) => number;
   /**
-   * The sampler's fixed grid, so that guidance is decided by step, as REPA does: `sit[i]` is the
-   * (float32) SiT time the sampler passes at step i, `times[i]` that step's time in the
-   * interval's convention as the reference computes it (REPA: a float64 linspace; Sampler's
-   * stepTimes). SiT's float32 times, converted, can fall on the other side of an interval end
-   * that lies on a grid point (REPA's [0, 0.75] with 28 steps). A time not on the grid (dopri5's)
-   * is decided by itself. Default: every time by itself.
+   * The sampler's fixed grid, so that guidance is decided by step, as REPA does (guidanceDecider):
+   * SiT's float32 times, converted, can fall on the other side of an interval end that lies on a
+   * grid point (REPA's [0, 0.75] with 28 steps). Default: every time by itself.
    */
-  grid?: { sit: readonly number[]; times: readonly number[] };
-}
-
-/** A time in one convention expressed in another (t_repa = 1 - t_sit). */
-export function convertTime(t: number, from: TimeConvention, to: TimeConvention): number {
-  for (const c of [from, to]) if (c !== 'sit' && c !== 'repa') throw new Error(`convertTime: unknown time convention '${c as string}' (sit, repa)`);
-  return from === to ? t : 1 - t;
-}
-
-/** Whether guidance applies at SiT time tSit. */
-export function isGuided(tSit: number, interval: GuidanceInterval | undefined): boolean {
-  if (interval === undefined) return true;
-  const t = convertTime(tSit, 'sit', interval.convention);
-  return t >= interval.low && t <= interval.high;
+  grid?: StepGrid;
 }
 
 /**
@@ -83,13 +55,7 @@ export function guidedModel(network: ConditionalNetwork, options: GuidanceOption
   if (options.grid !== undefined && options.grid.sit.length !== options.grid.times.length) {
     throw new Error(`guidedModel: grid.sit has ${options.grid.sit.length} times, grid.times ${options.grid.times.length}`);
   }
-  const gridTimes = new Map<number, number>();
-  options.grid?.sit.forEach((t, i) => { if (!gridTimes.has(t)) gridTimes.set(t, options.grid!.times[i]!); });
-  const guidedAt = (t: number): boolean => {
-    if (interval === undefined) return true;
-    const time = gridTimes.get(t);
-    return time === undefined ? isGuided(sitTime(t), interval) : time >= interval.low && time <= interval.high;
-  };
+  const guidedAt = guidanceDecider(interval, options.grid, sitTime);
   const nullClass = network.config.numClasses;
   return (x, t, modelKwargs) => {
     const y = modelKwargs.y;

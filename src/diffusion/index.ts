@@ -18,7 +18,9 @@ export type {
   ModelMeanType, ModelVarType, LossType, NoiseSchedule, GaussianDiffusionConfig, CreateDiffusionOptions,
   PMeanVariance, SampleStep, SampleOptions, DdimOptions, SampleLoopOptions, TrainingLosses,
 } from './gaussian-diffusion.js';
-export { guidedModel, fromRepaTime, isGuided, convertTime } from './guidance.js';
-export type { TimeConvention, ConditionalNetwork, GuidanceInterval, GuidanceOptions } from './guidance.js';
+export { guidedModel, fromRepaTime } from './guidance.js';
+export type { ConditionalNetwork, GuidanceOptions } from './guidance.js';
+export { isGuided, convertTime, guidanceDecider } from './interval.js';
+export type { TimeConvention, GuidanceInterval, StepGrid } from './interval.js';
 export { generateLatents, floatOutputs } from './generate.js';
 export type { GenerateMethod, GenerateOptions } from './generate.js';

@@ -5,7 +5,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import type { DiffusionForm } from './path.js';
 import { odeint, timeGrid, timeGrid64, type OdeMethod } from './ode.js';
-import { convertTime, type TimeConvention } from './guidance.js';
+import { convertTime, type TimeConvention } from './interval.js';
 import { sdeint, type SdeMethod } from './sde.js';
 import type { Model, ModelKwargs, Transport } from './transport.js';
 

@@ -23,6 +23,7 @@ import {
 import { FASHION_MNIST_CLASSES, FashionMNIST, IMAGE_EXTENSIONS, loadImageInto, writeNormalized } from '../data/index.js';
 import { encodePng, makeGrid } from '../train/images.js';
 import { withDefaults } from '../train/context.js';
+import { encodePosterior } from '../train/latents.js';
 
 const F = torch.nnFunctional;
 
@@ -183,7 +184,7 @@ async function encodeItems(vae: AutoencoderKL, items: readonly Item[], imageSize
     } else {
       await loadImageInto(item.image, imageSize, false, pixels, 0);
       const x = torch.fromArray(pixels, [1, 3, imageSize, imageSize]);
-      latents.push(torch.noGrad(() => torch.withPrecision(precision, DEVICE, () => vae.encode(x).mode()).float()));
+      latents.push(torch.noGrad(() => encodePosterior(vae, x, precision).mode()));
     }
   }
   const shapes = new Set(latents.map((z) => z.shape.join('x')));
@@ -489,7 +490,7 @@ export async function runTrainLinear(trainOptions: TrainLinearOptions): Promise<
   const chunks = torch.noGrad(() => {
     const out: LayerFeatures[] = [];
     for (let start = 0; start < n; start += 64) {
-      const z = torch.withPrecision(precision, DEVICE, () => vae.encode(data.images.slice(0, start, start + 64)).mode()).float();
+      const z = encodePosterior(vae, data.images.slice(0, start, start + 64), precision).mode();
       out.push(layersIn(precision, source, z, source.readsImage ? decodeIn(precision, vae, z) : z, head)[0]!);
     }
     return out;

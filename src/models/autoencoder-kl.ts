@@ -405,6 +405,9 @@ export class AutoencoderKL extends nn.Module {
   /** As diffusers' enable_slicing(): encode and decode a batch one image at a time to save memory. */
   useSlicing = false;
 
+  /** How many pixels of a side one latent covers (diffusers' vae_scale_factor; SD-VAE: 8). */
+  get downsamplingFactor(): number { return 2 ** (this.config.blockOutChannels.length - 1); }
+
   constructor(config: Partial<AutoencoderKLConfig> = {}) {
     super();
     this.config = parseConfig(config, 'AutoencoderKL', (field) => field);

@@ -210,6 +210,14 @@ export class LinearDepthHead extends nn.Module {
     return x;
   }
 
+  /** The depth of each bin [nBins]: minDepth to maxDepth evenly spaced ('UD'), or 10 to the powers so spaced ('SID', aten::logspace as the reference). */
+  bins(dtype: torch.DType, device: torch.Device): Tensor {
+    const c = this.config;
+    return c.binsStrategy === 'UD'
+      ? torch.linspace(c.minDepth, c.maxDepth, c.nBins, { dtype, device })
+      : torch.callOp('aten::logspace', c.minDepth, c.maxDepth, c.nBins, 10, torch.dtypeCode(dtype), undefined, device);
+  }
+
   /** DepthBaseDecodeHead.depth_pred: [B, 1, h, w]. */
   depthPred(feat: Tensor): Tensor {
     const c = this.config;
@@ -218,10 +226,7 @@ export class LinearDepthHead extends nn.Module {
       return c.scaleUp ? out.sigmoid().mul(c.maxDepth) : F.relu(out).add(c.minDepth);
     }
     let logit = this.convDepth.forward(feat);
-    const options = { dtype: feat.dtype, device: feat.device };
-    const bins: Tensor = c.binsStrategy === 'UD'
-      ? torch.linspace(c.minDepth, c.maxDepth, c.nBins, options)
-      : torch.callOp('aten::logspace', c.minDepth, c.maxDepth, c.nBins, 10, torch.dtypeCode(feat.dtype), undefined, feat.device);
+    const bins = this.bins(feat.dtype, feat.device);
     if (c.normStrategy === 'linear') {
       // As AdaBins: relu, + 0.1, normalized to sum 1 over the bins.
       logit = F.relu(logit).add(0.1);
@@ -565,6 +570,12 @@ export function colorizeDepth(depth: Tensor, range?: [number, number]): Tensor {
 
 // --- ONNX export (src/onnx) ----------------------------------------------------------------------
 
+/** The CLS token [N, D] over the grid of `patch` [N, D, h, w], as bilinear resizing of its 1 x 1 map gives. */
+function clsMapOnnx(g: OnnxGraph, cls: Value, patch: Value): Value {
+  const [n, d, h, w] = patch.shape as [Dim, number, number, number];
+  return g.mul(g.reshape(cls, [n, d, 1, 1]), g.tensor(torch.ones([1, 1, h, w]), 'cls_grid'));
+}
+
 /**
  * LinearSegmentationHead.forward of one layer's (patch map [N, D, h, w], CLS [N, D]) as graph nodes,
  * for heads that read inputs of that one layer at their own size (resizeFactors null): the CLS
@@ -574,14 +585,11 @@ export function segmentationHeadOnnx(head: LinearSegmentationHead, g: OnnxGraph,
   const { inIndex, resizeFactors, clsToken } = head.config;
   if (resizeFactors !== null) throw new Error('ONNX export: a LinearSegmentationHead with resizeFactors (only heads without exports)');
   if (clsToken && cls === null) throw new Error('ONNX export: the head reads a CLS token and none is given');
-  const [n, , h, w] = patch.shape as [Dim, number, number, number];
   const flat = clsToken ? [patch, cls!] : [patch];
   const inputs = inIndex.map((i) => {
     const x = flat[i];
     if (x === undefined) throw new Error(`ONNX export: the head reads input ${i} of one layer's ${flat.length}`);
-    if (x !== cls) return x;
-    const d = cls.shape[1] as number;
-    return g.mul(g.reshape(cls, [n, d, 1, 1]), g.tensor(torch.ones([1, 1, h, w]), 'cls_grid'));
+    return x === cls ? clsMapOnnx(g, cls, patch) : x;
   });
   const joined = inputs.length === 1 ? inputs[0]! : g.concat(inputs, 1);
   return exportModule(head.convSeg, g, [exportModule(head.bn, g, [joined], 'bn')], 'conv_seg');
@@ -595,16 +603,13 @@ export function depthHeadOnnx(head: LinearDepthHead, g: OnnxGraph, patch: Value,
   const c = head.config;
   if (c.inIndex.length !== 1 || c.inIndex[0] !== 0) throw new Error(`ONNX export: a LinearDepthHead reading layers [${c.inIndex}] (one layer, the first, exports)`);
   if (c.clsToken && cls === null) throw new Error('ONNX export: the depth head reads a CLS token and none is given');
-  const [n, d, h, w] = patch.shape as [Dim, number, number, number];
-  const input = c.clsToken ? g.concat([patch, g.mul(g.reshape(cls!, [n, d, 1, 1]), g.tensor(torch.ones([1, 1, h, w]), 'cls_grid'))], 1) : patch;
+  const input = c.clsToken ? g.concat([patch, clsMapOnnx(g, cls!, patch)], 1) : patch;
   const logit = exportModule(head.convDepth, g, [c.upsample === 1 ? input : g.upsampleBilinear(input, c.upsample)], 'conv_depth');
   let depth: Value;
   if (!c.classify) {
     depth = c.scaleUp ? g.mul(g.sigmoid(logit), g.scalar(c.maxDepth)) : g.add(g.relu(logit), g.scalar(c.minDepth));
   } else {
-    const bins = torch.noGrad(() => (c.binsStrategy === 'UD'
-      ? torch.linspace(c.minDepth, c.maxDepth, c.nBins)
-      : torch.callOp('aten::logspace', c.minDepth, c.maxDepth, c.nBins, 10, torch.dtypeCode('float32'), undefined, 'cpu') as Tensor).view(1, -1, 1, 1));
+    const bins = torch.noGrad(() => head.bins('float32', 'cpu').view(1, -1, 1, 1));
     const weights = c.normStrategy === 'softmax' ? g.softmax(logit, 1)
       : (() => {
         const positive = c.normStrategy === 'linear' ? g.add(g.relu(logit), g.scalar(0.1)) : g.sigmoid(logit);

@@ -52,21 +52,6 @@ export function linspace64(t0: number, t1: number, steps: number): number[] {
   return Array.from({ length: steps }, (_, i) => (i < halfway ? t0 + step * i : t1 - step * (steps - i - 1)));
 }
 
-/**
- * Whether guidance applies at an evaluation at SiT time t: with cfgScale > 1, when t is a grid
- * point, whether that step's REPA time (`repaTimes`, 1 - t on REPA's float64 grid) lies in
- * [low, high]; otherwise whether 1 - t does, as src/diffusion/guidance.ts decides.
- */
-export function guidanceDecider(grid: readonly number[], repaTimes: readonly number[], cfgScale: number, low: number, high: number): (t: number) => boolean {
-  const byGrid = new Map<number, number>();
-  grid.forEach((t, i) => { if (!byGrid.has(t)) byGrid.set(t, repaTimes[i]!); });
-  return (t) => {
-    if (cfgScale <= 1) return false;
-    const time = byGrid.get(t) ?? 1 - t;
-    return time >= low && time <= high;
-  };
-}
-
 /** The state at the grid's last time from x0 at its first. */
 export async function sampleFlowOde(x0: Float32Array, velocity: VelocityFn, options: FlowSamplerOptions): Promise<Float32Array> {
   const { method, grid, guidedAt } = options;

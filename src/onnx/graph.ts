@@ -146,13 +146,9 @@ export class OnnxGraph {
       if (x.shape[i] !== d) throw new Error(`ONNX export: reshape of ${shapeText(x.shape)} to ${shapeText(shape)} moves the dim '${d}'`);
       return 0;
     });
-    const known = x.shape.every((d) => typeof d === 'number') ? (x.shape as number[]).reduce((p, d) => p * d, 1) : null;
-    const out = shape.map((d, i) => {
-      if (d !== -1) return d;
-      const rest = shape.reduce<number>((p, e, j) => (j === i || typeof e !== 'number' ? p : p * e), 1);
-      const input = x.shape.reduce<number>((p, e) => (typeof e === 'number' ? p * e : p), 1);
-      return known === null ? input / rest : known / rest;
-    });
+    // The named dims are copied in place, so -1 is the input's numeric size over the output's others.
+    const size = (dims: readonly Dim[], skip = -1) => dims.reduce<number>((p, e, j) => (j === skip || typeof e !== 'number' ? p : p * e), 1);
+    const out = shape.map((d, i) => (d === -1 ? size(x.shape) / size(shape, i) : d));
     return this.node('Reshape', [x, this.ints(spec)], out);
   }
 
@@ -230,22 +226,19 @@ export class OnnxGraph {
 
   /** Nearest-neighbour upsampling of NCHW by an integer factor (F.interpolate mode 'nearest'). */
   upsampleNearest(x: Value, factor: number): Value {
-    const grow = (d: Dim): Dim => (typeof d === 'number' ? d * factor : d);
-    const scales = this.tensor(torch.tensor([1, 1, factor, factor], { dtype: 'float32' }), 'scales');
-    // Empty name: the optional roi input left out.
-    const node = this.node('Resize', [x, { name: '', shape: [], dtype: 'float32' }, scales], [x.shape[0]!, x.shape[1]!, grow(x.shape[2]!), grow(x.shape[3]!)], {
-      mode: 'nearest', nearest_mode: 'floor', coordinate_transformation_mode: 'asymmetric',
-    });
-    return node;
+    return this.upsample(x, factor, { mode: 'nearest', nearest_mode: 'floor', coordinate_transformation_mode: 'asymmetric' });
   }
 
   /** Bilinear upsampling of NCHW by an integer factor, as F.interpolate(mode 'bilinear', alignCorners false). */
   upsampleBilinear(x: Value, factor: number): Value {
+    return this.upsample(x, factor, { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
+  }
+
+  private upsample(x: Value, factor: number, attributes: Record<string, Attribute>): Value {
     const grow = (d: Dim): Dim => (typeof d === 'number' ? d * factor : d);
-    const scales = this.tensor(torch.tensor([1, 1, factor, factor], { dtype: 'float32' }), 'scales');
-    return this.node('Resize', [x, { name: '', shape: [], dtype: 'float32' }, scales], [x.shape[0]!, x.shape[1]!, grow(x.shape[2]!), grow(x.shape[3]!)], {
-      mode: 'linear', coordinate_transformation_mode: 'half_pixel',
-    });
+    const scales = this.constant(`scales:${factor}`, () => this.tensor(torch.tensor([1, 1, factor, factor], { dtype: 'float32' }), 'scales'));
+    // Empty name: the optional roi input left out.
+    return this.node('Resize', [x, { name: '', shape: [], dtype: 'float32' }, scales], [x.shape[0]!, x.shape[1]!, grow(x.shape[2]!), grow(x.shape[3]!)], attributes);
   }
 
   relu(x: Value): Value { return this.node('Relu', [x], x.shape); }

@@ -61,7 +61,8 @@ export function attention(graph: OnnxGraph, q: Value, k: Value, v: Value): Value
   const d = q.shape[q.shape.length - 1] as number;
   const perm = [...Array(k.shape.length).keys()];
   [perm[perm.length - 1], perm[perm.length - 2]] = [perm[perm.length - 2]!, perm[perm.length - 1]!];
-  const scores = graph.mul(graph.matmul(q, graph.transpose(k, perm)), graph.scalar(1 / Math.sqrt(d)));
+  // The query scaled before the product, as the libtorch path (F.scaledDotProductAttention) does.
+  const scores = graph.matmul(graph.mul(q, graph.scalar(1 / Math.sqrt(d))), graph.transpose(k, perm));
   return graph.matmul(graph.softmax(scores, -1), v);
 }
 

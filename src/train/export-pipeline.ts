@@ -12,7 +12,7 @@ import {
   exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder,
 } from '../onnx/index.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
-import { downsamplingFactor, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
 import type { LatentNormalization } from './latents.js';
 import { writeWebSite } from '../web/site.js';
@@ -77,12 +77,13 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
   const { loaded, model: name, normalization } = loadGeneratorFor({ ...options, ckpt, log }, null, vae, vaePath);
   const generator = loaded.model;
   const latentSize = generator.config.inputSize;
+  const imageSize = latentSize * vae.downsamplingFactor;
   const files: Record<string, Uint8Array> = {};
   const graphs = exportGenerator(generator, { cfgChannels: options.cfgChannels });
   files['generator.onnx'] = graphs.forward;
   files['generator_cfg.onnx'] = graphs.cfg;
   files['vae_decoder.onnx'] = exportVaeDecoder(vae, { latentSize });
-  files['vae_encoder.onnx'] = exportVaeEncoder(vae, { imageSize: latentSize * downsamplingFactor(vae) });
+  files['vae_encoder.onnx'] = exportVaeEncoder(vae, { imageSize });
   let readout: OnnxManifest['readout'] = null;
   let depth: OnnxManifest['depth'] = null;
   if (options.alignCkpt !== undefined) {
@@ -111,7 +112,7 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
     },
     vae: {
       decoder: 'vae_decoder.onnx', encoder: 'vae_encoder.onnx', latentChannels: vae.config.latentChannels, latentSize,
-      imageSize: latentSize * downsamplingFactor(vae), normalization,
+      imageSize, normalization,
     },
     alignment: options.alignCkpt === undefined ? null : 'alignment.onnx', readout, depth,
   };

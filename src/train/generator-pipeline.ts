@@ -22,7 +22,7 @@ import {
 } from './latents.js';
 import { withDefaults } from './context.js';
 import { createOnnxSampler } from './onnx-backend.js';
-import { downsamplingFactor, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 
 const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
@@ -301,7 +301,7 @@ export function loadGeneratorFor(
     const saved = recorded;
     // The checkpoint says what it is; flags that contradict it are refused rather than ignored.
     if (kind !== null && saved.kind !== kind) throw new Error(`--ckpt ${o.ckpt} holds a ${saved.kind}; sample it with ${saved.kind === 'SiT' ? 'ode or sde' : 'ddpm or ddim'}`);
-    const imageSize = saved.config.inputSize * downsamplingFactor(vae);
+    const imageSize = saved.config.inputSize * vae.downsamplingFactor;
     if (o.imageSize !== undefined && latentSize(vae, o.imageSize) !== saved.config.inputSize) {
       throw new Error(`--image-size ${o.imageSize}: --ckpt ${o.ckpt} was trained on ${saved.config.inputSize}x${saved.config.inputSize} latents (${imageSize}x${imageSize} images through --vae-path)`);
     }

@@ -92,14 +92,9 @@ export function trainingFolder(dataPath: string): string {
   return hasClassFolders ? train : dataPath;
 }
 
-/** How many pixels of a side one latent covers (SD-VAE: 8). */
-export function downsamplingFactor(vae: AutoencoderKL): number {
-  return 2 ** (vae.config.blockOutChannels.length - 1);
-}
-
 /** The side of the VAE's latents for images of `imageSize` (SiT: image_size // 8). */
 export function latentSize(vae: AutoencoderKL, imageSize: number): number {
-  const factor = downsamplingFactor(vae);
+  const factor = vae.downsamplingFactor;
   if (imageSize % factor !== 0) throw new Error(`--image-size ${imageSize} is not divisible by the VAE's downsampling factor ${factor}`);
   return imageSize / factor;
 }

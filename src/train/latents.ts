@@ -186,7 +186,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   if (imageShape[0] !== vae.config.inChannels) {
     throw new Error(`cacheLatents: the images have ${imageShape[0]} channels, the VAE takes ${vae.config.inChannels}`);
   }
-  const factor = 2 ** (vae.config.blockOutChannels.length - 1);
+  const factor = vae.downsamplingFactor;
   if (imageShape[1] % factor !== 0 || imageShape[2] % factor !== 0) {
     throw new Error(`cacheLatents: images of ${imageShape[1]}x${imageShape[2]} are not divisible by the VAE's downsampling factor ${factor}`);
   }
@@ -489,7 +489,7 @@ export class EncodedImages implements LatentSource {
   ) {
     this.precision = torch.resolvePrecision(precision, device);
     const [, h, w] = imageShapeOf(loader.dataset);
-    const factor = 2 ** (vae.config.blockOutChannels.length - 1);
+    const factor = vae.downsamplingFactor;
     this.latentShape = [vae.config.latentChannels, h / factor, w / factor];
     vae.to(device).eval().requiresGrad_(false);
   }

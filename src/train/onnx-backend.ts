@@ -7,9 +7,9 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { DiT } from '../models/sit.js';
-import { Sampler, createTransport, type SdeSamplerOptions, type Transport, type TransportConfig } from '../diffusion/index.js';
+import { Sampler, createTransport, guidanceDecider, type SdeSamplerOptions, type Transport, type TransportConfig } from '../diffusion/index.js';
 import { exportGenerator, exportVaeDecoder } from '../onnx/export.js';
-import { guidanceDecider, sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
+import { sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
 import { denormalizeLatents, type LatentNormalization } from './latents.js';
 import { sampleLabel } from './sit.js';
 
@@ -77,8 +77,10 @@ export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<On
   // The grid and the guidance decisions of generateLatents (guidedModel by step on REPA's grid).
   const sde = { diffusionForm: 'sigma' as const, ...options.sde, numSteps: steps };
   const sampler = new Sampler(transport);
-  const { sit: grid, times } = mode === 'ode' ? sampler.stepTimes('ode', { numSteps: steps }, 'repa') : sampler.stepTimes('sde', sde, 'repa');
-  const guidedAt = guidanceDecider(grid, times, cfgScale, options.guidanceLow, options.guidanceHigh);
+  const stepGrid = mode === 'ode' ? sampler.stepTimes('ode', { numSteps: steps }, 'repa') : sampler.stepTimes('sde', sde, 'repa');
+  const grid = stepGrid.sit;
+  const guided = guidanceDecider({ low: options.guidanceLow, high: options.guidanceHigh, convention: 'repa' }, stepGrid);
+  const guidedAt = (t: number): boolean => cfgScale > 1 && guided(t);
   // With guidance over the whole range libtorch steps the doubled batch (sampleLatents), so the
   // SDE's noise is drawn for 2n rows; the first n are this batch's.
   const doubled = cfgScale > 1 && options.guidanceLow <= 0 && options.guidanceHigh >= 1;

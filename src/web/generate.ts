@@ -2,7 +2,8 @@
 // and for Node: the seeded noise, SiT's ODE with guidance on an interval, the decoder, the 8-bit
 // pixels, and the segmentation readout. The runtime is passed in (onnxruntime-web in the page,
 // onnxruntime-node in Node), so this file imports neither. No Node or libtorch imports.
-import { guidanceDecider, linspace32, linspace64, sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
+import { linspace32, linspace64, sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
+import { guidanceDecider } from '../diffusion/interval.js';
 import { seededNormal } from './noise.js';
 
 /** The fields of model.json (src/train/export-pipeline.ts OnnxManifest) the page reads. */
@@ -62,7 +63,8 @@ export async function generateImage(manifest: WebManifest, run: RunGraph, settin
   }
   const [t0, t1] = generator.timeInterval;
   const grid = linspace32(t0, t1, settings.steps);
-  const guidedAt = guidanceDecider(grid, linspace64(1 - t0, 1 - t1, settings.steps), settings.cfgScale, settings.guidanceLow, settings.guidanceHigh);
+  const guided = guidanceDecider({ low: settings.guidanceLow, high: settings.guidanceHigh, convention: 'repa' }, { sit: grid, times: linspace64(1 - t0, 1 - t1, settings.steps) });
+  const guidedAt = (t: number): boolean => settings.cfgScale > 1 && guided(t);
   const y: GraphTensor = { type: 'int64', data: BigInt64Array.of(BigInt(settings.classLabel)), dims: [1] };
   const scale: GraphTensor = { type: 'float32', data: Float32Array.of(settings.cfgScale), dims: [1] };
   const latents = await sampleFlowOde(seededNormal(settings.seed, c * s * s), async (x, t, guided) => {

@@ -6,12 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import * as torch from '../../src/torch/index.js';
-import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.js';
 import { LinearSegmentationHead, saveHead } from '../../src/models/heads.js';
 import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
 import { buildProgram } from '../../src/cli/main.js';
-import { FIXTURES } from '../helpers.js';
+import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
 const OFFICIAL = join(FIXTURES, 'models', 'sit_checkpoint.pt');
@@ -22,11 +21,7 @@ const TINY: GeneratorSpec = {
 
 test('reals export onnx writes the generator, CFG, VAE and readout graphs and a manifest; the generator graph computes what libtorch does', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-export-'));
-  torch.manualSeed(0);
-  new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
-  }).savePretrained(join(root, 'vae'));
+  tinyVae().savePretrained(join(root, 'vae'));
   writeFileSync(join(root, 'tiny.json'), JSON.stringify({ depth: 2, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
   saveAlignmentHeads(join(root, 'align.safetensors'), new AlignmentHeads({ latentChannels: 4, featureDim: 8, hiddenDim: 16 }));
   saveHead(join(root, 'head.safetensors'), new LinearSegmentationHead({ inChannels: [8, 8], inIndex: [0, 1], clsToken: true, numClasses: 3 }).eval());

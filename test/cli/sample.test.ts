@@ -15,7 +15,7 @@ import { denormalizeLatents, latentNormalization, type LatentNormalization } fro
 import { buildProgram } from '../../src/cli/main.js';
 import { launch } from '../../src/train/launch.js';
 import { PassThrough } from 'node:stream';
-import { FIXTURES, loadFixture, assertClose } from '../helpers.js';
+import { FIXTURES, loadFixture, assertClose, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
 const OFFICIAL = join(FIXTURES, 'models', 'sit_checkpoint.pt');
@@ -31,11 +31,7 @@ function reals(...args: string[]): Promise<unknown> {
 
 /** A tiny random diffusers VAE folder: 3 -> 4 channels, downsampling by 2. */
 function vaeFolder(dir: string): string {
-  torch.manualSeed(0);
-  new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
-  }).savePretrained(dir);
+  tinyVae().savePretrained(dir);
   return dir;
 }
 

@@ -11,7 +11,7 @@ import { AutoencoderKL, configFromDiffusers } from '../../src/models/autoencoder
 import { resolveDinoConfig } from '../../src/models/dinov2.js';
 import { encodePng } from '../../src/train/images.js';
 import { resolveGeneratorSpec, runGeneratorTrain, runSample } from '../../src/train/generator-pipeline.js';
-import { FIXTURES } from '../helpers.js';
+import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
@@ -23,11 +23,7 @@ function reals(args: string[]): { status: number | null; stderr: string } {
 
 /** A tiny random diffusers VAE folder: 3 -> 4 channels, downsampling by 2. */
 function vaeFolder(dir: string): string {
-  torch.manualSeed(0);
-  new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
-  }).savePretrained(dir);
+  tinyVae().savePretrained(dir);
   return dir;
 }
 

@@ -4,11 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
 import { createOnnxSampler } from '../../src/train/onnx-backend.js';
 import { denormalizeLatents } from '../../src/train/latents.js';
-import { FIXTURES } from '../helpers.js';
+import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
 const TINY: GeneratorSpec = {
@@ -20,12 +19,7 @@ const NORMALIZATION = { source: 'mean_std.json' as const, mean: [0.1, -0.2, 0.3,
 /** make_sit.py's tiny SiT with its fixture weights, and a tiny random VAE. */
 function tinyModels() {
   const { model } = loadGenerator(join(FIXTURES, 'models', 'sit_checkpoint.pt'), { spec: TINY });
-  torch.manualSeed(0);
-  const vae = new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
-  }).eval();
-  return { model, vae };
+  return { model, vae: tinyVae().eval() };
 }
 
 const relativeError = (a: torch.Tensor, b: torch.Tensor): number => torch.noGrad(() => a.sub(b).abs().max().item() / b.abs().max().item());

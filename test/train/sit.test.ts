@@ -15,7 +15,7 @@ import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
 import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError, encodePng } from '../../src/train/index.js';
 import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
-import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
+import { tinyVae } from '../helpers.js';
 import { NpzFile } from '../../src/io/index.js';
 import { EncodedImages } from '../../src/train/latents.js';
 import { IDENTITY, fashionMnist, memorySource } from './latent-data.js';
@@ -126,11 +126,7 @@ test('resuming after a batch the loader left out (every image unreadable) contin
     const path = join(root, 'images', i < 6 ? 'class_a' : 'class_b', `${i}.png`);
     writeFileSync(path, i === 2 || i === 3 ? '' : await encodePng(torch.randint(0, 256, [8, 8, 3], { dtype: 'uint8' })));
   }
-  torch.manualSeed(0);
-  const vae = new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
-  });
+  const vae = tinyVae(1);
   const spec = tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4, numClasses: 2 });
   const quiet = { log: () => {}, progressStream: new PassThrough() };
   const warnings = mock.method(process, 'emitWarning', () => {});
@@ -263,11 +259,7 @@ test('DiT trains on the DDPM loss (MSE + VB of the learned variance) in a run fo
 
 test('a sample folder continues only with the settings its PNGs were drawn with; a PNG is never left half-written under its name, nor black for NaN', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-sample-dir-'));
-  torch.manualSeed(0);
-  const vae = new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
-  });
+  const vae = tinyVae(1);
   const model = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
   const options = {
     model, vae, normalization: IDENTITY, method: 'ode' as const, steps: 3, ode: { samplingMethod: 'euler' as const }, batchSize: 2, seed: 0,
@@ -331,11 +323,7 @@ test('a sample folder continues only with the settings its PNGs were drawn with;
 
 test('a sample folder starts by removing the temporaries of killed runs (PNGs, .npz, grid), not those of live processes', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-sample-tmp-'));
-  torch.manualSeed(0);
-  const vae = new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 1,
-  });
+  const vae = tinyVae(1);
   const model = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
   const dead = spawn('true');
   await new Promise((resolve) => dead.once('exit', resolve));

@@ -13,7 +13,6 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { chromium } from 'playwright-core';
 import * as torch from '../../src/torch/index.js';
-import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.js';
 import { LinearSegmentationHead, saveHead } from '../../src/models/heads.js';
 import { runExportWeb } from '../../src/train/export-pipeline.js';
@@ -21,7 +20,7 @@ import { runSample } from '../../src/train/generator-pipeline.js';
 import { decodeImage } from '../../src/data/image.js';
 import { serveStatic } from '../../src/web/site.js';
 import { generateImage, type RunGraph, type WebManifest } from '../../src/web/generate.js';
-import { FIXTURES } from '../helpers.js';
+import { FIXTURES, tinyVae } from '../helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-output/web');
@@ -29,11 +28,7 @@ const OUTPUT = join(dirname(fileURLToPath(import.meta.url)), '../../tmp/test-out
 test('the exported page samples, decodes and segments in chromium as onnxruntime-node does, with no console error', { timeout: 240_000 }, async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM}: no chromium (scripts/setup.sh installs Debian's; CHROMIUM names another)`);
   const root = mkdtempSync(join(tmpdir(), 'reals-web-'));
-  torch.manualSeed(0);
-  new AutoencoderKL({
-    blockOutChannels: [8, 8], downBlockTypes: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], upBlockTypes: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    normNumGroups: 4, layersPerBlock: 1, latentChannels: 4,
-  }).savePretrained(join(root, 'vae'));
+  tinyVae().savePretrained(join(root, 'vae'));
   saveAlignmentHeads(join(root, 'align.safetensors'), new AlignmentHeads({ latentChannels: 4, featureDim: 8, hiddenDim: 16 }));
   const head = new LinearSegmentationHead({ inChannels: [8, 8], inIndex: [0, 1], clsToken: true, numClasses: 3 });
   torch.noGrad(() => head.convSeg.weight.copy_(torch.randn([3, 16, 1, 1])));
