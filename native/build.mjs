@@ -75,7 +75,7 @@ const hasGloo = [...torch.include, '/usr/include'].some((dir) => existsSync(join
 if (hasCuda) linkLibs.push('torch_cuda', 'c10_cuda');
 
 const flags = [
-  '-std=c++17', '-O2', '-fPIC', '-Wall', '-Wno-unused-parameter', '-Wno-unknown-pragmas',
+  '-std=c++17', '-O2', '-fPIC', '-Wall', '-Wno-unused-parameter', '-Wno-unknown-pragmas', '-Wno-psabi',
   '-DNAPI_EXPERIMENTAL', '-DUSE_DISTRIBUTED', ...(hasGloo ? ['-DUSE_C10D_GLOO'] : []),
   ...(hasCuda ? ['-DREALS_CUDA', '-DUSE_C10D_NCCL'] : []),
   ...(torch.abi !== undefined ? [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`] : []),

@@ -2,6 +2,7 @@
 // Python uses keywords). src/nn re-exports these as F.
 import { Tensor, op, hasOp, type Scalar } from './tensor.js';
 import { zeros } from './creation.js';
+import { native } from './native.js';
 
 const O = {
   linear: op('aten::linear'), conv2d: op('aten::conv2d'), convTranspose2d: op('aten::conv_transpose2d.input'),
@@ -106,7 +107,10 @@ export function batchNorm(
 }
 
 /** GELU; approximate 'tanh' is the tanh form (DiT/SiT MLPs use it). */
-export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor { return O.gelu(input, approximate); }
+/** F.gelu. The tanh form runs the addon's fused kernel on float32/bfloat16 CPU tensors (native/src/gelu.cc). */
+export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  return approximate === 'tanh' ? new Tensor(native.geluTanh(input._handle)) : O.gelu(input, approximate);
+}
 export function silu(input: Tensor): Tensor { return O.silu(input); }
 export function relu(input: Tensor): Tensor { return O.relu(input); }
 export function leakyRelu(input: Tensor, negativeSlope = 0.01): Tensor { return O.leakyRelu(input, negativeSlope); }

@@ -67,6 +67,8 @@ export interface Native {
   callOp(id: number, ...args: unknown[]): unknown;
   /** An operator of schema (Tensor, Tensor[, Scalar alpha]) -> Tensor through the unboxed dispatcher path. */
   callBinary(id: number, a: Handle, b: Handle, alpha?: number): Handle;
+  /** gelu(x, approximate='tanh'): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
+  geluTanh(x: Handle): Handle;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
   broadcast(group: GroupHandle, tensors: Handle[], src: number): void;
