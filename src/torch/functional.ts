@@ -106,8 +106,10 @@ export function batchNorm(
   return O.batchNorm(input, o.weight ?? null, o.bias ?? null, runningMean, runningVar, o.training ?? false, o.momentum ?? 0.1, o.eps ?? 1e-5, true);
 }
 
-/** GELU; approximate 'tanh' is the tanh form (DiT/SiT MLPs use it). */
-/** F.gelu. The tanh form runs the addon's fused kernel on float32/bfloat16 CPU tensors (native/src/gelu.cc). */
+/**
+ * GELU; approximate 'tanh' is the tanh form (DiT/SiT MLPs use it), which runs the addon's fused
+ * kernel on float32/bfloat16 CPU tensors (native/src/gelu.cc).
+ */
 export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   return approximate === 'tanh' ? new Tensor(native.geluTanh(input._handle)) : O.gelu(input, approximate);
 }

@@ -95,6 +95,7 @@ test('gelu (erf and tanh), softmax, logSoftmax and matmul equal PyTorch', () => 
 test('the fused tanh GELU (float32, bfloat16): as accurate as PyTorch\'s forward, more in its gradient, and libtorch\'s elsewhere', () => {
   const c = fx.gelu_tanh_kernel;
   const x: T = c.input;
+  const libtorchGelu = torch.op('aten::gelu');
   // Error against float64 per max(1, |x|): the kernel's (one exp, a division) against PyTorch's float32
   // kernel on the same inputs; both are a few float32 ulps. 1.5x PyTorch's leaves room for rounding
   // luck, and an error in the exp polynomial or the range reduction would be orders beyond it.
@@ -124,13 +125,13 @@ test('the fused tanh GELU (float32, bfloat16): as accurate as PyTorch\'s forward
   // Non-contiguous input, float64 (libtorch's kernel) and the second derivative (libtorch's gelu_backward).
   const m = x.narrow(0, 0, 3072).view(48, 64);
   assert.equal(F.gelu(m.t(), 'tanh').sub(F.gelu(m, 'tanh').t()).abs().max().item(), 0, 'transposed input');
-  assert.equal(F.gelu(x.double(), 'tanh').sub(torch.op('aten::gelu')(x.double(), 'tanh')).abs().max().item(), 0, 'float64 is libtorch\'s');
+  assert.equal(F.gelu(x.double(), 'tanh').sub(libtorchGelu(x.double(), 'tanh')).abs().max().item(), 0, 'float64 is libtorch\'s');
   const second = (g: (v: T) => T): T => {
     const v = x.narrow(0, 0, 64).clone().requiresGrad_();
     const [first] = torch.autograd.grad(g(v).sum(), v, { createGraph: true });
     return torch.autograd.grad(first!.square().sum(), v)[0]!;
   };
-  assertClose(second((v) => F.gelu(v, 'tanh')), second((v) => torch.op('aten::gelu')(v, 'tanh')), 1e-5, 1e-5, 'double backward');
+  assertClose(second((v) => F.gelu(v, 'tanh')), second((v) => libtorchGelu(v, 'tanh')), 1e-5, 1e-5, 'double backward');
 });
 
 test('interpolate and pad reject contradictory arguments with errors that say why', () => {
