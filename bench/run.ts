@@ -113,7 +113,7 @@ const ITEMS: Item[] = [
     iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [] },
   // Training steps as the trainers take them (src/train/align.ts, src/train/sit.ts): forward, backward, optimizer, EMA.
   { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
-    unit: 'images/s', batch: 4, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
+    unit: 'images/s', batch: 4, iterations: 2, warmup: 2, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.train.step', what: 'SiT-B/2 step, 4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   // The evaluator's network (ADM's evaluator runs batches of 64).

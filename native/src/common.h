@@ -72,6 +72,6 @@ void exportFunction(napi_env env, napi_value exports, const char* name, napi_cal
 void initTensor(napi_env env, napi_value exports);
 void initOps(napi_env env, napi_value exports);
 void initDistributed(napi_env env, napi_value exports);
-void initGelu(napi_env env, napi_value exports);
+void initActivations(napi_env env, napi_value exports);
 
 }  // namespace reals

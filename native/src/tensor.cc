@@ -781,6 +781,6 @@ NAPI_MODULE_INIT() {
   reals::initTensor(env, exports);
   reals::initOps(env, exports);
   reals::initDistributed(env, exports);
-  reals::initGelu(env, exports);
+  reals::initActivations(env, exports);
   return exports;
 }

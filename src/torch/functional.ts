@@ -12,7 +12,7 @@ const O = {
   upsampleBilinearAA: op('aten::_upsample_bilinear2d_aa.vec'), upsampleBicubicAA: op('aten::_upsample_bicubic2d_aa.vec'),
   softmax: op('aten::softmax.int'), logSoftmax: op('aten::log_softmax.int'),
   layerNorm: op('aten::layer_norm'), groupNorm: op('aten::group_norm'), batchNorm: op('aten::batch_norm'),
-  gelu: op('aten::gelu'), silu: op('aten::silu'), relu: op('aten::relu'), leakyRelu: op('aten::leaky_relu'),
+  gelu: op('aten::gelu'), relu: op('aten::relu'), leakyRelu: op('aten::leaky_relu'),
   softplus: op('aten::softplus'), elu: op('aten::elu'), mish: op('aten::mish'), hardtanh: op('aten::hardtanh'),
   dropout: op('aten::dropout'), embedding: op('aten::embedding'),
   mseLoss: op('aten::mse_loss'), l1Loss: op('aten::l1_loss'), smoothL1: op('aten::smooth_l1_loss'),
@@ -108,12 +108,13 @@ export function batchNorm(
 
 /**
  * GELU; approximate 'tanh' is the tanh form (DiT/SiT MLPs use it), which runs the addon's fused
- * kernel on float32/bfloat16 CPU tensors (native/src/gelu.cc).
+ * kernel on float32/bfloat16 CPU tensors (native/src/activations.cc).
  */
 export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   return approximate === 'tanh' ? new Tensor(native.geluTanh(input._handle)) : O.gelu(input, approximate);
 }
-export function silu(input: Tensor): Tensor { return O.silu(input); }
+/** SiLU: the addon's fused kernel on float32/bfloat16 CPU tensors (native/src/activations.cc). */
+export function silu(input: Tensor): Tensor { return new Tensor(native.silu(input._handle)); }
 export function relu(input: Tensor): Tensor { return O.relu(input); }
 export function leakyRelu(input: Tensor, negativeSlope = 0.01): Tensor { return O.leakyRelu(input, negativeSlope); }
 export function softplus(input: Tensor, beta = 1, threshold = 20): Tensor { return O.softplus(input, beta, threshold); }

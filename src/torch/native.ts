@@ -69,6 +69,8 @@ export interface Native {
   callBinary(id: number, a: Handle, b: Handle, alpha?: number): Handle;
   /** gelu(x, approximate='tanh'): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
   geluTanh(x: Handle): Handle;
+  /** silu(x): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
+  silu(x: Handle): Handle;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
   broadcast(group: GroupHandle, tensors: Handle[], src: number): void;

@@ -92,47 +92,73 @@ test('gelu (erf and tanh), softmax, logSoftmax and matmul equal PyTorch', () => 
   assertBoth(fx.matmul, 'matmul', (a, b) => a!.matmul(b!), fx.matmul.a, fx.matmul.b);
 });
 
-test('the fused tanh GELU (float32, bfloat16): as accurate as PyTorch\'s forward, more in its gradient, and libtorch\'s elsewhere', () => {
-  const c = fx.gelu_tanh_kernel;
-  const x: T = c.input;
-  const libtorchGelu = torch.op('aten::gelu');
-  // Error against float64 per max(1, |x|): the kernel's (one exp, a division) against PyTorch's float32
-  // kernel on the same inputs; both are a few float32 ulps. 1.5x PyTorch's leaves room for rounding
-  // luck, and an error in the exp polynomial or the range reduction would be orders beyond it.
-  const scaled = (t: T, ref: T): number => t.double().sub(ref).abs().div(x.double().abs().clamp(1, Infinity)).max().item();
-  const out = F.gelu(x, 'tanh');
-  assert.equal(out.dtype, 'float32');
-  assert.ok(scaled(out, c.ref64) <= 1.5 * scaled(c.out32, c.ref64), `forward error ${scaled(out, c.ref64)} vs PyTorch ${scaled(c.out32, c.ref64)}`);
-  assertClose(out, c.out32, 1e-6, 1e-6, 'gelu tanh vs PyTorch float32');
-  // The gradient: PyTorch's 1 - s cancels as s -> 1; the kernel takes it as exp(-2u) s.
-  const leaf = x.clone().requiresGrad_();
-  F.gelu(leaf, 'tanh').backward(c.grad_out);
-  const gradError = (g: T): number => g.double().sub(c.grad64).abs().max().item();
-  assert.ok(gradError(leaf.grad!) <= gradError(c.grad32), `gradient error ${gradError(leaf.grad!)} vs PyTorch ${gradError(c.grad32)}`);
-  // bfloat16: computed in float32 and rounded once, so it is the correctly rounded value except where
-  // the float32 result lies within its error of a rounding midpoint (PyTorch 1.13 rounds between steps).
-  const xb: T = c.input_bf16;
-  const outb = F.gelu(xb, 'tanh');
-  assert.equal(outb.dtype, 'bfloat16');
-  const rounded = c.ref_bf16.float().bfloat16();
-  const mismatches = outb.ne(rounded).sum().item();
-  assert.ok(mismatches <= x.numel() / 1000, `bfloat16: ${mismatches} of ${x.numel()} not correctly rounded`);
-  assertClose(outb.double(), c.ref_bf16, 2 ** -8, 1e-30, 'bfloat16 within one rounding of float64');
-  const leafb = xb.clone().requiresGrad_();
-  F.gelu(leafb, 'tanh').backward(c.grad_out.bfloat16());
-  assert.equal(leafb.grad!.dtype, 'bfloat16');
-  assertClose(leafb.grad!.double(), c.grad_out.bfloat16().double().mul(c.deriv_bf16), 2 ** -7, 1e-30, 'bfloat16 gradient');
-  // Non-contiguous input, float64 (libtorch's kernel) and the second derivative (libtorch's gelu_backward).
-  const m = x.narrow(0, 0, 3072).view(48, 64);
-  assert.equal(F.gelu(m.t(), 'tanh').sub(F.gelu(m, 'tanh').t()).abs().max().item(), 0, 'transposed input');
-  assert.equal(F.gelu(x.double(), 'tanh').sub(libtorchGelu(x.double(), 'tanh')).abs().max().item(), 0, 'float64 is libtorch\'s');
-  const second = (g: (v: T) => T): T => {
-    const v = x.narrow(0, 0, 64).clone().requiresGrad_();
-    const [first] = torch.autograd.grad(g(v).sum(), v, { createGraph: true });
-    return torch.autograd.grad(first!.square().sum(), v)[0]!;
-  };
-  assertClose(second((v) => F.gelu(v, 'tanh')), second((v) => libtorchGelu(v, 'tanh')), 1e-5, 1e-5, 'double backward');
-});
+// The addon's fused activations (native/src/activations.cc); float32 SiLU stays libtorch's.
+const FUSED_ACTIVATIONS: { name: string; activation: (x: T) => T; libtorch: (x: T) => T; fixture: string; fusesFloat32: boolean }[] = [
+  { name: 'tanh GELU', activation: (x) => F.gelu(x, 'tanh'), libtorch: (x) => torch.op('aten::gelu')(x, 'tanh'), fixture: 'gelu_tanh_kernel', fusesFloat32: true },
+  { name: 'SiLU', activation: F.silu, libtorch: (x) => torch.op('aten::silu')(x), fixture: 'silu_kernel', fusesFloat32: false },
+];
+for (const { name, activation, libtorch, fixture, fusesFloat32 } of FUSED_ACTIVATIONS) {
+  test(`the fused ${name}: as accurate as PyTorch's, rounded once in bfloat16, any dense layout, libtorch's elsewhere`, () => {
+    const c = fx[fixture];
+    const x: T = c.input;
+    const out = activation(x);
+    assert.equal(out.dtype, 'float32');
+    const leaf = x.clone().requiresGrad_();
+    activation(leaf).backward(c.grad_out);
+    if (fusesFloat32) {
+      // Error against float64 per max(1, |x|): the kernel's (one exp, a division) against PyTorch's float32
+      // kernel on the same inputs; both are a few float32 ulps. 1.5x PyTorch's leaves room for rounding
+      // luck, and an error in the exp polynomial or the range reduction would be orders beyond it.
+      const scaled = (t: T, ref: T): number => t.double().sub(ref).abs().div(x.double().abs().clamp(1, Infinity)).max().item();
+      assert.ok(scaled(out, c.ref64) <= 1.5 * scaled(c.out32, c.ref64), `forward error ${scaled(out, c.ref64)} vs PyTorch ${scaled(c.out32, c.ref64)}`);
+      assertClose(out, c.out32, 1e-6, 1e-6, `${name} vs PyTorch float32`);
+      // The gradient: PyTorch's 1 - s cancels as s -> 1; the kernel takes it as exp(.) s.
+      const gradError = (g: T): number => g.double().sub(c.grad64).abs().max().item();
+      assert.ok(gradError(leaf.grad!) <= gradError(c.grad32), `gradient error ${gradError(leaf.grad!)} vs PyTorch ${gradError(c.grad32)}`);
+    } else {
+      assert.equal(out.sub(c.out32).abs().max().item(), 0, 'float32 is PyTorch\'s, bit for bit');
+      assert.equal(leaf.grad!.sub(c.grad32).abs().max().item(), 0, 'float32 gradient is PyTorch\'s, bit for bit');
+    }
+    // bfloat16: computed in float32 and rounded once, so it is the correctly rounded value except where
+    // the float32 result lies within its error of a rounding midpoint (PyTorch 1.13 rounds between steps).
+    const xb: T = c.input_bf16;
+    const outb = activation(xb);
+    assert.equal(outb.dtype, 'bfloat16');
+    const rounded = c.ref_bf16.float().bfloat16();
+    const mismatches = outb.ne(rounded).sum().item();
+    assert.ok(mismatches <= x.numel() / 1000, `bfloat16: ${mismatches} of ${x.numel()} not correctly rounded`);
+    assertClose(outb.double(), c.ref_bf16, 2 ** -8, 1e-30, 'bfloat16 within one rounding of float64');
+    const leafb = xb.clone().requiresGrad_();
+    activation(leafb).backward(c.grad_out.bfloat16());
+    assert.equal(leafb.grad!.dtype, 'bfloat16');
+    assertClose(leafb.grad!.double(), c.grad_out.bfloat16().double().mul(c.deriv_bf16), 2 ** -7, 1e-30, 'bfloat16 gradient');
+    // Layouts (in bfloat16, which both kernels take): a dense input (a transpose, channels-last) is read
+    // in memory order and keeps its strides, a gradient laid out otherwise is matched to it, and a
+    // strided view is made contiguous.
+    const m = xb.narrow(0, 0, 3072).view(48, 64);
+    const transposed = activation(m.t());
+    assert.deepEqual(transposed.stride(), m.t().stride());
+    assert.equal(transposed.sub(activation(m).t()).abs().max().item(), 0, 'transposed input');
+    assert.equal(activation(m.narrow(1, 0, 33)).sub(activation(m.narrow(1, 0, 33).contiguous())).abs().max().item(), 0, 'strided input');
+    const channelsLast = xb.narrow(0, 0, 3072).view(3, 16, 16, 4).permute(0, 3, 1, 2).clone().requiresGrad_();
+    const nchw = channelsLast.detach().contiguous().requiresGrad_();
+    const gradNchw = c.grad_out.bfloat16().narrow(0, 0, 3072).view(3, 4, 16, 16);
+    activation(channelsLast).backward(gradNchw);
+    activation(nchw).backward(gradNchw);
+    assert.deepEqual(activation(channelsLast).stride(), [1024, 1, 64, 4]);
+    assert.equal(channelsLast.grad!.sub(nchw.grad!).abs().max().item(), 0, 'channels-last gradient');
+    // float64 (libtorch's kernel) and the second derivative (through differentiable libtorch ops).
+    assert.equal(activation(x.double()).sub(libtorch(x.double())).abs().max().item(), 0, 'float64 is libtorch\'s');
+    // In a dtype the kernel takes, so that its autograd Function's create_graph branch runs.
+    const second = (g: (v: T) => T): T => {
+      const v = (fusesFloat32 ? x : xb).narrow(0, 0, 64).clone().requiresGrad_();
+      const [first] = torch.autograd.grad(g(v).sum(), v, { createGraph: true });
+      return torch.autograd.grad(first!.square().sum(), v)[0]!;
+    };
+    const tolerance = fusesFloat32 ? 1e-5 : 2 ** -7;
+    assertClose(second(activation).float(), second(libtorch).float(), tolerance, tolerance, 'double backward');
+  });
+}
 
 test('interpolate and pad reject contradictory arguments with errors that say why', () => {
   const x = torch.zeros([1, 1, 4, 4]);
