@@ -112,7 +112,9 @@ export class AlignmentHeads extends nn.Module {
  * DINOv2 patch tokens [B, from_h*from_w, D] resampled to the latent grid: [B, to_h*to_w, D]. When
  * both sides shrink, each target is the average of the tokens its cell covers (adaptive average
  * pooling, i.e. area interpolation); otherwise bilinear interpolation of the token map
- * (align_corners=False). Equal grids return the tokens unchanged.
+ * (align_corners=False). Equal grids return the tokens unchanged. The result is contiguous: the
+ * loss's cosine similarity over D on a transposed view took twice as long, forward and backward
+ * (23 against 12 ms for [4, 1024, 384] on one CPU thread; the copy takes 2).
  */
 export function resampleTokens(tokens: Tensor, from: [number, number], to: [number, number]): Tensor {
   const [B, N, D] = tokens.shape as [number, number, number];
@@ -123,7 +125,7 @@ export function resampleTokens(tokens: Tensor, from: [number, number], to: [numb
   const map = tokens.transpose(1, 2).reshape(B, D, from[0], from[1]);
   const shrinking = to[0] <= from[0] && to[1] <= from[1];
   const resized = shrinking ? F.adaptiveAvgPool2d(map, to) : F.interpolate(map, { size: to, mode: 'bilinear', alignCorners: false });
-  return resized.flatten(2).transpose(1, 2);
+  return resized.flatten(2).transpose(1, 2).contiguous();
 }
 
 /** The one-line notice a trainer logs when the grids differ, or null when they agree. */

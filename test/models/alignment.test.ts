@@ -59,7 +59,9 @@ test('the loss is 0 with cosine 1 for aligned predictions and 1 with cosine 0 fo
 });
 
 test('token grids are resampled to the latent grid as PyTorch: bilinear when growing, area when shrinking, unchanged when equal', () => {
-  assertClose(resampleTokens(fx.grid, [4, 4], [6, 5]), fx.grown, 1e-5, 1e-6, 'bilinear 4x4 -> 6x5');
+  const grown = resampleTokens(fx.grid, [4, 4], [6, 5]);
+  assertClose(grown, fx.grown, 1e-5, 1e-6, 'bilinear 4x4 -> 6x5');
+  assert.ok(grown.isContiguous(), 'resampled tokens are contiguous (the cosine loss reads them along D)');
   assertClose(resampleTokens(fx.big, [8, 8], [3, 3]), fx.shrunk, 1e-5, 1e-6, 'area 8x8 -> 3x3');
   assert.equal(resampleTokens(fx.grid, [4, 4], [4, 4]), fx.grid);
   assert.throws(() => resampleTokens(fx.grid, [5, 5], [4, 4]), /expected tokens \[B, 5\*5, D\]/);
