@@ -67,6 +67,8 @@ export interface Native {
   callOp(id: number, ...args: unknown[]): unknown;
   /** An operator of schema (Tensor, Tensor[, Scalar alpha]) -> Tensor through the unboxed dispatcher path. */
   callBinary(id: number, a: Handle, b: Handle, alpha?: number): Handle;
+  /** Whether this CPU runs the addon's fused activation kernels (AVX-512); elsewhere geluTanh and silu are libtorch's. */
+  fusedActivations(): boolean;
   /** gelu(x, approximate='tanh'): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
   geluTanh(x: Handle): Handle;
   /** silu(x): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
+import { native } from '../../src/torch/native.js';
 import { loadFixture, assertClose } from '../helpers.js';
 
 const F = torch.nnFunctional;
@@ -101,6 +102,11 @@ for (const { name, activation, libtorch, fixture, fusesFloat32 } of FUSED_ACTIVA
   test(`the fused ${name}: as accurate as PyTorch's, rounded once in bfloat16, any dense layout, libtorch's elsewhere`, () => {
     const c = fx[fixture];
     const x: T = c.input;
+    if (!native.fusedActivations()) {
+      // A CPU without AVX-512 runs libtorch's kernels.
+      for (const v of [x, c.input_bf16 as T]) assert.equal(activation(v).float().sub(libtorch(v).float()).abs().max().item(), 0, 'libtorch\'s');
+      return;
+    }
     const out = activation(x);
     assert.equal(out.dtype, 'float32');
     const leaf = x.clone().requiresGrad_();
