@@ -108,12 +108,12 @@ export function batchNorm(
 
 /**
  * GELU; approximate 'tanh' is the tanh form (DiT/SiT MLPs use it), which runs the addon's fused
- * kernel on float32/bfloat16 CPU tensors (native/src/activations.cc).
+ * kernel on float32/bfloat16 tensors on AVX-512 CPUs (native/src/activations.cc).
  */
 export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   return approximate === 'tanh' ? new Tensor(native.geluTanh(input._handle)) : O.gelu(input, approximate);
 }
-/** SiLU: the addon's fused kernel on float32/bfloat16 CPU tensors (native/src/activations.cc). */
+/** SiLU: the addon's fused kernel on bfloat16 tensors on AVX-512 CPUs (native/src/activations.cc); float32 is libtorch's. */
 export function silu(input: Tensor): Tensor { return new Tensor(native.silu(input._handle)); }
 export function relu(input: Tensor): Tensor { return O.relu(input); }
 export function leakyRelu(input: Tensor, negativeSlope = 0.01): Tensor { return O.leakyRelu(input, negativeSlope); }

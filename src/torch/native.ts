@@ -69,9 +69,9 @@ export interface Native {
   callBinary(id: number, a: Handle, b: Handle, alpha?: number): Handle;
   /** Whether this CPU runs the addon's fused activation kernels (AVX-512); elsewhere geluTanh and silu are libtorch's. */
   fusedActivations(): boolean;
-  /** gelu(x, approximate='tanh'): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
+  /** gelu(x, approximate='tanh'): the addon's fused kernel for float32/bfloat16 tensors on AVX-512 CPUs, libtorch's otherwise. */
   geluTanh(x: Handle): Handle;
-  /** silu(x): the addon's fused kernel for float32/bfloat16 CPU tensors, libtorch's otherwise. */
+  /** silu(x): the addon's fused kernel for bfloat16 tensors on AVX-512 CPUs, libtorch's otherwise. */
   silu(x: Handle): Handle;
   newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
