@@ -6,7 +6,8 @@
 // models live on the GPU, each sample ends with a device synchronize, the model items run at GPU
 // batch sizes and the C++ side is left out (it is a CPU matmul). The model, sampling and training items
 // run in --precision (default auto: bf16 where the hardware has it, as the trainers and samplers
-// default), TS and PyTorch alike, and in bf16 also PyTorch in float32, its default. See bench/README.md.
+// default), TS and PyTorch alike, and in bf16 also PyTorch in float32, its default. Without --threads
+// each side runs its default thread count (PyTorch in the item's precision TS's). See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -225,17 +226,34 @@ function blasLibraries(): string {
 async function main(): Promise<void> {
   const items = selectedItems();
   if (onCuda && !torch.cuda.isAvailable()) throw new Error(`bench --device ${device}: this libtorch (${torch.version()}) sees no CUDA device`);
-  const threads = threadsFlag ?? torch.getNumThreads();
-  torch.setNumThreads(threads);
+  // --threads N: N on every side. Without it, each side runs its default: TS reals' threads for the
+  // item's precision (torch.runThreads: all CPUs in bf16 on the CPU), PyTorch in that precision the
+  // same count, so that the two time the same work, and PyTorch fp32 (and C++) libtorch's default.
+  if (threadsFlag !== undefined) torch.setNumThreads(threadsFlag);
+  const defaultThreads = threadsFlag ?? torch.runThreads('fp32', device);
+  const itemThreads = (item: Item): number => threadsFlag ?? torch.runThreads(itemPrecision(item), device);
+  const sideThreads = (item: Item, side: Side): number => (side === 'ts' || side === 'pytorch' ? itemThreads(item) : defaultThreads);
   torch.manualSeed(0);
 
-  const pytorch: PytorchWorker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads, device);
+  // One PyTorch process per thread count: set_num_threads restarts libtorch's pools, so it is not switched between samples.
+  const pytorchWorkers = new Map<number, PytorchWorker>();
+  const pytorchAt = async (threads: number): Promise<PytorchWorker> => {
+    let worker = pytorchWorkers.get(threads);
+    if (worker === undefined) {
+      worker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads, device);
+      if (worker.threads !== threads) throw new Error(`bench: PyTorch runs ${worker.threads} threads, asked for ${threads}`);
+      pytorchWorkers.set(threads, worker);
+    }
+    return worker;
+  };
+  const pytorch = await pytorchAt(defaultThreads);
   const cpp: CppWorker | undefined = items.some((item) => item.sides.includes('cpp'))
-    ? await startCpp(process.env.CXX ?? 'g++', threads)
+    ? await startCpp(process.env.CXX ?? 'g++', defaultThreads)
     : undefined;
-  for (const [side, reported] of [['PyTorch', pytorch.threads], ['C++', cpp?.threads ?? threads]] as const) {
-    if (reported !== threads) throw new Error(`bench: ${side} runs ${reported} threads, TS ${threads}`);
-  }
+  if (cpp !== undefined && cpp.threads !== defaultThreads) throw new Error(`bench: C++ runs ${cpp.threads} threads, TS ${defaultThreads}`);
+  const threadsLine = threadsFlag !== undefined ? `threads ${threadsFlag} on every side`
+    : `threads: each side's default (TS and PyTorch ${torch.runThreads(precision, device)} in ${precision} rows, ` +
+      `${defaultThreads} in fp32 rows; PyTorch fp32${cpp ? ' and C++' : ''} ${defaultThreads})`;
 
   const machine = {
     type: 'machine',
@@ -247,7 +265,7 @@ async function main(): Promise<void> {
     libtorch: torch.version(),
     pytorch: pytorch.torch,
     cppLibtorch: cpp?.libtorch ?? null,
-    threads,
+    threads: threadsLine,
     precision,
     device: pytorch.device,
     blas: `${pytorch.blas}: ${blasLibraries()}`,
@@ -262,7 +280,9 @@ async function main(): Promise<void> {
   const started = Date.now();
   /** Times `item` on its sides, prints its JSON lines and returns its table row. */
   const measure = async (item: Item): Promise<string[]> => {
+    torch.usePrecision(itemPrecision(item), device);
     const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device, precision: itemPrecision(item) });
+    const sameThreads = await pytorchAt(itemThreads(item));
     const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
         const cpuStart = process.cpuUsage();
@@ -273,7 +293,7 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage(cpuStart);
         return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
       },
-      pytorch: () => pytorch.sample(item.name, item.iterations, item.batch, itemPrecision(item)),
+      pytorch: () => sameThreads.sample(item.name, item.iterations, item.batch, itemPrecision(item)),
       pytorchFp32: () => pytorch.sample(item.name, item.iterations, item.batch, 'fp32'),
       cpp: () => cpp!.sample(item.name, item.iterations),
     };
@@ -290,7 +310,7 @@ async function main(): Promise<void> {
       const cpu = spread(samples[side].map((s) => s.cpu));
       shown[side] = display(item, wall);
       console.log(JSON.stringify({
-        type: 'result', item: item.name, what: item.what, side, unit: 'seconds/iteration', iterationsPerSample: item.iterations,
+        type: 'result', item: item.name, what: item.what, side, threads: sideThreads(item, side), unit: 'seconds/iteration', iterationsPerSample: item.iterations,
         wall, cpu, shown: { unit: item.unit, ...shown[side] }, samples: samples[side],
       }));
     }
@@ -326,7 +346,7 @@ async function main(): Promise<void> {
       };
       projections.push(`inception.forward: ${FID_SAMPLES / 1000}K-sample FID/sFID/IS/precision/recall features (reference batch ` +
         `statistics cached) at the measured median rate, batch ${item.batch} (ADM's evaluator uses 64): ` +
-        `TS ${duration('ts')}, PyTorch ${duration('pytorch')}, on ${threads} thread(s)`);
+        `TS ${duration('ts')}, PyTorch ${duration('pytorch')}, on ${itemThreads(item)} thread(s)`);
       console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
         seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
     }
@@ -345,14 +365,14 @@ async function main(): Promise<void> {
       failed.push(`${item.name}: ${message}`);
     }
   }
-  pytorch.close();
+  for (const worker of pytorchWorkers.values()) worker.close();
   cpp?.close();
 
   const loadAtEnd = loadavg().map((l) => l.toFixed(2)).join(' ');
   console.log();
   console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, node ${machine.node}; device ${machine.device}`);
   console.log(`libtorch ${machine.libtorch} (TS addon), PyTorch ${machine.pytorch} (python), ${cpp ? `libtorch ${cpp.libtorch} (C++), ` : ''}` +
-    `threads ${threads} on every side; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
+    `${threadsLine}; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
   console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
     `${((Date.now() - started) / 1000).toFixed(0)} s of measurement`);
   console.log('values: wall-clock median [min-max] over rounds; ratios: median [min-max] over rounds of TS time / reference time');

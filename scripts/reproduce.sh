@@ -15,6 +15,6 @@ for seed in $seeds; do for teacher in $teachers; do echo "$teacher $seed"; done;
   xargs -P 2 -L 1 bash -c '
     run="$REALS_STUDY_OUT/runs/$0-seed$1"
     [ -f "$run/metrics.json" ] && exit 0
-    node bin/reals.js demo --profile quick --precision fp32 --seeds "$1" --teacher "$0" --protocol finetune,scratch --align-weight 0.25,1 \
+    node bin/reals.js demo --profile quick --precision fp32 --threads 1 --seeds "$1" --teacher "$0" --protocol finetune,scratch --align-weight 0.25,1 \
       --out "$run" > "$REALS_STUDY_OUT/logs/$0-seed$1.log" 2>&1'
 node bin/reals.js demo merge "$out"/runs/* --out "$out"

@@ -8,7 +8,7 @@ import { PRECISIONS, type Precision } from '../torch/precision.js';
 interface DemoFlags {
   profile: ProfileName;
   out: string;
-  threads: number;
+  threads?: number;
   seeds?: number[];
   teacher: DemoCells['teachers'];
   protocol: DemoCells['protocols'];
@@ -23,7 +23,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--profile <p>', 'quick: under 15 minutes on 2 cores; full: longer, 3 seeds; test: seconds, for the test suite')
       .choices(Object.keys(DEMO_PROFILES)).default('quick'))
     .option('--out <dir>', 'output folder (report.md, report.html, figures/, the runs)', 'demo-out')
-    .option('--threads <n>', 'torch threads (1 is fastest on a busy 2-core machine)', integer(1), 1)
+    .option('--threads <n>', 'torch threads for every step (default: all CPUs in bf16 steps, libtorch\'s default in fp32 ones; 1 per run when runs share the machine)', integer(1))
     .option('--seeds <list>', 'comma-separated seeds in place of the profile\'s (quick: 0; full: 0,1,2)', list(integer(0)))
     .option('--teacher <list>', `teachers to align to: ${TEACHER_KINDS.join(', ')} (self-supervised, or the supervised ablation)`,
       list(oneOf(TEACHER_KINDS)), DEFAULT_CELLS.teachers)

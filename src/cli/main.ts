@@ -17,7 +17,7 @@ import { markRequiredOptions } from './parse.js';
 
 function envCommand(): Command {
   return new Command('env')
-    .description('print the libtorch build, threads and devices reals runs on, and time a 1024^3 matmul')
+    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, the devices, and time a 1024^3 matmul')
     .action(() => {
       const a = torch.randn([1024, 1024]);
       const b = torch.randn([1024, 1024]);
@@ -26,9 +26,14 @@ function envCommand(): Command {
       const reps = 10;
       for (let i = 0; i < reps; i++) torch.scope(() => a.matmul(b).dispose());
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const fp32Threads = torch.getNumThreads();
+      torch.usePrecision('bf16', 'cpu');
+      const bf16Threads = torch.getNumThreads();
       console.log(JSON.stringify({
         libtorch: torch.version(),
-        threads: torch.getNumThreads(),
+        // The intra-op threads of a CPU run in each precision (torch.usePrecision).
+        threads: { fp32: fp32Threads, bf16: bf16Threads },
+        cpuBf16: torch.cpuHasBf16(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),
         matmul1024Gflops: Number(((2 * 1024 ** 3 * reps) / seconds / 1e9).toFixed(1)),

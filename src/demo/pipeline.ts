@@ -290,7 +290,7 @@ export interface DemoOptions {
   seeds?: number[];
   /** Output folder (default demo-out); the demo's own subfolders in it are replaced. */
   out: string;
-  /** torch threads (default 1: on a loaded 2-core machine more threads only contend). */
+  /** torch threads for every step (default: each step's precision picks them, torch.runThreads). */
   threads?: number;
   /** --precision of every training, sampling and readout step (default: the commands' own, auto). */
   precision?: torch.Precision;
@@ -309,8 +309,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   }
   const spaces = latentSpaces(cells);
   const log = options.log ?? ((line: string) => console.log(line));
-  const threads = options.threads ?? 1;
-  torch.setNumThreads(threads);
+  if (options.threads !== undefined) torch.setNumThreads(options.threads);
+  const threads = options.threads ?? { bf16: torch.runThreads('bf16', 'cpu'), fp32: torch.runThreads('fp32', 'cpu') };
   // Spread into each command's options, so that the report's command lines say it too.
   const precision = options.precision === undefined ? {} : { precision: options.precision };
   const started = performance.now();

@@ -43,6 +43,10 @@ export function tableRows(curveSteps: readonly number[]): TableRow[] {
   ];
 }
 
+function threadsText(threads: DemoResult['threads']): string {
+  return typeof threads === 'number' ? `${threads} torch thread(s)` : `torch threads by precision (${threads.bf16} in bf16 steps, ${threads.fp32} in fp32 ones)`;
+}
+
 function mean(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0) / values.length;
 }
@@ -249,7 +253,7 @@ export async function writeReport(result: DemoResult): Promise<void> {
     { kind: 'h', level: 1, text: 'reals demo: ReaLS on Fashion-MNIST' },
     { kind: 'p', text: headlineSentence(result) },
     {
-      kind: 'p', text: `Profile \`${profile.name}\`, ${seeds.length} seed(s) (${seeds.join(', ')}); ${result.threads} torch thread(s) on a ${cpus().length}-core ` +
+      kind: 'p', text: `Profile \`${profile.name}\`, ${seeds.length} seed(s) (${seeds.join(', ')}); ${threadsText(result.threads)} on a ${cpus().length}-core ` +
         `${cpus()[0]?.model ?? 'CPU'}; the whole run took ${formatDuration(result.totalSeconds)} (${result.totalSeconds.toFixed(0)} s). ` +
         `Every number below is read from this run's files (\`metrics.json\`, \`seed-N/<latent space>/*.json\`).`,
     },

@@ -104,7 +104,8 @@ export interface DemoResult {
   cells: DemoCells;
   spaces: LatentSpace[];
   out: string;
-  threads: number;
+  /** torch threads: --threads, or reals' defaults by precision (torch.runThreads) where it was not given. */
+  threads: number | { bf16: number; fp32: number };
   teachers: Partial<Record<TeacherKind, TeacherRecord>>;
   classifier: { testAccuracy: number; checkpoint: string };
   /** By seed, then latent-space id. */

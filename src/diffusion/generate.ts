@@ -88,7 +88,7 @@ export function generateLatents(options: GenerateOptions): Tensor {
   const diffusionSteps = options.diffusion?.diffusionSteps ?? 1000;
   const ddpm = method === 'ddpm' || method === 'ddim';
   const steps = options.steps ?? 250;
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const network = floatOutputs(options.model, precision);
   // One autocast region for the whole loop, so that each weight is cast to bfloat16 once.
   return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {

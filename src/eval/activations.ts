@@ -57,6 +57,8 @@ export interface ActivationOptions {
 /** Runs `extractor` over every image of `images`, `batchSize` at a time (ADM: 64). */
 export async function computeActivations(images: ImageBatches, extractor: FeatureExtractor, options: ActivationOptions = {}): Promise<Activations> {
   const { batchSize = ACTIVATION_BATCH_SIZE, onProgress } = options;
+  // The features are float32 (comparable scores), with float32's threads after a bf16 run in this process.
+  torch.usePrecision('fp32', extractor.device);
   const total = images.count;
   let pool3: Tensor | undefined;
   let spatial: Tensor | undefined;

@@ -247,7 +247,7 @@ export async function runDense(denseOptions: DenseOptions): Promise<DenseResult>
   if (seg !== null && !(seg.head instanceof LinearSegmentationHead)) throw new Error(`${options.segHead}: a depth head, not a segmentation head`);
   if (depth !== null && depth.head instanceof LinearSegmentationHead) throw new Error(`${options.depthHead}: a segmentation head, not a depth head`);
   const items = collectItems(options.inputs, vae.config.latentChannels, options.latentsKey);
-  const precision = torch.resolvePrecision(options.precision, DEVICE);
+  const precision = torch.usePrecision(options.precision, DEVICE);
   makeDirs(options.out, '--out');
   const files: string[] = [];
   const cells: Tensor[] = [];
@@ -339,7 +339,7 @@ export async function runCompare(compareOptions: CompareOptions): Promise<Compar
     if ((task === 'segmentation') !== head instanceof LinearSegmentationHead) throw new Error(`${path}: not a ${task} head`);
   }
   const items = collectItems(options.inputs, vae.config.latentChannels);
-  const precision = torch.resolvePrecision(options.precision, DEVICE);
+  const precision = torch.usePrecision(options.precision, DEVICE);
   const outputs = new Map<string, { mlp: Tensor[]; dino: Tensor[] }>(heads.map(({ task }) => [task, { mlp: [], dino: [] }]));
   for (let start = 0; start < items.length; start += options.batchSize) {
     const z = await encodeItems(vae, items.slice(start, start + options.batchSize), options.imageSize, false, precision);
@@ -486,7 +486,7 @@ export async function runTrainLinear(trainOptions: TrainLinearOptions): Promise<
   // A linear head on one layer with the CLS token: what the alignment MLPs give (DINOv2's depth heads' layout).
   const head = new LinearSegmentationHead({ inChannels: [source.featureDim, source.featureDim], inIndex: [0, 1], clsToken: true, numClasses: data.numClasses });
   // The features in `precision`; the head is fitted on them in float32.
-  const precision = torch.resolvePrecision(options.precision, DEVICE);
+  const precision = torch.usePrecision(options.precision, DEVICE);
   const chunks = torch.noGrad(() => {
     const out: LayerFeatures[] = [];
     for (let start = 0; start < n; start += 64) {

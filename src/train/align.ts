@@ -166,7 +166,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const { distributed, rank, worldSize, device, log: contextLog } = processContext(options);
   // Rank 0's lines also go to the run's log.txt once its outputs are open.
   let log = contextLog;
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainAlignment: resultsDir');
 
   if (dinoInputSize % dino.config.patchSize !== 0) {

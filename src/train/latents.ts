@@ -193,7 +193,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   const settings: LatentCacheSettings = {
     items: dataset.length, shardSize, flip, imageShape, latentShape: [vae.config.latentChannels, imageShape[1] / factor, imageShape[2] / factor],
     normalization: latentNormalization(options.vaePath, vae),
-    precision: torch.resolvePrecision(options.precision ?? 'fp32', device),
+    precision: torch.usePrecision(options.precision ?? 'fp32', device),
   };
   const indexPath = join(out, LATENT_INDEX);
   if (existsSync(indexPath)) {
@@ -487,7 +487,7 @@ export class EncodedImages implements LatentSource {
     readonly device: torch.Device = 'cpu',
     precision: torch.Precision = 'fp32',
   ) {
-    this.precision = torch.resolvePrecision(precision, device);
+    this.precision = torch.usePrecision(precision, device);
     const [, h, w] = imageShapeOf(loader.dataset);
     const factor = vae.downsamplingFactor;
     this.latentShape = [vae.config.latentChannels, h / factor, w / factor];

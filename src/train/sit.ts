@@ -143,7 +143,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   }
   if (data.length < 1) throw new Error(`trainGenerator: the data has no full batch of ${data.batchSize} on this rank`);
   const transport = createTransport(options.transport);
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
 
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   // Under DDP every rank starts from rank 0's initialisation (DistributedDataParallel copies it).
@@ -480,7 +480,7 @@ export function batchSeed(rankSeed: number, batch: number): number {
  */
 export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const c = model.config;
   const labels = indices.map((index) => sampleLabel(index, c.numClasses));
   const shape = [c.inChannels, c.inputSize, c.inputSize];
@@ -592,7 +592,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const iterations = Math.ceil(numSamples / globalBatch);
   const rankSeed = options.seed * worldSize + rank;
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   model.to(device).eval();
   vae.to(device).eval();
   claimSampleDir(sampleDir, samplingSettings(options, precision, worldSize), rank, distributed, log);

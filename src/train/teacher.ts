@@ -303,7 +303,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
   // Rank 0's lines also go to the run's log.txt once its outputs are open.
   let log = contextLog;
   if (distributed) throw new Error('trainSelfSupervisedTeacher: runs in one process; start it without `reals launch`');
-  const precision = torch.resolvePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const config: DinoV2Config = { ...DINOV2_CONFIGS.dinov2_vits14!, ...options.config };
   const batchSize = options.batchSize;
   const seed = options.seed ?? 0;

@@ -1,5 +1,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
 import * as F from '../../src/torch/functional.js';
 
@@ -66,6 +70,27 @@ test('resolvePrecision: auto is bf16 on CUDA and on CPUs with bfloat16 units, fp
   assert.equal(torch.resolvePrecision('fp32', 'cuda'), 'fp32');
   assert.equal(torch.resolvePrecision('bf16', 'cpu'), 'bf16');
   assert.throws(() => torch.resolvePrecision('fp16' as torch.Precision, 'cpu'), /precision must be one of fp32, bf16, auto, got 'fp16'/);
+});
+
+/** The thread counts test/torch/run-threads.child.ts sees in a fresh process with `env`. */
+function childThreads(env: Record<string, string>): Record<string, number> {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'OMP_NUM_THREADS' && name !== 'MKL_NUM_THREADS'));
+  const child = join(dirname(fileURLToPath(import.meta.url)), 'run-threads.child.ts');
+  const { status, stdout, stderr } = spawnSync(process.execPath, ['--import', 'tsx', child], { encoding: 'utf8', env: { ...clean, ...env }, timeout: 60_000 });
+  assert.equal(status, 0, stderr);
+  return JSON.parse(stdout) as Record<string, number>;
+}
+
+test('usePrecision: a CPU run in bf16 takes every CPU, fp32 and CUDA runs libtorch\'s default; a count the caller chose stays', () => {
+  const cpus = availableParallelism();
+  const fresh = childThreads({});
+  assert.deepEqual(fresh, { atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16AfterSetNumThreads1: 1 });
+  assert.equal(torch.runThreads('bf16', 'cpu'), cpus);
+  assert.equal(torch.runThreads('bf16', 'cuda'), torch.runThreads('fp32', 'cpu'));
+  // OMP_NUM_THREADS is the caller's choice, as for PyTorch: libtorch reads it and the runs keep it.
+  const pinned = childThreads({ OMP_NUM_THREADS: '1' });
+  assert.deepEqual(pinned, { atLoad: 1, bf16Cpu: 1, fp32Cpu: 1, bf16Cuda: 1, bf16AfterSetNumThreads1: 1 });
+  if (cpus > 1) assert.equal(childThreads({ MKL_NUM_THREADS: '1' }).bf16Cpu, 1);
 });
 
 test('cpuHasBf16 reads the amx_bf16 and avx512_bf16 flags of /proc/cpuinfo', async () => {
