@@ -4,6 +4,7 @@
 
 #include <torch/csrc/autograd/autograd.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/version.h>
 #ifdef REALS_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -764,20 +765,57 @@ void initTensor(napi_env env, napi_value exports) {
 // glibc serves large blocks with mmap and normally raises that threshold as mapped blocks are
 // freed, but in this process it keeps mapping fresh pages for tensors of a few MB (measured: a
 // 1M-element SiLU 2.3 ms against PyTorch's 0.7, a GroupNorm 6.5 ms against 0.8; with the
-// thresholds fixed, 0.8 and 1.0). Fixing them at glibc's own dynamic ceiling (32 MiB; trim at twice
-// that) lets tensors below it reuse freed heap memory, as a PyTorch process ends up doing. A
+// thresholds fixed, 0.8 and 1.0). glibc's dynamic ceiling, 32 MiB, is below the activations of a
+// VAE at 256 px (32-64 MiB at batch 1), so tensors under 256 MiB stay on the heap, up to 512 MiB
+// of it held free at the heap's top; larger ones are mapped and go back to the OS when freed. A
 // MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is left as the user set it.
 static void tuneMalloc() {
 #if defined(__GLIBC__)
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 512 << 20);
 #endif
+}
+
+// libtorch's CPU allocator takes posix_memalign(64, n). glibc serves that by carving an aligned n
+// out of a free block of n + 64 + 32 bytes, so a freed n-byte block never fits the next request of
+// the same size: the heap grows by every large tensor, and each one costs fresh pages (an SD-VAE
+// decode at 256 px took 90-370K page faults and 1.0-1.5 s on 2 threads; with this allocator, 0-8K
+// and 0.87-1.0 s). Here every block is malloc(n + 64), aligned inside and freed whole, so a tensor
+// of the size just freed takes that block again. The block's start is kept just below the data,
+// since oneDNN frees what raw_allocate gave it by the data pointer alone.
+class HeapCpuAllocator final : public c10::Allocator {
+ public:
+  static constexpr uintptr_t kAlignment = 64;  // c10::alloc_cpu's, what oneDNN and the vector kernels expect
+
+  c10::DataPtr allocate(size_t bytes) const override {
+    if (bytes == 0) return {nullptr, nullptr, &release, c10::Device(c10::DeviceType::CPU)};  // as c10::alloc_cpu
+    // malloc's blocks are 16-aligned, so rounding start + 8 up to 64 moves the data at most 64 bytes in.
+    void* block = std::malloc(bytes + kAlignment);
+    TORCH_CHECK(block != nullptr, "DefaultCPUAllocator: not enough memory: you tried to allocate ", bytes, " bytes.");
+    const uintptr_t address = (reinterpret_cast<uintptr_t>(block) + sizeof(void*) + kAlignment - 1) & ~(kAlignment - 1);
+    void* data = reinterpret_cast<void*>(address);
+    static_cast<void**>(data)[-1] = block;
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+ private:
+  static void release(void* data) {
+    if (data != nullptr) std::free(static_cast<void**>(data)[-1]);
+  }
+};
+
+static void installCpuAllocator() {
+  static HeapCpuAllocator allocator;
+  c10::SetCPUAllocator(&allocator, /*priority=*/1);
 }
 
 }  // namespace reals
 
 NAPI_MODULE_INIT() {
   reals::tuneMalloc();
+  reals::installCpuAllocator();
   reals::initTensor(env, exports);
   reals::initOps(env, exports);
   reals::initDistributed(env, exports);
