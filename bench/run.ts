@@ -230,8 +230,8 @@ async function main(): Promise<void> {
   // item's precision (torch.runThreads: all CPUs in bf16 on the CPU), PyTorch in that precision the
   // same count, so that the two time the same work, and PyTorch fp32 (and C++) libtorch's default.
   if (threadsFlag !== undefined) torch.setNumThreads(threadsFlag);
-  const defaultThreads = threadsFlag ?? torch.runThreads('fp32', device);
-  const itemThreads = (item: Item): number => threadsFlag ?? torch.runThreads(itemPrecision(item), device);
+  const defaultThreads = torch.runThreads('fp32', device);
+  const itemThreads = (item: Item): number => torch.runThreads(itemPrecision(item), device);
   const sideThreads = (item: Item, side: Side): number => (side === 'ts' || side === 'pytorch' ? itemThreads(item) : defaultThreads);
   torch.manualSeed(0);
 

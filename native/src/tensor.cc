@@ -779,8 +779,8 @@ static void tuneMalloc() {
 // libtorch's CPU allocator takes posix_memalign(64, n). glibc serves that by carving an aligned n
 // out of a free block of n + 64 + 32 bytes, so a freed n-byte block never fits the next request of
 // the same size: the heap grows by every large tensor, and each one costs fresh pages (an SD-VAE
-// decode at 256 px took 90-370K page faults and 1.0-1.5 s on 2 threads; with this allocator, 0-8K
-// and 0.87-1.0 s). Here every block is malloc(n + 64), aligned inside and freed whole, so a tensor
+// decode at 256 px took 90-370K page faults and 1.0-1.7 s on 2 threads; with this allocator, 0-16K
+// and 0.89-0.94 s). Here every block is malloc(n + 64), aligned inside and freed whole, so a tensor
 // of the size just freed takes that block again. The block's start is kept just below the data,
 // since oneDNN frees what raw_allocate gave it by the data pointer alone.
 class HeapCpuAllocator final : public c10::Allocator {

@@ -26,13 +26,10 @@ function envCommand(): Command {
       const reps = 10;
       for (let i = 0; i < reps; i++) torch.scope(() => a.matmul(b).dispose());
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      const fp32Threads = torch.getNumThreads();
-      torch.usePrecision('bf16', 'cpu');
-      const bf16Threads = torch.getNumThreads();
       console.log(JSON.stringify({
         libtorch: torch.version(),
-        // The intra-op threads of a CPU run in each precision (torch.usePrecision).
-        threads: { fp32: fp32Threads, bf16: bf16Threads },
+        // The intra-op threads of a CPU run in each precision.
+        threads: { fp32: torch.runThreads('fp32', 'cpu'), bf16: torch.runThreads('bf16', 'cpu') },
         cpuBf16: torch.cpuHasBf16(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),

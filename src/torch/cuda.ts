@@ -27,22 +27,26 @@ export const cuda = {
 
 /** libtorch's intra-op thread count when the addon loaded: OMP_NUM_THREADS, else the physical cores it sees. */
 export const LIBTORCH_DEFAULT_THREADS = native.getNumThreads();
-/** Set by setNumThreads, OMP_NUM_THREADS or MKL_NUM_THREADS: then the runs leave the thread count alone. */
-let threadsChosen = ['OMP_NUM_THREADS', 'MKL_NUM_THREADS'].some((name) => (process.env[name] ?? '') !== '');
+/** The count the caller chose, with setNumThreads or (read by libtorch) OMP_NUM_THREADS or MKL_NUM_THREADS. */
+let threadsChosen: number | undefined =
+  ['OMP_NUM_THREADS', 'MKL_NUM_THREADS'].some((name) => (process.env[name] ?? '') !== '') ? LIBTORCH_DEFAULT_THREADS : undefined;
 
 /** As torch.set_num_threads; from then on the runs keep this count (see usePrecision). */
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`setNumThreads: expected a positive integer, got ${n}`);
   native.setNumThreads(n);
-  threadsChosen = true;
+  threadsChosen = n;
 }
 
+/** The thread count the caller chose, if any: then every run keeps it. */
+export function chosenThreads(): number | undefined { return threadsChosen; }
+
 /**
- * Sets the intra-op thread count for a run, unless the caller chose one. Changing it costs
- * milliseconds (libtorch restarts its pools), so it is only called when the count differs.
+ * Sets the intra-op thread count for a run. Changing it costs milliseconds (libtorch restarts its
+ * pools), so it is only called when the count differs.
  */
 export function setRunThreads(n: number): void {
-  if (!threadsChosen && native.getNumThreads() !== n) native.setNumThreads(n);
+  if (native.getNumThreads() !== n) native.setNumThreads(n);
 }
 export function getNumThreads(): number { return native.getNumThreads(); }
 export function version(): string { return native.version(); }

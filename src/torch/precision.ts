@@ -4,7 +4,7 @@
 // state and everything outside the region stay float32, as PyTorch's mixed precision.
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { autocast, autocastDeviceType, LIBTORCH_DEFAULT_THREADS, setRunThreads } from './cuda.js';
+import { autocast, autocastDeviceType, chosenThreads, LIBTORCH_DEFAULT_THREADS, setRunThreads } from './cuda.js';
 import type { Device } from './tensor.js';
 
 export const PRECISIONS = ['fp32', 'bf16', 'auto'] as const;
@@ -42,20 +42,19 @@ export function resolvePrecision(precision: Precision, device: Device): Resolved
 }
 
 /**
- * The intra-op threads of a run in `precision` on `device` when the caller has not chosen them: on
- * the CPU in bf16, every CPU this process may run on (os.availableParallelism()), because oneDNN's
+ * The intra-op threads of a run in `precision` on `device`: the count the caller chose
+ * (torch.setNumThreads, OMP_NUM_THREADS, MKL_NUM_THREADS), else on the CPU in bf16, every CPU this process may run on (os.availableParallelism()), because oneDNN's
  * bfloat16 matmuls and convolutions run on these threads; otherwise libtorch's default (OMP_NUM_THREADS,
  * else its physical cores), because float32 matmuls run in the BLAS's own pool, which already takes
  * every CPU, and a second full pool contends with it.
  */
 export function runThreads(precision: ResolvedPrecision, device: Device): number {
-  return precision === 'bf16' && autocastDeviceType(device) === 'cpu' ? availableParallelism() : LIBTORCH_DEFAULT_THREADS;
+  return chosenThreads() ?? (precision === 'bf16' && autocastDeviceType(device) === 'cpu' ? availableParallelism() : LIBTORCH_DEFAULT_THREADS);
 }
 
 /**
- * resolvePrecision, and runThreads for the run unless the caller chose the thread count
- * (torch.setNumThreads, OMP_NUM_THREADS, MKL_NUM_THREADS). The trainers, samplers, latent caching,
- * heads and evaluator call it as their run starts.
+ * resolvePrecision, and runThreads for the run. The trainers, samplers, latent caching, heads and
+ * evaluator call it as their run starts.
  */
 export function usePrecision(precision: Precision, device: Device): ResolvedPrecision {
   const resolved = resolvePrecision(precision, device);

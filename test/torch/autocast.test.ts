@@ -84,12 +84,12 @@ function childThreads(env: Record<string, string>): Record<string, number> {
 test('usePrecision: a CPU run in bf16 takes every CPU, fp32 and CUDA runs libtorch\'s default; a count the caller chose stays', () => {
   const cpus = availableParallelism();
   const fresh = childThreads({});
-  assert.deepEqual(fresh, { atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16AfterSetNumThreads1: 1 });
+  assert.deepEqual(fresh, { atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1 });
   assert.equal(torch.runThreads('bf16', 'cpu'), cpus);
   assert.equal(torch.runThreads('bf16', 'cuda'), torch.runThreads('fp32', 'cpu'));
   // OMP_NUM_THREADS is the caller's choice, as for PyTorch: libtorch reads it and the runs keep it.
   const pinned = childThreads({ OMP_NUM_THREADS: '1' });
-  assert.deepEqual(pinned, { atLoad: 1, bf16Cpu: 1, fp32Cpu: 1, bf16Cuda: 1, bf16AfterSetNumThreads1: 1 });
+  assert.deepEqual(pinned, { atLoad: 1, bf16Cpu: 1, fp32Cpu: 1, bf16Cuda: 1, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1 });
   if (cpus > 1) assert.equal(childThreads({ MKL_NUM_THREADS: '1' }).bf16Cpu, 1);
 });
 

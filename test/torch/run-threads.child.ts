@@ -13,4 +13,5 @@ torch.usePrecision('bf16', 'cpu');
 torch.setNumThreads(1);
 torch.usePrecision('bf16', 'cpu');
 counts.bf16AfterSetNumThreads1 = torch.getNumThreads();
+counts.runThreadsBf16AfterSetNumThreads1 = torch.runThreads('bf16', 'cpu');
 console.log(JSON.stringify(counts));
