@@ -55,6 +55,9 @@ const dictAttributes = new WeakMap<Map<unknown, unknown>, Map<string, unknown>>(
 
 const WINDOW = 1 << 20;
 
+/** The longest LONG1/LONG4 integer read, in bytes (LONG1's own limit is 255). */
+const MAX_LONG_BYTES = 1024;
+
 /**
  * Reads one pickle starting at `start` and returns its value in the raw form the unpickler builds
  * (dicts are Maps, instances are internal records): pass it through `toPlain` once everything it
@@ -122,12 +125,17 @@ class Unpickler {
       return this.fail(`invalid UTF-8 in a string at byte ${this.pos - n}`);
     }
   }
-  /** A little-endian two's-complement integer, as pickle's LONG1/LONG4 (decode_long). */
-  private long(n: number): number | bigint {
+  /**
+   * A little-endian two's-complement integer, as pickle's LONG1/LONG4 (decode_long), read in one
+   * pass through its hex digits. A checkpoint's integers (sizes, steps, seeds) take a few bytes;
+   * past MAX_LONG_BYTES the input is refused rather than turned into a huge BigInt.
+   */
+  private long(n: number, opcode: string, at: number): number | bigint {
+    if (n > MAX_LONG_BYTES) this.fail(`${opcode} at byte ${at} holds a ${n}-byte integer; at most ${MAX_LONG_BYTES} bytes are read`);
+    if (n === 0) return 0;
     const b = this.bytes(n);
-    let v = 0n;
-    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
-    if (n > 0 && b[n - 1]! >= 0x80) v -= 1n << BigInt(8 * n);
+    let v = BigInt(`0x${Buffer.from(b).reverse().toString('hex')}`);
+    if (b[n - 1]! >= 0x80) v -= 1n << BigInt(8 * n);
     return Number.isSafeInteger(Number(v)) && BigInt(Number(v)) === v ? Number(v) : v;
   }
 
@@ -231,11 +239,11 @@ class Unpickler {
         case 0x4a: this.push(this.int32()); break; // BININT
         case 0x4b: this.push(this.byte()); break; // BININT1
         case 0x4d: this.push(this.uint16()); break; // BININT2
-        case 0x8a: this.push(this.long(this.byte())); break; // LONG1
+        case 0x8a: this.push(this.long(this.byte(), 'LONG1', at)); break;
         case 0x8b: { // LONG4
           const n = this.int32();
           if (n < 0) this.fail(`LONG4 with negative length at byte ${at}`);
-          this.push(this.long(n));
+          this.push(this.long(n, 'LONG4', at));
           break;
         }
         case 0x47: this.push(this.view(8).getFloat64(0, false)); break; // BINFLOAT (big-endian)

@@ -55,3 +55,26 @@ test('truncated pickles and persistent ids without a loader are errors', () => {
   assert.throws(() => loads(bytes.subarray(0, 600), 'cut.pkl'), /cut\.pkl: pickle data is truncated/);
   assert.throws(() => loads(latin1('\x80\x02K\x01Q.')), /persistent id \(BINPERSID at byte 4\) but no loader/);
 });
+
+/** A protocol-2 pickle of one LONG4 integer with these little-endian two's-complement bytes. */
+function long4(bytes: Uint8Array): Uint8Array {
+  const length = new Uint8Array(4);
+  new DataView(length.buffer).setInt32(0, bytes.length, true);
+  return Uint8Array.from([0x80, 0x02, 0x8b, ...length, ...bytes, 0x2e]);
+}
+
+test('LONG4 integers up to 1 KiB read as pickle.decode_long does; longer ones are refused, naming the opcode', () => {
+  // The expected value by a second method: the sum of byte * 256^i, less 2^(8n) when the top bit is set.
+  const bytes = Uint8Array.from({ length: 1024 }, (_, i) => (i * 151 + 7) & 0xff);
+  for (const top of [0x7f, 0x80]) {
+    bytes[1023] = top;
+    let want = 0n;
+    for (let i = 0; i < bytes.length; i++) want += BigInt(bytes[i]!) * 256n ** BigInt(i);
+    if (top >= 0x80) want -= 256n ** 1024n;
+    assert.equal(loads(long4(bytes)), want);
+  }
+  assert.equal(loads(long4(new Uint8Array(0))), 0, 'an empty LONG4 is 0, as decode_long(b"")');
+  const start = performance.now();
+  assert.throws(() => loads(long4(new Uint8Array(256 * 1024)), 'big.pkl'), /^Error: big\.pkl: LONG4 at byte 2 holds a 262144-byte integer; at most 1024 bytes are read$/);
+  assert.ok(performance.now() - start < 1000, 'refused before the bytes are decoded');
+});
