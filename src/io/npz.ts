@@ -53,16 +53,105 @@ export function parseNpyHeader(bytes: Uint8Array, source: string): NpyHeader {
   const headerLength = 8 + lengthSize + textLength;
   if (headerLength > bytes.length) fail(`truncated .npy header (${headerLength} bytes expected)`);
   const text = new TextDecoder(major === 3 ? 'utf-8' : 'latin1').decode(bytes.subarray(8 + lengthSize, headerLength));
-  const descr = /'descr':\s*'([^']*)'/.exec(text)?.[1];
-  if (descr === undefined) fail(`unsupported .npy dtype (only plain numeric dtypes, not structured ones): ${text.trim()}`);
-  const dtype = DESCR_DTYPE[descr!] ?? DESCR_DTYPE[descr!.replace(/^[=<|]/, descr!.endsWith('1') ? '|' : '<')];
-  if (dtype === undefined) fail(`unsupported .npy dtype '${descr}' (reals reads ${Object.keys(DESCR_DTYPE).join(', ')})`);
-  if (/'fortran_order':\s*True/.test(text)) fail('Fortran-ordered arrays are not supported (save with np.ascontiguousarray)');
-  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(text)?.[1];
-  if (shapeText === undefined) fail(`.npy header without a shape: ${text.trim()}`);
-  const shape = shapeText!.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
-  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) fail(`bad .npy shape (${shapeText})`);
-  return { dtype: dtype!, shape, headerLength };
+  let header: Map<string, PyLiteral>;
+  try {
+    header = parseHeaderDict(text);
+  } catch (error) {
+    return fail(`cannot parse the .npy header (${(error as Error).message}): ${text.trim()}`);
+  }
+  const keys = [...header.keys()].sort();
+  if (keys.join() !== 'descr,fortran_order,shape') fail(`the .npy header has the keys [${keys.join(', ')}]; numpy requires exactly descr, fortran_order, shape`);
+  const descr = header.get('descr');
+  if (typeof descr !== 'string') return fail(`unsupported .npy dtype (only plain numeric dtypes, not structured ones): ${text.trim()}`);
+  const dtype = DESCR_DTYPE[descr] ?? DESCR_DTYPE[descr.replace(/^[=<|]/, descr.endsWith('1') ? '|' : '<')];
+  if (dtype === undefined) return fail(`unsupported .npy dtype '${descr}' (reals reads ${Object.keys(DESCR_DTYPE).join(', ')})`);
+  const fortranOrder = header.get('fortran_order');
+  if (typeof fortranOrder !== 'boolean') fail(`the .npy header's fortran_order is not a bool: ${text.trim()}`);
+  if (fortranOrder) fail('Fortran-ordered arrays are not supported (save with np.ascontiguousarray)');
+  const shapeValue = header.get('shape');
+  const dims = shapeValue instanceof PyTuple ? shapeValue.items.filter((d) => typeof d === 'bigint') : [];
+  if (!(shapeValue instanceof PyTuple) || dims.length !== shapeValue.items.length) return fail(`the .npy header's shape is not a tuple of integers: ${text.trim()}`);
+  if (dims.some((d) => d < 0n || d > BigInt(Number.MAX_SAFE_INTEGER))) fail(`bad .npy shape (${dims.join(', ')})`);
+  const shape = dims.map(Number);
+  return { dtype, shape, headerLength };
+}
+
+/** A tuple in an .npy header (a list is kept apart from it, as numpy refuses a list for the shape). */
+class PyTuple { constructor(readonly items: PyLiteral[]) {} }
+type PyLiteral = string | bigint | number | boolean | null | PyTuple | PyLiteral[] | Map<string, PyLiteral>;
+
+/**
+ * The .npy header text as numpy reads it, with ast.literal_eval: a dict literal of strings,
+ * integers, floats, True/False/None, tuples and lists, followed by nothing but whitespace. Of a
+ * repeated key the last one counts, as in any Python dict display.
+ */
+function parseHeaderDict(text: string): Map<string, PyLiteral> {
+  let at = 0;
+  const skip = (): void => { while (at < text.length && ' \t\n\r'.includes(text[at]!)) at++; };
+  const expect = (c: string): void => {
+    skip();
+    if (text[at] !== c) throw new Error(`expected '${c}' at character ${at}`);
+    at++;
+  };
+  const items = (close: string, depth: number): PyLiteral[] => {
+    const out: PyLiteral[] = [];
+    for (skip(); text[at] !== close; skip()) {
+      out.push(value(depth));
+      skip();
+      if (text[at] === ',') at++;
+      else if (text[at] !== close) throw new Error(`expected ',' or '${close}' at character ${at}`);
+    }
+    at++;
+    return out;
+  };
+  const value = (depth: number): PyLiteral => {
+    // Headers hold a dict of flat values; deep nesting is malformed, and would exhaust the stack.
+    if (depth > 16) throw new Error('nested too deeply');
+    skip();
+    const c = text[at];
+    if (c === '{') {
+      at++;
+      const dict = new Map<string, PyLiteral>();
+      for (skip(); text[at] !== '}'; skip()) {
+        const key = value(depth + 1);
+        if (typeof key !== 'string') throw new Error(`a key that is not a string at character ${at}`);
+        expect(':');
+        dict.set(key, value(depth + 1));
+        skip();
+        if (text[at] === ',') at++;
+        else if (text[at] !== '}') throw new Error(`expected ',' or '}' at character ${at}`);
+      }
+      at++;
+      return dict;
+    }
+    if (c === '(') {
+      at++;
+      return new PyTuple(items(')', depth + 1));
+    }
+    if (c === '[') {
+      at++;
+      return items(']', depth + 1);
+    }
+    if (c === "'" || c === '"') {
+      const end = text.indexOf(c, at + 1);
+      if (end < 0) throw new Error(`an unterminated string at character ${at}`);
+      const body = text.slice(at + 1, end);
+      if (body.includes('\\') || body.includes('\n')) throw new Error(`an escape or line break in a string at character ${at}`);
+      at = end + 1;
+      return body;
+    }
+    const token = /^(?:True|False|None|[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)/.exec(text.slice(at, at + 64))?.[0];
+    if (token === undefined) throw new Error(`unexpected ${c === undefined ? 'end' : `'${c}'`} at character ${at}`);
+    at += token.length;
+    if (token === 'True' || token === 'False') return token === 'True';
+    if (token === 'None') return null;
+    return /^[-+]?\d+$/.test(token) ? BigInt(token) : Number(token);
+  };
+  const dict = value(0);
+  skip();
+  if (at !== text.length) throw new Error(`text after the dict at character ${at}`);
+  if (!(dict instanceof Map)) throw new Error('not a dict');
+  return dict;
 }
 
 /** The .npy header for an array of `dtype` and `shape` (version 1.0, padded to 64 bytes as numpy does). */
@@ -111,6 +200,9 @@ export function loadNpy(path: string): Tensor {
 
 const VERIFY_CHUNK = 1 << 26;
 
+/** Deflate's largest expansion (zlib's technical details: 258 bytes from a 2-bit code at best). */
+const MAX_DEFLATE_RATIO = 1032;
+
 /**
  * An open .npz archive. Arrays stored uncompressed (np.savez) are read in place, any row range
  * at a time; compressed ones (np.savez_compressed) are inflated whole by `get` and streamed by
@@ -144,6 +236,9 @@ export class NpzFile {
     const entry = this.entries.get(`${name}.npy`);
     if (entry === undefined) throw new Error(`${this.path}: no array '${name}' (the file holds: ${this.keys().join(', ') || 'nothing'})`);
     if (entry.method !== 0 && entry.method !== 8) throw new Error(`${this.path}: array '${name}' uses zip compression method ${entry.method}; only stored and deflated are read`);
+    if (entry.method === 0 ? entry.size !== entry.compressedSize : entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 64) {
+      throw new Error(`${this.path}: array '${name}' declares ${entry.size} bytes from ${entry.compressedSize} ${entry.method === 0 ? 'stored' : 'compressed'} bytes, which ${entry.method === 0 ? 'must be equal' : `deflate cannot expand past ${MAX_DEFLATE_RATIO}:1`}`);
+    }
     return entry;
   }
 
@@ -187,7 +282,13 @@ export class NpzFile {
       bytes = readStoredEntry(this.fd, entry, this.path);
     } else {
       const { offset, length } = this.compressedRange(entry);
-      bytes = inflateRawSync(readAt(this.fd, offset, length, this.path));
+      try {
+        // One byte past the declared size is enough to tell an overrun: zlib stops there.
+        bytes = inflateRawSync(readAt(this.fd, offset, length, this.path), { maxOutputLength: entry.size + 1 });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw error;
+        throw new Error(`${this.path}: array '${name}' inflates to more than the ${entry.size} bytes the zip directory says`, { cause: error });
+      }
       if (bytes.length !== entry.size) throw new Error(`${this.path}: array '${name}' inflates to ${bytes.length} bytes, the zip directory says ${entry.size}`);
       checkEntryCrc(entry, crc32(bytes), this.path);
     }
@@ -262,8 +363,11 @@ export class NpzFile {
     };
     const stream = createReadStream('', { fd: this.fd, autoClose: false, start: offset, end: offset + length - 1 }).pipe(createInflateRaw());
     let crc = 0;
+    let inflated = 0;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
+        inflated += chunk.length;
+        if (inflated > entry.size) throw new Error(`${this.path}: array '${name}' inflates to more than the ${entry.size} bytes the zip directory says`);
         crc = crc32(chunk, crc);
         let data = chunk;
         if (skip > 0) {

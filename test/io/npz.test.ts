@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { once } from 'node:events';
+import { createDeflateRaw, crc32 } from 'node:zlib';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { NpzFile, NpzWriter, encodeNpyHeader, loadNpy, loadNpz, parseNpyHeader, saveNpy, saveNpz } from '../../src/io/npz.js';
@@ -239,5 +241,87 @@ test('a flipped byte in an array, or a wrong CRC-32 in the directory, is an erro
     assertEqualTensors(file2.get('arr_0'), fx.arr_0, 'arr_0');
   } finally {
     file2.close();
+  }
+}));
+
+test('.npy headers are read as numpy reads them: of a repeated key the last counts, exactly three keys (make_npy_headers.py)', () => {
+  const { cases } = loadFixture('io/npy_headers.json') as { cases: { header: string; npy: string; dtype?: string; shape?: number[]; fortran?: boolean; error?: string }[] };
+  const NUMPY_DTYPES: Record<string, string> = { '<i4': 'int32', '<f8': 'float64', '|u1': 'uint8', '<i8': 'int64', '<i2': 'int16', '<f4': 'float32' };
+  for (const c of cases) {
+    const bytes = Buffer.from(c.npy, 'base64');
+    if (c.error !== undefined || c.fortran === true) {
+      // numpy reads Fortran-ordered arrays; reals refuses them by name, as before.
+      assert.throws(() => parseNpyHeader(bytes, 'x.npy'), c.fortran === true ? /x\.npy: Fortran-ordered/ : /^Error: x\.npy: /, `${c.header}: numpy says ${c.error}`);
+      continue;
+    }
+    const header = parseNpyHeader(bytes, 'x.npy');
+    assert.deepEqual([header.dtype, header.shape], [NUMPY_DTYPES[c.dtype!], c.shape], c.header);
+  }
+});
+
+/** A one-entry zip archive (deflated) whose directory records `size` and `crc` for the entry, whatever `deflated` holds. */
+function deflatedZip(name: string, deflated: Buffer, size: number, crc: number): Buffer {
+  const fileName = Buffer.from(name);
+  const local = Buffer.alloc(30);
+  local.writeUInt32LE(0x04034b50, 0);
+  local.writeUInt16LE(20, 4);
+  local.writeUInt16LE(8, 8);
+  local.writeUInt32LE(crc, 14);
+  local.writeUInt32LE(deflated.length, 18);
+  local.writeUInt32LE(size, 22);
+  local.writeUInt16LE(fileName.length, 26);
+  const central = Buffer.alloc(46);
+  central.writeUInt32LE(0x02014b50, 0);
+  central.writeUInt16LE(20, 4);
+  central.writeUInt16LE(20, 6);
+  central.writeUInt16LE(8, 10);
+  central.writeUInt32LE(crc, 16);
+  central.writeUInt32LE(deflated.length, 20);
+  central.writeUInt32LE(size, 24);
+  central.writeUInt16LE(fileName.length, 28);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(1, 8);
+  end.writeUInt16LE(1, 10);
+  end.writeUInt32LE(central.length + fileName.length, 12);
+  end.writeUInt32LE(local.length + fileName.length + deflated.length, 16);
+  return Buffer.concat([local, fileName, deflated, central, fileName, end]);
+}
+
+test('a deflated array that inflates past its declared size stops there: an error, and memory stays bounded', withTmp('npz', async (dir) => {
+  // A float32 [4] array whose deflate stream goes on with 256 MiB of zeros (256 KiB compressed).
+  const header = encodeNpyHeader('float32', [4]);
+  const deflate = createDeflateRaw({ level: 1 });
+  const compressed: Buffer[] = [];
+  deflate.on('data', (chunk: Buffer) => compressed.push(chunk));
+  const zeros = Buffer.alloc(1 << 20);
+  deflate.write(header);
+  for (let i = 0; i < 256; i++) if (!deflate.write(zeros)) await once(deflate, 'drain');
+  deflate.end();
+  await once(deflate, 'end');
+  const declared = header.length + 16;
+  const path = join(dir, 'bomb.npz');
+  writeFileSync(path, deflatedZip('x.npy', Buffer.concat(compressed), declared, crc32(Buffer.concat([header, Buffer.alloc(16)]))));
+  const peakBefore = process.resourceUsage().maxRSS * 1024;
+  const npz = NpzFile.open(path);
+  try {
+    assert.deepEqual(npz.header('x').shape, [4]);
+    const overrun = new RegExp(`bomb\\.npz: array 'x' inflates to more than the ${declared} bytes the zip directory says`);
+    assert.throws(() => npz.get('x'), overrun);
+    await assert.rejects(collect(npz.rows('x', 1)), overrun);
+  } finally {
+    npz.close();
+  }
+  // Inflated in full, the entry alone would raise the peak by 256 MiB.
+  assert.ok(process.resourceUsage().maxRSS * 1024 - peakBefore < 64 * 2 ** 20, 'the peak resident memory grew by less than 64 MiB');
+
+  // A declared size that deflate cannot reach from the compressed bytes is refused before inflating.
+  const lying = join(dir, 'lying.npz');
+  writeFileSync(lying, deflatedZip('x.npy', Buffer.from([0x03, 0x00]), 4096, 0));
+  const file = NpzFile.open(lying);
+  try {
+    assert.throws(() => file.get('x'), /lying\.npz: array 'x' declares 4096 bytes from 2 compressed bytes, which deflate cannot expand past 1032:1/);
+  } finally {
+    file.close();
   }
 }));
