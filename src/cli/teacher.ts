@@ -1,6 +1,7 @@
 // `reals teacher train`: a self-supervised DINOv2-architecture teacher, with flags named after
 // DINOv2's config keys (dinov2/configs/ssl_default_config.yaml: crops.*, dino.*, ibot.*, teacher.*,
-// optim.*). `reals teacher probe`: the linear-probe accuracy of a backbone as JSON.
+// optim.*). `reals teacher probe`: the linear-probe accuracy of a backbone and the spatial structure
+// (iREPA's LDS) of its patch tokens beside a random-init backbone's, as JSON.
 // src/train/teacher-pipeline.ts does the work.
 import { Command, Option } from 'commander';
 import { DINOV2_CONFIGS } from '../models/dinov2.js';
@@ -18,7 +19,7 @@ export function teacherTrainCommand(): Command {
   return precisionFlag(new Command('train'), r.precision)
     .description('train a DINOv2-architecture ViT without labels by DINOv2 self-distillation (DINO + iBOT + KoLeo); ' +
       'exports the EMA teacher backbone for `reals align train --dino-model --dino-ckpt`')
-    .requiredOption('--data-path <path>', 'ImageNet-layout image folder, or `fashion-mnist` (Debian\'s dataset-fashion-mnist, 3-channel 32x32); labels are never read for training')
+    .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/), or `fashion-mnist` (Debian\'s dataset-fashion-mnist, 3-channel 32x32); labels are never read for training')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), r.imageSize)
     .requiredOption('--dino-model <name>', `the backbone: ${Object.keys(DINOV2_CONFIGS).join(', ')}, or a .json file of DinoV2Config fields (e.g. {"imgSize":32,"patchSize":4,"embedDim":64,"depth":4,"numHeads":4})`)
     .option('--global-crops-size <n>', 'crops.global_crops_size: side of the 2 global crops (a multiple of the patch size)', integer(1), d.globalCropsSize)
@@ -70,16 +71,19 @@ export function teacherTrainCommand(): Command {
 export function teacherProbeCommand(): Command {
   const d = TEACHER_PROBE_RUN_DEFAULTS;
   return new Command('probe')
-    .description('linear-probe accuracy of a frozen backbone (CLS token + mean patch token, as DINOv2\'s linear eval), printed as JSON')
+    .description('linear-probe accuracy of a frozen backbone (CLS token + mean patch token, as DINOv2\'s linear eval) and the LDS of its patch tokens ' +
+      '(iREPA\'s local-vs-distant similarity: mean cosine of 4-neighbour token pairs minus that of pairs at Manhattan distance >= --lds-far-distance; ' +
+      'docs/alignment.md) beside a random-init backbone\'s of the same config, printed as JSON with the class count')
     .requiredOption('--dino-model <name>', `${Object.keys(DINOV2_CONFIGS).join(', ')}, or a .json file of DinoV2Config fields`)
     .requiredOption('--dino-ckpt <file>', 'backbone weights (torch-hub or Hugging Face naming; .pth or .safetensors)')
-    .requiredOption('--data-path <path>', 'ImageNet-layout image folder (20% held out for testing), or `fashion-mnist` (its train and test sets)')
+    .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/; 20% held out for testing), or `fashion-mnist` (its train and test sets)')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), d.imageSize)
     .option('--input-size <n>', 'side images are resized to for the backbone (default: the image size)', integer(1))
-    .option('--probe-images <n>', 'images drawn from each split', integer(1), d.probeImages)
+    .option('--probe-images <n>', 'images drawn from each split; the LDS is measured on the test split\'s', integer(1), d.probeImages)
     .option('--epochs <n>', 'passes of Adam over the training features', integer(1), d.epochs)
     .option('--lr <lr>', 'Adam learning rate of the linear classifier', positive, d.lr)
-    .option('--seed <n>', 'seeds the subsets and the classifier', integer(0), d.seed)
+    .option('--seed <n>', 'seeds the subsets, the classifier and the random-init backbone', integer(0), d.seed)
+    .option('--lds-far-distance <n>', 'LDS\'s distant pairs: Manhattan distance >= n tokens on the patch grid (iREPA: 6)', integer(2), d.ldsFarDistance)
     .option('--device <device>', 'cpu or cuda[:N] (default: cpu)', device)
     .action(async (flags: TeacherProbeRunOptions) => {
       console.log(JSON.stringify(await runTeacherProbe(flags)));

@@ -1,4 +1,5 @@
-// The ADM metrics: FID, sFID, Inception Score, precision and recall, and the batches they read.
+// The ADM metrics: FID, sFID, Inception Score, precision and recall, and the batches they read;
+// the linear probe and the patch tokens' spatial structure (LDS) of a teacher.
 export { computeStatistics, frechetDistance, traceSqrtProduct, type FIDStatistics } from './fid.js';
 export { inceptionScore, IS_SPLIT_SIZE } from './inception-score.js';
 export { pairwiseDistances, manifoldRadii, precisionRecall, type ManifoldOptions, type PrecisionRecall } from './precision-recall.js';
@@ -12,3 +13,4 @@ export {
   type EvaluateOptions, type EvaluationResult, type BatchReport, type Stage,
 } from './evaluate.js';
 export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';
+export { LDS_FAR_DISTANCE, localDistantSimilarity, spatialStructure, type SpatialStructure, type SpatialStructureOptions } from './spatial-structure.js';

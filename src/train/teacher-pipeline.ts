@@ -1,29 +1,34 @@
 // The pipelines behind `reals teacher train` (a self-supervised DINOv2-architecture teacher,
 // teacher.ts) and `reals teacher probe` (the linear-probe accuracy of a backbone,
-// src/eval/linear-probe.ts), from files and names.
+// src/eval/linear-probe.ts, and the spatial structure of its patch tokens beside that of a
+// random-init backbone, src/eval/spatial-structure.ts), from files and names.
 import * as torch from '../torch/index.js';
 import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
-import { FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
+import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
 import { holdOutSplit, linearProbe, type LinearProbeResult } from '../eval/linear-probe.js';
+import { LDS_FAR_DISTANCE, spatialStructure } from '../eval/spatial-structure.js';
 import { trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedSettings, type SelfSupervisedTeacherResult } from './teacher.js';
 import { withDefaults } from './context.js';
+import { trainingFolder } from './inputs.js';
 
-/** --data-path: Fashion-MNIST (3 channels, 32x32) or an ImageNet-layout folder center-cropped to imageSize. */
+/** --data-path: Fashion-MNIST (3 channels, 32x32) or an ImageNet-layout folder (its train/ under an ImageNet root) center-cropped to imageSize. */
 function trainingImages(dataPath: string, imageSize: number, train = true): Dataset {
   if (dataPath === 'fashion-mnist') return new FashionMNIST({ channels: 3, train });
-  return new ImageFolder(dataPath, { resolution: imageSize });
+  return new ImageFolder(trainingFolder(dataPath), { resolution: imageSize });
 }
 
-/** The probe's labelled splits: Fashion-MNIST's train and test sets, or a seeded 80/20 split of a folder's images by class folder. */
-function probeSplits(dataPath: string, imageSize: number, images: number, seed: number, log: (line: string) => void): ProbeData | undefined {
+/** The probe's labelled splits and their class count: Fashion-MNIST's train and test sets, or a seeded 80/20 split of a folder's images by class folder. */
+function probeSplits(dataPath: string, imageSize: number, images: number, seed: number, log: (line: string) => void): (ProbeData & { classes: number }) | undefined {
   if (images === 0) return undefined;
-  if (dataPath === 'fashion-mnist') return { train: trainingImages(dataPath, imageSize, true), test: trainingImages(dataPath, imageSize, false), images };
-  const folder = new ImageFolder(dataPath, { resolution: imageSize });
+  if (dataPath === 'fashion-mnist') {
+    return { train: trainingImages(dataPath, imageSize, true), test: trainingImages(dataPath, imageSize, false), images, classes: FASHION_MNIST_CLASSES.length };
+  }
+  const folder = new ImageFolder(trainingFolder(dataPath), { resolution: imageSize });
   if (folder.classes.length < 2) {
-    log(`note: ${dataPath} has one class folder, so there is no linear probe`);
+    log(`note: ${folder.root} has one class folder, so there is no linear probe`);
     return undefined;
   }
-  return { ...holdOutSplit(folder, 0.2, seed), images };
+  return { ...holdOutSplit(folder, 0.2, seed), images, classes: folder.classes.length };
 }
 
 /** The run settings of `reals teacher train` that have defaults (the method's are SELF_SUPERVISED_DEFAULTS). */
@@ -88,36 +93,63 @@ export async function runTeacherTrain(options: TeacherTrainRunOptions): Promise<
 
 export interface TeacherProbeSettings {
   imageSize: number;
-  /** Images drawn from each split. */
+  /** Images drawn from each split; the LDS is measured on those of the test split. */
   probeImages: number;
   /** Passes of Adam over the training features. */
   epochs: number;
   lr: number;
+  /** Seeds the subsets, the classifier and the random-init backbone. */
   seed: number;
+  /** LDS's far pairs: Manhattan distance >= this many tokens (iREPA: 6). */
+  ldsFarDistance: number;
 }
 
-export const TEACHER_PROBE_RUN_DEFAULTS: TeacherProbeSettings = { imageSize: 32, probeImages: 2000, epochs: 100, lr: 1e-3, seed: 0 };
+export const TEACHER_PROBE_RUN_DEFAULTS: TeacherProbeSettings = { imageSize: 32, probeImages: 2000, epochs: 100, lr: 1e-3, seed: 0, ldsFarDistance: LDS_FAR_DISTANCE };
 
 /** `reals teacher probe`'s flags, camelCased. */
 export interface TeacherProbeRunOptions extends Partial<TeacherProbeSettings> {
   dinoModel: string;
   dinoCkpt: string;
-  /** An ImageNet-layout folder (20% held out for testing), or `fashion-mnist` (its train and test sets). */
+  /** An ImageNet-layout folder (its train/ under an ImageNet root; 20% held out for testing), or `fashion-mnist` (its train and test sets). */
   dataPath: string;
   /** Side images are resized to for the backbone (default: Fashion-MNIST's 32, else imageSize). */
   inputSize?: number;
   device?: string;
 }
 
-export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<LinearProbeResult> {
+/** What `reals teacher probe` prints: the linear probe, the class count, and the LDS of the backbone and of a random-init one of its config. */
+export interface TeacherProbeResult extends LinearProbeResult {
+  classes: number;
+  /** Mean LDS of the backbone's final-norm patch tokens over the test images (src/eval/spatial-structure.ts). */
+  lds: number;
+  /** The same for the backbone's config initialised with torch.manualSeed(seed): what training added. */
+  ldsRandomInit: number;
+  ldsImages: number;
+  /** The token grid [height, width] of the LDS. */
+  ldsGrid: [number, number];
+  ldsFarDistance: number;
+}
+
+export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<TeacherProbeResult> {
   const o = { ...options, ...withDefaults(TEACHER_PROBE_RUN_DEFAULTS, options) };
   torch.checkDevice(o.device);
-  const backbone = new DinoVisionTransformer(resolveDinoConfig(o.dinoModel)).loadCheckpoint(o.dinoCkpt);
+  const config = resolveDinoConfig(o.dinoModel);
+  const backbone = new DinoVisionTransformer(config).loadCheckpoint(o.dinoCkpt).to(o.device ?? 'cpu');
   const splits = probeSplits(o.dataPath, o.imageSize, o.probeImages, o.seed, () => {});
   if (splits === undefined) throw new Error(`--data-path ${o.dataPath}: needs at least two class folders for a linear probe`);
   const inputSize = o.inputSize ?? (o.dataPath === 'fashion-mnist' ? 32 : o.imageSize);
-  return linearProbe({
-    backbone: backbone.to(o.device ?? 'cpu'), train: splits.train, test: splits.test, trainImages: o.probeImages, testImages: o.probeImages,
+  const probe = await linearProbe({
+    backbone, train: splits.train, test: splits.test, trainImages: o.probeImages, testImages: o.probeImages,
     inputSize, epochs: o.epochs, lr: o.lr, seed: o.seed, device: o.device,
   });
+  const structureOf = (network: DinoVisionTransformer) => spatialStructure({
+    backbone: network, images: splits.test, count: o.probeImages, inputSize, farDistance: o.ldsFarDistance, seed: o.seed, device: o.device,
+  });
+  const trained = await structureOf(backbone);
+  torch.manualSeed(o.seed);
+  const randomInit = await structureOf(new DinoVisionTransformer(config).to(o.device ?? 'cpu'));
+  return {
+    ...probe, classes: splits.classes,
+    lds: trained.lds, ldsRandomInit: randomInit.lds, ldsImages: trained.images, ldsGrid: trained.grid, ldsFarDistance: trained.farDistance,
+  };
 }

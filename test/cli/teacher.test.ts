@@ -1,8 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import * as torch from '../../src/torch/index.js';
+import { saveSafetensors } from '../../src/io/index.js';
+import { DinoVisionTransformer, resolveDinoConfig } from '../../src/models/dinov2.js';
+import { runTeacherProbe } from '../../src/train/teacher-pipeline.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { subcommand } from '../../src/cli/parse.js';
 
@@ -30,7 +37,10 @@ test('teacher train --help lists the DINOv2-named flags with their defaults, and
     assert.ok(compact.includes(shown), shown);
   }
   assert.equal(compact.match(/\(required\)/g)?.length, 2, '--data-path and --dino-model');
-  assert.equal(subcommand(teacher, 'probe').helpInformation().replace(/\s+/g, ' ').match(/\(required\)/g)?.length, 3);
+  const probe = subcommand(teacher, 'probe').helpInformation().replace(/\s+/g, ' ');
+  assert.equal(probe.match(/\(required\)/g)?.length, 3);
+  assert.match(probe, /--lds-far-distance <n> .* \(default: 6\)/);
+  assert.match(probe, /random-init backbone/);
 });
 
 test('a bad flag value is refused with a one-line error, before anything loads', () => {
@@ -43,4 +53,41 @@ test('a bad flag value is refused with a one-line error, before anything loads',
   const crops = reals(['teacher', 'train', '--data-path', 'fashion-mnist', '--dino-model', 'dinov2_vits14']);
   assert.equal(crops.status, 1);
   assert.match(crops.stderr, /^error: --global-crops-size 32 is not a multiple of the patch size 14 of --dino-model dinov2_vits14$/m);
+});
+
+test('teacher probe reads train/ under an ImageNet root, reports the class count and the LDS of the backbone and of a random init of its config', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-teacher-probe-'));
+  try {
+    // train/ holds 3 classes of 4 images, val/ 3 of 2: read as two classes "train" and "val", the root would give 2 classes and 18 images.
+    torch.manualSeed(0);
+    for (const [split, perClass] of [['train', 4], ['val', 2]] as const) {
+      for (const name of ['a', 'b', 'c']) {
+        mkdirSync(join(root, 'imagenet', split, name), { recursive: true });
+        for (let i = 0; i < perClass; i++) {
+          const pixels = torch.randint(0, 256, [32, 32, 3], { dtype: 'uint8' }).toArray() as Uint8Array;
+          await sharp(pixels, { raw: { width: 32, height: 32, channels: 3 } }).png().toFile(join(root, 'imagenet', split, name, `${i}.png`));
+        }
+      }
+    }
+    const dinoModel = join(root, 'tiny.json');
+    writeFileSync(dinoModel, JSON.stringify({ imgSize: 32, patchSize: 4, embedDim: 32, depth: 1, numHeads: 2 }));
+    const checkpoint = (seed: number): string => {
+      torch.manualSeed(seed);
+      const path = join(root, `init-${seed}.safetensors`);
+      saveSafetensors(path, Object.fromEntries(new DinoVisionTransformer(resolveDinoConfig(dinoModel)).stateDict()));
+      return path;
+    };
+    const probe = (dinoCkpt: string) => runTeacherProbe({ dinoModel, dinoCkpt, dataPath: join(root, 'imagenet'), probeImages: 12, epochs: 2, seed: 0 });
+    const sameInit = await probe(checkpoint(0));
+    assert.equal(sameInit.classes, 3);
+    assert.equal(sameInit.trainImages + sameInit.testImages, 12);
+    assert.deepEqual([sameInit.ldsGrid, sameInit.ldsFarDistance, sameInit.ldsImages], [[8, 8], 6, sameInit.testImages]);
+    // The random-init backbone is the config under torch.manualSeed(--seed): a checkpoint of that very init scores the same.
+    assert.equal(sameInit.lds, sameInit.ldsRandomInit);
+    const otherInit = await probe(checkpoint(5));
+    assert.equal(otherInit.ldsRandomInit, sameInit.ldsRandomInit);
+    assert.notEqual(otherInit.lds, otherInit.ldsRandomInit);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
