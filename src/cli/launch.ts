@@ -23,10 +23,11 @@ The command after \`--\` runs as \`reals <command...>\` unless its first word is
 \`/\`; then it runs as given. With several ranks each output line is prefixed with [rank R].
 When a rank fails, the others get SIGTERM and, 5 s later, SIGKILL; launch exits with the failing
 rank's code (128 + signal number for a rank killed by a signal). SIGINT and SIGTERM are forwarded
-to the ranks; a rank that joined a process group ends with its launcher even when the launcher is
-killed with SIGKILL (Linux), so that the other nodes' ranks fail at once. A collective that waits longer
-than 5 minutes for a peer (REALS_DIST_TIMEOUT_S seconds when set) fails, naming the rank and the
-training step.
+to the ranks (the trainers then finish their step and save a checkpoint; a second signal ends
+them at once), and SIGKILL follows 30 s later; a rank that joined a process group ends with its
+launcher even when the launcher is killed with SIGKILL (Linux), so that the other nodes' ranks
+fail at once. A collective that waits longer than 5 minutes for a peer (REALS_DIST_TIMEOUT_S
+seconds when set) fails, naming the rank and the training step.
 
 Examples:
   reals launch --nproc-per-node 4 -- sit train --data-path data/ --global-batch-size 256

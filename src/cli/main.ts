@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import * as torch from '../torch/index.js';
 import { launchCommand } from './launch.js';
 import { evaluateCommand, fidStatsCommand, refBatchCommand } from './evaluate.js';
+import { ifidCommand } from './ifid.js';
 import { sitCommand, ditCommand } from './sit.js';
 import { sampleCommand } from './sample.js';
 import { cacheLatentsCommand } from './cache-latents.js';
@@ -14,6 +15,7 @@ import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
 import { exportCommand, serveCommand } from './export.js';
 import { markRequiredOptions } from './parse.js';
+import { TrainingStopped } from '../train/stop.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -53,6 +55,7 @@ export function buildProgram(): Command {
   program.addCommand(evaluateCommand());
   program.addCommand(fidStatsCommand());
   program.addCommand(refBatchCommand());
+  program.addCommand(ifidCommand());
   program.addCommand(sitCommand());
   program.addCommand(ditCommand());
   program.addCommand(sampleCommand());
@@ -73,7 +76,8 @@ const DEBUG_ENV = 'REALS_DEBUG';
 /**
  * Runs the command line `argv` (process.argv). An error prints one line, `error: <message>` (the
  * library's messages name the flag, file, key or shape at fault), and sets the exit code 1; the
- * stack trace is printed only with --verbose or REALS_DEBUG=1. Words after `--` (the command
+ * stack trace is printed only with --verbose or REALS_DEBUG=1. A training run stopped by a signal,
+ * its checkpoint saved, exits with 128 + the signal's number. Words after `--` (the command
  * `reals launch` starts) are left as they are.
  */
 export async function main(argv: string[]): Promise<void> {
@@ -83,6 +87,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(args);
   } catch (error) {
+    // A trainer stopped by SIGTERM/SIGINT saved its checkpoint and logged its one line.
+    if (error instanceof TrainingStopped) {
+      process.exitCode = error.exitCode;
+      return;
+    }
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(verbose && error instanceof Error && error.stack !== undefined ? `${error.stack}\n` : `error: ${message}\n`);
     process.exitCode = 1;

@@ -46,6 +46,7 @@ import { encodePng, makeGrid } from './images.js';
 import { encodePosterior } from './latents.js';
 
 const F = nn.F;
+import { StopSignal } from './stop.js';
 const dist = torch.distributed;
 
 /** One rank's batches, epoch by epoch; src/data's DataLoader is one. */
@@ -390,6 +391,7 @@ async function logReconstructions(writer: SummaryWriter, runDir: string, vae: Au
     grid.dispose();
   }
 }
+  const stop = StopSignal.listen({ distributed, device });
 
 interface Restorable {
   model: nn.Module;
@@ -416,3 +418,6 @@ function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoc
   return checkpointPosition(checkpoint);
 }
 
+        if (await stop.requested()) break training;
+    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
+    stop.dispose();

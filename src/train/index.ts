@@ -19,4 +19,5 @@ export * from './align-pipeline.js';
 export * from './generator-pipeline.js';
 export * from './teacher-pipeline.js';
 export { launch, resolveCommand, type LaunchOptions } from './launch.js';
+export { StopSignal, TrainingStopped, resumeCommand, signalExitCode } from './stop.js';
 export * from './export-pipeline.js';

@@ -20,8 +20,13 @@ export interface LaunchOptions {
   nodeRank?: number;
   masterAddr?: string;
   masterPort?: number;
-  /** How long the other ranks get between SIGTERM and SIGKILL when the group is stopped. */
+  /** How long the other ranks get between SIGTERM and SIGKILL when a rank failed (default 5 s). */
   graceMs?: number;
+  /**
+   * How long the ranks get between a SIGINT or SIGTERM forwarded to them and SIGKILL (default 30 s,
+   * torchrun's agent's): a trainer finishes its step and writes a checkpoint in that time.
+   */
+  signalGraceMs?: number;
   /** Where the ranks' output goes (default: this process's stdout and stderr). */
   stdout?: Writable;
   stderr?: Writable;
@@ -48,10 +53,11 @@ function exitCode(code: number | null, signal: NodeJS.Signals | null): number {
  * Runs `nprocPerNode` ranks of `command` and resolves, once every rank has ended, to 0 if all
  * exited with 0, else to the exit code of the first rank that failed (128 + signal number for a
  * rank killed by a signal). When one rank fails the others get SIGTERM, then SIGKILL after
- * `graceMs`; SIGINT and SIGTERM sent to this process are forwarded to the ranks likewise.
+ * `graceMs`; SIGINT and SIGTERM sent to this process are forwarded to the ranks, each time one
+ * comes, and SIGKILL follows after `signalGraceMs`.
  */
 export async function launch(options: LaunchOptions): Promise<number> {
-  const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = '127.0.0.1', masterPort = 29500, graceMs = 5000 } = options;
+  const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = '127.0.0.1', masterPort = 29500, graceMs = 5000, signalGraceMs = 30_000 } = options;
   checkInteger('nprocPerNode', nprocPerNode, 1);
   checkInteger('nnodes', nnodes, 1);
   checkInteger('nodeRank', nodeRank, 0, nnodes - 1);
@@ -68,18 +74,18 @@ export async function launch(options: LaunchOptions): Promise<number> {
     let open = nprocPerNode;
     let killTimer: NodeJS.Timeout | undefined;
 
-    const stop = (signal: NodeJS.Signals): void => {
+    const stop = (signal: NodeJS.Signals, killAfterMs: number): void => {
       for (const child of running) child.kill(signal);
-      killTimer ??= setTimeout(() => { for (const child of running) child.kill('SIGKILL'); }, graceMs);
+      killTimer ??= setTimeout(() => { for (const child of running) child.kill('SIGKILL'); }, killAfterMs);
     };
     const fail = (code: number): void => {
       if (failure !== null) return;
       failure = code;
-      stop('SIGTERM');
+      stop('SIGTERM', graceMs);
     };
     const onSignal = (signal: NodeJS.Signals): void => {
       failure ??= exitCode(null, signal);
-      stop(signal);
+      stop(signal, signalGraceMs);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
@@ -87,6 +93,9 @@ export async function launch(options: LaunchOptions): Promise<number> {
     for (let localRank = 0; localRank < nprocPerNode; localRank++) {
       const rank = nodeRank * nprocPerNode + localRank;
       const child = spawn(program, args, {
+        // A process group of their own: a terminal's Ctrl-C reaches the ranks once, forwarded by
+        // this process, not also directly, which a trainer would take for a second signal.
+        detached: true,
         stdio: ['inherit', piped ? 'pipe' : 'inherit', piped ? 'pipe' : 'inherit'],
         env: {
           ...process.env,

@@ -32,6 +32,7 @@ import {
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
+import { StopSignal } from './stop.js';
 import type { OnnxSampler } from './onnx-backend.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
@@ -257,6 +258,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
         batch = batchIndex + 1;
         runningLoss += loss;
         sinceLog++;
+  const stop = StopSignal.listen({ distributed, device });
         bar?.update(step, { loss });
         if (step % logEvery === 0 || step === maxSteps) {
           const stepsPerSec = sinceLog / ((performance.now() - logStart) / 1000);
@@ -294,12 +296,15 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
 const generatorMetadataSchema = z.object({
   generator: specSchema,
   normalization: latentNormalizationSchema,
+        if (await stop.requested()) break training;
   transport: z.object({
     pathType: z.enum(['Linear', 'GVP', 'VP']), prediction: z.enum(['velocity', 'score', 'noise']),
     lossWeight: z.enum(['velocity', 'likelihood']).nullable(), trainEps: z.number(), sampleEps: z.number(),
+    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
   }).nullable(),
   batch: z.number().int().nonnegative(),
 });
+    stop.dispose();
 
 function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
   const parsed = generatorMetadataSchema.safeParse(checkpoint.metadata);

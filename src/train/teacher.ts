@@ -41,6 +41,7 @@ import {
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, withDefaults } from './context.js';
+import { StopSignal } from './stop.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from './multicrop.js';
 
@@ -465,6 +466,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
   let trainSeconds = 0;
   let trainedSteps = 0;
   let logStart = performance.now();
+  const stop = StopSignal.listen({ distributed, device });
   try {
     training: for (; epoch < epochs && step < totalSteps; epoch++, batch = 0) {
       for await (const { images, labels, batchIndex } of loader.iterate(epoch, batch)) {
@@ -519,10 +521,13 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
         }
         if (step % ckptEvery === 0) save();
         if (step >= totalSteps) break training;
+        if (await stop.requested()) break training;
       }
     }
     if (savedStep !== step) save();
+    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
   } finally {
+    stop.dispose();
     bar.stop();
     metrics?.close();
     tensorboard?.close();

@@ -1,0 +1,193 @@
+// A stop signal saves the run: `reals sit train` as a child process gets SIGTERM after a few
+// steps, saves a checkpoint at the step it finished, releases run.lock, prints one line with the
+// step and the --resume command, and exits 143; the resumed run ends with the weights of a run
+// never interrupted. A second signal ends it at once; on two ranks, one signalled rank stops both.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as torch from '../../src/torch/index.js';
+import { buildProgram } from '../../src/cli/main.js';
+import { encodePng, loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { RUN_LOCK } from '../../src/train/run-dir.js';
+import { resumeCommand } from '../../src/train/stop.js';
+import { freePort } from '../distributed/run-ranks.js';
+import { tinyVae } from '../helpers.js';
+
+torch.setNumThreads(1);
+const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
+const RUN = '000-SiT-tiny-Linear-velocity-None';
+const STOPPED = /^stopped by (SIGTERM(?: \(sent to another rank\))?) after step (\d+): checkpoint (\S+); continue with: (.*)$/m;
+
+/** A latent cache of 12 random 8x8 images (3 classes) through a tiny VAE, and a tiny SiT config. */
+async function makeFixtures(root: string): Promise<{ cache: string; model: string }> {
+  const vae = join(root, 'vae');
+  tinyVae().savePretrained(vae);
+  const images = join(root, 'images');
+  torch.manualSeed(3);
+  for (const c of ['a', 'b', 'c']) {
+    mkdirSync(join(images, c), { recursive: true });
+    for (let i = 0; i < 4; i++) writeFileSync(join(images, c, `${i}.png`), await encodePng(torch.randint(0, 256, [8, 8, 3], { dtype: 'uint8' })));
+  }
+  const cache = join(root, 'cache');
+  await buildProgram().parseAsync(['node', 'reals', 'cache-latents', '--data-path', images, '--vae-path', vae, '--out', cache,
+    '--image-size', '8', '--num-workers', '0', '--precision', 'fp32']);
+  const model = join(root, 'tiny.json');
+  writeFileSync(model, JSON.stringify({ depth: 2, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
+  return { cache, model };
+}
+
+const FIXTURES_ROOT = mkdtempSync(join(tmpdir(), 'reals-stop-data-'));
+const fixtures = makeFixtures(FIXTURES_ROOT);
+after(() => rmSync(FIXTURES_ROOT, { recursive: true, force: true }));
+
+function trainArgs(cache: string, model: string, results: string, maxSteps: number): string[] {
+  return ['sit', 'train', '--latents-path', cache, '--model', model, '--results-dir', results, '--global-batch-size', '4', '--no-flip',
+    '--precision', 'fp32', '--device', 'cpu', '--log-every', '1', '--ckpt-every', '100000', '--max-steps', String(maxSteps)];
+}
+
+interface Child { process: ChildProcess; stdout: string; output: string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }
+
+function start(args: string[], env: NodeJS.ProcessEnv = {}): Child {
+  const child = spawn(process.execPath, [REALS, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1', ...env } });
+  const run: Child = {
+    process: child, stdout: '', output: '',
+    exit: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal }))),
+  };
+  child.stdout!.on('data', (chunk: Buffer) => { run.stdout += chunk.toString(); run.output += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => { run.output += chunk.toString(); });
+  return run;
+}
+
+/** Waits until the run's metrics.jsonl holds `steps` records (the child has trained that many steps). */
+async function stepsDone(runDir: string, steps: number, child: Child): Promise<void> {
+  const metrics = join(runDir, 'metrics.jsonl');
+  for (let waited = 0; !(existsSync(metrics) && parseMetrics(readFileSync(metrics, 'utf8')).length >= steps); waited += 50) {
+    assert.ok(waited < 120_000, `no ${steps} steps in 120 s\n${child.output}`);
+    assert.equal(child.process.exitCode, null, `the run ended early\n${child.output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function checkpointSteps(runDir: string): number[] {
+  return readdirSync(join(runDir, 'checkpoints')).filter((f) => /^\d+\.safetensors$/.test(f)).map((f) => Number(f.slice(0, 7)));
+}
+
+test('resumeCommand: the reals command line with --resume in place of any earlier one, shell-quoted; under a launcher, inside reals launch', () => {
+  const argv = ['/usr/bin/node', '/x/bin/reals.js', 'sit', 'train', '--resume', 'old', '--model', 'SiT-S/2', '--data-path', "my images's", '--resume=older'];
+  assert.equal(resumeCommand('results/000-SiT', argv, {}), "reals sit train --model SiT-S/2 --data-path 'my images'\\''s' --resume results/000-SiT");
+  assert.equal(resumeCommand('r', argv, { WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '4' }), "reals launch --nproc-per-node 4 -- sit train --model SiT-S/2 --data-path 'my images'\\''s' --resume r");
+  assert.match(resumeCommand('r', argv, { WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' }),
+    /^reals launch --nproc-per-node 2 --nnodes 2 --node-rank <this node's> --master-addr 10\.0\.0\.1 --master-port 29500 -- sit train /);
+  // A script calling the library: the flag alone.
+  assert.equal(resumeCommand('r', ['/usr/bin/node', '/x/train.ts'], {}), '--resume r');
+});
+
+test('SIGTERM during sit train: the step finishes, a checkpoint of it is written, run.lock released, one line, exit 143; resuming ends as an uninterrupted run, bit for bit', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-'));
+  try {
+    const { cache, model } = await fixtures;
+    const results = join(root, 'stopped');
+    const run = join(results, RUN);
+    const child = start(trainArgs(cache, model, results, 1_000_000));
+    await stepsDone(run, 3, child);
+    child.process.kill('SIGTERM');
+    const { code, signal } = await child.exit;
+    assert.deepEqual({ code, signal }, { code: 143, signal: null }, child.output);
+    const lines = child.stdout.split('\n').filter((line) => line.startsWith('stopped'));
+    assert.equal(lines.length, 1, child.output);
+    const [, by, stepText, checkpoint, command] = STOPPED.exec(lines[0]!)!;
+    const step = Number(stepText);
+    assert.equal(by, 'SIGTERM');
+    assert.ok(step >= 3, `stopped after step ${step}`);
+    assert.deepEqual(checkpointSteps(run), [step], 'one checkpoint, of the step the run stopped after');
+    assert.equal(checkpoint, join(run, 'checkpoints', `${String(step).padStart(7, '0')}.safetensors`));
+    assert.equal(loadCheckpoint(checkpoint!).metadata.step, step);
+    assert.equal(existsSync(join(run, RUN_LOCK)), false, 'run.lock released');
+    assert.equal(parseMetrics(readFileSync(join(run, 'metrics.jsonl'), 'utf8')).at(-1)!.step, step, 'no step after the checkpoint was logged');
+    assert.equal(command, `reals ${trainArgs(cache, model, results, 1_000_000).join(' ')} --resume ${run}`);
+
+    // The printed command, run to 3 steps past the stop, against a run never stopped.
+    const end = step + 3;
+    const resumed = start([...command!.split(' ').slice(1), '--max-steps', String(end)]);
+    const whole = start(trainArgs(cache, model, join(root, 'whole'), end));
+    for (const c of [resumed, whole]) assert.deepEqual(await c.exit, { code: 0, signal: null }, c.output);
+    const a = loadCheckpoint(join(run, 'checkpoints', `${String(end).padStart(7, '0')}.safetensors`));
+    const b = loadCheckpoint(join(root, 'whole', RUN, 'checkpoints', `${String(end).padStart(7, '0')}.safetensors`));
+    for (const group of ['model', 'ema', 'opt']) {
+      assert.deepEqual(Object.keys(a.groups[group]!).sort(), Object.keys(b.groups[group]!).sort());
+      for (const [key, t] of Object.entries(b.groups[group]!)) assert.deepEqual(a.groups[group]![key]!.toArray(), t.toArray(), `${group}.${key}`);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a second signal ends sit train at once, without the stop\'s checkpoint', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-twice-'));
+  try {
+    const { cache, model } = await fixtures;
+    const results = join(root, 'results');
+    const child = start(trainArgs(cache, model, results, 1_000_000));
+    await stepsDone(join(results, RUN), 2, child);
+    child.process.kill('SIGTERM');
+    child.process.kill('SIGINT');
+    const { code, signal } = await child.exit;
+    assert.ok(signal === 'SIGINT' || code === 130, `ended by ${signal ?? code}\n${child.output}`);
+    assert.doesNotMatch(child.stdout, STOPPED);
+    assert.deepEqual(checkpointSteps(join(results, RUN)), []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('2 ranks, SIGTERM to rank 1 only: both stop after the same step, rank 0 saves it and prints the line, both exit 143', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-ranks-'));
+  try {
+    const { cache, model } = await fixtures;
+    const results = join(root, 'results');
+    const port = String(await freePort());
+    const ranks = [0, 1].map((rank) => start(trainArgs(cache, model, results, 1_000_000), {
+      RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: '2', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: port,
+    }));
+    const run = join(results, RUN);
+    await stepsDone(run, 3, ranks[0]!);
+    ranks[1]!.process.kill('SIGTERM');
+    const exits = await Promise.all(ranks.map((r) => r.exit));
+    assert.deepEqual(exits, [{ code: 143, signal: null }, { code: 143, signal: null }], ranks.map((r) => r.output).join('\n'));
+    const [, by, stepText, checkpoint, command] = STOPPED.exec(ranks[0]!.stdout)!;
+    assert.equal(by, 'SIGTERM (sent to another rank)');
+    assert.doesNotMatch(ranks[1]!.stdout, STOPPED, 'one line, from rank 0');
+    const step = Number(stepText);
+    assert.deepEqual(checkpointSteps(run), [step]);
+    const saved = loadCheckpoint(checkpoint!).metadata;
+    assert.deepEqual([saved.step, saved.world_size, saved.rng_ranks?.length], [step, 2, 2]);
+    assert.equal(existsSync(join(run, RUN_LOCK)), false, 'run.lock released');
+    assert.match(command!, new RegExp(`^reals launch --nproc-per-node 2 -- sit train .* --resume ${run}$`));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM to reals launch reaches both ranks: rank 0 saves the step they stopped after, launch exits 143', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-launch-'));
+  try {
+    const { cache, model } = await fixtures;
+    const results = join(root, 'results');
+    const launcher = start(['launch', '--nproc-per-node', '2', '--master-port', String(await freePort()), '--', ...trainArgs(cache, model, results, 1_000_000)]);
+    const run = join(results, RUN);
+    await stepsDone(run, 3, launcher);
+    launcher.process.kill('SIGTERM');
+    assert.deepEqual(await launcher.exit, { code: 143, signal: null }, launcher.output);
+    const lines = launcher.stdout.split('\n').filter((line) => line.includes('stopped by'));
+    assert.equal(lines.length, 1, launcher.output);
+    const [, step] = /^\[rank 0\] stopped by SIGTERM after step (\d+): /.exec(lines[0]!) ?? assert.fail(lines[0]);
+    assert.deepEqual(checkpointSteps(run), [Number(step)]);
+    assert.equal(existsSync(join(run, RUN_LOCK)), false, 'run.lock released');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
