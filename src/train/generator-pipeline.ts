@@ -247,7 +247,7 @@ export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions
   ckpt: string;
   /** The diffusers AutoencoderKL folder that decodes the latents. */
   vaePath: string;
-  /** Leading channels to guide, or 'all' (REPA); default the official 3. */
+  /** Leading channels to guide, or 'all' (REPA); default the official 3 for 4 latent channels, all for other widths. */
   cfgChannels?: number | 'all';
   /** SiT: default the checkpoint's transport. */
   pathType?: PathType;

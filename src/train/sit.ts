@@ -71,6 +71,21 @@ export function buildGenerator(spec: GeneratorSpec): SiT | DiT {
   return spec.kind === 'SiT' ? new SiT(spec.config) : new DiT(spec.config);
 }
 
+/**
+ * The warning for a generator narrower than its tokens, or null. RAE (Zheng et al., arXiv
+ * 2510.11690, section 4) shows that a diffusion transformer whose width is below its token
+ * dimension (patch^2 x latent channels) cannot fit the high-dimensional latents even of a single
+ * image: the width must be at least the token dimension. A 16- or 32-channel VAE makes that
+ * dimension 64 or 128 at patch 2.
+ */
+export function tokenWidthWarning(spec: GeneratorSpec): string | null {
+  const { hiddenSize, patchSize, inChannels } = spec.config;
+  const tokenDim = patchSize ** 2 * inChannels;
+  if (hiddenSize >= tokenDim) return null;
+  return `warning: ${spec.name}'s hidden size ${hiddenSize} is below its token dimension ${tokenDim} (patch ${patchSize}^2 x ${inChannels} latent channels); ` +
+    'RAE (arXiv 2510.11690) finds that a diffusion transformer must be at least as wide as its tokens to fit its latents: widen it or take a smaller patch';
+}
+
 /** The run folder's name: SiT's `<model>-<path>-<prediction>-<weighting>` (None for no weighting), DiT's `<model>`. */
 export function runName(spec: GeneratorSpec, transport: TransportConfig): string {
   if (spec.kind === 'DiT') return spec.name;
@@ -188,6 +203,8 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   log(`${spec.name}: ${model.parameters().reduce((n, p) => n + p.numel(), 0).toLocaleString('en-US')} parameters; ` +
     `latents [${shape}] normalized by ${describeNormalization(data.normalization)}; ` +
     `global batch ${data.batchSize * worldSize} (${data.batchSize} x ${worldSize} ranks); ${precision}; run folder ${runDir}`);
+  const narrow = tokenWidthWarning(spec);
+  if (narrow !== null) log(narrow);
   const maxSteps = Math.min(options.maxSteps ?? Infinity, epochs * data.length);
   const bar: Progress | null = rank === 0
     ? makeProgress({ total: maxSteps, label: spec.name, start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })

@@ -1,9 +1,13 @@
 // The static site of `reals export web` (index.html, app.js, onnxruntime-web's files, the models
 // folder of `reals export onnx`) and `reals serve`, a static server on 127.0.0.1 for it.
-import { copyFileSync, createReadStream, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createHash } from 'node:crypto';
+import { constants, copyFileSync, existsSync, mkdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { open, realpath, type FileHandle } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
 import { createRequire } from 'node:module';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { dirname, extname, join, normalize, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 
 /** onnxruntime-web's files the page loads: the WebGPU bundle (which falls back to wasm) and its wasm binary. */
@@ -78,26 +82,113 @@ const TYPES: Record<string, string> = {
   '.wasm': 'application/wasm', '.onnx': 'application/octet-stream', '.png': 'image/png', '.css': 'text/css',
 };
 
-/** Serves the files under `root` on host:port (port 0: any free one); resolves once listening. */
+/**
+ * What the page needs and nothing more: its own scripts, onnxruntime-web's wasm compiled from its
+ * own files ('wasm-unsafe-eval'), workers from its own files or blob: URLs (ort's proxy worker),
+ * fetches of its own models, the inline <style> by hash, the data: favicon; no frames, forms or
+ * plugins.
+ */
+function contentSecurityPolicy(): string {
+  const style = /<style>([^]*?)<\/style>/.exec(PAGE)![1]!;
+  return [
+    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'",
+    `style-src 'sha256-${createHash('sha256').update(style).digest('base64')}'`, "img-src 'self' data: blob:",
+    "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
+  ].join('; ');
+}
+
+/**
+ * The Host headers a request may carry: the loopback names and the bound host at the bound port.
+ * Any other name may be a DNS-rebinding page whose domain now resolves to 127.0.0.1. Bound to every
+ * interface, any IP literal is accepted too (rebinding needs a domain name).
+ */
+function hostAllowed(hostHeader: string | undefined, boundHost: string, port: number): boolean {
+  if (hostHeader === undefined) return false;
+  const match = /^(\[[0-9a-f:.]+\]|[^:\[\]]+):(\d+)$/i.exec(hostHeader.trim());
+  if (match === null || Number(match[2]) !== port) return false;
+  const name = match[1]!.toLowerCase();
+  const bound = isIP(boundHost) === 6 ? `[${boundHost.toLowerCase()}]` : boundHost.toLowerCase();
+  if (['127.0.0.1', 'localhost', '[::1]', bound].includes(name)) return true;
+  return (boundHost === '0.0.0.0' || boundHost === '::') && isIP(name.replace(/^\[(.*)\]$/, '$1')) !== 0;
+}
+
+/** The regular file under `base` (its real path) that `urlPath` names, or null: outside it, through a link out of it, or not a regular file. */
+async function openServedFile(base: string, urlPath: string): Promise<{ handle: FileHandle; size: number; type: string } | null> {
+  const file = normalize(join(base, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
+  if (!(file === base || file.startsWith(base + sep))) return null;
+  let real: string;
+  try {
+    real = await realpath(file);
+  } catch {
+    return null;
+  }
+  if (!real.startsWith(base + sep)) return null;
+  let handle: FileHandle;
+  try {
+    // O_NONBLOCK: a FIFO in the folder opens at once (and is refused below) instead of blocking.
+    handle = await open(real, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  const stats = await handle.stat().catch(() => null);
+  if (stats === null || !stats.isFile()) {
+    await handle.close();
+    return null;
+  }
+  return { handle, size: stats.size, type: TYPES[extname(real)] ?? 'application/octet-stream' };
+}
+
+/**
+ * Serves the files under `root` on host:port (port 0: any free one); resolves once listening.
+ * GET and HEAD only; links that lead out of `root` are not followed; a request with a Host other
+ * than the bound address is refused (DNS rebinding); no request, however malformed, and no file,
+ * however it fails to read, stops the server.
+ */
 export async function serveStatic(root: string, options: { port?: number; host?: string } = {}): Promise<{ server: Server; url: string }> {
-  const base = resolve(root);
-  if (!existsSync(base) || !statSync(base).isDirectory()) throw new Error(`${root}: not a folder (write one with reals export web)`);
+  if (!existsSync(root) || !statSync(root).isDirectory()) throw new Error(`${root}: not a folder (write one with reals export web)`);
+  const base = realpathSync(root);
   const host = options.host ?? '127.0.0.1';
-  const server = createServer((request, response) => {
-    const path = decodeURIComponent(new URL(request.url ?? '/', 'http://x').pathname);
-    const file = normalize(join(base, path.endsWith('/') ? `${path}index.html` : path));
-    if (!(file === base || file.startsWith(base + sep)) || !existsSync(file) || !statSync(file).isFile()) {
-      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-      return;
+  const headers = { 'x-content-type-options': 'nosniff', 'content-security-policy': contentSecurityPolicy(), 'referrer-policy': 'no-referrer' };
+  let port = options.port ?? 8000;
+  const reply = (response: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void => {
+    response.writeHead(status, { ...headers, ...extra, 'content-type': 'text/plain; charset=utf-8' }).end(text);
+  };
+  const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') return reply(response, 405, 'method not allowed', { allow: 'GET, HEAD' });
+    if (!hostAllowed(request.headers.host, host, port)) return reply(response, 403, 'forbidden host');
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(request.url ?? '/', 'http://x').pathname);
+    } catch {
+      return reply(response, 400, 'bad request path');
     }
-    response.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
-    createReadStream(file).pipe(response);
+    if (path.includes('\0')) return reply(response, 400, 'bad request path');
+    const file = await openServedFile(base, path);
+    if (file === null) return reply(response, 404, 'not found');
+    try {
+      response.writeHead(200, { ...headers, 'content-type': file.type, 'content-length': file.size, 'cache-control': 'no-cache' });
+      if (request.method === 'HEAD' || file.size === 0) {
+        response.end();
+        return;
+      }
+      // Read what fstat saw: a file that grows meanwhile does not outrun its content-length.
+      await pipeline(file.handle.createReadStream({ start: 0, end: file.size - 1, autoClose: false }), response);
+    } finally {
+      await file.handle.close();
+    }
+  };
+  const server = createServer((request, response) => {
+    handle(request, response).catch(() => {
+      // A read that failed half way: the client sees a cut response, the server goes on.
+      if (response.headersSent) response.destroy();
+      else reply(response, 500, 'cannot read the file');
+    });
   });
   await new Promise<void>((done, fail) => {
-    server.once('error', (error: NodeJS.ErrnoException) => fail(new Error(`reals serve: cannot listen on ${host}:${options.port ?? 8000} (${error.code ?? error.message})`)));
-    server.listen(options.port ?? 8000, host, done);
+    server.once('error', (error: NodeJS.ErrnoException) => fail(new Error(`reals serve: cannot listen on ${host}:${port} (${error.code ?? error.message})`)));
+    server.listen(port, host, done);
   });
   const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : options.port;
-  return { server, url: `http://${host}:${port}/` };
+  if (typeof address === 'object' && address !== null) port = address.port;
+  return { server, url: `http://${isIP(host) === 6 ? `[${host}]` : host}:${port}/` };
 }
