@@ -7,3 +7,4 @@ export * from './lpips.js';
 export * from './discriminator.js';
 export * from './alignment.js';
 export * from './heads.js';
+export * from './hog.js';
