@@ -15,7 +15,7 @@ function modelFlags(command: Command): Command {
     .option('--model <name>', `${Object.keys(SIT_CONFIGS).join(', ')}, or a .json of SiTConfig fields (default: what a reals checkpoint records; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.model.SiT})`)
     .option('--image-size <n>', `image side of an official file (default ${OFFICIAL_CHECKPOINT_DEFAULTS.imageSize})`, integer(8))
     .option('--num-classes <n>', `classes of an official file (default ${OFFICIAL_CHECKPOINT_DEFAULTS.numClasses})`, integer(1))
-    .option('--cfg-channels <n>', 'leading channels the CFG graph guides, or `all` (REPA); default the official 3', cfgChannels);
+    .option('--cfg-channels <n>', 'leading channels the CFG graph guides, or `all` (REPA); default the official 3 for 4 latent channels, all for other widths', cfgChannels);
 }
 
 function onnxCommand(): Command {

@@ -27,7 +27,7 @@ export interface GenerateOptions {
   steps?: number;
   /** Guidance scale; at most 1 runs the conditional model alone, as the sample_ddp.py scripts and REPA. Default 1. */
   cfgScale?: number;
-  /** Channels to guide; default the network's cfgChannels (the official code's 3). REPA guides 'all'. */
+  /** Channels to guide; default the network's cfgChannels (the official code's 3 for 4 latent channels, else all). REPA guides 'all'. */
   cfgChannels?: number | 'all';
   /** The guidance interval [guidanceLow, guidanceHigh], default [0, 1], in guidanceConvention's time. */
   guidanceLow?: number;

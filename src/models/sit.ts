@@ -186,8 +186,9 @@ export interface SiTConfig {
 export interface CfgOptions {
   /**
    * How many leading output channels to guide, or 'all' for every channel of the mean prediction
-   * (inChannels; REPA guides all). Default: the official code's 3, in SiT and in DiT alike
-   * (both forward_with_cfg split `eps, rest = model_out[:, :3], model_out[:, 3:]`).
+   * (inChannels; REPA guides all). Default: with 4 latent channels the official code's 3, in SiT
+   * and in DiT alike (both forward_with_cfg split `eps, rest = model_out[:, :3], model_out[:, 3:]`);
+   * with any other width 'all' (DiT.cfgChannels says why).
    */
   channels?: number | 'all';
 }
@@ -207,10 +208,13 @@ export class DiT extends nn.Module {
   readonly blocks: nn.ModuleList<SiTBlock>;
   readonly finalLayer: FinalLayer;
   /**
-   * Channels forwardWithCfg guides by default: `model_out[:, :3]`, "for exact reproducibility
-   * reasons" (DiT and SiT models.py; an early DiT commit guided 4).
+   * Channels forwardWithCfg guides by default. With 4 latent channels `model_out[:, :3]`, "for
+   * exact reproducibility reasons" (DiT and SiT models.py; an early DiT commit guided 4). Other
+   * widths guide all: 3 of 16 or 32 channels leaves most of the mean unguided (LightningDiT kept
+   * the 3 for its 32 channels; in its issue 21 a user found all 32 better), and 3 exceeds a 1- or
+   * 2-channel output.
    */
-  readonly cfgChannels: number | 'all' = 3;
+  readonly cfgChannels: number | 'all';
 
   constructor(config: SiTConfig) {
     super();
@@ -234,6 +238,7 @@ export class DiT extends nn.Module {
     if (c.inputSize % c.patchSize !== 0) throw new Error(`${name}: inputSize ${c.inputSize} is not a multiple of patchSize ${c.patchSize}`);
     if (c.hiddenSize % 4 !== 0) throw new Error(`${name}: hiddenSize ${c.hiddenSize} must be a multiple of 4 for the 2-D sin-cos position embedding`);
     this.config = c;
+    this.cfgChannels = c.inChannels === 4 ? 3 : 'all';
     this.outChannels = c.learnSigma ? 2 * c.inChannels : c.inChannels;
     this.xEmbedder = this.addModule('x_embedder', new PatchEmbed(c.inputSize, c.patchSize, c.inChannels, c.hiddenSize));
     this.tEmbedder = this.addModule('t_embedder', new TimestepEmbedder(c.hiddenSize));

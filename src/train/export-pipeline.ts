@@ -58,7 +58,7 @@ export interface ExportOnnxRunOptions extends Omit<GeneratorFlags, 'log'>, HubRu
   alignCkpt?: string;
   /** A linear segmentation or depth head on the alignment MLPs' features (`reals heads train-linear`). */
   head?: string;
-  /** Leading channels the CFG graph guides, or 'all' (default: the model's, 3 as upstream). */
+  /** Leading channels the CFG graph guides, or 'all' (default: the model's: 3 as upstream for 4 latent channels, all for other widths). */
   cfgChannels?: number | 'all';
   out: string;
   log?: (line: string) => void;
