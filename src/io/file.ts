@@ -82,11 +82,12 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * Removes the temporaries `<name>.tmp-<pid>` (writeFileAtomic's, NpzWriter's) in `dir` whose name
- * passes `matches` and whose process is gone: a write killed before its rename leaves one, and
- * nothing else ever removes it. Returns the names removed.
+ * Removes the temporaries `<name>.<marker>-<pid>` (marker `tmp`: writeFileAtomic's, NpzWriter's;
+ * `incomplete`: downloads') in `dir` whose name passes `matches` and whose process is gone: a
+ * write killed before its rename leaves one, and nothing else ever removes it. Returns the names
+ * removed.
  */
-export function removeDeadTemporaries(dir: string, matches: (name: string) => boolean = () => true): string[] {
+export function removeDeadTemporaries(dir: string, matches: (name: string) => boolean = () => true, marker: 'tmp' | 'incomplete' = 'tmp'): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -96,7 +97,7 @@ export function removeDeadTemporaries(dir: string, matches: (name: string) => bo
   }
   const removed: string[] = [];
   for (const name of names) {
-    const match = /\.tmp-(\d+)$/.exec(name);
+    const match = new RegExp(`\\.${marker}-(\\d+)$`).exec(name);
     if (match === null || !matches(name) || processAlive(Number(match[1]))) continue;
     rmSync(join(dir, name), { force: true });
     removed.push(name);
