@@ -12,7 +12,7 @@ import { device, integer, outputFile } from './parse.js';
 interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number; offline?: boolean }
 
 /** One progress bar per stage (the reference batch, then the sample batch), counting images. */
-function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
+export function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
   let bar: Progress | undefined;
   let current = '';
   return {

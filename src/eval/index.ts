@@ -1,5 +1,5 @@
 // The ADM metrics: FID, sFID, Inception Score, precision and recall, and the batches they read;
-// the linear probe and the patch tokens' spatial structure (LDS) of a teacher.
+// the linear probe and the patch tokens' spatial structure (LDS) of a teacher; iFID of a VAE.
 export { computeStatistics, frechetDistance, traceSqrtProduct, type FIDStatistics } from './fid.js';
 export { inceptionScore, IS_SPLIT_SIZE } from './inception-score.js';
 export { pairwiseDistances, manifoldRadii, precisionRecall, type ManifoldOptions, type PrecisionRecall } from './precision-recall.js';
@@ -14,3 +14,7 @@ export {
 } from './evaluate.js';
 export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';
 export { LDS_FAR_DISTANCE, localDistantSimilarity, spatialStructure, type SpatialStructure, type SpatialStructureOptions } from './spatial-structure.js';
+export {
+  IFID_T, IFID_RUN_DEFAULTS, interpolatedFid, interpolateLatents, nearestNeighbours, runIfid,
+  type IfidOptions, type IfidResult, type IfidRunOptions, type IfidSettings, type IfidStage,
+} from './ifid.js';

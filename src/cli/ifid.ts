@@ -1,0 +1,39 @@
+// `reals ifid`: iFID and rFID of a VAE (src/eval/ifid.ts; docs/alignment.md, ## Diagnostics), a
+// command of its own rather than an `evaluate` subcommand: evaluate compares two image batches,
+// this one reads a VAE and a dataset and makes its own images.
+import { Command } from 'commander';
+import { writeJsonFileAtomic } from '../io/index.js';
+import { INCEPTION_WEIGHTS_ENV } from '../eval/evaluate.js';
+import { IFID_RUN_DEFAULTS, runIfid, type IfidRunOptions } from '../eval/ifid.js';
+import { stageProgress } from './evaluate.js';
+import { device, hubFlags, integer, number, outputFile } from './parse.js';
+
+export function ifidCommand(): Command {
+  const d = IFID_RUN_DEFAULTS;
+  return hubFlags(new Command('ifid'), true)
+    .description('interpolated FID of a VAE (arXiv 2603.05630): each image\'s posterior mean is moved a fraction t towards its nearest other latent (L2), ' +
+      'decoded, and the decoded set is scored by FID against the images; rFID beside it. Prints JSON')
+    .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache')
+    .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/), or `fashion-mnist`')
+    .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(8), d.imageSize)
+    .option('--num-images <n>', 'N: images drawn (seeded) from the data, each paired with its nearest neighbour among the others', integer(2), d.numImages)
+    .option('--t <t>', 'where on the segment to the neighbour the decoded latent lies (0: rFID\'s reconstructions)', number(0, 1), d.t)
+    .option('--batch-size <n>', 'images per VAE call', integer(1), d.batchSize)
+    .option('--seed <n>', 'seeds the subset of images', integer(0), d.seed)
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
+    .option('--num-workers <n>', 'image decoding threads', integer(0))
+    .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
+    .option('--json <file>', 'also write the result there', outputFile)
+    .action(async (flags: IfidRunOptions & { json?: string }) => {
+      const bar = stageProgress();
+      try {
+        const { json, ...options } = flags;
+        const result = await runIfid({ ...options, onProgress: (stage, done, total) => bar.update(stage, done, total) });
+        bar.stop();
+        console.log(JSON.stringify(result));
+        if (json !== undefined) writeJsonFileAtomic(json, result);
+      } finally {
+        bar.stop();
+      }
+    });
+}
