@@ -1,8 +1,8 @@
 // torchvision.datasets.ImageFolder: `root/<class>/**/<image>`, classes sorted by name to labels
 // 0..N-1, files in sorted os.walk order. ImageNet's `train/` and (prepared) `val/` both have this
 // layout, with WordNet ids (n01440764, ...) as class names.
-import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { readDirectory, statPath } from './files.js';
 import { centerCropArr, decodeImage, pixelLimitFor, type RawImage } from './image.js';
 import type { ImageFileDataset } from './loader.js';
 
@@ -23,20 +23,24 @@ export interface ImageFolderOptions {
 const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 function isDirectory(path: string): boolean {
-  return statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  return statPath(path)?.isDirectory() ?? false;
 }
 
 /**
  * sorted(os.walk(top, followlinks=True)) as [folder, file names] pairs: folders ordered by path,
- * each with its non-folder entries.
+ * each with its non-folder entries; names as os.fsdecode gives them. A folder reached a second
+ * time through a link is not walked again (os.walk would loop until the path is too long).
  */
-function walk(top: string): [string, string[]][] {
+function walk(top: string, seen = new Set<string>()): [string, string[]][] {
+  const stats = statPath(top);
+  if (stats === undefined || seen.has(`${stats.dev}:${stats.ino}`)) return [];
+  seen.add(`${stats.dev}:${stats.ino}`);
   const files: string[] = [];
   const out: [string, string[]][] = [[top, files]];
-  for (const entry of readdirSync(top, { withFileTypes: true })) {
-    const path = join(top, entry.name);
-    if (entry.isDirectory() || (entry.isSymbolicLink() && isDirectory(path))) out.push(...walk(path));
-    else files.push(entry.name);
+  for (const { name, entry } of readDirectory(top)) {
+    const path = join(top, name);
+    if (entry.isDirectory() || (entry.isSymbolicLink() && isDirectory(path))) out.push(...walk(path, seen));
+    else files.push(name);
   }
   return out.sort((a, b) => byName(a[0], b[0]));
 }
@@ -57,7 +61,7 @@ export class ImageFolder implements ImageFileDataset {
     }
     this.root = root;
     this.resolution = options.resolution;
-    this.classes = options.classes ? [...options.classes] : readdirSync(root).filter((name) => isDirectory(join(root, name))).sort(byName);
+    this.classes = options.classes ? [...options.classes] : readDirectory(root).map(({ name }) => name).filter((name) => isDirectory(join(root, name))).sort(byName);
     if (this.classes.length === 0) throw new Error(`ImageFolder: no class folders in ${root}`);
     this.classToIdx = new Map(this.classes.map((name, i) => [name, i]));
     const samples: [string, number][] = [];

@@ -1,8 +1,8 @@
 // Images as ADM's ImageDataset sees them (openai/guided-diffusion image_datasets.py): decoded to
 // RGB as PIL's `Image.open(f).convert('RGB')`, center-cropped by `center_crop_arr`, optionally
 // flipped left-right, and scaled to [-1, 1] as `arr.astype(np.float32) / 127.5 - 1`.
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { readRegularFile } from './files.js';
 import { resize, type RawImage } from './resample.js';
 
 export type { RawImage } from './resample.js';
@@ -13,13 +13,14 @@ export type { RawImage } from './resample.js';
  * ignored as PIL ignores them, grey is replicated, alpha is dropped without compositing, palettes
  * are expanded, 16-bit RGB keeps the high byte, CMYK goes through PIL's formula. Where PIL differs:
  * 16-bit grey PNGs (PIL's mode "I" clips values to 0..255, libvips keeps the high byte). Truncated
- * or corrupt pixel data is an error, as PIL's "image file is truncated".
+ * or corrupt pixel data is an error, as PIL's "image file is truncated". A path must name a
+ * regular file of bounded size (readRegularFile; non-UTF-8 names as fsDecode spells them).
  */
 export async function decodeImage(input: string | Buffer, options: { maxPixels?: number } = {}): Promise<RawImage> {
   const what = typeof input === 'string' ? input : 'buffer';
   const limitInputPixels = options.maxPixels ?? SHARP_PIXEL_LIMIT;
   try {
-    const bytes = typeof input === 'string' ? await readFile(input) : input;
+    const bytes = typeof input === 'string' ? await readRegularFile(input, imageFileBytes(limitInputPixels)) : input;
     const header = await sharp(bytes, { limitInputPixels: false }).metadata();
     if (header.width !== undefined && header.height !== undefined && header.width * header.height > limitInputPixels) {
       throw new Error(`${header.width}x${header.height} pixels is over the limit of ${limitInputPixels} (a decompression bomb, or an image far larger than the training resolution needs)`);
@@ -39,6 +40,15 @@ export async function decodeImage(input: string | Buffer, options: { maxPixels?:
     const reason = [...new Set((error as Error).message.split('\n'))].join('; ');
     throw new Error(`decodeImage(${what}): ${reason}`, { cause: error });
   }
+}
+
+/**
+ * The largest image file read for `maxPixels` pixels: the pixels stored uncompressed at four 16-bit
+ * channels (a plain TIFF's worst case), plus 16 MiB of headers and metadata. A device or a huge
+ * file named like an image is refused before it is read.
+ */
+function imageFileBytes(maxPixels: number): number {
+  return maxPixels * 8 + 16 * 2 ** 20;
 }
 
 /** sharp's own default limit (0x3FFF squared). */

@@ -1,10 +1,12 @@
 // A DataLoader in torch's sense over DistributedSampler: each rank reads its shard of a seeded,
 // epoch-dependent permutation in batches. Image files are decoded, ADM center-cropped, flipped and
 // scaled in worker threads straight into a shared batch buffer, `prefetch` batches ahead, so the
-// training step (on the main thread) finds the next batch ready. Unreadable files are skipped with
-// a warning that names them, and counted.
+// training step (on the main thread) finds the next batch ready. Unreadable files are skipped and
+// counted, with one warning per epoch that names a few; a folder where most files cannot be read
+// stops the run with one error instead of training on what is left.
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
+import { dirname, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as torch from '../torch/index.js';
 import { hflip, loadImageInto, writeNormalized } from './image.js';
@@ -84,6 +86,23 @@ export function flipFor(seed: number, epoch: number, index: number): boolean {
   return fmix32(fmix32(fmix32(seed) ^ epoch) ^ index) >= 0x80000000;
 }
 
+/** The share of unreadable files checked once this many files were read (or the first epoch ended with fewer). */
+const SKIP_CHECK_FILES = 64;
+/** Examples named in the epoch's warning and in the error. */
+const SKIP_EXAMPLES = 3;
+
+/** The deepest folder that holds every one of `paths`. */
+function commonFolder(paths: readonly string[]): string {
+  let common = dirname(paths[0]!).split(sep);
+  for (const path of paths) {
+    const parts = dirname(path).split(sep);
+    let shared = 0;
+    while (shared < common.length && common[shared] === parts[shared]) shared++;
+    common = common.slice(0, shared);
+  }
+  return common.join(sep) || sep;
+}
+
 export class DataLoader implements AsyncIterable<Batch> {
   readonly sampler: DistributedSampler;
   readonly batchSize: number;
@@ -93,6 +112,11 @@ export class DataLoader implements AsyncIterable<Batch> {
   /** Files that could not be decoded so far, and how many. */
   readonly skippedFiles: string[] = [];
   readonly stats: LoaderStats = { batches: 0, waitMs: 0, decodeMs: 0 };
+  /** Image files whose decoding was tried, and whether their share of failures was checked yet. */
+  private filesRead = 0;
+  private skipShareChecked = false;
+  /** The reasons of the files skipped in the epoch being read, for its one warning. */
+  private epochSkips: string[] = [];
   private readonly itemShape: readonly [number, number, number];
   private epoch = 0;
   private pool: DecodePool | null = null;
@@ -135,22 +159,40 @@ export class DataLoader implements AsyncIterable<Batch> {
         next++;
       }
     };
+    this.epochSkips = [];
     try {
       fill();
       while (pending.length > 0) {
         const start = performance.now();
         const batch = await pending.shift()!;
         this.stats.waitMs += performance.now() - start;
+        if (this.filesRead >= SKIP_CHECK_FILES) this.checkSkipShare();
         fill();
         if (batch !== null) {
           this.stats.batches++;
           yield batch;
         }
       }
+      if (this.filesRead > 0) this.checkSkipShare();
+      if (this.epochSkips.length > 0) {
+        process.emitWarning(`DataLoader: skipped ${this.epochSkips.length} unreadable image files in epoch ${epoch} (${this.skipped} in all), e.g. ${this.epochSkips.slice(0, SKIP_EXAMPLES).join('; ')}`, { code: 'REALS_UNREADABLE_IMAGE' });
+      }
     } finally {
       // Stopped early: let the workers finish writing before their buffers are reused.
       await Promise.allSettled(pending);
     }
+  }
+
+  /**
+   * Once, over the first files read: more than half unreadable is a folder that is not what it
+   * should be (wrong files, FIFOs, devices, a failing disk), not a few bad images to step over.
+   */
+  private checkSkipShare(): void {
+    if (this.skipShareChecked) return;
+    this.skipShareChecked = true;
+    if (2 * this.skipped <= this.filesRead) return;
+    throw new Error(`DataLoader: ${this.skipped} of the first ${this.filesRead} image files in ${commonFolder(this.skippedFiles)} could not be read, more than half; ` +
+      `e.g. ${this.epochSkips.slice(0, SKIP_EXAMPLES).join('; ')}`);
   }
 
   /** Stops the worker threads; a later iteration starts new ones. */
@@ -193,7 +235,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     return { images, labels, indices: kept, batchIndex };
   }
 
-  /** Decodes one file into the batch buffer; false (with a warning naming the file) when it cannot be read. */
+  /** Decodes one file into the batch buffer; false (the file and the reason recorded) when it cannot be read. */
   private async decode(dataset: ImageFileDataset, index: number, flip: boolean, buffer: SharedArrayBuffer, offset: number): Promise<boolean> {
     const path = dataset.path(index);
     let error: string | null;
@@ -207,9 +249,10 @@ export class DataLoader implements AsyncIterable<Batch> {
       this.stats.decodeMs += result.ms;
       error = result.error;
     }
+    this.filesRead++;
     if (error === null) return true;
     this.skippedFiles.push(path);
-    process.emitWarning(`DataLoader: skipped unreadable image ${path} (${error}); ${this.skippedFiles.length} skipped so far`, { code: 'REALS_UNREADABLE_IMAGE' });
+    this.epochSkips.push(error);
     return false;
   }
 }

@@ -3,8 +3,8 @@
 // files; the content hashes that name them in reports and activation caches; and writing an ADM
 // reference batch from a folder of photographs.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { relative } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
@@ -12,11 +12,14 @@ import { NpzFile, NpzWriter } from '../io/npz.js';
 import { centerCropArr, decodeImage, pixelLimitFor } from '../data/image.js';
 import { IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS } from '../data/image-folder.js';
 import { randperm } from '../data/sampler.js';
+import { fsEncode, listRegularFiles, readRegularFile, statPath } from '../data/files.js';
 
 /** The array of an ADM batch file that holds the images. */
 export const IMAGES_KEY = 'arr_0';
 
 const IMAGE_EXTENSIONS = /\.(png|jpe?g)$/i;
+/** The largest sample image file read: an uncompressed 16-bit RGBA PNG of 4096 x 4096 and its headers. */
+const SAMPLE_FILE_BYTES = 4096 * 4096 * 8 + 2 ** 24;
 
 /** A set of RGB images of one size, read in batches of uint8 [B, H, W, 3] (NHWC, as ADM's arr_0). */
 export interface ImageBatches {
@@ -54,15 +57,14 @@ function openNpz(path: string): ImageBatches {
 }
 
 function listImages(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
-    .filter((name) => IMAGE_EXTENSIONS.test(name))
-    .map((name) => join(dir, name))
-    .filter((file) => statSync(file).isFile())
-    .sort();
+  return listRegularFiles(dir).filter((file) => IMAGE_EXTENSIONS.test(file)).sort();
 }
 
 async function decodeRgb(file: string, size: { width: number; height: number } | undefined): Promise<{ data: Buffer; width: number; height: number }> {
-  const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true }).catch((error: Error) => {
+  const bytes = await readRegularFile(file, SAMPLE_FILE_BYTES).catch((error: Error) => {
+    throw new Error(`${file}: cannot read the image (${error.message})`, { cause: error });
+  });
+  const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true }).catch((error: Error) => {
     throw new Error(`${file}: cannot decode the image (${error.message})`, { cause: error });
   });
   if (info.channels !== 3) throw new Error(`${file}: the image has ${info.channels} channels; expected 3 (RGB)`);
@@ -91,7 +93,7 @@ async function openFolder(dir: string): Promise<ImageBatches> {
 }
 
 async function hashFile(file: string, hash: ReturnType<typeof createHash>): Promise<void> {
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 22 })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(fsEncode(file), { highWaterMark: 1 << 22 })) hash.update(chunk as Buffer);
 }
 
 /**
@@ -102,7 +104,7 @@ export async function contentHash(path: string): Promise<string> {
   const hash = createHash('sha256');
   if (statSync(path).isDirectory()) {
     for (const file of listImages(path)) {
-      hash.update(`${relative(path, file)}\0${statSync(file).size}\0`);
+      hash.update(`${relative(path, file)}\0${statPath(file)!.size}\0`);
       await hashFile(file, hash);
     }
   } else {
@@ -130,11 +132,7 @@ export async function writeReferenceBatch(folder: string, out: string, options: 
   const { imageSize, maxImages, seed = 0 } = options;
   if (!Number.isInteger(imageSize) || imageSize < 1) throw new Error(`--image-size ${imageSize}: must be a positive integer`);
   if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`${folder}: not a folder of images`);
-  let files = readdirSync(folder, { recursive: true, encoding: 'utf8' })
-    .filter((name) => FOLDER_IMAGE_EXTENSIONS.some((ext) => name.toLowerCase().endsWith(ext)))
-    .map((name) => join(folder, name))
-    .filter((file) => statSync(file).isFile())
-    .sort();
+  let files = listRegularFiles(folder).filter((file) => FOLDER_IMAGE_EXTENSIONS.some((ext) => file.toLowerCase().endsWith(ext))).sort();
   if (files.length === 0) throw new Error(`${folder}: no image files (${FOLDER_IMAGE_EXTENSIONS.join(', ')})`);
   if (maxImages !== undefined && maxImages < files.length) {
     const chosen = randperm(files.length, seed).slice(0, maxImages).sort((a, b) => a - b);
