@@ -5,7 +5,7 @@
 // Content-Length, its published size or its cap is stopped at that byte, and no name it sends
 // becomes a path without passing checkPathComponent and a containment check.
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fsyncSync, mkdirSync, openSync, realpathSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, mkdirSync, openSync, realpathSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import cliProgress from 'cli-progress';
 import { namingPath, removeDeadTemporaries, writeAll } from '../io/file.js';
@@ -198,6 +198,10 @@ export async function downloadFile(url: string, path: string, options: DownloadO
       throw notCachedError(url, path, `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`);
     }
     const { limit, source, exact } = bodyLimit(url, response, options);
+    const { bavail, bsize } = statfsSync(dirname(path));
+    if (exact !== undefined && exact > bavail * bsize) {
+      throw new Error(`${url}: ${exact} bytes do not fit in the ${bavail * bsize} bytes free in ${dirname(path)}; not downloaded`);
+    }
     rmSync(temporary, { force: true });
     // O_NOFOLLOW|O_EXCL: the bytes go into a new file here, never through a link someone left under this name.
     fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);

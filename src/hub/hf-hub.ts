@@ -165,10 +165,13 @@ export async function hfHubDownload(repoId: string, filename: string, options: H
     if (cached !== null) return cached;
     throw error;
   }
-  // A renamed repo answers with a relative redirect to its new name; a file on a CDN, with an absolute one.
+  // A renamed repo answers with a redirect to its new name on the same host; a file on a CDN, with
+  // one to another host, which the GET follows. Only the first is followed here, as huggingface_hub
+  // does, so the token is sent to no other host (`//host/path` is another host too).
   const location = head.headers.get('location');
-  if (head.status >= 300 && head.status < 400 && location?.startsWith('/') && head.headers.get('x-repo-commit') === null) {
-    head = await request(new URL(location, url).href, where, { method: 'HEAD', headers, redirect: 'manual' }, options.timeoutS);
+  const renamed = location !== null && URL.canParse(location, url) ? new URL(location, url) : null;
+  if (head.status >= 300 && head.status < 400 && renamed?.origin === new URL(url).origin && head.headers.get('x-repo-commit') === null) {
+    head = await request(renamed.href, where, { method: 'HEAD', headers, redirect: 'manual' }, options.timeoutS);
   }
   if (head.status === 404) throw new NotFoundError(`${url}: HTTP 404 (${repoId}@${revision} has no ${filename}, or the repo is private or gated: set HF_TOKEN)`);
   if (head.status >= 400) throw notCachedError(url, where, `HTTP ${head.status}`);

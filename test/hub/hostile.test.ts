@@ -24,6 +24,7 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 let routes: Record<string, Handler> = {};
 let requests: string[] = [];
+let seen: Array<{ host: string; url: string; authorization: string | undefined }> = [];
 let server: Server;
 let base = '';
 let root = '';
@@ -74,6 +75,7 @@ async function rawServer(answer: (socket: Socket) => void): Promise<{ url: strin
 before(async () => {
   server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
+    seen.push({ host: req.headers.host!, url: req.url!, authorization: req.headers.authorization });
     const handler = routes[req.url!];
     if (handler === undefined) {
       res.writeHead(404);
@@ -91,6 +93,7 @@ after(() => {
 beforeEach(() => {
   routes = {};
   requests = [];
+  seen = [];
   root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
   outside = join(root, 'outside');
   mkdirSync(outside);
@@ -102,6 +105,7 @@ beforeEach(() => {
   delete process.env.HF_HUB_OFFLINE;
   delete process.env.HF_HUB_CACHE;
   delete process.env.REALS_DOWNLOAD_TIMEOUT_S;
+  delete process.env.HF_TOKEN;
 });
 
 const outsideUntouched = () => {
@@ -140,6 +144,11 @@ test('an ETag or X-Linked-Etag that is not one file name, or a commit that is no
   routes[`/owner/evil/resolve/${asked}/config.json`] = hubFile(CONFIG, { ETag: `"${sha256(CONFIG)}"` });
   await assert.rejects(hfHubDownload('owner/evil', 'config.json', { revision: asked, progress: false }),
     { message: `${base}/owner/evil/resolve/${asked}/config.json: the answer is for commit ${COMMIT}, not the ${asked} asked for; refused` });
+  // A redirect to another host (`//host/path` is one) is not followed by the HEAD, which carries the token.
+  const port = new URL(base).port;
+  routes['/owner/evil/resolve/main/moved.json'] = (_req, res) => { res.writeHead(302, { Location: `//localhost:${port}/owner/evil/resolve/main/config.json` }); res.end(); };
+  await assert.rejects(hfHubDownload('owner/evil', 'moved.json', { progress: false }), /moved\.json: the answer names no commit \(X-Repo-Commit/);
+  assert.deepEqual(seen.filter((request) => request.host.startsWith('localhost')), []);
   // NUL never reaches the check: the HTTP parser refuses it, and the error names the URL too.
   const nul = await rawServer((socket) => socket.end(`HTTP/1.1 200 OK\r\nX-Repo-Commit: ${COMMIT}\r\nETag: "../x\0y"\r\nContent-Length: 0\r\n\r\n`));
   process.env.HF_ENDPOINT = nul.url;
@@ -243,6 +252,23 @@ test('revisions, file names and repo ids that could leave the cache are refused 
   rmSync(root, { recursive: true, force: true });
 });
 
+test('HF_TOKEN goes to the hub only: a renamed repo on the same host is followed with it, the CDN on another host gets none', async () => {
+  process.env.HF_TOKEN = 'hf_secret';
+  const port = new URL(base).port;
+  routes['/owner/old/resolve/main/weights.bin'] = (_req, res) => { res.writeHead(307, { Location: '/owner/new/resolve/main/weights.bin' }); res.end(); };
+  routes['/owner/new/resolve/main/weights.bin'] = (_req, res) => {
+    res.writeHead(302, { Location: `http://localhost:${port}/cdn/weights`, 'X-Repo-Commit': COMMIT, 'X-Linked-Etag': `"${sha256(WEIGHTS)}"`, 'X-Linked-Size': String(WEIGHTS.length) });
+    res.end();
+  };
+  routes['/cdn/weights'] = (_req, res) => { res.writeHead(200, { 'Content-Length': String(WEIGHTS.length) }); res.end(WEIGHTS); };
+  assert.deepEqual(readFileSync(await hfHubDownload('owner/old', 'weights.bin', { progress: false })), WEIGHTS);
+  const hub = seen.filter((request) => request.url.startsWith('/owner/'));
+  const cdn = seen.filter((request) => request.url === '/cdn/weights');
+  assert.ok(hub.length >= 3 && hub.every((request) => request.authorization === 'Bearer hf_secret'), JSON.stringify(hub));
+  assert.ok(cdn.length === 1 && cdn[0]!.host.startsWith('localhost') && cdn[0]!.authorization === undefined, JSON.stringify(cdn));
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('torch hub: the cache file name is the asked URL\'s, never a redirect\'s or a Content-Disposition\'s, and must be one file name', async () => {
   routes['/files/asked.pth'] = (_req, res) => { res.writeHead(302, { Location: '/cdn/served.pth' }); res.end(); };
   routes['/cdn/served.pth'] = (_req, res) => {
@@ -329,6 +355,11 @@ test('a body is read no further than its Content-Length, the published size or t
   routes['/files/weights.pth'] = (_req, res) => { res.writeHead(200, { 'Content-Length': String(WEIGHTS.length) }); res.end(WEIGHTS); };
   await assert.rejects(downloadFile(`${base}/files/weights.pth`, dest, { maxBytes: 1000, progress: false }),
     { message: `${base}/files/weights.pth: 3000 bytes announced, over this file's cap of 1000; not downloaded` });
+
+  // A size announced that the disk cannot hold is refused before the body is read.
+  routes['/files/huge.pth'] = (_req, res) => { res.writeHead(200, { 'Content-Length': '900000000000000' }); res.write(Buffer.alloc(1 << 16)); };
+  await assert.rejects(downloadFile(`${base}/files/huge.pth`, dest, { progress: false }),
+    new RegExp(`^Error: ${escape(base)}/files/huge\\.pth: 900000000000000 bytes do not fit in the \\d+ bytes free in ${escape(join(root, 'out'))}; not downloaded$`));
 
   // gzip asked not to be sent: its Content-Length counts compressed bytes and bounds nothing.
   const bomb = gzipSync(Buffer.alloc(8 * 2 ** 20));
