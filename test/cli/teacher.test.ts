@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import * as torch from '../../src/torch/index.js';
 import { saveSafetensors } from '../../src/io/index.js';
 import { DinoVisionTransformer, resolveDinoConfig } from '../../src/models/dinov2.js';
-import { runTeacherProbe } from '../../src/train/teacher-pipeline.js';
+import { runTeacherProbe, runTeacherTrain } from '../../src/train/teacher-pipeline.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { subcommand } from '../../src/cli/parse.js';
 
@@ -55,7 +55,7 @@ test('a bad flag value is refused with a one-line error, before anything loads',
   assert.match(crops.stderr, /^error: --global-crops-size 32 is not a multiple of the patch size 14 of --dino-model dinov2_vits14$/m);
 });
 
-test('teacher probe reads train/ under an ImageNet root, reports the class count and the LDS of the backbone and of a random init of its config', async () => {
+test('teacher probe and train read train/ under an ImageNet root; the probe reports the class count and the LDS of the backbone and of a random init of its config', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-teacher-probe-'));
   try {
     // train/ holds 3 classes of 4 images, val/ 3 of 2: read as two classes "train" and "val", the root would give 2 classes and 18 images.
@@ -87,6 +87,12 @@ test('teacher probe reads train/ under an ImageNet root, reports the class count
     const otherInit = await probe(checkpoint(5));
     assert.equal(otherInit.ldsRandomInit, sameInit.ldsRandomInit);
     assert.notEqual(otherInit.lds, otherInit.ldsRandomInit);
+    // teacher train reads the same folder: its end-of-run probe splits the 12 images of train/.
+    const trained = await runTeacherTrain({
+      dataPath: join(root, 'imagenet'), dinoModel, maxSteps: 1, batchSize: 2, localCropsNumber: 2, headNPrototypes: 16, headHiddenDim: 16,
+      headBottleneckDim: 8, probeImages: 12, resultsDir: join(root, 'results'), device: 'cpu', log: () => {},
+    });
+    assert.equal(trained.probeImages!.train + trained.probeImages!.test, 12);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
