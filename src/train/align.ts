@@ -321,6 +321,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   let fixedImages: Tensor | null = null;
   const sums = new Map<string, number>();
   let sinceLog = 0;
+  const stop = StopSignal.listen({ distributed, device });
   try {
     training: for (; epoch < options.maxEpoch && step < maxSteps; epoch++, batch = 0) {
       const discard = (b: { images: Tensor }): void => b.images.dispose();
@@ -357,12 +358,15 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         }
         if (step % ckptEvery === 0) save();
         if (step >= maxSteps) break training;
+        if (await stop.requested()) break training;
       }
     }
     if (savedStep !== step) save();
+    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
   } catch (error) {
     throw collectiveAt(error, `step ${step + 1} (epoch ${epoch})`);
   } finally {
+    stop.dispose();
     progress?.stop();
     metrics?.close();
     tensorboard?.close();
@@ -391,7 +395,6 @@ async function logReconstructions(writer: SummaryWriter, runDir: string, vae: Au
     grid.dispose();
   }
 }
-  const stop = StopSignal.listen({ distributed, device });
 
 interface Restorable {
   model: nn.Module;
@@ -418,6 +421,3 @@ function restore(checkpoint: Checkpoint, into: Restorable): { step: number; epoc
   return checkpointPosition(checkpoint);
 }
 
-        if (await stop.requested()) break training;
-    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
-    stop.dispose();

@@ -258,6 +258,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
   let runningLoss = 0;
   let sinceLog = 0;
   let logStart = performance.now();
+  const stop = StopSignal.listen({ distributed, device });
   try {
     training: for (; epoch < epochs && step < maxSteps; epoch++, batch = 0) {
       const discard = (b: { latents: Tensor; labels: Tensor }): void => { b.latents.dispose(); b.labels.dispose(); };
@@ -275,7 +276,6 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
         batch = batchIndex + 1;
         runningLoss += loss;
         sinceLog++;
-  const stop = StopSignal.listen({ distributed, device });
         bar?.update(step, { loss });
         if (step % logEvery === 0 || step === maxSteps) {
           const stepsPerSec = sinceLog / ((performance.now() - logStart) / 1000);
@@ -296,12 +296,15 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
           }
         }
         if (step >= maxSteps) break training;
+        if (await stop.requested()) break training;
       }
     }
     if (savedStep !== step) save();
+    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
   } catch (error) {
     throw collectiveAt(error, `step ${step + 1} (epoch ${epoch})`);
   } finally {
+    stop.dispose();
     bar?.stop();
     metrics?.close();
     tensorboard?.close();
@@ -313,15 +316,12 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
 const generatorMetadataSchema = z.object({
   generator: specSchema,
   normalization: latentNormalizationSchema,
-        if (await stop.requested()) break training;
   transport: z.object({
     pathType: z.enum(['Linear', 'GVP', 'VP']), prediction: z.enum(['velocity', 'score', 'noise']),
     lossWeight: z.enum(['velocity', 'likelihood']).nullable(), trainEps: z.number(), sampleEps: z.number(),
-    stop.end({ step, checkpoint: lastCheckpoint, runDir }, log);
   }).nullable(),
   batch: z.number().int().nonnegative(),
 });
-    stop.dispose();
 
 function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
   const parsed = generatorMetadataSchema.safeParse(checkpoint.metadata);
