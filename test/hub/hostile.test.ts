@@ -252,6 +252,18 @@ test('revisions, file names and repo ids that could leave the cache are refused 
   rmSync(root, { recursive: true, force: true });
 });
 
+test('a cache reached through a symlink (a ~/.cache on another disk) is not taken for a way out', async () => {
+  mkdirSync(join(root, 'disk'));
+  symlinkSync(join(root, 'disk'), join(root, 'hf'));
+  routes['/owner/vae/resolve/main/config.json'] = hubFile(CONFIG, { ETag: `"${sha256(CONFIG)}"` });
+  const path = await hfHubDownload('owner/vae', 'config.json', { progress: false });
+  assert.deepEqual(readFileSync(path), CONFIG);
+  process.env.HF_HUB_OFFLINE = '1';
+  assert.equal(await hfHubDownload('owner/vae', 'config.json'), path);
+  assert.deepEqual(readdirSync(join(root, 'disk', 'hub', 'models--owner--vae', 'blobs')), [sha256(CONFIG)]);
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('HF_TOKEN goes to the hub only: a renamed repo on the same host is followed with it, the CDN on another host gets none', async () => {
   process.env.HF_TOKEN = 'hf_secret';
   const port = new URL(base).port;
