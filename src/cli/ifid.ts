@@ -21,7 +21,7 @@ export function ifidCommand(): Command {
     .option('--batch-size <n>', 'images per VAE call', integer(1), d.batchSize)
     .option('--seed <n>', 'seeds the subset of images', integer(0), d.seed)
     .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
-    .option('--num-workers <n>', 'image decoding threads', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--json <file>', 'also write the result there', outputFile)
     .action(async (flags: IfidRunOptions & { json?: string }) => {

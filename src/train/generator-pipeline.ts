@@ -24,6 +24,7 @@ import { withDefaults } from './context.js';
 import { createOnnxSampler } from './onnx-backend.js';
 import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
+import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from './vae-identity.js';
 
 const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
 
@@ -153,6 +154,8 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
   let data: LatentSource;
   let numClasses: number;
   let rank = 0;
+  // Recorded in the checkpoints, so that `reals sample` decodes with this VAE and no other.
+  let vaeRecord: VaeIdentity | null = vae === null ? null : vaeIdentity(vae);
   if (o.latentsPath !== undefined) {
     const cache = LatentCache.open(o.latentsPath);
     if (normalization !== null && JSON.stringify(normalization) !== JSON.stringify(cache.normalization)) {
@@ -160,6 +163,11 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
       throw new Error(`--latents-path ${o.latentsPath} was cached with ${describeNormalization(cache.normalization)}, ` +
         `but --vae-path ${o.vaePath} gives ${describeNormalization(normalization)}`);
     }
+    if (cache.vae !== null && vaeRecord !== null && !sameVae(cache.vae, vaeRecord)) {
+      cache.close();
+      throw new Error(`--latents-path ${o.latentsPath} holds the latents of another VAE (${describeVae(cache.vae)}) than --vae-path ${o.vaePath} (${describeVae(vaeRecord)})`);
+    }
+    vaeRecord ??= cache.vae;
     numClasses = checkNumClasses(o.numClasses, cache.numClasses, `--latents-path ${o.latentsPath}`, () => cache.close());
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
@@ -177,7 +185,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     const [inChannels, inputSize] = data.latentShape as [number, number, number];
     const spec = resolveGeneratorSpec(o.model, kind, { inputSize, inChannels, numClasses, classDropoutProb: o.cfgProb });
     return await trainGenerator({
-      spec, data, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
+      spec, data, vae: vaeRecord, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
       epochs: o.epochs, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast, logEvery: o.logEvery,
       seed: o.globalSeed, device: o.device, precision: o.precision, args: o, log,
       transport: { pathType: o.pathType, prediction: o.prediction, lossWeight: o.lossWeight, trainEps: o.trainEps, sampleEps: o.sampleEps },
@@ -259,6 +267,8 @@ export interface SampleRunOptions extends Partial<SampleSettings>, HubRunOptions
   samplingMethod?: string;
   /** 'onnxruntime': the ODE sampler (euler, heun2) through onnxruntime-node on the CPU; default 'libtorch'. */
   backend?: SampleBackend;
+  /** Decode with vaePath even where the checkpoint records another VAE (default: refuse). */
+  allowVaeMismatch?: boolean;
   device?: string;
   log?: (line: string) => void;
 }
@@ -328,6 +338,27 @@ export function loadGeneratorFor(
   return { loaded, model: o.model ?? expected.name, normalization };
 }
 
+/**
+ * Refuses to decode a generator's latents with a VAE other than the one it was trained on, unless
+ * `allowVaeMismatch`; a checkpoint that records none (an official file, or one written before
+ * reals recorded it) samples with a note.
+ */
+function checkDecoder(
+  recorded: VaeIdentity | null, vae: AutoencoderKL, o: { ckpt: string; vaePath: string; allowVaeMismatch?: boolean; log?: (line: string) => void },
+): void {
+  const log = o.log ?? console.warn;
+  if (recorded === null) {
+    log(`note: --ckpt ${o.ckpt} does not record the VAE it was trained on (an official file, or written before reals recorded it): ` +
+      `--vae-path ${o.vaePath} is not checked against it`);
+    return;
+  }
+  const given = vaeIdentity(vae);
+  if (sameVae(recorded, given)) return;
+  const what = `--ckpt ${o.ckpt} was trained on the latents of another VAE (${describeVae(recorded)}) than --vae-path ${o.vaePath} (${describeVae(given)})`;
+  if (o.allowVaeMismatch !== true) throw new Error(`${what}: its samples would be decoded wrongly; give the VAE it was trained on, or pass --allow-vae-mismatch to decode with this one`);
+  log(`note: ${what}; decoding with it anyway (--allow-vae-mismatch)`);
+}
+
 /** Loads the generator and the VAE, checks them against each other, and samples into the sample folder. */
 export async function runSample(mode: SampleMode, options: SampleRunOptions): Promise<SampleImagesResult> {
   const o = { ...options, ...withDefaults(SAMPLE_RUN_DEFAULTS, options) };
@@ -354,6 +385,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
     throw new Error(`--cfg-channels ${o.cfgChannels}: the latents have ${latentChannels} channels (--vae-path ${o.vaePath}); give at most ${latentChannels}, or all`);
   }
   const { loaded, model, normalization } = loadGeneratorFor(o, SAMPLE_MODE_KIND[mode], vae, o.vaePath);
+  checkDecoder(loaded.vae, vae, o);
   const saved: Partial<TransportConfig> = loaded.transport ?? {};
   const transport: Partial<TransportConfig> = {
     pathType: o.pathType ?? saved.pathType, prediction: o.prediction ?? saved.prediction,

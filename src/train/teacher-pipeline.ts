@@ -138,6 +138,10 @@ export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<
   const splits = probeSplits(o.dataPath, o.imageSize, o.probeImages, o.seed, () => {});
   if (splits === undefined) throw new Error(`--data-path ${o.dataPath}: needs at least two class folders for a linear probe`);
   const inputSize = o.inputSize ?? (o.dataPath === 'fashion-mnist' ? 32 : o.imageSize);
+  const side = Math.floor(inputSize / config.patchSize);
+  if (o.ldsFarDistance > 2 * (side - 1)) {
+    throw new Error(`--lds-far-distance ${o.ldsFarDistance}: the ${side}x${side} patch grid (input size ${inputSize}, patch ${config.patchSize}) has no pairs that far apart (at most ${2 * (side - 1)})`);
+  }
   const probe = await linearProbe({
     backbone, train: splits.train, test: splits.test, trainImages: o.probeImages, testImages: o.probeImages,
     inputSize, epochs: o.epochs, lr: o.lr, seed: o.seed, device: o.device,

@@ -84,6 +84,8 @@ test('teacher probe and train read train/ under an ImageNet root; the probe repo
     assert.deepEqual([sameInit.ldsGrid, sameInit.ldsFarDistance, sameInit.ldsImages], [[8, 8], 6, sameInit.testImages]);
     // The random-init backbone is the config under torch.manualSeed(--seed): a checkpoint of that very init scores the same.
     assert.equal(sameInit.lds, sameInit.ldsRandomInit);
+    await assert.rejects(runTeacherProbe({ dinoModel, dinoCkpt: checkpoint(0), dataPath: join(root, 'imagenet'), ldsFarDistance: 15 }),
+      /^Error: --lds-far-distance 15: the 8x8 patch grid \(input size 32, patch 4\) has no pairs that far apart \(at most 14\)$/);
     const otherInit = await probe(checkpoint(5));
     assert.equal(otherInit.ldsRandomInit, sameInit.ldsRandomInit);
     assert.notEqual(otherInit.lds, otherInit.ldsRandomInit);
