@@ -18,6 +18,7 @@ import { AutoencoderKL, DiagonalGaussianDistribution, MEAN_STD_NAME } from '../m
 import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 import { progress as makeProgress } from './progress.js';
 import { processContext } from './context.js';
+import { describeVae, sameVae, vaeIdentity, vaeIdentitySchema, type VaeIdentity } from './vae-identity.js';
 
 const dist = torch.distributed;
 
@@ -108,6 +109,8 @@ const indexSchema = z.object({
   version: z.literal(1),
   /** The VAE folder the latents came from (recorded; a rerun may spell it differently). */
   vaePath: z.string(),
+  /** Its identity (absent from caches made before it was recorded). */
+  vae: vaeIdentitySchema.optional(),
   settings: settingsSchema,
   complete: z.boolean(),
   shards: z.array(z.object({ file: z.string(), start: z.number().int().nonnegative(), count: z.number().int().nonnegative() })),
@@ -196,8 +199,14 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     precision: torch.usePrecision(options.precision ?? 'fp32', device),
   };
   const indexPath = join(out, LATENT_INDEX);
+  let vaeRecord: VaeIdentity | undefined = vaeIdentity(vae);
   if (existsSync(indexPath)) {
     const previous = parseIndex(indexPath);
+    if (previous.vae !== undefined && !sameVae(previous.vae, vaeRecord)) {
+      throw new Error(`cacheLatents: ${out} holds the latents of another VAE (${describeVae(previous.vae)}) than --vae-path ${options.vaePath} (${describeVae(vaeRecord)}); use another --out folder`);
+    }
+    // Its shards so far came from a VAE it did not record.
+    if (previous.vae === undefined) vaeRecord = undefined;
     const differing = (Object.keys(settings) as (keyof LatentCacheSettings)[])
       .filter((k) => JSON.stringify(previous.settings[k]) !== JSON.stringify(settings[k]));
     if (differing.length > 0) {
@@ -208,7 +217,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     const stray = existsSync(out) ? readdirSync(out).filter((name) => /^shard-\d+\.npz$/.test(name)) : [];
     if (stray.length > 0) throw new Error(`cacheLatents: ${out} holds shards (${stray[0]}, ...) but no ${LATENT_INDEX}; use an empty --out folder`);
     makeDirs(out, 'cacheLatents: out');
-    writeJsonFileAtomic(indexPath, { format: 'reals-latents', version: 1, vaePath: options.vaePath, settings, complete: false, shards: [], skipped: [] } satisfies LatentIndex);
+    writeJsonFileAtomic(indexPath, { format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: false, shards: [], skipped: [] } satisfies LatentIndex);
   }
   // Shards (and the index) a killed run left under temporary names; no rank writes before the barrier.
   if (rank === 0) removeDeadTemporaries(out);
@@ -278,7 +287,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     shards.push({ file: shardName(k), start, count: stored.size });
     for (let i = start; i < end; i++) if (!stored.has(i)) skipped.push('path' in dataset ? dataset.path(i) : `item ${i}`);
   }
-  const index: LatentIndex = { format: 'reals-latents', version: 1, vaePath: options.vaePath, settings, complete: true, shards, skipped };
+  const index: LatentIndex = { format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: true, shards, skipped };
   if (rank === 0) {
     writeJsonFileAtomic(indexPath, index);
     log(`cached ${dataset.length - skipped.length} of ${dataset.length} images in ${out}` +
@@ -383,6 +392,9 @@ export class LatentCache {
   get length(): number { return this.rows.length; }
   get latentShape(): number[] { return [...this.index.settings.latentShape]; }
   get normalization(): LatentNormalization { return this.index.settings.normalization; }
+
+  /** The VAE the latents came from, or null where the cache does not record it. */
+  get vae(): VaeIdentity | null { return this.index.vae ?? null; }
   /** One more than the largest label. */
   get numClasses(): number { return this.labelOf.reduce((m, l) => Math.max(m, l + 1), 0); }
 

@@ -33,6 +33,7 @@ import {
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
 import { StopSignal } from './stop.js';
+import { describeVae, sameVae, vaeIdentitySchema, type VaeIdentity } from './vae-identity.js';
 import type { OnnxSampler } from './onnx-backend.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, saveImageGrid } from './images.js';
@@ -97,6 +98,11 @@ export function runName(spec: GeneratorSpec, transport: TransportConfig): string
 export interface GeneratorTrainOptions {
   spec: GeneratorSpec;
   data: LatentSource;
+  /**
+   * The VAE whose latents `data` holds (vaeIdentity), recorded in the checkpoints so that `reals
+   * sample` refuses to decode with another; absent or null where it is not known.
+   */
+  vae?: VaeIdentity | null;
   /** A new run goes to `<resultsDir>/NNN-<runName>`. */
   resultsDir: string;
   /** Continue a run: a checkpoint file, a run folder or its checkpoints folder. */
@@ -181,7 +187,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     ({ step, epoch, batch } = torch.scope(() => {
       const checkpoint = loadCheckpoint(resumed.checkpoint);
       checkResumeLayout(checkpoint, { worldSize, batchSize: data.batchSize });
-      const position = restore(checkpoint, spec, data.normalization, { model, ema, opt });
+      const position = restore(checkpoint, spec, data.normalization, options.vae ?? null, { model, ema, opt });
       log(`resuming ${resumed.checkpoint} at step ${position.step} (epoch ${position.epoch}, batch ${position.batch})`);
       restoreTrainingRng(checkpoint, { distributed, rank, worldSize, device }, options.seed ?? 0, log);
       emaDecay = resumeEmaDecay(checkpoint, options.emaDecay, log);
@@ -248,6 +254,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
       metadata: {
         step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata,
         precision, generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
+        vae: options.vae ?? undefined,
       },
     });
   };
@@ -321,6 +328,8 @@ const generatorMetadataSchema = z.object({
     lossWeight: z.enum(['velocity', 'likelihood']).nullable(), trainEps: z.number(), sampleEps: z.number(),
   }).nullable(),
   batch: z.number().int().nonnegative(),
+  /** The VAE of the training latents (absent from checkpoints written before it was recorded, or where it was not known). */
+  vae: vaeIdentitySchema.optional(),
 });
 
 function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
@@ -336,7 +345,7 @@ interface Restorable { model: SiT | DiT; ema: SiT | DiT; opt: optim.AdamW }
 
 /** Loads a checkpoint of trainGenerator into the run's objects; returns the position. */
 function restore(
-  checkpoint: Checkpoint, spec: GeneratorSpec, normalization: LatentNormalization, into: Restorable,
+  checkpoint: Checkpoint, spec: GeneratorSpec, normalization: LatentNormalization, vae: VaeIdentity | null, into: Restorable,
 ): { step: number; epoch: number; batch: number } {
   const fail = (message: string): never => { throw new Error(`resume from ${checkpoint.path}: ${message}`); };
   const meta = generatorMetadata(checkpoint);
@@ -344,6 +353,7 @@ function restore(
   if (JSON.stringify(meta.normalization) !== JSON.stringify(normalization)) {
     fail(`its latents were normalized by ${describeNormalization(meta.normalization)}, this run's by ${describeNormalization(normalization)}`);
   }
+  if (meta.vae !== undefined && vae !== null && !sameVae(meta.vae, vae)) fail(`its latents came from another VAE (${describeVae(meta.vae)}) than this run's (${describeVae(vae)})`);
   for (const group of ['model', 'ema']) if (checkpoint.groups[group] === undefined) fail(`no ${group}.* tensors`);
   try {
     into.model.loadStateDict(checkpoint.groups.model!);
@@ -381,6 +391,8 @@ export interface LoadedGenerator {
   normalization: LatentNormalization | null;
   /** The transport it was trained with (our SiT checkpoints), or null. */
   transport: TransportConfig | null;
+  /** The VAE of its training latents (our checkpoints that record it), or null. */
+  vae: VaeIdentity | null;
 }
 
 export interface LoadGeneratorOptions {
@@ -419,7 +431,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
       if (group === undefined) throw new Error(`--ckpt ${path}: no ${weights}.* tensors`);
       const model = buildGenerator(saved);
       model.loadStateDict(group);
-      return { model: model.eval(), spec: saved, normalization: meta.normalization, transport: meta.transport };
+      return { model: model.eval(), spec: saved, normalization: meta.normalization, transport: meta.transport, vae: meta.vae ?? null };
     } finally {
       for (const group of Object.values(checkpoint.groups)) for (const t of Object.values(group)) t.dispose();
     }
@@ -447,7 +459,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
     } catch (error) {
       throw new Error(`--ckpt ${path} does not fit --model ${expected.name} (${JSON.stringify(spec.config)}): ${(error as Error).message}`, { cause: error });
     }
-    return { model: model.eval(), spec, normalization: null, transport: null };
+    return { model: model.eval(), spec, normalization: null, transport: null, vae: null };
   });
 }
 

@@ -10,6 +10,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
+import { AutoencoderKL, configToDiffusers } from '../../src/models/autoencoder-kl.js';
+import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
+import { saveSafetensors } from '../../src/io/index.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { encodePng, loadCheckpoint, parseMetrics } from '../../src/train/index.js';
 import { RUN_LOCK } from '../../src/train/run-dir.js';
@@ -187,6 +190,50 @@ test('SIGTERM to reals launch reaches both ranks: rank 0 saves the step they sto
     const [, step] = /^\[rank 0\] stopped by SIGTERM after step (\d+): /.exec(lines[0]!) ?? assert.fail(lines[0]);
     assert.deepEqual(checkpointSteps(run), [Number(step)]);
     assert.equal(existsSync(join(run, RUN_LOCK)), false, 'run.lock released');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/** Starts `args`, sends SIGTERM after 2 steps, and checks the stop: exit 143, one line, a checkpoint of the step, run.lock released. */
+async function stopsAndSaves(args: string[], runDir: string): Promise<void> {
+  const child = start(args);
+  await stepsDone(runDir, 2, child);
+  child.process.kill('SIGTERM');
+  assert.deepEqual(await child.exit, { code: 143, signal: null }, child.output);
+  const lines = child.stdout.split('\n').filter((line) => line.startsWith('stopped'));
+  assert.equal(lines.length, 1, child.output);
+  const [, , step, checkpoint, command] = STOPPED.exec(lines[0]!)!;
+  assert.deepEqual(checkpointSteps(runDir), [Number(step)]);
+  assert.equal(loadCheckpoint(checkpoint!).metadata.step, Number(step));
+  assert.equal(existsSync(join(runDir, RUN_LOCK)), false, 'run.lock released');
+  assert.equal(command, `reals ${args.join(' ')} --resume ${runDir}`);
+}
+
+test('SIGTERM during align train and teacher train: the same stop, checkpoint and line', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-trainers-'));
+  try {
+    torch.manualSeed(0);
+    const teacherConfig = { imgSize: 56, embedDim: 32, depth: 1, numHeads: 2 };
+    writeFileSync(join(root, 'teacher.json'), JSON.stringify(teacherConfig));
+    const teacher = new DinoVisionTransformer({ ...DINOV2_CONFIGS.dinov2_vits14!, ...teacherConfig });
+    saveSafetensors(join(root, 'teacher.safetensors'), Object.fromEntries(teacher.stateDict()));
+    const vae = new AutoencoderKL({
+      blockOutChannels: [8, 16, 16], downBlockTypes: Array(3).fill('DownEncoderBlock2D'), upBlockTypes: Array(3).fill('UpDecoderBlock2D'), normNumGroups: 4,
+    });
+    writeFileSync(join(root, 'vae.json'), JSON.stringify(configToDiffusers(vae.config)));
+    await stopsAndSaves([
+      'align', 'train', '--data-path', 'fashion-mnist', '--dino-model', join(root, 'teacher.json'), '--dino-ckpt', join(root, 'teacher.safetensors'),
+      '--dino-input-size', '56', '--vae-config', join(root, 'vae.json'), '--lpips-weight', '0', '--batch-size', '2', '--num-workers', '0',
+      '--results-dir', join(root, 'align'), '--mlp-hidden', '16', '--log-every', '1', '--ckpt-every', '100000', '--precision', 'fp32',
+    ], join(root, 'align', '000-align'));
+
+    writeFileSync(join(root, 'vit.json'), JSON.stringify({ imgSize: 32, patchSize: 8, embedDim: 16, depth: 1, numHeads: 2 }));
+    await stopsAndSaves([
+      'teacher', 'train', '--data-path', 'fashion-mnist', '--dino-model', join(root, 'vit.json'), '--local-crops-number', '0',
+      '--head-n-prototypes', '32', '--head-hidden-dim', '16', '--head-bottleneck-dim', '8', '--batch-size', '4', '--num-workers', '0',
+      '--results-dir', join(root, 'teacher'), '--log-every', '1', '--ckpt-every', '100000', '--max-steps', '100000', '--precision', 'fp32', '--device', 'cpu',
+    ], join(root, 'teacher', '000-teacher'));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
