@@ -64,6 +64,31 @@ export function assertClose(actual: torch.Tensor, expected: torch.Tensor, rtol =
   }
 }
 
+/** float32's unit roundoff, 2^-24: the largest relative error of one rounding. */
+export const F32_UNIT_ROUNDOFF = 2 ** -24;
+
+/**
+ * How far apart two correct float32 evaluations of one network can be, relative to the size of its
+ * values, when they sum in different orders: PyTorch on another CPU (OpenBLAS and oneDNN pick their
+ * kernels, and so their blocking, by CPU), or the same network at another batch size. One sum of
+ * `length` products is then off by about sqrt(length) roundings (a random walk), and the errors of
+ * `layers` such sums in sequence add in quadrature (independent roundings; normalised layers keep
+ * the gain near 1). The factor 8 covers the largest of ~1e5 outputs (4.5 sigma) twice over.
+ * Measured: the small diffusers VAE of test/models/autoencoder-kl.test.ts (3x3 convs over up to 64
+ * channels, values of order 1) differs by up to 4.2e-6 between OpenBLAS's Haswell kernels (what an
+ * AMD EPYC runs) and its SkylakeX ones; float32Tolerance(576, 16) is 4.6e-5. An activation scaled
+ * by 1.001 in one place is off by 2e-3, a wrong weight or attention scale by more.
+ */
+export function float32Tolerance(length: number, layers = 1): number {
+  return 8 * Math.sqrt(length * layers) * F32_UNIT_ROUNDOFF;
+}
+
+/** Asserts |a - b| <= tolerance * max|b| everywhere: a normwise comparison, for outputs whose error follows their scale (float32Tolerance). */
+export function assertCloseToScale(actual: torch.Tensor, expected: torch.Tensor, tolerance: number, what = 'tensor'): void {
+  const scale = expected.double().abs().max().item();
+  assertClose(actual, expected, 0, tolerance * scale, what);
+}
+
 /**
  * Asserts that `tensors` hold the numbers PyTorch drew (a fixture's `{sum, abs_sum}`): tests that
  * redraw large weights from a seed instead of committing them check the draw before the parity.

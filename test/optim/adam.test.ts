@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import { Adam, AdamW, clipGradNorm, type AdamOptions, type OptimizerStateDict } from '../../src/optim/index.js';
-import { loadFixture, maxRelError } from '../helpers.js';
+import { assertClose, float32Tolerance, loadFixture, maxRelError } from '../helpers.js';
 
 type Tensor = torch.Tensor;
 const F = torch.nnFunctional;
@@ -121,9 +121,11 @@ for (const dtype of ['float32', 'float64'] as const) {
     losses.forEach((l, i) => assert.ok(rel(l, c.losses[i]!) <= tol, `loss ${i}: ${l} vs ${c.losses[i]}`));
     norms.forEach((n, i) => assert.ok(rel(n, c.norms[i]!) <= tol, `grad norm ${i}: ${n} vs ${c.norms[i]}`));
     assert.ok(c.norms.some((n) => n > 1) && c.norms.some((n) => n < 1), 'the fixture clips in some steps and not in others');
-    params.forEach((p, i) => {
-      const err = maxRelError(p.detach(), c.final[i]!);
-      assert.ok(err <= tol, `param ${i}: relative error ${err}`);
-    });
+    // Each step's gradient carries the summation-order error of its matmuls (float32Tolerance over
+    // the 32 hidden units, 2 layers, twice for backward); Adam's update lr * m / sqrt(v) is at most
+    // about lr per element, so each step moves a weight by at most lr times that relative error,
+    // and the 20 steps add up. Elementwise relative error would blow this up on weights near 0.
+    const atol = dtype === 'float32' ? 20 * 0.02 * float32Tolerance(32, 4) : tol * 1e-6;
+    params.forEach((p, i) => assertClose(p.detach(), c.final[i]!, tol, atol, `param ${i}`));
   });
 }
