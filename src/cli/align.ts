@@ -53,6 +53,8 @@ export function alignTrainCommand(): Command {
     .option('--smooth-l1-weight <w>', 'weight of smooth-L1 added to each alignment term', number(0), d.smoothL1Weight)
     .option('--disc-weight <w>', 'scale of the adaptive GAN weight', number(0), d.discWeight)
     .option('--disc-start <step>', 'step from which the discriminator and GAN loss run', integer(0), d.discStart)
+    .option('--eq-weight <w>', 'weight of EQ-VAE\'s equivariance term: reconstruction (+ LPIPS) of decode(T(z)) against T(x), T a random downscale and quarter turn (0: off)', number(0), d.eqWeight)
+    .option('--no-eq-rotation', 'EQ-VAE\'s T downscales only, without its quarter turns (the Diffusability paper\'s scale equivariance; default: both)')
     .action(async (flags: AlignTrainRunOptions & { gpusPerNode: number }, self: Command) => {
       const { gpusPerNode, ...options } = flags;
       if (gpusPerNode > 1 && process.env.WORLD_SIZE === undefined) {

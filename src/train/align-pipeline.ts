@@ -15,6 +15,7 @@ import { withDefaults } from './context.js';
 import { loadImageDataset, loadStartingVae, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { fetchDinov2Checkpoint, fetchLpipsWeights } from '../hub/index.js';
 import { checkStepMemory, dinoForwardBytes, lpipsTrainBytes, vaeTrainBytes } from './memory.js';
+import { EQ_MAX_SCALE } from './equivariance.js';
 
 /** The settings of an alignment run that have defaults (`reals align train --help` shows them). */
 export interface AlignTrainSettings {
@@ -50,6 +51,9 @@ export interface AlignTrainSettings {
   smoothL1Weight: number;
   discWeight: number;
   discStart: number;
+  /** EQ-VAE's term (0: off) and whether its transform turns as well as downscales. */
+  eqWeight: number;
+  eqRotation: boolean;
 }
 
 export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
@@ -59,6 +63,7 @@ export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
   recLoss: ALIGN_LOSS_DEFAULTS.reconstruction, recWeight: ALIGN_LOSS_DEFAULTS.reconstructionWeight, lpipsWeight: ALIGN_LOSS_DEFAULTS.lpipsWeight,
   klWeight: ALIGN_LOSS_DEFAULTS.klWeight, patchWeight: ALIGN_LOSS_DEFAULTS.patchWeight, clsWeight: ALIGN_LOSS_DEFAULTS.clsWeight,
   smoothL1Weight: ALIGN_LOSS_DEFAULTS.smoothL1Weight, discWeight: ALIGN_LOSS_DEFAULTS.discWeight, discStart: ALIGN_LOSS_DEFAULTS.discStart,
+  eqWeight: ALIGN_LOSS_DEFAULTS.eqWeight, eqRotation: ALIGN_LOSS_DEFAULTS.eqRotation,
 };
 
 /** `reals align train`'s flags, camelCased; the ones left out take ALIGN_TRAIN_RUN_DEFAULTS. */
@@ -124,6 +129,9 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
       'VAE': vaeTrainBytes(vae.config, o.batchSize, o.imageSize),
       'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, o.dinoInputSize),
       ...(lpips === null ? {} : { LPIPS: lpipsTrainBytes(o.batchSize, o.imageSize) }),
+      // EQ-VAE's second decode, at most at the largest scaled side: the decoder's half of a VAE step, and LPIPS on it.
+      ...(o.eqWeight > 0 ? { 'EQ-VAE\'s decode': vaeTrainBytes(vae.config, o.batchSize, o.imageSize * EQ_MAX_SCALE) / 2 } : {}),
+      ...(o.eqWeight > 0 && lpips !== null ? { 'LPIPS on EQ-VAE\'s decode': lpipsTrainBytes(o.batchSize, o.imageSize * EQ_MAX_SCALE) } : {}),
     }, `--batch-size ${o.batchSize}, --dino-input-size ${o.dinoInputSize} or --image-size ${o.imageSize}`, torch.cuda.isAvailable() ? 'cuda' : 'cpu');
     const data = new DataLoader(loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels), {
       batchSize: o.batchSize, seed: o.seed, rank, worldSize, numWorkers: o.numWorkers,
@@ -137,6 +145,7 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
         reconstruction: o.recLoss, reconstructionWeight: o.recWeight, lpipsWeight: o.lpipsWeight, klWeight: o.klWeight,
         patchWeight: o.patchWeight, clsWeight: o.clsWeight, smoothL1Weight: o.smoothL1Weight,
         discWeight: o.discWeight, discStart: o.discStart,
+        eqWeight: o.eqWeight, eqRotation: o.eqRotation,
       });
     } finally {
       await data.close();

@@ -2,7 +2,8 @@
 // alignment heads learn together, the DINOv2 teacher stays frozen. The losses are latent
 // diffusion's LPIPSWithDiscriminator (ldm/modules/losses/contperceptual.py: reconstruction +
 // LPIPS, KL, a PatchGAN hinge loss with VQGAN's adaptive weight from `discStart` on) plus the
-// alignment loss of src/models/alignment.ts, with LDM's Adam betas (0.5, 0.9).
+// alignment loss of src/models/alignment.ts, with LDM's Adam betas (0.5, 0.9). With eqWeight > 0,
+// EQ-VAE's equivariance term (src/train/equivariance.ts) joins them, with alignment or without.
 //
 // Differences from LDM, on purpose:
 // - every term is a mean (reconstruction over pixels, LPIPS over images, KL over latent
@@ -44,6 +45,7 @@ import { processContext, openRunOutputs, lockstep, collectiveAt, withDefaults } 
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, makeGrid } from './images.js';
 import { encodePosterior } from './latents.js';
+import { drawEquivarianceTransform, equivarianceLoss, minScaledLatentSide } from './equivariance.js';
 
 const F = nn.F;
 import { StopSignal } from './stop.js';
@@ -78,11 +80,16 @@ export interface AlignLossWeights {
   discWeight: number;
   /** Steps before the discriminator and the GAN loss start (LDM's kl-f8 config: 50001). */
   discStart: number;
+  /** EQ-VAE's term: the reconstruction terms of decode(T(z)) against T(x); 0 (default) decodes nothing more. */
+  eqWeight: number;
+  /** T turns by quarter turns as well as downscaling, as EQ-VAE (default); false downscales only. */
+  eqRotation: boolean;
 }
 
 export const ALIGN_LOSS_DEFAULTS: AlignLossWeights = {
   reconstruction: 'mse', reconstructionWeight: 1, lpipsWeight: 1, klWeight: 1e-6,
   patchWeight: 0.5, clsWeight: 0.5, smoothL1Weight: 0, discWeight: 0.5, discStart: 50001,
+  eqWeight: 0, eqRotation: true,
 };
 
 export interface AlignTrainOptions extends Partial<AlignLossWeights> {
@@ -154,7 +161,7 @@ class AlignedVAE extends nn.Module {
 
 /** The values logged per step, in the order of the loss vector the step returns. */
 const LOSS_NAMES = ['loss', 'rec', 'lpips', 'kl', 'align', 'patch_cos', 'cls_cos', 'g_loss', 'd_weight', 'd_loss'] as const;
-type Losses = Record<(typeof LOSS_NAMES)[number], number>;
+type Losses = Record<(typeof LOSS_NAMES)[number], number> & { eq?: number };
 
 export async function trainAlignment(options: AlignTrainOptions): Promise<AlignTrainResult> {
   const w: AlignLossWeights = withDefaults(ALIGN_LOSS_DEFAULTS, options);
@@ -238,6 +245,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const dinoGrid: [number, number] = [dinoInputSize / patchSize, dinoInputSize / patchSize];
   let noticeShown = false;
   const lastLayer = vae.decoder.convOut.weight;
+  // `eq`: EQ-VAE's term, unweighted, when it runs.
+  const names: string[] = [...LOSS_NAMES, ...(w.eqWeight > 0 ? ['eq'] : [])];
 
   /** One generator step and, from discStart on, one discriminator step; returns the losses. */
   const trainStep = (images: Tensor): Tensor => torch.scope(() => {
@@ -251,7 +260,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     discriminator.requiresGrad_(false);
     // The posterior in float32 (encodePosterior) and the losses on float32 outputs; the networks under `precision`.
     const posterior = encodePosterior(vae, x, precision);
-    const { total, values, xrec } = autocast(() => {
+    const { total, values, xrec, eq } = autocast(() => {
       const z = posterior.sample();
       const latentGrid: [number, number] = [z.size(2), z.size(3)];
       if (!noticeShown) {
@@ -260,13 +269,25 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         noticeShown = true;
       }
       const xrec = vae.decode(z);
-      const rec = (w.reconstruction === 'mse' ? F.mseLoss(xrec.float(), x) : F.l1Loss(xrec.float(), x));
-      const perceptual = w.lpipsWeight > 0 ? lpips!.forward(x, xrec.float()).mean() : torch.zeros([], { device });
-      const nll = rec.mul(w.reconstructionWeight).add(perceptual.mul(w.lpipsWeight));
+      const reconstructionTerms = (image: Tensor, decoded: Tensor) => {
+        const rec = (w.reconstruction === 'mse' ? F.mseLoss(decoded.float(), image) : F.l1Loss(decoded.float(), image));
+        const perceptual = w.lpipsWeight > 0 ? lpips!.forward(image, decoded.float()).mean() : torch.zeros([], { device });
+        return { rec, perceptual, nll: rec.mul(w.reconstructionWeight).add(perceptual.mul(w.lpipsWeight)) };
+      };
+      const { rec, perceptual, nll } = reconstructionTerms(x, xrec);
       const kl = posterior.kl().sum().div(z.numel());
       const predicted = heads.forward(z);
       const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() }, { patch: resampleTokens(target.patch, dinoGrid, latentGrid), cls: target.cls }, w);
       let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
+      let eq = torch.zeros([], { device });
+      if (w.eqWeight > 0) {
+        const minSide = minScaledLatentSide(latentGrid, vae.downsamplingFactor, w.lpipsWeight > 0, 'trainAlignment: eqWeight');
+        eq = equivarianceLoss({
+          z, x, transform: drawEquivarianceTransform(latentGrid, { rotate: w.eqRotation, minSide }), downsamplingFactor: vae.downsamplingFactor,
+          decode: (latent) => vae.decode(latent), reconstructionTerms: (image, decoded) => reconstructionTerms(image, decoded).nll,
+        });
+        total = total.add(eq.mul(w.eqWeight));
+      }
       let gLoss = torch.zeros([], { device });
       let dWeight = torch.zeros([], { device });
       if (ganActive) {
@@ -274,7 +295,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         dWeight = calculateAdaptiveWeight(nll, gLoss, lastLayer, w.discWeight);
         total = total.add(dWeight.mul(gLoss));
       }
-      return { total, xrec, values: [total, rec, perceptual, kl, align.loss, align.patchCosine, align.clsCosine, gLoss, dWeight] };
+      return { total, xrec, values: [total, rec, perceptual, kl, align.loss, align.patchCosine, align.clsCosine, gLoss, dWeight], eq };
     });
     total.backward();
     ddp?.syncGradients();
@@ -286,7 +307,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       dLoss.backward();
       ddpDisc?.syncGradients();
     }
-    const losses = torch.stack([...values, dLoss].map((v) => v.detach().float()));
+    const losses = torch.stack([...values, dLoss, ...(names.includes('eq') ? [eq] : [])].map((v) => v.detach().float()));
     if (distributed) dist.allReduce(losses, 'avg');
     return losses.cpu();
   });
@@ -330,7 +351,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         const lossTensor = trainStep(images);
         const values = Array.from(lossTensor.toArray() as Float32Array);
         lossTensor.dispose();
-        const losses = Object.fromEntries(LOSS_NAMES.map((name, i) => [name, values[i]!])) as Losses;
+        const losses = Object.fromEntries(names.map((name, i) => [name, values[i]!])) as Losses;
         // Before the optimizers step: a non-finite loss leaves the weights and the last checkpoint as they were.
         checkFinite(losses, step + 1, checkpoints);
         opt.step();
