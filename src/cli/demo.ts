@@ -1,7 +1,9 @@
 // `reals demo`: the whole method on Fashion-MNIST with a report (src/demo does the work), and
 // `reals demo merge`: one report over several demo runs (the reproduction study's cells).
 import { Command, Option } from 'commander';
-import { DEFAULT_CELLS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName } from '../demo/index.js';
+import {
+  DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName,
+} from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
 import { PRECISIONS, type Precision } from '../torch/precision.js';
 
@@ -13,6 +15,7 @@ interface DemoFlags {
   teacher: DemoCells['teachers'];
   protocol: DemoCells['protocols'];
   alignWeight: number[];
+  latentChannels: number;
   precision?: Precision;
 }
 
@@ -31,11 +34,14 @@ export function demoCommand(): Command {
       list(oneOf(PROTOCOLS)), DEFAULT_CELLS.protocols)
     .option('--align-weight <list>', 'alignment loss weights (--patch-weight and --cls-weight of align train), one ReaLS VAE each',
       list(number(0)), DEFAULT_CELLS.alignWeights)
+    .option('--latent-channels <n>', 'latent channels of every VAE (VA-VAE\'s reconstruction-generation dilemma grows from 4 to 32)',
+      integer(1), DEFAULT_LATENT_CHANNELS)
     .addOption(new Option('--precision <p>', 'every training, sampling and readout step in fp32, bf16 or auto (default: the commands\' own, auto)')
       .choices([...PRECISIONS]))
     .action(async (flags: DemoFlags) => {
+      const profile = DEMO_PROFILES[flags.profile];
       await runDemo({
-        profile: DEMO_PROFILES[flags.profile], out: flags.out, threads: flags.threads, seeds: flags.seeds, precision: flags.precision,
+        profile: { ...profile, vae: { ...profile.vae, latentChannels: flags.latentChannels } }, out: flags.out, threads: flags.threads, seeds: flags.seeds, precision: flags.precision,
         cells: { teachers: flags.teacher, protocols: flags.protocol, alignWeights: flags.alignWeight },
       });
     });

@@ -4,7 +4,7 @@ export {
   DEMO_PROFILES, DEFAULT_CELLS, type ProfileName, type DemoOptions, type VaeTrainSpec, type TeacherFiles,
 } from './pipeline.js';
 export {
-  SAMPLERS, RESULT_FILES, TEACHER_KINDS, PROTOCOLS, latentSpaces, baselineOf, type DemoProfile, type DemoResult, type DemoCells, type LatentSpace,
+  SAMPLERS, RESULT_FILES, TEACHER_KINDS, PROTOCOLS, DEFAULT_LATENT_CHANNELS, latentSpaces, baselineOf, type DemoProfile, type DemoResult, type DemoCells, type LatentSpace,
   type LatentSpaceResult, type CurvePoint, type TeacherRecord, type TeacherKind, type Protocol, type StepRecord, type SamplerName,
   type SampleScores, type ReconstructionScores, type HeadScores,
 } from './results.js';

@@ -37,7 +37,7 @@ import { trainClassifier, type FashionClassifier } from './classifier.js';
 import { fashionMnistTensors } from './supervised.js';
 import { writeReport } from './report.js';
 import {
-  RESULT_FILES, SAMPLERS, latentSpaces, type CurvePoint, type DemoCells, type DemoProfile, type DemoResult, type HeadScores, type LatentSpace,
+  DEFAULT_LATENT_CHANNELS, RESULT_FILES, SAMPLERS, latentSpaces, type CurvePoint, type DemoCells, type DemoProfile, type DemoResult, type HeadScores, type LatentSpace,
   type LatentSpaceResult, type ReconstructionScores, type SampleScores, type SamplerName, type StepRecord, type TeacherKind, type TeacherRecord,
 } from './results.js';
 
@@ -59,7 +59,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 4, batchSize: 16 },
     sslTeacher: { ...SSL_TEACHER, steps: 3, batchSize: 8, localCrops: 2 },
     classifier: { ...TEACHER_BASE.classifier, steps: 4, batchSize: 16 },
-    vae: { steps: 4, batchSize: 8, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    vae: { steps: 4, batchSize: 8, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
     finetune: { steps: 4, lr: 2e-4 },
     statsImages: 32,
     sit: { steps: 4, batchSize: 16, lr: 1e-3, depth: 2, hiddenSize: 64, numHeads: 2, emaDecay: 0.9 },
@@ -73,7 +73,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 300, batchSize: 64 },
     sslTeacher: { ...SSL_TEACHER, steps: 200, batchSize: 64 },
     classifier: { ...TEACHER_BASE.classifier, steps: 400, batchSize: 64 },
-    vae: { steps: 400, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    vae: { steps: 400, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
     finetune: { steps: 400, lr: 2e-4 },
     statsImages: 2000,
     sit: { steps: 1400, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.995 },
@@ -87,7 +87,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 1000, batchSize: 64 },
     sslTeacher: { ...SSL_TEACHER, steps: 1000, batchSize: 64 },
     classifier: { ...TEACHER_BASE.classifier, steps: 1000, batchSize: 64 },
-    vae: { steps: 2000, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32] },
+    vae: { steps: 2000, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
     finetune: { steps: 2000, lr: 2e-4 },
     statsImages: 10000,
     sit: { steps: 7000, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.999 },
@@ -140,9 +140,9 @@ function writeJson(path: string, value: unknown): void {
 // --- the command lines of the VAE and head steps ----------------------------------------------------
 
 /** The diffusers config.json of the demo's VAE (the plain and the ReaLS VAE share it). */
-export function writeVaeConfig(path: string, blockOutChannels: number[]): void {
+export function writeVaeConfig(path: string, blockOutChannels: number[], latentChannels = DEFAULT_LATENT_CHANNELS): void {
   const vaeConfig: Partial<AutoencoderKLConfig> = {
-    inChannels: 3, outChannels: 3, latentChannels: 4, sampleSize: 32, layersPerBlock: 1, normNumGroups: 8,
+    inChannels: 3, outChannels: 3, latentChannels, sampleSize: 32, layersPerBlock: 1, normNumGroups: 8,
     blockOutChannels,
     downBlockTypes: blockOutChannels.map(() => 'DownEncoderBlock2D'),
     upBlockTypes: blockOutChannels.map(() => 'UpDecoderBlock2D'),
@@ -345,7 +345,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const configs = join(out, 'configs');
   mkdirSync(configs, { recursive: true });
   const vaeConfigPath = join(configs, 'vae.json');
-  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels);
+  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels, profile.vae.latentChannels);
   const sitConfigPath = join(configs, 'sit-demo.json');
   const s = profile.sit;
   writeJson(sitConfigPath, { depth: s.depth, hiddenSize: s.hiddenSize, patchSize: 2, numHeads: s.numHeads });

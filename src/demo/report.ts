@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, parseMetrics, savePlot, type PlotSeries } from '../train/index.js';
-import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
+import { DEFAULT_LATENT_CHANNELS, SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
@@ -267,7 +267,7 @@ export async function writeReport(result: DemoResult): Promise<void> {
           : ` — ${profile.vae.steps} steps from scratch with alignment weight ${s.alignWeight}, compared with the stage-1 VAE (the same steps without alignment).`)),
     },
     {
-      kind: 'p', text: `Every VAE of a seed has the same architecture, data order and seed, and is trained by the same \`reals align train\`; ` +
+      kind: 'p', text: `Every VAE of a seed has the same architecture (${profile.vae.latentChannels} latent channels), data order and seed, and is trained by the same \`reals align train\`; ` +
         `the alignment weight is \`--patch-weight\`/\`--cls-weight\`. A SiT of the same size is trained on each latent space for ${profile.sit.steps} steps, ` +
         `and its checkpoints at steps ${curveStepsOf(result).join(', ')} are sampled and scored. ${seeds.length > 1 ? 'Cells: mean ± standard deviation over the seeds.' : ''}`,
     },
@@ -361,5 +361,6 @@ function webPageBlocks(result: DemoResult): Block[] {
 export function demoCommandLine(result: Pick<DemoResult, 'profile' | 'cells' | 'out'>): string {
   const { cells } = result;
   return `reals demo --profile ${result.profile.name} --seeds ${result.profile.seeds.join(',')} --teacher ${cells.teachers.join(',')} ` +
-    `--protocol ${cells.protocols.join(',')} --align-weight ${cells.alignWeights.join(',')} --out ${result.out}`;
+    `--protocol ${cells.protocols.join(',')} --align-weight ${cells.alignWeights.join(',')}` +
+    `${result.profile.vae.latentChannels === DEFAULT_LATENT_CHANNELS ? '' : ` --latent-channels ${result.profile.vae.latentChannels}`} --out ${result.out}`;
 }

@@ -17,7 +17,11 @@ export interface DemoProfile {
   };
   classifier: { steps: number; batchSize: number; lr: number };
   /** Stage 1: the plain VAE trained from scratch (the stand-in for the pretrained SD-VAE); also each from-scratch ReaLS VAE. */
-  vae: { steps: number; batchSize: number; lr: number; blockOutChannels: number[] };
+  vae: {
+    steps: number; batchSize: number; lr: number; blockOutChannels: number[];
+    /** The latents' width (`reals demo --latent-channels`); DEFAULT_LATENT_CHANNELS in every profile. */
+    latentChannels: number;
+  };
   /** Stage 2: the fine-tuning of the stage-1 VAE, with (ReaLS) and without (control) the alignment loss. */
   finetune: { steps: number; lr: number };
   /** Training images the latent mean/std (mean_std.json) are computed over. */
@@ -33,6 +37,9 @@ export interface DemoProfile {
   testImages: number;
   head: { images: number; steps: number };
 }
+
+/** The profiles' latent width: SD-VAE's 4. */
+export const DEFAULT_LATENT_CHANNELS = 4;
 
 export type TeacherKind = 'ssl' | 'supervised';
 export const TEACHER_KINDS: readonly TeacherKind[] = ['ssl', 'supervised'];

@@ -2,7 +2,7 @@
 // driven by the commands' library functions on tiny models and 16 images of 32 px: align train
 // (plain, weight 0; then aligned, fine-tuned from it), align convert, cache-latents, sit train,
 // sample ode/sde with guidance, heads train-linear and segment, export onnx and the web page's
-// generation. Also the RAE width warning of the generator trainer.
+// generation; and `reals demo --latent-channels`. Also the RAE width warning of the generator trainer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -24,6 +24,9 @@ import { runDense, runTrainLinear } from '../../src/heads/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { decodeImage } from '../../src/data/image.js';
 import { generateImage, type RunGraph, type WebManifest } from '../../src/web/generate.js';
+import type { DemoResult } from '../../src/demo/index.js';
+import { demoCommand } from '../../src/cli/demo.js';
+import { buildProgram } from '../../src/cli/main.js';
 import { tinyVae, withTmp } from '../helpers.js';
 
 torch.setNumThreads(1);
@@ -186,4 +189,21 @@ test('a SiT narrower than its tokens (patch^2 x channels) gets one warning namin
   assert.equal(narrow.length, 1, 'once per run, not per step');
   assert.match(narrow[0]!, /^warning: SiT-w64's hidden size 64 is below its token dimension 128 \(patch 2\^2 x 32 latent channels\); RAE \(arXiv 2510\.11690\)/);
   assert.deepEqual(await train(128), [], 'a SiT as wide as its tokens');
+}));
+
+test('reals demo --latent-channels 16 runs every latent space at 16 channels; the report says so and repeats the flag', { timeout: 300_000 }, withTmp('width-demo', async (out) => {
+  const help = demoCommand().helpInformation();
+  assert.match(help, /--latent-channels <n> .*\(default: 4\)/s);
+  await buildProgram().parseAsync(['node', 'reals', 'demo', '--profile', 'test', '--seeds', '0', '--latent-channels', '16', '--out', out]);
+  const result = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as DemoResult;
+  assert.equal(result.spaces.length, 3, 'pretrained, control and ReaLS');
+  for (const space of result.spaces) {
+    const vae = AutoencoderKL.fromPretrained(join(out, 'seed-0', space.id, 'vae-diffusers'));
+    assert.equal(vae.config.latentChannels, 16, space.id);
+    assert.equal(vae.latentStats!.mean.length, 16, `${space.id}: mean_std.json`);
+    assert.ok(Number.isFinite(result.runs['0']![space.id]!.sampling.ode.fid), `${space.id}: an FID`);
+  }
+  const report = readFileSync(join(out, 'report.md'), 'utf8');
+  assert.match(report, /the same architecture \(16 latent channels\)/);
+  assert.match(report, /# this whole run: reals demo --profile test --seeds 0 .* --latent-channels 16 --out /);
 }));
