@@ -36,16 +36,18 @@ function shellWord(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** The reals commands that train, and take --resume. */
+const TRAIN_COMMANDS = ['sit train', 'dit train', 'align train', 'teacher train'];
+
 /**
- * The command that continues the run in `runDir`: the reals command line this process was started
- * with (under `reals launch`, inside the launcher's command), any --resume replaced by
- * `--resume runDir`. A process that is not the reals command (a script calling the library) gets
- * the flag alone.
+ * The command that continues the run in `runDir`: the reals training command line this process
+ * was started with (under `reals launch`, inside the launcher's command), any --resume replaced by
+ * `--resume runDir`. Another process (a script calling the library, `reals demo`) gets the flag alone.
  */
 export function resumeCommand(runDir: string, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): string {
   const [, script, ...args] = argv;
   const resume = `--resume ${shellWord(runDir)}`;
-  if (script === undefined || !/(^|\/)reals(\.js)?$/.test(script)) return resume;
+  if (script === undefined || !/(^|\/)reals(\.js)?$/.test(script) || !TRAIN_COMMANDS.includes(args.slice(0, 2).join(' '))) return resume;
   const kept: string[] = [];
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--resume') i++;
@@ -53,7 +55,9 @@ export function resumeCommand(runDir: string, argv: readonly string[] = process.
   }
   const command = `reals ${[...kept.map(shellWord), resume].join(' ')}`;
   const worldSize = Number(env.WORLD_SIZE ?? 1);
-  if (!(worldSize > 1)) return command;
+  // `align train --gpus-per-node N` starts its own launcher.
+  const launchesItself = kept.some((word) => word === '--gpus-per-node' || word.startsWith('--gpus-per-node='));
+  if (!(worldSize > 1) || launchesItself) return command;
   const perNode = Number(env.LOCAL_WORLD_SIZE ?? worldSize);
   const nodes = Math.max(1, Math.round(worldSize / perNode));
   const multiNode = nodes > 1 ? ` --nnodes ${nodes} --node-rank <this node's> --master-addr ${shellWord(env.MASTER_ADDR ?? '?')} --master-port ${env.MASTER_PORT ?? '?'}` : '';
