@@ -4,6 +4,7 @@
 import { Command, Option } from 'commander';
 import { AUTOENCODER_KL_CONFIGS } from '../models/autoencoder-kl.js';
 import { DINOV2_CONFIGS } from '../models/dinov2.js';
+import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGN_HEADS_NAME } from '../train/align-convert.js';
 import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
@@ -18,9 +19,10 @@ export function alignTrainCommand(): Command {
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (class subfolders), or `fashion-mnist` for Debian\'s dataset-fashion-mnist')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), d.imageSize)
     .option('--gpus-per-node <n>', 'ranks to start on this node through `reals launch` (when not already launched)', integer(1), 1)
-    .option('--dino-model <name>', `teacher: ${Object.keys(DINOV2_CONFIGS).join(', ')}, or a .json file of DinoV2Config fields`, d.dinoModel)
+    .option('--dino-model <name>', `teacher: ${Object.keys(DINOV2_CONFIGS).join(', ')}, a .json file of DinoV2Config fields, ` +
+      `or ${HOG_TEACHER_NAME} (histograms of oriented gradients on the latent grid's cells: no weights, ${new HogTeacher().embedDim}-wide tokens; docs/alignment.md)`, d.dinoModel)
     .option('--dino-ckpt <file>', 'teacher weights (torch-hub or Hugging Face naming; .pth or .safetensors) (default: the torch-hub checkpoint of --dino-model, fetched into $TORCH_HOME/hub/checkpoints)')
-    .option('--dino-input-size <n>', 'side images are resized to for DINOv2; divisible by the patch size 14', integer(1), d.dinoInputSize)
+    .option('--dino-input-size <n>', 'side images are resized to for DINOv2; divisible by the patch size 14 (not used by hog)', integer(1), d.dinoInputSize)
     .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, a Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema, fetched into the hub cache), or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
     .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json`, d.vaeConfig)
     .option('--disc-ckpt <file>', 'PatchGAN discriminator to start from (taming/LDM checkpoint or state dict)')

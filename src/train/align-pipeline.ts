@@ -5,6 +5,7 @@
 import * as torch from '../torch/index.js';
 import { checkWritableDir } from '../io/index.js';
 import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
+import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGNMENT_DEFAULTS, AlignmentHeads, type ClsPooling } from '../models/alignment.js';
 import { NLayerDiscriminator } from '../models/discriminator.js';
 import { LPIPS } from '../models/lpips.js';
@@ -21,9 +22,9 @@ import { EQ_MAX_SCALE } from './equivariance.js';
 export interface AlignTrainSettings {
   /** Side of the ADM center crop of folder images. */
   imageSize: number;
-  /** A DINOV2_CONFIGS name or a .json file of DinoV2Config fields. */
+  /** A DINOV2_CONFIGS name, a .json file of DinoV2Config fields, or `hog` (HogTeacher: no weights). */
   dinoModel: string;
-  /** Side images are resized to for DINOv2 (448 = 32 x 14: one token per latent position of a 256 px image). */
+  /** Side images are resized to for DINOv2 (448 = 32 x 14: one token per latent position of a 256 px image); unused by HOG. */
   dinoInputSize: number;
   /** The VAE architecture for a state-dict --vae-ckpt or from scratch: an AUTOENCODER_KL_CONFIGS name or a config.json. */
   vaeConfig: string;
@@ -96,14 +97,16 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   const o = { ...given, ...withDefaults(ALIGN_TRAIN_RUN_DEFAULTS, given) };
   // Before any model loads: an output folder that cannot be made fails now, in a few system calls.
   if (o.resume === undefined) checkWritableDir(o.resultsDir, '--results-dir');
-  const dinoConfig = resolveDinoConfig(o.dinoModel);
-  if (o.dinoInputSize % dinoConfig.patchSize !== 0) {
+  const hog = o.dinoModel === HOG_TEACHER_NAME ? new HogTeacher() : null;
+  if (hog !== null && o.dinoCkpt !== undefined) throw new Error(`--dino-ckpt ${o.dinoCkpt}: --dino-model ${HOG_TEACHER_NAME} has no weights`);
+  const dinoConfig = hog === null ? resolveDinoConfig(o.dinoModel) : null;
+  if (dinoConfig !== null && o.dinoInputSize % dinoConfig.patchSize !== 0) {
     throw new Error(`--dino-input-size ${o.dinoInputSize} is not divisible by the DINOv2 patch size ${dinoConfig.patchSize} ` +
       `(448 = 32 x 14 gives one token per latent position of a 256 px image)`);
   }
   // Weights not given are fetched (or found in their caches) before the process group starts.
   const hub = { offline: o.offline };
-  o.dinoCkpt ??= await fetchDinov2Checkpoint(o.dinoModel, hub);
+  if (dinoConfig !== null) o.dinoCkpt ??= await fetchDinov2Checkpoint(o.dinoModel, hub);
   if (o.vaeCkpt !== undefined) o.vaeCkpt = await resolveVaePath(o.vaeCkpt, { ...hub, revision: o.revision, flag: '--vae-ckpt' });
   if (o.lpipsWeight > 0 && (o.lpipsVgg === undefined || o.lpipsLin === undefined)) {
     const fetched = await fetchLpipsWeights(hub);
@@ -116,9 +119,9 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   try {
     torch.manualSeed(o.seed);
     const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
-    const dino = new DinoVisionTransformer(dinoConfig).loadCheckpoint(o.dinoCkpt);
+    const dino = hog ?? new DinoVisionTransformer(dinoConfig!).loadCheckpoint(o.dinoCkpt!);
     const heads = new AlignmentHeads({
-      latentChannels: vae.config.latentChannels, featureDim: dinoConfig.embedDim,
+      latentChannels: vae.config.latentChannels, featureDim: hog?.embedDim ?? dinoConfig!.embedDim,
       hiddenDim: o.mlpHidden, depth: o.mlpDepth, clsPooling: o.clsPooling, clsPoolSize: o.clsPoolSize,
     });
     const discriminator = o.discCkpt === undefined
@@ -127,7 +130,7 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
     const lpips = o.lpipsWeight > 0 ? LPIPS.fromPretrained({ vgg16: o.lpipsVgg!, lin: o.lpipsLin! }) : null;
     checkStepMemory({
       'VAE': vaeTrainBytes(vae.config, o.batchSize, o.imageSize),
-      'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, o.dinoInputSize),
+      ...(dinoConfig === null ? {} : { 'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, o.dinoInputSize) }),
       ...(lpips === null ? {} : { LPIPS: lpipsTrainBytes(o.batchSize, o.imageSize) }),
       // EQ-VAE's second decode, at most at the largest scaled side: the decoder's half of a VAE step, and LPIPS on it.
       ...(o.eqWeight > 0 ? { 'EQ-VAE\'s decode': vaeTrainBytes(vae.config, o.batchSize, o.imageSize * EQ_MAX_SCALE) / 2 } : {}),
@@ -138,7 +141,7 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
     });
     try {
       return await trainAlignment({
-        vae, dino, dinoInputSize: o.dinoInputSize, heads, discriminator, lpips, data,
+        vae, dino, dinoInputSize: hog === null ? o.dinoInputSize : undefined, heads, discriminator, lpips, data,
         resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
         maxEpoch: o.maxEpoch, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast,
         logEvery: o.logEvery, imageEvery: o.imageEvery, seed: o.seed, precision: o.precision, args: o, log,

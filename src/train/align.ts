@@ -33,6 +33,7 @@ import * as optim from '../optim/index.js';
 import { checkWritableDir, writeAll, writeFileAtomic } from '../io/file.js';
 import { AutoencoderKL, configToDiffusers } from '../models/autoencoder-kl.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
+import { HogTeacher } from '../models/hog.js';
 import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
@@ -94,10 +95,10 @@ export const ALIGN_LOSS_DEFAULTS: AlignLossWeights = {
 
 export interface AlignTrainOptions extends Partial<AlignLossWeights> {
   vae: AutoencoderKL;
-  /** The frozen teacher; its embedDim must be the heads' featureDim. */
-  dino: DinoVisionTransformer;
-  /** DINOv2's input side: 448 gives 32x32 tokens, one per latent position of a 256 px image. */
-  dinoInputSize: number;
+  /** The frozen teacher, DINOv2 or HOG (no weights; its tokens lie on the latent grid); its embedDim must be the heads' featureDim. */
+  dino: DinoVisionTransformer | HogTeacher;
+  /** DINOv2's input side: 448 gives 32x32 tokens, one per latent position of a 256 px image; HOG needs none. */
+  dinoInputSize?: number;
   heads: AlignmentHeads;
   discriminator: NLayerDiscriminator;
   /** Required when lpipsWeight > 0. */
@@ -177,11 +178,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainAlignment: resultsDir');
 
-  if (dinoInputSize % dino.config.patchSize !== 0) {
+  if (dino instanceof DinoVisionTransformer && (dinoInputSize === undefined || dinoInputSize % dino.config.patchSize !== 0)) {
     throw new Error(`trainAlignment: dinoInputSize ${dinoInputSize} is not divisible by the DINOv2 patch size ${dino.config.patchSize}`);
   }
-  if (heads.config.featureDim !== dino.config.embedDim) {
-    throw new Error(`trainAlignment: the heads predict ${heads.config.featureDim}-wide tokens, the DINOv2 model gives ${dino.config.embedDim}`);
+  const teacherDim = dino instanceof HogTeacher ? dino.embedDim : dino.config.embedDim;
+  if (heads.config.featureDim !== teacherDim) {
+    throw new Error(`trainAlignment: the heads predict ${heads.config.featureDim}-wide tokens, the ${dino instanceof HogTeacher ? 'HOG teacher' : 'DINOv2 model'} gives ${teacherDim}`);
   }
   if (heads.config.latentChannels !== vae.config.latentChannels) {
     throw new Error(`trainAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
@@ -193,7 +195,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   const model = new AlignedVAE(vae, heads).to(device).train();
   const ema = new AlignedVAE(new AutoencoderKL(vae.config), new AlignmentHeads(heads.config)).to(device).requiresGrad_(false).eval();
-  dino.to(device).requiresGrad_(false).eval();
+  if (dino instanceof DinoVisionTransformer) dino.to(device).requiresGrad_(false).eval();
   lpips?.to(device);
   discriminator.to(device).train();
   const opt = new optim.Adam(model.parameters(), { lr, betas });
@@ -241,8 +243,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     ? makeProgress({ total: maxSteps, label: 'align', start: step, stream: options.progressStream, itemsPerStep: data.batchSize * worldSize })
     : null;
 
-  const patchSize = dino.config.patchSize;
-  const dinoGrid: [number, number] = [dinoInputSize / patchSize, dinoInputSize / patchSize];
+  // DINOv2's token grid; HOG's tokens lie on the latent grid, with nothing to resample.
+  const dinoGrid: [number, number] | null = dino instanceof HogTeacher ? null : [dinoInputSize! / dino.config.patchSize, dinoInputSize! / dino.config.patchSize];
   let noticeShown = false;
   const lastLayer = vae.decoder.convOut.weight;
   // `eq`: EQ-VAE's term, unweighted, when it runs.
@@ -252,10 +254,14 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const trainStep = (images: Tensor): Tensor => torch.scope(() => {
     const x = images.to(device);
     const autocast = <T>(fn: () => T): T => torch.withPrecision(precision, device, fn);
-    const target: AlignmentFeatures = torch.noGrad(() => autocast(() => {
-      const features = dino.forwardFeatures(preprocessImages(x, dinoInputSize));
-      return { patch: features.xNormPatchtokens.float(), cls: features.xNormClstoken.float() };
-    }));
+    const target: AlignmentFeatures = torch.noGrad(() => {
+      // HOG in float32, outside autocast: bfloat16 gradients would move votes between orientation bins.
+      if (dino instanceof HogTeacher) return dino.forward(x, [x.size(2) / vae.downsamplingFactor, x.size(3) / vae.downsamplingFactor]);
+      return autocast(() => {
+        const features = dino.forwardFeatures(preprocessImages(x, dinoInputSize!));
+        return { patch: features.xNormPatchtokens.float(), cls: features.xNormClstoken.float() };
+      });
+    });
     const ganActive = step >= w.discStart;
     discriminator.requiresGrad_(false);
     // The posterior in float32 (encodePosterior) and the losses on float32 outputs; the networks under `precision`.
@@ -264,7 +270,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const z = posterior.sample();
       const latentGrid: [number, number] = [z.size(2), z.size(3)];
       if (!noticeShown) {
-        const notice = resampleNotice(dinoGrid, latentGrid);
+        const notice = resampleNotice(dinoGrid ?? latentGrid, latentGrid);
         if (notice !== null) log(notice);
         noticeShown = true;
       }
@@ -277,7 +283,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const { rec, perceptual, nll } = reconstructionTerms(x, xrec);
       const kl = posterior.kl().sum().div(z.numel());
       const predicted = heads.forward(z);
-      const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() }, { patch: resampleTokens(target.patch, dinoGrid, latentGrid), cls: target.cls }, w);
+      const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() }, { patch: resampleTokens(target.patch, dinoGrid ?? latentGrid, latentGrid), cls: target.cls }, w);
       let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
       let eq = torch.zeros([], { device });
       if (w.eqWeight > 0) {
@@ -333,6 +339,8 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       metadata: {
         step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata, optimizer_disc: savedDisc.metadata,
         precision, vae_config: configToDiffusers(vae.config), heads_config: heads.config,
+        // Which teacher the heads' featureDim-wide tokens imitate.
+        teacher: dino instanceof HogTeacher ? { model: 'hog', embedDim: dino.embedDim, ...dino.config } : { model: 'dinov2', embedDim: dino.config.embedDim, inputSize: dinoInputSize },
       },
     });
   };

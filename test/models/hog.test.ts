@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { HogTeacher, hogCells } from '../../src/models/hog.js';
-import { F32_UNIT_ROUNDOFF, assertClose, loadFixture } from '../helpers.js';
+import { assertClose, loadFixture } from '../helpers.js';
 
 const fx = loadFixture('models/hog.json');
 interface HogCase { images_u8: Tensor; cell_size: number; cells: Tensor; patch: Tensor; cls: Tensor; float32: boolean }
@@ -20,7 +20,7 @@ const toUnit = (u8: Tensor): Tensor => u8.float().div(127.5).sub(1);
  * and the fixture's float32 storage. A vote in the wrong bin or cell moves a value by
  * magnitude / cellSize^2 of the norm: 1e-3 or more for any visible edge.
  */
-const tolerance = (cellSize: number): number => 4 * cellSize ** 2 * F32_UNIT_ROUNDOFF;
+const tolerance = (cellSize: number): number => 4 * cellSize ** 2 * 2 ** -24;
 
 test('hogCells equals skimage.feature.hog (1x1-cell blocks, L2) on Fashion-MNIST and photographs, in float64 and float32', () => {
   torch.noGrad(() => {
