@@ -1,7 +1,7 @@
 // `reals ifid`: iFID and rFID of a VAE (src/eval/ifid.ts; docs/alignment.md, ## Diagnostics), a
 // command of its own rather than an `evaluate` subcommand: evaluate compares two image batches,
 // this one reads a VAE and a dataset and makes its own images.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
 import { INCEPTION_WEIGHTS_ENV } from '../eval/evaluate.js';
 import { IFID_RUN_DEFAULTS, runIfid, type IfidRunOptions } from '../eval/ifid.js';
@@ -17,7 +17,9 @@ export function ifidCommand(): Command {
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/), or `fashion-mnist`')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(8), d.imageSize)
     .option('--num-images <n>', 'N: images drawn (seeded) from the data, each paired with its nearest neighbour among the others', integer(2), d.numImages)
-    .option('--t <t>', 'where on the segment to the neighbour the decoded latent lies (0: rFID\'s reconstructions)', number(0, 1), d.t)
+    .option('--t <t>', 'where on the segment (or arc) to the neighbour the decoded latent lies (0: rFID\'s reconstructions)', number(0, 1), d.t)
+    .addOption(new Option('--interpolation <kind>', 'linear: nearest by L2, (1 - t) z + t z_nn; slerp: nearest by cosine similarity, spherical interpolation (the authors\' default)')
+      .choices(['linear', 'slerp']).default(d.interpolation))
     .option('--batch-size <n>', 'images per VAE call', integer(1), d.batchSize)
     .option('--seed <n>', 'seeds the subset of images', integer(0), d.seed)
     .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)

@@ -15,6 +15,6 @@ export {
 export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';
 export { LDS_FAR_DISTANCE, localDistantSimilarity, spatialStructure, type SpatialStructure, type SpatialStructureOptions } from './spatial-structure.js';
 export {
-  IFID_T, IFID_RUN_DEFAULTS, interpolatedFid, interpolateLatents, nearestNeighbours, runIfid,
-  type IfidOptions, type IfidResult, type IfidRunOptions, type IfidSettings, type IfidStage,
+  IFID_T, IFID_RUN_DEFAULTS, interpolatedFid, interpolateLatents, slerpLatents, nearestNeighbours, runIfid,
+  type IfidInterpolation, type IfidOptions, type IfidResult, type IfidRunOptions, type IfidSettings, type IfidStage,
 } from './ifid.js';
