@@ -239,7 +239,7 @@ function alignStep({ batch, device, precision }: Setup): Run {
           const kl = posterior.kl().sum().div(z.numel());
           const latentGrid: [number, number] = [z.size(2), z.size(3)];
           const predicted = heads.forward(z);
-          const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() },
+          const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls!.float() },
             { patch: resampleTokens(target.patch, [grid, grid], latentGrid), cls: target.cls }, w);
           return rec.add(kl.mul(w.klWeight)).add(align.loss);
         });

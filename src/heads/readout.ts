@@ -110,7 +110,12 @@ function featureSource(flags: SourceFlags): FeatureSource {
   if (flags.features === 'mlp') {
     if (flags.alignCkpt === undefined) throw new Error('--features mlp needs --align-ckpt (align.safetensors from reals align convert)');
     if (!existsSync(flags.alignCkpt)) throw new Error(`--align-ckpt ${flags.alignCkpt}: no such file`);
-    return mlpSource(loadAlignmentHeads(flags.alignCkpt));
+    const mlps = loadAlignmentHeads(flags.alignCkpt);
+    if (mlps.config.teacherNorm === 'spatial') {
+      console.log(`--align-ckpt ${flags.alignCkpt}: trained on spatially normalised targets (--teacher-norm spatial), so its patch tokens are z-scored per image; ` +
+        'DINOv2\'s released heads expect DINOv2\'s own tokens (fit a head on these features with `reals heads train-linear`)');
+    }
+    return mlpSource(mlps);
   }
   return dinoSource(loadDino(flags), flags.dinoInputSize);
 }

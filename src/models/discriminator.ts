@@ -153,13 +153,14 @@ export function adoptWeight(weight: number, globalStep: number, threshold = 0, v
 /**
  * The adaptive weight of the generator's GAN loss (VQGAN, Esser et al. 2021, eq. 7):
  * ||grad nll|| / (||grad g|| + 1e-4) with both gradients taken w.r.t. the decoder's last layer
- * weight, clamped to [0, 1e4], detached, times `discriminatorWeight`. The graphs are retained so
- * the caller can still backpropagate the total loss.
+ * weight, clamped to [0, threshold] (1e4), detached, times `discriminatorWeight`. The graphs are
+ * retained so the caller can still backpropagate the total loss. VA-VAE weighs its
+ * vision-foundation loss the same way, at the encoder's last layer with threshold 1e8.
  */
-export function calculateAdaptiveWeight(nllLoss: Tensor, gLoss: Tensor, lastLayer: Tensor, discriminatorWeight = 1): Tensor {
+export function calculateAdaptiveWeight(nllLoss: Tensor, gLoss: Tensor, lastLayer: Tensor, discriminatorWeight = 1, threshold = 1e4): Tensor {
   const [nllGrads] = torch.autograd.grad(nllLoss, lastLayer, { retainGraph: true });
   const [gGrads] = torch.autograd.grad(gLoss, lastLayer, { retainGraph: true });
   if (!nllGrads || !gGrads) throw new Error('calculateAdaptiveWeight: a loss does not depend on lastLayer');
-  const dWeight = nllGrads.norm().div(gGrads.norm().add(1e-4)).clamp(0, 1e4).detach();
+  const dWeight = nllGrads.norm().div(gGrads.norm().add(1e-4)).clamp(0, threshold).detach();
   return dWeight.mul(discriminatorWeight);
 }

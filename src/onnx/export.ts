@@ -49,18 +49,21 @@ export function exportVaeEncoder(vae: AutoencoderKL, options: { imageSize: numbe
   return g.toBytes({ config: JSON.stringify(vae.config), ...options.metadata });
 }
 
-/** AlignmentHeads.forward: z [batch, latent, latentSize, latentSize] → patch [batch, tokens, featureDim] and cls [batch, featureDim]. */
+/**
+ * AlignmentHeads.forward: z [batch, latent, latentSize, latentSize] → patch [batch, tokens,
+ * featureDim] and, for heads with MLP_cls, cls [batch, featureDim].
+ */
 export function exportAlignmentHeads(heads: AlignmentHeads, options: { latentSize: number; metadata?: Record<string, string> }): Uint8Array {
   const g = new OnnxGraph('alignment_heads');
   const s = options.latentSize;
   const { patch, cls } = alignmentOnnx(heads, g, g.input('z', 'float32', [BATCH, heads.config.latentChannels, s, s]));
   g.output(patch, 'patch');
-  g.output(cls, 'cls');
+  if (cls !== null) g.output(cls, 'cls');
   return g.toBytes({ config: JSON.stringify(heads.config), ...options.metadata });
 }
 
-/** The alignment MLPs' patch tokens as a map [batch, featureDim, s, s], and their CLS token, of latents z. */
-function mlpFeatures(heads: AlignmentHeads, g: OnnxGraph, s: number): { map: Value; cls: Value } {
+/** The alignment MLPs' patch tokens as a map [batch, featureDim, s, s], and their CLS token (if any), of latents z. */
+function mlpFeatures(heads: AlignmentHeads, g: OnnxGraph, s: number): { map: Value; cls: Value | null } {
   const { patch, cls } = alignmentOnnx(heads, g, g.input('z', 'float32', [BATCH, heads.config.latentChannels, s, s]));
   return { map: g.reshape(g.transpose(patch, [0, 2, 1]), [BATCH, heads.config.featureDim, s, s]), cls };
 }

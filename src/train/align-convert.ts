@@ -4,7 +4,7 @@
 //   its config carrying the statistics below as latents_mean/latents_std (scaling_factor 1);
 // - mean_std.json: the per-channel mean and std of its latents over N training images, with which
 //   generator training normalizes latents, (z - mean) / std;
-// - align.safetensors: MLP_patch and MLP_cls with their config (saveAlignmentHeads), for the heads.
+// - align.safetensors: the alignment heads with their config (saveAlignmentHeads), for the heads.
 // The statistics are over posterior samples z = mean + std * eps, not the posterior means: the
 // generator trains on samples (src/train/latents.ts draws them), and SD's scaling_factor was
 // estimated on samples too. The std is the population one (divisor n; with n = N * h * w values per
@@ -51,7 +51,8 @@ export function loadAlignedModels(ckpt: string, options: { useEma?: boolean } = 
     const weights = groups[group] ?? fail(`no ${group}.* tensors (groups: ${Object.keys(groups).join(', ')})`);
     const vae = new AutoencoderKL(configFromDiffusers(metadata.vae_config, `${ckpt} metadata "vae_config"`));
     const heads = new AlignmentHeads(parseAlignmentConfig(metadata.heads_config, `${ckpt} metadata "heads_config"`));
-    const isHead = (key: string) => key.startsWith('mlp_patch.') || key.startsWith('mlp_cls.');
+    const headPrefixes = [...heads.namedChildren()].map(([name]) => `${name}.`);
+    const isHead = (key: string) => headPrefixes.some((prefix) => key.startsWith(prefix));
     try {
       vae.loadDiffusersStateDict(Object.fromEntries(Object.entries(weights).filter(([key]) => !isHead(key))));
       heads.loadStateDict(Object.fromEntries(Object.entries(weights).filter(([key]) => isHead(key))));

@@ -6,7 +6,7 @@ import * as torch from '../torch/index.js';
 import { checkWritableDir } from '../io/index.js';
 import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
 import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
-import { ALIGNMENT_DEFAULTS, AlignmentHeads, type ClsPooling } from '../models/alignment.js';
+import { ALIGNMENT_DEFAULTS, AlignmentHeads, type AlignLossKind, type ClsPooling, type PatchProjection, type TeacherNorm } from '../models/alignment.js';
 import { NLayerDiscriminator } from '../models/discriminator.js';
 import { LPIPS } from '../models/lpips.js';
 import { DataLoader } from '../data/index.js';
@@ -43,6 +43,21 @@ export interface AlignTrainSettings {
   mlpDepth: number;
   clsPooling: ClsPooling;
   clsPoolSize: number;
+  /** MLP_patch, or iREPA's 3x3 conv projector. */
+  patchProj: PatchProjection;
+  /** iREPA's spatial normalisation of the teacher's patch tokens, or none. */
+  teacherNorm: TeacherNorm;
+  /** The share of the spatial mean --teacher-norm spatial subtracts. */
+  teacherNormAlpha: number;
+  /** The patch loss: ReaLS's cosine or VA-VAE's vf loss. */
+  alignLoss: AlignLossKind;
+  vfMarginCos: number;
+  vfMarginDistmat: number;
+  vfWeightCos: number;
+  vfWeightDistmat: number;
+  vfWeight: number;
+  /** VA-VAE's adaptive weight on the vf term (false: --vf-weight alone). */
+  vfAdaptive: boolean;
   recLoss: 'mse' | 'l1';
   recWeight: number;
   lpipsWeight: number;
@@ -61,6 +76,10 @@ export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
   imageSize: 256, dinoModel: 'dinov2_vitb14', dinoInputSize: 448, vaeConfig: 'sd-vae', maxEpoch: 100, batchSize: 8, resultsDir: 'results',
   seed: 0, precision: 'auto', ckptEvery: 5000, logEvery: 100, imageEvery: 1000,
   mlpHidden: ALIGNMENT_DEFAULTS.hiddenDim, mlpDepth: ALIGNMENT_DEFAULTS.depth, clsPooling: ALIGNMENT_DEFAULTS.clsPooling, clsPoolSize: ALIGNMENT_DEFAULTS.clsPoolSize,
+  patchProj: ALIGNMENT_DEFAULTS.patchProj, teacherNorm: ALIGNMENT_DEFAULTS.teacherNorm, teacherNormAlpha: ALIGNMENT_DEFAULTS.teacherNormAlpha,
+  alignLoss: ALIGNMENT_DEFAULTS.alignLoss,
+  vfMarginCos: ALIGN_LOSS_DEFAULTS.vfCosMargin, vfMarginDistmat: ALIGN_LOSS_DEFAULTS.vfDistmatMargin, vfWeightCos: ALIGN_LOSS_DEFAULTS.vfCosWeight,
+  vfWeightDistmat: ALIGN_LOSS_DEFAULTS.vfDistmatWeight, vfWeight: ALIGN_LOSS_DEFAULTS.vfWeight, vfAdaptive: ALIGN_LOSS_DEFAULTS.vfAdaptive,
   recLoss: ALIGN_LOSS_DEFAULTS.reconstruction, recWeight: ALIGN_LOSS_DEFAULTS.reconstructionWeight, lpipsWeight: ALIGN_LOSS_DEFAULTS.lpipsWeight,
   klWeight: ALIGN_LOSS_DEFAULTS.klWeight, patchWeight: ALIGN_LOSS_DEFAULTS.patchWeight, clsWeight: ALIGN_LOSS_DEFAULTS.clsWeight,
   smoothL1Weight: ALIGN_LOSS_DEFAULTS.smoothL1Weight, discWeight: ALIGN_LOSS_DEFAULTS.discWeight, discStart: ALIGN_LOSS_DEFAULTS.discStart,
@@ -120,9 +139,11 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
     torch.manualSeed(o.seed);
     const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
     const dino = hog ?? new DinoVisionTransformer(dinoConfig!).loadCheckpoint(o.dinoCkpt!);
+    // --cls-weight 0 builds no MLP_cls: patch-only alignment leaves no untrained weights behind.
     const heads = new AlignmentHeads({
       latentChannels: vae.config.latentChannels, featureDim: hog?.embedDim ?? dinoConfig!.embedDim,
       hiddenDim: o.mlpHidden, depth: o.mlpDepth, clsPooling: o.clsPooling, clsPoolSize: o.clsPoolSize,
+      patchProj: o.patchProj, clsHead: o.clsWeight > 0, teacherNorm: o.teacherNorm, teacherNormAlpha: o.teacherNormAlpha, alignLoss: o.alignLoss,
     });
     const discriminator = o.discCkpt === undefined
       ? new NLayerDiscriminator({ inputNc: vae.config.outChannels })
@@ -147,6 +168,8 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
         logEvery: o.logEvery, imageEvery: o.imageEvery, seed: o.seed, precision: o.precision, args: o, log,
         reconstruction: o.recLoss, reconstructionWeight: o.recWeight, lpipsWeight: o.lpipsWeight, klWeight: o.klWeight,
         patchWeight: o.patchWeight, clsWeight: o.clsWeight, smoothL1Weight: o.smoothL1Weight,
+        vfCosMargin: o.vfMarginCos, vfDistmatMargin: o.vfMarginDistmat, vfCosWeight: o.vfWeightCos, vfDistmatWeight: o.vfWeightDistmat,
+        vfWeight: o.vfWeight, vfAdaptive: o.vfAdaptive,
         discWeight: o.discWeight, discStart: o.discStart,
         eqWeight: o.eqWeight, eqRotation: o.eqRotation,
       });

@@ -11,13 +11,17 @@
 //   kl_weight 1e-6 on sums is 1e-6 * (latent / pixel elements) = 1e-6 / 48 here for an f8 VAE with
 //   4 channels; the default 1e-6 pulls 48 times harder than LDM's, still orders of magnitude
 //   below the reconstruction term for SD-VAE-like latents (KL ~ 20 per element: 2e-5 vs MSE ~ 1e-2);
+// - with `alignLoss 'vf'`, VA-VAE's adaptive weight ||grad nll|| / ||grad vf|| at the encoder's
+//   last layer (as LightningDiT's vavae) is taken on this nll of means, not on LDM's sums; the ratio
+//   scales with nll, so the vf term's pull relative to the nll's is the reference's either way;
 // - the discriminator step reuses the generator step's reconstruction (detached) instead of a
 //   second VAE forward, and neither the discriminator nor its GAN term run before `discStart`
 //   (LDM computes them there and multiplies them by 0, which still moves BatchNorm statistics
 //   and Adam step counts).
 //
 // Checkpoints (one safetensors file each, src/train/checkpoint.ts): `model.*` is the VAE under
-// its diffusers keys plus `mlp_patch.*` and `mlp_cls.*`, `ema.*` the same keys averaged, `opt.*`
+// its diffusers keys plus the heads' (`mlp_patch.*` or `conv_patch.*`, and `mlp_cls.*` unless the
+// heads have no CLS head), `ema.*` the same keys averaged, `opt.*`
 // their Adam state, `disc.*` and `opt_disc.*` the discriminator and its Adam state; the metadata
 // holds args, step, epoch, the batch to read next, the CPU RNG state and both optimizers' groups,
 // and `vae_config` (the VAE's diffusers config.json) and `heads_config` (the AlignmentConfig), so
@@ -34,7 +38,7 @@ import { checkWritableDir, writeAll, writeFileAtomic } from '../io/file.js';
 import { AutoencoderKL, configToDiffusers } from '../models/autoencoder-kl.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import { HogTeacher } from '../models/hog.js';
-import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, type AlignmentFeatures } from '../models/alignment.js';
+import { AlignmentHeads, alignmentLoss, resampleNotice, resampleTokens, spatialNormalize, VF_LOSS_DEFAULTS, type AlignmentFeatures } from '../models/alignment.js';
 import { NLayerDiscriminator, calculateAdaptiveWeight, hingeDLoss } from '../models/discriminator.js';
 import type { LPIPS } from '../models/lpips.js';
 import {
@@ -43,13 +47,13 @@ import {
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
 import type { SummaryWriter } from './tensorboard.js';
 import { processContext, openRunOutputs, lockstep, collectiveAt, withDefaults } from './context.js';
+import { StopSignal } from './stop.js';
 import { progress as makeProgress, type Progress } from './progress.js';
 import { encodePng, makeGrid } from './images.js';
 import { encodePosterior } from './latents.js';
 import { drawEquivarianceTransform, equivarianceLoss, minScaledLatentSide } from './equivariance.js';
 
 const F = nn.F;
-import { StopSignal } from './stop.js';
 const dist = torch.distributed;
 
 /** One rank's batches, epoch by epoch; src/data's DataLoader is one. */
@@ -73,10 +77,18 @@ export interface AlignLossWeights {
   lpipsWeight: number;
   /** On the KL averaged over latent elements (default 1e-6; see the file comment). */
   klWeight: number;
-  /** The alignment terms (defaults 0.5 and 0.5, REPA's proj_coeff; smooth-L1 off). */
+  /** The alignment terms (defaults 0.5 and 0.5, REPA's proj_coeff; smooth-L1 off); patchWeight weighs the 'cos' patch term only. */
   patchWeight: number;
   clsWeight: number;
   smoothL1Weight: number;
+  /** VA-VAE's loss (heads.config.alignLoss 'vf'): margins and term weights (vfLoss; defaults 0.5, 0.25, 1, 1). */
+  vfCosMargin: number;
+  vfDistmatMargin: number;
+  vfCosWeight: number;
+  vfDistmatWeight: number;
+  /** The vf term's weight (default 0.1, LightningDiT's vf_weight): times the adaptive weight when vfAdaptive (default true). */
+  vfWeight: number;
+  vfAdaptive: boolean;
   /** Scales the adaptive GAN weight (LDM's kl-f8 config: disc_weight 0.5). */
   discWeight: number;
   /** Steps before the discriminator and the GAN loss start (LDM's kl-f8 config: 50001). */
@@ -90,6 +102,8 @@ export interface AlignLossWeights {
 export const ALIGN_LOSS_DEFAULTS: AlignLossWeights = {
   reconstruction: 'mse', reconstructionWeight: 1, lpipsWeight: 1, klWeight: 1e-6,
   patchWeight: 0.5, clsWeight: 0.5, smoothL1Weight: 0, discWeight: 0.5, discStart: 50001,
+  vfCosMargin: VF_LOSS_DEFAULTS.cosMargin, vfDistmatMargin: VF_LOSS_DEFAULTS.distmatMargin, vfCosWeight: VF_LOSS_DEFAULTS.cosWeight,
+  vfDistmatWeight: VF_LOSS_DEFAULTS.distmatWeight, vfWeight: 0.1, vfAdaptive: true,
   eqWeight: 0, eqRotation: true,
 };
 
@@ -99,6 +113,7 @@ export interface AlignTrainOptions extends Partial<AlignLossWeights> {
   dino: DinoVisionTransformer | HogTeacher;
   /** DINOv2's input side: 448 gives 32x32 tokens, one per latent position of a 256 px image; HOG needs none. */
   dinoInputSize?: number;
+  /** Its config also says which patch loss runs (alignLoss) and how the targets are normalized (teacherNorm). */
   heads: AlignmentHeads;
   discriminator: NLayerDiscriminator;
   /** Required when lpipsWeight > 0. */
@@ -160,9 +175,19 @@ class AlignedVAE extends nn.Module {
   }
 }
 
-/** The values logged per step, in the order of the loss vector the step returns. */
-const LOSS_NAMES = ['loss', 'rec', 'lpips', 'kl', 'align', 'patch_cos', 'cls_cos', 'g_loss', 'd_weight', 'd_loss'] as const;
-type Losses = Record<(typeof LOSS_NAMES)[number], number> & { eq?: number };
+/**
+ * The values logged per step. `align` is the alignment's share of `loss`; its terms unweighted:
+ * `align_cos` the per-token cosine term (1 - cos, or vf's margin cosine), `align_distmat` vf's
+ * distance-matrix term, `align_cls` the CLS term; `vf_weight` the vf term's weight; `patch_cos` and
+ * `cls_cos` the mean cosine similarities.
+ */
+function lossNames(heads: AlignmentHeads): string[] {
+  const vf = heads.config.alignLoss === 'vf';
+  return [
+    'loss', 'rec', 'lpips', 'kl', 'align', 'align_cos', ...(vf ? ['align_distmat', 'vf_weight'] : []), 'patch_cos',
+    ...(heads.config.clsHead ? ['align_cls', 'cls_cos'] : []), 'g_loss', 'd_weight', 'd_loss',
+  ];
+}
 
 export async function trainAlignment(options: AlignTrainOptions): Promise<AlignTrainResult> {
   const w: AlignLossWeights = withDefaults(ALIGN_LOSS_DEFAULTS, options);
@@ -187,6 +212,9 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   }
   if (heads.config.latentChannels !== vae.config.latentChannels) {
     throw new Error(`trainAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
+  }
+  if (!heads.config.clsHead && w.clsWeight !== 0) {
+    throw new Error(`trainAlignment: clsWeight ${w.clsWeight} needs a CLS head (the heads have clsHead false); set it to 0`);
   }
   if (w.lpipsWeight > 0 && lpips === null) throw new Error(`trainAlignment: lpipsWeight ${w.lpipsWeight} needs an LPIPS model (or set it to 0)`);
   if (!(options.maxEpoch >= 1)) throw new Error(`trainAlignment: maxEpoch must be at least 1, got ${options.maxEpoch}`);
@@ -247,8 +275,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   const dinoGrid: [number, number] | null = dino instanceof HogTeacher ? null : [dinoInputSize! / dino.config.patchSize, dinoInputSize! / dino.config.patchSize];
   let noticeShown = false;
   const lastLayer = vae.decoder.convOut.weight;
+  const encoderLastLayer = vae.encoder.convOut.weight;
+  const { alignLoss: alignLossKind, teacherNorm, teacherNormAlpha, clsHead } = heads.config;
+  const names = lossNames(heads);
   // `eq`: EQ-VAE's term, unweighted, when it runs.
-  const names: string[] = [...LOSS_NAMES, ...(w.eqWeight > 0 ? ['eq'] : [])];
+  if (w.eqWeight > 0) names.push('eq');
+  const vf = { cosMargin: w.vfCosMargin, distmatMargin: w.vfDistmatMargin, cosWeight: w.vfCosWeight, distmatWeight: w.vfDistmatWeight };
 
   /** One generator step and, from discStart on, one discriminator step; returns the losses. */
   const trainStep = (images: Tensor): Tensor => torch.scope(() => {
@@ -266,7 +298,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     discriminator.requiresGrad_(false);
     // The posterior in float32 (encodePosterior) and the losses on float32 outputs; the networks under `precision`.
     const posterior = encodePosterior(vae, x, precision);
-    const { total, values, xrec, eq } = autocast(() => {
+    const { total, values, xrec } = autocast(() => {
       const z = posterior.sample();
       const latentGrid: [number, number] = [z.size(2), z.size(3)];
       if (!noticeShown) {
@@ -283,7 +315,15 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       const { rec, perceptual, nll } = reconstructionTerms(x, xrec);
       const kl = posterior.kl().sum().div(z.numel());
       const predicted = heads.forward(z);
-      const align = alignmentLoss({ patch: predicted.patch.float(), cls: predicted.cls.float() }, { patch: resampleTokens(target.patch, dinoGrid ?? latentGrid, latentGrid), cls: target.cls }, w);
+      const targetPatch = resampleTokens(target.patch, dinoGrid ?? latentGrid, latentGrid);
+      // vf: VA-VAE's weight, adaptive (LightningDiT's calculate_adaptive_weight_vf, clamp 1e8) or fixed; cos: patchWeight.
+      const patchWeight = alignLossKind === 'cos' ? w.patchWeight
+        : w.vfAdaptive ? (patch: Tensor) => calculateAdaptiveWeight(nll, patch, encoderLastLayer, w.vfWeight, 1e8) : w.vfWeight;
+      const align = alignmentLoss(
+        { patch: predicted.patch.float(), cls: predicted.cls === null ? null : predicted.cls.float() },
+        { patch: teacherNorm === 'spatial' ? spatialNormalize(targetPatch, teacherNormAlpha) : targetPatch, cls: clsHead ? target.cls : null },
+        { alignLoss: alignLossKind, patchWeight, clsWeight: w.clsWeight, smoothL1Weight: w.smoothL1Weight, vf },
+      );
       let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
       let eq = torch.zeros([], { device });
       if (w.eqWeight > 0) {
@@ -301,7 +341,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         dWeight = calculateAdaptiveWeight(nll, gLoss, lastLayer, w.discWeight);
         total = total.add(dWeight.mul(gLoss));
       }
-      return { total, xrec, values: [total, rec, perceptual, kl, align.loss, align.patchCosine, align.clsCosine, gLoss, dWeight], eq };
+      const values: Record<string, Tensor | number> = {
+        loss: total, rec, lpips: perceptual, kl, align: align.loss, align_cos: align.patchCosTerm, align_distmat: align.distmat ?? 0,
+        vf_weight: align.patchWeight, patch_cos: align.patchCosine, align_cls: align.cls ?? 0, cls_cos: align.clsCosine ?? 0, g_loss: gLoss, d_weight: dWeight,
+        eq,
+      };
+      return { total, xrec, values };
     });
     total.backward();
     ddp?.syncGradients();
@@ -313,7 +358,11 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       dLoss.backward();
       ddpDisc?.syncGradients();
     }
-    const losses = torch.stack([...values, dLoss, ...(names.includes('eq') ? [eq] : [])].map((v) => v.detach().float()));
+    values.d_loss = dLoss;
+    const losses = torch.stack(names.map((name) => {
+      const value = values[name]!;
+      return typeof value === 'number' ? torch.full([], value, { device }) : value.detach().float().reshape([]);
+    }));
     if (distributed) dist.allReduce(losses, 'avg');
     return losses.cpu();
   });
@@ -359,7 +408,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         const lossTensor = trainStep(images);
         const values = Array.from(lossTensor.toArray() as Float32Array);
         lossTensor.dispose();
-        const losses = Object.fromEntries(names.map((name, i) => [name, values[i]!])) as Losses;
+        const losses = Object.fromEntries(names.map((name, i) => [name, values[i]!]));
         // Before the optimizers step: a non-finite loss leaves the weights and the last checkpoint as they were.
         checkFinite(losses, step + 1, checkpoints);
         opt.step();
@@ -375,7 +424,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
         if (rank === 0) {
           for (const [name, value] of Object.entries(losses)) sums.set(name, (sums.get(name) ?? 0) + value);
           sinceLog++;
-          progress!.update(step, { loss: losses.loss, rec: losses.rec, patch_cos: losses.patch_cos, cls_cos: losses.cls_cos });
+          progress!.update(step, { loss: losses.loss!, rec: losses.rec!, patch_cos: losses.patch_cos!, ...(clsHead ? { cls_cos: losses.cls_cos! } : {}) });
           if (step % logEvery === 0 || step === maxSteps) {
             const means = Object.fromEntries([...sums].map(([name, sum]) => [name, sum / sinceLog]));
             metrics!.log(step, means);

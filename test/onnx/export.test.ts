@@ -96,7 +96,7 @@ test('the segmentation readout (alignment MLPs, BatchNorm and the 1x1 classifier
   const mlps = await run(exportAlignmentHeads(heads, { latentSize: 4 }), { z });
   const { patch, cls } = torch.noGrad(() => heads.forward(z));
   assertClose(mlps.patch!, patch, 'alignment MLPs: patch tokens');
-  assertClose(mlps.cls!, cls, 'alignment MLPs: CLS token');
+  assertClose(mlps.cls!, cls!, 'alignment MLPs: CLS token');
 
   // The hub's depth head layout (CLS on, upsample 4, 256 bins) and the regression variant.
   for (const config of [{}, { classify: false }, { normStrategy: 'softmax' as const, binsStrategy: 'SID' as const, minDepth: 0.1, maxDepth: 1 }]) {
@@ -107,6 +107,24 @@ test('the segmentation readout (alignment MLPs, BatchNorm and the 1x1 classifier
     const reference = torch.noGrad(() => depthMap(depthHead, [layerFromTokens(patch, cls, [4, 4])], [16, 16]));
     assertClose(depth.depth!, reference, `depth readout ${JSON.stringify(config)}`);
   }
+});
+
+test('patch-only heads with iREPA\'s conv3 projector export (a Conv, no cls output) and match libtorch, alone and in a readout', async () => {
+  torch.manualSeed(3);
+  const heads = randomized(new AlignmentHeads({ latentChannels: 4, featureDim: 12, patchProj: 'conv3', clsHead: false }));
+  const z = torch.randn([2, 4, 4, 4]);
+  const outputs = await run(exportAlignmentHeads(heads, { latentSize: 4 }), { z });
+  assert.deepEqual(Object.keys(outputs), ['patch']);
+  const { patch } = torch.noGrad(() => heads.forward(z));
+  assertClose(outputs.patch!, patch, 'conv3 patch tokens');
+  // A head that reads no CLS token runs on them; one that does is refused by name.
+  const head = new LinearSegmentationHead({ inChannels: [12], inIndex: [0], clsToken: false, numClasses: 3 });
+  torch.noGrad(() => { head.convSeg.weight.copy_(torch.randn([3, 12, 1, 1])); });
+  head.eval();
+  const expected = torch.noGrad(() => segmentationLogits(head, [layerFromTokens(patch, null, [4, 4])], [4, 4]));
+  assertClose((await run(exportSegmentationReadout(heads, head, { latentSize: 4 }), { z })).logits!, expected, 'patch-only readout logits');
+  const withCls = new LinearSegmentationHead({ inChannels: [12, 12], inIndex: [0, 1], clsToken: true, numClasses: 3 }).eval();
+  assert.throws(() => exportSegmentationReadout(heads, withCls, { latentSize: 4 }), /the head reads a CLS token and none is given/);
 });
 
 test('a module without an exporter is an error naming its class and path', () => {

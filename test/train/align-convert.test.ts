@@ -8,7 +8,7 @@ import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { AutoencoderKL, type AutoencoderKLConfig } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
-import { AlignmentHeads, loadAlignmentHeads, parseAlignmentConfig, type AlignmentConfig } from '../../src/models/alignment.js';
+import { ALIGNMENT_DEFAULTS, AlignmentHeads, loadAlignmentHeads, parseAlignmentConfig, type AlignmentConfig } from '../../src/models/alignment.js';
 import { NLayerDiscriminator } from '../../src/models/discriminator.js';
 import { DataLoader, FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/index.js';
@@ -26,7 +26,7 @@ const VAE_CONFIG: Partial<AutoencoderKLConfig> = {
   blockOutChannels: [8, 16, 16], downBlockTypes: Array(3).fill('DownEncoderBlock2D'), upBlockTypes: Array(3).fill('UpDecoderBlock2D'),
   normNumGroups: 4, latentChannels: 4, scalingFactor: 0.5,
 };
-const HEADS_CONFIG: AlignmentConfig = { latentChannels: 4, featureDim: 32, hiddenDim: 24, depth: 2, clsPooling: 'avgpool', clsPoolSize: 2 };
+const HEADS_CONFIG: AlignmentConfig = { ...ALIGNMENT_DEFAULTS, latentChannels: 4, featureDim: 32, hiddenDim: 24, depth: 2, clsPooling: 'avgpool', clsPoolSize: 2 };
 const quiet = { write: () => true, isTTY: false } as unknown as NodeJS.WritableStream;
 
 let dir: string;
@@ -120,7 +120,7 @@ test('convert writes a diffusers folder with the checkpoint\'s model.* or ema.* 
     const z = torch.randn([2, 4, 8, 8]);
     torch.noGrad(() => {
       const [got, want] = [heads.forward(z), expected.heads.forward(z)];
-      assert.ok(same(got.patch, want.patch) && same(got.cls, want.cls), `${group}: the heads give the checkpoint's outputs`);
+      assert.ok(same(got.patch, want.patch) && same(got.cls!, want.cls!), `${group}: the heads give the checkpoint's outputs`);
     });
   }
   assert.ok(!sameOutputs(outputs.model!, outputs.ema!, x), 'the EMA weights differ from the trained ones');
