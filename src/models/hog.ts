@@ -33,6 +33,7 @@ export interface HogConfig {
   scales: number[];
 }
 
+/** Levels [1, 2]: of [1], [1, 2] and [1, 2, 4], the tokens with the most spatial structure (docs/alignment.md). */
 export const HOG_DEFAULTS: HogConfig = { orientations: 9, scales: [1, 2] };
 
 /** skimage's `eps` in block_norm 'L2'. */

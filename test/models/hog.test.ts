@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import { HogTeacher, hogCells } from '../../src/models/hog.js';
+import { DataLoader, FashionMNIST } from '../../src/data/index.js';
+import { localDistantSimilarity } from '../../src/eval/spatial-structure.js';
 import { assertClose, loadFixture } from '../helpers.js';
 
 const fx = loadFixture('models/hog.json');
@@ -74,4 +76,21 @@ test('HogTeacher: flat images give zero tokens, no NaN; bad grids and configs ar
   assert.throws(() => teacher.forward(torch.zeros([3, 32, 32]), [4, 4]), /expected images \[B, C, H, W\], got \[3,32,32\]/);
   assert.throws(() => new HogTeacher({ scales: [] }), /scales must be positive integers, got \[\]/);
   assert.throws(() => new HogTeacher({ orientations: 0 }), /orientations must be a positive integer, got 0/);
+});
+
+test('the default levels [1, 2] give HOG tokens more spatial structure (iREPA\'s LDS) than the cell alone or with 4x4 blocks too', async () => {
+  // 1,000 Fashion-MNIST test images at 32 px on an 8x8 grid measured 0.243, 0.301 and 0.267.
+  const loader = new DataLoader(new FashionMNIST({ train: false }), { batchSize: 500, shuffle: false, numWorkers: 0 });
+  try {
+    for await (const { images } of loader.iterate(0, 0)) {
+      const lds = (scales: number[]): number => torch.noGrad(() =>
+        localDistantSimilarity(new HogTeacher({ scales }).forward(images, [8, 8]).patch, [8, 8]).mean().item());
+      const [cell, withBlocks, withLarger] = [lds([1]), lds([1, 2]), lds([1, 2, 4])];
+      assert.ok(withBlocks > cell + 0.03 && withBlocks > withLarger + 0.01, `LDS: [1] ${cell}, [1, 2] ${withBlocks}, [1, 2, 4] ${withLarger}`);
+      images.dispose();
+      break;
+    }
+  } finally {
+    await loader.close();
+  }
 });
