@@ -13,6 +13,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { F } from '../nn/index.js';
 import type { Dim, OnnxGraph, Value } from '../onnx/graph.js';
+import { autoencoderKLParameters, checkWeightsFit } from './config-sizes.js';
 import { attention as onnxAttention, childPath, exportModule, registerExporter, silu as onnxSilu } from '../onnx/modules.js';
 import {
   CONFIG_NAME, loadDiffusersWeights, readJsonFile, saveDiffusersWeights, writeJsonFileAtomic,
@@ -101,7 +102,9 @@ export function configFromDiffusers(json: unknown, file = CONFIG_NAME): Autoenco
     throw new Error(`${file}: _class_name is ${JSON.stringify(className)}, expected "AutoencoderKL"`);
   }
   const fields = Object.fromEntries(entries.filter(([key]) => !key.startsWith('_')).map(([key, value]) => [camelCase(key), value]));
-  return parseConfig(fields, file, snakeCase);
+  const config = parseConfig(fields, file, snakeCase);
+  checkWeightsFit(file, autoencoderKLParameters(config));
+  return config;
 }
 
 /**

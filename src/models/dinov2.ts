@@ -11,7 +11,7 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { load, readJsonFile } from '../io/index.js';
 import { Attention } from './attention.js';
-import { checkHeads, checkSizes, type SizeRange } from './config-sizes.js';
+import { checkHeads, checkSizes, checkWeightsFit, dinov2Parameters, type SizeRange } from './config-sizes.js';
 
 const F = nn.F;
 
@@ -454,6 +454,7 @@ export function resolveDinoConfig(name: string): DinoV2Config {
   checkSizes(`--dino-model ${name}`, config as unknown as Record<string, unknown>, DINOV2_CONFIG_SIZES);
   checkHeads(`--dino-model ${name}`, config.embedDim, config.numHeads, 'embedDim');
   if (!(config.mlpRatio > 0 && config.mlpRatio <= 64)) throw new Error(`--dino-model ${name}: "mlpRatio" must be a number in (0, 64], got ${JSON.stringify(config.mlpRatio)}`);
+  checkWeightsFit(`--dino-model ${name}`, dinov2Parameters(config));
   return config;
 }
 

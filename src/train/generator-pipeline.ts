@@ -7,7 +7,7 @@ import { basename } from 'node:path';
 import * as torch from '../torch/index.js';
 import { checkWritableDir, readJsonFile } from '../io/index.js';
 import { SIT_CONFIGS, SIT_CONFIG_SIZES, type SiTConfig, type SiTName } from '../models/sit.js';
-import { checkHeads, checkSizes } from '../models/config-sizes.js';
+import { checkHeads, checkSizes, checkWeightsFit, sitParameters } from '../models/config-sizes.js';
 import { DataLoader } from '../data/index.js';
 import {
   TRANSPORT_DEFAULTS, type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
@@ -62,13 +62,12 @@ export function resolveGeneratorSpec(
   if (fields.inputSize % base.patchSize !== 0) {
     throw new Error(`--model ${model}: latents of ${fields.inputSize}x${fields.inputSize} do not split into patches of ${base.patchSize}`);
   }
-  return {
-    name, kind,
-    config: {
-      depth: base.depth, hiddenSize: base.hiddenSize, patchSize: base.patchSize, numHeads: base.numHeads, mlpRatio: base.mlpRatio ?? 4,
-      learnSigma: base.learnSigma ?? true, ...fields,
-    },
+  const config = {
+    depth: base.depth, hiddenSize: base.hiddenSize, patchSize: base.patchSize, numHeads: base.numHeads, mlpRatio: base.mlpRatio ?? 4,
+    learnSigma: base.learnSigma ?? true, ...fields,
   };
+  checkWeightsFit(`--model ${model}`, sitParameters(config));
+  return { name, kind, config };
 }
 
 // --- sit train / dit train ----------------------------------------------------------------------------
