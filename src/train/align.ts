@@ -319,11 +319,12 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
       // vf: VA-VAE's weight, adaptive (LightningDiT's calculate_adaptive_weight_vf, clamp 1e8) or fixed; cos: patchWeight.
       const patchWeight = alignLossKind === 'cos' ? w.patchWeight
         : w.vfAdaptive ? (patch: Tensor) => calculateAdaptiveWeight(nll, patch, encoderLastLayer, w.vfWeight, 1e8) : w.vfWeight;
-      const align = alignmentLoss(
+      // Outside autocast: vf's Gram matrices are matmuls, which bfloat16 autocast would round to 3 significant digits.
+      const align = torch.autocast(() => alignmentLoss(
         { patch: predicted.patch.float(), cls: predicted.cls === null ? null : predicted.cls.float() },
         { patch: teacherNorm === 'spatial' ? spatialNormalize(targetPatch, teacherNormAlpha) : targetPatch, cls: clsHead ? target.cls : null },
         { alignLoss: alignLossKind, patchWeight, clsWeight: w.clsWeight, smoothL1Weight: w.smoothL1Weight, vf },
-      );
+      ), { device, enabled: false });
       let total = nll.add(kl.mul(w.klWeight)).add(align.loss);
       let eq = torch.zeros([], { device });
       if (w.eqWeight > 0) {
