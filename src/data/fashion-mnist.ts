@@ -1,9 +1,10 @@
 // Fashion-MNIST (Xiao et al. 2017) from Debian's dataset-fashion-mnist: gzipped IDX files of 28x28
 // grey images, zero-padded to 32x32 (2 pixels each side) so that they patchify like 32x32 images,
 // with 1 channel or the grey replicated to 3.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
+import { readRegularFileSync } from './files.js';
 import type { RawImage } from './resample.js';
 import type { InMemoryDataset } from './loader.js';
 
@@ -15,6 +16,9 @@ export const FASHION_MNIST_CLASSES: readonly string[] = [
   'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
 ];
 
+/** The largest IDX file read, before and after gunzip (Fashion-MNIST's training images take 47 MB). */
+const MAX_IDX_BYTES = 2 ** 28;
+
 /** An IDX file (LeCun's MNIST format) of unsigned bytes: its dimensions and data. */
 export interface IdxArray { readonly shape: readonly number[]; readonly data: Uint8Array }
 
@@ -23,8 +27,14 @@ export interface IdxArray { readonly shape: readonly number[]; readonly data: Ui
  * 0x08, the number of dimensions, each dimension as a big-endian uint32, then the data.
  */
 export function readIdx(path: string): IdxArray {
-  const raw = readFileSync(path);
-  const bytes = path.endsWith('.gz') ? gunzipSync(raw) : raw;
+  let bytes: Buffer;
+  try {
+    const raw = readRegularFileSync(path, MAX_IDX_BYTES);
+    bytes = path.endsWith('.gz') ? gunzipSync(raw, { maxOutputLength: MAX_IDX_BYTES }) : raw;
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `inflates past ${MAX_IDX_BYTES} bytes` : (error as Error).message;
+    throw new Error(`readIdx(${path}): ${reason}`, { cause: error });
+  }
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) throw new Error(`readIdx(${path}): not an IDX file (bad magic)`);
   if (bytes[2] !== 0x08) throw new Error(`readIdx(${path}): element type 0x${bytes[2]!.toString(16)} is not unsigned byte (0x08)`);
   const ndim = bytes[3]!;

@@ -4,7 +4,7 @@
 // and turned back into the same bytes to open them, so a Latin-1 `café.png` is read, as
 // torchvision reads it. Reads take regular files only, up to a size bound: a FIFO, a device such as
 // /dev/zero, or a folder named like an image is an error for that one file, not a hang.
-import { constants, readdirSync, statSync, type Dirent, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync, type Dirent, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -92,6 +92,30 @@ function describe(stats: Stats): string {
   return 'not a file';
 }
 
+function checkRegular(stats: Stats, maxBytes: number): void {
+  if (!stats.isFile()) throw new Error(`not a regular file (${describe(stats)})`);
+  if (stats.size > maxBytes) throw new Error(`${stats.size} bytes, over the limit of ${maxBytes}`);
+}
+
+/** readRegularFile on this thread. */
+export function readRegularFileSync(path: string, maxBytes: number): Buffer {
+  const fd = openSync(fsEncode(path), constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stats = fstatSync(fd);
+    checkRegular(stats, maxBytes);
+    const bytes = Buffer.allocUnsafe(stats.size);
+    let done = 0;
+    while (done < bytes.length) {
+      const read = readSync(fd, bytes, done, bytes.length - done, done);
+      if (read === 0) break;
+      done += read;
+    }
+    return bytes.subarray(0, done);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * The bytes of the regular file at `path` (a path fsDecode made), at most `maxBytes`. The file is
  * opened without blocking (a FIFO with no writer would block open(2)) and checked with fstat on
@@ -101,8 +125,7 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
   const handle = await open(fsEncode(path), constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const stats = await handle.stat();
-    if (!stats.isFile()) throw new Error(`not a regular file (${describe(stats)})`);
-    if (stats.size > maxBytes) throw new Error(`${stats.size} bytes, over the limit of ${maxBytes}`);
+    checkRegular(stats, maxBytes);
     const bytes = Buffer.allocUnsafe(stats.size);
     let done = 0;
     while (done < bytes.length) {

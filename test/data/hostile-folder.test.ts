@@ -12,6 +12,7 @@ import { ImageFolder } from '../../src/data/image-folder.js';
 import { centerCropArr, decodeImage, writeNormalized } from '../../src/data/image.js';
 import { fsDecode, fsEncode, readRegularFile } from '../../src/data/files.js';
 import { DataLoader, type Batch } from '../../src/data/loader.js';
+import { readIdx } from '../../src/data/fashion-mnist.js';
 import { NpzFile } from '../../src/io/npz.js';
 import { writeReferenceBatch } from '../../src/eval/batches.js';
 
@@ -75,6 +76,14 @@ test('readRegularFile refuses FIFOs, devices, folders and files over the bound a
   // Training at 16 px reads at most 16.7 M pixels' worth (150 MiB): a 1 GiB sparse file is refused unread.
   truncateSync(join(dir, 'big.png'), 2 ** 30);
   await assert.rejects(decodeImage(join(dir, 'big.png'), { maxPixels: 4096 * 4096 }), /decodeImage\(.*big\.png\): 1073741824 bytes, over the limit of 150994944/);
+});
+
+test('readIdx refuses a FIFO and /dev/zero named like Fashion-MNIST files at once, naming them', { timeout: 20_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  execFileSync('mkfifo', [join(dir, 'train-images-idx3-ubyte.gz')]);
+  symlinkSync('/dev/zero', join(dir, 'train-labels-idx1-ubyte'));
+  assert.throws(() => readIdx(join(dir, 'train-images-idx3-ubyte.gz')), /readIdx\(.*train-images-idx3-ubyte\.gz\): not a regular file \(a FIFO\)/);
+  assert.throws(() => readIdx(join(dir, 'train-labels-idx1-ubyte')), /readIdx\(.*train-labels-idx1-ubyte\): not a regular file \(a character device\)/);
 });
 
 for (const numWorkers of [0, 2]) {
