@@ -67,7 +67,7 @@ test('state-dict keys, shapes and order equal the diffusers reference', () => {
   assert.deepEqual([...small.stateDict()].map(([k, t]) => [k, t.shape]), fx.small.keys);
 });
 
-test('small config: encode mean/logvar, decode and forward (mode) match the diffusers reference within float32's summation-order error', () => {
+test('small config: encode mean/logvar, decode and forward (mode) match the diffusers reference within float32 summation-order error', () => {
   torch.noGrad(() => {
     const posterior = small.encode(x);
     assertCloseToScale(posterior.mean, fx.small.mean, ENCODER_TOLERANCE, 'mean');
