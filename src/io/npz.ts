@@ -39,6 +39,13 @@ function dataBytes(header: NpyHeader): number {
   return header.shape.reduce((a, b) => a * b, torch.BYTES_PER_ELEMENT[header.dtype]);
 }
 
+/** The bytes before an .npy file's data, from its first 12 bytes (Infinity when fewer are given). */
+function npyHeaderLength(bytes: Uint8Array): number {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length >= 10 && bytes[6] === 1) return 10 + v.getUint16(8, true);
+  return bytes.length >= 12 ? 12 + v.getUint32(8, true) : Infinity;
+}
+
 /**
  * Parses the start of an .npy file (format versions 1.0, 2.0 and 3.0). `bytes` must hold the
  * whole header; `source` names the file (and array) in errors.
@@ -48,9 +55,8 @@ export function parseNpyHeader(bytes: Uint8Array, source: string): NpyHeader {
   if (bytes.length < 10 || MAGIC.some((b, i) => bytes[i] !== b)) fail('not an .npy array (no \\x93NUMPY magic)');
   const major = bytes[6]!;
   if (major < 1 || major > 3) fail(`unknown .npy format version ${major}.${bytes[7]}`);
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const [lengthSize, textLength] = major === 1 ? [2, v.getUint16(8, true)] : [4, bytes.length >= 12 ? v.getUint32(8, true) : Infinity];
-  const headerLength = 8 + lengthSize + textLength;
+  const lengthSize = major === 1 ? 2 : 4;
+  const headerLength = npyHeaderLength(bytes);
   if (headerLength > bytes.length) fail(`truncated .npy header (${headerLength} bytes expected)`);
   const text = new TextDecoder(major === 3 ? 'utf-8' : 'latin1').decode(bytes.subarray(8 + lengthSize, headerLength));
   let header: Map<string, PyLiteral>;
@@ -253,10 +259,16 @@ export class NpzFile {
         const { offset, length } = storedEntryRange(this.fd, entry, this.path);
         start = readAt(this.fd, offset, Math.min(length, 1 << 16), this.path);
       } else {
-        // The header sits in the first bytes; a sync flush inflates a prefix without the rest.
+        // The header sits in the first bytes; a sync flush inflates a prefix without the rest. A
+        // short prefix first: 4 KiB inflates to at most 4 MiB, the 64 KiB a long header may need
+        // to 64 MiB.
         const { offset } = this.compressedRange(entry);
-        const prefix = readAt(this.fd, offset, Math.min(entry.compressedSize, 1 << 16), this.path);
-        start = inflateRawSync(prefix, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+        start = new Uint8Array(0);
+        for (const length of [1 << 12, 1 << 16]) {
+          const prefix = readAt(this.fd, offset, Math.min(entry.compressedSize, length), this.path);
+          start = inflateRawSync(prefix, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+          if (npyHeaderLength(start) <= start.length || prefix.length === entry.compressedSize) break;
+        }
       }
       header = parseNpyHeader(start, source);
       if (header.headerLength + dataBytes(header) !== entry.size) {
