@@ -55,6 +55,9 @@ const dictAttributes = new WeakMap<Map<unknown, unknown>, Map<string, unknown>>(
 
 const WINDOW = 1 << 20;
 
+/** The longest GLOBAL line read: Python's dotted module and class names are far shorter. */
+const MAX_LINE = 4096;
+
 /** The longest LONG1/LONG4 integer read, in bytes (LONG1's own limit is 255). */
 const MAX_LONG_BYTES = 1024;
 
@@ -111,9 +114,14 @@ class Unpickler {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`length ${v} at byte ${this.pos - 8} is too large`);
     return Number(v);
   }
+  /** A newline-terminated name (GLOBAL's module and qualified name), at most MAX_LINE bytes. */
   private line(): string {
+    const start = this.pos;
     const chars: number[] = [];
-    for (let c = this.byte(); c !== 0x0a; c = this.byte()) chars.push(c);
+    for (let c = this.byte(); c !== 0x0a; c = this.byte()) {
+      if (chars.length === MAX_LINE) this.fail(`a GLOBAL name at byte ${start} runs past ${MAX_LINE} bytes`);
+      chars.push(c);
+    }
     return String.fromCharCode(...chars);
   }
   private text(n: number): string {

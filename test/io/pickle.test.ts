@@ -78,3 +78,8 @@ test('LONG4 integers up to 1 KiB read as pickle.decode_long does; longer ones ar
   assert.throws(() => loads(long4(new Uint8Array(256 * 1024)), 'big.pkl'), /^Error: big\.pkl: LONG4 at byte 2 holds a 262144-byte integer; at most 1024 bytes are read$/);
   assert.ok(performance.now() - start < 1000, 'refused before the bytes are decoded');
 });
+
+test('a GLOBAL name longer than 4 KiB is refused naming the byte, not spread onto the stack', () => {
+  const name = 'm'.repeat(1 << 20);
+  assert.throws(() => loads(latin1(`\x80\x02c${name}\nx\n.`), 'long.pkl'), /^Error: long\.pkl: a GLOBAL name at byte 3 runs past 4096 bytes$/);
+});
