@@ -160,6 +160,7 @@ export class DataLoader implements AsyncIterable<Batch> {
       }
     };
     this.epochSkips = [];
+    let yielded = 0;
     try {
       fill();
       while (pending.length > 0) {
@@ -170,10 +171,16 @@ export class DataLoader implements AsyncIterable<Batch> {
         fill();
         if (batch !== null) {
           this.stats.batches++;
+          yielded++;
           yield batch;
         }
       }
       if (this.filesRead > 0) this.checkSkipShare();
+      // Later epochs too: a folder that became unreadable (unmounted, deleted) would otherwise
+      // give empty epochs one after another, and a trainer waiting for a step would never get one.
+      if (startBatch === 0 && batches.length > 0 && yielded === 0) {
+        throw new Error(`DataLoader: no image file of epoch ${epoch} in ${commonFolder(this.skippedFiles)} could be read; e.g. ${this.epochSkips.slice(0, SKIP_EXAMPLES).join('; ')}`);
+      }
       if (this.epochSkips.length > 0) {
         process.emitWarning(`DataLoader: skipped ${this.epochSkips.length} unreadable image files in epoch ${epoch} (${this.skipped} in all), e.g. ${this.epochSkips.slice(0, SKIP_EXAMPLES).join('; ')}`, { code: 'REALS_UNREADABLE_IMAGE' });
       }

@@ -157,6 +157,22 @@ test('a folder where most files cannot be read stops with one error naming it, n
   assert.ok(yielded < 20, `stopped within the first files (${yielded} images yielded)`);
 });
 
+test('an epoch in which no file can be read any more (the folder emptied after the first) is an error, not an empty epoch', { timeout: 60_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const dir = classFolder(root, 'class0', 4);
+  const loader = new DataLoader(new ImageFolder(root, { resolution: 16 }), { batchSize: 2, numWorkers: 0 });
+  try {
+    let count = 0;
+    for await (const batch of loader.iterate(0)) count += batch.indices.length;
+    assert.equal(count, 4);
+    for (let i = 0; i < 4; i++) writeFileSync(join(dir, `img${String(i).padStart(3, '0')}.jpg`), '');
+    await assert.rejects((async () => { for await (const batch of loader.iterate(1)) void batch; })(),
+      new RegExp(`^Error: DataLoader: no image file of epoch 1 in ${dir.replaceAll('.', '\\.')} could be read; e\\.g\\. decodeImage\\(`));
+  } finally {
+    await loader.close();
+  }
+});
+
 test('ref-batch reads a Latin-1 name and leaves out FIFOs and devices named like images', { timeout: 60_000 }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
   const dir = classFolder(root, 'photos', 1);
