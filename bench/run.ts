@@ -1,4 +1,4 @@
-// `npm run bench -- [--threads N] [--only add,matmul] [--device cuda] [--precision fp32|bf16|auto]`: the same work timed in TypeScript (our
+// `npm run bench -- [--threads N] [--load N] [--only add,matmul] [--device cuda] [--precision fp32|bf16|auto]`: the same work timed in TypeScript (our
 // API and models), in PyTorch eager (Debian's python3, same libtorch) and, for matmul, in libtorch
 // from C++, in one invocation. Samples of the sides alternate round by round (in alternating order), so the
 // load of a shared machine hits both; we report medians, spread, and the median of the per-round
@@ -7,7 +7,8 @@
 // batch sizes and the C++ side is left out (it is a CPU matmul). The model, sampling and training items
 // run in --precision (default auto: bf16 where the hardware has it, as the trainers and samplers
 // default), TS and PyTorch alike, and in bf16 also PyTorch in float32, its default. Without --threads
-// each side runs its default thread count (PyTorch in the item's precision TS's). See bench/README.md.
+// each side runs its default thread count (PyTorch in the item's precision TS's). `--load N` runs N
+// busy loops beside the whole run (bench/load.ts), to measure the machine as users have it: busy. See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -20,8 +21,11 @@ const { values: flags } = parseArgs({
     only: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     precision: { type: 'string', default: 'auto' },
+    load: { type: 'string', default: '0' },
   },
 });
+const load = Number(flags.load);
+if (!(Number.isInteger(load) && load >= 0 && load <= 64)) throw new Error(`bench --load: expected a count of busy loops from 0 to 64, got '${flags.load}'`);
 const device = flags.device!;
 if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new Error(`bench --device: expected cpu, cuda or cuda:N, got '${device}'`);
 const onCuda = device !== 'cpu';
@@ -39,6 +43,7 @@ if (threadsFlag !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined)
 const torch = await import('../src/torch/index.js');
 const { WORKLOADS } = await import('./workloads.js');
 const { startPytorch, startCpp } = await import('./workers.js');
+const { startLoad } = await import('./load.js');
 
 /** pytorchFp32: PyTorch eager in float32, its default, beside the bf16 TS and PyTorch sides. */
 type Side = 'ts' | 'pytorch' | 'pytorchFp32' | 'cpp';
@@ -117,6 +122,11 @@ const ITEMS: Item[] = [
     unit: 'images/s', batch: 4, iterations: 2, warmup: 2, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.train.step', what: 'SiT-B/2 step, 4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
+  // The models the demo and small own-data runs train: a tiny SiT (depth 4, width 128) on 4x8x8 latents.
+  { name: 'sit.tiny.train.step', what: 'tiny SiT step (depth 4, width 128, 4 heads, patch 2), 4x8x8 latents, 5 classes: as sit.train.step', unit: 'steps/s',
+    batch: 32, iterations: 10, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
+  { name: 'sit.tiny.sample', what: 'the tiny SiT, ODE Euler, 16 steps, CFG 2 on [0, 1], 4x8x8 latents', unit: 'latents/s',
+    batch: 16, iterations: 2, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
@@ -225,6 +235,8 @@ function blasLibraries(): string {
 
 async function main(): Promise<void> {
   const items = selectedItems();
+  // Bounded: the loops end by themselves after two hours, or as soon as this process is gone.
+  const stopLoad = startLoad(load, 7200);
   if (onCuda && !torch.cuda.isAvailable()) throw new Error(`bench --device ${device}: this libtorch (${torch.version()}) sees no CUDA device`);
   // --threads N: N on every side. Without it, each side runs its default: TS reals' threads for the
   // item's precision (torch.runThreads: all CPUs in bf16 on the CPU), PyTorch in that precision the
@@ -271,6 +283,8 @@ async function main(): Promise<void> {
     blas: `${pytorch.blas}: ${blasLibraries()}`,
     openblasThreads: process.env.OPENBLAS_NUM_THREADS ?? 'OpenBLAS default (all cores)',
     loadAverageAtStart: loadavg().map((l) => Number(l.toFixed(2))),
+    busyLoops: load,
+    waitPolicy: `TS ${torch.waitPolicy.value} (${torch.waitPolicy.source}); reference sides ${process.env.REALS_DEFAULT_WAIT_POLICY === '1' ? 'libgomp default' : torch.waitPolicy.value}`,
   };
   console.log(JSON.stringify(machine));
 
@@ -367,12 +381,14 @@ async function main(): Promise<void> {
   }
   for (const worker of pytorchWorkers.values()) worker.close();
   cpp?.close();
+  stopLoad();
 
   const loadAtEnd = loadavg().map((l) => l.toFixed(2)).join(' ');
   console.log();
   console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, node ${machine.node}; device ${machine.device}`);
   console.log(`libtorch ${machine.libtorch} (TS addon), PyTorch ${machine.pytorch} (python), ${cpp ? `libtorch ${cpp.libtorch} (C++), ` : ''}` +
-    `${threadsLine}; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}`);
+    `${threadsLine}; BLAS ${machine.blas}, OPENBLAS_NUM_THREADS ${machine.openblasThreads}; OpenMP wait: ${machine.waitPolicy}`);
+  console.log(`busy loops beside the run (--load): ${load}`);
   console.log(`${machine.date}; load average ${machine.loadAverageAtStart.join(' ')} at start, ${loadAtEnd} at end; ` +
     `${((Date.now() - started) / 1000).toFixed(0)} s of measurement`);
   console.log('values: wall-clock median [min-max] over rounds; ratios: median [min-max] over rounds of TS time / reference time');

@@ -169,35 +169,43 @@ def dinov2_forward(batch, precision):
     return inference(precision, lambda: model.forward_features(x))
 
 
-def sit(depth, hidden_size, num_heads):
-    return make_sit.Model(True, input_size=32, patch_size=2, in_channels=4, hidden_size=hidden_size, depth=depth,
-                          num_heads=num_heads).eval().to(DEVICE)
+def sit(depth, hidden_size, num_heads, input_size=32, num_classes=1000):
+    return make_sit.Model(True, input_size=input_size, patch_size=2, in_channels=4, hidden_size=hidden_size, depth=depth,
+                          num_heads=num_heads, num_classes=num_classes).eval().to(DEVICE)
+
+
+# The tiny SiT of the README's own-data walkthrough (bench/workloads.ts TINY_SIT): 4x8x8 latents, 5 classes.
+TINY_SIT = dict(depth=4, hidden_size=128, num_heads=4, input_size=8, num_classes=5)
+SIT_B2 = dict(depth=12, hidden_size=768, num_heads=12)
+SIT_S2 = dict(depth=12, hidden_size=384, num_heads=6)
 
 
 def sit_forward(batch, precision):
-    model = sit(depth=12, hidden_size=768, num_heads=12)  # SiT-B/2
+    model = sit(**SIT_B2)
     x = torch.randn(batch, 4, 32, 32, device=DEVICE)
     t = torch.rand(batch, device=DEVICE)
     y = torch.randint(0, 1000, (batch,), device=DEVICE)
     return inference(precision, lambda: model(x, t, y))
 
 
-def sit_sample(cfg_scale):
+def sit_sample(cfg_scale, config=SIT_S2, steps=51):
     """SiT's sample.py with --sampling-method euler --num-sampling-steps 51 (50 steps): torchdiffeq's
     fixed-grid Euler over th.linspace(0, 1, 51) of the Linear path's velocity; with guidance the batch
     is doubled with the null class and the model is forward_with_cfg."""
 
     def workload(batch, precision):
-        model = sit(depth=12, hidden_size=384, num_heads=6)  # SiT-S/2
-        labels = torch.tensor([(i * 97) % 1000 for i in range(batch)], device=DEVICE)
-        grid = torch.linspace(0, 1, 51)
+        model = sit(**config)
+        classes = config.get("num_classes", 1000)
+        side = config.get("input_size", 32)
+        labels = torch.tensor([(i * 97) % classes for i in range(batch)], device=DEVICE)
+        grid = torch.linspace(0, 1, steps)
 
         def sample():
             torch.manual_seed(0)
-            z = torch.randn(batch, 4, 32, 32).to(DEVICE)
+            z = torch.randn(batch, 4, side, side).to(DEVICE)
             if cfg_scale > 1:
                 z = torch.cat([z, z], 0)
-                y = torch.cat([labels, torch.full_like(labels, 1000)])
+                y = torch.cat([labels, torch.full_like(labels, classes)])
                 model_fn = lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale)  # noqa: E731
             else:
                 y = labels
@@ -300,16 +308,21 @@ def align_step(batch, precision):
     return run
 
 
-def sit_train_step(batch, precision):
-    """SiT's train.py step for SiT-B/2 with the default transport (Linear path, velocity, no weighting):
+def sit_train_step(config):
+    """SiT's train.py step with the default transport (Linear path, velocity, no weighting):
     t ~ U[0, 1], x_t = t * x1 + (1 - t) * x0, u_t = x1 - x0, the MSE of model(x_t, t, y) against u_t
     (mean_flat, then the mean), AdamW (lr 1e-4, weight decay 0), EMA 0.9999."""
-    model = sit(depth=12, hidden_size=768, num_heads=12).train()
-    ema = sit(depth=12, hidden_size=768, num_heads=12)
+    return lambda batch, precision: sit_train_step_of(config, batch, precision)
+
+
+def sit_train_step_of(config, batch, precision):
+    model = sit(**config).train()
+    ema = sit(**config)
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0, foreach=False)
-    x1 = torch.randn(batch, 4, 32, 32, device=DEVICE)
-    y = torch.randint(0, 1000, (batch,), device=DEVICE)
+    side = config.get("input_size", 32)
+    x1 = torch.randn(batch, 4, side, side, device=DEVICE)
+    y = torch.randint(0, config.get("num_classes", 1000), (batch,), device=DEVICE)
 
     def run(iterations):
         for _ in range(iterations):
@@ -350,7 +363,9 @@ WORKLOADS = {
     "sit.sample.cfg": sit_sample(4),
     "sit.sample.onnx": sit_sample(1),
     "align.step": align_step,
-    "sit.train.step": sit_train_step,
+    "sit.train.step": sit_train_step(SIT_B2),
+    "sit.tiny.train.step": sit_train_step(TINY_SIT),
+    "sit.tiny.sample": sit_sample(2, TINY_SIT, steps=17),
     "inception.forward": inception_forward,
 }
 

@@ -12,6 +12,20 @@ import { z } from 'zod';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
+/**
+ * The environment of the reference sides: this one, less the OpenMP wait policy reals sets for
+ * itself when loading (src/torch/native.ts), so PyTorch and C++ run as they do out of the box. A
+ * policy the user exported stays, for every side.
+ */
+function referenceEnvironment(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (env.REALS_DEFAULT_WAIT_POLICY === '1') {
+    delete env.OMP_WAIT_POLICY;
+    delete env.REALS_DEFAULT_WAIT_POLICY;
+  }
+  return env;
+}
+
 class LineWorker {
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterator<string>;
@@ -19,7 +33,7 @@ class LineWorker {
   private spawnError: Error | undefined;
 
   constructor(readonly name: string, command: string, args: string[]) {
-    this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: referenceEnvironment() });
     this.child.on('error', (error) => { this.spawnError = error; });
     this.child.stderr.on('data', (chunk: Buffer) => { this.stderr += chunk.toString(); });
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();

@@ -10,6 +10,7 @@ import * as nn from '../src/nn/index.js';
 import { Adam, AdamW, EMA } from '../src/optim/index.js';
 import { AutoencoderKL, AUTOENCODER_KL_CONFIGS, DinoVisionTransformer, DINOV2_CONFIGS, FIDInceptionV3, SiT, SIT_CONFIGS } from '../src/models/index.js';
 import type { AutoencoderKLConfig } from '../src/models/autoencoder-kl.js';
+import type { SiTConfig } from '../src/models/sit.js';
 import { preprocessImages } from '../src/models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/alignment.js';
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
@@ -165,13 +166,17 @@ function sitForward(setup: Setup): Run {
 
 // SiT's sample.py ODE sampler with --sampling-method euler: the time grid has steps + 1 points,
 // so 50 steps are 50 model evaluations (of the doubled batch under guidance, as forward_with_cfg).
-function sitSample(cfgScale: number): (setup: Setup) => Run {
+/** The tiny SiT of the README's own-data walkthrough: depth 4, width 128, 4 heads, patch 2, on 4x8x8 latents (64 px, f8), 5 classes. */
+const TINY_SIT = { depth: 4, hiddenSize: 128, patchSize: 2, numHeads: 4, inputSize: 8, numClasses: 5 };
+
+function sitSample(cfgScale: number, config: SiTConfig = SIT_CONFIGS['SiT-S/2'], steps = 51): (setup: Setup) => Run {
   return ({ batch, device, precision }) => {
-    const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval().to(device);
-    const labels = Array.from({ length: batch }, (_, i) => (i * 97) % 1000);
+    const model = new SiT(config).eval().to(device);
+    const labels = Array.from({ length: batch }, (_, i) => (i * 97) % (config.numClasses ?? 1000));
+    const side = config.inputSize ?? 32;
     // generateLatents opens the autocast region itself (around the whole loop).
     return inference({ batch, device, precision: 'fp32' }, () => generateLatents({
-      model, labels, shape: [4, 32, 32], seed: 0, method: 'ode', steps: 51, ode: { samplingMethod: 'euler' },
+      model, labels, shape: [4, side, side], seed: 0, method: 'ode', steps, ode: { samplingMethod: 'euler' },
       cfgScale, guidanceLow: 0, guidanceHigh: 1, device, precision,
     }));
   };
@@ -253,27 +258,30 @@ function alignStep({ batch, device, precision }: Setup): Run {
   };
 }
 
-/** One step of trainGenerator for SiT-B/2: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
-function sitTrainStep({ batch, device, precision }: Setup): Run {
-  const model = new SiT(SIT_CONFIGS['SiT-B/2']).train().to(device);
-  const ema = new SiT(SIT_CONFIGS['SiT-B/2']).requiresGrad_(false).eval().to(device);
-  const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
-  const emaUpdater = new EMA(ema, model, { decay: 0.9999 });
-  const transport = createTransport();
-  const x = torch.randn([batch, 4, 32, 32], { device });
-  const y = torch.randint(0, 1000, [batch], { device });
-  const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor).float();
-  return (iterations) => {
-    for (let i = 0; i < iterations; i++) {
-      torch.scope(() => {
-        const loss = torch.withPrecision(precision, device, () => transport.trainingLosses(network, x, { y }).loss.mean());
-        loss.backward();
-        loss.item();
-      });
-      opt.step();
-      opt.zeroGrad();
-      emaUpdater.update();
-    }
+/** One step of trainGenerator: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
+function sitTrainStep(config: SiTConfig): (setup: Setup) => Run {
+  return ({ batch, device, precision }) => {
+    const model = new SiT(config).train().to(device);
+    const ema = new SiT(config).requiresGrad_(false).eval().to(device);
+    const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
+    const emaUpdater = new EMA(ema, model, { decay: 0.9999 });
+    const transport = createTransport();
+    const side = config.inputSize ?? 32;
+    const x = torch.randn([batch, 4, side, side], { device });
+    const y = torch.randint(0, config.numClasses ?? 1000, [batch], { device });
+    const network = (xt: torch.Tensor, t: torch.Tensor, kwargs: Record<string, unknown>): torch.Tensor => model.forward(xt, t, kwargs.y as torch.Tensor).float();
+    return (iterations) => {
+      for (let i = 0; i < iterations; i++) {
+        torch.scope(() => {
+          const loss = torch.withPrecision(precision, device, () => transport.trainingLosses(network, x, { y }).loss.mean());
+          loss.backward();
+          loss.item();
+        });
+        opt.step();
+        opt.zeroGrad();
+        emaUpdater.update();
+      }
+    };
   };
 }
 
@@ -302,6 +310,8 @@ export const WORKLOADS: Record<string, (setup: Setup) => Run> = {
   'sit.sample.cfg': sitSample(4),
   'sit.sample.onnx': sitSampleOnnx,
   'align.step': alignStep,
-  'sit.train.step': sitTrainStep,
+  'sit.train.step': sitTrainStep(SIT_CONFIGS['SiT-B/2']),
+  'sit.tiny.train.step': sitTrainStep(TINY_SIT),
+  'sit.tiny.sample': sitSample(2, TINY_SIT, 17),
   'inception.forward': inceptionForward,
 };

@@ -19,7 +19,7 @@ import { TrainingStopped } from '../train/stop.js';
 
 function envCommand(): Command {
   return new Command('env')
-    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, the devices, and time a 1024^3 matmul')
+    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs and how they wait, the devices, and time a 1024^3 matmul')
     .action(() => {
       const a = torch.randn([1024, 1024]);
       const b = torch.randn([1024, 1024]);
@@ -30,8 +30,9 @@ function envCommand(): Command {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       console.log(JSON.stringify({
         libtorch: torch.version(),
-        // The intra-op threads of a CPU run in each precision.
+        // The intra-op threads of a CPU run in each precision, and how they wait (torch.waitPolicy).
         threads: { fp32: torch.runThreads('fp32', 'cpu'), bf16: torch.runThreads('bf16', 'cpu') },
+        waitPolicy: torch.waitPolicy,
         cpuBf16: torch.cpuHasBf16(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),

@@ -12,5 +12,5 @@ export { cuda, setNumThreads, getNumThreads, version, autocast, autocastDeviceTy
 export type { AutocastDevice, AutocastOptions } from './cuda.js';
 export { PRECISIONS, cpuHasBf16, resolvePrecision, runThreads, usePrecision, withPrecision } from './precision.js';
 export type { Precision, ResolvedPrecision } from './precision.js';
-export { native } from './native.js';
+export { native, waitPolicy } from './native.js';
 export { checkDevice } from './device.js';

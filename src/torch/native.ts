@@ -82,6 +82,26 @@ export interface Native {
   exitWithParent(ppid: number): boolean;
 }
 
+/**
+ * How OpenMP's threads wait between parallel regions, and who chose it. libtorch's intra-op pool
+ * and oneDNN's are libgomp's, which spins at the end of every parallel region before it sleeps
+ * (300,000 turns by default). On a machine where another process holds a core, a spinning thread
+ * never yields its time slice, and a step of thousands of small regions waits on it every time:
+ * a tiny SiT trained 12x slower next to one busy loop on 2 cores. Waiting passively (a futex
+ * sleep) lets the woken thread preempt the other process at once (bench/README.md, the thread
+ * policy). libgomp reads the setting once, when it loads, so it is set before the addon loads;
+ * a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+ */
+export const waitPolicy: { value: string; source: 'reals default' | 'OMP_WAIT_POLICY' | 'GOMP_SPINCOUNT' } = (() => {
+  // Child processes (the ranks of reals launch) inherit the variable; the marker says whose it is.
+  const inherited = process.env.REALS_DEFAULT_WAIT_POLICY === '1' && process.env.OMP_WAIT_POLICY === 'PASSIVE';
+  if (!inherited && (process.env.OMP_WAIT_POLICY ?? '') !== '') return { value: process.env.OMP_WAIT_POLICY!.toUpperCase(), source: 'OMP_WAIT_POLICY' as const };
+  if (!inherited && (process.env.GOMP_SPINCOUNT ?? '') !== '') return { value: `spin ${process.env.GOMP_SPINCOUNT}`, source: 'GOMP_SPINCOUNT' as const };
+  process.env.OMP_WAIT_POLICY = 'PASSIVE';
+  process.env.REALS_DEFAULT_WAIT_POLICY = '1';
+  return { value: 'PASSIVE', source: 'reals default' as const };
+})();
+
 function load(): Native {
   const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
   const path = process.env.REALS_NATIVE ?? join(root, 'native/build/reals.node');

@@ -1,6 +1,8 @@
 // Progress of a long loop: a cli-progress bar on a terminal, and plain periodic lines otherwise
-// (log files, CI), both showing step/total, rate, ETA and the latest losses.
+// (log files, CI), both showing step/total, rate, ETA and the latest losses. It also notices, once,
+// when the steps become much slower than the run's own warm-up rate (slowdownWatch).
 import cliProgress from 'cli-progress';
+import { getNumThreads } from '../torch/index.js';
 
 export type ProgressFields = Record<string, number | string>;
 
@@ -22,6 +24,8 @@ export interface ProgressOptions {
   intervalSeconds?: number;
   /** The clock in milliseconds (tests pass a fake one). */
   now?: () => number;
+  /** The intra-op threads the run uses, for the slowdown note's advice (default: torch.getNumThreads()). */
+  threads?: number;
 }
 
 export interface Progress {
@@ -44,6 +48,45 @@ function formatFields(fields: ProgressFields): string {
     .join(' ');
 }
 
+/** Steps of each window the slowdown watch compares, after the first steps it skips (allocation, caches). */
+const WATCH_SKIP_STEPS = 3;
+const WATCH_WINDOW_STEPS = 10;
+/** Two windows in a row this many times slower than the warm-up one make the note. */
+const WATCH_SLOWDOWN = 3;
+
+/**
+ * Watches the time per step: the first window after a few skipped steps is the run's warm-up rate;
+ * once two later windows in a row take WATCH_SLOWDOWN times as long, `note` gets one line saying
+ * so, with the setting that helps. Returns the function to call with each step count and time.
+ */
+export function slowdownWatch(label: string, threads: number, note: (line: string) => void): (step: number, time: number) => void {
+  let windowStart: { step: number; time: number } | undefined;
+  let warmup: number | undefined;
+  let slowWindows = 0;
+  let noted = false;
+  return (step, time) => {
+    if (noted) return;
+    if (windowStart === undefined) {
+      if (step >= WATCH_SKIP_STEPS) windowStart = { step, time };
+      return;
+    }
+    if (step - windowStart.step < WATCH_WINDOW_STEPS) return;
+    const perStep = (time - windowStart.time) / (step - windowStart.step);
+    windowStart = { step, time };
+    if (warmup === undefined) {
+      warmup = perStep;
+      return;
+    }
+    slowWindows = perStep > WATCH_SLOWDOWN * warmup ? slowWindows + 1 : 0;
+    if (slowWindows < 2) return;
+    noted = true;
+    const advice = threads > 1
+      ? `another process is probably using the CPUs; OMP_NUM_THREADS=1 runs this one on one core without waiting for the others (bench/README.md, the thread policy)`
+      : 'another process is probably using the CPU';
+    note(`${label}: steps now take ${(perStep / warmup).toFixed(1)}x as long as at the start (${perStep.toFixed(0)} vs ${warmup.toFixed(0)} ms): ${advice}`);
+  };
+}
+
 export function progress(options: ProgressOptions): Progress {
   const { total, label = 'progress', unit = 'it', itemsPerStep, itemUnit = 'img', start = 0, intervalSeconds = 15 } = options;
   const stream = options.stream ?? process.stderr;
@@ -51,6 +94,7 @@ export function progress(options: ProgressOptions): Progress {
   const startTime = now();
   let step = start;
   let fields: ProgressFields = {};
+  const watch = slowdownWatch(label, options.threads ?? getNumThreads(), (line) => stream.write(`${stream.isTTY ? '\n' : ''}${line}\n`));
 
   // What both forms show after step/total: rate(s), elapsed time, ETA, the fields (named apart
   // from cli-progress's own tokens such as {eta}).
@@ -75,6 +119,7 @@ export function progress(options: ProgressOptions): Progress {
       update(s, f = {}) {
         step = s;
         fields = f;
+        watch(s, now());
         bar.update(s, status());
       },
       stop() {
@@ -95,6 +140,7 @@ export function progress(options: ProgressOptions): Progress {
     update(s, f = {}) {
       step = s;
       fields = f;
+      watch(s, now());
       if (now() - lastLine >= intervalSeconds * 1000) printLine();
     },
     stop() {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { formatDuration, progress } from '../../src/train/progress.js';
+import { formatDuration, progress, slowdownWatch } from '../../src/train/progress.js';
 
 class Capture extends Writable {
   text = '';
@@ -58,4 +58,43 @@ test('on a terminal: a cli-progress bar with the same fields, redrawn in place',
   bar.stop();
   assert.match(stream.text, /\x1b\[/, 'terminal escapes');
   assert.match(stream.text, /align \|█+\| 10\/10 it \(100%\) \| 1\.00 it\/s \| elapsed 0:00:10 \| ETA 0:00:00 \| loss=2/);
+});
+
+test('slowdownWatch notes once when two windows in a row take 3x the warm-up rate, with the threads advice', () => {
+  const notes: string[] = [];
+  const watch = slowdownWatch('sit', 2, (line) => notes.push(line));
+  let time = 0;
+  const steps = (count: number, ms: number, from: number): number => {
+    for (let s = from + 1; s <= from + count; s++) { time += ms; watch(s, time); }
+    return from + count;
+  };
+  let step = steps(3, 500, 0);      // skipped: the first steps allocate
+  step = steps(10, 40, step);       // the warm-up window: 40 ms a step
+  step = steps(10, 100, step);      // 2.5x: not yet
+  step = steps(10, 130, step);      // one slow window alone: not yet
+  step = steps(10, 40, step);
+  assert.deepEqual(notes, []);
+  step = steps(20, 130, step);      // two in a row at 3.25x
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /^sit: steps now take 3\.3x as long as at the start \(130 vs 40 ms\): .*OMP_NUM_THREADS=1/);
+  steps(40, 500, step);
+  assert.equal(notes.length, 1, 'once');
+  const single: string[] = [];
+  const oneThread = slowdownWatch('align', 1, (line) => single.push(line));
+  time = 0;
+  for (let s = 1; s <= 13; s++) { time += 10; oneThread(s, time); }
+  for (let s = 14; s <= 40; s++) { time += 50; oneThread(s, time); }
+  assert.equal(single.length, 1);
+  assert.doesNotMatch(single[0]!, /OMP_NUM_THREADS/, 'one thread already: no thread advice');
+});
+
+test('progress passes each step to the slowdown watch: the note reaches the stream', () => {
+  const stream = new Capture(false);
+  let clock = 0;
+  const bar = progress({ total: 100, label: 'sit', stream, intervalSeconds: 1000, now: () => clock, threads: 2 });
+  for (let step = 1; step <= 60; step++) {
+    clock += step <= 13 ? 10 : 100;
+    bar.update(step);
+  }
+  assert.match(stream.text, /sit: steps now take 10\.0x as long as at the start/);
 });
