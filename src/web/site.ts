@@ -83,16 +83,15 @@ const TYPES: Record<string, string> = {
 };
 
 /**
- * What the page needs and nothing more: its own scripts, onnxruntime-web's wasm compiled from its
- * own files ('wasm-unsafe-eval'), workers from its own files or blob: URLs (ort's proxy worker),
- * fetches of its own models, the inline <style> by hash, the data: favicon; no frames, forms or
- * plugins.
+ * What the page needs and nothing more: its own scripts and workers, onnxruntime-web's wasm
+ * compiled from its own files ('wasm-unsafe-eval'), fetches of its own models, the inline <style>
+ * by hash, the data: favicon; no frames, forms or plugins.
  */
 function contentSecurityPolicy(): string {
   const style = /<style>([^]*?)<\/style>/.exec(PAGE)![1]!;
   return [
     "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'",
-    `style-src 'sha256-${createHash('sha256').update(style).digest('base64')}'`, "img-src 'self' data: blob:",
+    `style-src 'sha256-${createHash('sha256').update(style).digest('base64')}'`, "img-src 'self' data:",
     "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
   ].join('; ');
 }
@@ -188,6 +187,8 @@ export async function serveStatic(root: string, options: { port?: number; host?:
     server.once('error', (error: NodeJS.ErrnoException) => fail(new Error(`reals serve: cannot listen on ${host}:${port} (${error.code ?? error.message})`)));
     server.listen(port, host, done);
   });
+  // After listening, an error (EMFILE on accept) is one connection's, not the server's end.
+  server.on('error', (error) => process.emitWarning(`reals serve: ${error.message}`));
   const address = server.address();
   if (typeof address === 'object' && address !== null) port = address.port;
   return { server, url: `http://${isIP(host) === 6 ? `[${host}]` : host}:${port}/` };
