@@ -1,10 +1,10 @@
 // Data folders that hold more than images: FIFOs, devices and huge files named like images, names
 // that are not UTF-8, links that loop, and folders where most files cannot be read. Each test has
 // a timeout, so a loader that hangs fails instead of stopping the suite.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIXTURES } from '../helpers.js';
@@ -17,6 +17,15 @@ import { NpzFile } from '../../src/io/npz.js';
 import { writeReferenceBatch } from '../../src/eval/batches.js';
 
 const PHOTO = join(FIXTURES, 'data', 'cat_301x217.jpg');
+const made: string[] = [];
+after(() => { for (const dir of made) rmSync(dir, { recursive: true, force: true }); });
+
+/** A temporary folder, removed when the tests end. */
+function tmp(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  made.push(dir);
+  return dir;
+}
 const LATIN1_NAME = Buffer.concat([Buffer.from('caf'), Buffer.of(0xe9), Buffer.from('.jpg')]);
 
 /** A class folder `root`/`name` with `count` copies of the fixture photo. */
@@ -62,7 +71,7 @@ test('os.fsdecode and os.fsencode: undecodable bytes round-trip through U+DC80..
 });
 
 test('readRegularFile refuses FIFOs, devices, folders and files over the bound at once', { timeout: 20_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const dir = tmp();
   execFileSync('mkfifo', [join(dir, 'fifo.png')]);
   symlinkSync('/dev/zero', join(dir, 'zero.png'));
   mkdirSync(join(dir, 'folder.png'));
@@ -79,7 +88,7 @@ test('readRegularFile refuses FIFOs, devices, folders and files over the bound a
 });
 
 test('readIdx refuses a FIFO and /dev/zero named like Fashion-MNIST files at once, naming them', { timeout: 20_000 }, () => {
-  const dir = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const dir = tmp();
   execFileSync('mkfifo', [join(dir, 'train-images-idx3-ubyte.gz')]);
   symlinkSync('/dev/zero', join(dir, 'train-labels-idx1-ubyte'));
   assert.throws(() => readIdx(join(dir, 'train-images-idx3-ubyte.gz')), /readIdx\(.*train-images-idx3-ubyte\.gz\): not a regular file \(a FIFO\)/);
@@ -88,7 +97,7 @@ test('readIdx refuses a FIFO and /dev/zero named like Fashion-MNIST files at onc
 
 for (const numWorkers of [0, 2]) {
   test(`DataLoader (${numWorkers} workers): a FIFO, /dev/zero and /dev/urandom named like images are skipped at once, with one warning`, { timeout: 60_000 }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+    const root = tmp();
     const dir = classFolder(root, 'class0', 8);
     execFileSync('mkfifo', [join(dir, 'x.png')]);
     symlinkSync('/dev/zero', join(dir, 'zero.jpg'));
@@ -105,7 +114,7 @@ for (const numWorkers of [0, 2]) {
 }
 
 test('a file name that is not UTF-8 (Latin-1 é) is listed and read, in a class folder so named too', { timeout: 60_000 }, async () => {
-  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const root = tmp();
   classFolder(root, 'plain', 1);
   const latinClass = Buffer.concat([Buffer.from(`${root}/cl`), Buffer.of(0xe9)]);
   mkdirSync(latinClass);
@@ -123,7 +132,7 @@ test('a file name that is not UTF-8 (Latin-1 é) is listed and read, in a class 
 });
 
 test('a link from a class folder back to its parent is walked once, not until the path is too long', { timeout: 20_000 }, () => {
-  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const root = tmp();
   const dir = classFolder(root, 'class0', 2);
   symlinkSync('..', join(dir, 'loop'));
   symlinkSync(dir, join(dir, 'self'));
@@ -133,7 +142,7 @@ test('a link from a class folder back to its parent is walked once, not until th
 });
 
 test('a folder where most files cannot be read stops with one error naming it, not a warning per file', { timeout: 60_000 }, async () => {
-  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const root = tmp();
   const dir = classFolder(root, 'class0', 2);
   for (let i = 0; i < 30; i++) writeFileSync(join(dir, `text${String(i).padStart(2, '0')}.png`), 'not an image');
   const loader = new DataLoader(new ImageFolder(root, { resolution: 16 }), { batchSize: 8, seed: 1, numWorkers: 1 });
@@ -142,7 +151,7 @@ test('a folder where most files cannot be read stops with one error naming it, n
   assert.deepEqual(warnings, []);
 
   // Past 64 files the share is checked without waiting for the epoch's end.
-  const many = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const many = tmp();
   const manyDir = classFolder(many, 'class0', 10);
   for (let i = 0; i < 190; i++) symlinkSync('/dev/zero', join(manyDir, `zero${String(i).padStart(3, '0')}.png`));
   const early = new DataLoader(new ImageFolder(many, { resolution: 16 }), { batchSize: 8, seed: 1, numWorkers: 0, prefetch: 1 });
@@ -158,7 +167,7 @@ test('a folder where most files cannot be read stops with one error naming it, n
 });
 
 test('an epoch in which no file can be read any more (the folder emptied after the first) is an error, not an empty epoch', { timeout: 60_000 }, async () => {
-  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const root = tmp();
   const dir = classFolder(root, 'class0', 4);
   const loader = new DataLoader(new ImageFolder(root, { resolution: 16 }), { batchSize: 2, numWorkers: 0 });
   try {
@@ -174,7 +183,7 @@ test('an epoch in which no file can be read any more (the folder emptied after t
 });
 
 test('ref-batch reads a Latin-1 name and leaves out FIFOs and devices named like images', { timeout: 60_000 }, async () => {
-  const root = mkdtempSync(join(tmpdir(), 'reals-hostile-'));
+  const root = tmp();
   const dir = classFolder(root, 'photos', 1);
   copyFileSync(PHOTO, Buffer.concat([Buffer.from(`${dir}/`), LATIN1_NAME]));
   execFileSync('mkfifo', [join(dir, 'x.png')]);
