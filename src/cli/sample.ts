@@ -5,6 +5,7 @@
 // (--model and --image-size say which network, the VAE folder how its latents are normalized).
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
+import { LABEL_SAMPLINGS } from '../train/sit.js';
 import {
   OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
@@ -36,6 +37,8 @@ function modeCommand(mode: SampleMode): Command {
     .option('--guidance-high <t>', 'upper end of the guidance interval', number(0, 1), d.guidanceHigh)
     .option('--num-sampling-steps <n>', kind === 'SiT' ? 'time grid points' : 'respaced diffusion steps', integer(2), d.numSamplingSteps)
     .option('--global-seed <n>', 'rank r seeds with global-seed * world + r', integer(0), d.globalSeed)
+    .addOption(new Option('--label-sampling <how>', 'balanced: labels cycle through the classes (REPA-E\'s class-balanced protocol); ' +
+      'random: torch.randint per batch from its seed, as SiT\'s sample_ddp.py (recorded in sampling.json)').choices([...LABEL_SAMPLINGS]).default(d.labelSampling))
     .addOption(new Option('--weights <w>', 'which weights of a training checkpoint').choices(['ema', 'model']).default(d.weights))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda:LOCAL_RANK when available)', device);
   if (kind === 'SiT') {

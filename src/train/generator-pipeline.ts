@@ -14,7 +14,7 @@ import {
 } from '../diffusion/index.js';
 import {
   loadGenerator, sampleImages, savedGeneratorSpec, trainGenerator,
-  type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type LoadedGenerator, type SampleImagesResult,
+  type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type LabelSampling, type LoadedGenerator, type SampleImagesResult,
 } from './sit.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import {
@@ -225,12 +225,14 @@ export interface SampleSettings {
   lastStepSize: number;
   /** The networks under bfloat16 autocast or not; auto (default): bf16 on CUDA and bfloat16-capable CPUs. */
   precision: torch.Precision;
+  /** Labels cycle through the classes (balanced) or are drawn as SiT's sample_ddp.py (random). */
+  labelSampling: LabelSampling;
 }
 
 export const SAMPLE_RUN_DEFAULTS: SampleSettings = {
   sampleDir: 'samples', perProcBatchSize: 4, numFidSamples: 50_000, cfgScale: 1.0, guidanceLow: 0, guidanceHigh: 1,
   numSamplingSteps: 250, globalSeed: 0, weights: 'ema', atol: 1e-6, rtol: 1e-3, reverse: false, diffusionForm: 'sigma', diffusionNorm: 1.0,
-  lastStep: 'Mean', lastStepSize: 0.04, precision: 'auto',
+  lastStep: 'Mean', lastStepSize: 0.04, precision: 'auto', labelSampling: 'balanced',
 };
 
 /** What an official checkpoint (no metadata) is taken to be when the flags do not say: sample_ddp.py's defaults. */
@@ -287,7 +289,8 @@ export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & S
   const ckpt = basename(options.ckpt).replace('.pt', '').replace('.safetensors', '');
   const head = `${model}-${ckpt}-cfg-${pyFloat(options.cfgScale)}-${options.perProcBatchSize}-${mode.toUpperCase()}-${options.numSamplingSteps}`;
   const tail = `interval-${pyFloat(options.guidanceLow)}-${pyFloat(options.guidanceHigh)}-seed-${options.globalSeed}` +
-    (options.backend === undefined || options.backend === 'libtorch' ? '' : `-${options.backend}`);
+    (options.backend === undefined || options.backend === 'libtorch' ? '' : `-${options.backend}`) +
+    (options.labelSampling === 'random' ? '-random-labels' : '');
   if (mode === 'ddpm' || mode === 'ddim') return `${head}-${tail}`;
   return mode === 'ode' ? `${head}-${method}-${tail}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}-${tail}`;
 }
@@ -394,7 +397,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   const onnx = backend === 'libtorch' ? undefined : await createOnnxSampler({
     model: loaded.model.eval(), vae: vae.eval(), normalization, mode: mode as 'ode' | 'sde', method: mode === 'ode' ? method as 'euler' | 'heun2' : undefined,
     sde: { diffusionForm: o.diffusionForm, diffusionNorm: o.diffusionNorm, lastStep: o.lastStep, lastStepSize: o.lastStepSize }, steps: o.numSamplingSteps, cfgScale: o.cfgScale,
-    cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport,
+    cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, labelSampling: o.labelSampling,
   });
   const worldSize = torch.distributed.launchedWorldSize();
   if (worldSize > 1) torch.distributed.initProcessGroup();
@@ -403,6 +406,7 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
       onnx, model: loaded.model, vae, normalization, method: mode, numSamples: o.numFidSamples, batchSize: o.perProcBatchSize,
       seed: o.globalSeed, sampleDir: `${o.sampleDir}/${sampleFolderName(mode, { ...o, model }, method)}`, steps: o.numSamplingSteps,
       cfgScale: o.cfgScale, cfgChannels: o.cfgChannels, guidanceLow: o.guidanceLow, guidanceHigh: o.guidanceHigh, transport, device: o.device, precision: o.precision, log: o.log,
+      labelSampling: o.labelSampling,
       ...(mode === 'ode'
         ? { ode: { samplingMethod: method as OdeMethod, atol: o.atol, rtol: o.rtol, reverse: o.reverse } }
         : mode === 'ddpm' || mode === 'ddim' ? {} : {

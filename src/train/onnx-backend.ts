@@ -11,7 +11,7 @@ import { Sampler, createTransport, guidanceDecider, type SdeSamplerOptions, type
 import { exportGenerator, exportVaeDecoder } from '../onnx/export.js';
 import { sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
 import { denormalizeLatents, type LatentNormalization } from './latents.js';
-import { sampleLabel } from './sit.js';
+import { sampleLabels, type LabelSampling } from './sit.js';
 
 /** The part of onnxruntime-node's API used here. */
 interface OrtTensor { readonly data: unknown; readonly dims: readonly number[] }
@@ -43,6 +43,8 @@ export interface OnnxSamplerOptions {
   steps: number;
   cfgScale: number;
   cfgChannels?: number | 'all';
+  /** How labels are chosen, as sampleLatents (default balanced). */
+  labelSampling?: LabelSampling;
   /** The guidance interval in REPA's time, as `reals sample` takes it. */
   guidanceLow: number;
   guidanceHigh: number;
@@ -88,9 +90,12 @@ export async function createOnnxSampler(options: OnnxSamplerOptions): Promise<On
   return {
     async latents(indices, seed) {
       const n = indices.length;
-      const labels = new ort.Tensor('int64', BigInt64Array.from(indices, (i) => BigInt(sampleLabel(i, c.numClasses))), [n]);
+      const labelSampling = options.labelSampling ?? 'balanced';
+      const labels = new ort.Tensor('int64', BigInt64Array.from(sampleLabels(indices, c.numClasses, labelSampling, seed, shape), BigInt), [n]);
       torch.manualSeed(seed);
       const noise = torch.scope(() => torch.randn([n, ...shape]).toArray() as Float32Array);
+      // As sampleLatents' doubled batch: the random labels are drawn between the noise and the SDE's draws.
+      if (doubled && labelSampling === 'random') torch.randint(0, c.numClasses, [n]).dispose();
       const scale = new ort.Tensor('float32', Float32Array.of(cfgScale), [1]);
       const velocity = async (x: Float32Array, t: number, guided: boolean): Promise<Float32Array> => {
         const feeds = { x: new ort.Tensor('float32', x, [n, ...shape]), t: new ort.Tensor('float32', new Float32Array(n).fill(t), [n]), y: labels };

@@ -466,7 +466,11 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
 // --- sampling -----------------------------------------------------------------------------------
 
 /** How latents are drawn: generateLatents' options other than the labels, shape and seed. */
-export type SampleLatentsOptions = Omit<GenerateOptions, 'model' | 'labels' | 'shape' | 'seed'> & { model: SiT | DiT };
+export type SampleLatentsOptions = Omit<GenerateOptions, 'model' | 'labels' | 'shape' | 'seed'> & {
+  model: SiT | DiT;
+  /** How labels are chosen (default balanced). */
+  labelSampling?: LabelSampling;
+};
 
 export interface SampleImagesOptions extends SampleLatentsOptions {
   vae: AutoencoderKL;
@@ -493,6 +497,29 @@ export interface SampleImagesResult { sampleDir: string; npz: string | null; gri
 export function sampleLabel(index: number, numClasses: number): number { return index % numClasses; }
 
 /**
+ * How sample labels are chosen (`--label-sampling`): `balanced` cycles through the classes by
+ * sample index (sampleLabel; REPA-E's class-balanced protocol), `random` draws them as SiT's
+ * sample_ddp.py: after the batch's noise, `torch.randint(0, num_classes, (n,))` from the same seed.
+ */
+export const LABEL_SAMPLINGS = ['balanced', 'random'] as const;
+export type LabelSampling = (typeof LABEL_SAMPLINGS)[number];
+
+/**
+ * The labels of the batch of samples `indices` whose noise [n, ...noiseShape] is drawn from `seed`:
+ * by index (balanced), or sample_ddp.py's draw (random): torch.manualSeed(seed), the noise
+ * torch.randn([n, ...noiseShape]), then torch.randint(0, numClasses, [n]). Leaves the generator
+ * after that draw.
+ */
+export function sampleLabels(indices: readonly number[], numClasses: number, labelSampling: LabelSampling, seed: number, noiseShape: readonly number[]): number[] {
+  if (labelSampling === 'balanced') return indices.map((index) => sampleLabel(index, numClasses));
+  return torch.scope(() => {
+    torch.manualSeed(seed);
+    torch.randn([indices.length, ...noiseShape]);
+    return Array.from(torch.randint(0, numClasses, [indices.length]).toArray() as BigInt64Array, Number);
+  });
+}
+
+/**
  * The seed of batch `b` on the rank whose seed is `rankSeed` (global_seed * world_size + rank, as
  * sample_ddp.py): the first batch uses it as it is; later ones add b * 0x9E3779B1 modulo 2^32,
  * because libtorch's CPU generator keeps only the low 32 bits of a seed (mt19937). The multiplier
@@ -504,7 +531,7 @@ export function batchSeed(rankSeed: number, batch: number): number {
 }
 
 /**
- * The latents of samples `indices` (labelled by sampleLabel) drawn from `seed`, normalized as the
+ * The latents of samples `indices` (labelled by sampleLabels) drawn from `seed`, normalized as the
  * model was trained: torch.manualSeed(seed), the noise torch.randn([n, C, H, W]), then the sampler.
  * With guidance over the whole time range, the state is the reference scripts' doubled batch
  * (the noise twice, the labels then the null class, forwardWithCfg): SiT's sample_ddp.py for
@@ -516,14 +543,16 @@ export function sampleLatents(options: SampleLatentsOptions, indices: readonly n
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
   const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const c = model.config;
-  const labels = indices.map((index) => sampleLabel(index, c.numClasses));
   const shape = [c.inChannels, c.inputSize, c.inputSize];
+  const labels = sampleLabels(indices, c.numClasses, options.labelSampling ?? 'balanced', seed, shape);
   if (cfgScale > 1 && guidanceLow <= 0 && guidanceHigh >= 1) {
     if (model.training) throw new Error('sampleLatents: the model is in training mode (labels would be dropped at random); call eval() first');
     return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {
       const n = labels.length;
       torch.manualSeed(seed);
       const z = torch.randn([n, ...shape]).to(device);
+      // sample_ddp.py draws its random labels here, between the noise and the sampler's own draws.
+      if (options.labelSampling === 'random') torch.randint(0, c.numClasses, [n]).dispose();
       const y = torch.tensor([...labels, ...Array(n).fill(c.numClasses)], { dtype: 'int64' }).to(device);
       const guided = (x: Tensor, t: Tensor, kwargs: Record<string, unknown>): Tensor =>
         model.forwardWithCfg(x, t, kwargs.y as Tensor, cfgScale, { channels: options.cfgChannels });
@@ -561,6 +590,7 @@ function samplingSettings(options: SampleImagesOptions, precision: torch.Resolve
     // Folders drawn before precision and backend were settings are fp32 and libtorch, which add no entry.
     precision: precision === 'fp32' || options.onnx !== undefined ? undefined : precision,
     backend: options.onnx === undefined ? undefined : 'onnxruntime',
+    labelSampling: options.labelSampling ?? 'balanced',
     seed: options.seed, batchSize: options.batchSize, worldSize, normalization: options.normalization,
     model: stateDictHash(options.model), vae: stateDictHash(options.vae),
   })) as Record<string, unknown>;
@@ -575,7 +605,8 @@ function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, ra
   const path = join(sampleDir, SAMPLING_SETTINGS);
   const fail = (message: string): never => { throw new Error(`${sampleDir}: ${message}; use another sample folder, or delete this one`); };
   const compare = (): void => {
-    const recorded = readJsonFile(path) as Record<string, unknown>;
+    // Folders drawn before labels were a setting cycled through the classes.
+    const recorded: Record<string, unknown> = { labelSampling: 'balanced', ...(readJsonFile(path) as Record<string, unknown>) };
     const show = (v: unknown): string => (v === undefined ? 'unset' : JSON.stringify(v).slice(0, 80));
     const differing = [...new Set([...Object.keys(recorded), ...Object.keys(settings)])]
       .filter((k) => JSON.stringify(recorded[k]) !== JSON.stringify(settings[k]));
