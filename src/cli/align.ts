@@ -22,7 +22,8 @@ export function alignTrainCommand(): Command {
     .option('--dino-model <name>', `teacher: ${Object.keys(DINOV2_CONFIGS).join(', ')}, a .json file of DinoV2Config fields, ` +
       `or ${HOG_TEACHER_NAME} (histograms of oriented gradients on the latent grid's cells: no weights, ${new HogTeacher().embedDim}-wide tokens; docs/alignment.md)`, d.dinoModel)
     .option('--dino-ckpt <file>', 'teacher weights (torch-hub or Hugging Face naming; .pth or .safetensors) (default: the torch-hub checkpoint of --dino-model, fetched into $TORCH_HOME/hub/checkpoints)')
-    .option('--dino-input-size <n>', 'side images are resized to for DINOv2; divisible by the patch size 14 (not used by hog)', integer(1), d.dinoInputSize)
+    .option('--dino-input-size <n>', 'side images are resized to for the teacher; divisible by its patch size (not used by hog) ' +
+      '(default: the teacher\'s own: a .json teacher\'s imgSize, else patch size x latent side, one token per latent position: 448 for 256 px and an f8 VAE)', integer(1))
     .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, a Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema, fetched into the hub cache), or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
     .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json`, d.vaeConfig)
     .option('--disc-ckpt <file>', 'PatchGAN discriminator to start from (taming/LDM checkpoint or state dict)')

@@ -4,7 +4,7 @@
 // `reals launch`, and call trainAlignment (align.ts) or convertAlignment (align-convert.ts).
 import * as torch from '../torch/index.js';
 import { checkWritableDir } from '../io/index.js';
-import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
+import { DinoVisionTransformer, resolveDinoConfig, type DinoV2Config } from '../models/dinov2.js';
 import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGNMENT_DEFAULTS, AlignmentHeads, type AlignLossKind, type ClsPooling, type PatchProjection, type TeacherNorm } from '../models/alignment.js';
 import { NLayerDiscriminator } from '../models/discriminator.js';
@@ -24,8 +24,6 @@ export interface AlignTrainSettings {
   imageSize: number;
   /** A DINOV2_CONFIGS name, a .json file of DinoV2Config fields, or `hog` (HogTeacher: no weights). */
   dinoModel: string;
-  /** Side images are resized to for DINOv2 (448 = 32 x 14: one token per latent position of a 256 px image); unused by HOG. */
-  dinoInputSize: number;
   /** The VAE architecture for a state-dict --vae-ckpt or from scratch: an AUTOENCODER_KL_CONFIGS name or a config.json. */
   vaeConfig: string;
   maxEpoch: number;
@@ -73,7 +71,7 @@ export interface AlignTrainSettings {
 }
 
 export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
-  imageSize: 256, dinoModel: 'dinov2_vitb14', dinoInputSize: 448, vaeConfig: 'sd-vae', maxEpoch: 100, batchSize: 8, resultsDir: 'results',
+  imageSize: 256, dinoModel: 'dinov2_vitb14', vaeConfig: 'sd-vae', maxEpoch: 100, batchSize: 8, resultsDir: 'results',
   seed: 0, precision: 'auto', ckptEvery: 5000, logEvery: 100, imageEvery: 1000,
   mlpHidden: ALIGNMENT_DEFAULTS.hiddenDim, mlpDepth: ALIGNMENT_DEFAULTS.depth, clsPooling: ALIGNMENT_DEFAULTS.clsPooling, clsPoolSize: ALIGNMENT_DEFAULTS.clsPoolSize,
   patchProj: ALIGNMENT_DEFAULTS.patchProj, teacherNorm: ALIGNMENT_DEFAULTS.teacherNorm, teacherNormAlpha: ALIGNMENT_DEFAULTS.teacherNormAlpha,
@@ -90,6 +88,11 @@ export const ALIGN_TRAIN_RUN_DEFAULTS: AlignTrainSettings = {
 export interface AlignTrainRunOptions extends Partial<AlignTrainSettings>, HubRunOptions {
   /** An ImageNet-layout image folder (class subfolders), or `fashion-mnist`. */
   dataPath: string;
+  /**
+   * Side images are resized to for the teacher (unused by HOG); default teacherInputSize: the
+   * teacher's own (a .json config's imgSize), or one token per latent position.
+   */
+  dinoInputSize?: number;
   /** The teacher's weights (torch-hub or Hugging Face naming); default the torch-hub checkpoint of a published dinoModel, fetched into its cache. */
   dinoCkpt?: string;
   /** The VAE to start from (loadStartingVae; a Hugging Face repo id is fetched); default --vae-config from scratch. */
@@ -110,6 +113,18 @@ export interface AlignTrainRunOptions extends Partial<AlignTrainSettings>, HubRu
   log?: (line: string) => void;
 }
 
+/**
+ * The teacher's input side when --dino-input-size is not given: a .json teacher's (one of
+ * `reals teacher train`, or configs/teacher/) own imgSize, the size it learned at; a published
+ * DINOv2's patch size times the latent side, one token on each latent position (ReaLS's 448 =
+ * 14 x 32 for 256 px images and an f8 VAE).
+ */
+export function teacherInputSize(dinoModel: string, config: DinoV2Config, latentSide: number): { size: number; why: string } {
+  if (dinoModel.endsWith('.json')) return { size: config.imgSize, why: `the teacher's own imgSize (${dinoModel})` };
+  const size = config.patchSize * latentSide;
+  return { size, why: `patch size ${config.patchSize} x latent side ${latentSide}: one ${dinoModel} token on each latent position` };
+}
+
 /** Builds everything from the options and trains; under `reals launch` (WORLD_SIZE > 1) as one rank of DDP. */
 export async function runAlignTrain(options: AlignTrainRunOptions): Promise<AlignTrainResult> {
   const { log, ...given } = options;
@@ -119,7 +134,7 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   const hog = o.dinoModel === HOG_TEACHER_NAME ? new HogTeacher() : null;
   if (hog !== null && o.dinoCkpt !== undefined) throw new Error(`--dino-ckpt ${o.dinoCkpt}: --dino-model ${HOG_TEACHER_NAME} has no weights`);
   const dinoConfig = hog === null ? resolveDinoConfig(o.dinoModel) : null;
-  if (dinoConfig !== null && o.dinoInputSize % dinoConfig.patchSize !== 0) {
+  if (dinoConfig !== null && o.dinoInputSize !== undefined && o.dinoInputSize % dinoConfig.patchSize !== 0) {
     throw new Error(`--dino-input-size ${o.dinoInputSize} is not divisible by the DINOv2 patch size ${dinoConfig.patchSize} ` +
       `(448 = 32 x 14 gives one token per latent position of a 256 px image)`);
   }
@@ -128,7 +143,9 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   if (dinoConfig !== null) o.dinoCkpt ??= await fetchDinov2Checkpoint(o.dinoModel, hub);
   if (o.vaeCkpt !== undefined) o.vaeCkpt = await resolveVaePath(o.vaeCkpt, { ...hub, revision: o.revision, flag: '--vae-ckpt' });
   if (o.lpipsWeight > 0 && (o.lpipsVgg === undefined || o.lpipsLin === undefined)) {
-    const fetched = await fetchLpipsWeights(hub);
+    const fetched = await fetchLpipsWeights(hub).catch((error: Error) => {
+      throw new Error(`LPIPS (--lpips-weight ${o.lpipsWeight}): ${error.message}; or give --lpips-vgg and --lpips-lin, or train without LPIPS: --lpips-weight 0`, { cause: error });
+    });
     o.lpipsVgg ??= fetched.vgg16;
     o.lpipsLin ??= fetched.lin;
   }
@@ -138,6 +155,14 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   try {
     torch.manualSeed(o.seed);
     const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
+    if (dinoConfig !== null && o.dinoInputSize === undefined) {
+      const factor = vae.downsamplingFactor;
+      if (o.imageSize % factor !== 0) throw new Error(`--image-size ${o.imageSize} is not a multiple of the VAE's downsampling factor ${factor}`);
+      const chosen = teacherInputSize(o.dinoModel, dinoConfig, o.imageSize / factor);
+      o.dinoInputSize = chosen.size;
+      if (rank === 0) (log ?? console.log)(`--dino-input-size ${chosen.size}: ${chosen.why}`);
+    }
+    const dinoInputSize = hog === null ? o.dinoInputSize : undefined;
     const dino = hog ?? new DinoVisionTransformer(dinoConfig!).loadCheckpoint(o.dinoCkpt!);
     // --cls-weight 0 builds no MLP_cls: patch-only alignment leaves no untrained weights behind.
     const heads = new AlignmentHeads({
@@ -151,18 +176,18 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
     const lpips = o.lpipsWeight > 0 ? LPIPS.fromPretrained({ vgg16: o.lpipsVgg!, lin: o.lpipsLin! }) : null;
     checkStepMemory({
       'VAE': vaeTrainBytes(vae.config, o.batchSize, o.imageSize),
-      ...(dinoConfig === null ? {} : { 'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, o.dinoInputSize) }),
+      ...(dinoConfig === null ? {} : { 'DINOv2 at --dino-input-size': dinoForwardBytes(dinoConfig, o.batchSize, dinoInputSize!) }),
       ...(lpips === null ? {} : { LPIPS: lpipsTrainBytes(o.batchSize, o.imageSize) }),
       // EQ-VAE's second decode, at most at the largest scaled side: the decoder's half of a VAE step, and LPIPS on it.
       ...(o.eqWeight > 0 ? { 'EQ-VAE\'s decode': vaeTrainBytes(vae.config, o.batchSize, o.imageSize * EQ_MAX_SCALE) / 2 } : {}),
       ...(o.eqWeight > 0 && lpips !== null ? { 'LPIPS on EQ-VAE\'s decode': lpipsTrainBytes(o.batchSize, o.imageSize * EQ_MAX_SCALE) } : {}),
-    }, `--batch-size ${o.batchSize}, --dino-input-size ${o.dinoInputSize} or --image-size ${o.imageSize}`, torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+    }, `--batch-size ${o.batchSize}, ${dinoConfig === null ? '' : `--dino-input-size ${dinoInputSize} `}or --image-size ${o.imageSize}`, torch.cuda.isAvailable() ? 'cuda' : 'cpu');
     const data = new DataLoader(loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels), {
       batchSize: o.batchSize, seed: o.seed, rank, worldSize, numWorkers: o.numWorkers,
     });
     try {
       return await trainAlignment({
-        vae, dino, dinoInputSize: hog === null ? o.dinoInputSize : undefined, heads, discriminator, lpips, data,
+        vae, dino, dinoInputSize, heads, discriminator, lpips, data,
         resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
         maxEpoch: o.maxEpoch, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast,
         logEvery: o.logEvery, imageEvery: o.imageEvery, seed: o.seed, precision: o.precision, args: o, log,

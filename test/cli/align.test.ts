@@ -27,7 +27,7 @@ test('--help lists the reference flags with their defaults', () => {
   for (const flag of ['--data-path', '--gpus-per-node', '--dino-model', '--dino-ckpt', '--vae-ckpt', '--disc-ckpt', '--max-epoch', '--batch-size', '--results-dir', '--resume']) {
     assert.ok(help.includes(flag), flag);
   }
-  for (const shown of ['--dino-input-size <n>', '(default: 448)', '(default: 0.00005)', '(default: 0.000001)', '"dinov2_vitb14"', 'dinov2_vitl14_reg', 'dinov2_vitg14_reg']) {
+  for (const shown of ['--dino-input-size <n>', '448 for 256 px and an f8 VAE', '(default: 0.00005)', '(default: 0.000001)', '"dinov2_vitb14"', 'dinov2_vitl14_reg', 'dinov2_vitg14_reg']) {
     assert.ok(help.includes(shown), shown);
   }
 });
