@@ -14,6 +14,7 @@ import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
 import { exportCommand, serveCommand } from './export.js';
+import { reportCommand } from './report.js';
 import { markRequiredOptions } from './parse.js';
 import { TrainingStopped } from '../train/stop.js';
 
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
   program.addCommand(teacherCommand());
   program.addCommand(exportCommand());
   program.addCommand(serveCommand());
+  program.addCommand(reportCommand());
   return markRequiredOptions(program);
 }
 

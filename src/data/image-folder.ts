@@ -45,6 +45,11 @@ function walk(top: string, seen = new Set<string>()): [string, string[]][] {
   return out.sort((a, b) => byName(a[0], b[0]));
 }
 
+/** The class folders of `root` in label order (sorted by name), as ImageFolder reads them. */
+export function classFolders(root: string): string[] {
+  return readDirectory(root).map(({ name }) => name).filter((name) => isDirectory(join(root, name))).sort(byName);
+}
+
 export class ImageFolder implements ImageFileDataset {
   readonly root: string;
   readonly resolution: number;
@@ -61,7 +66,7 @@ export class ImageFolder implements ImageFileDataset {
     }
     this.root = root;
     this.resolution = options.resolution;
-    this.classes = options.classes ? [...options.classes] : readDirectory(root).map(({ name }) => name).filter((name) => isDirectory(join(root, name))).sort(byName);
+    this.classes = options.classes ? [...options.classes] : classFolders(root);
     if (this.classes.length === 0) throw new Error(`ImageFolder: no class folders in ${root}`);
     this.classToIdx = new Map(this.classes.map((name, i) => [name, i]));
     const samples: [string, number][] = [];

@@ -3,7 +3,7 @@
 export { resize, precomputeCoefficients } from './resample.js';
 export type { RawImage, ResampleFilter, Coefficients } from './resample.js';
 export { decodeImage, centerCropArr, crop, hflip, roundHalfEven, writeNormalized, loadImageInto, pixelLimitFor } from './image.js';
-export { ImageFolder, IMAGE_EXTENSIONS } from './image-folder.js';
+export { ImageFolder, IMAGE_EXTENSIONS, classFolders } from './image-folder.js';
 export type { ImageFolderOptions } from './image-folder.js';
 export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, readIdx } from './fashion-mnist.js';
 export type { FashionMNISTOptions, IdxArray } from './fashion-mnist.js';

@@ -3,11 +3,12 @@
 // runs' files, the sample grids and reconstructions, the command line of each step and its time.
 // It opens with one sentence: whether ReaLS beat the control on FID at equal SiT steps, and
 // whether the difference lies beyond the seed spread.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
-import { formatDuration, parseMetrics, savePlot, type PlotSeries } from '../train/index.js';
+import { formatDuration, savePlot, type PlotSeries } from '../train/index.js';
+import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../train/report.js';
 import { DEFAULT_LATENT_CHANNELS, SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
@@ -121,59 +122,9 @@ export function curveStepsOf(result: DemoResult): number[] {
   return first.curve.map((p) => p.step);
 }
 
-type Block =
-  | { kind: 'h'; level: number; text: string }
-  | { kind: 'p'; text: string }
-  | { kind: 'list'; items: string[] }
-  | { kind: 'table'; header: string[]; rows: string[][] }
-  | { kind: 'img'; src: string; alt: string }
-  | { kind: 'code'; text: string };
-
-function toMarkdown(blocks: readonly Block[]): string {
-  const cell = (text: string) => text.replaceAll('|', '\\|');
-  return blocks.map((b) => {
-    switch (b.kind) {
-      case 'h': return `${'#'.repeat(b.level)} ${b.text}`;
-      case 'p': return b.text;
-      case 'list': return b.items.map((item) => `- ${item}`).join('\n');
-      case 'table': return [b.header, b.header.map(() => '---'), ...b.rows].map((r) => `| ${r.map(cell).join(' | ')} |`).join('\n');
-      case 'img': return `![${b.alt}](${b.src})`;
-      case 'code': return `\`\`\`bash\n${b.text}\n\`\`\``;
-    }
-  }).join('\n\n') + '\n';
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** The Markdown inline marks the report uses (`code`, **bold**, *italic*) as HTML, the rest escaped. */
-function inlineHtml(text: string): string {
-  const emphasis = (part: string) => escapeHtml(part).replace(/\*\*(.+?)\*\*/g, '<strong>$1</strong>').replace(/\*(.+?)\*/g, '<em>$1</em>');
-  return text.split('`').map((part, i) => (i % 2 === 1 ? `<code>${escapeHtml(part)}</code>` : emphasis(part))).join('');
-}
-
-function toHtml(blocks: readonly Block[], title: string): string {
-  const body = blocks.map((b) => {
-    switch (b.kind) {
-      case 'h': return `<h${b.level}>${inlineHtml(b.text)}</h${b.level}>`;
-      case 'p': return `<p>${inlineHtml(b.text)}</p>`;
-      case 'list': return `<ul>${b.items.map((item) => `<li>${inlineHtml(item)}</li>`).join('')}</ul>`;
-      case 'table': return `<table><tr>${b.header.map((h) => `<th>${inlineHtml(h)}</th>`).join('')}</tr>` +
-        `${b.rows.map((r) => `<tr>${r.map((c) => `<td>${inlineHtml(c)}</td>`).join('')}</tr>`).join('')}</table>`;
-      case 'img': return `<figure><img src="${escapeHtml(b.src)}" alt="${escapeHtml(b.alt)}"><figcaption>${escapeHtml(b.alt)}</figcaption></figure>`;
-      case 'code': return `<pre><code>${escapeHtml(b.text)}</code></pre>`;
-    }
-  }).join('\n');
-  const style = 'body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}table{border-collapse:collapse}' +
-    'td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%;image-rendering:pixelated}pre{background:#f4f4f4;padding:8px;overflow-x:auto}';
-  return `<!doctype html>\n<html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title><style>${style}</style></head>\n<body>\n${body}\n</body></html>\n`;
-}
-
 /** The points of `name` in a run's metrics.jsonl. */
 function metricSeries(path: string, name: string): [number, number][] {
-  if (!existsSync(path)) throw new Error(`report: ${path} is missing (the run wrote no metrics)`);
-  return parseMetrics(readFileSync(path, 'utf8'), path).filter((r) => Number.isFinite(r.values[name])).map((r) => [r.step, r.values[name]!]);
+  return metricPoints(readMetrics(path), name);
 }
 
 /** The figures drawn from the run's files; returns their paths relative to the output folder. */

@@ -235,12 +235,18 @@ export interface DenseOptions extends Partial<DenseSettings>, HeadFlags {
 
 export interface DenseResult { images: number; files: string[] }
 
-const GRID_ROWS = 64;
+/** Inputs side by side in grid.png: as many as make it near square, each `panels` square cells wide (50 inputs of 2 panels: 5 a row, 10 rows). */
+export function gridInputsPerRow(inputs: number, panels: number): number {
+  return Math.max(1, Math.ceil(Math.sqrt(inputs / panels)));
+}
+
+const GRID_INPUTS = 64;
 
 /**
  * Per input: `<name>_mask.png` (palette colours) and/or `<name>_depth.png` (Turbo), with --raw
  * `<name>_labels.npy` (int64 [H, W]) and `<name>_depth.npy` (float32 [H, W], metres); and one
- * `grid.png` with a row per input (the first GRID_ROWS): decoded image | mask | depth.
+ * `grid.png` of the first GRID_INPUTS inputs, each as decoded image | mask | depth side by side,
+ * gridInputsPerRow of them to a row.
  */
 export async function runDense(denseOptions: DenseOptions): Promise<DenseResult> {
   const options = { ...denseOptions, ...withDefaults(DENSE_RUN_DEFAULTS, denseOptions) };
@@ -289,11 +295,12 @@ export async function runDense(denseOptions: DenseOptions): Promise<DenseResult>
         row.push(picture.permute(2, 0, 1));
         if (options.raw) saveNpy(join(options.out, `${name}_depth.npy`), depths.index(i).contiguous());
       }
-      if (start + i < GRID_ROWS) cells.push(...row);
+      if (start + i < GRID_INPUTS) cells.push(...row);
     }
     (options.log ?? console.log)(`${Math.min(start + options.batchSize, items.length)}/${items.length} images`);
   }
-  await write('grid.png', makeGrid(torch.stack(cells), { nrow: 1 + (seg === null ? 0 : 1) + (depth === null ? 0 : 1) }));
+  const panels = 1 + (seg === null ? 0 : 1) + (depth === null ? 0 : 1);
+  await write('grid.png', makeGrid(torch.stack(cells), { nrow: panels * gridInputsPerRow(cells.length / panels, panels) }));
   return { images: items.length, files };
 }
 

@@ -21,3 +21,4 @@ export * from './teacher-pipeline.js';
 export { launch, resolveCommand, type LaunchOptions } from './launch.js';
 export { StopSignal, TrainingStopped, resumeCommand, signalExitCode } from './stop.js';
 export * from './export-pipeline.js';
+export { writeRunReport, findRuns, labelledSampleGrid, type RunReportOptions, type RunReportResult, type ReportRun, type TrainingRun, type SampleRun } from './report.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { load } from '../io/index.js';
 import { AutoencoderKL, resolveVaeConfig } from '../models/autoencoder-kl.js';
-import { FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
+import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, classFolders, type Dataset } from '../data/index.js';
 import { hfModelFolder, isHfRepoId, type HfHubOptions } from '../hub/index.js';
 
 /** `--vae-path`: a diffusers AutoencoderKL folder (config.json + weights). */
@@ -90,6 +90,15 @@ export function trainingFolder(dataPath: string): string {
   if (!isFolder(train) || !isFolder(join(dataPath, 'val'))) return dataPath;
   const hasClassFolders = readdirSync(train).some((name) => isFolder(join(train, name)));
   return hasClassFolders ? train : dataPath;
+}
+
+/** The class names of `--data-path` in label order: Fashion-MNIST's, or the class folders that loadImageDataset reads. */
+export function datasetClassNames(dataPath: string): string[] {
+  if (dataPath === 'fashion-mnist') return [...FASHION_MNIST_CLASSES];
+  if (!existsSync(dataPath) || !statSync(dataPath).isDirectory()) throw new Error(`--data-path ${dataPath}: no such folder`);
+  const names = classFolders(trainingFolder(dataPath));
+  if (names.length === 0) throw new Error(`--data-path ${dataPath}: no class folders`);
+  return names;
 }
 
 /** The side of the VAE's latents for images of `imageSize` (SiT: image_size // 8). */

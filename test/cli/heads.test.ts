@@ -88,6 +88,24 @@ test('reals segment --depth-head on images through the MLPs: a mask and a depth 
   assert.deepEqual([grid.width, grid.height], [3 * (SIDE + 2) + 2, 3 * (SIDE + 2) + 2]);
 });
 
+test('reals segment on 10 images lays grid.png out near square: 3 inputs a row, each image | mask, 4 rows', async () => {
+  const out = join(dir, 'seg-grid');
+  const names = Array.from({ length: 10 }, (_, i) => `im${i}`);
+  await runDense({
+    ...common(), features: 'mlp', inputs: names.map((name) => join(dir, 'images', `${name}.png`)), segHead: join(dir, 'seg.safetensors'),
+    out, raw: false, latentsNormalized: false,
+  });
+  const grid = sharp(join(out, 'grid.png'));
+  const meta = await grid.metadata();
+  assert.deepEqual([meta.width, meta.height], [6 * (SIDE + 2) + 2, 4 * (SIDE + 2) + 2]);
+  // Input k's mask is the cell right of its image, in row floor(k / 3).
+  for (const k of [0, 4, 9]) {
+    const cell = { left: 2 + (2 * (k % 3) + 1) * (SIDE + 2), top: 2 + Math.floor(k / 3) * (SIDE + 2), width: SIDE, height: SIDE };
+    const inGrid = await sharp(join(out, 'grid.png')).extract(cell).raw().toBuffer();
+    assert.deepEqual(inGrid, await sharp(join(out, `${names[k]}_mask.png`)).raw().toBuffer(), `input ${k}'s mask`);
+  }
+});
+
 test('reals depth on a latent .npz (found by shape) with DINOv2 features writes one depth map per latent', async () => {
   const out = join(dir, 'depth-out');
   saveNpz(join(dir, 'lat.npz'), { labels: torch.zeros([3], { dtype: 'int64' }), latents: torch.randn([3, 4, SIDE / 2, SIDE / 2]) });
