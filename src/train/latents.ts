@@ -228,15 +228,19 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
   const todo = mine.filter((k) => !shardExists(join(out, shardName(k))));
   log(`caching ${dataset.length} images in ${numShards} shards of ${shardSize} into ${out}${flip ? ' (and their mirror images)' : ''}; ` +
     `normalization ${describeNormalization(settings.normalization)}; ${settings.precision}; ${mine.length - todo.length} shards already there`);
-  const bar = rank === 0 ? makeProgress({ total: todo.length, label: 'cache-latents', unit: 'shard', stream: options.progressStream }) : null;
+  // Counted in images (one shard can be the whole dataset); under DDP rank 0 shows its own shards.
+  const shardItems = (k: number): number => Math.min(dataset.length, (k + 1) * shardSize) - k * shardSize;
+  const bar = rank === 0 ? makeProgress({ total: todo.reduce((n, k) => n + shardItems(k), 0), label: 'cache-latents', unit: 'img', stream: options.progressStream }) : null;
+  let imagesBefore = 0;
   vae.to(device).eval();
   try {
-    for (const [done, k] of todo.entries()) {
+    for (const k of todo) {
       const start = k * shardSize;
       const loader = new DataLoader(subset(dataset, start, Math.min(dataset.length, start + shardSize)), {
         batchSize, shuffle: false, randomFlip: false, numWorkers: options.numWorkers,
       });
       const parts: Record<string, Tensor[]> = { mean: [], std: [], mean_flip: [], std_flip: [], labels: [], indices: [] };
+      let shardImages = 0;
       try {
         for await (const batch of loader) {
           torch.noGrad(() => torch.scope(() => {
@@ -256,6 +260,8 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
           parts.labels!.push(batch.labels);
           parts.indices!.push(torch.tensor(BigInt64Array.from(batch.indices, (i) => BigInt(start + i))));
           batch.images.dispose();
+          shardImages += batch.indices.length;
+          bar?.update(imagesBefore + shardImages);
         }
       } finally {
         await loader.close();
@@ -269,7 +275,9 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
       }
       saveNpz(join(out, shardName(k)), arrays);
       for (const t of [...Object.values(parts).flat(), ...Object.values(arrays)]) t.dispose();
-      bar?.update(done + 1);
+      // Unreadable images, left out of the batches, count as done with their shard.
+      imagesBefore += shardItems(k);
+      bar?.update(imagesBefore);
     }
   } finally {
     bar?.stop();

@@ -130,11 +130,13 @@ export function progress(options: ProgressOptions): Progress {
   }
 
   let lastLine = -Infinity;
+  let printedStep: number | null = null;
   const printLine = (): void => {
     const { speed, remaining, fields: shown } = status();
     const percent = total > 0 ? ((100 * step) / total).toFixed(1) : '100.0';
     stream.write(`${label}: ${step}/${total} ${unit} (${percent}%) | ${speed} | ETA ${remaining}${shown === '' ? '' : ` | ${shown}`}\n`);
     lastLine = now();
+    printedStep = step;
   };
   return {
     update(s, f = {}) {
@@ -143,8 +145,9 @@ export function progress(options: ProgressOptions): Progress {
       watch(s, now());
       if (now() - lastLine >= intervalSeconds * 1000) printLine();
     },
+    // The last step's line, unless its update printed it already.
     stop() {
-      printLine();
+      if (printedStep !== step) printLine();
     },
   };
 }

@@ -49,6 +49,17 @@ async function setup() {
   return { root, vaePath, dataset, vae };
 }
 
+test('cache-latents counts images on its progress bar, the unreadable one with its shard, and prints the last line once', async () => {
+  const { root, vaePath, dataset, vae } = await setup();
+  let text = '';
+  const progressStream = { write: (chunk: string) => { text += chunk; return true; }, isTTY: false } as unknown as NodeJS.WritableStream;
+  await cacheLatents({ dataset, vae, vaePath, out: join(root, 'cache'), shardSize: 3, batchSize: 2, numWorkers: 0, log: () => {}, progressStream });
+  const lines = text.trimEnd().split('\n');
+  // 8 files in shards of 3, 3 and 2: the first batch's line, then the end's (the broken file is the last shard's second).
+  assert.deepEqual(lines.map((line) => /^cache-latents: (\d+\/\d+) img /.exec(line)?.[1]), ['2/8', '8/8'], text);
+  rmSync(root, { recursive: true, force: true });
+});
+
 test('cache-latents stores each readable image\'s posterior (and its mirror image\'s) with labels, and lists the unreadable one', async () => {
   const { root, vaePath, dataset, vae } = await setup();
   process.removeAllListeners('warning');

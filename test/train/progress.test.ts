@@ -36,6 +36,23 @@ test('without a terminal: a line at most every intervalSeconds and one at stop, 
   assert.ok(!stream.text.includes('\x1b'), 'no terminal escapes');
 });
 
+test('without a terminal: the last step is printed once, whether or not its update printed it', () => {
+  for (const [steps, expected] of [[1, 1], [3, 2]] as const) {
+    const stream = new Capture(false);
+    let clock = 0;
+    const bar = progress({ total: steps, label: 'cache', stream, intervalSeconds: 15, now: () => clock });
+    for (let step = 1; step <= steps; step++) {
+      clock = step * 1000;
+      bar.update(step);
+    }
+    bar.stop();
+    const lines = stream.text.trimEnd().split('\n');
+    // Step 1 prints (the first update always does); with 3 steps, stop adds step 3's line.
+    assert.equal(lines.length, expected, stream.text);
+    assert.match(lines.at(-1)!, new RegExp(`^cache: ${steps}/${steps} it`));
+  }
+});
+
 test('a resumed run counts its rate from the start step', () => {
   const stream = new Capture(false);
   let clock = 0;
