@@ -41,7 +41,8 @@ if (threadsFlag !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined)
   process.env.OPENBLAS_NUM_THREADS = String(threadsFlag);
 }
 const torch = await import('../src/torch/index.js');
-const { WORKLOADS } = await import('./workloads.js');
+const { WORKLOADS, TINY_SIT, sitForwardFlops } = await import('./workloads.js');
+const { SIT_CONFIGS } = await import('../src/models/index.js');
 const { startPytorch, startCpp } = await import('./workers.js');
 const { startLoad } = await import('./load.js');
 
@@ -73,6 +74,10 @@ interface Item {
   sides: Side[];
   /** GFLOP/s: the flop of one iteration. */
   flops?: number;
+  /** matmul.bf16: bfloat16 tensors, on the threads of a bf16 run (the peak the bf16 model items are read against). */
+  bf16Peak?: true;
+  /** The model items: the flop of one iteration at `batch` (the matmuls), for the achieved rate against matmul.bf16's. */
+  modelFlops?: (batch: number) => number;
   /** images/s, latents/s: the images or latents of one iteration; the batch size of the model workloads (steps/s too). */
   batch?: number;
   targets: Target[];
@@ -95,6 +100,9 @@ const ITEMS: Item[] = [
     iterations: 20000, warmup: 2, rounds: 41, sides: ['ts'], targets: [] },
   { name: 'matmul', what: '1024x1024 @ 1024x1024 float32', unit: 'GFLOP/s', iterations: 3, warmup: 2, rounds: 41,
     sides: ['ts', 'pytorch', 'cpp'], flops: MATMUL_FLOPS, targets: [{ vs: 'cpp', maxRatio: 1.05 }] },
+  // The bf16 peak that the model items' achieved FLOP/s are read against (the last lines of the run).
+  { name: 'matmul.bf16', what: '2048x2048 @ 2048x2048 bfloat16 (oneDNN: AMX or AVX512-BF16)', unit: 'GFLOP/s', iterations: 2, warmup: 2, rounds: 11,
+    sides: ['ts', 'pytorch'], flops: 2 * 2048 ** 3, targets: [], bf16Peak: true },
   { name: 'conv2d.forward', what: '3x3 conv 128->128, 8x64x64, pad 1, no grad', unit: 'ms/iter', iterations: 2, warmup: 1,
     rounds: 31, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
   { name: 'conv2d.forward+backward', what: 'same conv, backward to input and weight', unit: 'ms/iter', iterations: 1, warmup: 2,
@@ -109,10 +117,12 @@ const ITEMS: Item[] = [
   { name: 'dinov2.forward', what: 'DINOv2-B/14 (dinov2_vitb14) forward_features at 224x224 (pos_embed resized from 37x37)', unit: 'images/s',
     batch: 4, iterations: 1, warmup: 1, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }], mixed: {} },
   { name: 'sit.forward', what: 'SiT-B/2 forward, 4x32x32 latents with timesteps and class labels', unit: 'images/s', batch: 4,
-    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
+    iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {},
+    modelFlops: (batch) => sitForwardFlops(SIT_CONFIGS['SiT-B/2'], batch) },
   // Sampling: generateLatents against SiT's torchdiffeq Euler loop, written out in bench/torch_eager.py.
   { name: 'sit.sample', what: 'SiT-S/2, 4x32x32, ODE Euler, 50 steps = 50 forwards, no CFG', unit: 'latents/s', batch: 1,
-    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
+    iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 },
+    modelFlops: (batch) => 50 * sitForwardFlops(SIT_CONFIGS['SiT-S/2'], batch) },
   { name: 'sit.sample.cfg', what: 'the same with CFG 4.0 on [0, 1]: 50 forwards of the doubled batch', unit: 'latents/s', batch: 1,
     iterations: 1, warmup: 0, rounds: 2, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
   { name: 'sit.sample.onnx', what: 'sit.sample through onnxruntime-node (reals sample --backend onnxruntime), float32, against PyTorch eager float32', unit: 'latents/s', batch: 1,
@@ -121,12 +131,16 @@ const ITEMS: Item[] = [
   { name: 'align.step', what: 'ReaLS VAE step, reduced: VAE [64,128] on 64x64, DINOv2-S/14 depth 4 at 112 px, heads, MSE+KL+align, Adam, EMA',
     unit: 'images/s', batch: 4, iterations: 2, warmup: 2, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
   { name: 'sit.train.step', what: 'SiT-B/2 step, 4x32x32 latents: transport loss (Linear, velocity), AdamW, EMA', unit: 'steps/s',
-    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 } },
+    batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: { vsFp32: 0.5 },
+    // Backward takes twice the forward's matmul work (the gradients of inputs and of weights).
+    modelFlops: (batch) => 3 * sitForwardFlops(SIT_CONFIGS['SiT-B/2'], batch) },
   // The models the demo and small own-data runs train: a tiny SiT (depth 4, width 128) on 4x8x8 latents.
   { name: 'sit.tiny.train.step', what: 'tiny SiT step (depth 4, width 128, 4 heads, patch 2), 4x8x8 latents, 5 classes: as sit.train.step', unit: 'steps/s',
-    batch: 32, iterations: 10, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
+    batch: 32, iterations: 10, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {},
+    modelFlops: (batch) => 3 * sitForwardFlops(TINY_SIT, batch) },
   { name: 'sit.tiny.sample', what: 'the tiny SiT, ODE Euler, 16 steps, CFG 2 on [0, 1], 4x8x8 latents', unit: 'latents/s',
-    batch: 16, iterations: 2, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {} },
+    batch: 16, iterations: 2, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {},
+    modelFlops: (batch) => 16 * sitForwardFlops(TINY_SIT, 2 * batch) },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
@@ -170,11 +184,11 @@ function onDevice(item: Item): Item {
 const FID_SAMPLES = 50_000;
 
 /** Whether the item runs in --precision rather than float32. */
-const itemPrecision = (item: Item): ResolvedPrecision => (item.mixed === undefined ? 'fp32' : precision);
+const itemPrecision = (item: Item): ResolvedPrecision => (item.bf16Peak === true ? 'bf16' : item.mixed === undefined ? 'fp32' : precision);
 
 /** An item in bf16: PyTorch fp32 joins its sides, with the item's target against it. */
 function inPrecision(item: Item): Item {
-  if (itemPrecision(item) === 'fp32') return item;
+  if (itemPrecision(item) === 'fp32' || item.mixed === undefined) return item;
   const vsFp32 = item.mixed!.vsFp32;
   return {
     ...item, sides: [...item.sides, 'pytorchFp32'],
@@ -292,6 +306,9 @@ async function main(): Promise<void> {
   const missed: string[] = [];
   const projections: string[] = [];
   const started = Date.now();
+  /** TS's matmul.bf16 rate (FLOP/s) when it ran, and the model items' achieved rates. */
+  let bf16Peak: number | undefined;
+  const achieved: { item: string; precision: ResolvedPrecision; flops: number }[] = [];
   /** Times `item` on its sides, prints its JSON lines and returns its table row. */
   const measure = async (item: Item): Promise<string[]> => {
     torch.usePrecision(itemPrecision(item), device);
@@ -364,6 +381,9 @@ async function main(): Promise<void> {
       console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
         seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
     }
+    const tsSeconds = spread(samples.ts.map((t) => t.wall)).median;
+    if (item.name === 'matmul.bf16') bf16Peak = item.flops! / tsSeconds;
+    if (item.modelFlops !== undefined) achieved.push({ item: item.name, precision: itemPrecision(item), flops: item.modelFlops(item.batch!) / tsSeconds });
     const ratios = (vs: Side): string[] => [ratioCells[vs] ?? '', ratioCells[`${vs}.cpu`] ?? ''];
     return [item.name, item.unit, itemPrecision(item), cell('ts'), cell('pytorch'), cell('pytorchFp32'), cell('cpp'),
       ...ratios('pytorch'), ...ratios('pytorchFp32'), ...ratios('cpp'), targets.join('; '), verdict];
@@ -399,6 +419,14 @@ async function main(): Promise<void> {
   console.log();
   for (const item of items) console.log(`${item.name}: ${item.what}${item.batch === undefined ? '' : `, batch ${item.batch}`}`);
   if (projections.length > 0) console.log(`\n${projections.join('\n')}`);
+  if (achieved.length > 0) {
+    console.log(`\nachieved (TS, the items' matmul flop over their median time)${bf16Peak === undefined ? '; add matmul.bf16 to --only for the share of the bf16 matmul rate' : `, against TS's matmul.bf16 ${(bf16Peak / 1e9).toFixed(0)} GFLOP/s`}:`);
+    for (const a of achieved) {
+      const share = bf16Peak === undefined ? null : a.flops / bf16Peak;
+      console.log(JSON.stringify({ type: 'achieved', item: a.item, precision: a.precision, gflops: a.flops / 1e9, bf16MatmulGflops: bf16Peak === undefined ? null : bf16Peak / 1e9, share }));
+      console.log(`  ${a.item.padEnd(20)} ${a.precision}  ${(a.flops / 1e9).toFixed(1).padStart(7)} GFLOP/s${share === null ? '' : `  ${(100 * share).toFixed(0)}% of the bf16 matmul rate`}`);
+    }
+  }
   if (missed.length > 0) console.log(`\ntargets missed: ${missed.join(', ')}`);
   if (failed.length > 0) {
     console.log(`\nitems failed:\n${failed.join('\n')}`);

@@ -85,6 +85,16 @@ def matmul():
     return run
 
 
+def matmul_bf16():
+    a, b = (torch.randn(2048, 2048, device=DEVICE).bfloat16() for _ in range(2))
+
+    def run(iterations):
+        for _ in range(iterations):
+            torch.matmul(a, b)
+
+    return run
+
+
 def conv_tensors():
     x = torch.randn(8, 128, 64, 64, device=DEVICE, requires_grad=True)
     w = (torch.randn(128, 128, 3, 3, device=DEVICE) / (128 * 9) ** 0.5).requires_grad_()
@@ -352,6 +362,7 @@ WORKLOADS = {
     "add": add_new,
     "add_": add_inplace,
     "matmul": matmul,
+    "matmul.bf16": matmul_bf16,
     "conv2d.forward": conv2d_forward,
     "conv2d.forward+backward": conv2d_forward_backward,
     "mlp.step": mlp_step,

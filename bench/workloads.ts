@@ -80,6 +80,33 @@ function matmul({ device }: Setup): Run {
   };
 }
 
+/** The machine's bfloat16 matmul rate: the peak the model items' achieved FLOP/s are compared with. */
+function matmulBf16({ device }: Setup): Run {
+  const a = torch.randn([2048, 2048], { device }).bfloat16();
+  const b = torch.randn([2048, 2048], { device }).bfloat16();
+  return (iterations) => {
+    for (let i = 0; i < iterations; i++) a.matmul(b).dispose();
+  };
+}
+
+/**
+ * The floating-point operations of one SiT forward on `batch` latents (2 per multiply-add, the
+ * matmuls only: the rest is under 1% for these sizes). Per block and image, with N tokens of
+ * width D: qkv, projection and the 4x MLP take 24 N D^2, attention scores and their weighted sum
+ * 4 N^2 D, adaLN 12 D^2; then the patch embedding, the final adaLN and linear layer.
+ */
+export function sitForwardFlops(config: SiTConfig, batch: number): number {
+  const side = config.inputSize ?? 32;
+  const channels = config.inChannels ?? 4;
+  const tokens = (side / config.patchSize) ** 2;
+  const d = config.hiddenSize;
+  const patch = config.patchSize ** 2 * channels;
+  const outChannels = (config.learnSigma ?? true) ? 2 * channels : channels;
+  const block = 24 * tokens * d * d + 4 * tokens * tokens * d + 12 * d * d;
+  const ends = 2 * tokens * patch * d + 4 * d * d + 2 * tokens * d * config.patchSize ** 2 * outChannels;
+  return batch * (config.depth * block + ends);
+}
+
 function convTensors(device: torch.Device): [torch.Tensor, torch.Tensor] {
   const x = torch.randn([8, 128, 64, 64], { device, requiresGrad: true });
   const w = torch.randn([128, 128, 3, 3], { device }).div(Math.sqrt(128 * 9)).requiresGrad_();
@@ -167,7 +194,7 @@ function sitForward(setup: Setup): Run {
 // SiT's sample.py ODE sampler with --sampling-method euler: the time grid has steps + 1 points,
 // so 50 steps are 50 model evaluations (of the doubled batch under guidance, as forward_with_cfg).
 /** The tiny SiT of the README's own-data walkthrough: depth 4, width 128, 4 heads, patch 2, on 4x8x8 latents (64 px, f8), 5 classes. */
-const TINY_SIT = { depth: 4, hiddenSize: 128, patchSize: 2, numHeads: 4, inputSize: 8, numClasses: 5 };
+export const TINY_SIT: SiTConfig = { depth: 4, hiddenSize: 128, patchSize: 2, numHeads: 4, inputSize: 8, numClasses: 5 };
 
 function sitSample(cfgScale: number, config: SiTConfig = SIT_CONFIGS['SiT-S/2'], steps = 51): (setup: Setup) => Run {
   return ({ batch, device, precision }) => {
@@ -299,6 +326,7 @@ export const WORKLOADS: Record<string, (setup: Setup) => Run> = {
   'napi.noop': napiNoop,
   'add.rawCallOp': addRawCallOp,
   'matmul': matmul,
+  'matmul.bf16': matmulBf16,
   'conv2d.forward': conv2dForward,
   'conv2d.forward+backward': conv2dForwardBackward,
   'mlp.step': mlpStep,
