@@ -172,6 +172,8 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     data = new CachedLatents(cache, { batchSize, seed: o.globalSeed, rank, worldSize, randomFlip: o.flip });
   } else {
+    // Before the generator is sized: an image side the VAE cannot divide is the flag at fault, not --model's patch size.
+    if (o.dataPath !== 'fashion-mnist') latentSize(vae!, o.imageSize);
     const dataset = loadImageDataset(o.dataPath!, o.imageSize, vae!.config.inChannels);
     const labelsInData = Array.from({ length: dataset.length }, (_, i) => dataset.label(i)).reduce((m, l) => Math.max(m, l + 1), 0);
     numClasses = checkNumClasses(o.numClasses, labelsInData, `--data-path ${o.dataPath}`);
@@ -282,7 +284,8 @@ function pyFloat(value: number): string { return Number.isInteger(value) ? value
 
 /**
  * sample_ddp.py's folder name for the samples, then the guidance interval and the seed (and a
- * backend other than libtorch), so that runs differing only in those do not share a folder.
+ * backend other than libtorch, random labels, a --cfg-channels given), so that runs differing only
+ * in those do not share a folder.
  */
 export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & SampleSettings & { model: string }, method: string): string {
   const model = options.model.endsWith('.json') ? basename(options.model, '.json') : options.model.replaceAll('/', '-');
@@ -290,7 +293,8 @@ export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & S
   const head = `${model}-${ckpt}-cfg-${pyFloat(options.cfgScale)}-${options.perProcBatchSize}-${mode.toUpperCase()}-${options.numSamplingSteps}`;
   const tail = `interval-${pyFloat(options.guidanceLow)}-${pyFloat(options.guidanceHigh)}-seed-${options.globalSeed}` +
     (options.backend === undefined || options.backend === 'libtorch' ? '' : `-${options.backend}`) +
-    (options.labelSampling === 'random' ? '-random-labels' : '');
+    (options.labelSampling === 'random' ? '-random-labels' : '') +
+    (options.cfgChannels === undefined ? '' : `-cfg-channels-${options.cfgChannels}`);
   if (mode === 'ddpm' || mode === 'ddim') return `${head}-${tail}`;
   return mode === 'ode' ? `${head}-${method}-${tail}` : `${head}-${method}-${options.diffusionForm}-${options.lastStep ?? 'None'}-${pyFloat(options.lastStepSize)}-${tail}`;
 }
@@ -388,6 +392,12 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
   }
   const { loaded, model, normalization } = loadGeneratorFor(o, SAMPLE_MODE_KIND[mode], vae, o.vaePath);
   checkDecoder(loaded.vae, vae, o);
+  // A VAE let through by --allow-vae-mismatch must still have the model's latent width.
+  const modelChannels = loaded.spec.config.inChannels;
+  if (latentChannels !== modelChannels) throw new Error(`--vae-path ${o.vaePath}: the VAE has ${latentChannels} latent channels, --ckpt ${o.ckpt} takes ${modelChannels}`);
+  if (normalization.mean.length !== modelChannels) {
+    throw new Error(`--ckpt ${o.ckpt}: its latent normalization has ${normalization.mean.length} channels, its model ${modelChannels}`);
+  }
   const saved: Partial<TransportConfig> = loaded.transport ?? {};
   const transport: Partial<TransportConfig> = {
     pathType: o.pathType ?? saved.pathType, prediction: o.prediction ?? saved.prediction,
@@ -455,6 +465,7 @@ export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<
   torch.checkDevice(o.device);
   o.vaePath = await resolveVaePath(o.vaePath, o);
   const vae = loadVaeFolder(o.vaePath);
+  if (o.dataPath !== 'fashion-mnist') latentSize(vae, o.imageSize);
   const dataset = loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels);
   const worldSize = torch.distributed.launchedWorldSize();
   // Ranks that finish their shards wait in a barrier for the others' last ones (on a resumed

@@ -163,7 +163,9 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     throw new Error(`trainGenerator: the data's latents are [${data.latentShape}], ${spec.name} takes [${shape}] ` +
       `(inputSize ${c.inputSize} = image size / the VAE's downsampling; inChannels ${c.inChannels})`);
   }
-  if (data.length < 1) throw new Error(`trainGenerator: the data has no full batch of ${data.batchSize} on this rank`);
+  if (data.length < 1) {
+    throw new Error(`--global-batch-size ${data.batchSize * worldSize}: the data gives no full batch of ${data.batchSize} on each of the ${worldSize} rank(s); lower it, or give more images`);
+  }
   const transport = createTransport(options.transport);
   const precision = torch.usePrecision(options.precision ?? 'fp32', device);
 
@@ -652,7 +654,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   if (normalization.mean.length !== c.inChannels) {
     throw new Error(`sampleImages: the normalization has ${normalization.mean.length} channels, the model ${c.inChannels}`);
   }
-  if (vae.config.latentChannels !== c.inChannels) throw new Error(`sampleImages: the VAE has ${vae.config.latentChannels} latent channels, the model ${c.inChannels}`);
+  if (vae.config.latentChannels !== c.inChannels) throw new Error(`--vae-path: the VAE has ${vae.config.latentChannels} latent channels, the model (--ckpt) ${c.inChannels}`);
   const globalBatch = batchSize * worldSize;
   const iterations = Math.ceil(numSamples / globalBatch);
   const rankSeed = options.seed * worldSize + rank;

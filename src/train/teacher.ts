@@ -561,13 +561,23 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
     probeAccuracy = trained.accuracy;
     randomProbeAccuracy = random.accuracy;
     probeImages = { train: trained.trainImages, test: trained.testImages };
-    log(`linear probe (${trained.trainImages} train / ${trained.testImages} test images): teacher ${probeAccuracy.toFixed(3)}, ` +
-      `random-init backbone ${randomProbeAccuracy.toFixed(3)}`);
+    log(probeLine(probeAccuracy, randomProbeAccuracy, trained.trainImages, trained.testImages));
   }
   return {
     runDir, configPath, checkpoint, runCheckpoint: lastCheckpoint!, probeAccuracy, randomProbeAccuracy, probeImages, finalLoss, params,
     steps: step, stepsPerSec: trainedSteps > 0 ? trainedSteps / trainSeconds : 0,
   };
+}
+
+/**
+ * The probe's line, with a warning where the trained teacher classifies worse than an untrained
+ * backbone of its config: its tokens then carry less about the images than random features do.
+ */
+export function probeLine(teacher: number, randomInit: number, trainImages: number, testImages: number): string {
+  const line = `linear probe (${trainImages} train / ${testImages} test images): teacher ${teacher.toFixed(3)}, random-init backbone ${randomInit.toFixed(3)}`;
+  if (teacher >= randomInit) return line;
+  return `${line}; warning: the teacher probes below its own random init, so training has not yet given it better features than none ` +
+    '(train it longer or on more images before aligning a VAE to it)';
 }
 
 function validate(s: SelfSupervisedSettings, config: DinoV2Config, o: SelfSupervisedTeacherOptions, lr: number): void {

@@ -14,6 +14,7 @@ import { batchSeed, loadGenerator, sampleLatents, type GeneratorSpec } from '../
 import { denormalizeLatents, latentNormalization, type LatentNormalization } from '../../src/train/latents.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { launch } from '../../src/train/launch.js';
+import { SAMPLE_RUN_DEFAULTS, sampleFolderName } from '../../src/train/generator-pipeline.js';
 import { PassThrough } from 'node:stream';
 import { FIXTURES, loadFixture, assertClose, tinyVae } from '../helpers.js';
 
@@ -268,4 +269,12 @@ test('batch seeds: the first batch keeps the reference rule, later batches draw 
   for (let rank = 0; rank < 8; rank++) for (let b = 0; b < 2000; b++) seeds.add(batchSeed(rank, b));
   assert.equal(seeds.size, 8 * 2000, 'no two (rank, batch) pairs share a seed');
   for (const seed of seeds) assert.ok(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32);
+});
+
+test('the sample folder name carries --cfg-channels when given, so guiding 3 and all channels never share a folder', () => {
+  const options = { ...SAMPLE_RUN_DEFAULTS, model: 'SiT-XL/2', ckpt: 'results/000-SiT-XL-2/checkpoints/0400000.safetensors', vaePath: 'vae', cfgScale: 1.8, guidanceHigh: 0.75 };
+  const base = 'SiT-XL-2-0400000-cfg-1.8-4-ODE-250-dopri5-interval-0.0-0.75-seed-0';
+  assert.equal(sampleFolderName('ode', options, 'dopri5'), base);
+  assert.equal(sampleFolderName('ode', { ...options, cfgChannels: 'all' }, 'dopri5'), `${base}-cfg-channels-all`);
+  assert.equal(sampleFolderName('ode', { ...options, cfgChannels: 3 }, 'dopri5'), `${base}-cfg-channels-3`);
 });

@@ -10,7 +10,7 @@ import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL, configFromDiffusers } from '../../src/models/autoencoder-kl.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';
 import { encodePng } from '../../src/train/images.js';
-import { resolveGeneratorSpec, runGeneratorTrain, runSample } from '../../src/train/generator-pipeline.js';
+import { resolveGeneratorSpec, runCacheLatents, runGeneratorTrain, runSample } from '../../src/train/generator-pipeline.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
@@ -67,6 +67,33 @@ test('--num-classes below the data\'s labels and --cfg-channels above the latent
     { message: `--cfg-channels 5: the latents have 4 channels (--vae-path ${vaePath}); give at most 4, or all` },
   );
   assert.equal(existsSync(sampleDir), false, 'no sample folder made');
+  rmSync(root, { recursive: true });
+});
+
+test('errors name the flag at fault: --image-size the VAE cannot divide, --global-batch-size above the data, a VAE of another width than --ckpt', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-validate-'));
+  const vaePath = vaeFolder(join(root, 'vae'));
+  const data = join(root, 'data');
+  for (const [c, name] of ['a', 'b', 'c'].entries()) {
+    mkdirSync(join(data, name), { recursive: true });
+    writeFileSync(join(data, name, '0.png'), await encodePng(torch.full([8, 8, 3], 40 * c, { dtype: 'uint8' })));
+  }
+  const model = join(root, 'tiny.json');
+  writeFileSync(model, JSON.stringify({ depth: 1, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
+  const resultsDir = join(root, 'results');
+  const train = { dataPath: data, vaePath, resultsDir, model, globalBatchSize: 1, log: () => {}, progressStream: { write: () => true } as unknown as NodeJS.WritableStream };
+  // 9 px through a factor-2 VAE: the image size is wrong, not the SiT's patch size.
+  await assert.rejects(runGeneratorTrain('SiT', { ...train, imageSize: 9 }), { message: "--image-size 9 is not divisible by the VAE's downsampling factor 2" });
+  await assert.rejects(runCacheLatents({ dataPath: data, vaePath, out: join(root, 'cache'), imageSize: 9 }), { message: "--image-size 9 is not divisible by the VAE's downsampling factor 2" });
+  await assert.rejects(runGeneratorTrain('SiT', { ...train, imageSize: 8, globalBatchSize: 4 }), {
+    message: '--global-batch-size 4: the data gives no full batch of 4 on each of the 1 rank(s); lower it, or give more images',
+  });
+  const { checkpoint } = await runGeneratorTrain('SiT', { ...train, imageSize: 8, maxSteps: 1, ckptEvery: 1 });
+  const wide = join(root, 'vae16');
+  tinyVae(16).savePretrained(wide);
+  await assert.rejects(runSample('ode', { ckpt: checkpoint!, vaePath: wide, sampleDir: join(root, 'samples'), allowVaeMismatch: true, numFidSamples: 1, log: () => {} }), {
+    message: `--vae-path ${wide}: the VAE has 16 latent channels, --ckpt ${checkpoint} takes 4`,
+  });
   rmSync(root, { recursive: true });
 });
 

@@ -11,7 +11,7 @@ import {
 } from '../../src/models/dino-head.js';
 import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '../../src/train/multicrop.js';
 import {
-  cosineSchedule, imagesOnly, trainSelfSupervisedTeacher, type SelfSupervisedTeacherOptions,
+  cosineSchedule, imagesOnly, probeLine, trainSelfSupervisedTeacher, type SelfSupervisedTeacherOptions,
 } from '../../src/train/teacher.js';
 import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
 import { FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
@@ -223,6 +223,12 @@ test('stopping at step 4 and resuming gives exactly the losses and weights of an
   }
   await assert.rejects(run({ resume: whole.runDir, headNPrototypes: 32 }), /resume from .*0000007\.safetensors: it trains .*"outDim":64.*this run .*"outDim":32/);
 }));
+
+test('the probe line warns when the teacher probes below its random init, and only then', () => {
+  assert.equal(probeLine(0.8, 0.6, 200, 100), 'linear probe (200 train / 100 test images): teacher 0.800, random-init backbone 0.600');
+  assert.equal(probeLine(0.6, 0.6, 200, 100), 'linear probe (200 train / 100 test images): teacher 0.600, random-init backbone 0.600');
+  assert.match(probeLine(0.55, 0.6, 200, 100), /^linear probe \(200 train \/ 100 test images\): teacher 0\.550, random-init backbone 0\.600; warning: the teacher probes below its own random init/);
+});
 
 test('a 300-step Fashion-MNIST run: the student learns to predict the teacher, and the teacher\'s features beat a random-init backbone\'s under the linear probe', { timeout: 180_000 }, withTmp('teacher', async (dir) => {
   // Measured (seeds 0 and 1): probe 0.561 / 0.530 against 0.492 / 0.479 for the random-init
