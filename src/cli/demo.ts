@@ -2,7 +2,8 @@
 // `reals demo merge`: one report over several demo runs (the reproduction study's cells).
 import { Command, Option } from 'commander';
 import {
-  DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runDemo, type DemoCells, type ProfileName,
+  CHANNEL_STUDY_PROFILES, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier,
+  type ChannelStudyProfileName, type DemoCells, type ProfileName,
 } from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
 import { PRECISIONS, type Precision } from '../torch/precision.js';
@@ -52,6 +53,24 @@ export function demoCommand(): Command {
     .action(async (runs: string[], flags: { out: string }) => {
       const merged = await mergeDemoRuns(runs, flags.out);
       console.log(`merged ${runs.length} runs: seeds ${merged.profile.seeds.join(', ')}, ${merged.spaces.length} latent spaces; report: ${flags.out}/report.md`);
+    }));
+  demo.addCommand(new Command('channels')
+    .description('one cell of the latent-channel study (docs/study/channels/PROTOCOL.md): a plain VAE of --channels, its rFID and iFID, a SiT on its latents scored at 4 checkpoints; skipped when its metrics file exists, resumed from its last finished stage otherwise')
+    .requiredOption('--channels <n>', 'latent channels of the VAE', integer(1))
+    .requiredOption('--seed <n>', 'seed of the VAE, SiT and sampling', integer(0))
+    .addOption(new Option('--profile <p>', 'study: the protocol\'s sizes; test: seconds, for the test suite').choices(Object.keys(CHANNEL_STUDY_PROFILES)).default('study'))
+    .option('--work <dir>', 'checkpoints, latents, samples and the cached evaluation classifier', 'study-work')
+    .option('--out <dir>', 'folder of the cell\'s metrics file c<C>-seed<S>.json', 'docs/study/channels')
+    .action(async (flags: { channels: number; seed: number; profile: ChannelStudyProfileName; work: string; out: string }) => {
+      await runChannelCell({ profile: CHANNEL_STUDY_PROFILES[flags.profile], channels: flags.channels, seed: flags.seed, work: flags.work, out: flags.out });
+    }));
+  demo.addCommand(new Command('channels-classifier')
+    .description('train (or check) the latent-channel study\'s evaluation classifier once, before cells run in parallel')
+    .addOption(new Option('--profile <p>', 'study or test').choices(Object.keys(CHANNEL_STUDY_PROFILES)).default('study'))
+    .option('--work <dir>', 'the study\'s work folder', 'study-work')
+    .action(async (flags: { profile: ChannelStudyProfileName; work: string }) => {
+      const { record } = await studyClassifier(CHANNEL_STUDY_PROFILES[flags.profile], flags.work, (line) => console.log(line));
+      console.log(`evaluation classifier: sha256 ${record.sha256}, test accuracy ${record.testAccuracy.toFixed(4)} on ${record.testImages} images`);
     }));
   return demo;
 }

@@ -7,6 +7,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { saveSafetensors } from '../io/index.js';
+import type { FeatureExtractor } from '../eval/activations.js';
 import { trainSupervised, type SupervisedResult, type SupervisedRunOptions } from './supervised.js';
 
 const F = torch.nnFunctional;
@@ -30,10 +31,15 @@ export class FashionClassifier extends nn.Module {
 
   /** Images [B, 3, 32, 32] in [-1, 1] to features [B, featureDim]. */
   features(x: Tensor): Tensor {
+    return this.featureMaps(x).features;
+  }
+
+  /** The last conv block's pooled map flattened ([B, 64 * 4 * 4], the counterpart of Inception's spatial features) and the features. */
+  featureMaps(x: Tensor): { spatial: Tensor; features: Tensor } {
     let h = F.maxPool2d(F.relu(this.conv1.forward(x)), 2);
     h = F.maxPool2d(F.relu(this.conv2.forward(h)), 2);
-    h = F.maxPool2d(F.relu(this.conv3.forward(h)), 2);
-    return F.relu(this.fc1.forward(h.flatten(1)));
+    const spatial = F.maxPool2d(F.relu(this.conv3.forward(h)), 2).flatten(1);
+    return { spatial, features: F.relu(this.fc1.forward(spatial)) };
   }
 
   override forward(x: Tensor): Tensor { return this.fc.forward(this.features(x)); }
@@ -64,4 +70,21 @@ export async function trainClassifier(options: ClassifierOptions): Promise<Class
   const checkpoint = join(options.dir, 'classifier.safetensors');
   saveSafetensors(checkpoint, Object.fromEntries(model.stateDict()));
   return { ...result, checkpoint, model };
+}
+
+/**
+ * The classifier as the FID network of the eval layer (iFID's `extractor`): uint8 pixels as the
+ * ADM batches hold them, read back to [-1, 1] as the demo scores samples; its id hashes the weights.
+ */
+export function classifierExtractor(model: FashionClassifier): FeatureExtractor {
+  const id = `demo-classifier-${nn.stateDictHash(model).slice(0, 16)}`;
+  return {
+    id,
+    device: 'cpu',
+    features: (images) => {
+      const { spatial, features } = model.featureMaps(images.float().div(127.5).sub(1));
+      return { pool3: features, spatial };
+    },
+    logits: (pool3) => model.fc.forward(pool3),
+  };
 }

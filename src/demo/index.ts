@@ -13,6 +13,10 @@ export {
   type TableRow, type Comparison,
 } from './report.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
-export { FashionClassifier, trainClassifier, type ClassifierOptions, type ClassifierResult } from './classifier.js';
+export { FashionClassifier, trainClassifier, classifierExtractor, type ClassifierOptions, type ClassifierResult } from './classifier.js';
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';
 export { mergeDemoRuns, readDemoResult } from './merge.js';
+export {
+  runChannelCell, studyClassifier, cellName, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
+  type ChannelStudyProfile, type ChannelStudyProfileName, type ChannelCellMetrics, type ChannelCellOptions, type ClassifierRecord,
+} from './study.js';

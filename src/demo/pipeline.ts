@@ -202,6 +202,32 @@ export function trainLinearOptions(spec: {
   };
 }
 
+/** `reals sit train`'s options for the SiT of one latent space: the profile's steps, batch, lr and EMA, a checkpoint at each evaluated fraction of the steps. */
+export function sitTrainOptions(spec: {
+  profile: Pick<DemoProfile, 'sit' | 'sitEvalFractions'>; vaePath: string; sitConfigPath: string; resultsDir: string; seed: number;
+}): GeneratorTrainRunOptions {
+  const s = spec.profile.sit;
+  return {
+    dataPath: 'fashion-mnist', vaePath: spec.vaePath, imageSize: 32, model: spec.sitConfigPath, resultsDir: spec.resultsDir, epochs: 1000, maxSteps: s.steps,
+    globalBatchSize: s.batchSize, globalSeed: spec.seed, numWorkers: 0, lr: s.lr, emaDecay: s.emaDecay,
+    logEvery: Math.max(1, Math.floor(s.steps / 50)), ckptEvery: sitEvalSteps(spec.profile).ckptEvery, flip: false,
+  };
+}
+
+/** `reals sample ode|sde`'s options for the SiT checkpoint of `sitStep` in the run `sitRun`: the profile's samples, sampler steps and CFG (ODE: heun2, SDE: Euler). */
+export function sampleOptions(spec: {
+  profile: Pick<DemoProfile, 'samples' | 'samplingSteps' | 'cfgScale'>; sitConfigPath: string; sitRun: string; sitStep: number; vaePath: string;
+  sampleDir: string; sampler: SamplerName; seed: number; batchSize: number;
+}): SampleRunOptions {
+  const { profile } = spec;
+  return {
+    model: spec.sitConfigPath, ckpt: join(spec.sitRun, 'checkpoints', CheckpointManager.fileName(spec.sitStep)), vaePath: spec.vaePath, sampleDir: spec.sampleDir,
+    perProcBatchSize: spec.batchSize, numFidSamples: profile.samples, imageSize: 32, numClasses: FASHION_MNIST_CLASSES.length,
+    cfgScale: profile.cfgScale, cfgChannels: 'all', numSamplingSteps: profile.samplingSteps, globalSeed: spec.seed,
+    samplingMethod: spec.sampler === 'ode' ? 'heun2' : 'Euler',
+  };
+}
+
 // --- scoring --------------------------------------------------------------------------------------
 
 /** uint8 NHWC (an ADM sample batch) to float NCHW in [-1, 1]. */
@@ -210,7 +236,7 @@ function fromUint8(images: Tensor): Tensor {
 }
 
 /** FID, precision/recall (k = 3) in the classifier's feature space, and how often the classifier sees the class asked for. */
-function scoreSamples(classifier: FashionClassifier, reference: Tensor, npz: string): SampleScores {
+export function scoreSamples(classifier: FashionClassifier, reference: Tensor, npz: string): SampleScores {
   return torch.scope(() => {
     const arrays = loadNpz(npz);
     const images = fromUint8(arrays.arr_0!);
@@ -271,13 +297,13 @@ export function sitEvalSteps(profile: Pick<DemoProfile, 'sit' | 'sitEvalFraction
   return { steps, ckptEvery };
 }
 
-/** The mean SiT loss of the last record in a run's metrics.jsonl. */
-function finalLoss(runDir: string): number {
+/** The value of `metric` (default the SiT loss) in the last record of a run's metrics.jsonl that has it. */
+export function finalLoss(runDir: string, metric = 'loss'): number {
   const path = join(runDir, 'metrics.jsonl');
-  const records = parseMetrics(readFileSync(path, 'utf8'), path).filter((r) => Number.isFinite(r.values.loss));
+  const records = parseMetrics(readFileSync(path, 'utf8'), path).filter((r) => Number.isFinite(r.values[metric]));
   const last = records.at(-1);
-  if (last === undefined) throw new Error(`${path}: no loss record`);
-  return last.values.loss!;
+  if (last === undefined) throw new Error(`${path}: no ${metric} record`);
+  return last.values[metric]!;
 }
 
 // --- the run ----------------------------------------------------------------------------------------
@@ -378,11 +404,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       () => scoreReconstruction(vae, classifier.model, reference, test.images, join(out, 'figures', `reconstructions-${space.id}-seed${seed}.png`)));
     writeJson(join(dir, RESULT_FILES.reconstruction), reconstruction);
 
-    const sit: GeneratorTrainRunOptions = {
-      dataPath: 'fashion-mnist', vaePath, imageSize: 32, model: sitConfigPath, resultsDir: join(dir, 'sit'), epochs: 1000, maxSteps: s.steps,
-      globalBatchSize: s.batchSize, globalSeed: seed, numWorkers: 0, lr: s.lr, emaDecay: s.emaDecay,
-      logEvery: Math.max(1, Math.floor(s.steps / 50)), ckptEvery: sitEval.ckptEvery, flip: false, ...precision,
-    };
+    const sit = { ...sitTrainOptions({ profile, vaePath, sitConfigPath, resultsDir: join(dir, 'sit'), seed }), ...precision };
     await step(`train a SiT on the ${label} latents`, commandWords(['sit', 'train'], sit), () => runGeneratorTrain('SiT', { ...sit, log }));
     const sitRun = onlyRunDir(join(dir, 'sit'));
     const sitFinalLoss = finalLoss(sitRun);
@@ -391,13 +413,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     /** Samples the checkpoint of `sitStep` with `sampler` (guided) and scores them in the classifier's feature space. */
     const sampleAndScore = async (sitStep: number, sampler: SamplerName): Promise<{ scores: SampleScores; npz: string }> => {
       const sampleDir = join(dir, `samples-${sampler}-step${sitStep}`);
-      const sample: SampleRunOptions = {
-        model: sitConfigPath, ckpt: join(sitRun, 'checkpoints', CheckpointManager.fileName(sitStep)), vaePath, sampleDir,
-        // All samples in one batch: the fastest way on a CPU.
-        perProcBatchSize: profile.samples, numFidSamples: profile.samples, imageSize: 32, numClasses: FASHION_MNIST_CLASSES.length,
-        cfgScale: profile.cfgScale, cfgChannels: 'all', numSamplingSteps: profile.samplingSteps, globalSeed: seed,
-        samplingMethod: sampler === 'ode' ? 'heun2' : 'Euler', ...precision,
-      };
+      // All samples in one batch: the fastest way on a CPU.
+      const sample = { ...sampleOptions({ profile, sitConfigPath, sitRun, sitStep, vaePath, sampleDir, sampler, seed, batchSize: profile.samples }), ...precision };
       await step(`sample the ${label} SiT at step ${sitStep} (${sampler.toUpperCase()}, CFG ${profile.cfgScale})`, commandWords(['sample', sampler], sample),
         () => runSample(sampler, { ...sample, log }));
       const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz')).map((f) => join(sampleDir, f));

@@ -1,0 +1,294 @@
+// The latent-channel study (docs/study/channels/PROTOCOL.md): does the reconstruction-generation
+// dilemma appear at Fashion-MNIST scale? One cell = (latent channels C, seed S): a plain VAE of
+// width C trained from scratch, its rFID and iFID, a SiT of one size for every C trained on its
+// latents, and FID / precision / recall of that SiT's samples at four checkpoints, all in the
+// feature space of one evaluation classifier trained once for the whole study.
+//
+// A cell runs the same library pipelines as `reals demo` (align train/convert, sit train, sample)
+// with the demo's option builders, in float32 on one thread so that a rerun gives the same
+// numbers. It is resumable: each finished stage leaves a JSON record in the work folder, a killed
+// training run resumes from its last checkpoint, and a cell whose metrics file exists is skipped.
+import { cpus } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import * as torch from '../torch/index.js';
+import * as nn from '../nn/index.js';
+import { loadSafetensors } from '../io/index.js';
+import { writeFileAtomic } from '../io/file.js';
+import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { FashionMNIST } from '../data/index.js';
+import { interpolatedFid, type IfidResult } from '../eval/ifid.js';
+import { CheckpointManager } from '../train/index.js';
+import { runAlignConvert, runAlignTrain } from '../train/align-pipeline.js';
+import { runGeneratorTrain, runSample } from '../train/generator-pipeline.js';
+import { HOG_TEACHER_NAME } from '../models/hog.js';
+import { FashionClassifier, classifierExtractor, trainClassifier } from './classifier.js';
+import { fashionMnistTensors } from './supervised.js';
+import {
+  commandLine, commandWords, finalLoss, onlyRunDir, sampleOptions, scoreSamples, sitEvalSteps, sitTrainOptions, vaeConvertOptions, vaeTrainOptions,
+  writeVaeConfig,
+} from './pipeline.js';
+import type { DemoProfile, SampleScores } from './results.js';
+
+export interface ChannelStudyProfile extends Pick<DemoProfile, 'sit' | 'sitEvalFractions' | 'samples' | 'samplingSteps' | 'cfgScale' | 'statsImages'> {
+  name: string;
+  /** The evaluation classifier, trained once with this seed and reused by every cell. */
+  classifier: DemoProfile['classifier'] & { seed: number };
+  /** The stage-1 VAE of every width (DemoProfile's vae, the width given per cell). */
+  vae: Omit<DemoProfile['vae'], 'latentChannels'>;
+  /** FID reference: the first N Fashion-MNIST test images; also the images the classifier's accuracy is measured on. */
+  referenceImages: number;
+  /** iFID: N test images (a seeded random subset), the point t on the segment to the L2-nearest neighbour. */
+  ifid: { images: number; t: number; seed: number };
+  /** Samples per sampling call (memory, not the result's meaning). */
+  sampleBatch: number;
+}
+
+const STUDY_BASE = { classifier: { lr: 1e-3, seed: 1 }, vae: { lr: 1e-3, blockOutChannels: [16, 32, 32] } };
+
+export const CHANNEL_STUDY_PROFILES: Record<'test' | 'study', ChannelStudyProfile> = {
+  /** Seconds: every stage runs, for the test suite. */
+  test: {
+    name: 'test',
+    classifier: { ...STUDY_BASE.classifier, steps: 4, batchSize: 16 },
+    vae: { ...STUDY_BASE.vae, steps: 4, batchSize: 8 },
+    statsImages: 32,
+    sit: { steps: 4, batchSize: 16, lr: 1e-3, depth: 2, hiddenSize: 128, numHeads: 2, emaDecay: 0.9 },
+    sitEvalFractions: [0.25, 0.5, 0.75, 1],
+    samples: 20, samplingSteps: 3, cfgScale: 1, sampleBatch: 20,
+    referenceImages: 40,
+    ifid: { images: 20, t: 0.5, seed: 0 },
+  },
+  /** The study's cells (PROTOCOL.md): about 15 minutes a cell on one core of the study's machine. */
+  study: {
+    name: 'study',
+    classifier: { ...STUDY_BASE.classifier, steps: 1000, batchSize: 64 },
+    vae: { ...STUDY_BASE.vae, steps: 1200, batchSize: 16 },
+    statsImages: 2000,
+    // Width 128 = patch² x 32: the widest latent's tokens fit the SiT of every cell.
+    sit: { steps: 1400, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 128, numHeads: 4, emaDecay: 0.995 },
+    sitEvalFractions: [0.25, 0.5, 0.75, 1],
+    samples: 2000, samplingSteps: 16, cfgScale: 1, sampleBatch: 250,
+    referenceImages: 2000,
+    ifid: { images: 2000, t: 0.5, seed: 0 },
+  },
+};
+
+export type ChannelStudyProfileName = keyof typeof CHANNEL_STUDY_PROFILES;
+export const STUDY_CHANNELS = [4, 8, 16, 32];
+export const STUDY_SEEDS = [0, 1, 2];
+
+/** What one cell's metrics file holds. */
+export interface ChannelCellMetrics {
+  study: 'latent-channels';
+  profile: ChannelStudyProfile;
+  channels: number;
+  seed: number;
+  classifier: ClassifierRecord;
+  reconstruction: IfidResult;
+  vae: { steps: number; finalLoss: number };
+  sit: { steps: number; finalLoss: number };
+  /** ODE (heun2) samples of the SiT checkpoint at each evaluated step, scored against the reference. */
+  curve: (SampleScores & { step: number })[];
+  /** Each stage: the command that runs it alone (null: no command, the study's own code), its seconds. */
+  stages: { name: string; command: string | null; seconds: number }[];
+  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: 'fp32' };
+  /** The sum of the stages' seconds (a resumed cell counts each stage once). */
+  wallSeconds: number;
+}
+
+export interface ClassifierRecord { sha256: string; testAccuracy: number; testImages: number; steps: number; seed: number; finalLoss: number }
+
+export interface ChannelCellOptions {
+  profile: ChannelStudyProfile;
+  channels: number;
+  seed: number;
+  /** Checkpoints, latents, samples (not committed); the classifier is cached here too. */
+  work: string;
+  /** Where the metrics file c<C>-seed<S>.json goes. */
+  out: string;
+  log?: (line: string) => void;
+}
+
+export function cellName(channels: number, seed: number): string {
+  return `c${channels}-seed${seed}`;
+}
+
+function writeJsonAtomic(path: string, value: unknown): void {
+  writeFileAtomic(path, (fd) => writeSync(fd, `${JSON.stringify(value, null, 2)}\n`));
+}
+
+function readJson<T>(path: string): T {
+  return JSON.parse(readFileSync(path, 'utf8')) as T;
+}
+
+/**
+ * The study's evaluation classifier: trained once into `<work>/classifier-<profile>` (in a
+ * temporary folder renamed into place, so two cells starting together both end up with one), then
+ * loaded; a weights file whose hash differs from the one recorded at training is refused.
+ */
+export async function studyClassifier(profile: ChannelStudyProfile, work: string, log: (line: string) => void): Promise<{ model: FashionClassifier; record: ClassifierRecord }> {
+  const dir = join(work, `classifier-${profile.name}`);
+  const recordPath = join(dir, 'result.json');
+  if (!existsSync(recordPath)) {
+    const tmp = `${dir}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    const c = profile.classifier;
+    log(`== train the evaluation classifier (${c.steps} steps, seed ${c.seed}) into ${dir}`);
+    const trained = await trainClassifier({ steps: c.steps, batchSize: c.batchSize, lr: c.lr, seed: c.seed, testImages: profile.referenceImages, dir: tmp });
+    const record: ClassifierRecord = {
+      sha256: nn.stateDictHash(trained.model), testAccuracy: trained.testAccuracy, testImages: trained.testImages, steps: c.steps, seed: c.seed, finalLoss: trained.finalLoss,
+    };
+    writeJsonAtomic(join(tmp, 'result.json'), record);
+    try {
+      renameSync(tmp, dir);
+    } catch (error) {
+      // Another cell renamed its (identical) classifier first.
+      if (!existsSync(recordPath)) throw error;
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+  const record = readJson<ClassifierRecord>(recordPath);
+  const weights = join(dir, 'classifier.safetensors');
+  const model = new FashionClassifier();
+  model.loadStateDict(loadSafetensors(weights));
+  model.eval();
+  const sha256 = nn.stateDictHash(model);
+  if (sha256 !== record.sha256) throw new Error(`${weights}: weights hash ${sha256} is not the ${record.sha256} recorded in ${recordPath} (delete the folder to retrain)`);
+  return { model, record };
+}
+
+/**
+ * Runs a trainer to `finalStep` in `resultsDir`: from scratch when it holds no run folder (or one
+ * with no checkpoint yet), resumed from the last checkpoint of its run folder otherwise, not at
+ * all when that checkpoint is the final one. Returns the run folder.
+ */
+async function trainResumable(resultsDir: string, finalStep: number, train: (resume: string | undefined) => Promise<unknown>): Promise<string> {
+  const runs = existsSync(resultsDir) ? readdirSync(resultsDir).filter((name) => /^\d{3}-/.test(name)) : [];
+  const last = runs.length === 0 ? null : new CheckpointManager(join(onlyRunDir(resultsDir), 'checkpoints')).last();
+  if (last === null) {
+    rmSync(resultsDir, { recursive: true, force: true });
+    await train(undefined);
+  } else if (basename(last) !== CheckpointManager.fileName(finalStep)) {
+    await train(onlyRunDir(resultsDir));
+  }
+  return onlyRunDir(resultsDir);
+}
+
+function packageVersion(): string {
+  return readJson<{ version: string }>(new URL('../../package.json', import.meta.url).pathname).version;
+}
+
+/**
+ * One cell of the study: returns its metrics, and whether its metrics file already existed (then
+ * nothing runs).
+ */
+export async function runChannelCell(options: ChannelCellOptions): Promise<{ path: string; skipped: boolean; metrics: ChannelCellMetrics }> {
+  const { profile, channels, seed } = options;
+  const log = options.log ?? ((line: string) => console.log(line));
+  const name = cellName(channels, seed);
+  const path = join(options.out, `${name}.json`);
+  if (existsSync(path)) {
+    log(`${path} exists: cell ${name} is done`);
+    return { path, skipped: true, metrics: readJson<ChannelCellMetrics>(path) };
+  }
+  torch.setNumThreads(1);
+  const precision = 'fp32' as const;
+  const dir = join(options.work, profile.name, name);
+  const stagesDir = join(dir, 'stages');
+  mkdirSync(stagesDir, { recursive: true });
+  mkdirSync(options.out, { recursive: true });
+  const stages: ChannelCellMetrics['stages'] = [];
+  /** Runs `fn` once: its result is kept in stages/<id>.json and read back on a rerun of the cell. */
+  const stage = async <T>(id: string, title: string, words: readonly string[] | null, fn: () => Promise<T> | T): Promise<T> => {
+    const recordPath = join(stagesDir, `${id}.json`);
+    const command = words === null ? null : commandLine(words);
+    if (existsSync(recordPath)) {
+      const record = readJson<{ result: T; seconds: number }>(recordPath);
+      stages.push({ name: title, command, seconds: record.seconds });
+      return record.result;
+    }
+    log(`\n== ${name}: ${title}${command === null ? '' : `\n   ${command}`}`);
+    const t0 = performance.now();
+    const result = await fn();
+    const seconds = (performance.now() - t0) / 1000;
+    writeJsonAtomic(recordPath, { result, seconds });
+    stages.push({ name: title, command, seconds });
+    log(`   ${title}: ${seconds.toFixed(1)} s`);
+    return result;
+  };
+
+  const classifier = await studyClassifier(profile, options.work, log);
+  const configs = join(options.work, profile.name, 'configs');
+  mkdirSync(configs, { recursive: true });
+  const vaeConfigPath = join(configs, `vae-c${channels}.json`);
+  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels, channels);
+  const sitConfigPath = join(configs, 'sit-study.json');
+  writeJsonAtomic(sitConfigPath, { depth: profile.sit.depth, hiddenSize: profile.sit.hiddenSize, patchSize: 2, numHeads: profile.sit.numHeads });
+
+  // Stage 1: the plain VAE. Alignment weight 0 with HOG, the teacher that has no weights: no
+  // alignment term reaches the VAE, and no teacher has to be trained first.
+  const vaeSteps = profile.vae.steps;
+  const vaeResults = join(dir, 'vae');
+  const vaeTrain = {
+    ...vaeTrainOptions({
+      alignWeight: 0, startFrom: null, profile: { vae: { ...profile.vae, latentChannels: channels }, finetune: profile.vae },
+      teacher: { configPath: HOG_TEACHER_NAME, checkpoint: '' }, teacherInput: 32, vaeConfigPath, resultsDir: vaeResults, seed,
+    }),
+    dinoCkpt: undefined, ckptEvery: Math.max(1, Math.floor(vaeSteps / 4)), precision,
+  };
+  const vaeRun = await stage('vae-train', `train the plain ${channels}-channel VAE`, commandWords(['align', 'train'], vaeTrain), async () => {
+    const runDir = await trainResumable(vaeResults, vaeSteps, (resume) => runAlignTrain({ ...vaeTrain, resume, log }));
+    return { runDir, finalLoss: finalLoss(runDir, 'rec') };
+  });
+  const vaePath = join(dir, 'vae-diffusers');
+  const convert = vaeConvertOptions(vaeRun.runDir, vaePath, profile.statsImages, seed);
+  await stage('vae-convert', 'latent statistics (diffusers folder + mean_std.json)', commandWords(['align', 'convert'], convert),
+    () => runAlignConvert({ ...convert, log }).then(() => null));
+
+  const reconstruction = await stage('ifid', `rFID and iFID (t ${profile.ifid.t}, L2 neighbour, linear) on ${profile.ifid.images} test images`, null, () => interpolatedFid({
+    vae: AutoencoderKL.fromPretrained(vaePath), dataset: new FashionMNIST({ channels: 3, train: false }), count: profile.ifid.images,
+    extractor: classifierExtractor(classifier.model), t: profile.ifid.t, interpolation: 'linear', seed: profile.ifid.seed, numWorkers: 0,
+  }));
+
+  const sitResults = join(dir, 'sit');
+  const sit = { ...sitTrainOptions({ profile, vaePath, sitConfigPath, resultsDir: sitResults, seed }), precision };
+  const sitRun = await stage('sit-train', `train the SiT on the ${channels}-channel latents`, commandWords(['sit', 'train'], sit), async () => {
+    const runDir = await trainResumable(sitResults, profile.sit.steps, (resume) => runGeneratorTrain('SiT', { ...sit, resume, log }));
+    return { runDir, finalLoss: finalLoss(runDir) };
+  });
+
+  const test = fashionMnistTensors(profile.referenceImages, false);
+  const reference = torch.keep(classifier.model.describe(test.images).features);
+  test.images.dispose();
+  test.labels.dispose();
+  const curve: ChannelCellMetrics['curve'] = [];
+  for (const sitStep of sitEvalSteps(profile).steps) {
+    const sampleDir = join(dir, `samples-step${sitStep}`);
+    const sample = {
+      ...sampleOptions({ profile, sitConfigPath, sitRun: sitRun.runDir, sitStep, vaePath, sampleDir, sampler: 'ode', seed, batchSize: profile.sampleBatch }), precision,
+    };
+    const scores = await stage(`score-step${sitStep}`, `sample the SiT at step ${sitStep} (ODE heun2, ${profile.samplingSteps} steps, CFG ${profile.cfgScale}) and score`,
+      commandWords(['sample', 'ode'], sample), async () => {
+        // A sampling run killed midway leaves a partial folder: start it again.
+        rmSync(sampleDir, { recursive: true, force: true });
+        await runSample('ode', { ...sample, log });
+        const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz'));
+        if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
+        return scoreSamples(classifier.model, reference, join(sampleDir, npz[0]!));
+      });
+    curve.push({ step: sitStep, ...scores });
+  }
+  reference.dispose();
+
+  const metrics: ChannelCellMetrics = {
+    study: 'latent-channels', profile, channels, seed, classifier: classifier.record, reconstruction,
+    vae: { steps: vaeSteps, finalLoss: vaeRun.finalLoss }, sit: { steps: profile.sit.steps, finalLoss: sitRun.finalLoss }, curve, stages,
+    environment: { reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision },
+    wallSeconds: stages.reduce((sum, s) => sum + s.seconds, 0),
+  };
+  writeJsonAtomic(path, metrics);
+  log(`\nwrote ${path}: rFID ${reconstruction.rfid.toFixed(2)}, iFID ${reconstruction.ifid.toFixed(2)}, FID ${curve.map((p) => p.fid.toFixed(2)).join(' / ')} ` +
+    `at steps ${curve.map((p) => p.step).join(' / ')} (${metrics.wallSeconds.toFixed(0)} s)`);
+  return { path, skipped: false, metrics };
+}
