@@ -5,11 +5,12 @@ import { Command } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
 import { progress, type Progress } from '../train/progress.js';
 import {
-  ACTIVATION_BATCH_SIZE, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE, evaluate, fidInceptionExtractor, formatResult, writeFidStatistics, writeReferenceBatch,
+  ACTIVATION_BATCH_SIZE, DEFAULT_FEATURES_DINO_MODEL, DGM_EVAL_DINOV2_INPUT, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE,
+  evaluate, featureExtractor, formatResult, writeFidStatistics, writeReferenceBatch, type FeatureNetworkOptions,
 } from '../eval/index.js';
 import { device, integer, outputFile } from './parse.js';
 
-interface NetworkFlags { inceptionWeights?: string; device?: string; batchSize: number; offline?: boolean }
+type NetworkFlags = FeatureNetworkOptions & { batchSize: number };
 
 /** One progress bar per stage (the reference batch, then the sample batch), counting images. */
 export function stageProgress(): { update: (label: string, done: number, total: number) => void; stop: () => void } {
@@ -33,15 +34,22 @@ export function stageProgress(): { update: (label: string, done: number, total: 
 
 function networkOptions(command: Command): Command {
   return command
+    .option('--features <network>', 'the feature network: inception (ADM\'s numbers), dinov2 (FD_DINOv2 as dgm-eval: ' +
+      `${DGM_EVAL_DINOV2_INPUT} px bicubic, ImageNet mean/std, CLS token; no IS, no sFID), or a checkpoint of reals classifier train ` +
+      '(IS over its classes) or a teacher backbone of reals teacher train (its CLS token; no IS, no sFID). Reports, activation caches and fid-stats files record it; ' +
+      'a REF of another network is refused', 'inception')
+    .option('--dino-model <name>', `the DINOv2 of --features dinov2 (default: ${DEFAULT_FEATURES_DINO_MODEL}, dgm-eval's)`)
+    .option('--dino-ckpt <file>', 'its weights (default: the torch-hub checkpoint, fetched into $TORCH_HOME/hub/checkpoints)')
     .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
-    .option('--batch-size <n>', 'images per Inception call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE)
-    .option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): the Inception weights must be given or cached');
+    .option('--batch-size <n>', 'images per network call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE)
+    .option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): the network\'s weights must be given or cached');
 }
 
 export function evaluateCommand(): Command {
   return networkOptions(new Command('evaluate'))
-    .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders)')
+    .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders), ' +
+      'in the features of --features (the report names it)')
     .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz, or `reals ref-batch` output); its mu/sigma/mu_s/sigma_s are used when present; a `reals fid-stats` file gives FID, sFID and IS only')
     .argument('<sample>', 'sample batch')
     .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)', outputFile)
@@ -52,7 +60,7 @@ export function evaluateCommand(): Command {
       const bar = stageProgress();
       try {
         const result = await evaluate(ref, sample, {
-          extractor: await fidInceptionExtractor(flags),
+          extractor: await featureExtractor(flags),
           batchSize: flags.batchSize,
           isSplitSize: flags.isSplitSize,
           recomputeRefStats: flags.recomputeRefStats === true,
@@ -70,19 +78,20 @@ export function evaluateCommand(): Command {
 
 export function fidStatsCommand(): Command {
   return networkOptions(new Command('fid-stats'))
-    .description('write mu, sigma (pool_3) and mu_s, sigma_s (spatial) of a dataset, the statistics ADM reference batches carry')
+    .description('write mu, sigma (pool_3) and mu_s, sigma_s (spatial) of a dataset, the statistics ADM reference batches carry, and the feature network (extractor_id)')
     .argument('<input>', 'a folder of PNG/JPEG images or an .npz with arr_0')
     .requiredOption('--out <file>', 'the .npz to write')
     .action(async (input: string, flags: NetworkFlags & { out: string }) => {
       const bar = stageProgress();
+      const extractor = await featureExtractor(flags);
       try {
         const { count, sha256 } = await writeFidStatistics(input, flags.out, {
-          extractor: await fidInceptionExtractor(flags),
+          extractor,
           batchSize: flags.batchSize,
           onProgress: (done, total) => bar.update('images', done, total),
         });
         bar.stop();
-        console.log(`${flags.out}: statistics of ${count} images (sha256 ${sha256})`);
+        console.log(`${flags.out}: statistics of ${count} images (sha256 ${sha256}) in the features of ${extractor.id}`);
       } finally {
         bar.stop();
       }

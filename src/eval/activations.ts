@@ -15,15 +15,24 @@ export const ACTIVATION_BATCH_SIZE = 64;
 /** ADM's softmax_batch_size: pool_3 rows per classifier call for the Inception Score. */
 const LOGITS_BATCH_SIZE = 512;
 
-/** What the evaluation needs from a network; FIDInceptionV3 through `inceptionExtractor`. */
+/**
+ * What the evaluation needs from a network: FIDInceptionV3 through `inceptionExtractor`, the others
+ * in features.ts. Scores of two networks are never compared: reports, activation caches and
+ * statistics files carry the id.
+ */
 export interface FeatureExtractor {
-  /** Identifies the network and its weights, for activation cache names. */
+  /** Names the network and hashes its weights (`inception-<16 hex>`), for reports and cache names. */
   readonly id: string;
+  /** What the network is, for reports (default: the id). */
+  readonly description?: string;
   readonly device: Device;
-  /** pool_3 [B, P] and spatial [B, S] features of uint8 images [B, 3, H, W] on `device`. */
-  features(images: Tensor): { pool3: Tensor; spatial: Tensor };
-  /** Class logits [B, C] of pool_3 features, whose softmax the Inception Score reads. */
-  logits(pool3: Tensor): Tensor;
+  /**
+   * Pooled features [B, P] (Inception's pool_3, DINOv2's CLS token) of uint8 images [B, 3, H, W] on
+   * `device`, and spatial ones [B, S] (sFID's) when the network has them.
+   */
+  features(images: Tensor): { pool3: Tensor; spatial?: Tensor };
+  /** Class logits [B, C] of the pooled features, whose softmax the Inception Score reads; absent without a class layer (no IS). */
+  logits?: (pool3: Tensor) => Tensor;
 }
 
 /** The FID Inception as a FeatureExtractor on `device` (the model moves there); its id hashes the weights. */
@@ -32,6 +41,7 @@ export function inceptionExtractor(model: FIDInceptionV3, device: Device = 'cpu'
   const onDevice = model.to(device).eval();
   return {
     id,
+    description: 'the FID Inception (pytorch-fid\'s pt_inception-2015-12-05 weights as the ADM evaluator: pool_3, spatial mixed_6/conv, logits)',
     device,
     features: (images) => {
       const { pool3, spatial } = onDevice.forward(images);
@@ -42,10 +52,10 @@ export function inceptionExtractor(model: FIDInceptionV3, device: Device = 'cpu'
   };
 }
 
-/** Per-image features of a batch, float32 on the CPU, in file order. */
+/** Per-image features of a batch, float32 on the CPU, in file order; spatial null for a network without them. */
 export interface Activations {
   pool3: Tensor;
-  spatial: Tensor;
+  spatial: Tensor | null;
 }
 
 export interface ActivationOptions {
@@ -69,25 +79,29 @@ export async function computeActivations(images: ImageBatches, extractor: Featur
       const f = extractor.features(nchw);
       const n = batch.size(0);
       pool3 ??= torch.keep(torch.empty([total, f.pool3.size(1)]));
-      spatial ??= torch.keep(torch.empty([total, f.spatial.size(1)]));
       pool3.narrow(0, done, n).copy_(f.pool3.reshape(n, -1).cpu());
-      spatial.narrow(0, done, n).copy_(f.spatial.reshape(n, -1).cpu());
+      if (f.spatial !== undefined) {
+        spatial ??= torch.keep(torch.empty([total, f.spatial.size(1)]));
+        spatial.narrow(0, done, n).copy_(f.spatial.reshape(n, -1).cpu());
+      }
       done += n;
     }));
     batch.dispose();
     onProgress?.(done, total);
   }
-  if (pool3 === undefined || spatial === undefined || done !== total) throw new Error(`${images.path}: read ${done} of ${total} images`);
-  return { pool3, spatial };
+  if (pool3 === undefined || done !== total) throw new Error(`${images.path}: read ${done} of ${total} images`);
+  return { pool3, spatial: spatial ?? null };
 }
 
 /** Class logits of pool_3 features, ADM's 512 rows at a time, float32 on the CPU. */
 export function computeLogits(pool3: Tensor, extractor: FeatureExtractor): Tensor {
+  const { logits } = extractor;
+  if (logits === undefined) throw new Error(`${extractor.id} has no class logits (no Inception Score)`);
   return torch.noGrad(() => torch.scope(() => {
     const parts: Tensor[] = [];
     for (let start = 0; start < pool3.size(0); start += LOGITS_BATCH_SIZE) {
       const rows = pool3.narrow(0, start, Math.min(LOGITS_BATCH_SIZE, pool3.size(0) - start));
-      parts.push(extractor.logits(rows.to(extractor.device)).to('float32').cpu());
+      parts.push(logits(rows.to(extractor.device)).to('float32').cpu());
     }
     return torch.cat(parts);
   }));
@@ -100,10 +114,11 @@ export function activationCachePath(path: string, sha256: string, extractor: Fea
 
 /** The cache's record of what its activations were computed from: the batch's sha256 and the extractor's id, as ASCII bytes. */
 const SOURCE_KEY = 'source_sha256';
-const EXTRACTOR_KEY = 'extractor_id';
+/** The key of the feature network's id in activation caches and statistics files. */
+export const EXTRACTOR_KEY = 'extractor_id';
 
-const asciiTensor = (text: string): Tensor => torch.tensor(Array.from(Buffer.from(text, 'ascii')), { dtype: 'uint8' });
-const asciiOf = (file: NpzFile, key: string): string | null =>
+export const asciiTensor = (text: string): Tensor => torch.tensor(Array.from(Buffer.from(text, 'ascii')), { dtype: 'uint8' });
+export const asciiOf = (file: NpzFile, key: string): string | null =>
   file.keys().includes(key) ? Buffer.from(file.get(key).toArray() as Uint8Array).toString('ascii') : null;
 
 /**
@@ -121,8 +136,9 @@ export async function cachedActivations(
       const source = asciiOf(file, SOURCE_KEY);
       const computedBy = asciiOf(file, EXTRACTOR_KEY);
       if (source === sourceSha256 && computedBy === extractor.id) {
-        const activations = { pool3: file.get('pool3'), spatial: file.get('spatial') };
+        const activations = { pool3: file.get('pool3'), spatial: file.has('spatial') ? file.get('spatial') : null };
         for (const [name, t] of Object.entries(activations)) {
+          if (t === null) continue;
           if (t.dtype !== 'float32' || t.ndim !== 2 || t.size(0) !== images.count) {
             throw new Error(`${cachePath}: cached ${name} is ${t.dtype} [${t.shape}], expected float32 [${images.count}, D]; delete the file to recompute it`);
           }
@@ -137,7 +153,10 @@ export async function cachedActivations(
   }
   const activations = await computeActivations(images, extractor, options);
   try {
-    saveNpz(cachePath, { pool3: activations.pool3, spatial: activations.spatial, [SOURCE_KEY]: asciiTensor(sourceSha256), [EXTRACTOR_KEY]: asciiTensor(extractor.id) });
+    saveNpz(cachePath, {
+      pool3: activations.pool3, ...(activations.spatial === null ? {} : { spatial: activations.spatial }),
+      [SOURCE_KEY]: asciiTensor(sourceSha256), [EXTRACTOR_KEY]: asciiTensor(extractor.id),
+    });
   } catch (error) {
     // The activations are computed and the evaluation can go on; only the next run loses.
     process.emitWarning(`${cachePath}: cannot write the activation cache (${(error as Error).message}); evaluating without it`);

@@ -8,7 +8,7 @@ import { NpzFile, saveNpz } from '../io/npz.js';
 import { FIDInceptionV3 } from '../models/inception.js';
 import { IMAGES_KEY, contentHash, openImageBatches, type ImageBatches } from './batches.js';
 import {
-  ACTIVATION_BATCH_SIZE, activationCachePath, cachedActivations, computeActivations, computeLogits, inceptionExtractor,
+  ACTIVATION_BATCH_SIZE, EXTRACTOR_KEY, activationCachePath, asciiOf, asciiTensor, cachedActivations, computeActivations, computeLogits, inceptionExtractor,
   type Activations, type FeatureExtractor,
 } from './activations.js';
 import { computeStatistics, frechetDistance, type FIDStatistics } from './fid.js';
@@ -17,6 +17,8 @@ import { precisionRecall, type ManifoldOptions } from './precision-recall.js';
 
 /** The statistics arrays of an ADM reference batch: pool_3 and spatial means and covariances. */
 export const STATISTICS_KEYS = ['mu', 'sigma', 'mu_s', 'sigma_s'] as const;
+const POOLED_KEYS = ['mu', 'sigma'] as const;
+const SPATIAL_KEYS = ['mu_s', 'sigma_s'] as const;
 
 export type Stage = 'reference' | 'sample';
 
@@ -55,10 +57,19 @@ export interface BatchReport {
   count: number;
 }
 
+/** The network the features come from, as reports name it. */
+export interface FeatureNetworkReport {
+  /** The network's name and its weights' hash (FeatureExtractor.id). */
+  id: string;
+  description: string;
+}
+
 export interface EvaluationResult {
-  inceptionScore: number;
+  /** null for a network without class logits (DINOv2, a teacher). */
+  inceptionScore: number | null;
   fid: number;
-  sfid: number;
+  /** null for a network without spatial features (DINOv2, a teacher). */
+  sfid: number | null;
   /** null when the reference holds statistics only (precision and recall need its images). */
   precision: number | null;
   recall: number | null;
@@ -72,22 +83,39 @@ export interface EvaluationResult {
     cacheHit: boolean;
   };
   sample: BatchReport;
-  extractor: string;
+  featureNetwork: FeatureNetworkReport;
 }
 
-/** mu/sigma (pool_3) and mu_s/sigma_s (spatial) from an .npz when it holds all four; null for an image folder or an .npz without them. */
-export function readStatistics(path: string): { pool3: FIDStatistics; spatial: FIDStatistics } | null {
+/** A reference's statistics as a file holds them: pooled, spatial when present, and the network recorded with them (null: unrecorded, as ADM's). */
+export interface FileStatistics {
+  pool3: FIDStatistics;
+  spatial: FIDStatistics | null;
+  network: string | null;
+}
+
+/** The report's name of `extractor`. */
+export function featureNetworkReport(extractor: FeatureExtractor): FeatureNetworkReport {
+  return { id: extractor.id, description: extractor.description ?? extractor.id };
+}
+
+/**
+ * mu/sigma (pooled features), mu_s/sigma_s (spatial, when the network has them) and the feature
+ * network recorded with them from an .npz; null for an image folder or an .npz without them.
+ */
+export function readStatistics(path: string): FileStatistics | null {
   if (statSync(path).isDirectory()) return null;
   const file = NpzFile.open(path);
   try {
     const present = STATISTICS_KEYS.filter((k) => file.has(k));
     if (present.length === 0) return null;
-    if (present.length < STATISTICS_KEYS.length) {
-      throw new Error(`${path}: has ${present.join(', ')} but not ${STATISTICS_KEYS.filter((k) => !file.has(k)).join(', ')}; reference statistics need all of ${STATISTICS_KEYS.join(', ')}`);
+    const missing = [...POOLED_KEYS, ...(SPATIAL_KEYS.some((k) => file.has(k)) ? SPATIAL_KEYS : [])].filter((k) => !file.has(k));
+    if (missing.length > 0) {
+      throw new Error(`${path}: has ${present.join(', ')} but not ${missing.join(', ')}; reference statistics need mu and sigma, and mu_s with sigma_s for sFID`);
     }
     return {
       pool3: { mu: file.get('mu').to('float64'), sigma: file.get('sigma').to('float64') },
-      spatial: { mu: file.get('mu_s').to('float64'), sigma: file.get('sigma_s').to('float64') },
+      spatial: file.has('mu_s') ? { mu: file.get('mu_s').to('float64'), sigma: file.get('sigma_s').to('float64') } : null,
+      network: asciiOf(file, EXTRACTOR_KEY),
     };
   } finally {
     file.close();
@@ -105,13 +133,30 @@ export function holdsStatisticsOnly(path: string): boolean {
   }
 }
 
-function statisticsOf(activations: Activations): { pool3: FIDStatistics; spatial: FIDStatistics } {
-  return { pool3: computeStatistics(activations.pool3), spatial: computeStatistics(activations.spatial) };
+function statisticsOf(activations: Activations): { pool3: FIDStatistics; spatial: FIDStatistics | null } {
+  return { pool3: computeStatistics(activations.pool3), spatial: activations.spatial === null ? null : computeStatistics(activations.spatial) };
+}
+
+/**
+ * The file's statistics must be of the network evaluating: the one it records, or for a file that
+ * records none (ADM's reference batches) the FID Inception. Numbers of two networks are never compared.
+ */
+function checkStatisticsNetwork(path: string, stats: FileStatistics, extractor: FeatureExtractor): void {
+  if (stats.network === null ? !extractor.id.startsWith('inception-') : stats.network !== extractor.id) {
+    throw new Error(`${path}: its statistics are of ${stats.network ?? 'an unrecorded network (ADM\'s reference batches: the FID Inception)'}, ` +
+      `not of ${extractor.id} (--features): FIDs of two feature networks cannot be compared; evaluate with that network, or --recompute-ref-stats from its images`);
+  }
 }
 
 /** The file's statistics must be of the features this network gives (another network's could not be compared). */
-function checkStatisticsWidth(path: string, stats: { pool3: FIDStatistics; spatial: FIDStatistics }, acts: Activations, extractor: FeatureExtractor): void {
-  for (const [names, s, width] of [[['mu', 'sigma'], stats.pool3, acts.pool3.size(1)], [['mu_s', 'sigma_s'], stats.spatial, acts.spatial.size(1)]] as const) {
+function checkStatisticsWidth(path: string, stats: FileStatistics, acts: Activations, extractor: FeatureExtractor): void {
+  if ((stats.spatial === null) !== (acts.spatial === null)) {
+    throw new Error(`${path}: ${stats.spatial === null ? 'has no mu_s/sigma_s' : 'has mu_s/sigma_s'}, but ${extractor.id} ${acts.spatial === null ? 'has no' : 'has'} spatial features: ` +
+      'statistics of another network; evaluate with --recompute-ref-stats');
+  }
+  const pairs: [readonly [string, string], FIDStatistics, number][] = [[['mu', 'sigma'], stats.pool3, acts.pool3.size(1)]];
+  if (stats.spatial !== null && acts.spatial !== null) pairs.push([['mu_s', 'sigma_s'], stats.spatial, acts.spatial.size(1)]);
+  for (const [names, s, width] of pairs) {
     const expected = [[width], [width, width]];
     [s.mu, s.sigma].forEach((t, i) => {
       if (t.shape.join() !== expected[i]!.join()) {
@@ -152,6 +197,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
           'scored as one partial split, as ADM does; such a score is not comparable with 10 splits of 5,000');
       }
       const fileStatistics = recomputeRefStats ? null : readStatistics(referencePath);
+      if (fileStatistics !== null) checkStatisticsNetwork(referencePath, fileStatistics, extractor);
 
       const referenceHash = await contentHash(referencePath);
       const sampleHash = await contentHash(samplePath);
@@ -170,9 +216,9 @@ export async function evaluate(referencePath: string, samplePath: string, option
       const { precision, recall } = referenceActs === null ? { precision: null, recall: null }
         : precisionRecall(referenceActs.pool3, sampleActs.pool3, { device: extractor.device, ...manifold });
       return {
-        inceptionScore: inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize),
+        inceptionScore: extractor.logits === undefined ? null : inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize),
         fid: frechetDistance(sampleStats.pool3, referenceStats.pool3),
-        sfid: frechetDistance(sampleStats.spatial, referenceStats.spatial),
+        sfid: sampleStats.spatial === null || referenceStats.spatial === null ? null : frechetDistance(sampleStats.spatial, referenceStats.spatial),
         precision,
         recall,
         reference: {
@@ -180,7 +226,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
           statistics: fileStatistics === null ? 'computed' : 'file', activationCache: cachePath, cacheHit: cached,
         },
         sample: { path: samplePath, sha256: sampleHash, count: sample.count },
-        extractor: extractor.id,
+        featureNetwork: featureNetworkReport(extractor),
       };
     } finally {
       sample.close();
@@ -192,7 +238,8 @@ export async function evaluate(referencePath: string, samplePath: string, option
 
 /**
  * Writes the FID statistics of a batch (an ADM .npz or an image folder) as an .npz with mu, sigma
- * (pool_3) and mu_s, sigma_s (spatial) in float64, the arrays ADM's reference batches carry.
+ * (pool_3) and mu_s, sigma_s (spatial, for a network that has them) in float64, the arrays ADM's
+ * reference batches carry, and the feature network's id (extractor_id), which evaluate checks.
  */
 export async function writeFidStatistics(input: string, out: string, options: Pick<EvaluateOptions, 'extractor' | 'batchSize'> & { onProgress?: (done: number, total: number) => void }): Promise<{ count: number; sha256: string }> {
   const images = await openImageBatches(input);
@@ -200,26 +247,32 @@ export async function writeFidStatistics(input: string, out: string, options: Pi
     requireCount(images, 2, 'a covariance');
     const sha256 = await contentHash(input);
     const stats = statisticsOf(await computeActivations(images, options.extractor, { batchSize: options.batchSize, onProgress: options.onProgress }));
-    saveNpz(out, { mu: stats.pool3.mu, sigma: stats.pool3.sigma, mu_s: stats.spatial.mu, sigma_s: stats.spatial.sigma });
+    saveNpz(out, {
+      mu: stats.pool3.mu, sigma: stats.pool3.sigma, ...(stats.spatial === null ? {} : { mu_s: stats.spatial.mu, sigma_s: stats.spatial.sigma }),
+      [EXTRACTOR_KEY]: asciiTensor(options.extractor.id),
+    });
     return { count: images.count, sha256 };
   } finally {
     images.close();
   }
 }
 
-/** The five numbers as a terminal table, with the batch sizes. */
+/** The five numbers as a terminal table, with the feature network and the batch sizes. */
 export function formatResult(result: EvaluationResult): string {
   const rows: [string, string][] = [
-    ['Inception Score', result.inceptionScore.toFixed(4)],
+    ['Inception Score', result.inceptionScore?.toFixed(4) ?? 'n/a'],
     ['FID', result.fid.toFixed(4)],
-    ['sFID', result.sfid.toFixed(4)],
+    ['sFID', result.sfid?.toFixed(4) ?? 'n/a'],
     ['Precision', result.precision?.toFixed(4) ?? 'n/a'],
     ['Recall', result.recall?.toFixed(4) ?? 'n/a'],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
   const lines = rows.map(([name, value]) => `${name.padEnd(width)}  ${value.padStart(10)}`);
   const rule = '-'.repeat(width + 12);
+  const absent = [result.inceptionScore === null ? 'IS (no class logits)' : null, result.sfid === null ? 'sFID (no spatial features)' : null].filter((x) => x !== null);
   return [
+    `features: ${result.featureNetwork.id}: ${result.featureNetwork.description}`,
+    ...(absent.length > 0 ? [`n/a for this network: ${absent.join(', ')}; numbers of different feature networks are not comparable`] : []),
     rule, ...lines, rule,
     result.reference.count === null
       ? `reference: statistics only (precision and recall need its images), sample: ${result.sample.count} images`

@@ -23,7 +23,7 @@ test('inceptionExtractor: pool_3 (2048) and spatial (2023) features, IS logits =
   torch.noGrad(() => {
     const expected = model.forward(images);
     const { pool3, spatial } = extractor.features(images);
-    assert.deepEqual([pool3.shape, spatial.shape], [[2, 2048], [2, 2023]]);
+    assert.deepEqual([pool3.shape, spatial!.shape], [[2, 2048], [2, 2023]]);
     assert.equal(pool3.sub(expected.pool3).abs().max().item(), 0);
     assert.equal(computeLogits(pool3, extractor).sub(expected.logitsUnbiased).abs().max().item(), 0);
   });

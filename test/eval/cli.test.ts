@@ -62,7 +62,10 @@ test('reals evaluate and fid-stats with the FID Inception (random weights): a ba
     const fidStats = reals(['fid-stats', sample, '--out', stats, '--inception-weights', weights]);
     assert.equal(fidStats.status, 0, fidStats.stderr);
     const written = loadNpz(stats);
-    assert.deepEqual(Object.keys(written), ['mu', 'sigma', 'mu_s', 'sigma_s']);
+    assert.deepEqual(Object.keys(written), ['mu', 'sigma', 'mu_s', 'sigma_s', 'extractor_id']);
+    assert.equal(Buffer.from(written.extractor_id!.toArray() as Uint8Array).toString('ascii'), result.featureNetwork.id, 'the statistics name their network');
+    assert.match(result.featureNetwork.id, /^inception-[0-9a-f]{16}$/);
+    assert.match(run.stdout, /^features: inception-[0-9a-f]{16}: the FID Inception/m);
     assert.deepEqual([written.mu!.shape, written.sigma!.shape, written.mu_s!.shape, written.sigma_s!.shape], [[2048], [2048, 2048], [2023], [2023, 2023]]);
 
     const bad = join(dir, 'bad.json');

@@ -9,7 +9,7 @@ import type { Tensor } from '../../src/torch/index.js';
 import { withTmp } from '../helpers.js';
 import { saveNpz } from '../../src/io/npz.js';
 import {
-  computeActivations, computeStatistics, evaluate, formatResult, openImageBatches, readStatistics, writeFidStatistics, writeReferenceBatch,
+  EXTRACTOR_KEY, asciiTensor, computeActivations, computeStatistics, evaluate, formatResult, openImageBatches, readStatistics, writeFidStatistics, writeReferenceBatch,
   type FeatureExtractor,
 } from '../../src/eval/index.js';
 
@@ -49,10 +49,10 @@ test('identical batches: FID and sFID below 1e-3, precision = recall = 1; counts
   saveNpz(join(dir, 'ref.npz'), { arr_0: batch });
   saveNpz(join(dir, 'sample.npz'), { arr_0: batch });
   const result = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), options);
-  assert.ok(Math.abs(result.fid) < 1e-3 && Math.abs(result.sfid) < 1e-3, `FID ${result.fid}, sFID ${result.sfid}`);
+  assert.ok(Math.abs(result.fid) < 1e-3 && Math.abs(result.sfid!) < 1e-3, `FID ${result.fid}, sFID ${result.sfid}`);
   assert.equal(result.precision, 1);
   assert.equal(result.recall, 1);
-  assert.ok(result.inceptionScore >= 1);
+  assert.ok(result.inceptionScore! >= 1);
   const sha256 = createHash('sha256').update(readFileSync(join(dir, 'ref.npz'))).digest('hex');
   assert.deepEqual(
     { ...result.reference, activationCache: null },
@@ -69,7 +69,7 @@ test('a batch against a shuffled copy of itself: FID ≈ 0, precision = recall =
   torch.manualSeed(3);
   saveNpz(join(dir, 'noise.npz'), { arr_0: torch.randint(0, 256, [24, 16, 16, 3], { dtype: 'uint8' }) });
   const shuffled = await evaluate(join(dir, 'ref.npz'), join(dir, 'shuffled.npz'), { ...options, cache: false });
-  assert.ok(Math.abs(shuffled.fid) < 1e-3 && Math.abs(shuffled.sfid) < 1e-3, `FID ${shuffled.fid}, sFID ${shuffled.sfid}`);
+  assert.ok(Math.abs(shuffled.fid) < 1e-3 && Math.abs(shuffled.sfid!) < 1e-3, `FID ${shuffled.fid}, sFID ${shuffled.sfid}`);
   assert.deepEqual([shuffled.precision, shuffled.recall], [1, 1]);
   const noise = await evaluate(join(dir, 'ref.npz'), join(dir, 'noise.npz'), { ...options, cache: false });
   assert.ok(noise.fid > 100 * Math.max(shuffled.fid, 1e-3) && noise.fid > 1, `noise FID ${noise.fid}`);
@@ -82,18 +82,20 @@ test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unles
   saveNpz(join(dir, 'sample.npz'), { arr_0: sample });
   const sampleActs = await computeActivations(await openImageBatches(join(dir, 'sample.npz')), extractor);
   const pool3 = computeStatistics(sampleActs.pool3);
-  const spatial = computeStatistics(sampleActs.spatial);
-  saveNpz(join(dir, 'ref.npz'), { arr_0: ref, mu: pool3.mu, sigma: pool3.sigma, mu_s: spatial.mu, sigma_s: spatial.sigma });
+  const spatial = computeStatistics(sampleActs.spatial!);
+  // Statistics record the network they are of (as fid-stats writes them); unrecorded ones are the FID Inception's.
+  const network = { [EXTRACTOR_KEY]: asciiTensor(extractor.id) };
+  saveNpz(join(dir, 'ref.npz'), { arr_0: ref, mu: pool3.mu, sigma: pool3.sigma, mu_s: spatial.mu, sigma_s: spatial.sigma, ...network });
   const fromFile = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), { ...options, cache: false });
   assert.equal(fromFile.reference.statistics, 'file');
-  assert.ok(Math.abs(fromFile.fid) < 1e-3 && Math.abs(fromFile.sfid) < 1e-3, 'the file\'s statistics are the sample\'s own');
+  assert.ok(Math.abs(fromFile.fid) < 1e-3 && Math.abs(fromFile.sfid!) < 1e-3, 'the file\'s statistics are the sample\'s own');
   const recomputed = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), { ...options, cache: false, recomputeRefStats: true });
   assert.equal(recomputed.reference.statistics, 'computed');
   assert.ok(recomputed.fid > 0.01, `${recomputed.fid}`);
   assert.equal(recomputed.precision, fromFile.precision, 'precision/recall always read the reference images');
   // Statistics of another network (here: 2048-wide pool features, the extractor's are 96) are refused before the samples run.
   const wide = { mu: torch.zeros([2048], { dtype: 'float64' }), sigma: torch.eye(2048, { dtype: 'float64' }) };
-  saveNpz(join(dir, 'other-net.npz'), { arr_0: ref, ...wide, mu_s: spatial.mu, sigma_s: spatial.sigma });
+  saveNpz(join(dir, 'other-net.npz'), { arr_0: ref, ...wide, mu_s: spatial.mu, sigma_s: spatial.sigma, ...network });
   const stages: string[] = [];
   await assert.rejects(
     evaluate(join(dir, 'other-net.npz'), join(dir, 'sample.npz'), { ...options, cache: false, onProgress: (stage) => stages.push(stage) }),
@@ -101,8 +103,10 @@ test('reference statistics in the file (mu, sigma, mu_s, sigma_s) are used unles
       'statistics of another network; evaluate with --recompute-ref-stats',
   );
   assert.ok(!stages.includes('sample'), 'no sample activations computed');
-  saveNpz(join(dir, 'partial.npz'), { arr_0: ref, mu: pool3.mu, sigma: pool3.sigma });
-  assert.throws(() => readStatistics(join(dir, 'partial.npz')), /partial\.npz: has mu, sigma but not mu_s, sigma_s; reference statistics need all of mu, sigma, mu_s, sigma_s/);
+  saveNpz(join(dir, 'partial.npz'), { arr_0: ref, mu: pool3.mu, sigma: pool3.sigma, mu_s: spatial.mu });
+  assert.throws(() => readStatistics(join(dir, 'partial.npz')), /partial\.npz: has mu, sigma, mu_s but not sigma_s; reference statistics need mu and sigma, and mu_s with sigma_s for sFID/);
+  saveNpz(join(dir, 'spatial-only.npz'), { mu_s: spatial.mu, sigma_s: spatial.sigma });
+  assert.throws(() => readStatistics(join(dir, 'spatial-only.npz')), /spatial-only\.npz: has mu_s, sigma_s but not mu, sigma;/);
 }));
 
 test('reference activations are cached next to the reference, keyed by its content hash and the network', withTmp('eval', async (dir) => {
@@ -142,7 +146,7 @@ test('a folder of PNG files reads as the same images as the .npz; fid-stats writ
   const stats = readStatistics(join(dir, 'stats.npz'))!;
   assert.equal(stats.pool3.sigma.dtype, 'float64');
   assert.equal(stats.pool3.mu.sub(computeStatistics(fromNpz.pool3).mu).abs().max().item(), 0);
-  assert.deepEqual(stats.spatial.sigma.shape, [12, 12]);
+  assert.deepEqual(stats.spatial!.sigma.shape, [12, 12]);
 }));
 
 test('bad input is refused before any computation: no arr_0, wrong dtype, not 3 channels, too few samples', withTmp('eval', async (dir) => {
@@ -178,7 +182,7 @@ test('a fid-stats file is a reference: FID and sFID equal those against its imag
   await writeFidStatistics(join(dir, 'ref.npz'), join(dir, 'stats.npz'), options);
   const full = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), { ...options, cache: false });
   const stats = await evaluate(join(dir, 'stats.npz'), join(dir, 'sample.npz'), options);
-  assert.ok(Math.abs(stats.fid - full.fid) < 1e-9 && Math.abs(stats.sfid - full.sfid) < 1e-9, `FID ${stats.fid} vs ${full.fid}`);
+  assert.ok(Math.abs(stats.fid - full.fid) < 1e-9 && Math.abs(stats.sfid! - full.sfid!) < 1e-9, `FID ${stats.fid} vs ${full.fid}`);
   assert.equal(stats.inceptionScore, full.inceptionScore);
   assert.deepEqual([stats.precision, stats.recall, stats.reference.count, stats.reference.statistics], [null, null, null, 'file']);
   assert.match(formatResult(stats), /^Precision +n\/a$/m);
