@@ -13,6 +13,7 @@ import { alignCommand } from './align.js';
 import { segmentCommand, depthCommand, headsCommand } from './heads.js';
 import { demoCommand } from './demo.js';
 import { teacherCommand } from './teacher.js';
+import { classifierCommand } from './classifier.js';
 import { exportCommand, serveCommand } from './export.js';
 import { reportCommand } from './report.js';
 import { markRequiredOptions } from './parse.js';
@@ -68,6 +69,7 @@ export function buildProgram(): Command {
   program.addCommand(depthCommand());
   program.addCommand(headsCommand());
   program.addCommand(teacherCommand());
+  program.addCommand(classifierCommand());
   program.addCommand(exportCommand());
   program.addCommand(serveCommand());
   program.addCommand(reportCommand());

@@ -1,16 +1,11 @@
 // Supervised training of the demo's two Fashion-MNIST classifiers (the ViT teacher that stands in
-// for DINOv2, and the CNN whose features score the samples): Adam on cross entropy over shuffled
-// training batches, a progress bar, a metrics.jsonl of the loss, and the accuracy on test images.
-import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+// for DINOv2, and the CNN whose features score the samples): src/train/supervised.ts's loop on
+// the training set, and the accuracy on the first test images.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import * as nn from '../nn/index.js';
-import * as optim from '../optim/index.js';
-import { DataLoader, FashionMNIST, writeNormalized } from '../data/index.js';
-import { MetricsLog, progress as makeProgress } from '../train/index.js';
-
-const F = torch.nnFunctional;
+import type * as nn from '../nn/index.js';
+import { FashionMNIST, writeNormalized } from '../data/index.js';
+import { trainWithCrossEntropy } from '../train/supervised.js';
 
 /** The first `count` Fashion-MNIST images (3 channels, 32x32, [-1, 1]) and their labels. */
 export function fashionMnistTensors(count: number, train: boolean): { images: Tensor; labels: Tensor } {
@@ -50,49 +45,9 @@ export interface SupervisedOptions extends SupervisedRunOptions {
 export interface SupervisedResult { steps: number; finalLoss: number; testAccuracy: number; testImages: number }
 
 export async function trainSupervised(options: SupervisedOptions): Promise<SupervisedResult> {
-  const { model, steps, batchSize, dir: runDir } = options;
-  const logEvery = options.logEvery ?? Math.max(1, Math.floor(steps / 50));
-  mkdirSync(runDir, { recursive: true });
-  torch.manualSeed(options.seed);
-  const loader = new DataLoader(new FashionMNIST({ channels: 3 }), { batchSize, seed: options.seed, numWorkers: 0, randomFlip: false });
-  const opt = new optim.Adam(model.parameters(), { lr: options.lr });
-  const metrics = new MetricsLog(join(runDir, 'metrics.jsonl'));
-  const bar = makeProgress({ total: steps, label: options.label, itemsPerStep: batchSize });
-  model.train();
-  let step = 0;
-  let sum = 0;
-  let count = 0;
-  let finalLoss = NaN;
-  try {
-    for (let epoch = 0; step < steps; epoch++) {
-      for await (const { images, labels } of loader.iterate(epoch)) {
-        const loss = torch.scope(() => {
-          const value = F.crossEntropy(options.logits(images), labels);
-          opt.zeroGrad();
-          value.backward();
-          opt.step();
-          return value.item();
-        });
-        images.dispose();
-        labels.dispose();
-        step++;
-        sum += loss;
-        count++;
-        bar.update(step, { loss });
-        if (step % logEvery === 0 || step === steps) {
-          finalLoss = sum / count;
-          metrics.log(step, { loss: finalLoss });
-          [sum, count] = [0, 0];
-        }
-        if (step >= steps) break;
-      }
-    }
-  } finally {
-    bar.stop();
-    metrics.close();
-    await loader.close();
-  }
-  model.eval();
+  const { steps, finalLoss } = await trainWithCrossEntropy({
+    ...options, data: new FashionMNIST({ channels: 3 }), loader: { numWorkers: 0, randomFlip: false },
+  });
   const test = fashionMnistTensors(options.testImages, false);
   const predicted = predictInBatches(options.logits, test.images);
   const testAccuracy = predicted.eq(test.labels).float().mean().item();
