@@ -88,7 +88,8 @@ export function generateLatents(options: GenerateOptions): Tensor {
   const diffusionSteps = options.diffusion?.diffusionSteps ?? 1000;
   const ddpm = method === 'ddpm' || method === 'ddim';
   const steps = options.steps ?? 250;
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
+  const batch = options.labels instanceof torch.Tensor ? options.labels.size(0) : options.labels.length;
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: options.model.matmulMacs?.(cfgScale > 1 ? 2 * batch : batch) });
   const network = floatOutputs(options.model, precision);
   // One autocast region for the whole loop, so that each weight is cast to bfloat16 once.
   return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {

@@ -10,7 +10,7 @@ export * as nnFunctional from './functional.js';
 export * as distributed from './distributed.js';
 export { cuda, setNumThreads, getNumThreads, version, autocast, autocastDeviceType } from './cuda.js';
 export type { AutocastDevice, AutocastOptions } from './cuda.js';
-export { PRECISIONS, cpuHasBf16, resolvePrecision, runThreads, usePrecision, withPrecision } from './precision.js';
+export { PRECISIONS, SMALL_MATMUL_MACS, cpuHasBf16, resolvePrecision, runThreads, transformerMatmulMacs, usePrecision, withPrecision, type RunWork } from './precision.js';
 export type { Precision, ResolvedPrecision } from './precision.js';
 export { native, waitPolicy } from './native.js';
 export { checkDevice } from './device.js';

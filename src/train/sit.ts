@@ -167,7 +167,8 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     throw new Error(`--global-batch-size ${data.batchSize * worldSize}: the data gives no full batch of ${data.batchSize} on each of the ${worldSize} rank(s); lower it, or give more images`);
   }
   const transport = createTransport(options.transport);
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device,
+    { matmulMacs: torch.transformerMatmulMacs(data.batchSize * (c.inputSize / c.patchSize) ** 2, c.hiddenSize) });
 
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   // Under DDP every rank starts from rank 0's initialisation (DistributedDataParallel copies it).
@@ -543,7 +544,7 @@ export function batchSeed(rankSeed: number, batch: number): number {
  */
 export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: model.matmulMacs(cfgScale > 1 ? 2 * indices.length : indices.length) });
   const c = model.config;
   const shape = [c.inChannels, c.inputSize, c.inputSize];
   const labels = sampleLabels(indices, c.numClasses, options.labelSampling ?? 'balanced', seed, shape);
@@ -659,7 +660,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const iterations = Math.ceil(numSamples / globalBatch);
   const rankSeed = options.seed * worldSize + rank;
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: model.matmulMacs((options.cfgScale ?? 1) > 1 ? 2 * batchSize : batchSize) });
   model.to(device).eval();
   vae.to(device).eval();
   claimSampleDir(sampleDir, samplingSettings(options, precision, worldSize), rank, distributed, log);

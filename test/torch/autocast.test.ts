@@ -81,15 +81,20 @@ function childThreads(env: Record<string, string>): Record<string, number> {
   return JSON.parse(stdout) as Record<string, number>;
 }
 
-test('usePrecision: a CPU run in bf16 takes every CPU, fp32 and CUDA runs libtorch\'s default; a count the caller chose stays', () => {
+test('usePrecision: a CPU run in bf16 takes every CPU (one where its matmuls are small), fp32 and CUDA runs libtorch\'s default; a count the caller chose stays', () => {
   const cpus = availableParallelism();
   const fresh = childThreads({});
-  assert.deepEqual(fresh, { atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1 });
+  assert.deepEqual(fresh, {
+    atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16CpuSmallMatmuls: 1, bf16CpuLargeMatmuls: cpus,
+    bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1,
+  });
   assert.equal(torch.runThreads('bf16', 'cpu'), cpus);
   assert.equal(torch.runThreads('bf16', 'cuda'), torch.runThreads('fp32', 'cpu'));
   // OMP_NUM_THREADS is the caller's choice, as for PyTorch: libtorch reads it and the runs keep it.
   const pinned = childThreads({ OMP_NUM_THREADS: '1' });
-  assert.deepEqual(pinned, { atLoad: 1, bf16Cpu: 1, fp32Cpu: 1, bf16Cuda: 1, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1 });
+  assert.deepEqual(pinned, { atLoad: 1, bf16Cpu: 1, fp32Cpu: 1, bf16Cuda: 1, bf16CpuSmallMatmuls: 1, bf16CpuLargeMatmuls: 1, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1 });
+  // A chosen count wins over the small-matmul rule too.
+  if (cpus > 1) assert.equal(childThreads({ OMP_NUM_THREADS: String(cpus) }).bf16CpuSmallMatmuls, cpus);
   if (cpus > 1) assert.equal(childThreads({ MKL_NUM_THREADS: '1' }).bf16Cpu, 1);
 });
 
