@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The numerical tests again, with the kernels another x86-64 CPU would get: OpenBLAS's Haswell
+# kernels (what it picks on an AMD EPYC; they reproduce the EPYC's float32 rounding exactly),
+# ATen's AVX2 kernels, and oneDNN without AMX (AVX512-BF16 only, as on an EPYC). Parity tolerances
+# must follow from the computation, not from the CPU that wrote the fixtures; this catches a
+# tolerance that holds on one CPU only, on whichever machine CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX512_CORE_BF16
+node --import tsx --test --test-concurrency=1 \
+  test/torch/*.test.ts test/nn/*.test.ts test/optim/*.test.ts test/models/*.test.ts \
+  test/diffusion/*.test.ts test/onnx/*.test.ts test/train/precision.test.ts
