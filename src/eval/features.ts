@@ -113,7 +113,8 @@ function checkpointExtractor(path: string, device: Device): FeatureExtractor {
     });
   }
   if (metadata.config === undefined) {
-    throw new Error(`--features ${path}: neither a classifier of reals classifier train (no "${CLASSIFIER_METADATA_KEY}" metadata) nor a teacher backbone of reals teacher train (no "config" metadata)`);
+    throw new Error(`--features ${path}: neither a classifier of reals classifier train (no "${CLASSIFIER_METADATA_KEY}" metadata) nor a teacher backbone of reals teacher train ` +
+      '(no "config" metadata; give the backbone its done: line names, not a training checkpoint)');
   }
   const config: DinoV2Config = { ...DINOV2_CONFIGS.dinov2_vits14!, ...(JSON.parse(metadata.config) as Partial<DinoV2Config>) };
   const model = new DinoVisionTransformer(config).loadCheckpoint(path);
