@@ -2,7 +2,7 @@
 // `reals demo merge`: one report over several demo runs (the reproduction study's cells).
 import { Command, Option } from 'commander';
 import {
-  CHANNEL_STUDY_PROFILES, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier,
+  CHANNEL_STUDY_PROFILES, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier, writeChannelStudyReport,
   type ChannelStudyProfileName, type DemoCells, type ProfileName,
 } from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
@@ -71,6 +71,13 @@ export function demoCommand(): Command {
     .action(async (flags: { profile: ChannelStudyProfileName; work: string }) => {
       const { record } = await studyClassifier(CHANNEL_STUDY_PROFILES[flags.profile], flags.work, (line) => console.log(line));
       console.log(`evaluation classifier: sha256 ${record.sha256}, test accuracy ${record.testAccuracy.toFixed(4)} on ${record.testImages} images`);
+    }));
+  demo.addCommand(new Command('channels-report')
+    .description('the latent-channel study\'s table and plot: README.md and channels.png from the cell files c<C>-seed<S>.json of --out')
+    .option('--out <dir>', 'folder of the cell files, and of README.md and channels.png', 'docs/study/channels')
+    .action(async (flags: { out: string }) => {
+      const { cells } = await writeChannelStudyReport(flags.out);
+      console.log(`${flags.out}/README.md and channels.png from ${cells} cells`);
     }));
   return demo;
 }

@@ -20,3 +20,4 @@ export {
   runChannelCell, studyClassifier, cellName, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
   type ChannelStudyProfile, type ChannelStudyProfileName, type ChannelCellMetrics, type ChannelCellOptions, type ClassifierRecord,
 } from './study.js';
+export { writeChannelStudyReport, readChannelCells } from './study-report.js';

@@ -48,12 +48,12 @@ function threadsText(threads: DemoResult['threads']): string {
   return typeof threads === 'number' ? `${threads} torch thread(s)` : `torch threads by precision (${threads.bf16} in bf16 steps, ${threads.fp32} in fp32 ones)`;
 }
 
-function mean(values: readonly number[]): number {
+export function mean(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0) / values.length;
 }
 
 /** The sample standard deviation (n - 1), 0 for one value. */
-function std(values: readonly number[]): number {
+export function std(values: readonly number[]): number {
   if (values.length < 2) return 0;
   const m = mean(values);
   return Math.sqrt(values.reduce((a, v) => a + (v - m) ** 2, 0) / (values.length - 1));

@@ -72,7 +72,7 @@ export async function saveImageGrid(path: string, images: torch.Tensor, options:
 // Line charts, drawn as SVG and rasterized by sharp (librsvg), which also renders the text.
 
 export interface PlotSeries { name: string; points: [number, number][] }
-export interface PlotOptions { title?: string; logY?: boolean; width?: number; height?: number }
+export interface PlotOptions { title?: string; logY?: boolean; width?: number; height?: number; /** Default 'step'. */ xLabel?: string }
 
 // matplotlib's tab10 colours, so curves look the way users know them.
 export const PLOT_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
@@ -100,7 +100,7 @@ function escapeXml(text: string): string {
 export async function savePlot(path: string, series: PlotSeries[], options: PlotOptions = {}): Promise<void> {
   // The legend's column is as wide as its longest name (about 7 px a character at 12 px), the plot keeps 630 px.
   const legendWidth = Math.max(170, 50 + 7 * Math.max(...series.map((s) => s.name.length)));
-  const { title = '', logY = false, width = 630 + legendWidth, height = 450 } = options;
+  const { title = '', logY = false, width = 630 + legendWidth, height = 450, xLabel = 'step' } = options;
   const points = series.flatMap((s) => s.points);
   if (points.length === 0) throw new Error(`savePlot(${path}): no points to plot`);
   for (const s of series) {
@@ -140,7 +140,7 @@ export async function savePlot(path: string, series: PlotSeries[], options: Plot
     svg.push(`<line x1="${MARGIN.left}" y1="${py(t)}" x2="${right}" y2="${py(t)}" stroke="#ddd"/>`, text(MARGIN.left - 6, Number(py(t)) + 4, 'end', label(logY ? 10 ** t : t)));
   }
   svg.push(`<rect x="${MARGIN.left}" y="${MARGIN.top}" width="${plotWidth}" height="${plotHeight}" fill="none" stroke="#000"/>`);
-  svg.push(text(width / 2, 24, 'middle', title, 16), text(MARGIN.left + plotWidth / 2, height - 8, 'middle', 'step'));
+  svg.push(text(width / 2, 24, 'middle', title, 16), text(MARGIN.left + plotWidth / 2, height - 8, 'middle', xLabel));
   series.forEach((s, i) => {
     const color = PLOT_COLORS[i % PLOT_COLORS.length]!;
     const coords = s.points.map(([step, value]) => [px(step), py(fy(value))] as const);
