@@ -112,19 +112,27 @@ const stale = sources.filter((s, i) => {
   return statSync(join(srcDir, s)).mtimeMs > objTime || newestHeader > objTime;
 });
 const jobs = Math.max(1, Math.min(cpus().length, Number(process.env.JOBS ?? cpus().length)));
+const started = Date.now();
+const seconds = (since) => ((Date.now() - since) / 1000).toFixed(0);
+// npm shows this only with --foreground-scripts; a whole build takes minutes (README: As a package).
+if (stale.length > 0) console.log(`reals native: compiling ${stale.length} of ${sources.length} sources, ${jobs} at a time (about 3 minutes on 2 cores)`);
 const queue = [...stale];
+let done = 0;
 await Promise.all(
   Array.from({ length: jobs }, async () => {
     for (let s = queue.shift(); s; s = queue.shift()) {
-      console.log(`  compile ${s}`);
+      const fileStarted = Date.now();
       await run('g++', [...flags, '-c', join(srcDir, s), '-o', join(outDir, s.replace(/\.cc$/, '.o'))]);
+      console.log(`  [${++done}/${stale.length}] ${s} (${seconds(fileStarted)} s)`);
     }
   }),
 );
 const target = join(outDir, 'reals.node');
 if (stale.length > 0 || !existsSync(target)) {
-  console.log('  link reals.node');
+  const linkStarted = Date.now();
   await run('g++', [...objects, ...linkFlags, '-o', target]);
+  console.log(`  linked reals.node (${seconds(linkStarted)} s)`);
 }
 writeFileSync(stampFile, stamp);
-console.log(`reals native: ${target}`);
+const total = (Date.now() - started) / 1000;
+console.log(stale.length > 0 ? `reals native: built ${target} in ${Math.floor(total / 60)} min ${(total % 60).toFixed(0)} s` : `reals native: ${target} is up to date`);

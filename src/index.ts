@@ -12,11 +12,11 @@ export * as hub from './hub/index.js';
 export * as onnx from './onnx/index.js';
 export * from './models/index.js';
 export {
-  runAlignTrain, runAlignConvert, runGeneratorTrain, runSample, runCacheLatents, runTeacherTrain, runTeacherProbe,
+  runAlignTrain, runAlignConvert, runGeneratorTrain, runSample, runCacheLatents, runTeacherTrain, runTeacherProbe, writeRunReport,
   ALIGN_TRAIN_RUN_DEFAULTS, ALIGN_CONVERT_RUN_DEFAULTS, GENERATOR_TRAIN_RUN_DEFAULTS, SAMPLE_RUN_DEFAULTS, CACHE_LATENTS_RUN_DEFAULTS,
   TEACHER_TRAIN_RUN_DEFAULTS, TEACHER_PROBE_RUN_DEFAULTS,
   type AlignTrainRunOptions, type AlignConvertRunOptions, type GeneratorTrainRunOptions, type SampleRunOptions, type SampleMode,
-  type CacheLatentsRunOptions, type TeacherTrainRunOptions, type TeacherProbeRunOptions,
+  type CacheLatentsRunOptions, type TeacherTrainRunOptions, type TeacherProbeRunOptions, type RunReportOptions,
 } from './train/index.js';
 export { evaluate, fidInceptionExtractor, writeFidStatistics, type EvaluateOptions } from './eval/index.js';
 export * from './heads/index.js';

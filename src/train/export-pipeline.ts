@@ -34,6 +34,8 @@ export interface OnnxManifest {
     transport: TransportConfig | null;
     /** SiT's ODE interval [t0, t1] (0 noise, 1 data) for these settings. */
     timeInterval: [number, number];
+    /** The class names in label order, as the checkpoint records them (the training data's); null where it does not. */
+    classNames: string[] | null;
   };
   vae: {
     decoder: string;
@@ -109,6 +111,7 @@ export async function runExportOnnx(options: ExportOnnxRunOptions): Promise<Expo
       kind: loaded.spec.kind, name, config: { ...generator.config }, forward: 'generator.onnx', cfg: 'generator_cfg.onnx',
       cfgChannels: options.cfgChannels ?? generator.cfgChannels, transport: loaded.transport,
       timeInterval: createTransport(loaded.transport ?? {}).checkInterval({ sde: false, eval: true, reverse: false, lastStepSize: 0 }),
+      classNames: loaded.classNames,
     },
     vae: {
       decoder: 'vae_decoder.onnx', encoder: 'vae_encoder.onnx', latentChannels: vae.config.latentChannels, latentSize,

@@ -22,7 +22,7 @@ import {
 } from './latents.js';
 import { withDefaults } from './context.js';
 import { createOnnxSampler } from './onnx-backend.js';
-import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { datasetClassNames, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from './vae-identity.js';
 
@@ -152,6 +152,8 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
   const normalization = vae === null ? null : latentNormalization(o.vaePath!, vae);
   let data: LatentSource;
   let numClasses: number;
+  // Recorded in the checkpoints, so that samples, reports and the web page name the classes.
+  let classNames: string[] | null;
   let rank = 0;
   // Recorded in the checkpoints, so that `reals sample` decodes with this VAE and no other.
   let vaeRecord: VaeIdentity | null = vae === null ? null : vaeIdentity(vae);
@@ -168,6 +170,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     }
     vaeRecord ??= cache.vae;
     numClasses = checkNumClasses(o.numClasses, cache.numClasses, `--latents-path ${o.latentsPath}`, () => cache.close());
+    classNames = cache.classNames;
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     data = new CachedLatents(cache, { batchSize, seed: o.globalSeed, rank, worldSize, randomFlip: o.flip });
@@ -177,6 +180,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     const dataset = loadImageDataset(o.dataPath!, o.imageSize, vae!.config.inChannels);
     const labelsInData = Array.from({ length: dataset.length }, (_, i) => dataset.label(i)).reduce((m, l) => Math.max(m, l + 1), 0);
     numClasses = checkNumClasses(o.numClasses, labelsInData, `--data-path ${o.dataPath}`);
+    classNames = datasetClassNames(o.dataPath!);
     if (worldSize > 1) torch.distributed.initProcessGroup();
     rank = worldSize > 1 ? torch.distributed.getRank() : 0;
     const loader = new DataLoader(dataset, { batchSize, seed: o.globalSeed, rank, worldSize, numWorkers: o.numWorkers, randomFlip: o.flip });
@@ -186,7 +190,7 @@ export async function runGeneratorTrain(kind: GeneratorKind, options: GeneratorT
     const [inChannels, inputSize] = data.latentShape as [number, number, number];
     const spec = resolveGeneratorSpec(o.model, kind, { inputSize, inChannels, numClasses, classDropoutProb: o.cfgProb });
     return await trainGenerator({
-      spec, data, vae: vaeRecord, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
+      spec, data, vae: vaeRecord, classNames: classNames ?? undefined, resultsDir: o.resultsDir, resume: o.resume, lr: o.lr, emaDecay: o.emaDecay,
       epochs: o.epochs, maxSteps: o.maxSteps, ckptEvery: o.ckptEvery, keepLast: o.keepLast, logEvery: o.logEvery,
       seed: o.globalSeed, device: o.device, precision: o.precision, args: o, log,
       transport: { pathType: o.pathType, prediction: o.prediction, lossWeight: o.lossWeight, trainEps: o.trainEps, sampleEps: o.sampleEps },
@@ -473,7 +477,7 @@ export async function runCacheLatents(options: CacheLatentsRunOptions): Promise<
   if (worldSize > 1) torch.distributed.initProcessGroup({ timeoutMs: process.env.REALS_DIST_TIMEOUT_S ? torch.distributed.defaultTimeoutMs() : 30 * 60 * 1000 });
   try {
     return await cacheLatents({
-      dataset, vae, vaePath: o.vaePath, out: o.out, flip: o.flip, batchSize: o.batchSize,
+      dataset, vae, vaePath: o.vaePath, out: o.out, classNames: datasetClassNames(o.dataPath), flip: o.flip, batchSize: o.batchSize,
       shardSize: o.shardSize, numWorkers: o.numWorkers, device: o.device, precision: o.precision,
     });
   } finally {

@@ -115,6 +115,8 @@ const indexSchema = z.object({
   complete: z.boolean(),
   shards: z.array(z.object({ file: z.string(), start: z.number().int().nonnegative(), count: z.number().int().nonnegative() })),
   skipped: z.array(z.string()),
+  /** The class names in label order (the data's class folders, Fashion-MNIST's); absent from caches made before they were recorded. */
+  classNames: z.array(z.string()).optional(),
 });
 
 export type LatentCacheSettings = z.infer<typeof settingsSchema>;
@@ -127,6 +129,8 @@ export interface CacheLatentsOptions {
   vae: AutoencoderKL;
   /** The VAE folder (recorded, and where the normalization is read). */
   vaePath: string;
+  /** The dataset's class names in label order, recorded in the index for the generators trained on it. */
+  classNames?: readonly string[];
   out: string;
   /** Also store the latents of each image mirrored left-right (default false). */
   flip?: boolean;
@@ -199,6 +203,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     precision: torch.usePrecision(options.precision ?? 'fp32', device),
   };
   const indexPath = join(out, LATENT_INDEX);
+  const classNames = options.classNames === undefined ? undefined : [...options.classNames];
   let vaeRecord: VaeIdentity | undefined = vaeIdentity(vae);
   if (existsSync(indexPath)) {
     const previous = parseIndex(indexPath);
@@ -217,7 +222,9 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     const stray = existsSync(out) ? readdirSync(out).filter((name) => /^shard-\d+\.npz$/.test(name)) : [];
     if (stray.length > 0) throw new Error(`cacheLatents: ${out} holds shards (${stray[0]}, ...) but no ${LATENT_INDEX}; use an empty --out folder`);
     makeDirs(out, 'cacheLatents: out');
-    writeJsonFileAtomic(indexPath, { format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: false, shards: [], skipped: [] } satisfies LatentIndex);
+    writeJsonFileAtomic(indexPath, {
+      format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: false, shards: [], skipped: [], classNames,
+    } satisfies LatentIndex);
   }
   // Shards (and the index) a killed run left under temporary names; no rank writes before the barrier.
   if (rank === 0) removeDeadTemporaries(out);
@@ -295,7 +302,7 @@ export async function cacheLatents(options: CacheLatentsOptions): Promise<CacheL
     shards.push({ file: shardName(k), start, count: stored.size });
     for (let i = start; i < end; i++) if (!stored.has(i)) skipped.push('path' in dataset ? dataset.path(i) : `item ${i}`);
   }
-  const index: LatentIndex = { format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: true, shards, skipped };
+  const index: LatentIndex = { format: 'reals-latents', version: 1, vaePath: options.vaePath, vae: vaeRecord, settings, complete: true, shards, skipped, classNames };
   if (rank === 0) {
     writeJsonFileAtomic(indexPath, index);
     log(`cached ${dataset.length - skipped.length} of ${dataset.length} images in ${out}` +
@@ -405,6 +412,9 @@ export class LatentCache {
   get vae(): VaeIdentity | null { return this.index.vae ?? null; }
   /** One more than the largest label. */
   get numClasses(): number { return this.labelOf.reduce((m, l) => Math.max(m, l + 1), 0); }
+
+  /** The class names the cache recorded, in label order, or null (caches made before they were). */
+  get classNames(): string[] | null { return this.index.classNames ?? null; }
 
   label(item: number): number { return this.labelOf[item]!; }
 

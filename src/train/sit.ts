@@ -103,6 +103,8 @@ export interface GeneratorTrainOptions {
    * sample` refuses to decode with another; absent or null where it is not known.
    */
   vae?: VaeIdentity | null;
+  /** The names of the classes in label order, recorded in the checkpoints (metadata `class_names`) for the samples' and the web page's labels. */
+  classNames?: readonly string[];
   /** A new run goes to `<resultsDir>/NNN-<runName>`. */
   resultsDir: string;
   /** Continue a run: a checkpoint file, a run folder or its checkpoints folder. */
@@ -257,7 +259,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
       metadata: {
         step, epoch, ...position, world_size: worldSize, batch_size: data.batchSize, ema_decay: emaDecay, args: { ...options.args, ...settings }, ...rng, optimizer: saved.metadata,
         precision, generator: spec, normalization: data.normalization, transport: spec.kind === 'SiT' ? transport.config : null,
-        vae: options.vae ?? undefined,
+        vae: options.vae ?? undefined, class_names: options.classNames,
       },
     });
   };
@@ -333,6 +335,8 @@ const generatorMetadataSchema = z.object({
   batch: z.number().int().nonnegative(),
   /** The VAE of the training latents (absent from checkpoints written before it was recorded, or where it was not known). */
   vae: vaeIdentitySchema.optional(),
+  /** The class names in label order (absent where they were not known or not yet recorded). */
+  class_names: z.array(z.string()).optional(),
 });
 
 function generatorMetadata(checkpoint: Checkpoint): z.infer<typeof generatorMetadataSchema> {
@@ -396,6 +400,8 @@ export interface LoadedGenerator {
   transport: TransportConfig | null;
   /** The VAE of its training latents (our checkpoints that record it), or null. */
   vae: VaeIdentity | null;
+  /** The class names in label order (our checkpoints that record them), or null. */
+  classNames: string[] | null;
 }
 
 export interface LoadGeneratorOptions {
@@ -434,7 +440,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
       if (group === undefined) throw new Error(`--ckpt ${path}: no ${weights}.* tensors`);
       const model = buildGenerator(saved);
       model.loadStateDict(group);
-      return { model: model.eval(), spec: saved, normalization: meta.normalization, transport: meta.transport, vae: meta.vae ?? null };
+      return { model: model.eval(), spec: saved, normalization: meta.normalization, transport: meta.transport, vae: meta.vae ?? null, classNames: meta.class_names ?? null };
     } finally {
       for (const group of Object.values(checkpoint.groups)) for (const t of Object.values(group)) t.dispose();
     }
@@ -462,7 +468,7 @@ export function loadGenerator(path: string, options: LoadGeneratorOptions): Load
     } catch (error) {
       throw new Error(`--ckpt ${path} does not fit --model ${expected.name} (${JSON.stringify(spec.config)}): ${(error as Error).message}`, { cause: error });
     }
-    return { model: model.eval(), spec, normalization: null, transport: null, vae: null };
+    return { model: model.eval(), spec, normalization: null, transport: null, vae: null, classNames: null };
   });
 }
 

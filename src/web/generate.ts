@@ -14,6 +14,8 @@ export interface WebManifest {
     config: { inChannels: number; inputSize: number; numClasses: number };
     /** SiT's ODE interval [t0, t1] (0 noise, 1 data). */
     timeInterval: [number, number];
+    /** The class names in label order; null, or absent in pages exported before they were recorded: the page shows numbers. */
+    classNames?: string[] | null;
   };
   vae: { decoder: string; latentChannels: number; latentSize: number; imageSize: number; normalization: { mean: number[]; std: number[] } };
   readout: { file: string; numClasses: number; palette: [number, number, number][] } | null;
@@ -43,6 +45,11 @@ export interface GeneratedImage {
   /** The class of each latent position [latentSize * latentSize], or null without a readout. */
   labels: Int32Array | null;
   latentSize: number;
+}
+
+/** The class menu's text for label k: its name where the manifest records one, else the number. */
+export function classOptionText(label: number, classNames: readonly string[]): string {
+  return classNames[label] ?? String(label);
 }
 
 /** The pixels of a decoded image [1, 3, H, W] in [-1, 1]: clamp(127.5 x + 128, 0, 255), truncated, as sample_ddp.py's uint8 cast. */

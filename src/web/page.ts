@@ -2,7 +2,7 @@
 // onnxruntime-web, WebGPU when the browser has it and wasm otherwise; the controls of `reals
 // sample`; the image and the segmentation overlay. The query string can set every control
 // (?class=3&cfg=4&low=0&high=1&steps=50&sampler=heun2&seed=0) and &auto=1 generates at once.
-import { generateImage, type GeneratedImage, type GenerateSettings, type GraphTensor, type RunGraph, type WebManifest } from './generate.js';
+import { classOptionText, generateImage, type GeneratedImage, type GenerateSettings, type GraphTensor, type RunGraph, type WebManifest } from './generate.js';
 
 /** The part of onnxruntime-web's API the page uses. */
 interface OrtWeb {
@@ -83,7 +83,8 @@ async function main(): Promise<void> {
   };
 
   const classes = element<HTMLSelectElement>('class');
-  for (let k = 0; k < manifest.generator.config.numClasses; k++) classes.add(new Option(String(k), String(k)));
+  const names = manifest.generator.classNames ?? [];
+  for (let k = 0; k < manifest.generator.config.numClasses; k++) classes.add(new Option(classOptionText(k, names), String(k)));
   const query = new URLSearchParams(window.location.search);
   for (const [key, id] of [['class', 'class'], ['cfg', 'cfg'], ['low', 'low'], ['high', 'high'], ['steps', 'steps'], ['sampler', 'sampler'], ['seed', 'seed']]) {
     const value = query.get(key!);
