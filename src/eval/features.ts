@@ -26,11 +26,12 @@ export const FEATURE_NETWORKS = ['inception', 'dinov2'] as const;
 
 /**
  * uint8 images [B, 3, H, W] resized to `size`² by PIL's bicubic (src/data/resample.ts, pixel for
- * pixel; as torchvision's Resize on PIL images), uint8 [B, 3, size, size] on the CPU.
+ * pixel; as torchvision's Resize on PIL images), uint8 [B, 3, size, size] on the CPU; images of
+ * that size already are returned as they are.
  */
 export function resizeImagesPil(images: Tensor, size: number): Tensor {
   const [n, channels, height, width] = images.shape as [number, number, number, number];
-  if (height === size && width === size) return images.cpu();
+  if (height === size && width === size) return images;
   const hwc = images.permute(0, 2, 3, 1).contiguous().cpu();
   const pixels = hwc.toArray() as Uint8Array;
   hwc.dispose();
