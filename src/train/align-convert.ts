@@ -145,8 +145,8 @@ export async function convertAlignment(options: AlignConvertOptions): Promise<Al
   const batchSize = options.batchSize ?? 32;
   const seed = options.seed ?? 0;
   const device = options.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
-  if (!Number.isInteger(numSamples) || numSamples < 1) throw new RangeError(`convertAlignment: numSamples must be a positive integer, got ${numSamples}`);
-  if (numSamples > dataset.length) throw new RangeError(`convertAlignment: numSamples ${numSamples} exceeds the ${dataset.length} images of the dataset`);
+  if (!Number.isInteger(numSamples) || numSamples < 1) throw new RangeError(`--num-samples must be a positive integer, got ${numSamples}`);
+  if (numSamples > dataset.length) throw new RangeError(`--num-samples ${numSamples} exceeds the ${dataset.length} images of --data-path`);
   if (heads.config.latentChannels !== vae.config.latentChannels) {
     throw new Error(`convertAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
   }

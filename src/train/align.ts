@@ -204,7 +204,7 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
   if (options.resume === undefined && rank === 0) checkWritableDir(options.resultsDir, 'trainAlignment: resultsDir');
 
   if (dino instanceof DinoVisionTransformer && (dinoInputSize === undefined || dinoInputSize % dino.config.patchSize !== 0)) {
-    throw new Error(`trainAlignment: dinoInputSize ${dinoInputSize} is not divisible by the DINOv2 patch size ${dino.config.patchSize}`);
+    throw new Error(`--dino-input-size ${dinoInputSize} is not divisible by the teacher's patch size ${dino.config.patchSize}`);
   }
   const teacherDim = dino instanceof HogTeacher ? dino.embedDim : dino.config.embedDim;
   if (heads.config.featureDim !== teacherDim) {
@@ -214,11 +214,11 @@ export async function trainAlignment(options: AlignTrainOptions): Promise<AlignT
     throw new Error(`trainAlignment: the heads take ${heads.config.latentChannels} latent channels, the VAE has ${vae.config.latentChannels}`);
   }
   if (!heads.config.clsHead && w.clsWeight !== 0) {
-    throw new Error(`trainAlignment: clsWeight ${w.clsWeight} needs a CLS head (the heads have clsHead false); set it to 0`);
+    throw new Error(`--cls-weight ${w.clsWeight} needs a CLS head (the heads have clsHead false); set it to 0`);
   }
-  if (w.lpipsWeight > 0 && lpips === null) throw new Error(`trainAlignment: lpipsWeight ${w.lpipsWeight} needs an LPIPS model (or set it to 0)`);
-  if (!(options.maxEpoch >= 1)) throw new Error(`trainAlignment: maxEpoch must be at least 1, got ${options.maxEpoch}`);
-  if (data.length < 1) throw new Error('trainAlignment: the data has no batches (fewer images than ranks?)');
+  if (w.lpipsWeight > 0 && lpips === null) throw new Error(`--lpips-weight ${w.lpipsWeight} needs an LPIPS model (or set it to 0)`);
+  if (!(options.maxEpoch >= 1)) throw new Error(`--max-epoch must be at least 1, got ${options.maxEpoch}`);
+  if (data.length < 1) throw new Error('--data-path: the data gives this rank no batch (fewer images than ranks?)');
 
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   const model = new AlignedVAE(vae, heads).to(device).train();

@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSyn
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../torch/index.js';
-import { NpzFile, readJsonFile } from '../io/index.js';
+import { NpzFile, SafetensorsFile, readJsonFile } from '../io/index.js';
 import { parseMetrics, type MetricRecord } from './metrics.js';
 import { encodePng, makeGrid, savePlot, type PlotSeries } from './images.js';
 import { formatDuration } from './progress.js';
@@ -289,15 +289,32 @@ export interface RunReportOptions {
   runs: string[];
   /** Where report.html and figures/ go. */
   out: string;
-  /** The data whose class names label the sample grids (a folder or `fashion-mnist`); default the --data-path of the first training run that has one. */
+  /**
+   * The data whose class names label the sample grids (a folder or `fashion-mnist`); default the
+   * names a generator run's checkpoints record, else the --data-path of the first run that has one.
+   */
   dataPath?: string;
 }
 
 export interface RunReportResult { html: string; figures: string[]; runs: ReportRun[] }
 
+/** The class names a generator run's last checkpoint records (metadata class_names), or null. */
+function checkpointClassNames(run: TrainingRun): string[] | null {
+  const step = run.checkpointSteps.at(-1);
+  if (step === undefined) return null;
+  const file = SafetensorsFile.open(join(run.path, 'checkpoints', `${String(step).padStart(7, '0')}.safetensors`));
+  file.close();
+  const recorded = file.metadata.class_names;
+  return recorded === undefined ? null : JSON.parse(recorded) as string[];
+}
+
 /** The class names of the report's samples and where they came from, or why there are none. */
 function reportClassNames(options: RunReportOptions, training: TrainingRun[]): { names: string[]; source: string } | { names: null; why: string } {
   if (options.dataPath !== undefined) return { names: datasetClassNames(options.dataPath), source: `--data-path ${options.dataPath}` };
+  for (const run of training.filter((r) => r.command === 'sit train' || r.command === 'dit train')) {
+    const names = checkpointClassNames(run);
+    if (names !== null) return { names, source: `the checkpoints of ${run.label}` };
+  }
   const run = training.find((r) => typeof r.args?.dataPath === 'string');
   if (run === undefined) return { names: null, why: 'no run records a --data-path; give reals report --data-path to name the classes' };
   const dataPath = run.args!.dataPath as string;

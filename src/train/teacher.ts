@@ -321,7 +321,7 @@ export async function trainSelfSupervisedTeacher(options: SelfSupervisedTeacherO
   const loader = new DataLoader(dataset, { batchSize, seed, randomFlip: false, numWorkers: options.numWorkers });
   // Full batches only (upstream's drop_last): KoLeo needs two images per crop, and every step sees batchSize images.
   const stepsPerEpoch = Math.floor(loader.sampler.numSamples / batchSize);
-  if (stepsPerEpoch < 1) throw new Error(`trainSelfSupervisedTeacher: ${loader.sampler.numSamples} images make no full batch of ${batchSize}`);
+  if (stepsPerEpoch < 1) throw new Error(`--batch-size ${batchSize}: the ${loader.sampler.numSamples} images make no full batch; lower it, or give more images`);
   const totalSteps = Math.min(options.maxSteps ?? Infinity, epochs * stepsPerEpoch);
   const warmupSteps = options.warmupSteps ?? Math.round(0.1 * totalSteps);
   const warmupTeacherTempSteps = options.warmupTeacherTempSteps ?? Math.round(0.3 * totalSteps);

@@ -5,10 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import * as torch from '../../src/torch/index.js';
-import { encodePng, loadGenerator, LatentCache } from '../../src/train/index.js';
+import { encodePng, loadGenerator, LatentCache, writeRunReport } from '../../src/train/index.js';
+import { saveNpz } from '../../src/io/index.js';
 import { runCacheLatents, runGeneratorTrain } from '../../src/train/generator-pipeline.js';
 import { runExportWeb } from '../../src/train/export-pipeline.js';
 import { serveStatic } from '../../src/web/site.js';
@@ -48,6 +49,14 @@ test('class names: data folders -> latent cache -> sit train checkpoint -> model
     const loaded = loadGenerator(checkpoint!, { spec: { name: 'SiT-tiny', kind: 'SiT', config: trained.config } });
     assert.deepEqual(loaded.classNames, CLASSES, checkpoint!);
   }
+
+  // reals report names the rows of a sample batch by the names the SiT run's checkpoints record (the run has --latents-path, no --data-path).
+  const samples = join(root, 'samples', 'drawn');
+  mkdirSync(samples, { recursive: true });
+  writeFileSync(join(samples, 'sampling.json'), JSON.stringify({ labelSampling: 'balanced' }));
+  saveNpz(`${samples}.npz`, { arr_0: torch.zeros([6, 8, 8, 3], { dtype: 'uint8' }) });
+  const report = await writeRunReport({ runs: [fromCache.runDir, samples], out: join(root, 'report') });
+  assert.match(readFileSync(report.html, 'utf8'), new RegExp(`named from the checkpoints of ${basename(fromCache.runDir)}\\.`));
 
   const site = join(root, 'site');
   await runExportWeb({ ckpt: fromCache.checkpoint!, vaePath, out: site, log: () => {} });

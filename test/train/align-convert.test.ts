@@ -160,11 +160,11 @@ test('bad input is a clear error and writes nothing', async () => {
   const plain = join(dir, 'plain.safetensors');
   saveCheckpoint(plain, { tensors: { model: { w: torch.zeros([1]) } }, metadata: { step: 1, epoch: 0, args: {} } });
   assert.match(await run(['--ckpt', plain, ...base]), /plain\.safetensors: no "vae_config" metadata: not a checkpoint of `reals align train`/);
-  assert.match(await run(['--ckpt', ckpt, ...base.slice(0, -1), '70000']), /numSamples 70000 exceeds the 60000 images of the dataset/);
+  assert.match(await run(['--ckpt', ckpt, ...base.slice(0, -1), '70000']), /^error: --num-samples 70000 exceeds the 60000 images of --data-path$/m);
   assert.equal(existsSync(out), false, 'no output folder was created');
 
   const models = loadAlignedModels(ckpt);
-  await assert.rejects(convertAlignment({ ...models, dataset: images, numSamples: 33, outputDir: out }), /numSamples 33 exceeds the 32 images/);
+  await assert.rejects(convertAlignment({ ...models, dataset: images, numSamples: 33, outputDir: out }), { message: '--num-samples 33 exceeds the 32 images of --data-path' });
   assert.throws(() => loadAlignmentHeads(plain), /loadAlignmentHeads\(.*plain\.safetensors\): no "config" metadata entry/);
   assert.throws(() => parseAlignmentConfig({ ...HEADS_CONFIG, depth: 0, clsPooling: 'max' }, 'where'),
     /^Error: where: invalid AlignmentConfig: depth: .*; clsPooling: /);

@@ -203,8 +203,8 @@ test('inconsistent settings are refused before training, naming the problem', as
   const dir = tempDir();
   const data = new DataLoader(subset(8), { batchSize: 8 });
   const base = { data, resultsDir: dir, maxEpoch: 1, ...quiet };
-  await assert.rejects(trainAlignment({ ...tinyModels(0), dinoInputSize: 100, ...base }), /dinoInputSize 100 is not divisible by the DINOv2 patch size 14/);
-  await assert.rejects(trainAlignment({ ...tinyModels(0), lpipsWeight: 1, ...base }), /lpipsWeight 1 needs an LPIPS model/);
+  await assert.rejects(trainAlignment({ ...tinyModels(0), dinoInputSize: 100, ...base }), { message: '--dino-input-size 100 is not divisible by the teacher\'s patch size 14' });
+  await assert.rejects(trainAlignment({ ...tinyModels(0), lpipsWeight: 1, ...base }), { message: '--lpips-weight 1 needs an LPIPS model (or set it to 0)' });
   await assert.rejects(trainAlignment({ ...tinyModels(0), heads: new AlignmentHeads({ latentChannels: 4, featureDim: 16 }), ...base }),
     /the heads predict 16-wide tokens, the DINOv2 model gives 32/);
   assert.equal(existsSync(join(dir, '000-align')), false, 'no run folder was created');
