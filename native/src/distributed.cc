@@ -46,8 +46,11 @@ static Group* unwrapGroup(napi_env env, napi_value value) {
   return group;
 }
 
-// newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs) -> group handle:
-// the rendezvous (the TCPStore) waits up to rendezvousTimeoutMs for the other ranks, each collective timeoutMs.
+// newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs, hostStore, storePrefix)
+// -> group handle: the rendezvous (the TCPStore) waits up to rendezvousTimeoutMs for the other
+// ranks, each collective timeoutMs. With hostStore this process serves the TCPStore (rank 0),
+// else it joins one as a client; a non-empty storePrefix puts every key under it (a PrefixStore),
+// as torch's env:// rendezvous does on torchelastic's agent store.
 static napi_value NewGroup(napi_env env, napi_callback_info info) {
   return guarded(env, "initProcessGroup", [&] {
     Args args(env, info);
@@ -58,13 +61,16 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
     int worldSize = static_cast<int>(getInt64(env, args[4], "initProcessGroup(worldSize)"));
     std::chrono::milliseconds timeout(getInt64(env, args[5], "initProcessGroup(timeoutMs)"));
     std::chrono::milliseconds rendezvousTimeout(getInt64(env, args[6], "initProcessGroup(rendezvousTimeoutMs)"));
+    bool hostStore = getBool(env, args[7], "initProcessGroup(hostStore)");
+    std::string storePrefix = getString(env, args[8], "initProcessGroup(storePrefix)");
     c10d::TCPStoreOptions options;
     options.port = port;
-    options.isServer = rank == 0;
+    options.isServer = hostStore;
     options.numWorkers = worldSize;
     options.waitWorkers = true;
     options.timeout = rendezvousTimeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(addr, options);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(addr, options);
+    if (!storePrefix.empty()) store = c10::make_intrusive<c10d::PrefixStore>(storePrefix, store);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("reals/" + backend, store);
     auto group = std::make_unique<Group>();
     group->store = store;
@@ -114,6 +120,56 @@ static napi_value NewGroup(napi_env env, napi_callback_info info) {
     check(napi_create_external(env, group.get(), finalizeGroup, nullptr, &result), "napi_create_external");
     group.release();
     return result;
+  });
+}
+
+static void finalizeStore(node_api_basic_env env, void* data, void* hint) { delete static_cast<c10::intrusive_ptr<c10d::Store>*>(data); }
+
+static c10d::Store& unwrapStore(napi_env env, napi_value value) {
+  void* data = nullptr;
+  if (napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) throw JsError{"TCPStore: expected a store"};
+  return **static_cast<c10::intrusive_ptr<c10d::Store>*>(data);
+}
+
+// newStore(host, port, isServer, worldSize, waitWorkers, timeoutMs) -> store handle: a bare
+// c10d TCPStore, as torch.distributed.TCPStore (torchelastic's agent hosts one such store);
+// worldSize <= 0 leaves the number of workers open.
+static napi_value NewStore(napi_env env, napi_callback_info info) {
+  return guarded(env, "TCPStore", [&] {
+    Args args(env, info);
+    std::string host = getString(env, args[0], "TCPStore(host)");
+    c10d::TCPStoreOptions options;
+    options.port = static_cast<uint16_t>(getInt64(env, args[1], "TCPStore(port)"));
+    options.isServer = getBool(env, args[2], "TCPStore(isServer)");
+    int64_t worldSize = getInt64(env, args[3], "TCPStore(worldSize)");
+    if (worldSize > 0) options.numWorkers = static_cast<std::size_t>(worldSize);
+    options.waitWorkers = getBool(env, args[4], "TCPStore(waitWorkers)");
+    options.timeout = std::chrono::milliseconds(getInt64(env, args[5], "TCPStore(timeoutMs)"));
+    auto* store = new c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::TCPStore>(host, options));
+    napi_value result;
+    napi_status status = napi_create_external(env, store, finalizeStore, nullptr, &result);
+    if (status != napi_ok) delete store;
+    check(status, "napi_create_external");
+    return result;
+  });
+}
+
+// storeSet(store, key, value)
+static napi_value StoreSet(napi_env env, napi_callback_info info) {
+  return guarded(env, "TCPStore.set", [&] {
+    Args args(env, info);
+    std::string value = getString(env, args[2], "TCPStore.set(value)");
+    unwrapStore(env, args[0]).set(getString(env, args[1], "TCPStore.set(key)"), std::vector<uint8_t>(value.begin(), value.end()));
+    return makeUndefined(env);
+  });
+}
+
+// storeGet(store, key) -> value: waits up to the store's timeout for the key to be set.
+static napi_value StoreGet(napi_env env, napi_callback_info info) {
+  return guarded(env, "TCPStore.get", [&] {
+    Args args(env, info);
+    auto value = unwrapStore(env, args[0]).get(getString(env, args[1], "TCPStore.get(key)"));
+    return makeString(env, std::string(value.begin(), value.end()));
   });
 }
 
@@ -218,6 +274,9 @@ static napi_value ExitWithParent(napi_env env, napi_callback_info info) {
 void initDistributed(napi_env env, napi_value exports) {
   exportFunction(env, exports, "exitWithParent", ExitWithParent);
   exportFunction(env, exports, "newGroup", NewGroup);
+  exportFunction(env, exports, "newStore", NewStore);
+  exportFunction(env, exports, "storeSet", StoreSet);
+  exportFunction(env, exports, "storeGet", StoreGet);
   exportFunction(env, exports, "allReduce", AllReduce);
   exportFunction(env, exports, "broadcast", Broadcast);
   exportFunction(env, exports, "allGather", AllGather);

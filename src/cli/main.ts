@@ -18,6 +18,7 @@ import { exportCommand, serveCommand } from './export.js';
 import { reportCommand } from './report.js';
 import { markRequiredOptions } from './parse.js';
 import { TrainingStopped } from '../train/stop.js';
+import { applyClusterEnvironment, describeClusterEnvironment, elasticRestartRun, writeElasticErrorFile } from '../train/cluster-env.js';
 
 function envCommand(): Command {
   return new Command('env')
@@ -73,7 +74,38 @@ export function buildProgram(): Command {
   program.addCommand(exportCommand());
   program.addCommand(serveCommand());
   program.addCommand(reportCommand());
+  // A torchrun restart of a trainer continues the run its failed attempt left (given no --resume).
+  program.hook('preAction', (_, action) => {
+    const { resume, resultsDir } = action.opts<{ resume?: string; resultsDir?: unknown }>();
+    if (resume !== undefined || typeof resultsDir !== 'string' || !action.options.some((o) => o.attributeName() === 'resume')) return;
+    const run = elasticRestartRun(resultsDir);
+    if (run === null) return;
+    action.setOptionValue('resume', run);
+    if ((process.env.RANK ?? '0') === '0') {
+      process.stderr.write(`note: torchrun restart ${process.env.TORCHELASTIC_RESTART_COUNT}: resuming ${run} from its last checkpoint\n`);
+    }
+  });
   return markRequiredOptions(program);
+}
+
+/**
+ * `args` without `--local-rank N` (`--local-rank=N`, `--local_rank`), which torch.distributed.launch
+ * passes to every worker without --use-env: the rank's LOCAL_RANK says the same. Words after `--`
+ * are another command's and are kept.
+ */
+export function withoutLocalRankFlag(args: readonly string[]): string[] {
+  const end = args.includes('--') ? args.indexOf('--') : args.length;
+  const kept: string[] = [];
+  for (let i = 0; i < end; i++) {
+    const word = args[i]!;
+    if (/^--local[-_]rank=\d+$/.test(word)) continue;
+    if (/^--local[-_]rank$/.test(word) && /^\d+$/.test(args[i + 1] ?? '')) {
+      i++;
+      continue;
+    }
+    kept.push(word);
+  }
+  return [...kept, ...args.slice(end)];
 }
 
 const DEBUG_ENV = 'REALS_DEBUG';
@@ -88,8 +120,12 @@ const DEBUG_ENV = 'REALS_DEBUG';
 export async function main(argv: string[]): Promise<void> {
   const end = argv.includes('--') ? argv.indexOf('--') : argv.length;
   const verbose = argv.slice(0, end).includes('--verbose') || process.env[DEBUG_ENV] === '1';
-  const args = [...argv.slice(0, end).filter((word) => word !== '--verbose'), ...argv.slice(end)];
+  const args = withoutLocalRankFlag([...argv.slice(0, end).filter((word) => word !== '--verbose'), ...argv.slice(end)]);
   try {
+    // srun's or mpirun's variables become torchrun's before any command reads them; `reals launch`
+    // sets its ranks' variables itself.
+    const cluster = args[2] === 'launch' ? null : applyClusterEnvironment();
+    if (cluster !== null && cluster.rank === 0) process.stderr.write(`${describeClusterEnvironment(cluster)}\n`);
     await buildProgram().parseAsync(args);
   } catch (error) {
     // A trainer stopped by SIGTERM/SIGINT saved its checkpoint and logged its one line.
@@ -100,5 +136,11 @@ export async function main(argv: string[]): Promise<void> {
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(verbose && error instanceof Error && error.stack !== undefined ? `${error.stack}\n` : `error: ${message}\n`);
     process.exitCode = 1;
+    // torchrun reports a failed worker by the record it left there.
+    try {
+      writeElasticErrorFile(error);
+    } catch (writeError) {
+      process.stderr.write(`warning: could not write TORCHELASTIC_ERROR_FILE ${process.env.TORCHELASTIC_ERROR_FILE}: ${(writeError as Error).message}\n`);
+    }
   }
 }

@@ -2,7 +2,7 @@
 // (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) as `init_process_group('env://')`.
 // Collectives are synchronous and in place; one that does not complete within the group's
 // timeout throws (a dead peer is usually detected sooner: its connection closes).
-import { native, type GroupHandle } from './native.js';
+import { native, type GroupHandle, type StoreHandle } from './native.js';
 import { Tensor } from './tensor.js';
 import { cuda } from './cuda.js';
 
@@ -115,9 +115,26 @@ export function launchedWorldSize(): number {
 }
 
 /**
+ * The key prefix of torchelastic's agent store, `/worker/attempt_<TORCHELASTIC_RESTART_COUNT>`, when
+ * torchrun says its agent serves the TCPStore at MASTER_ADDR:MASTER_PORT
+ * (TORCHELASTIC_USE_AGENT_STORE=True); null otherwise. As torch's env:// rendezvous: each restart
+ * of the workers rendezvouses under its own prefix, so the keys of a failed attempt, still in the
+ * agent's store, are never read as this attempt's.
+ */
+export function agentStorePrefix(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.TORCHELASTIC_USE_AGENT_STORE !== 'True') return null;
+  const raw = env.TORCHELASTIC_RESTART_COUNT;
+  if (raw === undefined || !/^\d+$/.test(raw)) {
+    throw new Error(`initProcessGroup: TORCHELASTIC_USE_AGENT_STORE=True needs TORCHELASTIC_RESTART_COUNT, a non-negative integer, got '${raw ?? ''}'`);
+  }
+  return `/worker/attempt_${Number(raw)}`;
+}
+
+/**
  * dist.init_process_group: joins the default process group. Every value not given is read from
  * the variable `reals launch` (or torchrun, SLURM scripts, Kubernetes operators) sets; rank 0
- * hosts the TCPStore rendezvous at MASTER_ADDR:MASTER_PORT.
+ * hosts the TCPStore rendezvous at MASTER_ADDR:MASTER_PORT, or under torchrun's agent store
+ * (agentStorePrefix) every rank joins the agent's as a client.
  */
 export function initProcessGroup(options: InitOptions = {}): void {
   if (current !== null) throw new Error('initProcessGroup: the default process group is already initialized; call destroyProcessGroup() first');
@@ -133,13 +150,15 @@ export function initProcessGroup(options: InitOptions = {}): void {
   const localRank = integer(options.localRank, 'LOCAL_RANK', 'localRank', 0, rank);
   const masterAddr = options.masterAddr ?? fromEnv('MASTER_ADDR', 'masterAddr');
   const masterPort = integer(options.masterPort, 'MASTER_PORT', 'masterPort', 1, 65535);
+  const prefix = agentStorePrefix();
   let handle: GroupHandle;
   try {
-    handle = native.newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs);
+    handle = native.newGroup(backend, masterAddr, masterPort, rank, worldSize, timeoutMs, rendezvousTimeoutMs, prefix === null && rank === 0, prefix ?? '');
   } catch (error) {
     const reason = (error as Error).message.replace(/^initProcessGroup: /, '');
+    const where = prefix === null ? `${masterAddr}:${masterPort}` : `torchrun's agent store ${masterAddr}:${masterPort} (keys under ${prefix})`;
     throw new Error(
-      `initProcessGroup: rank ${rank} of ${worldSize} could not join the ${backend} group at ${masterAddr}:${masterPort} ` +
+      `initProcessGroup: rank ${rank} of ${worldSize} could not join the ${backend} group at ${where} ` +
         `(rendezvous timeout ${rendezvousTimeoutMs} ms): ${reason}`,
     );
   }
@@ -225,4 +244,34 @@ export function barrier(): void {
 export function destroyProcessGroup(): void {
   native.destroyGroup(group('destroyProcessGroup').handle);
   current = null;
+}
+
+export interface TCPStoreOptions {
+  /** The number of clients the server counts in (with waitForWorkers); default: not counted. */
+  worldSize?: number;
+  /** Serve the store on `port` (else connect to it); default false. */
+  isMaster?: boolean;
+  /** How long a connection or a get() waits; default 5 minutes. */
+  timeoutMs?: number;
+  /** Block until worldSize clients have connected; default true. */
+  waitForWorkers?: boolean;
+}
+
+/**
+ * dist.TCPStore: a key-value store served over TCP by one process, the kind torchrun's agent
+ * serves its workers (agentStorePrefix) and every process group rendezvouses through.
+ */
+export class TCPStore {
+  private readonly handle: StoreHandle;
+
+  constructor(readonly hostName: string, readonly port: number, options: TCPStoreOptions = {}) {
+    const { worldSize, isMaster = false, timeoutMs = DEFAULT_TIMEOUT_MS, waitForWorkers = true } = options;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`TCPStore: port must be an integer in [0, 65535], got ${port}`);
+    this.handle = native.newStore(hostName, port, isMaster, worldSize ?? -1, waitForWorkers, timeoutMs);
+  }
+
+  set(key: string, value: string): void { native.storeSet(this.handle, key, value); }
+
+  /** The value of `key`, waiting up to the store's timeout for another process to set it. */
+  get(key: string): string { return native.storeGet(this.handle, key); }
 }

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 /** A number naming one at::Tensor in the addon's table (generation-checked, so stale ones are refused). */
 export type Handle = number & { readonly __handle: unique symbol };
 export type GroupHandle = { readonly __group: unique symbol };
+export type StoreHandle = { readonly __store: unique symbol };
 
 export interface Native {
   version(): string;
@@ -73,7 +74,13 @@ export interface Native {
   geluTanh(x: Handle): Handle;
   /** silu(x): the addon's fused kernel for bfloat16 tensors on AVX-512 CPUs, libtorch's otherwise. */
   silu(x: Handle): Handle;
-  newGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number): GroupHandle;
+  newGroup(
+    backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number,
+    hostStore: boolean, storePrefix: string,
+  ): GroupHandle;
+  newStore(host: string, port: number, isServer: boolean, worldSize: number, waitWorkers: boolean, timeoutMs: number): StoreHandle;
+  storeSet(store: StoreHandle, key: string, value: string): void;
+  storeGet(store: StoreHandle, key: string): string;
   allReduce(group: GroupHandle, tensors: Handle[], op: string): void;
   broadcast(group: GroupHandle, tensors: Handle[], src: number): void;
   allGather(group: GroupHandle, outputs: Handle[], input: Handle): void;

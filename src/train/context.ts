@@ -9,6 +9,7 @@ import { CheckpointManager } from './checkpoint.js';
 import { lockRunDir, type RunLock } from './run-dir.js';
 import { MetricsLog } from './metrics.js';
 import { SummaryWriter } from './tensorboard.js';
+import { ELASTIC_JOB_FILE, torchelasticJob } from './cluster-env.js';
 
 const dist = torch.distributed;
 
@@ -84,6 +85,9 @@ export function openRunOutputs(
       writeJsonFileAtomic(join(runDir, 'args.json'), options.args);
       appendLogLine(logFile, `args ${JSON.stringify(options.args)}`);
     }
+    // Under torchrun, which job started the run: a restart of that job continues it (elasticRestartRun).
+    const job = torchelasticJob();
+    if (job !== null) writeJsonFileAtomic(join(runDir, ELASTIC_JOB_FILE), job);
     const checkpoints = new CheckpointManager(join(runDir, 'checkpoints'), { keepLast: options.keepLast });
     if (resumeStep !== undefined) {
       const aside = checkpoints.setAsideAfter(resumeStep);

@@ -19,6 +19,10 @@ export * from './align-pipeline.js';
 export * from './generator-pipeline.js';
 export * from './teacher-pipeline.js';
 export { launch, resolveCommand, type LaunchOptions } from './launch.js';
+export {
+  applyClusterEnvironment, clusterEnvironment, describeClusterEnvironment, expandHostList, slurmPort, writeElasticErrorFile, elasticRestartRun, torchelasticJob,
+  ELASTIC_JOB_FILE, type ClusterEnvironment,
+} from './cluster-env.js';
 export { StopSignal, TrainingStopped, resumeCommand, signalExitCode } from './stop.js';
 export * from './export-pipeline.js';
 export { writeRunReport, findRuns, labelledSampleGrid, type RunReportOptions, type RunReportResult, type ReportRun, type TrainingRun, type SampleRun } from './report.js';
