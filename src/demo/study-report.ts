@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { savePlot, type PlotSeries } from '../train/images.js';
 import { compare, formatValues, mean } from './report.js';
-import type { ChannelCellMetrics } from './study.js';
+import { STUDY_CHANNELS, STUDY_SEEDS, type ChannelCellMetrics } from './study.js';
 
 const CELL_FILE = /^c(\d+)-seed(\d+)\.json$/;
 
@@ -81,7 +81,8 @@ export async function writeChannelStudyReport(dir: string): Promise<{ cells: num
   const cols = columns(steps);
   const byChannels = new Map<number, ChannelCellMetrics[]>();
   for (const cell of cells) byChannels.set(cell.channels, [...(byChannels.get(cell.channels) ?? []), cell]);
-  const hours = cells.reduce((sum, c) => sum + c.wallSeconds, 0) / 3600;
+  const cpuMinutes = cells.flatMap((c) => (c.cpuSeconds === undefined ? [] : [c.cpuSeconds / 60]));
+  const wallHours = cells.reduce((sum, c) => sum + c.wallSeconds, 0) / 3600;
 
   const meanTable = [
     `| C | seeds | ${cols.map((c) => c.label).join(' | ')} |`,
@@ -89,10 +90,10 @@ export async function writeChannelStudyReport(dir: string): Promise<{ cells: num
     ...[...byChannels].map(([c, group]) => `| ${c} | ${group.map((m) => m.seed).join(', ')} | ${cols.map((col) => formatValues(group.map(col.value), col.decimals)).join(' | ')} |`),
   ];
   const cellTable = [
-    `| cell | ${cols.map((c) => c.label).join(' | ')} | SiT loss | minutes |`,
-    `|---|${cols.map(() => '---').join('|')}|---|---|`,
+    `| cell | ${cols.map((c) => c.label).join(' | ')} | SiT loss | wall minutes | CPU minutes |`,
+    `|---|${cols.map(() => '---').join('|')}|---|---|---|`,
     ...cells.map((m) => `| [c${m.channels}-seed${m.seed}](c${m.channels}-seed${m.seed}.json) | ${cols.map((col) => col.value(m).toFixed(col.decimals)).join(' | ')} | ` +
-      `${m.sit.finalLoss.toFixed(4)} | ${(m.wallSeconds / 60).toFixed(1)} |`),
+      `${m.sit.finalLoss.toFixed(4)} | ${(m.wallSeconds / 60).toFixed(1)} | ${m.cpuSeconds === undefined ? 'not recorded' : (m.cpuSeconds / 60).toFixed(1)} |`),
   ];
 
   const series: PlotSeries[] = cols.filter((c) => c.label === 'rFID' || c.label === 'iFID' || c.label.startsWith('FID @')).map((col) => ({
@@ -122,7 +123,9 @@ export async function writeChannelStudyReport(dir: string): Promise<{ cells: num
     '',
     ...cellTable,
     '',
-    `CPU time: ${hours.toFixed(2)} hours for these ${cells.length} cells (one thread each; ${cpu}).`,
+    `Time: ${wallHours.toFixed(2)} wall hours for these ${cells.length} cells, one thread each, on a shared machine (${cpu}); ` +
+      (cpuMinutes.length === 0 ? 'no cell recorded its CPU time.' : `${mean(cpuMinutes).toFixed(1)} CPU minutes a cell (mean over the ${cpuMinutes.length} that recorded it), ` +
+        `so the ${STUDY_CHANNELS.length * STUDY_SEEDS.length} cells of the sweep take about ${(mean(cpuMinutes) * STUDY_CHANNELS.length * STUDY_SEEDS.length / 60).toFixed(1)} CPU-hours.`),
     '',
   ];
   writeFileSync(join(dir, 'README.md'), lines.join('\n'));

@@ -90,11 +90,13 @@ export interface ChannelCellMetrics {
   sit: { steps: number; finalLoss: number };
   /** ODE (heun2) samples of the SiT checkpoint at each evaluated step, scored against the reference. */
   curve: (SampleScores & { step: number })[];
-  /** Each stage: the command that runs it alone (null: no command, the study's own code), its seconds. */
-  stages: { name: string; command: string | null; seconds: number }[];
+  /** Each stage: the command that runs it alone (null: no command, the study's own code), its wall and CPU seconds. */
+  stages: { name: string; command: string | null; seconds: number; cpuSeconds: number }[];
   environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: 'fp32' };
-  /** The sum of the stages' seconds (a resumed cell counts each stage once). */
+  /** The sum of the stages' wall seconds (a resumed cell counts each stage once); on a shared machine far more than cpuSeconds. */
   wallSeconds: number;
+  /** The sum of the stages' CPU seconds (user + system, this process): what the cell costs. Absent in c4-seed0 and c32-seed0, which ran before it was recorded. */
+  cpuSeconds?: number;
 }
 
 export interface ClassifierRecord { sha256: string; testAccuracy: number; testImages: number; steps: number; seed: number; finalLoss: number }
@@ -204,16 +206,19 @@ export async function runChannelCell(options: ChannelCellOptions): Promise<{ pat
     const recordPath = join(stagesDir, `${id}.json`);
     const command = words === null ? null : commandLine(words);
     if (existsSync(recordPath)) {
-      const record = readJson<{ result: T; seconds: number }>(recordPath);
-      stages.push({ name: title, command, seconds: record.seconds });
+      const record = readJson<{ result: T; seconds: number; cpuSeconds: number }>(recordPath);
+      stages.push({ name: title, command, seconds: record.seconds, cpuSeconds: record.cpuSeconds });
       return record.result;
     }
     log(`\n== ${name}: ${title}${command === null ? '' : `\n   ${command}`}`);
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const result = await fn();
     const seconds = (performance.now() - t0) / 1000;
-    writeJsonAtomic(recordPath, { result, seconds });
-    stages.push({ name: title, command, seconds });
+    const cpu = process.cpuUsage(cpu0);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    writeJsonAtomic(recordPath, { result, seconds, cpuSeconds });
+    stages.push({ name: title, command, seconds, cpuSeconds });
     log(`   ${title}: ${seconds.toFixed(1)} s`);
     return result;
   };
@@ -281,14 +286,16 @@ export async function runChannelCell(options: ChannelCellOptions): Promise<{ pat
   }
   reference.dispose();
 
+  const cpuSeconds = stages.reduce((sum, s) => sum + s.cpuSeconds, 0);
   const metrics: ChannelCellMetrics = {
     study: 'latent-channels', profile, channels, seed, classifier: classifier.record, reconstruction,
     vae: { steps: vaeSteps, finalLoss: vaeRun.finalLoss }, sit: { steps: profile.sit.steps, finalLoss: sitRun.finalLoss }, curve, stages,
     environment: { reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision },
     wallSeconds: stages.reduce((sum, s) => sum + s.seconds, 0),
+    cpuSeconds,
   };
   writeJsonAtomic(path, metrics);
   log(`\nwrote ${path}: rFID ${reconstruction.rfid.toFixed(2)}, iFID ${reconstruction.ifid.toFixed(2)}, FID ${curve.map((p) => p.fid.toFixed(2)).join(' / ')} ` +
-    `at steps ${curve.map((p) => p.step).join(' / ')} (${metrics.wallSeconds.toFixed(0)} s)`);
+    `at steps ${curve.map((p) => p.step).join(' / ')} (${metrics.wallSeconds.toFixed(0)} s, ${cpuSeconds.toFixed(0)} CPU s)`);
   return { path, skipped: false, metrics };
 }
