@@ -41,7 +41,8 @@ const TRAIN_COMMANDS = ['sit train', 'dit train', 'align train', 'teacher train'
 
 /**
  * The command that continues the run in `runDir`: the reals training command line this process
- * was started with (under `reals launch`, inside the launcher's command), any --resume replaced by
+ * was started with (under `reals launch`, inside the launcher's command; under srun, mpirun or
+ * torchrun, the command those launchers start), any --resume replaced by
  * `--resume runDir`. Another process (a script calling the library, `reals demo`) gets the flag alone.
  */
 export function resumeCommand(runDir: string, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): string {
@@ -58,6 +59,10 @@ export function resumeCommand(runDir: string, argv: readonly string[] = process.
   // `align train --gpus-per-node N` starts its own launcher.
   const launchesItself = kept.some((word) => word === '--gpus-per-node' || word.startsWith('--gpus-per-node='));
   if (!(worldSize > 1) || launchesItself) return command;
+  // Ranks that srun, mpirun or torchrun started (not reals launch, whose ranks inherit its
+  // caller's variables too) are started again by that launcher, with the trainer's own command.
+  const foreign = env.SLURM_PROCID !== undefined || env.OMPI_COMM_WORLD_RANK !== undefined || env.TORCHELASTIC_RESTART_COUNT !== undefined;
+  if (foreign && env[torch.distributed.LAUNCHER_PID_ENV] === undefined) return command;
   const perNode = Number(env.LOCAL_WORLD_SIZE ?? worldSize);
   const nodes = Math.max(1, Math.round(worldSize / perNode));
   const multiNode = nodes > 1 ? ` --nnodes ${nodes} --node-rank <this node's> --master-addr ${shellWord(env.MASTER_ADDR ?? '?')} --master-port ${env.MASTER_PORT ?? '?'}` : '';

@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
 import { buildProgram, withoutLocalRankFlag } from '../../src/cli/main.js';
-import { encodePng, loadCheckpoint } from '../../src/train/index.js';
+import { encodePng, loadCheckpoint, resumeCommand } from '../../src/train/index.js';
 import {
   applyClusterEnvironment, clusterEnvironment, elasticRestartRun, expandHostList, slurmPort, writeElasticErrorFile, ELASTIC_JOB_FILE,
 } from '../../src/train/cluster-env.js';
@@ -90,6 +90,15 @@ test('withoutLocalRankFlag: --local-rank N, --local-rank=N and --local_rank are 
   assert.deepEqual(withoutLocalRankFlag([...head, 'launch', '--', 'x', '--local-rank=1']), [...head, 'launch', '--', 'x', '--local-rank=1']);
   // Not a rank: left for commander to refuse.
   assert.deepEqual(withoutLocalRankFlag([...head, 'sit', '--local-rank', 'x']), [...head, 'sit', '--local-rank', 'x']);
+});
+
+test('resumeCommand: ranks that srun, mpirun or torchrun started are told the trainer\'s own command; reals launch\'s ranks under srun, reals launch\'s', () => {
+  const argv = ['/usr/bin/node', '/x/bin/reals.js', 'sit', 'train', '--model', 'SiT-S/2'];
+  const ranks = { RANK: '0', WORLD_SIZE: '8', LOCAL_WORLD_SIZE: '4', MASTER_ADDR: 'node01', MASTER_PORT: '29500' };
+  for (const launcher of [{ SLURM_PROCID: '0' }, { OMPI_COMM_WORLD_RANK: '0' }, { TORCHELASTIC_RESTART_COUNT: '0' }]) {
+    assert.equal(resumeCommand('r', argv, { ...ranks, ...launcher }), 'reals sit train --model SiT-S/2 --resume r');
+  }
+  assert.match(resumeCommand('r', argv, { ...ranks, SLURM_PROCID: '0', REALS_LAUNCHER_PID: '12' }), /^reals launch --nproc-per-node 4 --nnodes 2 /);
 });
 
 test('writeElasticErrorFile: torch\'s record {"message": {"message": "<name>: <message>", "extraInfo": {py_callstack, timestamp}}}', () => {
