@@ -59,7 +59,7 @@ export function toHtml(blocks: readonly Block[], title: string): string {
     }
   }).join('\n');
   const style = 'body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}table{border-collapse:collapse}' +
-    'td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%;image-rendering:pixelated}pre{background:#f4f4f4;padding:8px;overflow-x:auto}';
+    'td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}td code{overflow-wrap:anywhere}img{max-width:100%;image-rendering:pixelated}pre{background:#f4f4f4;padding:8px;overflow-x:auto}';
   return `<!doctype html>\n<html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title><style>${style}</style></head>\n<body>\n${body}\n</body></html>\n`;
 }
 
@@ -226,8 +226,9 @@ function enlarge(image: torch.Tensor, factor: number): torch.Tensor {
 }
 
 /**
- * A grid of `npz`'s samples, one row per class (up to GRID_CLASSES rows of GRID_PER_CLASS), the
- * class's name at the left of its row; PNG bytes. Returns null where the labels are not known.
+ * A grid of `npz`'s samples, one row per class (up to GRID_CLASSES rows of up to GRID_PER_CLASS,
+ * blank where a class has fewer), the class's name at the left of its row; PNG bytes. Returns null
+ * where the labels are not known.
  */
 export async function labelledSampleGrid(npzPath: string, classNames: readonly string[], settings: Record<string, unknown> | null): Promise<Buffer | null> {
   const npz = NpzFile.open(npzPath);
@@ -239,11 +240,12 @@ export async function labelledSampleGrid(npzPath: string, classNames: readonly s
     if (outside !== undefined) throw new Error(`report: ${npzPath} has samples of class ${outside}, but the data has ${classNames.length} classes`);
     const rows = classNames.map((name, label) => ({ name, indices: labels.flatMap((l, i) => (l === label ? [i] : [])).slice(0, GRID_PER_CLASS) }))
       .filter((row) => row.indices.length > 0).slice(0, GRID_CLASSES);
+    const columns = Math.max(...rows.map((row) => row.indices.length));
     const factor = Math.max(1, Math.ceil(MIN_CELL / height));
     return await composeGrid(torch.scope(() => {
       const blank = torch.zeros([1, height, width, channels], { dtype: 'uint8' });
-      const cells = rows.flatMap((row) => Array.from({ length: GRID_PER_CLASS }, (_, k) => (k < row.indices.length ? npz.readRows('arr_0', row.indices[k]!, 1) : blank)));
-      const grid = enlarge(makeGrid(torch.cat(cells).permute(0, 3, 1, 2), { nrow: GRID_PER_CLASS }), factor);
+      const cells = rows.flatMap((row) => Array.from({ length: columns }, (_, k) => (k < row.indices.length ? npz.readRows('arr_0', row.indices[k]!, 1) : blank)));
+      const grid = enlarge(makeGrid(torch.cat(cells).permute(0, 3, 1, 2), { nrow: columns }), factor);
       const [gridHeight, gridWidth] = grid.shape as [number, number, number];
       const names = rows.map((row) => (row.name.length > 24 ? `${row.name.slice(0, 23)}…` : row.name));
       const labelWidth = 16 + 7 * Math.max(...names.map((n) => n.length));

@@ -68,7 +68,8 @@ async function makeRuns(root: string): Promise<{ align: string; teacher: string;
   const samples = join(root, 'samples', 'SiT-tiny-0000004-cfg-1.0');
   mkdirSync(samples, { recursive: true });
   writeFileSync(join(samples, 'sampling.json'), JSON.stringify({ method: 'ode', steps: 4, cfgScale: 1 }));
-  const count = CLASSES.length * PER_CLASS;
+  // One short of 4 each: the last class gets 3, and a blank cell ends its row.
+  const count = CLASSES.length * PER_CLASS - 1;
   const pixels = new Uint8Array(count * SIDE * SIDE * 3);
   for (let i = 0; i < count; i++) for (let p = 0; p < SIDE * SIDE; p++) pixels.set(COLOURS[i % CLASSES.length]!, (i * SIDE * SIDE + p) * 3);
   saveNpz(`${samples}.npz`, { arr_0: torch.fromArray(pixels, [count, SIDE, SIDE, 3], 'uint8') });
@@ -97,19 +98,20 @@ test('reals report draws the runs: curves, learning rate, reconstructions, a sam
   assert.match(html, /<td>patchWeight<\/td><td><code>0\.5<\/code><\/td><td>—<\/td>/);
   assert.equal((await sharp(join(out, 'figures', 'reconstructions-000-align-0000004.png')).raw().toBuffer())[0], 160, 'the step-4 reconstruction is copied as it was');
 
-  // The grid: 8 px samples enlarged 4x (cells of 10 px with make_grid's padding), right of the names' column.
+  // The grid: a column per sample of a class (4), 8 px samples enlarged 4x (cells of 10 px with make_grid's padding), right of the names' column.
   const { data, info } = await sharp(join(out, 'figures', 'samples-SiT-tiny-0000004-cfg-1.0.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   const factor = 4;
-  const gridWidth = (8 * (SIDE + 2) + 2) * factor;
+  const gridWidth = (PER_CLASS * (SIDE + 2) + 2) * factor;
   assert.equal(info.height, (CLASSES.length * (SIDE + 2) + 2) * factor);
   const labelWidth = info.width - gridWidth;
   assert.equal(labelWidth, 16 + 7 * 'zebra'.length);
   const pixel = (x: number, y: number) => [...data.subarray((y * info.width + x) * 3, (y * info.width + x) * 3 + 3)];
   CLASSES.forEach((_, row) => {
     const y = (2 + row * (SIDE + 2) + SIDE / 2) * factor;
-    for (let column = 0; column < 8; column++) {
+    for (let column = 0; column < PER_CLASS; column++) {
       const x = labelWidth + (2 + column * (SIDE + 2) + SIDE / 2) * factor;
-      assert.deepEqual(pixel(x, y), column < PER_CLASS ? COLOURS[row] : [0, 0, 0], `row ${row}, column ${column}`);
+      const blank = row === CLASSES.length - 1 && column === PER_CLASS - 1;
+      assert.deepEqual(pixel(x, y), blank ? [0, 0, 0] : COLOURS[row], `row ${row}, column ${column}`);
     }
     // The name is drawn in the white column at the row's height.
     const dark = Array.from({ length: labelWidth }, (_, x) => pixel(x, y)).filter(([r, g, b]) => r! + g! + b! < 300).length;
