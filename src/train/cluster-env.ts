@@ -84,7 +84,8 @@ function masterPortOr(env: NodeJS.ProcessEnv, fallback: number): number {
 /**
  * The rank, world and rendezvous of a process that SLURM (srun) or Open MPI (mpirun) started,
  * read from their variables; null when WORLD_SIZE is set (torchrun, `reals launch`, or a user's
- * own mapping wins), or neither launcher started it. SLURM counts when SLURM_NTASKS and
+ * own mapping wins), when neither launcher started it, or started it alone (a world of 1 needs no
+ * rendezvous). SLURM counts when SLURM_NTASKS and
  * SLURM_PROCID are set, unless the job is named `bash` or `interactive` (Lightning's way to
  * leave an interactive allocation alone); the master is MASTER_ADDR or the first host of the
  * step's node list (SLURM_STEP_NODELIST, where task 0 runs, else SLURM_JOB_NODELIST), the port
@@ -95,6 +96,7 @@ export function clusterEnvironment(env: NodeJS.ProcessEnv = process.env): Cluste
   if (env.WORLD_SIZE !== undefined) return null;
   let found: ClusterEnvironment;
   if (env.OMPI_COMM_WORLD_SIZE !== undefined) {
+    if (integerVariable(env, 'OMPI_COMM_WORLD_SIZE') === 1) return null;
     const masterAddr = env.MASTER_ADDR ?? '';
     if (masterAddr === '') throw new Error('Open MPI started this process (OMPI_COMM_WORLD_SIZE is set): set MASTER_ADDR to the host of rank 0, e.g. mpirun -x MASTER_ADDR=<host>');
     found = {
@@ -102,6 +104,7 @@ export function clusterEnvironment(env: NodeJS.ProcessEnv = process.env): Cluste
       localRank: integerVariable(env, 'OMPI_COMM_WORLD_LOCAL_RANK'), nodeRank: null, masterAddr, masterPort: masterPortOr(env, DEFAULT_MASTER_PORT),
     };
   } else if (env.SLURM_NTASKS !== undefined && env.SLURM_PROCID !== undefined && !['bash', 'interactive'].includes(env.SLURM_JOB_NAME ?? '')) {
+    if (integerVariable(env, 'SLURM_NTASKS') === 1) return null;
     const nodeList = env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST;
     let masterAddr = env.MASTER_ADDR ?? '';
     if (masterAddr === '') {

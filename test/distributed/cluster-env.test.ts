@@ -58,6 +58,7 @@ test('clusterEnvironment: SLURM\'s variables alone give the rank, world, local r
   assert.equal(clusterEnvironment({ ...SLURM, WORLD_SIZE: '2', RANK: '0' }), null);
   assert.equal(clusterEnvironment({ ...SLURM, SLURM_JOB_NAME: 'interactive' }), null);
   assert.equal(clusterEnvironment({}), null);
+  assert.equal(clusterEnvironment({ SLURM_PROCID: '0', SLURM_NTASKS: '1' }), null, 'one task is a world of 1, with no rendezvous');
   assert.throws(() => clusterEnvironment({ ...SLURM, SLURM_PROCID: '8' }), /^Error: SLURM: SLURM_PROCID=8, SLURM_NTASKS=8, SLURM_LOCALID=1 is not a rank of the world$/);
   assert.throws(() => clusterEnvironment({ ...SLURM, SLURM_LOCALID: undefined }), /environment variable SLURM_LOCALID must be a non-negative integer, got ''/);
   assert.throws(() => clusterEnvironment({ ...SLURM, SLURM_JOB_NODELIST: undefined }), /SLURM_JOB_NODELIST is not: set MASTER_ADDR/);
@@ -69,6 +70,7 @@ test('clusterEnvironment: Open MPI\'s OMPI_COMM_WORLD_* with MASTER_ADDR, which 
     launcher: 'Open MPI', rank: 3, worldSize: 4, localRank: 1, nodeRank: null, masterAddr: 'head', masterPort: 29500,
   });
   assert.equal(clusterEnvironment({ ...ompi, MASTER_ADDR: 'head', MASTER_PORT: '1234' })!.masterPort, 1234);
+  assert.equal(clusterEnvironment({ OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '1', OMPI_COMM_WORLD_LOCAL_RANK: '0' }), null, 'mpirun -np 1 needs no MASTER_ADDR');
   assert.throws(() => clusterEnvironment(ompi), /^Error: Open MPI started this process \(OMPI_COMM_WORLD_SIZE is set\): set MASTER_ADDR/);
   assert.throws(() => clusterEnvironment({ ...ompi, MASTER_ADDR: 'head', MASTER_PORT: 'x' }), /MASTER_PORT must be a non-negative integer, got 'x'/);
 });
