@@ -85,12 +85,12 @@ function masterPortOr(env: NodeJS.ProcessEnv, fallback: number): number {
  * The rank, world and rendezvous of a process that SLURM (srun) or Open MPI (mpirun) started,
  * read from their variables; null when WORLD_SIZE is set (torchrun, `reals launch`, or a user's
  * own mapping wins), when neither launcher started it, or started it alone (a world of 1 needs no
- * rendezvous). SLURM counts when SLURM_NTASKS and
- * SLURM_PROCID are set, unless the job is named `bash` or `interactive` (Lightning's way to
- * leave an interactive allocation alone); the master is MASTER_ADDR or the first host of the
- * step's node list (SLURM_STEP_NODELIST, where task 0 runs, else SLURM_JOB_NODELIST), the port
- * MASTER_PORT or slurmPort. Open MPI (OMPI_COMM_WORLD_SIZE) gives no host list, so MASTER_ADDR
- * is required; MASTER_PORT defaults to torchrun's 29500.
+ * rendezvous). SLURM counts when SLURM_NTASKS and SLURM_PROCID are set, unless the job is named
+ * `bash` or `interactive` (Lightning's way to leave an interactive allocation alone); the
+ * master is MASTER_ADDR or the first host of the step's node list (SLURM_STEP_NODELIST, where
+ * task 0 runs, else SLURM_JOB_NODELIST), the port MASTER_PORT or slurmPort. Open MPI
+ * (OMPI_COMM_WORLD_SIZE) gives no host list, so MASTER_ADDR is required; MASTER_PORT defaults
+ * to torchrun's 29500.
  */
 export function clusterEnvironment(env: NodeJS.ProcessEnv = process.env): ClusterEnvironment | null {
   if (env.WORLD_SIZE !== undefined) return null;
