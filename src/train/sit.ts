@@ -655,11 +655,11 @@ function claimSampleDir(sampleDir: string, settings: Record<string, unknown>, ra
 export async function sampleImages(options: SampleImagesOptions): Promise<SampleImagesResult> {
   const { model, vae, normalization, numSamples, batchSize, sampleDir } = options;
   const { distributed, rank, worldSize, device, log } = processContext(options);
-  if (!(Number.isInteger(numSamples) && numSamples >= 1)) throw new Error(`sampleImages: numSamples must be a positive integer, got ${numSamples}`);
-  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`sampleImages: batchSize must be a positive integer, got ${batchSize}`);
+  if (!(Number.isInteger(numSamples) && numSamples >= 1)) throw new Error(`--num-fid-samples must be a positive integer, got ${numSamples}`);
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`--per-proc-batch-size must be a positive integer, got ${batchSize}`);
   const c = model.config;
   if (normalization.mean.length !== c.inChannels) {
-    throw new Error(`sampleImages: the normalization has ${normalization.mean.length} channels, the model ${c.inChannels}`);
+    throw new Error(`--vae-path: the latent normalization has ${normalization.mean.length} channels, the model (--ckpt) ${c.inChannels}`);
   }
   if (vae.config.latentChannels !== c.inChannels) throw new Error(`--vae-path: the VAE has ${vae.config.latentChannels} latent channels, the model (--ckpt) ${c.inChannels}`);
   const globalBatch = batchSize * worldSize;
@@ -684,8 +684,8 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
           const finite = decoded.isfinite().flatten(1).all(1).cpu().toArray() as Uint8Array;
           const bad = indices.filter((_, i) => !finite[i]);
           if (bad.length > 0) {
-            throw new Error(`sampleImages: sample${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (batch ${b}, seed ${seed}) ` +
-              'decoded to NaN or infinite values: the generator or the VAE is broken (a diverged checkpoint?); no PNG written for the batch');
+            throw new Error(`${sampleDir}: sample${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (batch ${b}, seed ${seed}) ` +
+              'decoded to NaN or infinite values: the generator (--ckpt) or the VAE (--vae-path) is broken (a diverged checkpoint?); no PNG written for the batch');
           }
           return decoded.mul(127.5).add(128).clamp(0, 255).to('uint8').permute(0, 2, 3, 1).contiguous().cpu();
         }));

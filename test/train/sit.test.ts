@@ -309,7 +309,7 @@ test('a sample folder continues only with the settings its PNGs were drawn with;
   const broken = buildGenerator(tinySpec({ hiddenSize: 16, numHeads: 2, depth: 1, inputSize: 4 })).eval();
   torch.noGrad(() => broken.stateDict().get('final_layer.linear.bias')!.fill_(NaN));
   await assert.rejects(sampleImages({ ...options, model: broken, numSamples: 3, sampleDir: join(root, 'nan') }), (e: Error) =>
-    e.message === 'sampleImages: samples 0, 1 (batch 0, seed 0) decoded to NaN or infinite values: the generator or the VAE is broken ' +
+    e.message === `${join(root, 'nan')}: samples 0, 1 (batch 0, seed 0) decoded to NaN or infinite values: the generator (--ckpt) or the VAE (--vae-path) is broken ` +
       '(a diverged checkpoint?); no PNG written for the batch');
   assert.deepEqual(readdirSync(join(root, 'nan')), [SAMPLING_SETTINGS]);
   // PNGs from elsewhere, with no record of how they were drawn, are not taken as samples.
