@@ -5,6 +5,7 @@
 // src/train/teacher-pipeline.ts does the work.
 import { Command, Option } from 'commander';
 import { DINOV2_CONFIGS } from '../models/dinov2.js';
+import { HOG_TEACHER_NAME } from '../models/hog.js';
 import { SELF_SUPERVISED_DEFAULTS } from '../train/teacher.js';
 import {
   TEACHER_PROBE_RUN_DEFAULTS, TEACHER_TRAIN_RUN_DEFAULTS, runTeacherProbe, runTeacherTrain, type TeacherProbeRunOptions, type TeacherTrainRunOptions,
@@ -73,9 +74,12 @@ export function teacherProbeCommand(): Command {
   return new Command('probe')
     .description('linear-probe accuracy of a frozen backbone (CLS token + mean patch token, as DINOv2\'s linear eval) and the LDS of its patch tokens ' +
       '(iREPA\'s local-vs-distant similarity: mean cosine of 4-neighbour token pairs minus that of pairs at Manhattan distance >= --lds-far-distance; ' +
-      'docs/alignment.md) beside a random-init backbone\'s of the same config, printed as JSON with the class count')
-    .requiredOption('--dino-model <name>', `${Object.keys(DINOV2_CONFIGS).join(', ')}, or a .json file of DinoV2Config fields`)
-    .requiredOption('--dino-ckpt <file>', 'backbone weights (torch-hub or Hugging Face naming; .pth or .safetensors)')
+      'docs/alignment.md) beside a random-init backbone\'s probe and LDS of the same config, printed as JSON with the class count')
+    .requiredOption('--dino-model <name>', `${Object.keys(DINOV2_CONFIGS).join(', ')}, a .json file of DinoV2Config fields, ` +
+      `or ${HOG_TEACHER_NAME} (align train's training-free HOG teacher: no weights, no random init to compare)`)
+    .option('--dino-ckpt <file>', 'backbone weights (torch-hub or Hugging Face naming; .pth or .safetensors), or a checkpoint of `reals teacher train` ' +
+      '(its EMA teacher\'s backbone); required unless --dino-model hog')
+    .option('--hog-cell-size <px>', 'pixels per HOG cell: the downsampling factor of the VAE it would align (align train gives HOG the latent grid)', integer(1), d.hogCellSize)
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/; 20% held out for testing), or `fashion-mnist` (its train and test sets)')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(1), d.imageSize)
     .option('--input-size <n>', 'side images are resized to for the backbone (default: the image size)', integer(1))

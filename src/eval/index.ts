@@ -16,7 +16,7 @@ export {
   DGM_EVAL_DINOV2_INPUT, DEFAULT_FEATURES_DINO_MODEL, FEATURE_NETWORKS, classifierExtractor, dinov2Extractor, featureExtractor, resizeImagesPil,
   type FeatureNetworkOptions,
 } from './features.js';
-export { linearProbe, probeFeatures, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult } from './linear-probe.js';
+export { linearProbe, probeFeatures, teacherTokens, holdOutSplit, subsetOf, type LinearProbeOptions, type LinearProbeResult, type ProbedTeacher } from './linear-probe.js';
 export { LDS_FAR_DISTANCE, localDistantSimilarity, spatialStructure, type SpatialStructure, type SpatialStructureOptions } from './spatial-structure.js';
 export {
   IFID_T, IFID_RUN_DEFAULTS, interpolatedFid, interpolateLatents, slerpLatents, nearestNeighbours, runIfid,

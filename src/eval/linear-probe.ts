@@ -11,13 +11,21 @@ import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import * as optim from '../optim/index.js';
 import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
+import type { HogTeacher } from '../models/hog.js';
 import { DataLoader, randperm, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
 
 const F = nn.F;
 
+/**
+ * A frozen teacher the probe and the LDS read: a DINOv2-architecture backbone (run in eval mode), or
+ * the HOG teacher on cells of `patchSize` pixels, which reads the images in [-1, 1] at their own
+ * size, as `reals align train --dino-model hog` does.
+ */
+export type ProbedTeacher = DinoVisionTransformer | { hog: HogTeacher; patchSize: number };
+
 export interface LinearProbeOptions {
   /** Frozen; run in eval mode without gradients. */
-  backbone: DinoVisionTransformer;
+  backbone: ProbedTeacher;
   /** Labelled images (label i = class i); the classifier trains on these... */
   train: Dataset;
   /** ...and is scored on these. */
@@ -25,7 +33,7 @@ export interface LinearProbeOptions {
   /** Images drawn (a seeded random subset) from each split (default 2000; all when larger than the split). */
   trainImages?: number;
   testImages?: number;
-  /** The side images are resized to for the backbone (default the backbone's imgSize), as preprocessImages. */
+  /** The side images are resized to for the backbone (default the backbone's imgSize), as preprocessImages; HOG's images must have this side. */
   inputSize?: number;
   /** Passes over the training features (default 100). */
   epochs?: number;
@@ -67,17 +75,56 @@ export function holdOutSplit(dataset: Dataset, testFraction: number, seed: numbe
   return { train: subsetOf(dataset, order.slice(testCount)), test: subsetOf(dataset, order.slice(0, testCount)) };
 }
 
+/** Pixels per token side. */
+export function teacherPatchSize(teacher: ProbedTeacher): number {
+  return teacher instanceof DinoVisionTransformer ? teacher.config.patchSize : teacher.patchSize;
+}
+
+/** The side of a teacher's input: `inputSize` when given, else the backbone's imgSize; a multiple of its patch size. */
+export function teacherInputSize(teacher: ProbedTeacher, inputSize: number | undefined, caller: string): number {
+  const size = inputSize ?? (teacher instanceof DinoVisionTransformer ? teacher.config.imgSize : undefined);
+  if (size === undefined) throw new Error(`${caller}: the HOG teacher needs an inputSize (the images' side)`);
+  const patchSize = teacherPatchSize(teacher);
+  if (size % patchSize !== 0) throw new Error(`${caller}: inputSize ${size} is not a multiple of the patch size ${patchSize}`);
+  return size;
+}
+
+/** Runs `fn` with a ViT teacher in eval mode, restoring its mode after. */
+export async function inEvalMode<T>(teacher: ProbedTeacher, fn: () => Promise<T>): Promise<T> {
+  if (!(teacher instanceof DinoVisionTransformer)) return fn();
+  const wasTraining = teacher.training;
+  teacher.eval();
+  try {
+    return await fn();
+  } finally {
+    teacher.train(wasTraining);
+  }
+}
+
+/** The final-norm CLS [B, D] and patch tokens [B, T, D] (row-major on the grid) of images [B, 3, H, W] in [-1, 1]; HOG's CLS is its mean-token stand-in. */
+export function teacherTokens(teacher: ProbedTeacher, images: Tensor, inputSize: number): { cls: Tensor; patch: Tensor } {
+  if (teacher instanceof DinoVisionTransformer) {
+    const features = teacher.forwardFeatures(preprocessImages(images, inputSize));
+    return { cls: features.xNormClstoken, patch: features.xNormPatchtokens };
+  }
+  if (images.size(2) !== inputSize || images.size(3) !== inputSize) {
+    throw new Error(`teacherTokens: the HOG teacher reads the images at their own size, [${images.shape.slice(2)}], not ${inputSize}x${inputSize}`);
+  }
+  const side = inputSize / teacher.patchSize;
+  return teacher.hog.forward(images, [side, side]);
+}
+
 /** [B, 2D] features of images [B, 3, H, W] in [-1, 1]: final-norm CLS and mean patch token, side by side. */
-export function probeFeatures(backbone: DinoVisionTransformer, images: Tensor, inputSize: number): Tensor {
+export function probeFeatures(backbone: ProbedTeacher, images: Tensor, inputSize: number): Tensor {
   return torch.noGrad(() => torch.scope(() => {
-    const features = backbone.forwardFeatures(preprocessImages(images, inputSize));
-    return torch.cat([features.xNormClstoken, features.xNormPatchtokens.mean(1)], -1);
+    const { cls, patch } = teacherTokens(backbone, images, inputSize);
+    return torch.cat([cls, patch.mean(1)], -1);
   }));
 }
 
 /** Features and labels of `count` images of `dataset` drawn in a seeded random order. */
 async function featuresOf(
-  backbone: DinoVisionTransformer, dataset: Dataset, count: number, inputSize: number, seed: number, device: torch.Device,
+  backbone: ProbedTeacher, dataset: Dataset, count: number, inputSize: number, seed: number, device: torch.Device,
 ): Promise<{ features: Tensor; labels: Tensor }> {
   const loader = new DataLoader(dataset, { batchSize: 256, seed, shuffle: true, randomFlip: false });
   const features: Tensor[] = [];
@@ -118,21 +165,17 @@ export async function linearProbe(options: LinearProbeOptions): Promise<LinearPr
   const seed = options.seed ?? 0;
   const epochs = options.epochs ?? 100;
   const batchSize = options.batchSize ?? 256;
-  const inputSize = options.inputSize ?? backbone.config.imgSize;
+  const inputSize = teacherInputSize(backbone, options.inputSize, 'linearProbe');
   const device = options.device ?? 'cpu';
   const trainCount = Math.min(options.trainImages ?? 2000, options.train.length);
   const testCount = Math.min(options.testImages ?? 2000, options.test.length);
   for (const [name, value] of Object.entries({ trainImages: trainCount, testImages: testCount, epochs, batchSize })) {
     if (!Number.isInteger(value) || value < 1) throw new Error(`linearProbe: ${name} must be a positive integer, got ${value}`);
   }
-  if (inputSize % backbone.config.patchSize !== 0) {
-    throw new Error(`linearProbe: inputSize ${inputSize} is not a multiple of the patch size ${backbone.config.patchSize}`);
-  }
-  const wasTraining = backbone.training;
-  backbone.eval();
-  const train = await featuresOf(backbone, options.train, trainCount, inputSize, seed, device);
-  const test = await featuresOf(backbone, options.test, testCount, inputSize, seed + 1, device);
-  backbone.train(wasTraining);
+  const { train, test } = await inEvalMode(backbone, async () => ({
+    train: await featuresOf(backbone, options.train, trainCount, inputSize, seed, device),
+    test: await featuresOf(backbone, options.test, testCount, inputSize, seed + 1, device),
+  }));
   try {
     return torch.scope(() => {
       const mean = train.features.mean(0, true);

@@ -7,8 +7,8 @@
 // says how to read it.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { DinoVisionTransformer, preprocessImages } from '../models/dinov2.js';
 import { DataLoader, type Dataset } from '../data/index.js';
+import { inEvalMode, teacherInputSize, teacherPatchSize, teacherTokens, type ProbedTeacher } from './linear-probe.js';
 
 /** iREPA's far threshold: pairs at Manhattan distance >= 6 tokens are "distant". */
 export const LDS_FAR_DISTANCE = 6;
@@ -47,7 +47,7 @@ export function localDistantSimilarity(tokens: Tensor, grid: readonly [number, n
 
 export interface SpatialStructureOptions {
   /** Frozen; run in eval mode without gradients. */
-  backbone: DinoVisionTransformer;
+  backbone: ProbedTeacher;
   /** Images in [-1, 1] (labels are not read). */
   images: Dataset;
   /** Images drawn (a seeded random subset; all when larger than the dataset). */
@@ -72,34 +72,30 @@ export interface SpatialStructure {
 /** LDS of the backbone's final-norm patch tokens (what the alignment heads are trained towards) over `count` images. */
 export async function spatialStructure(options: SpatialStructureOptions): Promise<SpatialStructure> {
   const { backbone, seed = 0, farDistance = LDS_FAR_DISTANCE, device = 'cpu' } = options;
-  const inputSize = options.inputSize ?? backbone.config.imgSize;
+  const inputSize = teacherInputSize(backbone, options.inputSize, 'spatialStructure');
   const count = Math.min(options.count, options.images.length);
   if (!Number.isInteger(count) || count < 1) throw new Error(`spatialStructure: count must be a positive integer, got ${options.count}`);
-  if (inputSize % backbone.config.patchSize !== 0) {
-    throw new Error(`spatialStructure: inputSize ${inputSize} is not a multiple of the patch size ${backbone.config.patchSize}`);
-  }
-  const side = inputSize / backbone.config.patchSize;
+  const side = inputSize / teacherPatchSize(backbone);
   const grid: [number, number] = [side, side];
-  const wasTraining = backbone.training;
-  backbone.eval();
   const loader = new DataLoader(options.images, { batchSize: 64, seed, shuffle: true, randomFlip: false });
   let sum = 0;
   let n = 0;
   try {
-    for await (const batch of loader.iterate(0)) {
-      const take = Math.min(batch.images.size(0), count - n);
-      sum += torch.noGrad(() => torch.scope(() => {
-        const patches = backbone.forwardFeatures(preprocessImages(batch.images.slice(0, 0, take).to(device), inputSize)).xNormPatchtokens;
-        return localDistantSimilarity(patches, grid, farDistance).sum().item();
-      }));
-      batch.images.dispose();
-      batch.labels.dispose();
-      n += take;
-      if (n >= count) break;
-    }
+    await inEvalMode(backbone, async () => {
+      for await (const batch of loader.iterate(0)) {
+        const take = Math.min(batch.images.size(0), count - n);
+        sum += torch.noGrad(() => torch.scope(() => {
+          const { patch } = teacherTokens(backbone, batch.images.slice(0, 0, take).to(device), inputSize);
+          return localDistantSimilarity(patch, grid, farDistance).sum().item();
+        }));
+        batch.images.dispose();
+        batch.labels.dispose();
+        n += take;
+        if (n >= count) break;
+      }
+    });
   } finally {
     await loader.close();
-    backbone.train(wasTraining);
   }
   return { lds: sum / n, images: n, grid, farDistance };
 }

@@ -3,12 +3,15 @@
 // src/eval/linear-probe.ts, and the spatial structure of its patch tokens beside that of a
 // random-init backbone, src/eval/spatial-structure.ts), from files and names.
 import * as torch from '../torch/index.js';
-import { DinoVisionTransformer, resolveDinoConfig } from '../models/dinov2.js';
+import { DinoVisionTransformer, resolveDinoConfig, type DinoV2Config } from '../models/dinov2.js';
+import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
+import { SafetensorsFile } from '../io/index.js';
 import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
-import { holdOutSplit, linearProbe, type LinearProbeResult } from '../eval/linear-probe.js';
+import { holdOutSplit, linearProbe, type LinearProbeResult, type ProbedTeacher } from '../eval/linear-probe.js';
 import { LDS_FAR_DISTANCE, spatialStructure } from '../eval/spatial-structure.js';
 import { trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedSettings, type SelfSupervisedTeacherResult } from './teacher.js';
 import { withDefaults } from './context.js';
+import { loadCheckpoint } from './checkpoint.js';
 import { trainingFolder } from './inputs.js';
 
 /** --data-path: Fashion-MNIST (3 channels, 32x32) or an ImageNet-layout folder (its train/ under an ImageNet root) center-cropped to imageSize. */
@@ -102,14 +105,20 @@ export interface TeacherProbeSettings {
   seed: number;
   /** LDS's far pairs: Manhattan distance >= this many tokens (iREPA: 6). */
   ldsFarDistance: number;
+  /** Pixels per cell of `--dino-model hog`: the VAE's downsampling factor, as align train gives HOG the latent grid (4: the demo's f4 VAE). */
+  hogCellSize: number;
 }
 
-export const TEACHER_PROBE_RUN_DEFAULTS: TeacherProbeSettings = { imageSize: 32, probeImages: 2000, epochs: 100, lr: 1e-3, seed: 0, ldsFarDistance: LDS_FAR_DISTANCE };
+export const TEACHER_PROBE_RUN_DEFAULTS: TeacherProbeSettings = {
+  imageSize: 32, probeImages: 2000, epochs: 100, lr: 1e-3, seed: 0, ldsFarDistance: LDS_FAR_DISTANCE, hogCellSize: 4,
+};
 
 /** `reals teacher probe`'s flags, camelCased. */
 export interface TeacherProbeRunOptions extends Partial<TeacherProbeSettings> {
+  /** A DINOV2_CONFIGS name, a .json file of DinoV2Config fields, or `hog` (HogTeacher: no weights). */
   dinoModel: string;
-  dinoCkpt: string;
+  /** The backbone's weights (hub or Hugging Face naming), or a checkpoint of `reals teacher train` (its EMA teacher's backbone); none for hog. */
+  dinoCkpt?: string;
   /** An ImageNet-layout folder (its train/ under an ImageNet root; 20% held out for testing), or `fashion-mnist` (its train and test sets). */
   dataPath: string;
   /** Side images are resized to for the backbone (default: Fashion-MNIST's 32, else imageSize). */
@@ -117,43 +126,83 @@ export interface TeacherProbeRunOptions extends Partial<TeacherProbeSettings> {
   device?: string;
 }
 
-/** What `reals teacher probe` prints: the linear probe, the class count, and the LDS of the backbone and of a random-init one of its config. */
+/** What `reals teacher probe` prints: the linear probe and the LDS of the backbone and of a random-init one of its config, and the class count. */
 export interface TeacherProbeResult extends LinearProbeResult {
   classes: number;
   /** Mean LDS of the backbone's final-norm patch tokens over the test images (src/eval/spatial-structure.ts). */
   lds: number;
-  /** The same for the backbone's config initialised with torch.manualSeed(seed): what training added. */
-  ldsRandomInit: number;
+  /** The probe accuracy and LDS of the backbone's config initialised with torch.manualSeed(seed): what training added (null for hog, which has no weights). */
+  randomInitAccuracy: number | null;
+  ldsRandomInit: number | null;
   ldsImages: number;
   /** The token grid [height, width] of the LDS. */
   ldsGrid: [number, number];
   ldsFarDistance: number;
 }
 
+/**
+ * A DINOv2-architecture backbone from `path`: a checkpoint of `reals teacher train` (its metadata
+ * holds teacher_config) gives its EMA teacher's backbone, so a long run's milestones are probed
+ * from the run's own checkpoints; any other file is read as `--dino-ckpt` is everywhere.
+ */
+function loadBackbone(config: DinoV2Config, path: string): DinoVisionTransformer {
+  const backbone = new DinoVisionTransformer(config);
+  if (!path.endsWith('.safetensors') || SafetensorsFile.open(path).metadata.teacher_config === undefined) return backbone.loadCheckpoint(path);
+  const teacher = loadCheckpoint(path).groups.teacher ?? {};
+  const prefix = 'backbone.';
+  try {
+    backbone.loadStateDict(Object.fromEntries(Object.entries(teacher).filter(([key]) => key.startsWith(prefix)).map(([key, t]) => [key.slice(prefix.length), t])));
+  } catch (error) {
+    throw new Error(`--dino-ckpt ${path}: the teacher train checkpoint's teacher.backbone.* does not fit --dino-model: ${(error as Error).message}`);
+  }
+  return backbone;
+}
+
 export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<TeacherProbeResult> {
   const o = { ...options, ...withDefaults(TEACHER_PROBE_RUN_DEFAULTS, options) };
   torch.checkDevice(o.device);
-  const config = resolveDinoConfig(o.dinoModel);
-  const backbone = new DinoVisionTransformer(config).loadCheckpoint(o.dinoCkpt).to(o.device ?? 'cpu');
+  const device = o.device ?? 'cpu';
+  const isHog = o.dinoModel === HOG_TEACHER_NAME;
+  const imageSide = o.dataPath === 'fashion-mnist' ? 32 : o.imageSize;
+  const inputSize = o.inputSize ?? imageSide;
+  let teacher: ProbedTeacher;
+  let config: DinoV2Config | null = null;
+  if (isHog) {
+    if (o.dinoCkpt !== undefined) throw new Error(`--dino-ckpt ${o.dinoCkpt}: --dino-model ${HOG_TEACHER_NAME} has no weights`);
+    if (inputSize !== imageSide) throw new Error(`--input-size ${inputSize}: --dino-model ${HOG_TEACHER_NAME} reads the images at their own size, ${imageSide}`);
+    if (inputSize % o.hogCellSize !== 0) throw new Error(`--hog-cell-size ${o.hogCellSize} does not divide the ${inputSize}-pixel images into whole cells`);
+    teacher = { hog: new HogTeacher(), patchSize: o.hogCellSize };
+  } else {
+    if (o.dinoCkpt === undefined) throw new Error(`--dino-ckpt is required with --dino-model ${o.dinoModel}`);
+    config = resolveDinoConfig(o.dinoModel);
+    teacher = loadBackbone(config, o.dinoCkpt).to(device);
+  }
+  const patchSize = config?.patchSize ?? o.hogCellSize;
   const splits = probeSplits(o.dataPath, o.imageSize, o.probeImages, o.seed, () => {});
   if (splits === undefined) throw new Error(`--data-path ${o.dataPath}: needs at least two class folders for a linear probe`);
-  const inputSize = o.inputSize ?? (o.dataPath === 'fashion-mnist' ? 32 : o.imageSize);
-  const side = Math.floor(inputSize / config.patchSize);
+  const side = Math.floor(inputSize / patchSize);
   if (o.ldsFarDistance > 2 * (side - 1)) {
-    throw new Error(`--lds-far-distance ${o.ldsFarDistance}: the ${side}x${side} patch grid (input size ${inputSize}, patch ${config.patchSize}) has no pairs that far apart (at most ${2 * (side - 1)})`);
+    throw new Error(`--lds-far-distance ${o.ldsFarDistance}: the ${side}x${side} patch grid (input size ${inputSize}, patch ${patchSize}) has no pairs that far apart (at most ${2 * (side - 1)})`);
   }
-  const probe = await linearProbe({
-    backbone, train: splits.train, test: splits.test, trainImages: o.probeImages, testImages: o.probeImages,
-    inputSize, epochs: o.epochs, lr: o.lr, seed: o.seed, device: o.device,
-  });
-  const structureOf = (network: DinoVisionTransformer) => spatialStructure({
-    backbone: network, images: splits.test, count: o.probeImages, inputSize, farDistance: o.ldsFarDistance, seed: o.seed, device: o.device,
-  });
-  const trained = await structureOf(backbone);
-  torch.manualSeed(o.seed);
-  const randomInit = await structureOf(new DinoVisionTransformer(config).to(o.device ?? 'cpu'));
+  const measure = async (backbone: ProbedTeacher) => {
+    const probe = await linearProbe({
+      backbone, train: splits.train, test: splits.test, trainImages: o.probeImages, testImages: o.probeImages,
+      inputSize, epochs: o.epochs, lr: o.lr, seed: o.seed, device,
+    });
+    const structure = await spatialStructure({
+      backbone, images: splits.test, count: o.probeImages, inputSize, farDistance: o.ldsFarDistance, seed: o.seed, device,
+    });
+    return { probe, structure };
+  };
+  const trained = await measure(teacher);
+  let randomInit: Awaited<ReturnType<typeof measure>> | null = null;
+  if (config !== null) {
+    torch.manualSeed(o.seed);
+    randomInit = await measure(new DinoVisionTransformer(config).to(device));
+  }
   return {
-    ...probe, classes: splits.classes,
-    lds: trained.lds, ldsRandomInit: randomInit.lds, ldsImages: trained.images, ldsGrid: trained.grid, ldsFarDistance: trained.farDistance,
+    ...trained.probe, classes: splits.classes, randomInitAccuracy: randomInit?.probe.accuracy ?? null,
+    lds: trained.structure.lds, ldsRandomInit: randomInit?.structure.lds ?? null, ldsImages: trained.structure.images,
+    ldsGrid: trained.structure.grid, ldsFarDistance: trained.structure.farDistance,
   };
 }
