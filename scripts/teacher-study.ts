@@ -170,6 +170,11 @@ ${PROBE.epochs} epochs); LDS (iREPA's local-vs-distant similarity) of the final 
 grid), far pairs at Manhattan distance >= ${PROBE.ldsFarDistance}, over the ${PROBE.probeImages} test images.
 Every ViT is vit-tiny (\`configs/teacher/vit-tiny.json\`: 64 wide, depth 4, patch 4). fp32.
 
+The probe reads pooled features (DINOv2's linear eval: CLS token and mean patch token). HOG's CLS
+stand-in is its mean token, so its probe sees one global orientation histogram, with the layout
+pooled away: a lower bound on what its tokens hold. The alignment losses read the patch tokens
+position by position, which is what LDS scores (iREPA: LDS, not the probe, tracks generation FID).
+
 | teacher | steps | probe accuracy | LDS | training | probe | load (1 min) | what |
 |---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
