@@ -1,7 +1,7 @@
 // Positioned file reads and atomic writes for formats whose files pass 2 GiB (safetensors, PyTorch
 // archives): positions are plain numbers (exact to 2^53) and no single call moves more than 1 GiB,
 // below the 2 GiB that one read(2)/write(2) through Node may move.
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 const CHUNK = 1 << 30;
@@ -22,6 +22,28 @@ const REASONS: Record<string, string> = {
   EISDIR: 'a folder where a file was expected', ENOSPC: 'the device is full', EROFS: 'a read-only file system',
   EDQUOT: 'the disk quota is used up', EACCES: 'permission denied', EPERM: 'not permitted', ENOTDIR: 'a part of the path is a file',
 };
+
+/**
+ * Opens `path` for reading if it is a regular file. The open does not block (O_NONBLOCK: a FIFO
+ * would wait for a writer forever) and fstat checks the file that was opened, so a FIFO, a device
+ * such as /dev/zero or a folder named like a checkpoint or an array is an error naming it, not a
+ * hang or an endless read.
+ */
+export function openRegularFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    throw namingPath(error, path);
+  }
+  const stats = fstatSync(fd);
+  if (!stats.isFile()) {
+    closeSync(fd);
+    const kind = stats.isFIFO() ? 'a FIFO' : stats.isCharacterDevice() || stats.isBlockDevice() ? 'a device' : stats.isDirectory() ? 'a folder' : 'not a file';
+    throw new Error(`${path}: not a regular file (${kind})`);
+  }
+  return fd;
+}
 
 /** Exactly `length` bytes at `position` of `fd`; an error naming `path` when the file ends first. */
 export function readAt(fd: number, position: number, length: number, path: string): Uint8Array {

@@ -8,7 +8,7 @@ import { closeSync, createReadStream, fsyncSync, openSync, fstatSync, renameSync
 import { createInflateRaw, crc32, inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import * as torch from '../torch/index.js';
 import type { DType, Tensor } from '../torch/index.js';
-import { readAt, writeAll, writeFileAtomic } from './file.js';
+import { openRegularFile, readAt, writeAll, writeFileAtomic } from './file.js';
 import {
   checkEntryCrc, readStoredEntry, readZipEntries, storedEntryRange, type ZipEntry, LOCAL_HEADER, CENTRAL_HEADER, ZIP64_EOCD, ZIP64_LOCATOR, EOCD,
 } from './zip.js';
@@ -193,7 +193,7 @@ export function saveNpy(path: string, t: Tensor): void {
 
 /** Reads an .npy file into a tensor. */
 export function loadNpy(path: string): Tensor {
-  const fd = openSync(path, 'r');
+  const fd = openRegularFile(path);
   try {
     const size = fstatSync(fd).size;
     const header = parseNpyHeader(readAt(fd, 0, Math.min(size, 1 << 16), path), path);
@@ -220,7 +220,7 @@ export class NpzFile {
   private readonly headers = new Map<string, NpyHeader>();
 
   private constructor(readonly path: string) {
-    this.fd = openSync(path, 'r');
+    this.fd = openRegularFile(path);
     try {
       this.entries = readZipEntries(this.fd, fstatSync(this.fd).size, path);
     } catch (error) {

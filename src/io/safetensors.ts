@@ -5,10 +5,10 @@
 // temporary file that is renamed into place, with the reference writer's byte layout. The format
 // has no checksum; on request reals records each tensor's CRC-32 in the metadata (CRC32_KEY),
 // and every read of a file that has them checks them.
-import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import * as torch from '../torch/index.js';
-import { readAt, writeAll, writeFileAtomic } from './file.js';
+import { openRegularFile, readAt, writeAll, writeFileAtomic } from './file.js';
 
 const DTYPES = new Map<string, torch.DType>([
   ['F64', 'float64'], ['F32', 'float32'], ['F16', 'float16'], ['BF16', 'bfloat16'], ['I64', 'int64'],
@@ -59,7 +59,7 @@ export class SafetensorsFile {
 
   /** Opens `path` and validates its header; an error names the file and the problem. */
   static open(path: string): SafetensorsFile {
-    const fd = openSync(path, 'r');
+    const fd = openRegularFile(path);
     try {
       const { dataStart, entries, metadata } = readHeader(fd, path);
       return new SafetensorsFile(path, fd, dataStart, entries, metadata);

@@ -10,9 +10,9 @@
 // Each storage becomes one tensor and every tensor a view of it (as_strided with the saved offset
 // and strides), so tensors that shared a storage when saved share memory when loaded.
 // The result is plain JavaScript data as documented in pickle.ts, with Tensors for tensors.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import * as torch from '../torch/index.js';
-import { readAt } from './file.js';
+import { openRegularFile, readAt } from './file.js';
 import { toPlain, unpickle, type ByteSource, bufferSource, type PyCallable } from './pickle.js';
 import { loadSafetensors } from './safetensors.js';
 import { readStoredEntry, readZipEntries } from './zip.js';
@@ -44,7 +44,7 @@ export function load(path: string, options: LoadOptions = {}): unknown {
 function loadFile(path: string, options: LoadOptions): unknown {
   const device = options.mapLocation ?? 'cpu';
   if (path.endsWith('.safetensors')) return loadSafetensors(path, { device });
-  const fd = openSync(path, 'r');
+  const fd = openRegularFile(path);
   try {
     const size = fstatSync(fd).size;
     const head = readAt(fd, 0, Math.min(size, 512), path);

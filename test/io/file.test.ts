@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { checkWritableDir, ensureWritableDir, makeDirs, load } from '../../src/io/index.js';
-import { writeAll } from '../../src/io/file.js';
+import { readAt, writeAll } from '../../src/io/file.js';
 import { buildProgram } from '../../src/cli/main.js';
 
 const { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } = fs;
@@ -40,7 +40,13 @@ test('an output folder under /proc (where recursive mkdirSync spins) fails at on
 test('read and write errors that say only "read" or "write" (EISDIR, ENOSPC) name the path', () => {
   const dir = mkdtempSync(join(tmpdir(), 'reals-file-'));
   try {
-    assert.throws(() => load(dir), new RegExp(`^Error: ${dir}: EISDIR: illegal operation on a directory, read \\(a folder where a file was expected\\)`));
+    assert.throws(() => load(dir), new RegExp(`^Error: ${dir}: not a regular file \\(a folder\\)`));
+    const dirFd = openSync(dir, 'r');
+    try {
+      assert.throws(() => readAt(dirFd, 0, 4, dir), new RegExp(`^Error: ${dir}: EISDIR: illegal operation on a directory, read \\(a folder where a file was expected\\)`));
+    } finally {
+      closeSync(dirFd);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -87,5 +93,28 @@ test('checkWritableDir checks a folder could be made and written, and leaves not
     assert.throws(() => checkWritableDir('/proc/reals-x/y', '--output-dir'), /^Error: --output-dir \/proc\/reals-x\/y: cannot create the folder \/proc\/reals-x: ENOENT/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the checkpoint and array loaders read regular files only: a FIFO or /dev/zero named like one is an error at once, not a hang', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { SafetensorsFile, loadNpy, loadNpz } = await import('../../src/io/index.js');
+  const dir = fs.mkdtempSync(join(tmpdir(), 'reals-fifo-'));
+  try {
+    const loaders: [string, (path: string) => unknown][] = [
+      ['model.safetensors', (path) => SafetensorsFile.open(path)], ['model.pt', (path) => load(path)],
+      ['array.npy', (path) => loadNpy(path)], ['batch.npz', (path) => loadNpz(path)],
+    ];
+    for (const [name, open] of loaders) {
+      const fifo = join(dir, name);
+      execFileSync('mkfifo', [fifo]);
+      assert.throws(() => open(fifo), new RegExp(`${name}: not a regular file \\(a FIFO\\)`), name);
+      fs.rmSync(fifo);
+      fs.symlinkSync('/dev/zero', fifo);
+      assert.throws(() => open(fifo), new RegExp(`${name}: not a regular file \\(a device\\)`), name);
+      fs.rmSync(fifo);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
