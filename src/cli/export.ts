@@ -4,10 +4,10 @@ import { SIT_CONFIGS } from '../models/sit.js';
 import { OFFICIAL_CHECKPOINT_DEFAULTS } from '../train/generator-pipeline.js';
 import { ONNX_MANIFEST, runExportOnnx, runExportWeb, type ExportOnnxRunOptions } from '../train/export-pipeline.js';
 import { serveStatic } from '../web/site.js';
-import { cfgChannels, hubFlags, integer } from './parse.js';
+import { allowVaeMismatchFlag, cfgChannels, hubFlags, integer } from './parse.js';
 
 function modelFlags(command: Command): Command {
-  return command
+  return allowVaeMismatchFlag(command)
     .requiredOption('--ckpt <file>', 'a reals checkpoint (.safetensors) or an official SiT/DiT .pt (or its published name)')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder (or a Hugging Face repo id) whose latents the generator models')
     .option('--align-ckpt <file>', 'align.safetensors of `reals align convert`: the alignment MLPs (alignment.onnx), and with --head the readout')

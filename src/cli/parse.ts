@@ -139,6 +139,11 @@ export function hubFlags(command: Command, revision: boolean): Command {
   return revision ? command.option('--revision <rev>', 'branch, tag or commit of a Hugging Face repo id given as the VAE (default: main)') : command;
 }
 
+/** `--allow-vae-mismatch` of the commands that decode a generator's latents (sample, export onnx/web). */
+export function allowVaeMismatchFlag(command: Command): Command {
+  return command.option('--allow-vae-mismatch', 'decode with --vae-path even where --ckpt records that it was trained on another VAE (default: refuse, naming both)', false);
+}
+
 /**
  * `--precision fp32|bf16|auto` of the commands that run networks: bf16 runs the forwards under
  * bfloat16 autocast (weights and optimizer state stay float32); auto picks bf16 on CUDA and on

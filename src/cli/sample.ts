@@ -9,7 +9,7 @@ import { LABEL_SAMPLINGS } from '../train/sit.js';
 import {
   OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
 } from '../train/generator-pipeline.js';
-import { cfgChannels, device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
+import { allowVaeMismatchFlag, cfgChannels, device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 
 const DESCRIPTIONS: Record<SampleMode, string> = {
   ode: 'sample a SiT with the probability-flow ODE', sde: 'sample a SiT with the reverse SDE',
@@ -20,12 +20,11 @@ function modeCommand(mode: SampleMode): Command {
   const kind = SAMPLE_MODE_KIND[mode];
   const d = SAMPLE_RUN_DEFAULTS;
   // ODE and SDE as SiT's sample.py spells its mode argument.
-  const command = precisionFlag(hubFlags(new Command(mode).alias(mode.toUpperCase()), true), d.precision)
+  const command = allowVaeMismatchFlag(precisionFlag(hubFlags(new Command(mode).alias(mode.toUpperCase()), true), d.precision))
     .description(DESCRIPTIONS[mode])
     .option('--model <name>', `${Object.keys(SIT_CONFIGS).filter((n) => n.startsWith(kind)).join(', ')}, or a .json of SiTConfig fields (default: what a reals checkpoint records; an official file: ${OFFICIAL_CHECKPOINT_DEFAULTS.model[kind]})`)
     .requiredOption('--ckpt <file>', `a reals checkpoint (.safetensors), an official ${kind} .pt (state dict or {model, ema, ...}), or a published name (${kind === 'SiT' ? 'SiT-XL-2-256x256.pt' : 'DiT-XL-2-256x256.pt, DiT-XL-2-512x512.pt'}), fetched into pretrained_models/ as its download.py does`)
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder that decodes the latents; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache')
-    .option('--allow-vae-mismatch', 'decode with --vae-path even where --ckpt records that it was trained on another VAE (default: refuse, naming both)', false)
     .option('--sample-dir <dir>', 'samples go to <sample-dir>/<run name>/, with <run name>.npz and .png beside it', d.sampleDir)
     .option('--per-proc-batch-size <n>', 'samples per batch per rank', integer(1), d.perProcBatchSize)
     .option('--num-fid-samples <n>', 'samples in the .npz', integer(1), d.numFidSamples)

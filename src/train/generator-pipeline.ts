@@ -304,13 +304,19 @@ export function sampleFolderName(mode: SampleMode, options: SampleRunOptions & S
 }
 
 /** The flags that say which generator a checkpoint holds (a reals checkpoint says it itself). */
-export interface GeneratorFlags { ckpt: string; model?: string; imageSize?: number; numClasses?: number; weights?: 'ema' | 'model'; log?: (line: string) => void }
+export interface GeneratorFlags {
+  ckpt: string; model?: string; imageSize?: number; numClasses?: number; weights?: 'ema' | 'model'; log?: (line: string) => void;
+  /** --allow-vae-mismatch: decode with a VAE other than the one the checkpoint records (checkDecoder). */
+  allowVaeMismatch?: boolean;
+}
 
 /**
  * Loads the generator of `--ckpt` for the VAE at `vaePath`: a reals checkpoint's own network (flags
  * that contradict it are refused), or an official file read as `--model` (default
  * OFFICIAL_CHECKPOINT_DEFAULTS) at `--image-size` with `--num-classes`. `kind` null takes the kind
  * the checkpoint or `--model` names. The normalization is the checkpoint's, else the VAE folder's.
+ * A VAE other than the one the checkpoint was trained on is refused (checkDecoder), for sampling
+ * and for the web page alike.
  */
 export function loadGeneratorFor(
   o: GeneratorFlags, kind: GeneratorKind | null, vae: AutoencoderKL, vaePath: string,
@@ -337,6 +343,7 @@ export function loadGeneratorFor(
     });
   }
   const loaded = loadGenerator(o.ckpt, { spec: expected, weights: o.weights });
+  checkDecoder(loaded.vae, vae, { ...o, vaePath });
   const normalization = loaded.normalization ?? latentNormalization(vaePath, vae);
   if (loaded.normalization !== null) {
     const own = (() => { try { return latentNormalization(vaePath, vae); } catch { return null; } })();
@@ -395,7 +402,6 @@ export async function runSample(mode: SampleMode, options: SampleRunOptions): Pr
     throw new Error(`--cfg-channels ${o.cfgChannels}: the latents have ${latentChannels} channels (--vae-path ${o.vaePath}); give at most ${latentChannels}, or all`);
   }
   const { loaded, model, normalization } = loadGeneratorFor(o, SAMPLE_MODE_KIND[mode], vae, o.vaePath);
-  checkDecoder(loaded.vae, vae, o);
   // A VAE let through by --allow-vae-mismatch must still have the model's latent width.
   const modelChannels = loaded.spec.config.inChannels;
   if (latentChannels !== modelChannels) throw new Error(`--vae-path ${o.vaePath}: the VAE has ${latentChannels} latent channels, --ckpt ${o.ckpt} takes ${modelChannels}`);

@@ -3,7 +3,7 @@
 // here one of another downsampling factor with the same 4 channels, unless --allow-vae-mismatch.
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
@@ -98,6 +98,13 @@ test('sit train records the VAE (from the cache, or --vae-path); reals sample re
     await sample(vaeB, 'allowed', '--allow-vae-mismatch');
     assert.deepEqual(sampleShapes(join(root, 'allowed')), [[2, 16, 16, 3]]);
     assert.match(String(warn.mock.calls.at(-1)?.arguments[0]), /^note: --ckpt .* was trained on the latents of another VAE .*; decoding with it anyway \(--allow-vae-mismatch\)$/);
+
+    // The web page decodes in the browser: reals export refuses the other VAE the same way.
+    await assert.rejects(reals('export', 'onnx', '--ckpt', ckpt, '--vae-path', vaeB, '--out', join(root, 'onnx-refused')),
+      /--ckpt .*0000001\.safetensors was trained on the latents of another VAE .*pass --allow-vae-mismatch/);
+    assert.ok(!existsSync(join(root, 'onnx-refused', 'generator.onnx')), 'no graph written');
+    await reals('export', 'onnx', '--ckpt', ckpt, '--vae-path', vaeA, '--out', join(root, 'onnx'));
+    assert.ok(existsSync(join(root, 'onnx', 'generator.onnx')));
 
     // A checkpoint from before the record: its metadata without `vae`.
     const old = join(root, 'old.safetensors');
