@@ -1,10 +1,12 @@
-// `npm run bench:policy -- [--load N] [--items a,b] [--rounds R]`: the thread and wait policy
+// `npm run bench:policy -- [--load N] [--items a,b] [--rounds R] [--no-amx]`: the thread and wait policy
 // measured, not assumed. Each item runs in a fresh process per setting (OpenMP reads its
 // environment once, when libtorch loads), so a setting is what a user would get by exporting the
 // same variables: reals' default, then one or two intra-op threads, OpenMP's passive or active
 // waiting, and both precisions. `--load N` runs N busy loops beside it (bench/load.ts), as a
 // browser, a second job or CI would. The table gives each setting's time per iteration (median of
-// the rounds) and its ratio to the fastest setting of the row.
+// the rounds) and its ratio to the fastest setting of the row. `--no-amx` runs every setting with
+// oneDNN limited to AVX512-BF16 (DNNL_MAX_CPU_ISA=AVX512_CORE_BF16), the bf16 path of a CPU without
+// AMX such as an AMD EPYC, to see on an AMX machine whether bf16 still beats fp32 there.
 import { spawn } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -15,6 +17,7 @@ const { values: flags } = parseArgs({
     load: { type: 'string', default: '0' },
     items: { type: 'string', default: 'sit.tiny.train.step,sit.train.step,vae.decode' },
     rounds: { type: 'string', default: '5' },
+    'no-amx': { type: 'boolean', default: false },
     child: { type: 'string' },
     precision: { type: 'string' },
     batch: { type: 'string' },
@@ -63,7 +66,7 @@ async function child(item: string, precision: 'auto' | 'fp32' | 'bf16', rounds: 
 
 function runChild(item: string, setting: (typeof SETTINGS)[number], rounds: number): Promise<{ seconds: number; precision: string; threads: number }> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, ...setting.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, ...setting.env, ...(flags['no-amx'] ? { DNNL_MAX_CPU_ISA: 'AVX512_CORE_BF16' } : {}) };
     for (const name of ['OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OPENBLAS_NUM_THREADS']) {
       if (!(name in setting.env)) delete env[name];
     }
@@ -92,7 +95,8 @@ async function main(): Promise<void> {
   for (const item of items) if (ITEMS[item] === undefined) throw new Error(`bench:policy --items: unknown item '${item}' (known: ${Object.keys(ITEMS).join(', ')})`);
   const stopLoad = startLoad(load, 3600);
   try {
-    console.log(`# bench:policy ${new Date().toISOString()} ${cpus()[0]?.model} x${cpus().length}, load processes ${load}, loadavg ${loadavg()[0]!.toFixed(2)}`);
+    console.log(`# bench:policy ${new Date().toISOString()} ${cpus()[0]?.model} x${cpus().length}, load processes ${load}, loadavg ${loadavg()[0]!.toFixed(2)}` +
+      `${flags['no-amx'] ? ', oneDNN without AMX (DNNL_MAX_CPU_ISA=AVX512_CORE_BF16)' : ''}`);
     for (const item of items) {
       const rows: { name: string; seconds: number; precision: string }[] = [];
       for (const setting of SETTINGS) {
