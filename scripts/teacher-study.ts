@@ -141,19 +141,21 @@ function table(): void {
   const records = readdirSync(OUT).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(OUT, f), 'utf8')) as TeacherRecord);
   // Every ViT teacher is vit-tiny's config, and its random init is the config under manualSeed(PROBE.seed): one row, the same in every file.
   const vits = records.filter((r) => r.result.randomInitAccuracy !== null);
-  const randoms = new Set(vits.map((r) => JSON.stringify([r.result.randomInitAccuracy, r.result.ldsRandomInit])));
+  const randoms = new Set(vits.map((r) => JSON.stringify([r.result.randomInitAccuracy, r.result.ldsRandomInit, r.result.ldsRandomInitStd])));
   if (randoms.size > 1) throw new Error(`teacher-study: the random-init backbone differs between the files: ${[...randoms].join(' ')}`);
   const rank = (r: TeacherRecord) => ORDER.indexOf(r.teacher.replace(/@.*/, '')) * 1e9 + r.steps;
+  const n = PROBE.probeImages;
+  const lds = (mean: number, std: number) => `${mean.toFixed(3)} ± ${(std / Math.sqrt(n)).toFixed(3)}`;
   const seconds = (s: number) => (s === 0 ? '0' : s < 600 ? `${s.toFixed(0)} s` : `${(s / 3600).toFixed(2)} h`);
   const rows = [...records].sort((a, b) => rank(a) - rank(b)).map((r) => {
-    const cells = [r.teacher, String(r.steps), r.result.accuracy.toFixed(3), r.result.lds.toFixed(3), seconds(r.trainSeconds), seconds(r.probeSeconds),
+    const cells = [r.teacher, String(r.steps), r.result.accuracy.toFixed(3), lds(r.result.lds, r.result.ldsStd), seconds(r.trainSeconds), seconds(r.probeSeconds),
       `${r.load[0].toFixed(1)}-${r.load[1].toFixed(1)}`, r.description];
     return `| ${cells.join(' | ')} |`;
   });
   if (vits.length > 0) {
     const r = vits[0]!.result;
     rows.splice(records.some((x) => x.teacher === 'hog') ? 1 : 0, 0,
-      `| random init | 0 | ${r.randomInitAccuracy!.toFixed(3)} | ${r.ldsRandomInit!.toFixed(3)} | 0 | (with each ViT row) | | vit-tiny's config under torch.manualSeed(${PROBE.seed}): what training adds to |`);
+      `| random init | 0 | ${r.randomInitAccuracy!.toFixed(3)} | ${lds(r.ldsRandomInit!, r.ldsRandomInitStd!)} | 0 | (with each ViT row) | | vit-tiny's config under torch.manualSeed(${PROBE.seed}): what training adds to |`);
   }
   const cpusSeen = [...new Set(records.map((r) => `${r.cpu} (${r.cores} cores)`))].join(', ');
   const text = `# Teachers, measured before use
@@ -176,8 +178,10 @@ pooled away: a lower bound on what its tokens hold. The alignment losses read th
 position by position, which is what LDS scores (iREPA: LDS, not the probe, tracks generation FID).
 One seed: on ${PROBE.probeImages} test images a probe accuracy p has a binomial standard error of
 sqrt(p (1 - p) / ${PROBE.probeImages}), about 0.011, so accuracies closer than about 0.03 are not told apart.
+LDS is given with its standard error over the test images (their standard deviation / sqrt(${PROBE.probeImages}));
+two rows whose LDS differ by more than 3 times the larger s.e. differ at 95% even unpaired (1.96 sqrt 2 < 3).
 
-| teacher | steps | probe accuracy | LDS | training | probe | load (1 min) | what |
+| teacher | steps | probe accuracy | LDS ± s.e. | training | probe | load (1 min) | what |
 |---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 

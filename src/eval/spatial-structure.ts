@@ -63,6 +63,8 @@ export interface SpatialStructureOptions {
 export interface SpatialStructure {
   /** Mean over the images of their LDS. */
   lds: number;
+  /** Standard deviation over the images of their LDS (lds's standard error is ldsStd / sqrt(images)). */
+  ldsStd: number;
   images: number;
   /** The token grid [height, width] the distances are counted on. */
   grid: [number, number];
@@ -79,15 +81,20 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
   const grid: [number, number] = [side, side];
   const loader = new DataLoader(options.images, { batchSize: 64, seed, shuffle: true, randomFlip: false });
   let sum = 0;
+  let sumOfSquares = 0;
   let n = 0;
   try {
     await inEvalMode(backbone, async () => {
       for await (const batch of loader.iterate(0)) {
         const take = Math.min(batch.images.size(0), count - n);
-        sum += torch.noGrad(() => torch.scope(() => {
+        const perImage = torch.noGrad(() => torch.scope(() => {
           const { patch } = teacherTokens(backbone, batch.images.slice(0, 0, take).to(device), inputSize);
-          return localDistantSimilarity(patch, grid, farDistance).sum().item();
+          return Array.from(localDistantSimilarity(patch, grid, farDistance).toArray() as Float32Array);
         }));
+        for (const value of perImage) {
+          sum += value;
+          sumOfSquares += value * value;
+        }
         batch.images.dispose();
         batch.labels.dispose();
         n += take;
@@ -97,5 +104,6 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
   } finally {
     await loader.close();
   }
-  return { lds: sum / n, images: n, grid, farDistance };
+  const lds = sum / n;
+  return { lds, ldsStd: Math.sqrt(Math.max(0, sumOfSquares / n - lds * lds)), images: n, grid, farDistance };
 }

@@ -131,9 +131,12 @@ export interface TeacherProbeResult extends LinearProbeResult {
   classes: number;
   /** Mean LDS of the backbone's final-norm patch tokens over the test images (src/eval/spatial-structure.ts). */
   lds: number;
+  /** The standard deviation of the LDS over the test images (its standard error: / sqrt(ldsImages)). */
+  ldsStd: number;
   /** The probe accuracy and LDS of the backbone's config initialised with torch.manualSeed(seed): what training added (null for hog, which has no weights). */
   randomInitAccuracy: number | null;
   ldsRandomInit: number | null;
+  ldsRandomInitStd: number | null;
   ldsImages: number;
   /** The token grid [height, width] of the LDS. */
   ldsGrid: [number, number];
@@ -202,7 +205,8 @@ export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<
   }
   return {
     ...trained.probe, classes: splits.classes, randomInitAccuracy: randomInit?.probe.accuracy ?? null,
-    lds: trained.structure.lds, ldsRandomInit: randomInit?.structure.lds ?? null, ldsImages: trained.structure.images,
+    lds: trained.structure.lds, ldsStd: trained.structure.ldsStd, ldsRandomInit: randomInit?.structure.lds ?? null,
+    ldsRandomInitStd: randomInit?.structure.ldsStd ?? null, ldsImages: trained.structure.images,
     ldsGrid: trained.structure.grid, ldsFarDistance: trained.structure.farDistance,
   };
 }
