@@ -67,9 +67,15 @@ function findings(byChannels: Map<number, ChannelCellMetrics[]>, cols: Column[],
   const rfidTrend = trend(channels.map((c) => mean(byChannels.get(c)!.map(rfid.value))));
   const fidTrend = trend(channels.map((c) => mean(byChannels.get(c)!.map(fid.value))));
   const verdict = rfidTrend === -1 && fidTrend === 1
-    ? 'The dilemma appears: reconstruction improves with every widening of the latent while generation worsens.'
+    ? 'The dilemma appears in the means: reconstruction improves with every widening of the latent while generation worsens.'
     : `The dilemma, as PROTOCOL.md defines it (rFID falls and generation FID at the last checkpoint rises with C), does not appear in full: rFID ${TREND_WORDS[String(rfidTrend) as '-1' | '0' | '1']}, FID ${TREND_WORDS[String(fidTrend) as '-1' | '0' | '1']}.`;
-  return [line(rfid, 'lower'), line(cols[1]!, 'lower'), line(fid, 'lower'), '', verdict];
+  const fewest = Math.min(...[...byChannels.values()].map((group) => group.length));
+  const caveat = fewest < 2 ? ' Some widths have one seed only: there is no spread to judge these differences against yet.' : '';
+  return [line(rfid, 'lower'), line(cols[1]!, 'lower'), line(fid, 'lower'), '', verdict + caveat];
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en-US');
 }
 
 /** Writes `<dir>/README.md` and `<dir>/channels.png` from the cell files of `dir`. */
@@ -108,8 +114,8 @@ export async function writeChannelStudyReport(dir: string): Promise<{ cells: num
     '',
     `Written by \`reals demo channels-report\` from the ${cells.length} cell files in this folder (profile \`${profile.name}\`); the protocol is`,
     '[PROTOCOL.md](PROTOCOL.md). Values are mean ± sample standard deviation over the seeds listed. FID, precision and recall:',
-    `${profile.samples} ODE samples of the SiT at each step, against the first ${profile.referenceImages} test images; rFID and iFID: ${profile.ifid.images} test images,`,
-    `in the features of one classifier (sha256 ${classifier.sha256.slice(0, 16)}…, accuracy ${classifier.testAccuracy.toFixed(4)} on ${classifier.testImages} test images).`,
+    `${count(profile.samples)} ODE samples of the SiT at each step, against the first ${count(profile.referenceImages)} test images; rFID and iFID: ${count(profile.ifid.images)} test images,`,
+    `in the features of one classifier (sha256 ${classifier.sha256.slice(0, 16)}…, accuracy ${classifier.testAccuracy.toFixed(4)} on ${count(classifier.testImages)} test images).`,
     '',
     ...meanTable,
     '',
