@@ -146,16 +146,17 @@ function table(): void {
   const rank = (r: TeacherRecord) => ORDER.indexOf(r.teacher.replace(/@.*/, '')) * 1e9 + r.steps;
   const n = PROBE.probeImages;
   const lds = (mean: number, std: number) => `${mean.toFixed(3)} ± ${(std / Math.sqrt(n)).toFixed(3)}`;
+  const gain = (r: TeacherProbeResult) => (r.ldsRandomInit === null ? '' : lds(r.lds - r.ldsRandomInit, r.ldsGainStd!));
   const seconds = (s: number) => (s === 0 ? '0' : s < 600 ? `${s.toFixed(0)} s` : `${(s / 3600).toFixed(2)} h`);
   const rows = [...records].sort((a, b) => rank(a) - rank(b)).map((r) => {
-    const cells = [r.teacher, String(r.steps), r.result.accuracy.toFixed(3), lds(r.result.lds, r.result.ldsStd), seconds(r.trainSeconds), seconds(r.probeSeconds),
+    const cells = [r.teacher, String(r.steps), r.result.accuracy.toFixed(3), lds(r.result.lds, r.result.ldsStd), gain(r.result), seconds(r.trainSeconds), seconds(r.probeSeconds),
       `${r.load[0].toFixed(1)}-${r.load[1].toFixed(1)}`, r.description];
     return `| ${cells.join(' | ')} |`;
   });
   if (vits.length > 0) {
     const r = vits[0]!.result;
     rows.splice(records.some((x) => x.teacher === 'hog') ? 1 : 0, 0,
-      `| random init | 0 | ${r.randomInitAccuracy!.toFixed(3)} | ${lds(r.ldsRandomInit!, r.ldsRandomInitStd!)} | 0 | (with each ViT row) | | vit-tiny's config under torch.manualSeed(${PROBE.seed}): what training adds to |`);
+      `| random init | 0 | ${r.randomInitAccuracy!.toFixed(3)} | ${lds(r.ldsRandomInit!, r.ldsRandomInitStd!)} | 0 | 0 | (with each ViT row) | | vit-tiny's config under torch.manualSeed(${PROBE.seed}): what training adds to |`);
   }
   const cpusSeen = [...new Set(records.map((r) => `${r.cpu} (${r.cores} cores)`))].join(', ');
   const text = `# Teachers, measured before use
@@ -180,9 +181,11 @@ One seed: on ${PROBE.probeImages} test images a probe accuracy p has a binomial 
 sqrt(p (1 - p) / ${PROBE.probeImages}), about 0.011, so accuracies closer than about 0.03 are not told apart.
 LDS is given with its standard error over the test images (their standard deviation / sqrt(${PROBE.probeImages}));
 two rows whose LDS differ by more than 3 times the larger s.e. differ at 95% even unpaired (1.96 sqrt 2 < 3).
+A ViT's gain over its random init is paired image by image (the same images, in the same order), so
+its s.e. is that of the per-image differences: the gain is resolved beyond about 2 of those.
 
-| teacher | steps | probe accuracy | LDS ± s.e. | training | probe | load (1 min) | what |
-|---|---|---|---|---|---|---|---|
+| teacher | steps | probe accuracy | LDS ± s.e. | LDS - random init ± paired s.e. | training | probe | load (1 min) | what |
+|---|---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
 Training time: measured around the supervised teacher's training; for the self-supervised runs,

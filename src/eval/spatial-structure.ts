@@ -65,6 +65,8 @@ export interface SpatialStructure {
   lds: number;
   /** Standard deviation over the images of their LDS (lds's standard error is ldsStd / sqrt(images)). */
   ldsStd: number;
+  /** Each image's LDS, in the order read (the same images in the same order for the same seed and count, whatever the backbone: for paired differences). */
+  perImage: number[];
   images: number;
   /** The token grid [height, width] the distances are counted on. */
   grid: [number, number];
@@ -80,8 +82,7 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
   const side = inputSize / teacherPatchSize(backbone);
   const grid: [number, number] = [side, side];
   const loader = new DataLoader(options.images, { batchSize: 64, seed, shuffle: true, randomFlip: false });
-  let sum = 0;
-  let sumOfSquares = 0;
+  const values: number[] = [];
   let n = 0;
   try {
     await inEvalMode(backbone, async () => {
@@ -91,10 +92,7 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
           const { patch } = teacherTokens(backbone, batch.images.slice(0, 0, take).to(device), inputSize);
           return Array.from(localDistantSimilarity(patch, grid, farDistance).toArray() as Float32Array);
         }));
-        for (const value of perImage) {
-          sum += value;
-          sumOfSquares += value * value;
-        }
+        values.push(...perImage);
         batch.images.dispose();
         batch.labels.dispose();
         n += take;
@@ -104,6 +102,12 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
   } finally {
     await loader.close();
   }
-  const lds = sum / n;
-  return { lds, ldsStd: Math.sqrt(Math.max(0, sumOfSquares / n - lds * lds)), images: n, grid, farDistance };
+  const { mean, std } = meanAndStd(values);
+  return { lds: mean, ldsStd: std, perImage: values, images: n, grid, farDistance };
+}
+
+/** Mean and population standard deviation of `values` (two passes, in float64). */
+export function meanAndStd(values: readonly number[]): { mean: number; std: number } {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return { mean, std: Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length) };
 }

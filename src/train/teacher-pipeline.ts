@@ -8,7 +8,7 @@ import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { SafetensorsFile } from '../io/index.js';
 import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
 import { holdOutSplit, linearProbe, type LinearProbeResult, type ProbedTeacher } from '../eval/linear-probe.js';
-import { LDS_FAR_DISTANCE, spatialStructure } from '../eval/spatial-structure.js';
+import { LDS_FAR_DISTANCE, meanAndStd, spatialStructure } from '../eval/spatial-structure.js';
 import { trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedSettings, type SelfSupervisedTeacherResult } from './teacher.js';
 import { withDefaults } from './context.js';
 import { loadCheckpoint } from './checkpoint.js';
@@ -137,6 +137,8 @@ export interface TeacherProbeResult extends LinearProbeResult {
   randomInitAccuracy: number | null;
   ldsRandomInit: number | null;
   ldsRandomInitStd: number | null;
+  /** Standard deviation over the test images of lds minus ldsRandomInit, image by image: the paired standard error of what training added is this / sqrt(ldsImages). */
+  ldsGainStd: number | null;
   ldsImages: number;
   /** The token grid [height, width] of the LDS. */
   ldsGrid: [number, number];
@@ -206,7 +208,9 @@ export async function runTeacherProbe(options: TeacherProbeRunOptions): Promise<
   return {
     ...trained.probe, classes: splits.classes, randomInitAccuracy: randomInit?.probe.accuracy ?? null,
     lds: trained.structure.lds, ldsStd: trained.structure.ldsStd, ldsRandomInit: randomInit?.structure.lds ?? null,
-    ldsRandomInitStd: randomInit?.structure.ldsStd ?? null, ldsImages: trained.structure.images,
+    ldsRandomInitStd: randomInit?.structure.ldsStd ?? null,
+    ldsGainStd: randomInit === null ? null : meanAndStd(trained.structure.perImage.map((v, i) => v - randomInit.structure.perImage[i]!)).std,
+    ldsImages: trained.structure.images,
     ldsGrid: trained.structure.grid, ldsFarDistance: trained.structure.farDistance,
   };
 }

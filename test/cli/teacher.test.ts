@@ -92,11 +92,13 @@ test('teacher probe and train read train/ under an ImageNet root; the probe repo
     assert.deepEqual([sameInit.ldsGrid, sameInit.ldsFarDistance, sameInit.ldsImages], [[8, 8], 6, sameInit.testImages]);
     // The random-init backbone is the config under torch.manualSeed(--seed): a checkpoint of that very init scores the same.
     assert.equal(sameInit.lds, sameInit.ldsRandomInit);
+    assert.equal(sameInit.ldsGainStd, 0, 'the same images, paired in the same order');
     await assert.rejects(runTeacherProbe({ dinoModel, dinoCkpt: checkpoint(0), dataPath: join(root, 'imagenet'), ldsFarDistance: 15 }),
       /^Error: --lds-far-distance 15: the 8x8 patch grid \(input size 32, patch 4\) has no pairs that far apart \(at most 14\)$/);
     const otherInit = await probe(checkpoint(5));
     assert.equal(otherInit.ldsRandomInit, sameInit.ldsRandomInit);
     assert.notEqual(otherInit.lds, otherInit.ldsRandomInit);
+    assert.ok(otherInit.ldsGainStd! > 0);
     // teacher train reads the same folder: its end-of-run probe splits the 12 images of train/.
     const trained = await runTeacherTrain({
       dataPath: join(root, 'imagenet'), dinoModel, maxSteps: 1, batchSize: 2, localCropsNumber: 2, headNPrototypes: 16, headHiddenDim: 16,
@@ -134,7 +136,7 @@ test('teacher probe --dino-model hog: HOG tokens on the align-train grid of the 
     const result = await runTeacherProbe({ dinoModel: 'hog', dataPath: root, probeImages: 30, epochs: 60, seed: 0 });
     // Global orientation histograms tell the three stroke directions apart whatever the noise.
     assert.deepEqual([result.accuracy, result.classes, result.trainImages, result.testImages], [1, 3, 24, 6]);
-    assert.deepEqual([result.randomInitAccuracy, result.ldsRandomInit, result.ldsGrid, result.ldsImages], [null, null, [8, 8], 6]);
+    assert.deepEqual([result.randomInitAccuracy, result.ldsRandomInit, result.ldsGainStd, result.ldsGrid, result.ldsImages], [null, null, null, [8, 8], 6]);
     // The LDS recounted from the held-out images as align train hands them to HOG: [-1, 1], no resizing or ImageNet
     // normalisation (which would change the strongest colour channel of these noisy pixels), 4-pixel cells.
     const { test: held } = holdOutSplit(new ImageFolder(root, { resolution: 32 }), 0.2, 0);
