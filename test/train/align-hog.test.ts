@@ -63,5 +63,5 @@ test('--dino-model hog refuses --dino-ckpt, and --help names hog', async () => {
     /--dino-ckpt dinov2_vitb14.pth: --dino-model hog has no weights/);
   const help = alignTrainCommand().helpInformation().replace(/\s+/g, ' ');
   assert.ok(help.includes('or hog (histograms of oriented gradients on the latent grid\'s cells: no weights, 18-wide tokens; docs/alignment.md)'), help);
-  assert.ok(help.includes('(not used by hog) (default: 448)'));
+  assert.ok(help.includes('(not used by hog) (default: the teacher\'s own'), help);
 });
