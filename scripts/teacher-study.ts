@@ -146,7 +146,8 @@ function table(): void {
   const rank = (r: TeacherRecord) => ORDER.indexOf(r.teacher.replace(/@.*/, '')) * 1e9 + r.steps;
   const n = PROBE.probeImages;
   const lds = (mean: number, std: number) => `${mean.toFixed(3)} ± ${(std / Math.sqrt(n)).toFixed(3)}`;
-  const gain = (r: TeacherProbeResult) => (r.ldsRandomInit === null ? '' : lds(r.lds - r.ldsRandomInit, r.ldsGainStd!));
+  // The paired s.e. is ~1e-4: four decimals.
+  const gain = (r: TeacherProbeResult) => (r.ldsRandomInit === null ? '' : `${(r.lds - r.ldsRandomInit).toFixed(4)} ± ${(r.ldsGainStd! / Math.sqrt(n)).toFixed(4)}`);
   const seconds = (s: number) => (s === 0 ? '0' : s < 600 ? `${s.toFixed(0)} s` : `${(s / 3600).toFixed(2)} h`);
   const rows = [...records].sort((a, b) => rank(a) - rank(b)).map((r) => {
     const cells = [r.teacher, String(r.steps), r.result.accuracy.toFixed(3), lds(r.result.lds, r.result.ldsStd), gain(r.result), seconds(r.trainSeconds), seconds(r.probeSeconds),
@@ -194,6 +195,10 @@ one thread, niced: compare them only within a row's load. CPU: ${cpusSeen}.
 
 The long run continues with \`bash scripts/teacher-long.sh\` (it resumes from its newest
 checkpoint); a milestone is measured with \`node --import tsx scripts/teacher-study.ts measure ssl-long@STEP\`.
+At its target the run exports the EMA teacher to \`study-work/teacher-long/000-teacher/teacher/\`
+(\`dino-model.json\`, \`dino-teacher.safetensors\`: 208,000 float32 parameters, 0.8 MB), the file the
+demo could ship if the table shows it clearly better than its random init; the same command
+reproduces it (fp32 on one thread: the same bits on the same CPU, float32 rounding apart elsewhere).
 `;
   writeFileSync(join(OUT, 'README.md'), text);
 }
