@@ -8,7 +8,8 @@
 # (`reals teacher probe --dino-ckpt <run>/checkpoints/000N000.safetensors`).
 #   bash scripts/teacher-long.sh [EXTRA_TEACHER_TRAIN_FLAGS...]
 # TEACHER_LONG_DIR (default study-work/teacher-long), TEACHER_LONG_STEPS (10000) and
-# TEACHER_LONG_CKPT_EVERY (250) set the folder, the target and the checkpoint spacing; extra flags
+# TEACHER_LONG_CKPT_EVERY (250) set the folder, the target (fixed once the run starts: the script
+# refuses to continue a run to another) and the checkpoint spacing; extra flags
 # come last, so they override (the test trains a smaller head for seconds). The trainer's PID is in
 # TEACHER_LONG_PIDS (default /tmp/study-pids) while it runs, for SIGSTOP/SIGCONT; SIGTERM or SIGINT
 # to this script reaches the trainer, which saves a checkpoint and stops.
@@ -19,6 +20,12 @@ steps=${TEACHER_LONG_STEPS:-10000}
 ckpt_every=${TEACHER_LONG_CKPT_EVERY:-250}
 run="$dir/000-teacher"
 if compgen -G "$run/checkpoints/*.safetensors" > /dev/null; then
+  # The schedules span --max-steps: another target would change them in the middle of the run.
+  was=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).maxSteps' "$run/args.json")
+  if [ "$was" != "$steps" ]; then
+    echo "teacher-long: $run trains to $was steps (its schedules span them), not TEACHER_LONG_STEPS $steps" >&2
+    exit 1
+  fi
   where=(--resume "$run")
 elif [ -e "$run" ]; then
   echo "teacher-long: $run exists but holds no checkpoint to continue from; remove it to start again" >&2

@@ -192,6 +192,11 @@ test('scripts/teacher-long.sh continues a run from its newest checkpoint exactly
     assert.deepEqual(readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line).loss as number), straightMetrics);
     assert.ok(existsSync(join(run, 'teacher', 'dino-teacher.safetensors')));
     assert.equal(readFileSync(pids, 'utf8'), '', 'the trainer\'s PID is removed when it ends');
+    const retarget = spawnSync('bash', [join(ROOT, 'scripts/teacher-long.sh')], {
+      encoding: 'utf8', env: { ...process.env, TEACHER_LONG_DIR: join(root, 'run'), TEACHER_LONG_STEPS: '7', TEACHER_LONG_PIDS: pids },
+    });
+    assert.equal(retarget.status, 1);
+    assert.match(retarget.stderr, /^teacher-long: .*000-teacher trains to 6 steps \(its schedules span them\), not TEACHER_LONG_STEPS 7$/m);
     // A folder without a checkpoint is not silently started again.
     rmSync(join(run, 'checkpoints'), { recursive: true });
     const refused = spawnSync('bash', [join(ROOT, 'scripts/teacher-long.sh')], { encoding: 'utf8', env: { ...process.env, TEACHER_LONG_DIR: join(root, 'run'), TEACHER_LONG_PIDS: pids } });
