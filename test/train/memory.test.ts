@@ -29,7 +29,7 @@ test('the DINOv2 estimate grows with the square of the token count: a patch-4 te
   assert.ok(at(448) / at(224) > 14, 'attention dominates: 4x the tokens, ~16x the bytes');
 });
 
-test('align train with the default --dino-input-size 448 and a patch-4 teacher is refused before any step, naming --dino-input-size', async () => {
+test('align train with --dino-input-size 448 and a patch-4 teacher is refused before any step, naming --dino-input-size', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'reals-memory-'));
   try {
     const teacher = { imgSize: 32, patchSize: 4, embedDim: 32, depth: 1, numHeads: 2 };
@@ -38,7 +38,7 @@ test('align train with the default --dino-input-size 448 and a patch-4 teacher i
     const resultsDir = join(dir, 'results');
     await assert.rejects(runAlignTrain({
       dataPath: 'fashion-mnist', imageSize: 32, dinoModel: join(dir, 'teacher.json'), dinoCkpt: join(dir, 'teacher.safetensors'),
-      vaeConfig: 'sd-vae', lpipsWeight: 0, log: () => {}, resultsDir,
+      vaeConfig: 'sd-vae', lpipsWeight: 0, log: () => {}, resultsDir, dinoInputSize: 448,
     }), /^Error: a training step needs about [\d.]+ GiB \(VAE [\d.]+ GiB, DINOv2 at --dino-input-size [\d.]+ GiB\) but [\d.]+ GiB is free: lower --batch-size 8, --dino-input-size 448 or --image-size 32$/);
     assert.equal(existsSync(resultsDir), false, 'no run folder');
   } finally {
