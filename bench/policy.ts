@@ -40,6 +40,8 @@ const SETTINGS: { name: string; env: Record<string, string>; precision: 'auto' |
   { name: 'bf16 1 thread', env: { OMP_NUM_THREADS: '1' }, precision: 'bf16' },
   { name: 'bf16 2 active', env: { OMP_NUM_THREADS: '2', OMP_WAIT_POLICY: 'ACTIVE' }, precision: 'bf16' },
   { name: 'bf16 2 passive', env: { OMP_NUM_THREADS: '2', OMP_WAIT_POLICY: 'PASSIVE' }, precision: 'bf16' },
+  { name: 'bf16 2 spin 20k', env: { OMP_NUM_THREADS: '2', GOMP_SPINCOUNT: '20000' }, precision: 'bf16' },
+  { name: 'bf16 2 spin 100k', env: { OMP_NUM_THREADS: '2', GOMP_SPINCOUNT: '100000' }, precision: 'bf16' },
   { name: 'fp32 1 thread', env: { OMP_NUM_THREADS: '1' }, precision: 'fp32' },
   { name: 'fp32 2 active', env: { OMP_NUM_THREADS: '2', OMP_WAIT_POLICY: 'ACTIVE' }, precision: 'fp32' },
   { name: 'fp32 2 passive', env: { OMP_NUM_THREADS: '2', OMP_WAIT_POLICY: 'PASSIVE' }, precision: 'fp32' },
