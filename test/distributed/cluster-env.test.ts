@@ -2,7 +2,7 @@
 // as one world, SLURM's host lists, torchrun's agent store (a TCPStore this test serves, as the
 // agent does) joined by every rank under the restart's prefix, the error file, and a restart that
 // continues the run.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,13 +11,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
-import { buildProgram, withoutLocalRankFlag } from '../../src/cli/main.js';
-import { encodePng, loadCheckpoint, resumeCommand } from '../../src/train/index.js';
+import { withoutLocalRankFlag } from '../../src/cli/main.js';
+import { loadCheckpoint, resumeCommand } from '../../src/train/index.js';
 import {
   applyClusterEnvironment, clusterEnvironment, elasticRestartRun, expandHostList, slurmPort, writeElasticErrorFile, ELASTIC_JOB_FILE,
 } from '../../src/train/cluster-env.js';
 import { freePort } from './run-ranks.js';
-import { tinyVae } from '../helpers.js';
+import { sitLatentsFixture, sitTrainArgs } from '../sit-latents.js';
 
 torch.setNumThreads(1);
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
@@ -156,39 +156,8 @@ test('TCPStore: a client reads what another sets through the server', async () =
 
 // --- two ranks of `reals sit train`, started as SLURM and torchrun start them ----------------------
 
-/** A latent cache of 12 random 8x8 images (3 classes) through a tiny VAE, and a tiny SiT config. */
-async function makeFixtures(root: string): Promise<{ cache: string; model: string }> {
-  const vae = join(root, 'vae');
-  tinyVae().savePretrained(vae);
-  const images = join(root, 'images');
-  torch.manualSeed(3);
-  for (const c of ['a', 'b', 'c']) {
-    mkdirSync(join(images, c), { recursive: true });
-    for (let i = 0; i < 4; i++) writeFileSync(join(images, c, `${i}.png`), await encodePng(torch.randint(0, 256, [8, 8, 3], { dtype: 'uint8' })));
-  }
-  const cache = join(root, 'cache');
-  await buildProgram().parseAsync(['node', 'reals', 'cache-latents', '--data-path', images, '--vae-path', vae, '--out', cache,
-    '--image-size', '8', '--num-workers', '0', '--precision', 'fp32']);
-  const model = join(root, 'tiny.json');
-  writeFileSync(model, JSON.stringify({ depth: 2, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
-  return { cache, model };
-}
-
-const FIXTURES_ROOT = mkdtempSync(join(tmpdir(), 'reals-cluster-data-'));
-let made: Promise<{ cache: string; model: string }> | null = null;
-function fixtures(): Promise<{ cache: string; model: string }> {
-  made ??= makeFixtures(FIXTURES_ROOT);
-  return made;
-}
-after(async () => {
-  await made;
-  rmSync(FIXTURES_ROOT, { recursive: true, force: true });
-});
-
-function trainArgs(cache: string, model: string, results: string, maxSteps: number): string[] {
-  return ['sit', 'train', '--latents-path', cache, '--model', model, '--results-dir', results, '--global-batch-size', '4', '--no-flip',
-    '--precision', 'fp32', '--device', 'cpu', '--log-every', '1', '--ckpt-every', '2', '--max-steps', String(maxSteps)];
-}
+const fixtures = sitLatentsFixture('reals-cluster-data-');
+const trainArgs = (cache: string, model: string, results: string, maxSteps: number): string[] => sitTrainArgs({ cache, model }, results, maxSteps, 2);
 
 /** The environment of this test without any launcher's variables, so that each run names its own. */
 function bareEnv(): NodeJS.ProcessEnv {

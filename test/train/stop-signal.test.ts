@@ -2,10 +2,10 @@
 // steps, saves a checkpoint at the step it finished, releases run.lock, prints one line with the
 // step and the --resume command, and exits 143; the resumed run ends with the weights of a run
 // never interrupted. A second signal ends it at once; on two ranks, one signalled rank stops both.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,52 +13,19 @@ import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL, configToDiffusers } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { saveSafetensors } from '../../src/io/index.js';
-import { buildProgram } from '../../src/cli/main.js';
-import { encodePng, loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
 import { RUN_LOCK } from '../../src/train/run-dir.js';
 import { resumeCommand } from '../../src/train/stop.js';
 import { freePort } from '../distributed/run-ranks.js';
-import { tinyVae } from '../helpers.js';
+import { sitLatentsFixture, sitTrainArgs } from '../sit-latents.js';
 
 torch.setNumThreads(1);
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
 const RUN = '000-SiT-tiny-Linear-velocity-None';
 const STOPPED = /^stopped by (SIGTERM(?: \(sent to another rank\))?) after step (\d+): checkpoint (\S+); continue with: (.*)$/m;
 
-/** A latent cache of 12 random 8x8 images (3 classes) through a tiny VAE, and a tiny SiT config. */
-async function makeFixtures(root: string): Promise<{ cache: string; model: string }> {
-  const vae = join(root, 'vae');
-  tinyVae().savePretrained(vae);
-  const images = join(root, 'images');
-  torch.manualSeed(3);
-  for (const c of ['a', 'b', 'c']) {
-    mkdirSync(join(images, c), { recursive: true });
-    for (let i = 0; i < 4; i++) writeFileSync(join(images, c, `${i}.png`), await encodePng(torch.randint(0, 256, [8, 8, 3], { dtype: 'uint8' })));
-  }
-  const cache = join(root, 'cache');
-  await buildProgram().parseAsync(['node', 'reals', 'cache-latents', '--data-path', images, '--vae-path', vae, '--out', cache,
-    '--image-size', '8', '--num-workers', '0', '--precision', 'fp32']);
-  const model = join(root, 'tiny.json');
-  writeFileSync(model, JSON.stringify({ depth: 2, hiddenSize: 16, patchSize: 2, numHeads: 2 }));
-  return { cache, model };
-}
-
-const FIXTURES_ROOT = mkdtempSync(join(tmpdir(), 'reals-stop-data-'));
-let made: Promise<{ cache: string; model: string }> | null = null;
-/** The fixtures, made by the first test that needs them. */
-function fixtures(): Promise<{ cache: string; model: string }> {
-  made ??= makeFixtures(FIXTURES_ROOT);
-  return made;
-}
-after(async () => {
-  await made;
-  rmSync(FIXTURES_ROOT, { recursive: true, force: true });
-});
-
-function trainArgs(cache: string, model: string, results: string, maxSteps: number): string[] {
-  return ['sit', 'train', '--latents-path', cache, '--model', model, '--results-dir', results, '--global-batch-size', '4', '--no-flip',
-    '--precision', 'fp32', '--device', 'cpu', '--log-every', '1', '--ckpt-every', '100000', '--max-steps', String(maxSteps)];
-}
+const fixtures = sitLatentsFixture('reals-stop-data-');
+const trainArgs = (cache: string, model: string, results: string, maxSteps: number): string[] => sitTrainArgs({ cache, model }, results, maxSteps, 100000);
 
 interface Child { process: ChildProcess; stdout: string; output: string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }
 
