@@ -32,16 +32,23 @@ export function stageProgress(): { update: (label: string, done: number, total: 
   };
 }
 
-function networkOptions(command: Command): Command {
+/**
+ * The feature network's flags (--features and the weights of each network), which `reals ifid`
+ * shares; `recorded` says where the command names the network.
+ */
+export function featureNetworkFlags(command: Command, recorded: string): Command {
   return command
     .option('--features <network>', 'the feature network: inception (ADM\'s numbers), dinov2 (FD_DINOv2 as dgm-eval: ' +
       `${DGM_EVAL_DINOV2_INPUT} px bicubic, ImageNet mean/std, CLS token; no score over classes, no sFID), or a checkpoint of reals classifier train ` +
       '(the Inception Score\'s formula over its classes, reported as classifierScore, "Classifier Score") or a teacher backbone of reals teacher train ' +
-      '(its CLS token; no score over classes, no sFID). Only inception reports an Inception Score (inceptionScore). Reports (featureNetwork), activation caches ' +
-      'and fid-stats files name the network; a REF of another network is refused', 'inception')
+      `(its CLS token; no score over classes, no sFID). Only inception reports an Inception Score (inceptionScore). ${recorded}`, 'inception')
     .option('--dino-model <name>', `the DINOv2 of --features dinov2 (default: ${DEFAULT_FEATURES_DINO_MODEL}, dgm-eval's)`)
     .option('--dino-ckpt <file>', 'its weights (default: the torch-hub checkpoint, fetched into $TORCH_HOME/hub/checkpoints)')
-    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`);
+}
+
+function networkOptions(command: Command): Command {
+  return featureNetworkFlags(command, 'Reports (featureNetwork), activation caches and fid-stats files name the network; a REF of another network is refused')
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--batch-size <n>', 'images per network call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE)
     .option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): the network\'s weights must be given or cached');
