@@ -10,7 +10,7 @@ import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
 } from '../train/align-pipeline.js';
 import { launch } from '../train/launch.js';
-import { device, hubFlags, integer, number, positive, precisionFlag, resumeFlags } from './parse.js';
+import { device, givenFlags, hubFlags, integer, number, positive, precisionFlag, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {
   const d = ALIGN_TRAIN_RUN_DEFAULTS;
@@ -26,7 +26,7 @@ export function alignTrainCommand(): Command {
       '(default: the teacher\'s own: a .json teacher\'s imgSize, else patch size x latent side, one token per latent position: 448 for 256 px and an f8 VAE)', integer(1))
     .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, a Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema, fetched into the hub cache), or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
     .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json ` +
-      '(not used with a diffusers folder as --vae-ckpt: its config.json, which the run records as vaeConfig)', d.vaeConfig)
+      '(a diffusers folder as --vae-ckpt has its own config.json: the run records that as vaeConfig, unless this flag is given and describes the same network)', d.vaeConfig)
     .option('--disc-ckpt <file>', 'PatchGAN discriminator to start from (taming/LDM checkpoint or state dict)')
     .option('--lpips-vgg <file>', 'torchvision VGG16 weights for LPIPS (vgg16-397923af.pth; default: fetched into the torch hub cache)')
     .option('--lpips-lin <file>', 'LPIPS linear layers (lpips weights/v0.1/vgg.pth; default: fetched into the torch hub cache)')
@@ -79,7 +79,8 @@ export function alignTrainCommand(): Command {
         process.exitCode = await launch({ command: [process.execPath, ...process.execArgv, ...process.argv.slice(1)], nprocPerNode: gpusPerNode });
         return;
       }
-      const result = await runAlignTrain(resumeFlags(self, options, ['lr', 'emaDecay']));
+      // A --vae-config left at its default is not given: a diffusers folder as --vae-ckpt then brings its own.
+      const result = await runAlignTrain(givenFlags(self, resumeFlags(self, options, ['lr', 'emaDecay']), ['vaeConfig']));
       if (result.checkpoint !== null) console.log(`done: step ${result.step}, checkpoint ${result.checkpoint}`);
     });
 }

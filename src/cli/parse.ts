@@ -91,7 +91,11 @@ export function range(low: number, high: number): (value: string) => [number, nu
  * (then the trainer applies it and says so), and its metadata records what ran.
  */
 export function resumeFlags<F extends { resume?: string }>(command: Command, flags: F, names: readonly (keyof F & string)[]): F {
-  if (flags.resume === undefined) return flags;
+  return flags.resume === undefined ? flags : givenFlags(command, flags, names);
+}
+
+/** `flags` with the options `names` unset where they hold commander's default, so the library can tell a value given from a default. */
+export function givenFlags<F>(command: Command, flags: F, names: readonly (keyof F & string)[]): F {
   const out = { ...flags };
   for (const name of names) if (command.getOptionValueSource(name) === 'default') delete out[name];
   return out;

@@ -10,6 +10,7 @@ import { DinoVisionTransformer, resolveDinoConfig, type DinoV2Config } from '../
 import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGNMENT_DEFAULTS, AlignmentHeads, type AlignLossKind, type ClsPooling, type PatchProjection, type TeacherNorm } from '../models/alignment.js';
 import { NLayerDiscriminator } from '../models/discriminator.js';
+import { resolveVaeConfig, type AutoencoderKLConfig } from '../models/autoencoder-kl.js';
 import { LPIPS } from '../models/lpips.js';
 import { DataLoader } from '../data/index.js';
 import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from './align.js';
@@ -130,6 +131,19 @@ export function teacherInputSize(dinoModel: string, config: DinoV2Config, latent
   return { size, why: `patch size ${config.patchSize} x latent side ${latentSide}: one ${dinoModel} token on each latent position` };
 }
 
+/** The fields of a VAE config that do not shape its network: the latents' normalization and what only pipelines read. */
+const NON_ARCHITECTURE_FIELDS = new Set(['sampleSize', 'scalingFactor', 'shiftFactor', 'latentsMean', 'latentsStd', 'forceUpcast']);
+
+/**
+ * The architecture fields --vae-config `name` sets that differ from `config`'s (a diffusers
+ * folder's, whose normalization align convert rewrote), each as `field: given, not the folder's`.
+ */
+function vaeConfigDifferences(name: string, config: AutoencoderKLConfig): string[] {
+  return Object.entries(resolveVaeConfig(name))
+    .filter(([field, value]) => !NON_ARCHITECTURE_FIELDS.has(field) && JSON.stringify(value) !== JSON.stringify(config[field as keyof AutoencoderKLConfig]))
+    .map(([field, value]) => `${field}: ${JSON.stringify(value)}, not the folder's ${JSON.stringify(config[field as keyof AutoencoderKLConfig])}`);
+}
+
 /** Builds everything from the options and trains; under `reals launch` (WORLD_SIZE > 1) as one rank of DDP. */
 export async function runAlignTrain(options: AlignTrainRunOptions): Promise<AlignTrainResult> {
   const { log, ...given } = options;
@@ -160,8 +174,15 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   try {
     torch.manualSeed(o.seed);
     const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
-    // A diffusers folder brings its own architecture: the run records its config.json, not --vae-config's.
-    if (o.vaeCkpt !== undefined && statSync(o.vaeCkpt).isDirectory()) o.vaeConfig = join(o.vaeCkpt, CONFIG_NAME);
+    // A diffusers folder brings its own architecture: the run records its config.json, unless a
+    // --vae-config given beside it describes the same network.
+    if (o.vaeCkpt !== undefined && statSync(o.vaeCkpt).isDirectory()) {
+      const differences = given.vaeConfig === undefined ? null : vaeConfigDifferences(given.vaeConfig, vae.config);
+      if (differences !== null && differences.length > 0 && rank === 0) {
+        (log ?? console.log)(`note: --vae-config ${given.vaeConfig} is not used: --vae-ckpt ${o.vaeCkpt} has its own ${CONFIG_NAME} (${differences.slice(0, 3).join('; ')})`);
+      }
+      if (differences === null || differences.length > 0) o.vaeConfig = join(o.vaeCkpt, CONFIG_NAME);
+    }
     if (dinoConfig !== null && o.dinoInputSize === undefined) {
       const factor = vae.downsamplingFactor;
       if (o.imageSize % factor !== 0) throw new Error(`--image-size ${o.imageSize} is not a multiple of the VAE's downsampling factor ${factor}`);

@@ -109,6 +109,15 @@ test('`reals align train` trains a tiny VAE on Fashion-MNIST from a state-dict f
   const resumedArgs = loadCheckpoint(join(runDir, 'checkpoints', '0000004.safetensors')).metadata.args;
   assert.equal(resumedArgs.vaeConfig, join(dir, 'vae', 'config.json'));
   assert.deepEqual(JSON.parse(readFileSync(join(runDir, 'args.json'), 'utf8')).vaeConfig, resumedArgs.vaeConfig);
+  // A --vae-config given beside the folder: recorded when it says what the folder's config.json does, else a note and the folder's.
+  const agreeing = reals([...common, '--results-dir', join(dir, 'agreeing'), '--vae-ckpt', join(dir, 'vae'), '--vae-config', join(dir, 'vae.json'), '--max-steps', '1']);
+  assert.equal(agreeing.status, 0, agreeing.stderr);
+  assert.doesNotMatch(agreeing.stdout, /--vae-config .* is not used/);
+  assert.equal(loadCheckpoint(join(dir, 'agreeing', '000-align', 'checkpoints', 'last.safetensors')).metadata.args.vaeConfig, join(dir, 'vae.json'));
+  const other = reals([...common, '--results-dir', join(dir, 'other'), '--vae-ckpt', join(dir, 'vae'), '--vae-config', 'sd-vae', '--max-steps', '1']);
+  assert.equal(other.status, 0, other.stderr);
+  assert.match(other.stdout, new RegExp(`note: --vae-config sd-vae is not used: --vae-ckpt ${join(dir, 'vae')} has its own config\\.json \\(.*blockOutChannels: \\[128,256,512,512\\], not the folder's \\[8,16,16\\]`));
+  assert.equal(loadCheckpoint(join(dir, 'other', '000-align', 'checkpoints', 'last.safetensors')).metadata.args.vaeConfig, join(dir, 'vae', 'config.json'));
   // align convert reads the checkpoint it converts as before.
   const converted = reals(['align', 'convert', '--ckpt', join(runDir, 'checkpoints', '0000004.safetensors'), '--output-dir', join(dir, 'converted'),
     '--data-path', 'fashion-mnist', '--num-samples', '8', '--num-workers', '0', '--device', 'cpu']);
