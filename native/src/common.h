@@ -73,5 +73,6 @@ void initTensor(napi_env env, napi_value exports);
 void initOps(napi_env env, napi_value exports);
 void initDistributed(napi_env env, napi_value exports);
 void initActivations(napi_env env, napi_value exports);
+void initAttention(napi_env env, napi_value exports);
 
 }  // namespace reals

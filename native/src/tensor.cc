@@ -820,5 +820,6 @@ NAPI_MODULE_INIT() {
   reals::initOps(env, exports);
   reals::initDistributed(env, exports);
   reals::initActivations(env, exports);
+  reals::initAttention(env, exports);
   return exports;
 }
