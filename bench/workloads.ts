@@ -15,7 +15,7 @@ import { preprocessImages } from '../src/models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/alignment.js';
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
 import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
-import { encodePosterior } from '../src/train/latents.js';
+import { encodePosterior } from '../src/data/latents.js';
 import { createOnnxSampler, type OnnxSampler } from '../src/train/onnx-backend.js';
 import type { Handle } from '../src/torch/native.js';
 

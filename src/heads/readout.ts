@@ -21,9 +21,9 @@ import {
   readHeadCheckpoint, saveHead, segmentationLogits, segmentationScores, vocPalette, type DenseHead, type LayerFeatures, type LinearDepthHead,
 } from '../models/heads.js';
 import { FASHION_MNIST_CLASSES, FashionMNIST, IMAGE_EXTENSIONS, loadImageInto, writeNormalized } from '../data/index.js';
-import { encodePng, makeGrid } from '../train/images.js';
-import { withDefaults } from '../train/context.js';
-import { encodePosterior } from '../train/latents.js';
+import { encodePng, makeGrid } from '../runlog/images.js';
+import { withDefaults } from '../runlog/process.js';
+import { encodePosterior } from '../data/latents.js';
 
 const F = torch.nnFunctional;
 

@@ -20,7 +20,7 @@ import { AlignmentHeads, parseAlignmentConfig, saveAlignmentHeads } from '../mod
 import { DataLoader, type Dataset } from '../data/index.js';
 import { checkWritableDir } from '../io/file.js';
 import { loadCheckpoint } from './checkpoint.js';
-import { progress as makeProgress } from './progress.js';
+import { progress as makeProgress } from '../runlog/progress.js';
 
 /** The heads' file beside the diffusers folder's own. */
 export const ALIGN_HEADS_NAME = 'align.safetensors';

@@ -8,8 +8,8 @@ import * as torch from '../torch/index.js';
 import { makeDirs, writeJsonFileAtomic } from '../io/index.js';
 import { ImageFolder, classFolders } from '../data/index.js';
 import { ImageClassifier } from '../models/classifier.js';
-import { withDefaults } from './context.js';
-import { trainingFolder } from './inputs.js';
+import { withDefaults } from '../runlog/process.js';
+import { trainingFolder } from '../data/inputs.js';
 import { datasetAccuracy, trainWithCrossEntropy } from './supervised.js';
 
 /** The settings of `reals classifier train` that have defaults (`--help` shows them). */

@@ -12,9 +12,9 @@ import {
   exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder,
 } from '../onnx/index.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
-import { loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
-import type { LatentNormalization } from './latents.js';
+import type { LatentNormalization } from '../data/latents.js';
 import { writeWebSite } from '../web/site.js';
 
 export const ONNX_MANIFEST = 'model.json';

@@ -19,12 +19,12 @@ import {
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import {
   CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentNormalization, type LatentSource,
-} from './latents.js';
-import { withDefaults } from './context.js';
+} from '../data/latents.js';
+import { withDefaults } from '../runlog/process.js';
 import { createOnnxSampler } from './onnx-backend.js';
-import { datasetClassNames, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { datasetClassNames, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
-import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from './vae-identity.js';
+import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from '../data/vae-identity.js';
 
 const CONFIG_KEYS = ['depth', 'hiddenSize', 'patchSize', 'numHeads', 'mlpRatio', 'learnSigma'] as const;
 

@@ -5,16 +5,16 @@ export {
   saveCheckpoint, loadCheckpoint, NonFiniteCheckpointError, CheckpointManager, rngStateBase64, setRngStateBase64, optimizerToCheckpoint, loadOptimizer,
   LAST_LINK, LAST_POINTER, type Checkpoint, type CheckpointContents, type CheckpointMetadata, type CheckpointManagerOptions, type TensorGroup,
 } from './checkpoint.js';
-export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } from './metrics.js';
-export { SummaryWriter, crc32c, maskedCrc32c, tfRecord, type SummaryWriterOptions } from './tensorboard.js';
-export { progress, formatDuration, type Progress, type ProgressOptions, type ProgressFields } from './progress.js';
-export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from './images.js';
+export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } from '../runlog/metrics.js';
+export { SummaryWriter, crc32c, maskedCrc32c, tfRecord, type SummaryWriterOptions } from '../runlog/tensorboard.js';
+export { progress, formatDuration, type Progress, type ProgressOptions, type ProgressFields } from '../runlog/progress.js';
+export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from '../runlog/images.js';
 export { trainAlignment } from './align.js';
 export { convertAlignment, loadAlignedModels, computeLatentStats } from './align-convert.js';
 export { trainGenerator, loadGenerator, sampleImages, sampleLatents } from './sit.js';
-export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from './latents.js';
+export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from '../data/latents.js';
 export { trainSelfSupervisedTeacher, SELF_SUPERVISED_DEFAULTS, TEACHER_CONFIG_NAME, TEACHER_WEIGHTS_NAME, type SelfSupervisedTeacherOptions, type SelfSupervisedTeacherResult, type SelfSupervisedSettings, type ProbeData } from './teacher.js';
-export * from './inputs.js';
+export * from '../data/inputs.js';
 export * from './align-pipeline.js';
 export * from './generator-pipeline.js';
 export * from './teacher-pipeline.js';

@@ -31,15 +31,16 @@ import {
   batchPositionMetadata, checkResumeLayout, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs, lockstep, collectiveAt } from './context.js';
+import { openRunOutputs, lockstep, collectiveAt } from './context.js';
+import { processContext } from '../runlog/process.js';
 import { StopSignal } from './stop.js';
-import { describeVae, sameVae, vaeIdentitySchema, type VaeIdentity } from './vae-identity.js';
+import { describeVae, sameVae, vaeIdentitySchema, type VaeIdentity } from '../data/vae-identity.js';
 import type { OnnxSampler } from './onnx-backend.js';
-import { progress as makeProgress, type Progress } from './progress.js';
-import { encodePng, saveImageGrid } from './images.js';
+import { progress as makeProgress, type Progress } from '../runlog/progress.js';
+import { encodePng, saveImageGrid } from '../runlog/images.js';
 import {
   denormalizeLatents, describeNormalization, latentNormalizationSchema, type LatentNormalization, type LatentSource,
-} from './latents.js';
+} from '../data/latents.js';
 
 const dist = torch.distributed;
 

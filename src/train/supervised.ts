@@ -8,8 +8,8 @@ import type { Device, Tensor } from '../torch/index.js';
 import type * as nn from '../nn/index.js';
 import * as optim from '../optim/index.js';
 import { DataLoader, type DataLoaderOptions, type Dataset } from '../data/index.js';
-import { MetricsLog } from './metrics.js';
-import { progress as makeProgress } from './progress.js';
+import { MetricsLog } from '../runlog/metrics.js';
+import { progress as makeProgress } from '../runlog/progress.js';
 
 const F = torch.nnFunctional;
 

@@ -40,10 +40,11 @@ import {
   checkResumeLayout, checkpointPosition, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs, withDefaults } from './context.js';
+import { openRunOutputs } from './context.js';
+import { processContext, withDefaults } from '../runlog/process.js';
 import { StopSignal } from './stop.js';
-import { progress as makeProgress, type Progress } from './progress.js';
-import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from './multicrop.js';
+import { progress as makeProgress, type Progress } from '../runlog/progress.js';
+import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from '../data/multicrop.js';
 
 /** The file names of the exported teacher: what `--dino-model` and `--dino-ckpt` take. */
 export const TEACHER_CONFIG_NAME = 'dino-model.json';

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL, configFromDiffusers } from '../../src/models/autoencoder-kl.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';
-import { encodePng } from '../../src/train/images.js';
+import { encodePng } from '../../src/runlog/images.js';
 import { resolveGeneratorSpec, runCacheLatents, runGeneratorTrain, runSample } from '../../src/train/generator-pipeline.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
 import { createOnnxSampler } from '../../src/train/onnx-backend.js';
-import { denormalizeLatents } from '../../src/train/latents.js';
+import { denormalizeLatents } from '../../src/data/latents.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);

@@ -14,7 +14,7 @@ import * as optim from '../../src/optim/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
 import { parseMetrics, loadCheckpoint } from '../../src/train/index.js';
 import { trainGenerator, type GeneratorSpec } from '../../src/train/sit.js';
-import { encodePosterior } from '../../src/train/latents.js';
+import { encodePosterior } from '../../src/data/latents.js';
 import { fashionMnist, memorySource } from './latent-data.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 

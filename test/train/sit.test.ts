@@ -17,7 +17,7 @@ import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError, 
 import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
 import { tinyVae } from '../helpers.js';
 import { NpzFile } from '../../src/io/index.js';
-import { EncodedImages } from '../../src/train/latents.js';
+import { EncodedImages } from '../../src/data/latents.js';
 import { IDENTITY, fashionMnist, memorySource } from './latent-data.js';
 
 const { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } = fs;

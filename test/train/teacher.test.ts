@@ -9,7 +9,7 @@ import * as nn from '../../src/nn/index.js';
 import {
   DINOHead, DINOLoss, IBOTPatchLoss, dinoCrossViewLosses, koleoLoss, maskWeights,
 } from '../../src/models/dino-head.js';
-import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '../../src/train/multicrop.js';
+import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '../../src/data/multicrop.js';
 import {
   cosineSchedule, imagesOnly, probeLine, trainSelfSupervisedTeacher, type SelfSupervisedTeacherOptions,
 } from '../../src/train/teacher.js';

@@ -15,9 +15,10 @@ import type { Tensor } from '../torch/index.js';
 import { NpzFile, saveNpz, readJsonFile, writeJsonFileAtomic, CONFIG_NAME, makeDirs } from '../io/index.js';
 import { removeDeadTemporaries } from '../io/file.js';
 import { AutoencoderKL, DiagonalGaussianDistribution, MEAN_STD_NAME } from '../models/autoencoder-kl.js';
-import { DataLoader, DistributedSampler, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from '../data/index.js';
-import { progress as makeProgress } from './progress.js';
-import { processContext } from './context.js';
+import { DataLoader, flipFor, type Dataset, type ImageFileDataset, type InMemoryDataset } from './loader.js';
+import { DistributedSampler } from './sampler.js';
+import { progress as makeProgress } from '../runlog/progress.js';
+import { processContext } from '../runlog/process.js';
 import { describeVae, sameVae, vaeIdentity, vaeIdentitySchema, type VaeIdentity } from './vae-identity.js';
 
 const dist = torch.distributed;
