@@ -16,7 +16,7 @@ import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/ali
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
 import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
 import { encodePosterior } from '../src/data/latents.js';
-import { createOnnxSampler, type OnnxSampler } from '../src/train/onnx-backend.js';
+import { createOnnxSampler, type OnnxSampler } from '../src/sampling/onnx-backend.js';
 import type { Handle } from '../src/torch/native.js';
 
 /** Runs `iterations` of the work (a promise where the work is asynchronous: onnxruntime). */

@@ -24,7 +24,7 @@ import { DinoVisionTransformer } from '../models/dinov2.js';
 import { computeStatistics, frechetDistance, precisionRecall } from '../eval/index.js';
 import { linearProbe } from '../eval/linear-probe.js';
 import { CheckpointManager, parseMetrics, resolveResume, saveImageGrid } from '../train/index.js';
-import { sampleLabel } from '../train/sit.js';
+import { sampleLabel } from '../sampling/sample.js';
 import { resolveDinoConfig } from '../models/dinov2.js';
 import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions } from '../train/align-pipeline.js';
 import { runGeneratorTrain, runSample, type GeneratorTrainRunOptions, type SampleRunOptions } from '../train/generator-pipeline.js';

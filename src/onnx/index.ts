@@ -5,4 +5,4 @@ export { encodeModel, decodeModel, ONNX_DTYPE, type OnnxDType } from './proto.js
 export { registerExporter, exportModule, childPath, type ModuleExporter } from './modules.js';
 export {
   exportGenerator, exportVaeDecoder, exportVaeEncoder, exportAlignmentHeads, exportSegmentationReadout, exportDepthReadout, type GeneratorGraphs,
-} from './export.js';
+} from '../models/onnx-export.js';

@@ -12,16 +12,14 @@ import { DataLoader } from '../data/index.js';
 import {
   TRANSPORT_DEFAULTS, type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
 } from '../diffusion/index.js';
-import {
-  loadGenerator, sampleImages, savedGeneratorSpec, trainGenerator,
-  type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type LabelSampling, type LoadedGenerator, type SampleImagesResult,
-} from './sit.js';
+import { loadGenerator, savedGeneratorSpec, trainGenerator, type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult, type LoadedGenerator } from './sit.js';
+import { sampleImages, type LabelSampling, type SampleImagesResult } from '../sampling/sample.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import {
   CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentNormalization, type LatentSource,
 } from '../data/latents.js';
 import { withDefaults } from '../runlog/process.js';
-import { createOnnxSampler } from './onnx-backend.js';
+import { createOnnxSampler } from '../sampling/onnx-backend.js';
 import { datasetClassNames, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from '../data/vae-identity.js';

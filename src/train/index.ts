@@ -11,7 +11,8 @@ export { progress, formatDuration, type Progress, type ProgressOptions, type Pro
 export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from '../runlog/images.js';
 export { trainAlignment } from './align.js';
 export { convertAlignment, loadAlignedModels, computeLatentStats } from './align-convert.js';
-export { trainGenerator, loadGenerator, sampleImages, sampleLatents } from './sit.js';
+export { trainGenerator, loadGenerator } from './sit.js';
+export { sampleImages, sampleLatents } from '../sampling/sample.js';
 export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from '../data/latents.js';
 export { trainSelfSupervisedTeacher, SELF_SUPERVISED_DEFAULTS, TEACHER_CONFIG_NAME, TEACHER_WEIGHTS_NAME, type SelfSupervisedTeacherOptions, type SelfSupervisedTeacherResult, type SelfSupervisedSettings, type ProbeData } from './teacher.js';
 export * from '../data/inputs.js';

@@ -12,7 +12,7 @@ import { parseMetrics, type MetricRecord } from '../runlog/metrics.js';
 import { encodePng, makeGrid, savePlot, type PlotSeries } from '../runlog/images.js';
 import { formatDuration } from '../runlog/progress.js';
 import { datasetClassNames } from '../data/inputs.js';
-import { SAMPLING_SETTINGS } from './sit.js';
+import { SAMPLING_SETTINGS } from '../sampling/sample.js';
 
 export type Block =
   | { kind: 'h'; level: number; text: string }
