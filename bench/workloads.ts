@@ -210,7 +210,7 @@ function sitSample(cfgScale: number, config: SiTConfig = SIT_CONFIGS['SiT-S/2'],
 }
 
 // The same sampling through `reals sample --backend onnxruntime`'s path: the SiT exported to ONNX
-// in memory and stepped by the shared flow sampler (src/onnx/flow-sampler.ts) on onnxruntime-node.
+// in memory and stepped by the shared flow sampler (src/sampling/flow-sampler.ts) on onnxruntime-node.
 function sitSampleOnnx({ batch }: Setup): Run {
   const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval();
   // A small VAE: its decoder is exported beside the SiT but not timed here.

@@ -14,7 +14,7 @@
 // become steps: warm-ups and the freeze are fractions of the run (10%, 30%, 1%) unless given. A few
 // defaults differ from upstream's for short runs of small models (SELF_SUPERVISED_DEFAULTS says
 // which and why).
-// Not here: drop path (the backbone has none), Gaussian blur (src/train/multicrop.ts says why),
+// Not here: drop path (the backbone has none), Gaussian blur (src/data/multicrop.ts says why),
 // Sinkhorn-Knopp centering, several processes.
 //
 // The data is read as images only: the loader gets a view of the dataset whose labels are all 0,

@@ -6,7 +6,7 @@ import { linspace32, linspace64, sampleFlowOde, type FlowMethod } from '../sampl
 import { guidanceDecider } from '../diffusion/interval.js';
 import { seededNormal } from './noise.js';
 
-/** The fields of model.json (src/train/export-pipeline.ts OnnxManifest) the page reads. */
+/** The fields of model.json (src/pipelines/export.ts OnnxManifest) the page reads. */
 export interface WebManifest {
   generator: {
     forward: string;

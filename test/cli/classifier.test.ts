@@ -7,7 +7,7 @@ import * as torch from '../../src/torch/index.js';
 import { ImageClassifier } from '../../src/models/classifier.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { classifierTrainCommand } from '../../src/cli/classifier.js';
-import { runClassifierTrain } from '../../src/train/classifier-pipeline.js';
+import { runClassifierTrain } from '../../src/pipelines/classifier.js';
 import { featureExtractor } from '../../src/eval/index.js';
 import { withTmp } from '../helpers.js';
 

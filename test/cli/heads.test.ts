@@ -11,7 +11,7 @@ import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.j
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { LinearDepthHead, LinearSegmentationHead, readHeadCheckpoint, saveHead } from '../../src/models/heads.js';
 import { encodePng } from '../../src/runlog/images.js';
-import { runCompare, runDense, runTrainLinear } from '../../src/heads/index.js';
+import { runCompare, runDense, runTrainLinear } from '../../src/pipelines/index.js';
 import { buildProgram } from '../../src/cli/main.js';
 
 let dir = '';

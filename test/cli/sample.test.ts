@@ -14,8 +14,8 @@ import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
 import { batchSeed, sampleLatents } from '../../src/sampling/sample.js';
 import { denormalizeLatents, latentNormalization, type LatentNormalization } from '../../src/data/latents.js';
 import { buildProgram } from '../../src/cli/main.js';
-import { launch } from '../../src/train/launch.js';
-import { SAMPLE_RUN_DEFAULTS, sampleFolderName } from '../../src/train/generator-pipeline.js';
+import { launch } from '../../src/pipelines/launch.js';
+import { SAMPLE_RUN_DEFAULTS, sampleFolderName } from '../../src/pipelines/sample.js';
 import { PassThrough } from 'node:stream';
 import { FIXTURES, loadFixture, assertClose, tinyVae } from '../helpers.js';
 

@@ -13,7 +13,8 @@ import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '.
 import {
   cosineSchedule, imagesOnly, probeLine, trainSelfSupervisedTeacher, type SelfSupervisedTeacherOptions,
 } from '../../src/train/teacher.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
 import { DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';

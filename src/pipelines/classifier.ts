@@ -10,7 +10,7 @@ import { ImageFolder, classFolders } from '../data/index.js';
 import { ImageClassifier } from '../models/classifier.js';
 import { withDefaults } from '../runlog/process.js';
 import { trainingFolder } from '../data/inputs.js';
-import { datasetAccuracy, trainWithCrossEntropy } from './supervised.js';
+import { datasetAccuracy, trainWithCrossEntropy } from '../train/supervised.js';
 
 /** The settings of `reals classifier train` that have defaults (`--help` shows them). */
 export interface ClassifierTrainSettings {
