@@ -5,7 +5,7 @@
 // (--model and --image-size say which network, the VAE folder how its latents are normalized).
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
-import { LABEL_SAMPLINGS } from '../sampling/sample.js';
+import { LABEL_SAMPLINGS } from '../sampling/labels.js';
 import { OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions } from '../pipelines/sample.js';
 import { allowVaeMismatchFlag, cfgChannels, device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 

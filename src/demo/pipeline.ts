@@ -25,7 +25,7 @@ import { computeStatistics, frechetDistance, precisionRecall } from '../eval/ind
 import { linearProbe } from '../eval/linear-probe.js';
 import { CheckpointManager, resolveResume } from '../train/index.js';
 import { parseMetrics, saveImageGrid } from '../runlog/index.js';
-import { sampleLabel } from '../sampling/sample.js';
+import { sampleLabel } from '../sampling/labels.js';
 import { resolveDinoConfig } from '../models/dinov2.js';
 import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { runGeneratorTrain, type GeneratorTrainRunOptions } from '../pipelines/generator.js';

@@ -10,7 +10,8 @@ import {
   type DiffusionForm, type LastStep, type LossWeight, type OdeMethod, type PathType, type Prediction, type SdeMethod, type TransportConfig,
 } from '../diffusion/index.js';
 import { loadGenerator, savedGeneratorSpec, type GeneratorKind, type GeneratorSpec, type LoadedGenerator } from '../train/sit.js';
-import { sampleImages, type LabelSampling, type SampleImagesResult } from '../sampling/sample.js';
+import { sampleImages, type SampleImagesResult } from '../sampling/sample.js';
+import { type LabelSampling } from '../sampling/labels.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { describeNormalization, latentNormalization, type LatentNormalization } from '../data/latents.js';
 import { withDefaults } from '../runlog/process.js';

@@ -4,9 +4,7 @@
 // web page. Loading the generator from a checkpoint is the trainer's (src/train/sit.ts).
 // May import: torch, nn, optim, io, hub, runlog, onnx, models, diffusion, data, eval, train.
 // flow-sampler.ts imports nothing: the web page bundles it.
-export {
-  sampleImages, sampleLatents, sampleLabel, sampleLabels, batchSeed, LABEL_SAMPLINGS, SAMPLING_SETTINGS,
-  type SampleLatentsOptions, type SampleImagesOptions, type SampleImagesResult, type LabelSampling,
-} from './sample.js';
+export { sampleImages, sampleLatents, SAMPLING_SETTINGS, type SampleLatentsOptions, type SampleImagesOptions, type SampleImagesResult } from './sample.js';
+export { sampleLabel, sampleLabels, batchSeed, LABEL_SAMPLINGS, type LabelSampling } from './labels.js';
 export { createOnnxSampler, type OnnxSampler, type OnnxSamplerOptions } from './onnx-backend.js';
 export { sampleFlowOde, linspace32, linspace64, type FlowMethod, type VelocityFn, type FlowSamplerOptions } from './flow-sampler.js';

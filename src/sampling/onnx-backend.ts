@@ -11,7 +11,7 @@ import { Sampler, createTransport, guidanceDecider, type SdeSamplerOptions, type
 import { exportGenerator, exportVaeDecoder } from '../models/onnx-export.js';
 import { sampleFlowOde, type FlowMethod } from './flow-sampler.js';
 import { denormalizeLatents, type LatentNormalization } from '../data/latents.js';
-import { sampleLabels, type LabelSampling } from './sample.js';
+import { sampleLabels, type LabelSampling } from './labels.js';
 
 /** The part of onnxruntime-node's API used here. */
 interface OrtTensor { readonly data: unknown; readonly dims: readonly number[] }
