@@ -7,6 +7,7 @@
 // posterior's `mean` and `std` (float32 [n, C, h, w]; with --flip also `mean_flip`, `std_flip` of
 // the mirrored image), its `labels` and dataset `indices` (int64 [n]). Shards are written whole
 // under a temporary name and renamed, so a rerun keeps every shard that exists and encodes the rest.
+// One file past 500 lines: the cache's format, its writer and its two readers change together.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';

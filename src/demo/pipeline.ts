@@ -13,6 +13,7 @@
 // line that passes the same options (commandWords). The steps no command covers (the supervised ablation teacher, the evaluation classifier, scoring in that
 // classifier's feature space) are in src/demo. Results go to one folder: each step's JSON,
 // metrics.jsonl and TensorBoard files, figures, and report.md / report.html (src/demo/report.ts).
+// One file past 500 lines: the demo's steps in the order they run, each a few lines over a command.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';

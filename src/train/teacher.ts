@@ -24,6 +24,7 @@
 // Checkpoints (src/train/checkpoint.ts): `student.*` and `teacher.*` (backbone.*, dino_head.*,
 // ibot_head.*), `opt.*` (AdamW), `loss.*` (dino_loss.center, ibot_patch_loss.center); metadata: args,
 // step, epoch, batch, RNG state, optimizer groups, and `teacher_config`, which must match on resume.
+// One file past 500 lines: the recipe (losses, centering, schedules, the step) reads top to bottom, as DINOv2's train loop.
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
