@@ -25,7 +25,8 @@ export function alignTrainCommand(): Command {
     .option('--dino-input-size <n>', 'side images are resized to for the teacher; divisible by its patch size (not used by hog) ' +
       '(default: the teacher\'s own: a .json teacher\'s imgSize, else patch size x latent side, one token per latent position: 448 for 256 px and an f8 VAE)', integer(1))
     .option('--vae-ckpt <path>', 'VAE to start from: diffusers folder, a Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema, fetched into the hub cache), or a .safetensors/.ckpt state dict in diffusers naming (default: --vae-config from scratch)')
-    .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json`, d.vaeConfig)
+    .option('--vae-config <name>', `VAE architecture for a state-dict file or from scratch: ${Object.keys(AUTOENCODER_KL_CONFIGS).join(', ')}, or a config.json ` +
+      '(not used with a diffusers folder as --vae-ckpt: its config.json, which the run records as vaeConfig)', d.vaeConfig)
     .option('--disc-ckpt <file>', 'PatchGAN discriminator to start from (taming/LDM checkpoint or state dict)')
     .option('--lpips-vgg <file>', 'torchvision VGG16 weights for LPIPS (vgg16-397923af.pth; default: fetched into the torch hub cache)')
     .option('--lpips-lin <file>', 'LPIPS linear layers (lpips weights/v0.1/vgg.pth; default: fetched into the torch hub cache)')

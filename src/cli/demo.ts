@@ -2,7 +2,8 @@
 // `reals demo merge`: one report over several demo runs (the reproduction study's cells).
 import { Command, Option } from 'commander';
 import {
-  CHANNEL_STUDY_PROFILES, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier, writeChannelStudyReport,
+  ALIGN_ARM_NAMES, ALIGN_STUDY_PROFILES, ALIGN_TEACHERS, CHANNEL_STUDY_PROFILES, readAlignCellFolders, runAlignCell, trainStageOneVae, writeAlignStudyReport,
+  type AlignArm, type AlignStudyProfileName, type AlignTeacher, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier, writeChannelStudyReport,
   type ChannelStudyProfileName, type DemoCells, type ProfileName,
 } from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
@@ -47,10 +48,16 @@ export function demoCommand(): Command {
       });
     });
   demo.addCommand(new Command('merge')
-    .description('one report over several finished demo runs of the same profile (their seeds and latent spaces together)')
-    .argument('<runs...>', 'demo output folders (each with metrics.json)')
-    .requiredOption('--out <dir>', 'folder of the merged report.md, report.html and metrics.json')
+    .description('one report over several finished demo runs of the same profile (their seeds and latent spaces together), or over folders of alignment-study cells')
+    .argument('<runs...>', 'demo output folders (each with metrics.json), or folders of alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)')
+    .requiredOption('--out <dir>', 'folder of the merged report.md, report.html and metrics.json (demo runs) or README.md and alignment.png (cells)')
     .action(async (runs: string[], flags: { out: string }) => {
+      const cellFolders = readAlignCellFolders(runs);
+      if (cellFolders !== null) {
+        const { cells } = await writeAlignStudyReport(flags.out, cellFolders);
+        console.log(`pooled ${cells} alignment cells from ${runs.length} folders; report: ${flags.out}/README.md`);
+        return;
+      }
       const merged = await mergeDemoRuns(runs, flags.out);
       console.log(`merged ${runs.length} runs: seeds ${merged.profile.seeds.join(', ')}, ${merged.spaces.length} latent spaces; report: ${flags.out}/report.md`);
     }));
@@ -78,6 +85,33 @@ export function demoCommand(): Command {
     .action(async (flags: { out: string }) => {
       const { cells } = await writeChannelStudyReport(flags.out);
       console.log(`${flags.out}/README.md and channels.png from ${cells} cells`);
+    }));
+  demo.addCommand(new Command('align')
+    .description('one cell of the alignment study (docs/study/alignment/PROTOCOL.md): the stage-1 VAE of the latent-channel cell (--channels, --seed) fine-tuned by --arm with --teacher, then rFID, iFID and a SiT scored at 4 checkpoints; skipped when its metrics file exists, resumed from its last finished stage otherwise')
+    .requiredOption('--channels <n>', 'latent channels of the VAE', integer(1))
+    .addOption(new Option('--arm <arm>', `${ALIGN_ARM_NAMES.join(', ')} (required but with --stage-one-only)`).choices(ALIGN_ARM_NAMES))
+    .addOption(new Option('--teacher <t>', 'the teacher of the aligned arms (control and eq have none)').choices([...ALIGN_TEACHERS]).default('hog'))
+    .requiredOption('--seed <n>', 'seed of the stage-1 VAE, the fine-tuning, the SiT and sampling', integer(0))
+    .option('--stage-one-only', 'train (or find) the stage-1 VAE of (--channels, --seed) and stop: run it once per seed before that seed\'s arms run in parallel')
+    .addOption(new Option('--profile <p>', 'study: the protocol\'s sizes; test: seconds, for the test suite').choices(Object.keys(ALIGN_STUDY_PROFILES)).default('study'))
+    .option('--work <dir>', 'checkpoints, latents, samples, the teachers and the cached evaluation classifier', 'study-work')
+    .option('--out <dir>', 'folder of the cell\'s metrics file', 'docs/study/alignment')
+    .action(async (flags: { channels: number; arm?: AlignArm; teacher: AlignTeacher; seed: number; stageOneOnly?: boolean; profile: AlignStudyProfileName; work: string; out: string }) => {
+      const profile = ALIGN_STUDY_PROFILES[flags.profile];
+      if (flags.stageOneOnly === true) {
+        const vae = await trainStageOneVae({ profile: profile.base, channels: flags.channels, seed: flags.seed, work: flags.work, log: (line) => console.log(line) });
+        console.log(`stage-1 VAE of c${flags.channels}-seed${flags.seed}: ${vae.vaePath}`);
+        return;
+      }
+      if (flags.arm === undefined) throw new Error(`demo align: --arm is required (one of ${ALIGN_ARM_NAMES.join(', ')}) unless --stage-one-only`);
+      await runAlignCell({ profile, channels: flags.channels, arm: flags.arm, teacher: flags.teacher, seed: flags.seed, work: flags.work, out: flags.out });
+    }));
+  demo.addCommand(new Command('align-report')
+    .description('the alignment study\'s tables and plot: README.md and alignment.png from the cell files of --out (paired differences from the control, 95% intervals)')
+    .option('--out <dir>', 'folder of the cell files, and of README.md and alignment.png', 'docs/study/alignment')
+    .action(async (flags: { out: string }) => {
+      const { cells } = await writeAlignStudyReport(flags.out);
+      console.log(`${flags.out}/README.md and alignment.png from ${cells} cells`);
     }));
   return demo;
 }

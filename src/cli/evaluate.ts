@@ -32,15 +32,23 @@ export function stageProgress(): { update: (label: string, done: number, total: 
   };
 }
 
-function networkOptions(command: Command): Command {
+/**
+ * The feature network's flags (--features and the weights of each network), which `reals ifid`
+ * shares; `recorded` says where the command names the network.
+ */
+export function featureNetworkFlags(command: Command, recorded: string): Command {
   return command
     .option('--features <network>', 'the feature network: inception (ADM\'s numbers), dinov2 (FD_DINOv2 as dgm-eval: ' +
-      `${DGM_EVAL_DINOV2_INPUT} px bicubic, ImageNet mean/std, CLS token; no IS, no sFID), or a checkpoint of reals classifier train ` +
-      '(IS over its classes) or a teacher backbone of reals teacher train (its CLS token; no IS, no sFID). Reports, activation caches and fid-stats files record it; ' +
-      'a REF of another network is refused', 'inception')
+      `${DGM_EVAL_DINOV2_INPUT} px bicubic, ImageNet mean/std, CLS token; no score over classes, no sFID), or a checkpoint of reals classifier train ` +
+      '(the Inception Score\'s formula over its classes, reported as classifierScore, "Classifier Score") or a teacher backbone of reals teacher train ' +
+      `(its CLS token; no score over classes, no sFID). Only inception reports an Inception Score (inceptionScore). ${recorded}`, 'inception')
     .option('--dino-model <name>', `the DINOv2 of --features dinov2 (default: ${DEFAULT_FEATURES_DINO_MODEL}, dgm-eval's)`)
     .option('--dino-ckpt <file>', 'its weights (default: the torch-hub checkpoint, fetched into $TORCH_HOME/hub/checkpoints)')
-    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
+    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`);
+}
+
+function networkOptions(command: Command): Command {
+  return featureNetworkFlags(command, 'Reports (featureNetwork), activation caches and fid-stats files name the network; a REF of another network is refused')
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--batch-size <n>', 'images per network call (ADM: 64)', integer(1), ACTIVATION_BATCH_SIZE)
     .option('--offline', 'download nothing (also HF_HUB_OFFLINE=1): the network\'s weights must be given or cached');
@@ -49,13 +57,13 @@ function networkOptions(command: Command): Command {
 export function evaluateCommand(): Command {
   return networkOptions(new Command('evaluate'))
     .description('the ADM evaluator: Inception Score, FID, sFID, precision and recall of SAMPLE against REF (.npz with arr_0 uint8 NHWC, or image folders), ' +
-      'in the features of --features (the report names it)')
+      'in the features of --features (the report names it; other networks give a Classifier Score or no score over classes, as --features says)')
     .argument('<ref>', 'reference batch (e.g. VIRTUAL_imagenet256_labeled.npz, or `reals ref-batch` output); its mu/sigma/mu_s/sigma_s are used when present; a `reals fid-stats` file gives FID, sFID and IS only')
     .argument('<sample>', 'sample batch')
     .option('--json <file>', 'also write the numbers, counts and input hashes as JSON (only once all are computed)', outputFile)
     .option('--recompute-ref-stats', 'compute the reference statistics from its images even when the file holds them')
     .option('--no-cache', 'neither read nor write the reference activation cache next to REF')
-    .option('--is-split-size <n>', 'samples per Inception Score split (ADM: 5000)', integer(1), IS_SPLIT_SIZE)
+    .option('--is-split-size <n>', 'samples per split of the Inception Score or Classifier Score (ADM: 5000)', integer(1), IS_SPLIT_SIZE)
     .action(async (ref: string, sample: string, flags: NetworkFlags & { json?: string; recomputeRefStats?: boolean; cache: boolean; isSplitSize: number }) => {
       const bar = stageProgress();
       try {

@@ -3,16 +3,15 @@
 // this one reads a VAE and a dataset and makes its own images.
 import { Command, Option } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
-import { INCEPTION_WEIGHTS_ENV } from '../eval/evaluate.js';
 import { IFID_RUN_DEFAULTS, runIfid, type IfidRunOptions } from '../eval/ifid.js';
-import { stageProgress } from './evaluate.js';
+import { featureNetworkFlags, stageProgress } from './evaluate.js';
 import { device, hubFlags, integer, number, outputFile } from './parse.js';
 
 export function ifidCommand(): Command {
   const d = IFID_RUN_DEFAULTS;
-  return hubFlags(new Command('ifid'), true)
+  return featureNetworkFlags(hubFlags(new Command('ifid'), true), 'The JSON names the network (featureNetwork)')
     .description('interpolated FID of a VAE (arXiv 2603.05630): each image\'s posterior mean is moved a fraction t towards its nearest other latent (L2), ' +
-      'decoded, and the decoded set is scored by FID against the images; rFID beside it. Prints JSON')
+      'decoded, and the decoded set is scored by FID against the images in the features of --features; rFID beside it. Prints JSON naming the network (featureNetwork)')
     .requiredOption('--vae-path <dir>', 'diffusers AutoencoderKL folder; or a Hugging Face repo id (owner/name, or owner/name/vae), fetched into the hub cache')
     .requiredOption('--data-path <path>', 'ImageNet-layout image folder (its train/ when it holds train/ and val/), or `fashion-mnist`')
     .option('--image-size <n>', 'side of the ADM center crop of folder images', integer(8), d.imageSize)
@@ -22,7 +21,6 @@ export function ifidCommand(): Command {
       .choices(['linear', 'slerp']).default(d.interpolation))
     .option('--batch-size <n>', 'images per VAE call', integer(1), d.batchSize)
     .option('--seed <n>', 'seeds the subset of images', integer(0), d.seed)
-    .option('--inception-weights <file>', `FID Inception weights (pt_inception-2015-12-05-6726825d.pth; default: $${INCEPTION_WEIGHTS_ENV}, else pytorch-fid's file in the torch hub cache, fetched when missing)`)
     .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--json <file>', 'also write the result there', outputFile)

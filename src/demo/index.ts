@@ -18,7 +18,13 @@ export { FashionClassifier, trainClassifier, classifierExtractor, type Classifie
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';
 export { mergeDemoRuns, readDemoResult } from './merge.js';
 export {
-  runChannelCell, studyClassifier, cellName, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
+  runChannelCell, trainStageOneVae, studyClassifier, cellName, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
   type ChannelStudyProfile, type ChannelStudyProfileName, type ChannelCellMetrics, type ChannelCellOptions, type ClassifierRecord,
 } from './study.js';
 export { writeChannelStudyReport, readChannelCells } from './study-report.js';
+export {
+  runAlignCell, alignCellName, teacherUse, ALIGN_STUDY_PROFILES, ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS,
+  type AlignStudyProfile, type AlignStudyProfileName, type AlignArm, type AlignTeacher, type AlignCellMetrics, type AlignCellOptions, type TeacherUse,
+} from './align-study.js';
+export { writeAlignStudyReport, readAlignCells, readAlignCellFolders } from './align-report.js';
+export { pairedDifference, studentTQuantile, studentTCdf, formatPaired, intervalVerdict, type PairedDifference } from './paired.js';

@@ -78,6 +78,8 @@ export const CHANNEL_STUDY_PROFILES: Record<'test' | 'study', ChannelStudyProfil
 export type ChannelStudyProfileName = keyof typeof CHANNEL_STUDY_PROFILES;
 export const STUDY_CHANNELS = [4, 8, 16, 32];
 export const STUDY_SEEDS = [0, 1, 2];
+/** Every cell runs in float32 on one thread, so that a rerun gives the same numbers. */
+export const STUDY_PRECISION = 'fp32' as const;
 
 /** What one cell's metrics file holds. */
 export interface ChannelCellMetrics {
@@ -93,7 +95,7 @@ export interface ChannelCellMetrics {
   curve: (SampleScores & { step: number })[];
   /** Each stage: the command that runs it alone (null: no command, the study's own code), its wall and CPU seconds. */
   stages: { name: string; command: string | null; seconds: number; cpuSeconds: number }[];
-  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: 'fp32' };
+  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: typeof STUDY_PRECISION };
   /** The sum of the stages' wall seconds (a resumed cell counts each stage once); on a shared machine far more than cpuSeconds. */
   wallSeconds: number;
   /** The sum of the stages' CPU seconds (user + system, this process): what the cell costs. Absent in c4-seed0 and c32-seed0, which ran before it was recorded. */
@@ -117,11 +119,11 @@ export function cellName(channels: number, seed: number): string {
   return `c${channels}-seed${seed}`;
 }
 
-function writeJsonAtomic(path: string, value: unknown): void {
+export function writeJsonAtomic(path: string, value: unknown): void {
   writeFileAtomic(path, (fd) => writeSync(fd, `${JSON.stringify(value, null, 2)}\n`));
 }
 
-function readJson<T>(path: string): T {
+export function readJson<T>(path: string): T {
   return JSON.parse(readFileSync(path, 'utf8')) as T;
 }
 
@@ -166,7 +168,7 @@ export async function studyClassifier(profile: ChannelStudyProfile, work: string
  * with no checkpoint yet), resumed from the last checkpoint of its run folder otherwise, not at
  * all when that checkpoint is the final one. Returns the run folder.
  */
-async function trainResumable(resultsDir: string, finalStep: number, train: (resume: string | undefined) => Promise<unknown>): Promise<string> {
+export async function trainResumable(resultsDir: string, finalStep: number, train: (resume: string | undefined) => Promise<unknown>): Promise<string> {
   const runs = existsSync(resultsDir) ? readdirSync(resultsDir).filter((name) => /^\d{3}-/.test(name)) : [];
   const last = runs.length === 0 ? null : new CheckpointManager(join(onlyRunDir(resultsDir), 'checkpoints')).last();
   if (last === null) {
@@ -180,6 +182,157 @@ async function trainResumable(resultsDir: string, finalStep: number, train: (res
 
 function packageVersion(): string {
   return readJson<{ version: string }>(new URL('../../package.json', import.meta.url).pathname).version;
+}
+
+/** What one stage of a cell cost, and the command that runs it alone (null: the study's own code). */
+export type StageRecord = ChannelCellMetrics['stages'][number];
+
+/**
+ * A cell's stage runner: `stage(id, …)` runs `fn` once and keeps its result in
+ * `<stagesDir>/<id>.json`, read back (with its recorded times) when the cell runs again.
+ * Every stage, run or read back, is appended to `stages`.
+ */
+export function stageRunner(stagesDir: string, cell: string, log: (line: string) => void): {
+  stage: <T>(id: string, title: string, words: readonly string[] | null, fn: () => Promise<T> | T) => Promise<T>;
+  stages: StageRecord[];
+} {
+  mkdirSync(stagesDir, { recursive: true });
+  const stages: StageRecord[] = [];
+  const stage = async <T>(id: string, title: string, words: readonly string[] | null, fn: () => Promise<T> | T): Promise<T> => {
+    const recordPath = join(stagesDir, `${id}.json`);
+    const command = words === null ? null : commandLine(words);
+    if (existsSync(recordPath)) {
+      const record = readJson<{ result: T; seconds: number; cpuSeconds: number }>(recordPath);
+      stages.push({ name: title, command, seconds: record.seconds, cpuSeconds: record.cpuSeconds });
+      return record.result;
+    }
+    log(`\n== ${cell}: ${title}${command === null ? '' : `\n   ${command}`}`);
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const result = await fn();
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    writeJsonAtomic(recordPath, { result, seconds, cpuSeconds });
+    stages.push({ name: title, command, seconds, cpuSeconds });
+    log(`   ${title}: ${seconds.toFixed(1)} s`);
+    return result;
+  };
+  return { stage, stages };
+}
+
+/** The configs every cell of a profile shares: the VAE of `channels` channels and the study's SiT. */
+export function studyConfigs(profile: ChannelStudyProfile, work: string, channels: number): { vaeConfigPath: string; sitConfigPath: string } {
+  const configs = join(work, profile.name, 'configs');
+  mkdirSync(configs, { recursive: true });
+  const vaeConfigPath = join(configs, `vae-c${channels}.json`);
+  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels, channels);
+  const sitConfigPath = join(configs, 'sit-study.json');
+  writeJsonAtomic(sitConfigPath, { depth: profile.sit.depth, hiddenSize: profile.sit.hiddenSize, patchSize: 2, numHeads: profile.sit.numHeads });
+  return { vaeConfigPath, sitConfigPath };
+}
+
+/** The stage-1 VAE of (channels, seed): trained, then converted to a diffusers folder with its latent statistics. */
+export interface StageOneVae { runDir: string; finalLoss: number; vaePath: string; stages: StageRecord[] }
+
+/**
+ * Stage 1 of the cell (channels, seed): the plain VAE, trained from scratch in
+ * `<work>/<profile>/c<C>-seed<S>/` and converted, its stage records kept there, so that the
+ * alignment cells of the same (channels, seed) fine-tune this very VAE rather than train their own.
+ * Alignment weight 0 with HOG, the teacher that has no weights: no alignment term reaches the VAE,
+ * and no teacher has to be trained first.
+ */
+export async function trainStageOneVae(options: {
+  profile: ChannelStudyProfile; channels: number; seed: number; work: string; log: (line: string) => void;
+}): Promise<StageOneVae> {
+  const { profile, channels, seed, log } = options;
+  const name = cellName(channels, seed);
+  const dir = join(options.work, profile.name, name);
+  const { stage, stages } = stageRunner(join(dir, 'stages'), name, log);
+  const { vaeConfigPath } = studyConfigs(profile, options.work, channels);
+  const vaeSteps = profile.vae.steps;
+  const vaeResults = join(dir, 'vae');
+  const vaeTrain = {
+    ...vaeTrainOptions({
+      alignWeight: 0, startFrom: null, profile: { vae: { ...profile.vae, latentChannels: channels }, finetune: profile.vae },
+      teacher: { configPath: HOG_TEACHER_NAME, checkpoint: '' }, teacherInput: 32, vaeConfigPath, resultsDir: vaeResults, seed,
+    }),
+    dinoCkpt: undefined, ckptEvery: Math.max(1, Math.floor(vaeSteps / 4)), precision: STUDY_PRECISION,
+  };
+  const vaeRun = await stage('vae-train', `train the plain ${channels}-channel VAE`, commandWords(['align', 'train'], vaeTrain), async () => {
+    const runDir = await trainResumable(vaeResults, vaeSteps, (resume) => runAlignTrain({ ...vaeTrain, resume, log }));
+    return { runDir, finalLoss: finalLoss(runDir, 'rec') };
+  });
+  const vaePath = join(dir, 'vae-diffusers');
+  await convertStage(stage, vaeRun.runDir, vaePath, profile, seed, log);
+  return { ...vaeRun, vaePath, stages };
+}
+
+export async function convertStage(stage: ReturnType<typeof stageRunner>['stage'], runDir: string, vaePath: string, profile: ChannelStudyProfile, seed: number, log: (line: string) => void): Promise<void> {
+  const convert = vaeConvertOptions(runDir, vaePath, profile.statsImages, seed);
+  await stage('vae-convert', 'latent statistics (diffusers folder + mean_std.json)', commandWords(['align', 'convert'], convert),
+    () => runAlignConvert({ ...convert, log }).then(() => null));
+}
+
+/** What the study measures of one latent space: the VAE's rFID and iFID, the SiT trained on it and its samples' scores at each checkpoint. */
+export interface LatentSpaceScores {
+  reconstruction: IfidResult;
+  sit: { steps: number; finalLoss: number };
+  curve: ChannelCellMetrics['curve'];
+}
+
+/**
+ * The evaluation every cell shares (PROTOCOL.md): rFID and iFID of the VAE in `vaePath` (a
+ * diffusers folder with mean_std.json), a SiT trained on its latents in `<dir>/sit`, and FID,
+ * precision, recall and class accuracy of its ODE samples at each evaluated checkpoint.
+ */
+export async function scoreLatentSpace(options: {
+  profile: ChannelStudyProfile; channels: number; seed: number; work: string; dir: string; vaePath: string;
+  classifier: FashionClassifier; stage: ReturnType<typeof stageRunner>['stage']; log: (line: string) => void;
+}): Promise<LatentSpaceScores> {
+  const { profile, channels, seed, dir, vaePath, classifier, stage, log } = options;
+  const { sitConfigPath } = studyConfigs(profile, options.work, channels);
+  const reconstruction = await stage('ifid', `rFID and iFID (t ${profile.ifid.t}, L2 neighbour, linear) on ${profile.ifid.images} test images`, null, () => interpolatedFid({
+    vae: AutoencoderKL.fromPretrained(vaePath), dataset: new FashionMNIST({ channels: 3, train: false }), count: profile.ifid.images,
+    extractor: classifierExtractor(classifier), t: profile.ifid.t, interpolation: 'linear', seed: profile.ifid.seed, numWorkers: 0,
+  }));
+
+  const sitResults = join(dir, 'sit');
+  const sit = { ...sitTrainOptions({ profile, vaePath, sitConfigPath, resultsDir: sitResults, seed }), precision: STUDY_PRECISION };
+  const sitRun = await stage('sit-train', `train the SiT on the ${channels}-channel latents`, commandWords(['sit', 'train'], sit), async () => {
+    const runDir = await trainResumable(sitResults, profile.sit.steps, (resume) => runGeneratorTrain('SiT', { ...sit, resume, log }));
+    return { runDir, finalLoss: finalLoss(runDir) };
+  });
+
+  const test = fashionMnistTensors(profile.referenceImages, false);
+  const reference = torch.keep(classifier.describe(test.images).features);
+  test.images.dispose();
+  test.labels.dispose();
+  const curve: ChannelCellMetrics['curve'] = [];
+  for (const sitStep of sitEvalSteps(profile).steps) {
+    const sampleDir = join(dir, `samples-step${sitStep}`);
+    const sample = {
+      ...sampleOptions({ profile, sitConfigPath, sitRun: sitRun.runDir, sitStep, vaePath, sampleDir, sampler: 'ode', seed, batchSize: profile.sampleBatch }),
+      precision: STUDY_PRECISION,
+    };
+    const scores = await stage(`score-step${sitStep}`, `sample the SiT at step ${sitStep} (ODE heun2, ${profile.samplingSteps} steps, CFG ${profile.cfgScale}) and score`,
+      commandWords(['sample', 'ode'], sample), async () => {
+        // A sampling run killed midway leaves a partial folder: start it again.
+        rmSync(sampleDir, { recursive: true, force: true });
+        await runSample('ode', { ...sample, log });
+        const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz'));
+        if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
+        return scoreSamples(classifier, reference, join(sampleDir, npz[0]!));
+      });
+    curve.push({ step: sitStep, ...scores });
+  }
+  reference.dispose();
+  return { reconstruction, sit: { steps: profile.sit.steps, finalLoss: sitRun.finalLoss }, curve };
+}
+
+/** The environment a cell ran in, for its metrics file. */
+export function cellEnvironment(): ChannelCellMetrics['environment'] {
+  return { reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision: STUDY_PRECISION };
 }
 
 /**
@@ -196,107 +349,31 @@ export async function runChannelCell(options: ChannelCellOptions): Promise<{ pat
     return { path, skipped: true, metrics: readJson<ChannelCellMetrics>(path) };
   }
   torch.setNumThreads(1);
-  const precision = 'fp32' as const;
   const dir = join(options.work, profile.name, name);
-  const stagesDir = join(dir, 'stages');
-  mkdirSync(stagesDir, { recursive: true });
   mkdirSync(options.out, { recursive: true });
-  const stages: ChannelCellMetrics['stages'] = [];
-  /** Runs `fn` once: its result is kept in stages/<id>.json and read back on a rerun of the cell. */
-  const stage = async <T>(id: string, title: string, words: readonly string[] | null, fn: () => Promise<T> | T): Promise<T> => {
-    const recordPath = join(stagesDir, `${id}.json`);
-    const command = words === null ? null : commandLine(words);
-    if (existsSync(recordPath)) {
-      const record = readJson<{ result: T; seconds: number; cpuSeconds: number }>(recordPath);
-      stages.push({ name: title, command, seconds: record.seconds, cpuSeconds: record.cpuSeconds });
-      return record.result;
-    }
-    log(`\n== ${name}: ${title}${command === null ? '' : `\n   ${command}`}`);
-    const t0 = performance.now();
-    const cpu0 = process.cpuUsage();
-    const result = await fn();
-    const seconds = (performance.now() - t0) / 1000;
-    const cpu = process.cpuUsage(cpu0);
-    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-    writeJsonAtomic(recordPath, { result, seconds, cpuSeconds });
-    stages.push({ name: title, command, seconds, cpuSeconds });
-    log(`   ${title}: ${seconds.toFixed(1)} s`);
-    return result;
-  };
-
   const classifier = await studyClassifier(profile, options.work, log);
-  const configs = join(options.work, profile.name, 'configs');
-  mkdirSync(configs, { recursive: true });
-  const vaeConfigPath = join(configs, `vae-c${channels}.json`);
-  writeVaeConfig(vaeConfigPath, profile.vae.blockOutChannels, channels);
-  const sitConfigPath = join(configs, 'sit-study.json');
-  writeJsonAtomic(sitConfigPath, { depth: profile.sit.depth, hiddenSize: profile.sit.hiddenSize, patchSize: 2, numHeads: profile.sit.numHeads });
-
-  // Stage 1: the plain VAE. Alignment weight 0 with HOG, the teacher that has no weights: no
-  // alignment term reaches the VAE, and no teacher has to be trained first.
-  const vaeSteps = profile.vae.steps;
-  const vaeResults = join(dir, 'vae');
-  const vaeTrain = {
-    ...vaeTrainOptions({
-      alignWeight: 0, startFrom: null, profile: { vae: { ...profile.vae, latentChannels: channels }, finetune: profile.vae },
-      teacher: { configPath: HOG_TEACHER_NAME, checkpoint: '' }, teacherInput: 32, vaeConfigPath, resultsDir: vaeResults, seed,
-    }),
-    dinoCkpt: undefined, ckptEvery: Math.max(1, Math.floor(vaeSteps / 4)), precision,
-  };
-  const vaeRun = await stage('vae-train', `train the plain ${channels}-channel VAE`, commandWords(['align', 'train'], vaeTrain), async () => {
-    const runDir = await trainResumable(vaeResults, vaeSteps, (resume) => runAlignTrain({ ...vaeTrain, resume, log }));
-    return { runDir, finalLoss: finalLoss(runDir, 'rec') };
-  });
-  const vaePath = join(dir, 'vae-diffusers');
-  const convert = vaeConvertOptions(vaeRun.runDir, vaePath, profile.statsImages, seed);
-  await stage('vae-convert', 'latent statistics (diffusers folder + mean_std.json)', commandWords(['align', 'convert'], convert),
-    () => runAlignConvert({ ...convert, log }).then(() => null));
-
-  const reconstruction = await stage('ifid', `rFID and iFID (t ${profile.ifid.t}, L2 neighbour, linear) on ${profile.ifid.images} test images`, null, () => interpolatedFid({
-    vae: AutoencoderKL.fromPretrained(vaePath), dataset: new FashionMNIST({ channels: 3, train: false }), count: profile.ifid.images,
-    extractor: classifierExtractor(classifier.model), t: profile.ifid.t, interpolation: 'linear', seed: profile.ifid.seed, numWorkers: 0,
-  }));
-
-  const sitResults = join(dir, 'sit');
-  const sit = { ...sitTrainOptions({ profile, vaePath, sitConfigPath, resultsDir: sitResults, seed }), precision };
-  const sitRun = await stage('sit-train', `train the SiT on the ${channels}-channel latents`, commandWords(['sit', 'train'], sit), async () => {
-    const runDir = await trainResumable(sitResults, profile.sit.steps, (resume) => runGeneratorTrain('SiT', { ...sit, resume, log }));
-    return { runDir, finalLoss: finalLoss(runDir) };
-  });
-
-  const test = fashionMnistTensors(profile.referenceImages, false);
-  const reference = torch.keep(classifier.model.describe(test.images).features);
-  test.images.dispose();
-  test.labels.dispose();
-  const curve: ChannelCellMetrics['curve'] = [];
-  for (const sitStep of sitEvalSteps(profile).steps) {
-    const sampleDir = join(dir, `samples-step${sitStep}`);
-    const sample = {
-      ...sampleOptions({ profile, sitConfigPath, sitRun: sitRun.runDir, sitStep, vaePath, sampleDir, sampler: 'ode', seed, batchSize: profile.sampleBatch }), precision,
-    };
-    const scores = await stage(`score-step${sitStep}`, `sample the SiT at step ${sitStep} (ODE heun2, ${profile.samplingSteps} steps, CFG ${profile.cfgScale}) and score`,
-      commandWords(['sample', 'ode'], sample), async () => {
-        // A sampling run killed midway leaves a partial folder: start it again.
-        rmSync(sampleDir, { recursive: true, force: true });
-        await runSample('ode', { ...sample, log });
-        const npz = readdirSync(sampleDir).filter((f) => f.endsWith('.npz'));
-        if (npz.length !== 1) throw new Error(`${sampleDir}: expected one .npz of samples, found ${npz.length}`);
-        return scoreSamples(classifier.model, reference, join(sampleDir, npz[0]!));
-      });
-    curve.push({ step: sitStep, ...scores });
-  }
-  reference.dispose();
+  const stages: StageRecord[] = [];
+  const vae = await trainStageOneVae({ profile, channels, seed, work: options.work, log });
+  stages.push(...vae.stages);
+  const { stage, stages: evaluation } = stageRunner(join(dir, 'stages'), name, log);
+  const scores = await scoreLatentSpace({ profile, channels, seed, work: options.work, dir, vaePath: vae.vaePath, classifier: classifier.model, stage, log });
+  stages.push(...evaluation);
 
   const cpuSeconds = stages.reduce((sum, s) => sum + s.cpuSeconds, 0);
   const metrics: ChannelCellMetrics = {
-    study: 'latent-channels', profile, channels, seed, classifier: classifier.record, reconstruction,
-    vae: { steps: vaeSteps, finalLoss: vaeRun.finalLoss }, sit: { steps: profile.sit.steps, finalLoss: sitRun.finalLoss }, curve, stages,
-    environment: { reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision },
+    study: 'latent-channels', profile, channels, seed, classifier: classifier.record, reconstruction: scores.reconstruction,
+    vae: { steps: profile.vae.steps, finalLoss: vae.finalLoss }, sit: scores.sit, curve: scores.curve, stages,
+    environment: cellEnvironment(),
     wallSeconds: stages.reduce((sum, s) => sum + s.seconds, 0),
     cpuSeconds,
   };
   writeJsonAtomic(path, metrics);
-  log(`\nwrote ${path}: rFID ${reconstruction.rfid.toFixed(2)}, iFID ${reconstruction.ifid.toFixed(2)}, FID ${curve.map((p) => p.fid.toFixed(2)).join(' / ')} ` +
-    `at steps ${curve.map((p) => p.step).join(' / ')} (${metrics.wallSeconds.toFixed(0)} s, ${cpuSeconds.toFixed(0)} CPU s)`);
+  log(`\nwrote ${path}: ${summary(metrics)}`);
   return { path, skipped: false, metrics };
+}
+
+/** A finished cell in one line: its rFID, iFID, FID at each step and its cost. */
+export function summary(m: Pick<ChannelCellMetrics, 'reconstruction' | 'curve' | 'wallSeconds' | 'cpuSeconds'>): string {
+  return `rFID ${m.reconstruction.rfid.toFixed(2)}, iFID ${m.reconstruction.ifid.toFixed(2)}, FID ${m.curve.map((p) => p.fid.toFixed(2)).join(' / ')} ` +
+    `at steps ${m.curve.map((p) => p.step).join(' / ')} (${m.wallSeconds.toFixed(0)} s, ${(m.cpuSeconds ?? 0).toFixed(0)} CPU s)`;
 }

@@ -31,9 +31,18 @@ export interface FeatureExtractor {
    * `device`, and spatial ones [B, S] (sFID's) when the network has them.
    */
   features(images: Tensor): { pool3: Tensor; spatial?: Tensor };
-  /** Class logits [B, C] of the pooled features, whose softmax the Inception Score reads; absent without a class layer (no IS). */
+  /** Class logits [B, C] of the pooled features, whose softmax the score over classes reads; absent without a class layer (no such score). */
   logits?: (pool3: Tensor) => Tensor;
+  /**
+   * The report's name for the score over the logits' classes (exp E KL(p(y|x) || p(y)), ADM's
+   * splits): `inceptionScore` for the FID Inception alone, `classifierScore` (the default) for any
+   * other classifier, whose score is not an Inception Score.
+   */
+  readonly classScore?: ClassScoreKey;
 }
+
+/** The keys a report gives the score over a network's classes (FeatureExtractor.classScore). */
+export type ClassScoreKey = 'inceptionScore' | 'classifierScore';
 
 /** The FID Inception as a FeatureExtractor on `device` (the model moves there); its id hashes the weights. */
 export function inceptionExtractor(model: FIDInceptionV3, device: Device = 'cpu'): FeatureExtractor {
@@ -49,6 +58,7 @@ export function inceptionExtractor(model: FIDInceptionV3, device: Device = 'cpu'
     },
     // ADM's softmax graph multiplies pool_3 by the weight of softmax/logits/MatMul, no bias.
     logits: (pool3) => pool3.matmul(onDevice.fc.weight.t()),
+    classScore: 'inceptionScore',
   };
 }
 
@@ -96,7 +106,7 @@ export async function computeActivations(images: ImageBatches, extractor: Featur
 /** Class logits of pool_3 features, ADM's 512 rows at a time, float32 on the CPU. */
 export function computeLogits(pool3: Tensor, extractor: FeatureExtractor): Tensor {
   const { logits } = extractor;
-  if (logits === undefined) throw new Error(`${extractor.id} has no class logits (no Inception Score)`);
+  if (logits === undefined) throw new Error(`${extractor.id} has no class logits (no score over classes)`);
   return torch.noGrad(() => torch.scope(() => {
     const parts: Tensor[] = [];
     for (let start = 0; start < pool3.size(0); start += LOGITS_BATCH_SIZE) {

@@ -9,7 +9,7 @@ import { FIDInceptionV3 } from '../models/inception.js';
 import { IMAGES_KEY, contentHash, openImageBatches, type ImageBatches } from './batches.js';
 import {
   ACTIVATION_BATCH_SIZE, EXTRACTOR_KEY, activationCachePath, asciiOf, asciiTensor, cachedActivations, computeActivations, computeLogits, inceptionExtractor,
-  type Activations, type FeatureExtractor,
+  type Activations, type ClassScoreKey, type FeatureExtractor,
 } from './activations.js';
 import { computeStatistics, frechetDistance, type FIDStatistics } from './fid.js';
 import { IS_SPLIT_SIZE, inceptionScore } from './inception-score.js';
@@ -41,7 +41,7 @@ export interface EvaluateOptions {
   extractor: FeatureExtractor;
   /** Images per network call (ADM: 64). */
   batchSize?: number;
-  /** Samples per Inception Score split (ADM: 5,000). */
+  /** Samples per split of the score over classes (the Inception Score's, ADM: 5,000). */
   isSplitSize?: number;
   /** Compute the reference statistics from its images even when the file holds mu/sigma/mu_s/sigma_s. */
   recomputeRefStats?: boolean;
@@ -65,8 +65,14 @@ export interface FeatureNetworkReport {
 }
 
 export interface EvaluationResult {
-  /** null for a network without class logits (DINOv2, a teacher). */
-  inceptionScore: number | null;
+  /** The Inception Score (ADM's key): with the FID Inception's features only. */
+  inceptionScore?: number;
+  /**
+   * With a classifier's features (`featureNetwork`): the Inception Score's formula over that
+   * classifier's classes, which is not an Inception Score. Networks without class logits (DINOv2,
+   * a teacher) have neither score.
+   */
+  classifierScore?: number;
   fid: number;
   /** null for a network without spatial features (DINOv2, a teacher). */
   sfid: number | null;
@@ -91,6 +97,17 @@ export interface FileStatistics {
   pool3: FIDStatistics;
   spatial: FIDStatistics | null;
   network: string | null;
+}
+
+/** What a report calls each score over classes, and says of it. */
+const CLASS_SCORES: Record<ClassScoreKey, { label: string; note: string | null }> = {
+  inceptionScore: { label: 'Inception Score', note: null },
+  classifierScore: { label: 'Classifier Score', note: 'Classifier Score: the Inception Score\'s formula over this classifier\'s classes, not an Inception Score' },
+};
+
+/** The key of `extractor`'s score over classes, or null when it has no class logits. */
+function classScoreKey(extractor: FeatureExtractor): ClassScoreKey | null {
+  return extractor.logits === undefined ? null : extractor.classScore ?? 'classifierScore';
 }
 
 /** The report's name of `extractor`. */
@@ -174,7 +191,8 @@ function requireCount(batches: ImageBatches, needed: number, why: string): void 
 /**
  * Inception Score, FID, sFID, precision and recall of the sample batch against the reference
  * batch, as ADM's evaluator: activations of both batches (the reference's from its cache when
- * present), FID/sFID against the reference file's statistics when it has them, IS of the samples,
+ * present), FID/sFID against the reference file's statistics when it has them, IS of the samples
+ * (a classifier's features give its Classifier Score instead, networks without logits neither),
  * precision/recall between the two sets of pool_3 features. A reference of statistics only (a
  * `fid-stats` file) gives FID, sFID and IS; precision and recall, which need its images, are null.
  * Every input is checked before the network runs.
@@ -192,8 +210,9 @@ export async function evaluate(referencePath: string, samplePath: string, option
     try {
       if (reference !== null) requireCount(reference, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
       requireCount(sample, Math.max(2, k + 1), `the covariance and the ${k}-nearest-neighbour radii`);
-      if (sample.count < isSplitSize) {
-        process.emitWarning(`${samplePath}: ${sample.count} samples are fewer than one Inception Score split of ${isSplitSize}: ` +
+      const scoreKey = classScoreKey(extractor);
+      if (scoreKey !== null && sample.count < isSplitSize) {
+        process.emitWarning(`${samplePath}: ${sample.count} samples are fewer than one ${CLASS_SCORES[scoreKey].label} split of ${isSplitSize}: ` +
           'scored as one partial split, as ADM does; such a score is not comparable with 10 splits of 5,000');
       }
       const fileStatistics = recomputeRefStats ? null : readStatistics(referencePath);
@@ -216,7 +235,7 @@ export async function evaluate(referencePath: string, samplePath: string, option
       const { precision, recall } = referenceActs === null ? { precision: null, recall: null }
         : precisionRecall(referenceActs.pool3, sampleActs.pool3, { device: extractor.device, ...manifold });
       return {
-        inceptionScore: extractor.logits === undefined ? null : inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize),
+        ...(scoreKey === null ? {} : { [scoreKey]: inceptionScore(computeLogits(sampleActs.pool3, extractor), isSplitSize) }),
         fid: frechetDistance(sampleStats.pool3, referenceStats.pool3),
         sfid: sampleStats.spatial === null || referenceStats.spatial === null ? null : frechetDistance(sampleStats.spatial, referenceStats.spatial),
         precision,
@@ -257,10 +276,11 @@ export async function writeFidStatistics(input: string, out: string, options: Pi
   }
 }
 
-/** The five numbers as a terminal table, with the feature network and the batch sizes. */
+/** The numbers as a terminal table, with the feature network and the batch sizes. */
 export function formatResult(result: EvaluationResult): string {
+  const scoreKey = (['inceptionScore', 'classifierScore'] as const).find((key) => result[key] !== undefined) ?? null;
   const rows: [string, string][] = [
-    ['Inception Score', result.inceptionScore?.toFixed(4) ?? 'n/a'],
+    ...(scoreKey === null ? [] : [[CLASS_SCORES[scoreKey].label, result[scoreKey]!.toFixed(4)] as [string, string]]),
     ['FID', result.fid.toFixed(4)],
     ['sFID', result.sfid?.toFixed(4) ?? 'n/a'],
     ['Precision', result.precision?.toFixed(4) ?? 'n/a'],
@@ -269,9 +289,11 @@ export function formatResult(result: EvaluationResult): string {
   const width = Math.max(...rows.map(([name]) => name.length));
   const lines = rows.map(([name, value]) => `${name.padEnd(width)}  ${value.padStart(10)}`);
   const rule = '-'.repeat(width + 12);
-  const absent = [result.inceptionScore === null ? 'IS (no class logits)' : null, result.sfid === null ? 'sFID (no spatial features)' : null].filter((x) => x !== null);
+  const absent = [scoreKey === null ? 'no score over classes (no class logits)' : null, result.sfid === null ? 'sFID (no spatial features)' : null].filter((x) => x !== null);
+  const note = scoreKey === null ? null : CLASS_SCORES[scoreKey].note;
   return [
     `features: ${result.featureNetwork.id}: ${result.featureNetwork.description}`,
+    ...(note === null ? [] : [note]),
     ...(absent.length > 0 ? [`n/a for this network: ${absent.join(', ')}; numbers of different feature networks are not comparable`] : []),
     rule, ...lines, rule,
     result.reference.count === null

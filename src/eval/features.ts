@@ -3,8 +3,9 @@
 // the image resized to 224 x 224 by PIL's bicubic, ImageNet mean/std, the final norm's CLS token
 // of ViT-L/14), and the networks a user trains offline: a `reals teacher train` backbone (its CLS
 // token at its own input size) or a `reals classifier train` classifier (its penultimate features
-// and logits). Only networks with logits give an Inception Score, only Inception and the
-// classifier spatial features (sFID). Every extractor's id names the network and hashes its weights.
+// and logits). Only the FID Inception gives an Inception Score; a classifier gives the same formula
+// over its own classes as `classifierScore`, DINOv2 and a teacher no score over classes (no
+// logits). Only Inception and the classifier give spatial features (sFID). Every extractor's id names the network and hashes its weights.
 import { existsSync } from 'node:fs';
 import * as torch from '../torch/index.js';
 import type { Device, Tensor } from '../torch/index.js';
@@ -65,7 +66,8 @@ export function dinov2Extractor(model: DinoVisionTransformer, options: { name: s
 /**
  * A classifier of `reals classifier train` as a FeatureExtractor: images resized to its side (PIL
  * bicubic) and read to [-1, 1] as it was trained; its penultimate features are the pooled ones,
- * its last conv block's map the spatial ones, its class layer gives the logits (IS over its classes).
+ * its last conv block's map the spatial ones, its class layer gives the logits (the Classifier Score:
+ * the Inception Score's formula over its classes).
  */
 export function classifierExtractor(model: ImageClassifier, options: { name?: string; description: string; device?: Device }): FeatureExtractor {
   const { name = 'classifier', device = 'cpu' } = options;
@@ -110,7 +112,7 @@ function checkpointExtractor(path: string, device: Device): FeatureExtractor {
   if (metadata[CLASSIFIER_METADATA_KEY] !== undefined) {
     const { model, classes } = ImageClassifier.load(path);
     return classifierExtractor(model, {
-      device, description: `the classifier ${path} (${classes.length} classes, ${model.config.imageSize} px): penultimate ${model.config.featureDim}-wide features, its conv map as sFID's, its logits for IS`,
+      device, description: `the classifier ${path} (${classes.length} classes, ${model.config.imageSize} px): penultimate ${model.config.featureDim}-wide features, its conv map as sFID's, its logits for the Classifier Score (IS's formula over its classes)`,
     });
   }
   if (metadata.config === undefined) {
@@ -121,7 +123,7 @@ function checkpointExtractor(path: string, device: Device): FeatureExtractor {
   const model = new DinoVisionTransformer(config).loadCheckpoint(path);
   return dinov2Extractor(model, {
     name: 'teacher', inputSize: config.imgSize, device,
-    description: `the teacher ${path} (ViT ${config.embedDim}-wide, depth ${config.depth}, patch ${config.patchSize}): the final norm's CLS token at ${config.imgSize} px; no logits (no IS), no spatial features (no sFID)`,
+    description: `the teacher ${path} (ViT ${config.embedDim}-wide, depth ${config.depth}, patch ${config.patchSize}): the final norm's CLS token at ${config.imgSize} px; no class logits (no score over classes), no spatial features (no sFID)`,
   });
 }
 
@@ -144,7 +146,7 @@ export async function featureExtractor(options: FeatureNetworkOptions = {}): Pro
     const weights = options.dinoCkpt ?? await fetchDinov2Checkpoint(name, { offline: options.offline });
     return dinov2Extractor(new DinoVisionTransformer(config).loadCheckpoint(weights), {
       name, inputSize: DGM_EVAL_DINOV2_INPUT, device,
-      description: `DINOv2 ${name} as dgm-eval's FD_DINOv2: ${DGM_EVAL_DINOV2_INPUT} px PIL bicubic, ImageNet mean/std, the final norm's CLS token; no logits (no IS), no spatial features (no sFID)`,
+      description: `DINOv2 ${name} as dgm-eval's FD_DINOv2: ${DGM_EVAL_DINOV2_INPUT} px PIL bicubic, ImageNet mean/std, the final norm's CLS token; no class logits (no score over classes), no spatial features (no sFID)`,
     });
   }
   return checkpointExtractor(features, device);

@@ -21,7 +21,8 @@ import { DataLoader, type Dataset } from '../data/index.js';
 import { latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { withDefaults } from '../runlog/process.js';
 import type { FeatureExtractor } from './activations.js';
-import { fidInceptionExtractor } from './evaluate.js';
+import { featureNetworkReport, type FeatureNetworkReport } from './evaluate.js';
+import { featureExtractor, type FeatureNetworkOptions } from './features.js';
 import { computeStatistics, frechetDistance } from './fid.js';
 
 /** The paper's midpoint. */
@@ -134,7 +135,10 @@ export interface IfidResult {
   /** Mean Euclidean distance from a latent to its nearest neighbour, and the latent shape [C, h, w]. */
   meanNeighbourDistance: number;
   latentShape: number[];
+  /** The feature network's id (FeatureExtractor.id), as featureNetwork.id. */
   extractor: string;
+  /** The network the distances are measured in, as `reals evaluate` reports it. */
+  featureNetwork: FeatureNetworkReport;
 }
 
 /**
@@ -209,6 +213,7 @@ export async function interpolatedFid(options: IfidOptions): Promise<IfidResult>
         meanNeighbourDistance: neighbours.distance.mean().item(),
         latentShape: z.shape.slice(1),
         extractor: extractor.id,
+        featureNetwork: featureNetworkReport(extractor),
       };
     });
   } finally {
@@ -237,14 +242,17 @@ export interface IfidRunOptions extends Partial<IfidSettings>, HubRunOptions {
   vaePath: string;
   /** An ImageNet-layout folder (its train/ under an ImageNet root), or `fashion-mnist`. */
   dataPath: string;
-  /** FID Inception weights (default: $REALS_INCEPTION_WEIGHTS, else the torch hub cache). */
+  /** The feature network and its weights, as `reals evaluate --features` (default: the FID Inception). */
+  features?: FeatureNetworkOptions['features'];
   inceptionWeights?: string;
+  dinoModel?: string;
+  dinoCkpt?: string;
   device?: string;
   numWorkers?: number;
   onProgress?: IfidOptions['onProgress'];
 }
 
-/** `reals ifid`: the VAE and the images from their paths, the FID Inception as `reals evaluate` loads it, then interpolatedFid. */
+/** `reals ifid`: the VAE and the images from their paths, the feature network as `reals evaluate --features` loads it, then interpolatedFid. */
 export async function runIfid(options: IfidRunOptions): Promise<IfidResult & { vaePath: string; dataPath: string }> {
   const o = { ...options, ...withDefaults(IFID_RUN_DEFAULTS, options) };
   torch.checkDevice(o.device);
@@ -252,7 +260,9 @@ export async function runIfid(options: IfidRunOptions): Promise<IfidResult & { v
   const dataset = loadImageDataset(o.dataPath, o.imageSize, vae.config.inChannels);
   latentSize(vae, 'resolution' in dataset ? dataset.resolution : dataset.itemShape[1]);
   const device = o.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
-  const extractor = await fidInceptionExtractor({ inceptionWeights: o.inceptionWeights, device, offline: o.offline });
+  const extractor = await featureExtractor({
+    features: o.features, inceptionWeights: o.inceptionWeights, dinoModel: o.dinoModel, dinoCkpt: o.dinoCkpt, device, offline: o.offline,
+  });
   const result = await interpolatedFid({
     vae: vae.to(device), dataset, count: o.numImages, extractor, t: o.t, interpolation: o.interpolation, batchSize: o.batchSize, seed: o.seed, device, numWorkers: o.numWorkers, onProgress: o.onProgress,
   });

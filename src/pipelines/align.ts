@@ -2,8 +2,10 @@
 // reference scripts take them: build the models (a diffusers VAE folder or state dict, DINOv2
 // weights, a taming discriminator, LPIPS weights) and the data, join the process group under
 // `reals launch`, and call trainAlignment (align.ts) or convertAlignment (align-convert.ts).
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import * as torch from '../torch/index.js';
-import { checkWritableDir } from '../io/index.js';
+import { CONFIG_NAME, checkWritableDir } from '../io/index.js';
 import { DinoVisionTransformer, resolveDinoConfig, type DinoV2Config } from '../models/dinov2.js';
 import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGNMENT_DEFAULTS, AlignmentHeads, type AlignLossKind, type ClsPooling, type PatchProjection, type TeacherNorm } from '../models/alignment.js';
@@ -24,7 +26,10 @@ export interface AlignTrainSettings {
   imageSize: number;
   /** A DINOV2_CONFIGS name, a .json file of DinoV2Config fields, or `hog` (HogTeacher: no weights). */
   dinoModel: string;
-  /** The VAE architecture for a state-dict --vae-ckpt or from scratch: an AUTOENCODER_KL_CONFIGS name or a config.json. */
+  /**
+   * The VAE architecture for a state-dict --vae-ckpt or from scratch: an AUTOENCODER_KL_CONFIGS name
+   * or a config.json. A diffusers folder as --vae-ckpt has its own, which the run's args record.
+   */
   vaeConfig: string;
   maxEpoch: number;
   /** Images per batch per process. */
@@ -155,6 +160,8 @@ export async function runAlignTrain(options: AlignTrainRunOptions): Promise<Alig
   try {
     torch.manualSeed(o.seed);
     const vae = loadStartingVae(o.vaeCkpt, o.vaeConfig);
+    // A diffusers folder brings its own architecture: the run records its config.json, not --vae-config's.
+    if (o.vaeCkpt !== undefined && statSync(o.vaeCkpt).isDirectory()) o.vaeConfig = join(o.vaeCkpt, CONFIG_NAME);
     if (dinoConfig !== null && o.dinoInputSize === undefined) {
       const factor = vae.downsamplingFactor;
       if (o.imageSize % factor !== 0) throw new Error(`--image-size ${o.imageSize} is not a multiple of the VAE's downsampling factor ${factor}`);

@@ -37,7 +37,7 @@ function shellWord(word: string): string {
 }
 
 /** The reals commands that train, and take --resume. */
-const TRAIN_COMMANDS = ['sit train', 'dit train', 'align train', 'teacher train'];
+const TRAIN_COMMANDS = ['sit train', 'dit train', 'align train', 'teacher train', 'classifier train'];
 
 /**
  * The command that continues the run in `runDir`: the reals training command line this process

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,16 @@ test('`reals align train` trains a tiny VAE on Fashion-MNIST from a state-dict f
   assert.match(resumed.stdout, /resuming .*0000003\.safetensors at step 3 \(epoch 0, batch 3\)/);
   assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).filter((n) => /^\d+\.safetensors$/.test(n)).sort(),
     ['0000002.safetensors', '0000003.safetensors', '0000004.safetensors']);
+  // The architecture each start ran with: --vae-config beside a state dict, a diffusers folder's own config.json (not --vae-config's default).
+  assert.equal(args.vaeConfig, join(dir, 'vae.json'));
+  const resumedArgs = loadCheckpoint(join(runDir, 'checkpoints', '0000004.safetensors')).metadata.args;
+  assert.equal(resumedArgs.vaeConfig, join(dir, 'vae', 'config.json'));
+  assert.deepEqual(JSON.parse(readFileSync(join(runDir, 'args.json'), 'utf8')).vaeConfig, resumedArgs.vaeConfig);
+  // align convert reads the checkpoint it converts as before.
+  const converted = reals(['align', 'convert', '--ckpt', join(runDir, 'checkpoints', '0000004.safetensors'), '--output-dir', join(dir, 'converted'),
+    '--data-path', 'fashion-mnist', '--num-samples', '8', '--num-workers', '0', '--device', 'cpu']);
+  assert.equal(converted.status, 0, converted.stderr);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'converted', 'config.json'), 'utf8')).block_out_channels, [8, 16, 16]);
   rmSync(dir, { recursive: true, force: true });
 });
 

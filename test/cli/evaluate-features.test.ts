@@ -26,7 +26,8 @@ test('reals evaluate and fid-stats --features <classifier>: the JSON and the sta
   const result = JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8'));
   assert.match(result.featureNetwork.id, /^classifier-[0-9a-f]{16}$/);
   assert.match(result.featureNetwork.description, /the classifier .*a\.safetensors \(3 classes, 16 px\)/);
-  assert.ok(result.inceptionScore >= 1 && result.sfid !== null && result.fid > 0);
+  assert.ok(result.classifierScore >= 1 && result.sfid !== null && result.fid > 0);
+  assert.equal('inceptionScore' in result, false, 'a classifier\'s score is not called the Inception Score');
   await reals('fid-stats', join(dir, 'a.npz'), '--out', join(dir, 'a-stats.npz'), ...features);
   const stats = NpzFile.open(join(dir, 'a-stats.npz'));
   assert.equal(Buffer.from(stats.get(EXTRACTOR_KEY).toArray() as Uint8Array).toString('ascii'), result.featureNetwork.id);
@@ -35,9 +36,11 @@ test('reals evaluate and fid-stats --features <classifier>: the JSON and the sta
     new RegExp(`a-stats\\.npz: its statistics are of ${result.featureNetwork.id}, not of classifier-[0-9a-f]{16} \\(--features\\)`));
 }));
 
-test('reals evaluate --help lists --features (default inception), --dino-model and --dino-ckpt, and says which networks give no IS', () => {
+test('reals evaluate --help lists --features (default inception), --dino-model and --dino-ckpt, and says which networks give which score over classes', () => {
   const help = evaluateCommand().helpInformation().replace(/\s+/g, ' ');
-  assert.match(help, /--features <network> .*dinov2 \(FD_DINOv2 as dgm-eval: 224 px bicubic, ImageNet mean\/std, CLS token; no IS, no sFID\).* \(default: "inception"\)/);
+  assert.match(help, /--features <network> .*dinov2 \(FD_DINOv2 as dgm-eval: 224 px bicubic, ImageNet mean\/std, CLS token; no score over classes, no sFID\).* \(default: "inception"\)/);
+  assert.match(help, /reals classifier train \(the Inception Score's formula over its classes, reported as classifierScore, "Classifier Score"\)/);
+  assert.match(help, /Only inception reports an Inception Score \(inceptionScore\)/);
   assert.match(help, /--dino-model <name> the DINOv2 of --features dinov2 \(default: dinov2_vitl14, dgm-eval's\)/);
   assert.match(help, /--dino-ckpt <file>/);
 });

@@ -29,6 +29,8 @@ function pooledExtractor(): FeatureExtractor {
       return { pool3: torch.cat([coarse, coarse.mul(coarse)], 1), spatial: torch.nnFunctional.adaptiveAvgPool2d(x, 2).flatten(1) };
     },
     logits: (pool3) => pool3.matmul(projection),
+    // A stand-in for the FID Inception: the report calls its score the Inception Score.
+    classScore: 'inceptionScore',
   };
 }
 

@@ -52,7 +52,7 @@ test('--features <teacher backbone> reads the config in its metadata and gives i
   saveSafetensors(path, Object.fromEntries(plain().stateDict()), { config: JSON.stringify(PLAIN), source: 'reals teacher train (EMA teacher backbone)' });
   const extractor = await featureExtractor({ features: path, device: 'cpu' });
   assert.match(extractor.id, /^teacher-[0-9a-f]{16}$/);
-  assert.match(extractor.description!, /CLS token at 28 px; no logits \(no IS\), no spatial features \(no sFID\)/);
+  assert.match(extractor.description!, /CLS token at 28 px; no class logits \(no score over classes\), no spatial features \(no sFID\)/);
   const c = cases.find((x: { size: number }) => x.size === 28);
   torch.noGrad(() => assertCloseToScale(extractor.features(nchw(c.images)).pool3, c.cls, DINO_TOLERANCE, 'teacher'));
 
@@ -95,22 +95,22 @@ function batch(n: number, seed: number): Tensor {
   return torch.randint(0, 256, [n, 28, 28, 3], { dtype: 'uint8' });
 }
 
-test('evaluate with a network without logits or spatial features reports IS and sFID as n/a, names the network, and refuses a REF of another network', withTmp('features', async (dir) => {
+test('evaluate with a network without logits or spatial features reports no score over classes and sFID as n/a, names the network, and refuses a REF of another network', withTmp('features', async (dir) => {
   const teacherPath = join(dir, 'teacher.safetensors');
   saveSafetensors(teacherPath, Object.fromEntries(plain().stateDict()), { config: JSON.stringify(PLAIN) });
   const teacher = await featureExtractor({ features: teacherPath, device: 'cpu' });
   saveNpz(join(dir, 'ref.npz'), { arr_0: batch(8, 1) });
   saveNpz(join(dir, 'sample.npz'), { arr_0: batch(8, 2) });
   const result = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), { extractor: teacher, isSplitSize: 8 });
-  assert.equal(result.inceptionScore, null);
+  assert.equal('inceptionScore' in result || 'classifierScore' in result, false, 'no score over classes');
   assert.equal(result.sfid, null);
   assert.ok(result.fid > 0);
   assert.deepEqual(result.featureNetwork, { id: teacher.id, description: teacher.description });
   const text = formatResult(result);
   assert.match(text, new RegExp(`^features: ${teacher.id}: the teacher `, 'm'));
-  assert.match(text, /^Inception Score +n\/a$/m);
+  assert.doesNotMatch(text, /Score/);
   assert.match(text, /^sFID +n\/a$/m);
-  assert.match(text, /n\/a for this network: IS \(no class logits\), sFID \(no spatial features\)/);
+  assert.match(text, /n\/a for this network: no score over classes \(no class logits\), sFID \(no spatial features\)/);
 
   // fid-stats records the network; the same network reads the file, another is refused naming both.
   await writeFidStatistics(join(dir, 'ref.npz'), join(dir, 'ref-stats.npz'), { extractor: teacher });
@@ -126,7 +126,13 @@ test('evaluate with a network without logits or spatial features reports IS and 
   saveNpz(join(dir, 'adm.npz'), { mu: torch.zeros([32]).double(), sigma: torch.eye(32).double() });
   await assert.rejects(evaluate(join(dir, 'adm.npz'), join(dir, 'sample.npz'), { extractor: teacher, isSplitSize: 8 }),
     /adm\.npz: its statistics are of an unrecorded network \(ADM's reference batches: the FID Inception\), not of teacher-/);
-  // The classifier has logits and spatial features: all five numbers.
+  // The classifier has logits and spatial features: all five numbers, its score over classes named for it, not Inception's.
   const scored = await evaluate(join(dir, 'ref.npz'), join(dir, 'sample.npz'), { extractor: classifier, isSplitSize: 8 });
-  assert.ok(scored.inceptionScore !== null && scored.inceptionScore >= 1 && scored.sfid !== null);
+  assert.ok(scored.classifierScore! >= 1 && scored.classifierScore! <= 3 && scored.sfid !== null, JSON.stringify(scored));
+  assert.equal('inceptionScore' in scored, false);
+  const scoredText = formatResult(scored);
+  assert.match(scoredText, new RegExp(`^features: ${classifier.id}: the classifier `, 'm'));
+  assert.match(scoredText, /^Classifier Score: the Inception Score's formula over this classifier's classes, not an Inception Score$/m);
+  assert.match(scoredText, new RegExp(`^Classifier Score +${scored.classifierScore!.toFixed(4)}$`, 'm'));
+  assert.doesNotMatch(scoredText, /^Inception Score/m);
 }));

@@ -19,6 +19,7 @@ import { RUN_LOCK } from '../../src/train/run-dir.js';
 import { resumeCommand } from '../../src/train/stop.js';
 import { freePort } from '../distributed/run-ranks.js';
 import { sitLatentsFixture, sitTrainArgs } from '../sit-latents.js';
+import { writeColourClasses } from '../colour-classes.js';
 
 torch.setNumThreads(1);
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
@@ -175,8 +176,11 @@ test('SIGTERM to reals launch reaches both ranks: rank 0 saves the step they sto
   }
 });
 
-/** Starts `args`, sends SIGTERM after 2 steps, and checks the stop: exit 143, one line, a checkpoint of the step, run.lock released. */
-async function stopsAndSaves(args: string[], runDir: string): Promise<void> {
+/**
+ * Starts `args`, sends SIGTERM after 2 steps, and checks the stop: exit 143, one line, a checkpoint
+ * of the step, run.lock released. Returns the step and the printed command that continues it.
+ */
+async function stopsAndSaves(args: string[], runDir: string): Promise<{ step: number; command: string }> {
   const child = start(args);
   await stepsDone(runDir, 2, child);
   child.process.kill('SIGTERM');
@@ -188,6 +192,7 @@ async function stopsAndSaves(args: string[], runDir: string): Promise<void> {
   assert.equal(loadCheckpoint(checkpoint!).metadata.step, Number(step));
   assert.equal(existsSync(join(runDir, RUN_LOCK)), false, 'run.lock released');
   assert.equal(command, `reals ${args.join(' ')} --resume ${runDir}`);
+  return { step: Number(step), command: command! };
 }
 
 test('SIGTERM during align train and teacher train: the same stop, checkpoint and line', { timeout: 300_000 }, async () => {
@@ -214,6 +219,31 @@ test('SIGTERM during align train and teacher train: the same stop, checkpoint an
       '--head-n-prototypes', '32', '--head-hidden-dim', '16', '--head-bottleneck-dim', '8', '--batch-size', '4', '--num-workers', '0',
       '--results-dir', join(root, 'teacher'), '--log-every', '1', '--ckpt-every', '100000', '--max-steps', '100000', '--precision', 'fp32', '--device', 'cpu',
     ], join(root, 'teacher', '000-teacher'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM during classifier train: the same stop; the printed command resumed to 3 steps past it equals a run never stopped, bit for bit', { timeout: 300_000 }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-stop-classifier-'));
+  try {
+    const data = join(root, 'data');
+    await writeColourClasses(data, 4, 6, 8);
+    const args = (out: string, steps: number) => ['classifier', 'train', '--data-path', data, '--out', out, '--image-size', '8', '--steps', String(steps),
+      '--batch-size', '5', '--feature-dim', '8', '--log-every', '1', '--ckpt-every', '100000', '--num-workers', '0', '--device', 'cpu'];
+    const out = join(root, 'stopped');
+    const { step, command } = await stopsAndSaves(args(out, 1_000_000), out);
+    const end = step + 3;
+    const resumed = start([...command.split(' ').slice(1), '--steps', String(end)]);
+    const whole = start(args(join(root, 'whole'), end));
+    for (const c of [resumed, whole]) assert.deepEqual(await c.exit, { code: 0, signal: null }, c.output);
+    const a = loadCheckpoint(join(out, 'checkpoints', `${String(end).padStart(7, '0')}.safetensors`));
+    const b = loadCheckpoint(join(root, 'whole', 'checkpoints', `${String(end).padStart(7, '0')}.safetensors`));
+    for (const group of ['model', 'opt']) {
+      assert.deepEqual(Object.keys(a.groups[group]!).sort(), Object.keys(b.groups[group]!).sort());
+      for (const [key, t] of Object.entries(b.groups[group]!)) assert.deepEqual(a.groups[group]![key]!.toArray(), t.toArray(), `${group}.${key}`);
+    }
+    assert.deepEqual(readFileSync(join(out, 'classifier.safetensors')), readFileSync(join(root, 'whole', 'classifier.safetensors')));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -1,0 +1,187 @@
+// The alignment study's tables and plot (`reals demo align-report`, and `reals demo merge --cells`):
+// reads the committed cell files of one or more folders and writes README.md and alignment.png:
+// the means of every (channels, arm, teacher) over its seeds, and each arm's paired differences
+// from the control of the same channels (within a seed), with their Student-t 95% intervals and
+// the seeds it won. Cells of another profile or classifier than the first file's are refused.
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { savePlot, type PlotSeries } from '../runlog/images.js';
+import { formatValues, mean } from './report.js';
+import { formatPaired, intervalVerdict, pairedDifference, type PairedDifference } from './paired.js';
+import { ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS, STAGE_ONE, alignCellName, type AlignCellMetrics } from './align-study.js';
+
+const CELL_FILE = new RegExp(`^c\\d+-(${ALIGN_ARM_NAMES.join('|')})(-(${ALIGN_TEACHERS.join('|')}))?-seed\\d+\\.json$`);
+
+/** The cell files of `dirs`, each checked against its name and against the first file's profile and classifier. */
+export function readAlignCells(dirs: readonly string[]): AlignCellMetrics[] {
+  const files = dirs.flatMap((dir) => readdirSync(dir).filter((name) => CELL_FILE.test(name)).map((name) => join(dir, name)));
+  const cells = files.map((path) => ({ path, metrics: JSON.parse(readFileSync(path, 'utf8')) as AlignCellMetrics }));
+  const first = cells[0];
+  const seen = new Map<string, string>();
+  for (const { path, metrics: m } of cells) {
+    const name = alignCellName(m.channels, m.arm, m.teacher.name, m.seed);
+    if (m.study !== 'alignment' || basename(path) !== `${name}.json`) throw new Error(`${path}: holds cell ${name} of study ${m.study}`);
+    if (seen.has(name)) throw new Error(`${path}: cell ${name} is also in ${seen.get(name)}`);
+    seen.set(name, path);
+    if (JSON.stringify(m.profile) !== JSON.stringify(first!.metrics.profile)) throw new Error(`${path}: another profile than ${first!.path}'s`);
+    if (m.classifier.sha256 !== first!.metrics.classifier.sha256) throw new Error(`${path}: classifier ${m.classifier.sha256} is not ${first!.path}'s ${first!.metrics.classifier.sha256}`);
+  }
+  return cells.map((c) => c.metrics);
+}
+
+/**
+ * `demo merge`'s test: `dirs` when every one of them holds alignment cell files and no demo run's
+ * metrics.json; null when none does (demo runs); an error naming the folder when they are mixed.
+ */
+export function readAlignCellFolders(dirs: readonly string[]): string[] | null {
+  const holdsCells = dirs.map((dir) => !existsSync(join(dir, 'metrics.json')) && existsSync(dir) && readdirSync(dir).some((name) => CELL_FILE.test(name)));
+  if (holdsCells.every((x) => !x)) return null;
+  const other = dirs.find((_, i) => !holdsCells[i]);
+  if (other !== undefined) throw new Error(`demo merge: ${other} is not a folder of alignment cells like ${dirs[holdsCells.indexOf(true)]}; merge demo runs and cell folders separately`);
+  return [...dirs];
+}
+
+interface Column { label: string; decimals: number; better: 'lower' | 'higher'; value: (m: AlignCellMetrics) => number }
+
+function columns(steps: readonly number[]): Column[] {
+  const last = steps.length - 1;
+  return [
+    { label: 'rFID', decimals: 2, better: 'lower', value: (m) => m.reconstruction.rfid },
+    { label: 'iFID', decimals: 2, better: 'lower', value: (m) => m.reconstruction.ifid },
+    ...steps.map((step, i): Column => ({ label: `FID @${step}`, decimals: 2, better: 'lower', value: (m) => m.curve[i]!.fid })),
+    { label: `precision @${steps[last]}`, decimals: 3, better: 'higher', value: (m) => m.curve[last]!.precision },
+    { label: `recall @${steps[last]}`, decimals: 3, better: 'higher', value: (m) => m.curve[last]!.recall },
+  ];
+}
+
+/** One (channels, arm, teacher) with its cells by seed. */
+interface Group { channels: number; arm: AlignCellMetrics['arm']; teacher: string; cells: Map<number, AlignCellMetrics> }
+
+function groupCells(cells: readonly AlignCellMetrics[]): Group[] {
+  const groups = new Map<string, Group>();
+  for (const m of cells) {
+    const key = `${m.channels} ${m.arm} ${m.teacher.name}`;
+    const group = groups.get(key) ?? { channels: m.channels, arm: m.arm, teacher: m.teacher.name, cells: new Map() };
+    group.cells.set(m.seed, m);
+    groups.set(key, group);
+  }
+  const order = (g: Group) => [g.channels, ALIGN_ARM_NAMES.indexOf(g.arm), ALIGN_TEACHERS.indexOf(g.teacher as typeof ALIGN_TEACHERS[number])];
+  return [...groups.values()].sort((a, b) => {
+    const [x, y] = [order(a), order(b)];
+    return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+  });
+}
+
+function groupLabel(g: Group): string {
+  return ALIGN_ARMS[g.arm].teacherFree ? g.arm : `${g.arm} (${g.teacher})`;
+}
+
+function byColumn(group: Group, col: Column): Map<number, number> {
+  return new Map([...group.cells].map(([seed, m]) => [seed, col.value(m)]));
+}
+
+/** The findings: each arm's FID intervals that exclude 0, in words. */
+function findings(rows: { group: Group; control: Group; differences: Map<string, PairedDifference> }[], fidColumns: Column[]): string[] {
+  const lines: string[] = [];
+  for (const { group, differences } of rows) {
+    for (const col of fidColumns) {
+      const d = differences.get(col.label);
+      if (d === undefined) continue;
+      const verdict = intervalVerdict(d, col.better);
+      if (verdict === 0) continue;
+      lines.push(`- C=${group.channels}, ${groupLabel(group)} ${verdict === 1 ? 'beats' : 'loses to'} the control on ${col.label}: ` +
+        `${formatPaired(d, col.decimals)} (paired over seeds ${d.seeds.join(', ')}, won ${d.wins.length} of ${d.seeds.length}).`);
+    }
+  }
+  if (lines.length === 0) {
+    const pairs = rows.map((r) => Math.max(...[...r.differences.values()].map((d) => d.seeds.length)));
+    return [`No arm's paired 95% interval for FID excludes 0 at any SiT step (${rows.length} arm-teacher rows, ${pairs.length === 0 ? 0 : Math.min(...pairs)}–${pairs.length === 0 ? 0 : Math.max(...pairs)} paired seeds each).`];
+  }
+  return lines;
+}
+
+/** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
+export async function writeAlignStudyReport(out: string, dirs: readonly string[] = [out]): Promise<{ cells: number }> {
+  const cells = readAlignCells(dirs);
+  if (cells.length === 0) throw new Error(`${dirs.join(', ')}: no alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)`);
+  const profile = cells[0]!.profile;
+  const steps = cells[0]!.curve.map((p) => p.step);
+  const cols = columns(steps);
+  const fidColumns = cols.filter((c) => c.label.startsWith('FID @'));
+  const groups = groupCells(cells);
+  const controls = new Map(groups.filter((g) => g.arm === 'control').map((g) => [g.channels, g]));
+  const rows = groups.filter((g) => g.arm !== 'control' && controls.has(g.channels)).map((group) => {
+    const control = controls.get(group.channels)!;
+    const differences = new Map<string, PairedDifference>();
+    for (const col of cols) {
+      const d = pairedDifference(byColumn(group, col), byColumn(control, col), col.better);
+      if (d !== null) differences.set(col.label, d);
+    }
+    return { group, control, differences };
+  });
+
+  const meanTable = [
+    `| C | arm | seeds | ${cols.map((c) => c.label).join(' | ')} |`,
+    `|---|---|---|${cols.map(() => '---').join('|')}|`,
+    ...groups.map((g) => `| ${g.channels} | ${groupLabel(g)} | ${[...g.cells.keys()].sort((a, b) => a - b).join(', ')} | ` +
+      `${cols.map((col) => formatValues([...byColumn(g, col).values()], col.decimals)).join(' | ')} |`),
+  ];
+  const lastFid = fidColumns.at(-1)!;
+  const pairedTable = [
+    `| C | arm − control | paired seeds | ${cols.map((c) => c.label).join(' | ')} | won on ${lastFid.label} |`,
+    `|---|---|---|${cols.map(() => '---').join('|')}|---|`,
+    ...rows.map(({ group, differences }) => {
+      const final = differences.get(lastFid.label);
+      return `| ${group.channels} | ${groupLabel(group)} | ${final?.seeds.join(', ') ?? ''} | ` +
+        `${cols.map((col) => { const d = differences.get(col.label); return d === undefined ? '' : formatPaired(d, col.decimals); }).join(' | ')} | ` +
+        `${final === undefined ? '' : `${final.wins.length}/${final.seeds.length}${final.wins.length > 0 ? ` (seeds ${final.wins.join(', ')})` : ''}`} |`;
+    }),
+  ];
+
+  const series: PlotSeries[] = groups.map((g) => ({
+    name: `C=${g.channels} ${groupLabel(g)}`,
+    points: steps.map((step, i): [number, number] => [step, mean([...g.cells.values()].map((m) => m.curve[i]!.fid))]),
+  }));
+  await savePlot(join(out, 'alignment.png'), series, { title: 'FID against SiT steps, each arm (mean over its seeds)', xLabel: 'SiT training steps' });
+
+  const cpuMinutes = cells.map((c) => c.cpuSeconds / 60);
+  const stageOneMinutes = cells.map((c) => c.stages.filter((s) => s.name.startsWith(STAGE_ONE)).reduce((sum, s) => sum + s.cpuSeconds, 0) / 60);
+  const designCells = (2 + (ALIGN_ARM_NAMES.length - 2) * ALIGN_TEACHERS.length) * 2 * 6;
+  const cpu = [...new Set(cells.map((m) => m.environment.cpu))].join('; ');
+  const classifier = cells[0]!.classifier;
+  const lines = [
+    '# Alignment study: results',
+    '',
+    `Written by \`reals demo align-report\` from the ${cells.length} cell files in this folder (profile \`${profile.name}\`); the protocol is`,
+    '[PROTOCOL.md](PROTOCOL.md). Every arm fine-tunes the same stage-1 VAE of its seed for',
+    `${profile.finetune.steps} steps (lr ${profile.finetune.lr}); FID, precision and recall: ${profile.base.samples.toLocaleString('en-US')} ODE samples of the SiT at each step against`,
+    `${profile.base.referenceImages.toLocaleString('en-US')} test images, in the features of one classifier (sha256 ${classifier.sha256.slice(0, 16)}…, accuracy ${classifier.testAccuracy.toFixed(4)}).`,
+    '',
+    '## Each arm against the control',
+    '',
+    'Arm minus control within a seed: mean ± sample standard deviation [Student-t 95% interval] over the paired seeds.',
+    'Negative is better for FID, rFID and iFID; positive for precision and recall.',
+    '',
+    ...pairedTable,
+    '',
+    ...findings(rows, fidColumns),
+    '',
+    '![FID against SiT steps for each arm](alignment.png)',
+    '',
+    '## Means over seeds',
+    '',
+    ...meanTable,
+    '',
+    '## Arms',
+    '',
+    ...ALIGN_ARM_NAMES.map((arm) => `- \`${arm}\`: ${ALIGN_ARMS[arm].description}.`),
+    '',
+    `Time: ${mean(cpuMinutes).toFixed(1)} CPU minutes a cell for its fine-tuning and evaluation (mean over these ${cells.length}; ${cpu}), ` +
+      `and ${mean(stageOneMinutes).toFixed(1)} for the stage-1 VAE that every arm of a width and seed shares; ` +
+      `the full design (${designCells} cells: control and EQ-VAE, and three teacher arms with each of ${ALIGN_TEACHERS.length} teachers, at 2 widths, 6 seeds) ` +
+      `takes about ${((mean(cpuMinutes) * designCells + mean(stageOneMinutes) * 2 * 6) / 60).toFixed(0)} CPU-hours.`,
+    '',
+  ];
+  writeFileSync(join(out, 'README.md'), lines.join('\n'));
+  return { cells: cells.length };
+}

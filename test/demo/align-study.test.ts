@@ -1,0 +1,129 @@
+// The alignment study (src/demo/align-study.ts, align-report.ts, paired.ts) at the seconds-long
+// test profile: cells of two arms over two seeds fine-tune their seed's one stage-1 VAE with only
+// the arm's flags differing, are skipped once done, and are tabled as paired differences from the
+// control (checked against the numbers in the files); the Student-t quantiles against SciPy's.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, readAlignCellFolders, runAlignCell, studentTCdf, studentTQuantile,
+  teacherUse, writeAlignStudyReport, type AlignCellMetrics,
+} from '../../src/demo/index.js';
+
+/** A command line's flags: `--name value` pairs (a flag followed by another flag maps to ''). */
+function flags(command: string): Map<string, string> {
+  const words = command.split(' ');
+  const map = new Map<string, string>();
+  words.forEach((word, i) => {
+    if (word.startsWith('--')) map.set(word, words[i + 1]?.startsWith('--') === false ? words[i + 1]! : '');
+  });
+  return map;
+}
+
+test('Student-t quantiles and CDF equal SciPy\'s (scipy.stats.t.ppf(0.975, df), t.cdf(1.3, 4))', () => {
+  const scipy: [number, number][] = [[1, 12.706204736432095], [2, 4.302652729911275], [3, 3.182446305284263], [5, 2.5705818366147395],
+    [10, 2.2281388519649385], [30, 2.0422724563012373], [100, 1.9839715184496334]];
+  for (const [df, q] of scipy) assert.ok(Math.abs(studentTQuantile(0.975, df) - q) < 1e-9 * q, `df ${df}: ${studentTQuantile(0.975, df)} vs ${q}`);
+  assert.ok(Math.abs(studentTCdf(1.3, 4) - 0.868274201764388) < 1e-12);
+  assert.ok(Math.abs(studentTCdf(-1.3, 4) - (1 - 0.868274201764388)) < 1e-12);
+  assert.throws(() => studentTQuantile(1, 3), /0 < p < 1/);
+});
+
+test('paired differences: over the shared seeds, mean, sample sd, t interval, wins and the verdict', () => {
+  const d = pairedDifference(new Map([[0, 10], [1, 12], [2, 9]]), new Map([[0, 11], [1, 11], [2, 11], [3, 5]]), 'lower')!;
+  assert.deepEqual(d.seeds, [0, 1, 2]);
+  assert.deepEqual(d.differences, [-1, 1, -2]);
+  assert.ok(Math.abs(d.mean + 2 / 3) < 1e-12);
+  const sd = Math.sqrt(7 / 3);
+  assert.ok(Math.abs(d.std - sd) < 1e-12);
+  const half = 4.302652729911275 * sd / Math.sqrt(3);
+  assert.ok(Math.abs(d.interval![0] - (-2 / 3 - half)) < 1e-9 && Math.abs(d.interval![1] - (-2 / 3 + half)) < 1e-9);
+  assert.deepEqual(d.wins, [0, 2]);
+  assert.equal(intervalVerdict(d, 'lower'), 0);
+  assert.equal(formatPaired(d, 2), `-0.67 ± 1.53 [${(-2 / 3 - half).toFixed(2)}, +${(-2 / 3 + half).toFixed(2)}]`);
+  // Lower is better and every seed lower by about 2: the interval lies below 0, a win; for "higher is better" the same numbers lose.
+  const clear = pairedDifference(new Map([[0, 8], [1, 9.1], [2, 7.9]]), new Map([[0, 10], [1, 11], [2, 10]]), 'lower')!;
+  assert.equal(intervalVerdict(clear, 'lower'), 1);
+  assert.equal(intervalVerdict(clear, 'higher'), -1);
+  assert.equal(pairedDifference(new Map([[0, 1]]), new Map([[1, 1]]), 'lower'), null);
+  assert.equal(pairedDifference(new Map([[0, 1]]), new Map([[0, 2]]), 'lower')!.interval, null);
+});
+
+test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s flags, are skipped once done, and are tabled and merged as paired differences', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-align-study-'));
+  try {
+    const work = join(root, 'work');
+    const out = join(root, 'out');
+    const profile = ALIGN_STUDY_PROFILES.test;
+    const cells = new Map<string, AlignCellMetrics>();
+    for (const seed of [0, 1]) {
+      for (const arm of ['control', 'cos'] as const) {
+        const run = await runAlignCell({ profile, channels: 4, arm, teacher: 'hog', seed, work, out, log: () => {} });
+        assert.equal(run.skipped, false);
+        assert.deepEqual(JSON.parse(readFileSync(run.path, 'utf8')), run.metrics);
+        cells.set(`${arm}${seed}`, run.metrics);
+      }
+    }
+    const control = cells.get('control0')!;
+    const cos = cells.get('cos0')!;
+    assert.equal(control.study, 'alignment');
+    assert.deepEqual(control.teacher, { name: 'none', dinoModel: 'hog', dinoCkpt: null, sha256: null });
+    assert.deepEqual(cos.teacher, { name: 'hog', dinoModel: 'hog', dinoCkpt: null, sha256: null });
+    assert.deepEqual(cos.armOptions, { alignLoss: 'cos', patchWeight: 0.25, clsWeight: 0.25 });
+    assert.equal(control.finetune.finalAlign, null);
+    assert.ok(Number.isFinite(cos.finetune.finalAlign) && cos.finetune.finalAlign! > 0);
+    // One stage-1 VAE per seed: the same records in both arms; the fine-tuning starts from its folder.
+    const stageOne = (m: AlignCellMetrics) => m.stages.filter((s) => s.name.startsWith('stage 1: '));
+    assert.equal(stageOne(control).length, 2);
+    assert.deepEqual(stageOne(cos), stageOne(control));
+    const finetune = (m: AlignCellMetrics) => flags(m.stages.find((s) => s.name.startsWith('fine-tune'))!.command!);
+    const [c, r] = [finetune(control), finetune(cos)];
+    assert.equal(c.get('--vae-ckpt'), join(work, 'test', 'c4-seed0', 'vae-diffusers'));
+    // The two fine-tunings differ in the arm's flags and their run folders alone.
+    const differing = [...new Set([...c.keys(), ...r.keys()])].filter((key) => c.get(key) !== r.get(key)).sort();
+    assert.deepEqual(differing, ['--align-loss', '--cls-weight', '--patch-weight', '--results-dir']);
+    assert.deepEqual([c.get('--patch-weight'), c.get('--cls-weight'), r.get('--patch-weight'), r.get('--cls-weight'), r.get('--align-loss')], ['0', '0', '0.25', '0.25', 'cos']);
+    // The cells measure different VAEs.
+    assert.notEqual(control.reconstruction.rfid, cos.reconstruction.rfid);
+
+    const again = await runAlignCell({ profile, channels: 4, arm: 'cos', teacher: 'hog', seed: 0, work, out, log: () => {} });
+    assert.equal(again.skipped, true);
+
+    assert.equal((await writeAlignStudyReport(out)).cells, 4);
+    const readme = readFileSync(join(out, 'README.md'), 'utf8');
+    const finalFid = (m: AlignCellMetrics) => m.curve.at(-1)!.fid;
+    const expected = pairedDifference(new Map([[0, finalFid(cos)], [1, finalFid(cells.get('cos1')!)]]),
+      new Map([[0, finalFid(control)], [1, finalFid(cells.get('control1')!)]]), 'lower')!;
+    const row = readme.split('\n').find((line) => line.startsWith('| 4 | cos (hog) | 0, 1 |'));
+    assert.ok(row !== undefined, 'no paired row for cos (hog)');
+    assert.ok(row.includes(formatPaired(expected, 2)), `${row} lacks ${formatPaired(expected, 2)}`);
+    assert.ok(row.endsWith(`| ${expected.wins.length}/2${expected.wins.length > 0 ? ` (seeds ${expected.wins.join(', ')})` : ''} |`), row);
+
+    // demo merge: cells split over two folders pool to the same tables; a demo run's folder among them is refused.
+    const [a, b, merged] = [join(root, 'a'), join(root, 'b'), join(root, 'merged')];
+    mkdirSync(a);
+    mkdirSync(b);
+    for (const name of ['c4-control-seed0.json', 'c4-cos-hog-seed0.json']) cpSync(join(out, name), join(a, name));
+    for (const name of ['c4-control-seed1.json', 'c4-cos-hog-seed1.json']) cpSync(join(out, name), join(b, name));
+    assert.deepEqual(readAlignCellFolders([a, b]), [a, b]);
+    mkdirSync(merged);
+    await writeAlignStudyReport(merged, [a, b]);
+    assert.equal(readFileSync(join(merged, 'README.md'), 'utf8'), readme);
+    const demoRun = join(root, 'demo-run');
+    mkdirSync(demoRun);
+    writeFileSync(join(demoRun, 'metrics.json'), '{}');
+    assert.equal(readAlignCellFolders([demoRun]), null);
+    assert.throws(() => readAlignCellFolders([a, demoRun]), /demo-run is not a folder of alignment cells/);
+    // The same cell in two folders is refused.
+    await assert.rejects(writeAlignStudyReport(merged, [a, out]), /is also in/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a teacher whose files are missing is refused with the command that makes it', () => {
+  assert.throws(() => teacherUse('supervised', '/nonexistent-work'), /teachers\/supervised\/dino-model\.json: the supervised teacher is not there; node --import tsx scripts\/teacher-study\.ts measure supervised/);
+  assert.throws(() => teacherUse('ssl', '/nonexistent-work'), /teacher-long\/000-teacher\/teacher\/dino-model\.json: .*scripts\/teacher-long\.sh/);
+});
