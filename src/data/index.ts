@@ -15,11 +15,10 @@ export type { DistributedSamplerOptions } from './sampler.js';
 export { DataLoader, flipFor } from './loader.js';
 export type { DataLoaderOptions, Batch, Dataset, ImageFileDataset, InMemoryDataset, LoaderStats } from './loader.js';
 export {
-  cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization, normalizeLatents, denormalizeLatents, describeNormalization,
-  encodePosterior, shardName, LATENT_INDEX,
-  type LatentNormalization, type CacheLatentsOptions, type CacheLatentsResult, type LatentCacheSettings, type LatentIndex,
-  type LatentBatch, type LatentSource, type CachedLatentsOptions,
+  cacheLatents, LatentCache, CachedLatents, EncodedImages, encodePosterior, shardName, LATENT_INDEX, type CacheLatentsOptions, type CacheLatentsResult,
+  type LatentCacheSettings, type LatentIndex, type LatentBatch, type LatentSource, type CachedLatentsOptions,
 } from './latents.js';
+export { latentNormalization, normalizeLatents, denormalizeLatents, describeNormalization, type LatentNormalization } from './latent-normalization.js';
 export { vaeIdentity, sameVae, describeVae, type VaeIdentity } from './vae-identity.js';
 export * from './inputs.js';
 export { multiCrop, randomResizedCrop, colorAugment, blockMask, ibotMasks, MaskDraws, type MultiCropOptions, type MultiCrops, type MaskOptions } from './multicrop.js';

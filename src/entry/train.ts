@@ -6,7 +6,8 @@ export { MetricsLog, parseMetrics, type MetricRecord, type MetricsLogOptions } f
 export { SummaryWriter, crc32c, maskedCrc32c, tfRecord, type SummaryWriterOptions } from '../runlog/tensorboard.js';
 export { progress, formatDuration, type Progress, type ProgressOptions, type ProgressFields } from '../runlog/progress.js';
 export { encodePng, makeGrid, saveImageGrid, savePlot, PLOT_COLORS, type GridOptions, type PlotSeries, type PlotOptions } from '../runlog/images.js';
-export { cacheLatents, LatentCache, CachedLatents, EncodedImages, latentNormalization } from '../data/latents.js';
+export { cacheLatents, LatentCache, CachedLatents, EncodedImages } from '../data/latents.js';
+export { latentNormalization } from '../data/latent-normalization.js';
 export * from '../data/inputs.js';
 export { sampleImages, sampleLatents } from '../sampling/sample.js';
 export * from '../pipelines/align.js';

@@ -12,7 +12,7 @@ import { exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmen
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
 import { loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { loadGeneratorFor, type GeneratorFlags } from './sample.js';
-import type { LatentNormalization } from '../data/latents.js';
+import type { LatentNormalization } from '../data/latent-normalization.js';
 import { writeWebSite } from '../web/site.js';
 
 export const ONNX_MANIFEST = 'model.json';

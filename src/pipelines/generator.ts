@@ -11,9 +11,8 @@ import { DataLoader } from '../data/index.js';
 import { TRANSPORT_DEFAULTS, type LossWeight, type PathType, type Prediction } from '../diffusion/index.js';
 import { trainGenerator, type GeneratorKind, type GeneratorSpec, type GeneratorTrainResult } from '../train/sit.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
-import {
-  CachedLatents, EncodedImages, LatentCache, cacheLatents, describeNormalization, latentNormalization, type CacheLatentsResult, type LatentSource,
-} from '../data/latents.js';
+import { CachedLatents, EncodedImages, LatentCache, cacheLatents, type CacheLatentsResult, type LatentSource } from '../data/latents.js';
+import { describeNormalization, latentNormalization } from '../data/latent-normalization.js';
 import { withDefaults } from '../runlog/process.js';
 import { datasetClassNames, latentSize, loadImageDataset, loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { describeVae, sameVae, vaeIdentity, type VaeIdentity } from '../data/vae-identity.js';

@@ -13,7 +13,7 @@ import { loadGenerator, savedGeneratorSpec, type GeneratorKind, type GeneratorSp
 import { sampleImages, type SampleImagesResult } from '../sampling/sample.js';
 import { type LabelSampling } from '../sampling/labels.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
-import { describeNormalization, latentNormalization, type LatentNormalization } from '../data/latents.js';
+import { describeNormalization, latentNormalization, type LatentNormalization } from '../data/latent-normalization.js';
 import { withDefaults } from '../runlog/process.js';
 import { createOnnxSampler } from '../sampling/onnx-backend.js';
 import { latentSize, loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';

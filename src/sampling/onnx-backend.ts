@@ -10,7 +10,7 @@ import type { DiT } from '../models/sit.js';
 import { Sampler, createTransport, guidanceDecider, type SdeSamplerOptions, type Transport, type TransportConfig } from '../diffusion/index.js';
 import { exportGenerator, exportVaeDecoder } from '../models/onnx-export.js';
 import { sampleFlowOde, type FlowMethod } from './flow-sampler.js';
-import { denormalizeLatents, type LatentNormalization } from '../data/latents.js';
+import { denormalizeLatents, type LatentNormalization } from '../data/latent-normalization.js';
 import { sampleLabels, type LabelSampling } from './labels.js';
 
 /** The part of onnxruntime-node's API used here. */

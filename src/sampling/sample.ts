@@ -12,7 +12,7 @@ import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { NpzWriter, readJsonFile, writeJsonFileAtomic } from '../io/index.js';
 import { ensureWritableDir, removeDeadTemporaries, writeAll, writeFileAtomic } from '../io/file.js';
 import { decodeImage } from '../data/index.js';
-import { denormalizeLatents, describeNormalization, type LatentNormalization } from '../data/latents.js';
+import { denormalizeLatents, describeNormalization, type LatentNormalization } from '../data/latent-normalization.js';
 import { Sampler, createDiffusion, createTransport, generateLatents, type GenerateOptions } from '../diffusion/index.js';
 import { processContext } from '../runlog/process.js';
 import { progress as makeProgress } from '../runlog/progress.js';

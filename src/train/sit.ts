@@ -31,7 +31,8 @@ import { processContext } from '../runlog/process.js';
 import { StopSignal } from './stop.js';
 import { describeVae, sameVae, vaeIdentitySchema, type VaeIdentity } from '../data/vae-identity.js';
 import { progress as makeProgress, type Progress } from '../runlog/progress.js';
-import { describeNormalization, latentNormalizationSchema, type LatentNormalization, type LatentSource } from '../data/latents.js';
+import { type LatentSource } from '../data/latents.js';
+import { describeNormalization, latentNormalizationSchema, type LatentNormalization } from '../data/latent-normalization.js';
 
 const dist = torch.distributed;
 

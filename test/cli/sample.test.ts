@@ -13,7 +13,7 @@ import { encodePng } from '../../src/runlog/images.js';
 import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
 import { sampleLatents } from '../../src/sampling/sample.js';
 import { batchSeed } from '../../src/sampling/labels.js';
-import { denormalizeLatents, latentNormalization, type LatentNormalization } from '../../src/data/latents.js';
+import { denormalizeLatents, latentNormalization, type LatentNormalization } from '../../src/data/latent-normalization.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { launch } from '../../src/pipelines/launch.js';
 import { SAMPLE_RUN_DEFAULTS, sampleFolderName } from '../../src/pipelines/sample.js';

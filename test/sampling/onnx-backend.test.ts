@@ -7,7 +7,7 @@ import * as torch from '../../src/torch/index.js';
 import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
 import { sampleLatents } from '../../src/sampling/sample.js';
 import { createOnnxSampler } from '../../src/sampling/onnx-backend.js';
-import { denormalizeLatents } from '../../src/data/latents.js';
+import { denormalizeLatents } from '../../src/data/latent-normalization.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
