@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The reproduction study of docs/reproduction.md: for each seed and teacher, one `reals demo` run of
+# Every cell of docs/reproduction.md, each part skipping what is already done. Part 1: for each
+# seed and teacher, one `reals demo` run of
 # the quick profile with both protocols and both alignment weights (a pretrained VAE, its control,
 # and four ReaLS VAEs, each with a SiT scored at 25%, 50% and 100% of its steps), two runs at a time
-# (one per core), then one merged report over all of them. A run whose metrics.json exists is kept.
-#   bash scripts/reproduce.sh [OUT [TEACHERS [SEEDS]]]    defaults: study, "ssl supervised", "0 1 2"
+# (one per core), then one merged report over all of them; a run whose metrics.json exists is kept.
+# Part 2: the latent-channel cells (scripts/study-channels.sh); part 3: the alignment cells
+# (scripts/study-align.sh), both into docs/study/ (--commit commits each cell's file when done).
+# About 3 + 1.5 + 13 CPU-hours (docs/reproduction.md, "Running every cell").
+#   bash scripts/reproduce.sh [--commit] [OUT [TEACHERS [SEEDS]]]    part 1's defaults: study, "ssl supervised", "0 1 2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+commit=()
+if [ "${1:-}" = --commit ]; then commit=(--commit); shift; fi
 out=${1:-study}
 teachers=${2:-ssl supervised}
 seeds=${3:-0 1 2}
@@ -18,3 +24,5 @@ for seed in $seeds; do for teacher in $teachers; do echo "$teacher $seed"; done;
     node bin/reals.js demo --profile quick --precision fp32 --threads 1 --seeds "$1" --teacher "$0" --protocol finetune,scratch --align-weight 0.25,1 \
       --out "$run" > "$REALS_STUDY_OUT/logs/$0-seed$1.log" 2>&1'
 node bin/reals.js demo merge "$out"/runs/* --out "$out"
+bash scripts/study-channels.sh "${commit[@]}"
+bash scripts/study-align.sh "${commit[@]}"

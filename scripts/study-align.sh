@@ -15,25 +15,30 @@ teachers=${2:-hog supervised ssl}
 seeds=${3:-0 1 2 3 4 5}
 out=$(realpath -m "${STUDY_OUT:-docs/study/alignment}")
 work=$(realpath -m "${STUDY_WORK:-study-work}")
-mkdir -p "$out" "$work/logs"
+mkdir -p "$out"
 node bin/reals.js demo channels-classifier --work "$work"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 STUDY_WORK="$work"
-# Each (width, seed)'s stage-1 VAE once (two at a time), before its arms run side by side.
-for c in $widths; do for seed in $seeds; do echo "$c $seed"; done; done |
-  xargs -P 2 -L 1 bash -c 'nice -n 10 node bin/reals.js demo align --stage-one-only --channels $0 --seed $1 --work "$STUDY_WORK" >> "$STUDY_WORK/logs/stage-one-c$0-seed$1.log" 2>&1'
 cell() { # width arm teacher seed
   local name="c$1-$2-$3-seed$4"
   case $2 in control|eq) name="c$1-$2-seed$4" ;; esac
   echo "$out/$name.json align --channels $1 --arm $2 --teacher $3 --seed $4 --work $work --out $out"
 }
 first=${teachers%% *}
-for teacher in $teachers; do for c in $widths; do
-  # The teacher-free arms (control, eq) once per width and seed, with the first teacher's cells.
-  for seed in $seeds; do
-    if [ "$teacher" = "$first" ]; then cell "$c" control "$teacher" "$seed"; fi
-    cell "$c" cos "$teacher" "$seed"
+seed_list=($seeds)
+# Seeds two by two, each arm of the group for both before the next: a paired comparison completes
+# every few cells, and the two cells running side by side never train the same stage-1 VAE (a
+# cell whose seed's VAE is being trained would wait for it).
+by_pairs() { # teacher arm...
+  local teacher=$1 arm s i
+  shift
+  for ((i = 0; i < ${#seed_list[@]}; i += 2)); do
+    for arm in "$@"; do for s in "${seed_list[@]:i:2}"; do cell "$c" "$arm" "$teacher" "$s"; done; done
   done
-  for seed in $seeds; do cell "$c" vf "$teacher" "$seed"; cell "$c" patch "$teacher" "$seed"; done
-  if [ "$teacher" = "$first" ]; then for seed in $seeds; do cell "$c" eq "$teacher" "$seed"; done; fi
+}
+for teacher in $teachers; do for c in $widths; do
+  # The teacher-free arms (control, eq) once per width and seed, beside the first teacher's cells.
+  if [ "$teacher" = "$first" ]; then by_pairs "$teacher" control cos; else by_pairs "$teacher" cos; fi
+  by_pairs "$teacher" vf patch
+  if [ "$teacher" = "$first" ]; then by_pairs "$teacher" eq; fi
 done; done | STUDY_COMMIT="$commit" bash scripts/study-cells.sh
 node bin/reals.js demo align-report --out "$out"

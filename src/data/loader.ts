@@ -203,6 +203,31 @@ export class DataLoader implements AsyncIterable<Batch> {
   }
 
   /** Stops the worker threads; a later iteration starts new ones. */
+  /**
+   * The first `count` images of epoch 0 (all of them when the data holds fewer), batch by batch,
+   * the last batch cut to what is still wanted: `visit` gets each batch's images and labels, which
+   * are disposed once it returns. Closes the loader; returns how many images were visited.
+   */
+  async visitFirst(count: number, visit: (images: torch.Tensor, labels: torch.Tensor) => void | Promise<void>): Promise<number> {
+    let n = 0;
+    try {
+      for await (const batch of this.iterate(0)) {
+        const take = Math.min(batch.images.size(0), count - n);
+        const [images, labels] = [batch.images.slice(0, 0, take), batch.labels.slice(0, 0, take)];
+        try {
+          await visit(images, labels);
+        } finally {
+          for (const t of [images, labels, batch.images, batch.labels]) t.dispose();
+        }
+        n += take;
+        if (n >= count) break;
+      }
+    } finally {
+      await this.close();
+    }
+    return n;
+  }
+
   async close(): Promise<void> {
     const pool = this.pool;
     this.pool = null;

@@ -19,6 +19,7 @@ import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { FashionMNIST } from '../data/index.js';
 import { interpolatedFid, type IfidResult } from '../eval/ifid.js';
 import { CheckpointManager } from '../train/index.js';
+import { RunDirBusyError, lockRunDir, type RunLock } from '../train/run-dir.js';
 import { runAlignConvert, runAlignTrain } from '../pipelines/align.js';
 import { runGeneratorTrain } from '../pipelines/generator.js';
 import { runSample } from '../pipelines/sample.js';
@@ -240,16 +241,39 @@ export interface StageOneVae { runDir: string; finalLoss: number; vaePath: strin
  * `<work>/<profile>/c<C>-seed<S>/` and converted, its stage records kept there, so that the
  * alignment cells of the same (channels, seed) fine-tune this very VAE rather than train their own.
  * Alignment weight 0 with HOG, the teacher that has no weights: no alignment term reaches the VAE,
- * and no teacher has to be trained first.
+ * and no teacher has to be trained first. The folder is locked while it runs: a second cell of the
+ * same (channels, seed) waits, then reads the first one's records.
  */
 export async function trainStageOneVae(options: {
   profile: ChannelStudyProfile; channels: number; seed: number; work: string; log: (line: string) => void;
 }): Promise<StageOneVae> {
   const { profile, channels, seed, log } = options;
-  const name = cellName(channels, seed);
-  const dir = join(options.work, profile.name, name);
-  const { stage, stages } = stageRunner(join(dir, 'stages'), name, log);
-  const { vaeConfigPath } = studyConfigs(profile, options.work, channels);
+  const dir = join(options.work, profile.name, cellName(channels, seed));
+  mkdirSync(dir, { recursive: true });
+  const lock = await waitForLock(dir, log);
+  try {
+    return await trainLockedStageOneVae(profile, channels, seed, options.work, dir, log);
+  } finally {
+    lock.release();
+  }
+}
+
+/** Locks `dir` for this process, waiting while another live process holds it. */
+async function waitForLock(dir: string, log: (line: string) => void): Promise<RunLock> {
+  for (let waited = false; ; waited = true) {
+    try {
+      return lockRunDir(dir, log);
+    } catch (error) {
+      if (!(error instanceof RunDirBusyError)) throw error;
+      if (!waited) log(`waiting for process ${error.pid}, which trains the stage-1 VAE in ${dir}`);
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+    }
+  }
+}
+
+async function trainLockedStageOneVae(profile: ChannelStudyProfile, channels: number, seed: number, work: string, dir: string, log: (line: string) => void): Promise<StageOneVae> {
+  const { stage, stages } = stageRunner(join(dir, 'stages'), cellName(channels, seed), log);
+  const { vaeConfigPath } = studyConfigs(profile, work, channels);
   const vaeSteps = profile.vae.steps;
   const vaeResults = join(dir, 'vae');
   const vaeTrain = {

@@ -168,26 +168,18 @@ export async function interpolatedFid(options: IfidOptions): Promise<IfidResult>
   const interpolationFeatures: Tensor[] = [];
   try {
     const loader = new DataLoader(options.dataset, { batchSize, seed, shuffle: true, randomFlip: false, numWorkers: options.numWorkers });
-    let n = 0;
-    try {
-      for await (const batch of loader.iterate(0)) {
-        const take = Math.min(batch.images.size(0), count - n);
-        torch.noGrad(() => torch.scope(() => {
-          const x = batch.images.narrow(0, 0, take).to(device);
-          const z = vae.encode(x).mode();
-          latents.push(torch.keep(z.cpu()));
-          dataFeatures.push(torch.keep(featuresOf(x, 'a data image')));
-          reconstructionFeatures.push(torch.keep(featuresOf(vae.decode(z), 'a reconstruction')));
-        }));
-        batch.images.dispose();
-        batch.labels.dispose();
-        n += take;
-        onProgress?.('encode', n, count);
-        if (n >= count) break;
-      }
-    } finally {
-      await loader.close();
-    }
+    let encoded = 0;
+    const n = await loader.visitFirst(count, (images) => {
+      torch.noGrad(() => torch.scope(() => {
+        const x = images.to(device);
+        const z = vae.encode(x).mode();
+        latents.push(torch.keep(z.cpu()));
+        dataFeatures.push(torch.keep(featuresOf(x, 'a data image')));
+        reconstructionFeatures.push(torch.keep(featuresOf(vae.decode(z), 'a reconstruction')));
+      }));
+      encoded += images.size(0);
+      onProgress?.('encode', encoded, count);
+    });
     if (n < 2) throw new Error(`iFID: read ${n} images (${loader.skipped} unreadable); needs at least 2`);
     const z = torch.keep(torch.cat(latents));
     latents.push(z);

@@ -129,20 +129,10 @@ async function featuresOf(
   const loader = new DataLoader(dataset, { batchSize: 256, seed, shuffle: true, randomFlip: false });
   const features: Tensor[] = [];
   const labels: Tensor[] = [];
-  let n = 0;
-  try {
-    for await (const batch of loader.iterate(0)) {
-      const take = Math.min(batch.images.size(0), count - n);
-      features.push(torch.keep(probeFeatures(backbone, batch.images.slice(0, 0, take).to(device), inputSize).cpu()));
-      labels.push(torch.keep(batch.labels.slice(0, 0, take).clone()));
-      batch.images.dispose();
-      batch.labels.dispose();
-      n += take;
-      if (n >= count) break;
-    }
-  } finally {
-    await loader.close();
-  }
+  const n = await loader.visitFirst(count, (images, batchLabels) => {
+    features.push(torch.keep(probeFeatures(backbone, images.to(device), inputSize).cpu()));
+    labels.push(torch.keep(batchLabels.clone()));
+  });
   if (n === 0) throw new Error('linearProbe: a split has no images');
   const out = { features: torch.cat(features), labels: torch.cat(labels) };
   for (const t of [...features, ...labels]) t.dispose();

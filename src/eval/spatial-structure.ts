@@ -83,25 +83,12 @@ export async function spatialStructure(options: SpatialStructureOptions): Promis
   const grid: [number, number] = [side, side];
   const loader = new DataLoader(options.images, { batchSize: 64, seed, shuffle: true, randomFlip: false });
   const values: number[] = [];
-  let n = 0;
-  try {
-    await inEvalMode(backbone, async () => {
-      for await (const batch of loader.iterate(0)) {
-        const take = Math.min(batch.images.size(0), count - n);
-        const perImage = torch.noGrad(() => torch.scope(() => {
-          const { patch } = teacherTokens(backbone, batch.images.slice(0, 0, take).to(device), inputSize);
-          return Array.from(localDistantSimilarity(patch, grid, farDistance).toArray() as Float32Array);
-        }));
-        values.push(...perImage);
-        batch.images.dispose();
-        batch.labels.dispose();
-        n += take;
-        if (n >= count) break;
-      }
-    });
-  } finally {
-    await loader.close();
-  }
+  const n = await inEvalMode(backbone, () => loader.visitFirst(count, (images) => {
+    values.push(...torch.noGrad(() => torch.scope(() => {
+      const { patch } = teacherTokens(backbone, images.to(device), inputSize);
+      return Array.from(localDistantSimilarity(patch, grid, farDistance).toArray() as Float32Array);
+    })));
+  }));
   const { mean, std } = meanAndStd(values);
   return { lds: mean, ldsStd: std, perImage: values, images: n, grid, farDistance };
 }

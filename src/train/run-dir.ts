@@ -51,6 +51,13 @@ export const RUN_LOCK = 'run.lock';
 
 export interface RunLock { path: string; release(): void }
 
+/** The error of a folder locked by a live process on this host: the caller may wait for it. */
+export class RunDirBusyError extends Error {
+  constructor(message: string, readonly pid: number) {
+    super(message);
+  }
+}
+
 /**
  * Locks a run folder for this process, so that a second trainer (another `--resume` of a run
  * still going) is refused before it truncates the metrics or writes checkpoints beside the
@@ -78,7 +85,7 @@ export function lockRunDir(runDir: string, log: (line: string) => void = () => {
         throw new Error(`${runDir} is in use by process ${pid} on ${holder.host} (${path}); if that run has ended, delete the file`);
       }
       if (pid !== null && pid !== process.pid && processAlive(pid)) {
-        throw new Error(`${runDir} is in use by a running trainer, process ${pid} (${path}): wait for it to end, or stop it, before resuming this run`);
+        throw new RunDirBusyError(`${runDir} is in use by a running trainer, process ${pid} (${path}): wait for it to end, or stop it, before resuming this run`, pid);
       }
       if (pid === process.pid && heldLocks.has(resolve(path))) {
         throw new Error(`${runDir} is already being trained by this process (${path})`);

@@ -55,7 +55,8 @@ test('classifier train: a flat val/ gives no accuracy and says why; bad sizes an
   await writeColourClasses(join(dir, 'one'), 1, 4);
   await assert.rejects(runClassifierTrain({ dataPath: join(dir, 'one', 'red'), out: join(dir, 'out') }), /ImageFolder: no class folders/);
   const help = classifierTrainCommand().helpInformation().replace(/\s+/g, ' ');
-  for (const shown of ['--image-size <n>', '(default: 64)', '--steps <n> optimizer steps (default: 2000)', '--batch-size <n> images per step (default: 64)', '(default: 0.001)', '--feature-dim <n>', '(default: 128)']) {
+  for (const shown of ['--image-size <n>', '(default: 64)', '--steps <n> optimizer steps (default: 2000)', '--batch-size <n> images per step (default: 64)', '(default: 0.001)', '--feature-dim <n>', '(default: 128)',
+    '--ckpt-every <n> steps between checkpoints in --out/checkpoints (the last step is saved too) (default: 500)', '--log-every <n>', '--resume <path>']) {
     assert.ok(help.includes(shown), shown);
   }
 }));

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import * as torch from '../../src/torch/index.js';
 import { loadNpz, saveSafetensors } from '../../src/io/index.js';
 import { DinoVisionTransformer, resolveDinoConfig } from '../../src/models/dinov2.js';
@@ -24,7 +23,7 @@ import { runExportWeb } from '../../src/pipelines/export.js';
 import { runDense, runTrainLinear } from '../../src/pipelines/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { decodeImage } from '../../src/data/image.js';
-import { generateImage, type RunGraph, type WebManifest } from '../../src/web/generate.js';
+import { generateInNode } from '../web/node-page.js';
 import type { DemoResult } from '../../src/demo/index.js';
 import { demoCommand } from '../../src/cli/demo.js';
 import { buildProgram } from '../../src/cli/main.js';
@@ -151,16 +150,7 @@ for (const channels of [16, 32]) {
       assert.equal(exported.manifest.vae.latentChannels, channels);
       assert.equal(exported.manifest.generator.cfgChannels, 'all');
       assert.equal(exported.manifest.vae.normalization.mean.length, channels);
-      const manifest = JSON.parse(readFileSync(join(site, 'models', 'model.json'), 'utf8')) as WebManifest;
-      const sessions = new Map<string, ort.InferenceSession>();
-      const run: RunGraph = async (graph, feeds) => {
-        if (!sessions.has(graph)) sessions.set(graph, await ort.InferenceSession.create(join(site, 'models', graph)));
-        const tensors = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)]));
-        const out = await sessions.get(graph)!.run(tensors);
-        return Object.fromEntries(Object.entries(out).map(([name, o]) => [name, { data: o.data as Float32Array, dims: o.dims }]));
-      };
-      const page = await generateImage(manifest, run, { classLabel: 0, cfgScale: 2, guidanceLow: 0, guidanceHigh: 1, steps: 4, method: 'heun2', seed: 3 });
-      for (const session of sessions.values()) await session.release();
+      const page = await generateInNode(site, { classLabel: 0, cfgScale: 2, guidanceLow: 0, guidanceHigh: 1, steps: 4, method: 'heun2', seed: 3 });
       assert.equal(page.labels!.length, (SIDE / 4) ** 2);
       // Sample 0 (class 0, one per batch) has the page's noise for the seed. Within two of 255
       // levels: onnxruntime's and libtorch's kernels differ in the last float32 bits, which the

@@ -221,3 +221,26 @@ test('DataLoader: with prefetching workers a training step does not wait on JPEG
     await loader.close();
   }
 });
+
+test('DataLoader.visitFirst: the first count images of epoch 0 in its order, the last batch cut; all of them when fewer', async () => {
+  const dataset = {
+    length: 10, itemShape: [1, 1, 1] as const,
+    image: (index: number) => ({ data: new Uint8Array([index]), width: 1, height: 1, channels: 1 }),
+    label: (index: number) => index,
+  };
+  const options = { batchSize: 4, seed: 3, randomFlip: false, numWorkers: 0 };
+  const order = (await collect(new DataLoader(dataset, options))).labels.flat();
+  for (const [count, expected] of [[6, 6], [8, 8], [25, 10]] as const) {
+    const loader = new DataLoader(dataset, options);
+    const seen: number[] = [];
+    const sizes: number[] = [];
+    const n = await loader.visitFirst(count, (images, labels) => {
+      sizes.push(images.size(0));
+      assert.equal(labels.size(0), images.size(0));
+      seen.push(...Array.from(labels.toArray() as BigInt64Array, Number));
+    });
+    assert.equal(n, expected);
+    assert.deepEqual(seen, order.slice(0, expected), `count ${count}`);
+    assert.deepEqual(sizes, count === 6 ? [4, 2] : count === 8 ? [4, 4] : [4, 4, 2]);
+  }
+});

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { CheckpointManager } from '../../src/train/checkpoint.js';
-import { NonFiniteLossError, checkFinite, createRunDir, resolveResume } from '../../src/train/run-dir.js';
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { NonFiniteLossError, RunDirBusyError, RUN_LOCK, checkFinite, createRunDir, lockRunDir, resolveResume } from '../../src/train/run-dir.js';
 
 function withDir(fn: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), 'reals-run-'));
@@ -72,3 +74,22 @@ test('checkFinite names the checkpoint a --resume would continue from, or that t
   assert.throws(() => checkFinite({ loss: Infinity }, 9, manager),
     { message: `loss "loss" is Infinity at step 9: stopping; the last good checkpoint is ${join(dir, 'checkpoints', '0000004.safetensors')}` });
 }));
+
+test('lockRunDir: a folder locked by another live process on this host is a RunDirBusyError with its pid; once that process is gone the lock is taken over', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-lock-'));
+  const other = spawn('sleep', ['30']);
+  try {
+    writeFileSync(join(dir, RUN_LOCK), JSON.stringify({ pid: other.pid, host: hostname(), started: new Date().toISOString() }));
+    assert.throws(() => lockRunDir(dir), (error: unknown) => error instanceof RunDirBusyError && error.pid === other.pid && /in use by a running trainer/.test(error.message));
+    const exited = new Promise((done) => other.once('exit', done));
+    other.kill();
+    await exited;
+    const lock = lockRunDir(dir);
+    assert.ok(existsSync(lock.path));
+    lock.release();
+    assert.ok(!existsSync(lock.path));
+  } finally {
+    other.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

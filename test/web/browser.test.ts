@@ -6,11 +6,10 @@
 // `reals sample --backend onnxruntime` draws. Any console error fails the test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import { chromium } from 'playwright-core';
 import * as torch from '../../src/torch/index.js';
 import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.js';
@@ -19,7 +18,7 @@ import { runExportWeb } from '../../src/pipelines/export.js';
 import { runSample } from '../../src/pipelines/sample.js';
 import { decodeImage } from '../../src/data/image.js';
 import { serveStatic } from '../../src/web/site.js';
-import { generateImage, type RunGraph, type WebManifest } from '../../src/web/generate.js';
+import { generateInNode } from './node-page.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -57,16 +56,7 @@ test('the exported page samples, decodes and segments in chromium as onnxruntime
     assert.match(await page.textContent('#backend') ?? '', /onnxruntime-web on (WebGPU|wasm)/);
 
     // The same generation in Node through onnxruntime-node.
-    const manifest = JSON.parse(readFileSync(join(site, 'models', 'model.json'), 'utf8')) as WebManifest;
-    const sessions = new Map<string, ort.InferenceSession>();
-    const run: RunGraph = async (graph, feeds) => {
-      if (!sessions.has(graph)) sessions.set(graph, await ort.InferenceSession.create(join(site, 'models', graph)));
-      const tensors = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)]));
-      const out = await sessions.get(graph)!.run(tensors);
-      return Object.fromEntries(Object.entries(out).map(([name, o]) => [name, { data: o.data as Float32Array, dims: o.dims }]));
-    };
-    const expected = await generateImage(manifest, run, { classLabel: 2, cfgScale: 3, guidanceLow: 0, guidanceHigh: 0.7, steps: 6, method: 'heun2', seed: 7 });
-    for (const session of sessions.values()) await session.release();
+    const expected = await generateInNode(site, { classLabel: 2, cfgScale: 3, guidanceLow: 0, guidanceHigh: 0.7, steps: 6, method: 'heun2', seed: 7 });
     assert.equal(state.result!.size, expected.size);
     const worst = state.result!.pixels.reduce((m, v, i) => Math.max(m, Math.abs(v - expected.pixels[i]!)), 0);
     assert.ok(worst <= 1, `the page's pixels differ from onnxruntime-node's by up to ${worst} levels`);
