@@ -296,7 +296,7 @@ def align_step(batch, precision):
                 target_patch, target_cls = features["x_norm_patchtokens"].float(), features["x_norm_clstoken"].float()
             with autocast(precision):
                 posterior = vae.encode(x)
-            # The posterior in float32 from the encoder's moments, as src/train/latents.ts encodePosterior.
+            # The posterior in float32 from the encoder's moments, as src/data/latents.ts encodePosterior.
             posterior = type(posterior)(posterior.parameters.float())
             with autocast(precision):
                 z = posterior.sample()

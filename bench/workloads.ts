@@ -15,8 +15,8 @@ import { preprocessImages } from '../src/models/dinov2.js';
 import { AlignmentHeads, alignmentLoss, resampleTokens } from '../src/models/alignment.js';
 import { createTransport, generateLatents } from '../src/diffusion/index.js';
 import { ALIGN_LOSS_DEFAULTS } from '../src/train/align.js';
-import { encodePosterior } from '../src/train/latents.js';
-import { createOnnxSampler, type OnnxSampler } from '../src/train/onnx-backend.js';
+import { encodePosterior } from '../src/data/latents.js';
+import { createOnnxSampler, type OnnxSampler } from '../src/sampling/onnx-backend.js';
 import type { Handle } from '../src/torch/native.js';
 
 /** Runs `iterations` of the work (a promise where the work is asynchronous: onnxruntime). */
@@ -210,7 +210,7 @@ function sitSample(cfgScale: number, config: SiTConfig = SIT_CONFIGS['SiT-S/2'],
 }
 
 // The same sampling through `reals sample --backend onnxruntime`'s path: the SiT exported to ONNX
-// in memory and stepped by the shared flow sampler (src/onnx/flow-sampler.ts) on onnxruntime-node.
+// in memory and stepped by the shared flow sampler (src/sampling/flow-sampler.ts) on onnxruntime-node.
 function sitSampleOnnx({ batch }: Setup): Run {
   const model = new SiT(SIT_CONFIGS['SiT-S/2']).eval();
   // A small VAE: its decoder is exported beside the SiT but not timed here.

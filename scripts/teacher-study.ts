@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions } from '../src/train/teacher-pipeline.js';
+import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions } from '../src/pipelines/teacher.js';
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../src/torch/index.js';
 import { buildProgram } from '../src/cli/main.js';
-import { encodePng } from '../src/train/index.js';
+import { encodePng } from '../src/runlog/index.js';
 import { tinyVae } from './helpers.js';
 
 export interface SitLatents { cache: string; model: string }

@@ -1,6 +1,6 @@
 // `reals align train` and `reals align convert`: the flags of the ReaLS VAE's training and of
 // converting its checkpoint (a diffusers folder + mean_std.json + align.safetensors), named as the
-// reference scripts name them; src/train/align-pipeline.ts does the work.
+// reference scripts name them; src/pipelines/align.ts does the work.
 import { Command, Option } from 'commander';
 import { AUTOENCODER_KL_CONFIGS } from '../models/autoencoder-kl.js';
 import { DINOV2_CONFIGS } from '../models/dinov2.js';
@@ -8,8 +8,8 @@ import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { ALIGN_HEADS_NAME } from '../train/align-convert.js';
 import {
   ALIGN_CONVERT_RUN_DEFAULTS, ALIGN_TRAIN_RUN_DEFAULTS, runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions,
-} from '../train/align-pipeline.js';
-import { launch } from '../train/launch.js';
+} from '../pipelines/align.js';
+import { launch } from '../pipelines/launch.js';
 import { device, givenFlags, hubFlags, integer, number, positive, precisionFlag, resumeFlags } from './parse.js';
 
 export function alignTrainCommand(): Command {

@@ -1,7 +1,7 @@
 // `reals cache-latents`: encodes a dataset once with a VAE so that generator training reads latents
-// instead of running the encoder (src/train/generator-pipeline.ts runCacheLatents).
+// instead of running the encoder (src/pipelines/generator.ts runCacheLatents).
 import { Command } from 'commander';
-import { CACHE_LATENTS_RUN_DEFAULTS, runCacheLatents, type CacheLatentsRunOptions } from '../train/generator-pipeline.js';
+import { CACHE_LATENTS_RUN_DEFAULTS, runCacheLatents, type CacheLatentsRunOptions } from '../pipelines/generator.js';
 import { device, hubFlags, integer, precisionFlag } from './parse.js';
 
 export function cacheLatentsCommand(): Command {

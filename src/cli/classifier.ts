@@ -1,10 +1,10 @@
 // `reals classifier train`: a small CNN trained on the class folders of the user's images, whose
 // features score samples with no download (`reals evaluate --features <its checkpoint>`).
-// src/train/classifier-pipeline.ts does the work.
+// src/pipelines/classifier.ts does the work.
 import { Command } from 'commander';
 import {
   CLASSIFIER_CKPT_EVERY, CLASSIFIER_TRAIN_DEFAULTS, CLASSIFIER_WEIGHTS_NAME, runClassifierTrain, type ClassifierTrainRunOptions,
-} from '../train/classifier-pipeline.js';
+} from '../pipelines/classifier.js';
 import { device, integer, positive, resumeFlags } from './parse.js';
 
 export function classifierTrainCommand(): Command {

@@ -3,7 +3,7 @@
 // folder): parse flags, call src/eval, print.
 import { Command } from 'commander';
 import { writeJsonFileAtomic } from '../io/index.js';
-import { progress, type Progress } from '../train/progress.js';
+import { progress, type Progress } from '../runlog/progress.js';
 import {
   ACTIVATION_BATCH_SIZE, DEFAULT_FEATURES_DINO_MODEL, DGM_EVAL_DINOV2_INPUT, INCEPTION_WEIGHTS_ENV, IS_SPLIT_SIZE,
   evaluate, featureExtractor, formatResult, writeFidStatistics, writeReferenceBatch, type FeatureNetworkOptions,

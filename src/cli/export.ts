@@ -1,8 +1,8 @@
-// `reals export onnx`, `reals export web` (flags for src/train/export-pipeline.ts) and `reals serve`.
+// `reals export onnx`, `reals export web` (flags for src/pipelines/export.ts) and `reals serve`.
 import { Command } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
-import { OFFICIAL_CHECKPOINT_DEFAULTS } from '../train/generator-pipeline.js';
-import { ONNX_MANIFEST, runExportOnnx, runExportWeb, type ExportOnnxRunOptions } from '../train/export-pipeline.js';
+import { OFFICIAL_CHECKPOINT_DEFAULTS } from '../pipelines/sample.js';
+import { ONNX_MANIFEST, runExportOnnx, runExportWeb, type ExportOnnxRunOptions } from '../pipelines/export.js';
 import { serveStatic } from '../web/site.js';
 import { allowVaeMismatchFlag, cfgChannels, hubFlags, integer } from './parse.js';
 

@@ -1,11 +1,11 @@
 // `reals segment`, `reals depth`, `reals heads compare`, `reals heads train-linear`: flags for the
-// pipelines of src/heads (DINOv2's linear heads read out of latents).
+// pipelines of src/pipelines/heads.ts (DINOv2's linear heads read out of latents).
 import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import {
   COMPARE_RUN_DEFAULTS, DENSE_RUN_DEFAULTS, TRAIN_LINEAR_RUN_DEFAULTS, runCompare, runDense, runTrainLinear, type CompareOptions, type DenseOptions,
   type TrainLinearOptions,
-} from '../heads/index.js';
+} from '../pipelines/index.js';
 import { integer, number, outputFile, precisionFlag } from './parse.js';
 
 function sourceOptions(command: Command, features: readonly string[]): Command {

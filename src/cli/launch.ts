@@ -1,6 +1,6 @@
-// `reals launch`: the flags of torchrun (src/train/launch.ts starts and watches the ranks).
+// `reals launch`: the flags of torchrun (src/pipelines/launch.ts starts and watches the ranks).
 import { Command } from 'commander';
-import { launch } from '../train/launch.js';
+import { launch } from '../pipelines/launch.js';
 import { integer } from './parse.js';
 
 interface LaunchFlags { nprocPerNode: number; nnodes: number; nodeRank: number; masterAddr: string; masterPort: number }

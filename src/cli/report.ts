@@ -1,7 +1,7 @@
 // `reals report RUN...`: one HTML page (and its PNGs) for training run folders and sample folders
-// (src/train/report.ts writeRunReport).
+// (src/pipelines/report.ts writeRunReport).
 import { Command } from 'commander';
-import { writeRunReport } from '../train/report.js';
+import { writeRunReport } from '../pipelines/report.js';
 
 export const REPORT_DEFAULT_OUT = 'report';
 

@@ -1,14 +1,12 @@
 // `reals sample ode|sde` (SiT) and `reals sample ddpm|ddim` (DiT): SiT's and DiT's sample_ddp.py
-// flags (src/train/generator-pipeline.ts runSample does the work): one PNG per sample, one ADM
+// flags (src/pipelines/sample.ts runSample does the work): one PNG per sample, one ADM
 // .npz, a grid image; under `reals launch` the ranks share the batches. The checkpoint is one of
 // ours (its config, normalization and transport are read from it) or an official .pt file
 // (--model and --image-size say which network, the VAE folder how its latents are normalized).
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
-import { LABEL_SAMPLINGS } from '../train/sit.js';
-import {
-  OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions,
-} from '../train/generator-pipeline.js';
+import { LABEL_SAMPLINGS } from '../sampling/labels.js';
+import { OFFICIAL_CHECKPOINT_DEFAULTS, SAMPLE_BACKENDS, SAMPLE_METHOD_DEFAULTS, SAMPLE_MODE_KIND, SAMPLE_RUN_DEFAULTS, runSample, type SampleMode, type SampleRunOptions } from '../pipelines/sample.js';
 import { allowVaeMismatchFlag, cfgChannels, device, hubFlags, integer, noneOr, number, precisionFlag } from './parse.js';
 
 const DESCRIPTIONS: Record<SampleMode, string> = {

@@ -1,10 +1,10 @@
 // `reals sit train` and `reals dit train`: SiT's and DiT's train.py flags
-// (src/train/generator-pipeline.ts does the work).
+// (src/pipelines/generator.ts does the work).
 import { Command, Option } from 'commander';
 import { SIT_CONFIGS } from '../models/sit.js';
 import { TRANSPORT_DEFAULTS } from '../diffusion/index.js';
 import type { GeneratorKind } from '../train/sit.js';
-import { GENERATOR_TRAIN_RUN_DEFAULTS, runGeneratorTrain, type GeneratorTrainRunOptions } from '../train/generator-pipeline.js';
+import { GENERATOR_TRAIN_RUN_DEFAULTS, runGeneratorTrain, type GeneratorTrainRunOptions } from '../pipelines/generator.js';
 import { device, hubFlags, integer, noneOr, number, precisionFlag, resumeFlags } from './parse.js';
 
 function trainCommand(kind: GeneratorKind): Command {

@@ -2,14 +2,14 @@
 // DINOv2's config keys (dinov2/configs/ssl_default_config.yaml: crops.*, dino.*, ibot.*, teacher.*,
 // optim.*). `reals teacher probe`: the linear-probe accuracy of a backbone and the spatial structure
 // (iREPA's LDS) of its patch tokens beside a random-init backbone's, as JSON.
-// src/train/teacher-pipeline.ts does the work.
+// src/pipelines/teacher.ts does the work.
 import { Command, Option } from 'commander';
 import { DINOV2_CONFIGS } from '../models/dinov2.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
 import { SELF_SUPERVISED_DEFAULTS } from '../train/teacher.js';
 import {
   TEACHER_PROBE_RUN_DEFAULTS, TEACHER_TRAIN_RUN_DEFAULTS, runTeacherProbe, runTeacherTrain, type TeacherProbeRunOptions, type TeacherTrainRunOptions,
-} from '../train/teacher-pipeline.js';
+} from '../pipelines/teacher.js';
 import { device, integer, number, positive, precisionFlag, range } from './parse.js';
 
 export function teacherTrainCommand(): Command {

@@ -5,7 +5,7 @@
 // the seeds it won. Cells of another profile or classifier than the first file's are refused.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { savePlot, type PlotSeries } from '../train/images.js';
+import { savePlot, type PlotSeries } from '../runlog/images.js';
 import { formatValues, mean } from './report.js';
 import { formatPaired, intervalVerdict, pairedDifference, type PairedDifference } from './paired.js';
 import { ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS, STAGE_ONE, alignCellName, type AlignCellMetrics } from './align-study.js';

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
-import { runAlignTrain, type AlignTrainRunOptions } from '../train/align-pipeline.js';
+import { runAlignTrain, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
 import { commandWords, finalLoss, vaeTrainOptions } from './pipeline.js';
 import {

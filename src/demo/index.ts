@@ -1,4 +1,5 @@
 // The embedded end-to-end run (`reals demo`): the pipeline, its stand-in teacher and evaluation classifier, and the report.
+// May import every room but cli: it runs the pipelines (src/pipelines) in the study's order.
 export {
   runDemo, commandWords, commandLine, onlyRunDir, writeVaeConfig, vaeTrainOptions, vaeConvertOptions, trainLinearOptions, sitEvalSteps,
   DEMO_PROFILES, DEFAULT_CELLS, type ProfileName, type DemoOptions, type VaeTrainSpec, type TeacherFiles,

@@ -13,6 +13,7 @@
 // line that passes the same options (commandWords). The steps no command covers (the supervised ablation teacher, the evaluation classifier, scoring in that
 // classifier's feature space) are in src/demo. Results go to one folder: each step's JSON,
 // metrics.jsonl and TensorBoard files, figures, and report.md / report.html (src/demo/report.ts).
+// One file past 500 lines: the demo's steps in the order they run, each a few lines over a command.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
@@ -23,14 +24,16 @@ import { FASHION_MNIST_CLASSES, FashionMNIST } from '../data/index.js';
 import { DinoVisionTransformer } from '../models/dinov2.js';
 import { computeStatistics, frechetDistance, precisionRecall } from '../eval/index.js';
 import { linearProbe } from '../eval/linear-probe.js';
-import { CheckpointManager, parseMetrics, resolveResume, saveImageGrid } from '../train/index.js';
-import { sampleLabel } from '../train/sit.js';
+import { CheckpointManager, resolveResume } from '../train/index.js';
+import { parseMetrics, saveImageGrid } from '../runlog/index.js';
+import { sampleLabel } from '../sampling/labels.js';
 import { resolveDinoConfig } from '../models/dinov2.js';
-import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions } from '../train/align-pipeline.js';
-import { runGeneratorTrain, runSample, type GeneratorTrainRunOptions, type SampleRunOptions } from '../train/generator-pipeline.js';
-import { runTeacherTrain, type TeacherTrainRunOptions } from '../train/teacher-pipeline.js';
-import { runTrainLinear, type TrainLinearOptions } from '../heads/index.js';
-import { runExportWeb, type ExportOnnxRunOptions } from '../train/export-pipeline.js';
+import { runAlignConvert, runAlignTrain, type AlignConvertRunOptions, type AlignTrainRunOptions } from '../pipelines/align.js';
+import { runGeneratorTrain, type GeneratorTrainRunOptions } from '../pipelines/generator.js';
+import { runSample, type SampleRunOptions } from '../pipelines/sample.js';
+import { runTeacherTrain, type TeacherTrainRunOptions } from '../pipelines/teacher.js';
+import { runTrainLinear, type TrainLinearOptions } from '../pipelines/index.js';
+import { runExportWeb, type ExportOnnxRunOptions } from '../pipelines/export.js';
 import { ALIGN_HEADS_NAME } from '../train/align-convert.js';
 import { trainTeacher } from './teacher.js';
 import { trainClassifier, type FashionClassifier } from './classifier.js';

@@ -7,8 +7,8 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
-import { formatDuration, savePlot, type PlotSeries } from '../train/index.js';
-import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../train/report.js';
+import { formatDuration, savePlot, type PlotSeries } from '../runlog/index.js';
+import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../pipelines/report.js';
 import { DEFAULT_LATENT_CHANNELS, SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */

@@ -4,7 +4,7 @@
 // classifier than the first file's are refused, naming the file.
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { savePlot, type PlotSeries } from '../train/images.js';
+import { savePlot, type PlotSeries } from '../runlog/images.js';
 import { compare, formatValues, mean } from './report.js';
 import { STUDY_CHANNELS, STUDY_SEEDS, type ChannelCellMetrics } from './study.js';
 

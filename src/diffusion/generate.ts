@@ -78,7 +78,7 @@ export function floatOutputs(network: ConditionalNetwork, precision: torch.Resol
  * interval, so the SDE and DDPM noise is drawn for B samples (SiT's and DiT's sample.py double
  * the whole batch and draw for 2B: their fixed-step ODE samples are reproduced; their stochastic
  * ones, and dopri5's (whose step-size control then sees a batch of B, not 2B), are not. The
- * `reals sample` path (src/train/sit.ts) doubles the batch as the reference does.
+ * `reals sample` path (src/sampling/sample.ts) doubles the batch as the reference does.
  */
 export function generateLatents(options: GenerateOptions): Tensor {
   const { seed, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, guidanceConvention = 'repa', device = 'cpu' } = options;

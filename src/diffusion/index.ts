@@ -1,5 +1,6 @@
 // Diffusion: stochastic-interpolant transport (SiT) and its ODE/SDE samplers, DiT's DDPM, classifier-free
 // guidance, and the generateLatents front end.
+// May import: torch, nn, optim, io, hub, runlog, onnx, models.
 export { ICPlan, VPCPlan, GVPCPlan, expandTLikeX } from './path.js';
 export type { Coefficient, DiffusionForm } from './path.js';
 export { Transport, TRANSPORT_DEFAULTS, createTransport, meanFlat } from './transport.js';

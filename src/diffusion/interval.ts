@@ -1,6 +1,6 @@
 // The guidance interval and the time conventions it is written in, with no tensor in sight, so
 // that the samplers here (src/diffusion/guidance.ts) and the plain-array sampler the web page
-// runs (src/onnx/flow-sampler.ts) decide guidance by the same rule. No Node or libtorch imports.
+// runs (src/sampling/flow-sampler.ts) decide guidance by the same rule. No Node or libtorch imports.
 //
 // Time conventions. The samplers here run SiT's time: t = 0 is noise, t = 1 is data. REPA's
 // samplers run the other way, t = 1 noise to t = 0 data (x_t = (1 - t) x + t noise), and its

@@ -1,5 +1,6 @@
 // The ADM metrics: FID, sFID, Inception Score, precision and recall, and the batches they read;
 // the linear probe and the patch tokens' spatial structure (LDS) of a teacher; iFID of a VAE.
+// May import: torch, nn, optim, io, hub, runlog, onnx, models, diffusion, data.
 export { computeStatistics, frechetDistance, traceSqrtProduct, type FIDStatistics } from './fid.js';
 export { inceptionScore, IS_SPLIT_SIZE } from './inception-score.js';
 export { pairwiseDistances, manifoldRadii, precisionRecall, type ManifoldOptions, type PrecisionRecall } from './precision-recall.js';

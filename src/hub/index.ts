@@ -1,4 +1,5 @@
 // Official weights on demand, cached where PyTorch and Hugging Face cache them.
+// May import: torch, nn, optim, io.
 export { downloadFile, downloadTimeoutS, DEFAULT_DOWNLOAD_TIMEOUT_S, isOffline, type DownloadOptions } from './download.js';
 export { torchHubDir, torchHubCheckpoint, type TorchHubOptions } from './torch-hub.js';
 export { hfHubCacheDir, hfEndpoint, hfRepoCacheDir, hfHubDownload, hfModelFolder, isHfRepoId, type HfHubOptions } from './hf-hub.js';

@@ -1,4 +1,5 @@
 // Reading and writing tensors: safetensors files, PyTorch checkpoints and diffusers model folders.
+// May import: torch, nn, optim.
 export { SafetensorsFile, loadSafetensors, saveSafetensors, CRC32_KEY, type TensorInfo, type SafetensorsReadOptions } from './safetensors.js';
 export { load, type LoadOptions } from './torch-load.js';
 export {

@@ -4,6 +4,7 @@
 // streams rows in too, with ZIP64 records where sizes or offsets pass 4 GiB, and gives files that
 // np.load reads. Whole arrays, and arrays streamed to their end, are checked against the CRC-32
 // the archive records; a row range read in place (readRows) is not, unless verify() checked the array.
+// One file past 500 lines: the reader and the writer share the ZIP (and ZIP64) records they parse and write.
 import { closeSync, createReadStream, fsyncSync, openSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createInflateRaw, crc32, inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import * as torch from '../torch/index.js';

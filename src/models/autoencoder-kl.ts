@@ -4,6 +4,7 @@
 // DownEncoderBlock2D, UpDecoderBlock2D and UNetMidBlock2D (with its single-head Attention from
 // attention_processor.py). State-dict keys are diffusers' keys, and a folder is diffusers'
 // (config.json + diffusion_pytorch_model.safetensors or .bin) plus ReaLS's mean_std.json.
+// One file past 500 lines, as STYLE's rule for models: the network reads top to bottom like diffusers' files.
 import { existsSync, rmSync } from 'node:fs';
 import { makeDirs } from '../io/file.js';
 import { join } from 'node:path';

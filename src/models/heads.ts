@@ -23,6 +23,7 @@
 // start with `decode_head.` (decode_head.bn.weight, .running_mean, decode_head.conv_seg.weight,
 // decode_head.conv_depth.weight, ...); heads fitted here are safetensors files with the same keys
 // and their config in the metadata.
+// One file past 500 lines, as STYLE's rule for models: the heads, their loaders and their fitting read top to bottom.
 import { z } from 'zod';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';

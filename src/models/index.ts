@@ -1,4 +1,5 @@
 // Models that load the official weights: `import { SiT, SIT_CONFIGS } from '../models/index.js'`.
+// May import: torch, nn, optim, io, hub, runlog, onnx (each model registers its ONNX exporter).
 export * from './sit.js';
 export * from './autoencoder-kl.js';
 export * from './dinov2.js';

@@ -3,6 +3,7 @@
 // SiT's models.py is DiT's with two changes, which `SiT extends DiT` makes here: the patch
 // embedding's bias is zeroed at init, and forward drops the learned-sigma channels. Children are
 // registered under upstream's names, so the official checkpoints load as they are.
+// One file past 500 lines, as STYLE's rule for models: the network reads top to bottom like models.py.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
 import * as nn from '../nn/index.js';

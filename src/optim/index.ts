@@ -1,4 +1,5 @@
 // Optimizers, gradient clipping, EMA and LR schedules: `import * as optim from './optim/index.js'`.
+// May import: torch, nn.
 export { Optimizer, flattenStateDict, unflattenStateDict } from './optimizer.js';
 export type { OptimizerStateDict, SavedParamGroup, ParamGroup, ParamGroupInput, ParamState, OptionValue, OptimizerMetadata } from './optimizer.js';
 export { Adam, AdamW } from './adam.js';

@@ -1,4 +1,5 @@
 // The tensor API: `import * as torch from './torch/index.js'` reads like PyTorch.
+// May import: the addon (native/) only; every other room builds on it.
 export * from './dtype.js';
 export { Tensor, scope, keep, op, callOp, opId, hasOp, slice, where, scalarTensor } from './tensor.js';
 export type { Device, Shape, Scalar, Index, Slice } from './tensor.js';

@@ -2,6 +2,7 @@
 // goes through `op('aten::name.overload')`, which looks the schema up once and calls libtorch's
 // boxed dispatcher (add, sub, mul and div of two tensors through its unboxed path, `binaryOp`),
 // so autograd, autocast, type promotion and error messages are libtorch's own.
+// One file past 500 lines: the Tensor class, one method per PyTorch method it mirrors.
 import { native, type Handle } from './native.js';
 import {
   type DType, type AnyTypedArray, type TypedArrayFor,

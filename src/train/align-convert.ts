@@ -6,7 +6,7 @@
 //   generator training normalizes latents, (z - mean) / std;
 // - align.safetensors: the alignment heads with their config (saveAlignmentHeads), for the heads.
 // The statistics are over posterior samples z = mean + std * eps, not the posterior means: the
-// generator trains on samples (src/train/latents.ts draws them), and SD's scaling_factor was
+// generator trains on samples (src/data/latents.ts draws them), and SD's scaling_factor was
 // estimated on samples too. The std is the population one (divisor n; with n = N * h * w values per
 // channel the n - 1 correction is immaterial). Each batch is reduced in float64 and the batches are
 // combined with Chan et al.'s pairwise update, so neither float32 sums nor sum-of-squares
@@ -20,7 +20,7 @@ import { AlignmentHeads, parseAlignmentConfig, saveAlignmentHeads } from '../mod
 import { DataLoader, type Dataset } from '../data/index.js';
 import { checkWritableDir } from '../io/file.js';
 import { loadCheckpoint } from './checkpoint.js';
-import { progress as makeProgress } from './progress.js';
+import { progress as makeProgress } from '../runlog/progress.js';
 
 /** The heads' file beside the diffusers folder's own. */
 export const ALIGN_HEADS_NAME = 'align.safetensors';

@@ -45,12 +45,13 @@ import {
   batchPositionMetadata, checkResumeLayout, checkpointPosition, loadCheckpoint, overrideOptimizerSettings, resumeEmaDecay, optimizerToCheckpoint, restoreTrainingRng, resumeBatch, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import type { SummaryWriter } from './tensorboard.js';
-import { processContext, openRunOutputs, lockstep, collectiveAt, withDefaults } from './context.js';
+import type { SummaryWriter } from '../runlog/tensorboard.js';
+import { openRunOutputs, lockstep, collectiveAt } from './context.js';
+import { processContext, withDefaults } from '../runlog/process.js';
 import { StopSignal } from './stop.js';
-import { progress as makeProgress, type Progress } from './progress.js';
-import { encodePng, makeGrid } from './images.js';
-import { encodePosterior } from './latents.js';
+import { progress as makeProgress, type Progress } from '../runlog/progress.js';
+import { encodePng, makeGrid } from '../runlog/images.js';
+import { encodePosterior } from '../data/latents.js';
 import { drawEquivarianceTransform, equivarianceLoss, minScaledLatentSide } from './equivariance.js';
 
 const F = nn.F;

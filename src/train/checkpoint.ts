@@ -11,7 +11,7 @@ import * as torch from '../torch/index.js';
 import { CRC32_KEY, SafetensorsFile, loadSafetensors, saveSafetensors, type SafetensorsReadOptions } from '../io/safetensors.js';
 import { makeDirs, processAlive, writeFileAtomic } from '../io/file.js';
 import { flattenStateDict, unflattenStateDict, type OptionValue, type Optimizer } from '../optim/optimizer.js';
-import type { ProcessContext } from './context.js';
+import type { ProcessContext } from '../runlog/process.js';
 
 type Tensor = torch.Tensor;
 export type TensorGroup = Record<string, Tensor> | Map<string, Tensor>;

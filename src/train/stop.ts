@@ -6,7 +6,7 @@
 // and the --resume command. A second signal ends the process at once, as if no handler were there.
 import { constants } from 'node:os';
 import * as torch from '../torch/index.js';
-import type { ProcessContext } from './context.js';
+import type { ProcessContext } from '../runlog/process.js';
 
 const dist = torch.distributed;
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;

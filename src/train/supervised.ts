@@ -12,10 +12,10 @@ import { DataLoader, type DataLoaderOptions, type Dataset } from '../data/index.
 import {
   checkpointPosition, loadOptimizer, optimizerToCheckpoint, overrideOptimizerSettings, restoreTrainingRng, trainingRngMetadata, type Checkpoint, type CheckpointManager,
 } from './checkpoint.js';
-import { MetricsLog } from './metrics.js';
-import { progress as makeProgress } from './progress.js';
+import { MetricsLog } from '../runlog/metrics.js';
+import { progress as makeProgress } from '../runlog/progress.js';
 import { StopSignal } from './stop.js';
-import type { SummaryWriter } from './tensorboard.js';
+import type { SummaryWriter } from '../runlog/tensorboard.js';
 
 const F = torch.nnFunctional;
 

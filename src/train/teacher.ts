@@ -14,7 +14,7 @@
 // become steps: warm-ups and the freeze are fractions of the run (10%, 30%, 1%) unless given. A few
 // defaults differ from upstream's for short runs of small models (SELF_SUPERVISED_DEFAULTS says
 // which and why).
-// Not here: drop path (the backbone has none), Gaussian blur (src/train/multicrop.ts says why),
+// Not here: drop path (the backbone has none), Gaussian blur (src/data/multicrop.ts says why),
 // Sinkhorn-Knopp centering, several processes.
 //
 // The data is read as images only: the loader gets a view of the dataset whose labels are all 0,
@@ -24,6 +24,7 @@
 // Checkpoints (src/train/checkpoint.ts): `student.*` and `teacher.*` (backbone.*, dino_head.*,
 // ibot_head.*), `opt.*` (AdamW), `loss.*` (dino_loss.center, ibot_patch_loss.center); metadata: args,
 // step, epoch, batch, RNG state, optimizer groups, and `teacher_config`, which must match on resume.
+// One file past 500 lines: the recipe (losses, centering, schedules, the step) reads top to bottom, as DINOv2's train loop.
 import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
@@ -40,10 +41,11 @@ import {
   checkResumeLayout, checkpointPosition, loadCheckpoint, optimizerToCheckpoint, restoreTrainingRng, trainingRngMetadata, type Checkpoint,
 } from './checkpoint.js';
 import { createRunDir, resolveResume, checkFinite } from './run-dir.js';
-import { processContext, openRunOutputs, withDefaults } from './context.js';
+import { openRunOutputs } from './context.js';
+import { processContext, withDefaults } from '../runlog/process.js';
 import { StopSignal } from './stop.js';
-import { progress as makeProgress, type Progress } from './progress.js';
-import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from './multicrop.js';
+import { progress as makeProgress, type Progress } from '../runlog/progress.js';
+import { ibotMasks, multiCrop, type MaskOptions, type MultiCropOptions } from '../data/multicrop.js';
 
 /** The file names of the exported teacher: what `--dino-model` and `--dino-ckpt` take. */
 export const TEACHER_CONFIG_NAME = 'dino-model.json';

@@ -2,11 +2,11 @@
 // and for Node: the seeded noise, SiT's ODE with guidance on an interval, the decoder, the 8-bit
 // pixels, and the segmentation readout. The runtime is passed in (onnxruntime-web in the page,
 // onnxruntime-node in Node), so this file imports neither. No Node or libtorch imports.
-import { linspace32, linspace64, sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
+import { linspace32, linspace64, sampleFlowOde, type FlowMethod } from '../sampling/flow-sampler.js';
 import { guidanceDecider } from '../diffusion/interval.js';
 import { seededNormal } from './noise.js';
 
-/** The fields of model.json (src/train/export-pipeline.ts OnnxManifest) the page reads. */
+/** The fields of model.json (src/pipelines/export.ts OnnxManifest) the page reads. */
 export interface WebManifest {
   generator: {
     forward: string;

@@ -7,7 +7,7 @@ import * as torch from '../../src/torch/index.js';
 import { saveSafetensors } from '../../src/io/index.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer, resolveDinoConfig } from '../../src/models/dinov2.js';
 import { loadCheckpoint } from '../../src/train/index.js';
-import { runAlignTrain, teacherInputSize } from '../../src/train/align-pipeline.js';
+import { runAlignTrain, teacherInputSize } from '../../src/pipelines/align.js';
 import { alignTrainCommand } from '../../src/cli/align.js';
 
 torch.setNumThreads(1);

@@ -13,7 +13,7 @@ import { loadCheckpoint } from '../../src/train/index.js';
 import { alignTrainCommand } from '../../src/cli/align.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';
 import { resolveVaeConfig } from '../../src/models/autoencoder-kl.js';
-import { loadStartingVae } from '../../src/train/inputs.js';
+import { loadStartingVae } from '../../src/data/inputs.js';
 
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');
 

@@ -7,9 +7,10 @@ import * as torch from '../../src/torch/index.js';
 import { ImageClassifier } from '../../src/models/classifier.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { classifierTrainCommand } from '../../src/cli/classifier.js';
-import { runClassifierTrain } from '../../src/train/classifier-pipeline.js';
+import { runClassifierTrain } from '../../src/pipelines/classifier.js';
 import { featureExtractor } from '../../src/eval/index.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { withTmp } from '../helpers.js';
 import { writeColourClasses } from '../colour-classes.js';
 

@@ -10,7 +10,7 @@ import * as torch from '../../src/torch/index.js';
 import { AUTOENCODER_KL_CONFIGS, AutoencoderKL, resolveVaeConfig } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer, resolveDinoConfig } from '../../src/models/dinov2.js';
 import { SIT_CONFIGS } from '../../src/models/sit.js';
-import { resolveGeneratorSpec } from '../../src/train/generator-pipeline.js';
+import { resolveGeneratorSpec } from '../../src/pipelines/generator.js';
 import { buildGenerator, tokenWidthWarning } from '../../src/train/sit.js';
 
 torch.setNumThreads(1);

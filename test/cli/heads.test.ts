@@ -10,8 +10,8 @@ import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { AlignmentHeads, saveAlignmentHeads } from '../../src/models/alignment.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { LinearDepthHead, LinearSegmentationHead, readHeadCheckpoint, saveHead } from '../../src/models/heads.js';
-import { encodePng } from '../../src/train/images.js';
-import { runCompare, runDense, runTrainLinear } from '../../src/heads/index.js';
+import { encodePng } from '../../src/runlog/images.js';
+import { runCompare, runDense, runTrainLinear } from '../../src/pipelines/index.js';
 import { buildProgram } from '../../src/cli/main.js';
 
 let dir = '';

@@ -11,7 +11,7 @@ import { FIDInceptionV3 } from '../../src/models/inception.js';
 import { ImageClassifier } from '../../src/models/classifier.js';
 import { ImageFolder } from '../../src/data/index.js';
 import { featureExtractor, interpolatedFid } from '../../src/eval/index.js';
-import { loadVaeFolder } from '../../src/train/inputs.js';
+import { loadVaeFolder } from '../../src/data/inputs.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { subcommand } from '../../src/cli/parse.js';
 import { FIXTURES, withTmp } from '../helpers.js';

@@ -8,8 +8,10 @@ import type { Tensor } from '../../src/torch/index.js';
 import { createDiffusion } from '../../src/diffusion/index.js';
 import { DiT } from '../../src/models/sit.js';
 import { NpzFile } from '../../src/io/index.js';
-import { batchSeed, loadGenerator, sampleLabels, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
-import { createOnnxSampler } from '../../src/train/onnx-backend.js';
+import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
+import { sampleLatents } from '../../src/sampling/sample.js';
+import { batchSeed, sampleLabels } from '../../src/sampling/labels.js';
+import { createOnnxSampler } from '../../src/sampling/onnx-backend.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { FIXTURES, loadFixture, tinyVae } from '../helpers.js';
 

@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { chromium } from 'playwright-core';
 import * as torch from '../../src/torch/index.js';
 import { saveNpz } from '../../src/io/index.js';
-import { MetricsLog, encodePng } from '../../src/train/index.js';
+import { MetricsLog, encodePng } from '../../src/runlog/index.js';
 import { main } from '../../src/cli/main.js';
 import { withTmp } from '../helpers.js';
 

@@ -14,7 +14,7 @@ import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { holdOutSplit } from '../../src/eval/linear-probe.js';
 import { localDistantSimilarity } from '../../src/eval/spatial-structure.js';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
-import { runTeacherProbe, runTeacherTrain } from '../../src/train/teacher-pipeline.js';
+import { runTeacherProbe, runTeacherTrain } from '../../src/pipelines/teacher.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { subcommand } from '../../src/cli/parse.js';
 

@@ -9,8 +9,9 @@ import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL, configFromDiffusers } from '../../src/models/autoencoder-kl.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';
-import { encodePng } from '../../src/train/images.js';
-import { resolveGeneratorSpec, runCacheLatents, runGeneratorTrain, runSample } from '../../src/train/generator-pipeline.js';
+import { encodePng } from '../../src/runlog/images.js';
+import { resolveGeneratorSpec, runCacheLatents, runGeneratorTrain } from '../../src/pipelines/generator.js';
+import { runSample } from '../../src/pipelines/sample.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { launch, resolveCommand } from '../../src/train/launch.js';
+import { launch, resolveCommand } from '../../src/pipelines/launch.js';
 import { runLaunch, runScenario, freePort, isAlive, WORKER } from './run-ranks.js';
 
 const REALS = join(dirname(fileURLToPath(import.meta.url)), '../../bin/reals.js');

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { launch, type LaunchOptions } from '../../src/train/launch.js';
+import { launch, type LaunchOptions } from '../../src/pipelines/launch.js';
 
 export const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'worker.ts');
 

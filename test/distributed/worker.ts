@@ -8,7 +8,7 @@ import { DistributedDataParallel } from '../../src/nn/parallel.js';
 import { TinyMlp, trainingData, train, TRAIN_STEPS } from './tiny-model.js';
 import { trainGenerator } from '../../src/train/sit.js';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
-import type { LatentBatch, LatentSource } from '../../src/train/latents.js';
+import type { LatentBatch, LatentSource } from '../../src/data/latents.js';
 
 const dist = torch.distributed;
 const [scenario, outDir] = process.argv.slice(2) as [string, string];

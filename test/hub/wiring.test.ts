@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
-import { runSample } from '../../src/train/generator-pipeline.js';
-import { runAlignTrain } from '../../src/train/align-pipeline.js';
+import { runSample } from '../../src/pipelines/sample.js';
+import { runAlignTrain } from '../../src/pipelines/align.js';
 import { fidInceptionExtractor } from '../../src/eval/evaluate.js';
 import { FIXTURES } from '../helpers.js';
 

@@ -8,7 +8,7 @@ import { AutoencoderKL, configFromDiffusers } from '../../src/models/autoencoder
 import { DinoVisionTransformer, DINOV2_CONFIGS, resolveDinoConfig } from '../../src/models/dinov2.js';
 import { SiT } from '../../src/models/sit.js';
 import { autoencoderKLParameters, checkWeightsFit, dinov2Parameters, sitParameters } from '../../src/models/config-sizes.js';
-import { resolveGeneratorSpec } from '../../src/train/generator-pipeline.js';
+import { resolveGeneratorSpec } from '../../src/pipelines/generator.js';
 import { withTmp } from '../helpers.js';
 
 const VAE_LAYOUT = { inChannels: 3, outChannels: 3, latentChannels: 4, midBlockAddAttention: true, useQuantConv: true, usePostQuantConv: true };

@@ -10,8 +10,8 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { runAlignTrain, runAlignConvert } from '../../src/train/align-pipeline.js';
-import { runTrainLinear } from '../../src/heads/index.js';
+import { runAlignTrain, runAlignConvert } from '../../src/pipelines/align.js';
+import { runTrainLinear } from '../../src/pipelines/index.js';
 import {
   DEMO_PROFILES, onlyRunDir, trainLinearOptions, trainTeacher, vaeConvertOptions, vaeTrainOptions, writeVaeConfig,
   type DemoProfile,

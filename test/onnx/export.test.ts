@@ -9,7 +9,7 @@ import * as nn from '../../src/nn/index.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { DiT, SiT } from '../../src/models/sit.js';
 import { OnnxGraph, exportModule, decodeModel } from '../../src/onnx/index.js';
-import { exportGenerator, exportVaeDecoder, exportVaeEncoder, exportSegmentationReadout, exportAlignmentHeads, exportDepthReadout } from '../../src/onnx/index.js';
+import { exportGenerator, exportVaeDecoder, exportVaeEncoder, exportSegmentationReadout, exportAlignmentHeads, exportDepthReadout } from '../../src/models/onnx-export.js';
 import { AlignmentHeads } from '../../src/models/alignment.js';
 import { LinearDepthHead, LinearSegmentationHead, depthMap, layerFromTokens, segmentationLogits } from '../../src/models/heads.js';
 

@@ -15,7 +15,7 @@ import { loadCheckpoint, saveCheckpoint } from '../../src/train/index.js';
 import { trainAlignment } from '../../src/train/align.js';
 import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels } from '../../src/train/align-convert.js';
 import { alignCommand, alignConvertCommand } from '../../src/cli/align.js';
-import { runAlignConvert, type AlignConvertRunOptions } from '../../src/train/align-pipeline.js';
+import { runAlignConvert, type AlignConvertRunOptions } from '../../src/pipelines/align.js';
 import { assertClose } from '../helpers.js';
 
 const fashion = new FashionMNIST({ train: false, channels: 3 });

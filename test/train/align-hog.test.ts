@@ -10,9 +10,10 @@ import * as torch from '../../src/torch/index.js';
 import { writeJsonFileAtomic } from '../../src/io/index.js';
 import { AutoencoderKL, configToDiffusers } from '../../src/models/autoencoder-kl.js';
 import { loadAlignmentHeads } from '../../src/models/alignment.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { ALIGN_HEADS_NAME } from '../../src/train/align-convert.js';
-import { runAlignConvert, runAlignTrain, type AlignTrainRunOptions } from '../../src/train/align-pipeline.js';
+import { runAlignConvert, runAlignTrain, type AlignTrainRunOptions } from '../../src/pipelines/align.js';
 import { alignTrainCommand } from '../../src/cli/align.js';
 
 let dir: string;

@@ -11,9 +11,10 @@ import { saveSafetensors, SafetensorsFile, writeJsonFileAtomic } from '../../src
 import { AutoencoderKL, configToDiffusers } from '../../src/models/autoencoder-kl.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { loadAlignmentHeads } from '../../src/models/alignment.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { ALIGN_HEADS_NAME, loadAlignedModels } from '../../src/train/align-convert.js';
-import { runAlignConvert, runAlignTrain, type AlignTrainRunOptions } from '../../src/train/align-pipeline.js';
+import { runAlignConvert, runAlignTrain, type AlignTrainRunOptions } from '../../src/pipelines/align.js';
 import { alignTrainCommand } from '../../src/cli/align.js';
 import { assertClose } from '../helpers.js';
 

@@ -11,7 +11,8 @@ import { AlignmentHeads } from '../../src/models/alignment.js';
 import { NLayerDiscriminator } from '../../src/models/discriminator.js';
 import { DataLoader, FashionMNIST, ImageFolder, type InMemoryDataset } from '../../src/data/index.js';
 import { FIXTURES } from '../helpers.js';
-import { loadCheckpoint, parseMetrics, NonFiniteLossError } from '../../src/train/index.js';
+import { loadCheckpoint, NonFiniteLossError } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { trainAlignment, type AlignTrainOptions, type BatchSource } from '../../src/train/align.js';
 
 const fashion = new FashionMNIST({ train: false, channels: 3 });

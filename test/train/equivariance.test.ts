@@ -14,7 +14,8 @@ import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.j
 import { AlignmentHeads } from '../../src/models/alignment.js';
 import { NLayerDiscriminator } from '../../src/models/discriminator.js';
 import { DataLoader, FashionMNIST } from '../../src/data/index.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { trainAlignment, type AlignTrainOptions } from '../../src/train/align.js';
 import { loadAlignedModels } from '../../src/train/align-convert.js';
 import { alignTrainCommand } from '../../src/cli/align.js';

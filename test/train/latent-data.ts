@@ -3,7 +3,8 @@ import * as torch from '../../src/torch/index.js';
 import type { Tensor } from '../../src/torch/index.js';
 import * as nn from '../../src/nn/index.js';
 import { FashionMNIST, randperm } from '../../src/data/index.js';
-import type { LatentBatch, LatentNormalization, LatentSource } from '../../src/train/latents.js';
+import type { LatentBatch, LatentSource } from '../../src/data/latents.js';
+import type { LatentNormalization } from '../../src/data/latent-normalization.js';
 
 export const IDENTITY: LatentNormalization = { source: 'scaling_factor', mean: [0], std: [1] };
 

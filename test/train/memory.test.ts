@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
 import { DINOV2_CONFIGS, DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { saveSafetensors } from '../../src/io/index.js';
-import { runAlignTrain } from '../../src/train/align-pipeline.js';
+import { runAlignTrain } from '../../src/pipelines/align.js';
 import { checkStepMemory, dinoForwardBytes } from '../../src/train/memory.js';
 
 torch.setNumThreads(1);

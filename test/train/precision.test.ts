@@ -12,9 +12,10 @@ import type { Tensor } from '../../src/torch/index.js';
 import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
-import { parseMetrics, loadCheckpoint } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { trainGenerator, type GeneratorSpec } from '../../src/train/sit.js';
-import { encodePosterior } from '../../src/train/latents.js';
+import { encodePosterior } from '../../src/data/latents.js';
 import { fashionMnist, memorySource } from './latent-data.js';
 import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 

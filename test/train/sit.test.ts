@@ -13,11 +13,13 @@ import * as nn from '../../src/nn/index.js';
 import * as optim from '../../src/optim/index.js';
 import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { generateLatents } from '../../src/diffusion/index.js';
-import { parseMetrics, saveImageGrid, loadCheckpoint, NonFiniteCheckpointError, encodePng } from '../../src/train/index.js';
-import { trainGenerator, loadGenerator, runName, sampleImages, buildGenerator, SAMPLING_SETTINGS, type GeneratorSpec } from '../../src/train/sit.js';
+import { loadCheckpoint, NonFiniteCheckpointError } from '../../src/train/index.js';
+import { parseMetrics, saveImageGrid, encodePng } from '../../src/runlog/index.js';
+import { trainGenerator, loadGenerator, runName, buildGenerator, type GeneratorSpec } from '../../src/train/sit.js';
+import { sampleImages, SAMPLING_SETTINGS } from '../../src/sampling/sample.js';
 import { tinyVae } from '../helpers.js';
 import { NpzFile } from '../../src/io/index.js';
-import { EncodedImages } from '../../src/train/latents.js';
+import { EncodedImages } from '../../src/data/latents.js';
 import { IDENTITY, fashionMnist, memorySource } from './latent-data.js';
 
 const { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } = fs;

@@ -9,11 +9,12 @@ import * as nn from '../../src/nn/index.js';
 import {
   DINOHead, DINOLoss, IBOTPatchLoss, dinoCrossViewLosses, koleoLoss, maskWeights,
 } from '../../src/models/dino-head.js';
-import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '../../src/train/multicrop.js';
+import { blockMask, ibotMasks, MaskDraws, multiCrop, randomResizedCrop } from '../../src/data/multicrop.js';
 import {
   cosineSchedule, imagesOnly, probeLine, trainSelfSupervisedTeacher, type SelfSupervisedTeacherOptions,
 } from '../../src/train/teacher.js';
-import { loadCheckpoint, parseMetrics } from '../../src/train/index.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { parseMetrics } from '../../src/runlog/index.js';
 import { FashionMNIST, type InMemoryDataset } from '../../src/data/index.js';
 import { DinoVisionTransformer } from '../../src/models/dinov2.js';
 import { resolveDinoConfig } from '../../src/models/dinov2.js';

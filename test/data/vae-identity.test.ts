@@ -11,9 +11,10 @@ import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { NpzFile, SafetensorsFile, loadSafetensors, saveSafetensors } from '../../src/io/index.js';
 import { CRC32_KEY } from '../../src/io/safetensors.js';
-import { encodePng, loadCheckpoint } from '../../src/train/index.js';
-import { LATENT_INDEX } from '../../src/train/latents.js';
-import { describeVae, sameVae, vaeIdentity } from '../../src/train/vae-identity.js';
+import { loadCheckpoint } from '../../src/train/index.js';
+import { encodePng } from '../../src/runlog/index.js';
+import { LATENT_INDEX } from '../../src/data/latents.js';
+import { describeVae, sameVae, vaeIdentity } from '../../src/data/vae-identity.js';
 import { tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);

@@ -1,12 +1,14 @@
 // The graphs `reals export onnx` writes, each with a dynamic batch dimension 'batch': the
 // generator's forward and its classifier-free-guidance variant, the VAE's decoder and encoder, the
-// alignment MLPs, and the segmentation and depth readouts (the MLPs and a linear head).
-import { AutoencoderKL, decodeOnnx, encodeOnnx } from '../models/autoencoder-kl.js';
-import { DiT, SiT, forwardWithCfgOnnx, type CfgOptions } from '../models/sit.js';
-import { AlignmentHeads, alignmentOnnx } from '../models/alignment.js';
-import { LinearDepthHead, LinearSegmentationHead, depthHeadOnnx, segmentationHeadOnnx } from '../models/heads.js';
-import { OnnxGraph, type Value } from './graph.js';
-import { exportModule } from './modules.js';
+// alignment MLPs, and the segmentation and depth readouts (the MLPs and a linear head). Whole
+// networks composed from the exporters each model file registers beside its forward; the
+// onnxruntime sampling backend (src/sampling) runs the first two.
+import { AutoencoderKL, decodeOnnx, encodeOnnx } from './autoencoder-kl.js';
+import { DiT, SiT, forwardWithCfgOnnx, type CfgOptions } from './sit.js';
+import { AlignmentHeads, alignmentOnnx } from './alignment.js';
+import { LinearDepthHead, LinearSegmentationHead, depthHeadOnnx, segmentationHeadOnnx } from './heads.js';
+import { OnnxGraph, type Value } from '../onnx/graph.js';
+import { exportModule } from '../onnx/modules.js';
 
 const BATCH = 'batch';
 

@@ -9,10 +9,10 @@ import { SafetensorsFile } from '../io/index.js';
 import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, type Dataset } from '../data/index.js';
 import { holdOutSplit, linearProbe, type LinearProbeResult, type ProbedTeacher } from '../eval/linear-probe.js';
 import { LDS_FAR_DISTANCE, meanAndStd, spatialStructure } from '../eval/spatial-structure.js';
-import { trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedSettings, type SelfSupervisedTeacherResult } from './teacher.js';
-import { withDefaults } from './context.js';
-import { loadCheckpoint } from './checkpoint.js';
-import { trainingFolder } from './inputs.js';
+import { trainSelfSupervisedTeacher, type ProbeData, type SelfSupervisedSettings, type SelfSupervisedTeacherResult } from '../train/teacher.js';
+import { withDefaults } from '../runlog/process.js';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { trainingFolder } from '../data/inputs.js';
 
 /** --data-path: Fashion-MNIST (3 channels, 32x32) or an ImageNet-layout folder (its train/ under an ImageNet root) center-cropped to imageSize. */
 function trainingImages(dataPath: string, imageSize: number, train = true): Dataset {

@@ -9,11 +9,12 @@ import * as torch from '../torch/index.js';
 import { makeDirs, writeJsonFileAtomic } from '../io/index.js';
 import { ImageFolder, classFolders } from '../data/index.js';
 import { CLASSIFIER_METADATA_KEY, ImageClassifier, type ImageClassifierConfig } from '../models/classifier.js';
-import { CheckpointManager, checkResumeLayout, loadCheckpoint, type Checkpoint } from './checkpoint.js';
-import { openRunOutputs, withDefaults } from './context.js';
-import { trainingFolder } from './inputs.js';
-import { resolveResume } from './run-dir.js';
-import { datasetAccuracy, trainWithCrossEntropy } from './supervised.js';
+import { CheckpointManager, checkResumeLayout, loadCheckpoint, type Checkpoint } from '../train/checkpoint.js';
+import { openRunOutputs } from '../train/context.js';
+import { withDefaults } from '../runlog/process.js';
+import { trainingFolder } from '../data/inputs.js';
+import { resolveResume } from '../train/run-dir.js';
+import { datasetAccuracy, trainWithCrossEntropy } from '../train/supervised.js';
 
 /** The settings of `reals classifier train` that have defaults (`--help` shows them). */
 export interface ClassifierTrainSettings {

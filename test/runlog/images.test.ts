@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../../src/torch/index.js';
-import { PLOT_COLORS, makeGrid, saveImageGrid, savePlot } from '../../src/train/images.js';
+import { PLOT_COLORS, makeGrid, saveImageGrid, savePlot } from '../../src/runlog/images.js';
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'reals-images-'));

@@ -8,11 +8,11 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../torch/index.js';
 import { NpzFile, SafetensorsFile, readJsonFile } from '../io/index.js';
-import { parseMetrics, type MetricRecord } from './metrics.js';
-import { encodePng, makeGrid, savePlot, type PlotSeries } from './images.js';
-import { formatDuration } from './progress.js';
-import { datasetClassNames } from './inputs.js';
-import { SAMPLING_SETTINGS } from './sit.js';
+import { parseMetrics, type MetricRecord } from '../runlog/metrics.js';
+import { encodePng, makeGrid, savePlot, type PlotSeries } from '../runlog/images.js';
+import { formatDuration } from '../runlog/progress.js';
+import { datasetClassNames } from '../data/inputs.js';
+import { SAMPLING_SETTINGS } from '../sampling/sample.js';
 
 export type Block =
   | { kind: 'h'; level: number; text: string }

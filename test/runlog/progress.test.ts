@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { formatDuration, progress, slowdownWatch } from '../../src/train/progress.js';
+import { formatDuration, progress, slowdownWatch } from '../../src/runlog/progress.js';
 
 class Capture extends Writable {
   text = '';

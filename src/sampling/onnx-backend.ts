@@ -1,6 +1,6 @@
 // `reals sample --backend onnxruntime`: the generator and the VAE decoder exported to ONNX in
-// memory (src/onnx) and run by onnxruntime-node on the CPU, stepped by the shared flow sampler
-// (src/onnx/flow-sampler.ts, the code a web page runs too). The noise, labels, time grid and
+// memory (src/models/onnx-export.ts) and run by onnxruntime-node on the CPU, stepped by the shared
+// flow sampler (./flow-sampler.ts, the code a web page runs too). The noise, labels, time grid and
 // guidance decisions are the libtorch backend's, so the two give the same samples to within
 // rounding. onnxruntime-node is an optional dependency: `npm install onnxruntime-node`.
 import * as torch from '../torch/index.js';
@@ -8,10 +8,10 @@ import type { Tensor } from '../torch/index.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { DiT } from '../models/sit.js';
 import { Sampler, createTransport, guidanceDecider, type SdeSamplerOptions, type Transport, type TransportConfig } from '../diffusion/index.js';
-import { exportGenerator, exportVaeDecoder } from '../onnx/export.js';
-import { sampleFlowOde, type FlowMethod } from '../onnx/flow-sampler.js';
-import { denormalizeLatents, type LatentNormalization } from './latents.js';
-import { sampleLabels, type LabelSampling } from './sit.js';
+import { exportGenerator, exportVaeDecoder } from '../models/onnx-export.js';
+import { sampleFlowOde, type FlowMethod } from './flow-sampler.js';
+import { denormalizeLatents, type LatentNormalization } from '../data/latent-normalization.js';
+import { sampleLabels, type LabelSampling } from './labels.js';
 
 /** The part of onnxruntime-node's API used here. */
 interface OrtTensor { readonly data: unknown; readonly dims: readonly number[] }

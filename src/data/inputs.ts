@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { load } from '../io/index.js';
 import { AutoencoderKL, resolveVaeConfig } from '../models/autoencoder-kl.js';
-import { FASHION_MNIST_CLASSES, FashionMNIST, ImageFolder, classFolders, type Dataset } from '../data/index.js';
+import { FASHION_MNIST_CLASSES, FashionMNIST } from './fashion-mnist.js';
+import { ImageFolder, classFolders } from './image-folder.js';
+import type { Dataset } from './loader.js';
 import { hfModelFolder, isHfRepoId, type HfHubOptions } from '../hub/index.js';
 
 /** `--vae-path`: a diffusers AutoencoderKL folder (config.json + weights). */

@@ -5,7 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import * as torch from '../../src/torch/index.js';
-import { SummaryWriter, crc32c, maskedCrc32c } from '../../src/train/tensorboard.js';
+import { SummaryWriter, crc32c, maskedCrc32c } from '../../src/runlog/tensorboard.js';
 
 // An independent reader, written from the formats' specifications: a bit-by-bit CRC-32C,
 // TFRecord framing, and a generic protobuf field decoder.

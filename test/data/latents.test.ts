@@ -8,10 +8,9 @@ import { AutoencoderKL } from '../../src/models/autoencoder-kl.js';
 import { DataLoader, ImageFolder } from '../../src/data/index.js';
 import { NpzFile } from '../../src/io/index.js';
 import { readZipEntries, storedEntryRange } from '../../src/io/zip.js';
-import { encodePng } from '../../src/train/images.js';
-import {
-  CachedLatents, LatentCache, cacheLatents, latentNormalization, normalizeLatents, denormalizeLatents, shardName, LATENT_INDEX,
-} from '../../src/train/latents.js';
+import { encodePng } from '../../src/runlog/images.js';
+import { CachedLatents, LatentCache, cacheLatents, shardName, LATENT_INDEX } from '../../src/data/latents.js';
+import { latentNormalization, normalizeLatents, denormalizeLatents } from '../../src/data/latent-normalization.js';
 import { assertClose } from '../helpers.js';
 
 const TINY_VAE = {

@@ -15,7 +15,7 @@
 // - on grey images (three equal channels) saturation and grayscale change nothing.
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/index.js';
-import { MT19937 } from '../data/index.js';
+import { MT19937 } from './sampler.js';
 
 export interface MultiCropOptions {
   /** Side of the two global crops (crops.global_crops_size). */

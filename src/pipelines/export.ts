@@ -8,13 +8,11 @@ import { writeJsonFileAtomic } from '../io/index.js';
 import { loadAlignmentHeads } from '../models/alignment.js';
 import { LinearSegmentationHead, buildHead, readHeadCheckpoint, vocPalette } from '../models/heads.js';
 import { createTransport, type TransportConfig } from '../diffusion/index.js';
-import {
-  exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder,
-} from '../onnx/index.js';
+import { exportAlignmentHeads, exportDepthReadout, exportGenerator, exportSegmentationReadout, exportVaeDecoder, exportVaeEncoder } from '../models/onnx-export.js';
 import { resolveGeneratorCheckpoint } from '../hub/index.js';
-import { loadVaeFolder, resolveVaePath, type HubRunOptions } from './inputs.js';
-import { loadGeneratorFor, type GeneratorFlags } from './generator-pipeline.js';
-import type { LatentNormalization } from './latents.js';
+import { loadVaeFolder, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
+import { loadGeneratorFor, type GeneratorFlags } from './sample.js';
+import type { LatentNormalization } from '../data/latent-normalization.js';
 import { writeWebSite } from '../web/site.js';
 
 export const ONNX_MANIFEST = 'model.json';

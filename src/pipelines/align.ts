@@ -13,13 +13,13 @@ import { NLayerDiscriminator } from '../models/discriminator.js';
 import { resolveVaeConfig, type AutoencoderKLConfig } from '../models/autoencoder-kl.js';
 import { LPIPS } from '../models/lpips.js';
 import { DataLoader } from '../data/index.js';
-import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from './align.js';
-import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from './align-convert.js';
-import { withDefaults } from './context.js';
-import { loadImageDataset, loadStartingVae, resolveVaePath, type HubRunOptions } from './inputs.js';
+import { ALIGN_LOSS_DEFAULTS, trainAlignment, type AlignTrainResult } from '../train/align.js';
+import { ALIGN_HEADS_NAME, convertAlignment, loadAlignedModels, type AlignConvertResult } from '../train/align-convert.js';
+import { withDefaults } from '../runlog/process.js';
+import { loadImageDataset, loadStartingVae, resolveVaePath, type HubRunOptions } from '../data/inputs.js';
 import { fetchDinov2Checkpoint, fetchLpipsWeights } from '../hub/index.js';
-import { checkStepMemory, dinoForwardBytes, lpipsTrainBytes, vaeTrainBytes } from './memory.js';
-import { EQ_MAX_SCALE } from './equivariance.js';
+import { checkStepMemory, dinoForwardBytes, lpipsTrainBytes, vaeTrainBytes } from '../train/memory.js';
+import { EQ_MAX_SCALE } from '../train/equivariance.js';
 
 /** The settings of an alignment run that have defaults (`reals align train --help` shows them). */
 export interface AlignTrainSettings {

@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { encodePng } from '../../src/train/images.js';
-import { loadImageDataset, trainingFolder } from '../../src/train/inputs.js';
+import { encodePng } from '../../src/runlog/images.js';
+import { loadImageDataset, trainingFolder } from '../../src/data/inputs.js';
 
 test('an ImageNet root (train/ and val/ of class folders) trains on train/; a plain class folder, or train/ without val/, is taken as it is', async () => {
   const root = mkdtempSync(join(tmpdir(), 'reals-inputs-'));

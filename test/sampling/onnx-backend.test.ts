@@ -4,9 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import * as torch from '../../src/torch/index.js';
-import { loadGenerator, sampleLatents, type GeneratorSpec } from '../../src/train/sit.js';
-import { createOnnxSampler } from '../../src/train/onnx-backend.js';
-import { denormalizeLatents } from '../../src/train/latents.js';
+import { loadGenerator, type GeneratorSpec } from '../../src/train/sit.js';
+import { sampleLatents } from '../../src/sampling/sample.js';
+import { createOnnxSampler } from '../../src/sampling/onnx-backend.js';
+import { denormalizeLatents } from '../../src/data/latent-normalization.js';
 import { FIXTURES, tinyVae } from '../helpers.js';
 
 torch.setNumThreads(1);
