@@ -80,11 +80,11 @@ function byColumn(group: Group, col: Column): Map<number, number> {
   return new Map([...group.cells].map(([seed, m]) => [seed, col.value(m)]));
 }
 
-/** The findings: each arm's FID intervals that exclude 0, in words. */
-function findings(rows: { group: Group; control: Group; differences: Map<string, PairedDifference> }[], fidColumns: Column[]): string[] {
+/** The lines of the measures in `columns` whose paired interval excludes 0, for each arm. */
+function beyondInterval(rows: { group: Group; differences: Map<string, PairedDifference> }[], columns: Column[]): string[] {
   const lines: string[] = [];
   for (const { group, differences } of rows) {
-    for (const col of fidColumns) {
+    for (const col of columns) {
       const d = differences.get(col.label);
       if (d === undefined) continue;
       const verdict = intervalVerdict(d, col.better);
@@ -93,11 +93,20 @@ function findings(rows: { group: Group; control: Group; differences: Map<string,
         `${formatPaired(d, col.decimals)} (paired over seeds ${d.seeds.join(', ')}, won ${d.wins.length} of ${d.seeds.length}).`);
     }
   }
+  return lines;
+}
+
+/** The findings: each arm's FID intervals that exclude 0, in words, then the other measures'. */
+function findings(rows: { group: Group; control: Group; differences: Map<string, PairedDifference> }[], fidColumns: Column[], otherColumns: Column[]): string[] {
+  const lines = beyondInterval(rows, fidColumns);
+  const others = beyondInterval(rows, otherColumns);
+  const otherLines = others.length === 0 ? [] : ['', 'The other measures whose paired 95% interval excludes 0:', '', ...others];
   if (lines.length === 0) {
     const pairs = rows.map((r) => Math.max(...[...r.differences.values()].map((d) => d.seeds.length)));
-    return [`No arm's paired 95% interval for FID excludes 0 at any SiT step (${rows.length} arm-teacher rows, ${pairs.length === 0 ? 0 : Math.min(...pairs)}–${pairs.length === 0 ? 0 : Math.max(...pairs)} paired seeds each).`];
+    const [fewest, most] = pairs.length === 0 ? [0, 0] : [Math.min(...pairs), Math.max(...pairs)];
+    return [`No arm's paired 95% interval for FID excludes 0 at any SiT step (${rows.length} arm-teacher rows, ${fewest === most ? fewest : `${fewest}–${most}`} paired seeds each).`, ...otherLines];
   }
-  return lines;
+  return [...lines, ...otherLines];
 }
 
 /** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
@@ -164,7 +173,7 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
     '',
     ...pairedTable,
     '',
-    ...findings(rows, fidColumns),
+    ...findings(rows, fidColumns, cols.filter((c) => !fidColumns.includes(c))),
     '',
     '![FID against SiT steps for each arm](alignment.png)',
     '',
