@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { CppWorker, PytorchWorker, Sample } from './workers.js';
-import type { Precision, ResolvedPrecision, RunWork } from '../src/torch/index.js';
+import type { Precision, ResolvedPrecision } from '../src/torch/index.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -40,6 +40,10 @@ if (threadsFlag !== undefined && !(Number.isInteger(threadsFlag) && threadsFlag 
 if (threadsFlag !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined) {
   process.env.OPENBLAS_NUM_THREADS = String(threadsFlag);
 }
+// TS and PyTorch time the same work on the same threads, so reals' thread governor (which would
+// give TS fewer threads while the busy loops run) is off unless the caller set it; bench:policy
+// measures it.
+process.env.REALS_ADAPTIVE_THREADS ??= '0';
 const torch = await import('../src/torch/index.js');
 const { WORKLOADS, TINY_SIT, sitForwardFlops } = await import('./workloads.js');
 const { SIT_CONFIGS } = await import('../src/models/index.js');
@@ -76,8 +80,6 @@ interface Item {
   flops?: number;
   /** matmul.bf16: bfloat16 tensors, on the threads of a bf16 run (the peak the bf16 model items are read against). */
   bf16Peak?: true;
-  /** What the trainer or sampler tells torch.usePrecision about this work (it picks the threads as for them). */
-  work?: (batch: number) => RunWork;
   /** The model items: the flop of one iteration at `batch` (the matmuls), for the achieved rate against matmul.bf16's. */
   modelFlops?: (batch: number) => number;
   /** images/s, latents/s: the images or latents of one iteration; the batch size of the model workloads (steps/s too). */
@@ -139,10 +141,10 @@ const ITEMS: Item[] = [
   // The models the demo and small own-data runs train: a tiny SiT (depth 4, width 128) on 4x8x8 latents.
   { name: 'sit.tiny.train.step', what: 'tiny SiT step (depth 4, width 128, 4 heads, patch 2), 4x8x8 latents, 5 classes: as sit.train.step', unit: 'steps/s',
     batch: 32, iterations: 10, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {},
-    modelFlops: (batch) => 3 * sitForwardFlops(TINY_SIT, batch), work: (batch) => ({ matmulMacs: torch.transformerMatmulMacs(batch * 16, 128) }) },
+    modelFlops: (batch) => 3 * sitForwardFlops(TINY_SIT, batch) },
   { name: 'sit.tiny.sample', what: 'the tiny SiT, ODE Euler, 16 steps, CFG 2 on [0, 1], 4x8x8 latents', unit: 'latents/s',
     batch: 16, iterations: 2, warmup: 1, rounds: 5, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.0 }], mixed: {},
-    modelFlops: (batch) => 16 * sitForwardFlops(TINY_SIT, 2 * batch), work: (batch) => ({ matmulMacs: torch.transformerMatmulMacs(2 * batch * 16, 128) }) },
+    modelFlops: (batch) => 16 * sitForwardFlops(TINY_SIT, 2 * batch) },
   // The evaluator's network (ADM's evaluator runs batches of 64).
   { name: 'inception.forward', what: 'FID Inception v3: uint8 3x256x256, TF1 bilinear to 299, pool_3 + spatial + logits', unit: 'images/s',
     batch: 8, iterations: 1, warmup: 1, rounds: 3, sides: ['ts', 'pytorch'], targets: [{ vs: 'pytorch', maxRatio: 1.05 }] },
@@ -259,7 +261,7 @@ async function main(): Promise<void> {
   // same count, so that the two time the same work, and PyTorch fp32 (and C++) libtorch's default.
   if (threadsFlag !== undefined) torch.setNumThreads(threadsFlag);
   const defaultThreads = torch.runThreads('fp32', device);
-  const itemThreads = (item: Item): number => torch.runThreads(itemPrecision(item), device, item.work?.(item.batch ?? 0));
+  const itemThreads = (item: Item): number => torch.runThreads(itemPrecision(item), device);
   const sideThreads = (item: Item, side: Side): number => (side === 'ts' || side === 'pytorch' ? itemThreads(item) : defaultThreads);
   torch.manualSeed(0);
 
@@ -313,7 +315,7 @@ async function main(): Promise<void> {
   const achieved: { item: string; precision: ResolvedPrecision; flops: number }[] = [];
   /** Times `item` on its sides, prints its JSON lines and returns its table row. */
   const measure = async (item: Item): Promise<string[]> => {
-    torch.usePrecision(itemPrecision(item), device, item.work?.(item.batch ?? 0));
+    torch.usePrecision(itemPrecision(item), device);
     const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device, precision: itemPrecision(item) });
     const sameThreads = await pytorchAt(itemThreads(item));
     const samplers: Record<Side, () => Promise<Sample>> = {

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_WAIT_ENV } from '../src/torch/native.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -20,7 +21,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 function referenceEnvironment(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   if (env.REALS_DEFAULT_WAIT_POLICY === '1') {
-    delete env.OMP_WAIT_POLICY;
+    for (const name of Object.keys(DEFAULT_WAIT_ENV)) delete env[name];
     delete env.REALS_DEFAULT_WAIT_POLICY;
   }
   return env;

@@ -13,6 +13,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <link.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -572,6 +574,62 @@ static napi_value GetNumThreads(napi_env env, napi_callback_info info) {
   return guarded(env, "getNumThreads", [&] { return makeNumber(env, at::get_num_threads()); });
 }
 
+// OpenBLAS's own thread pool, where libtorch's BLAS is OpenBLAS's pthread build (Debian's): float32
+// matmuls run in it, not on libtorch's threads, and at::set_num_threads does not reach it. Its
+// functions are looked up in whichever loaded library defines them: the addon is loaded RTLD_LOCAL,
+// so libtorch's BLAS is not in the global scope that dlsym(RTLD_DEFAULT) searches. The OpenMP build
+// (openblas_get_parallel() 2) runs on libgomp's threads, which at::set_num_threads already sets.
+namespace {
+
+struct OpenblasPool {
+  int (*get)() = nullptr;
+  void (*set)(int) = nullptr;
+};
+
+const OpenblasPool& openblasPool() {
+  static const OpenblasPool pool = [] {
+    OpenblasPool found;
+    dl_iterate_phdr([](dl_phdr_info* info, size_t, void* data) {
+      if (info->dlpi_name == nullptr || info->dlpi_name[0] == '\0') return 0;
+      void* handle = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+      if (handle == nullptr) return 0;
+      auto parallel = reinterpret_cast<int (*)()>(dlsym(handle, "openblas_get_parallel"));
+      OpenblasPool candidate;
+      candidate.get = reinterpret_cast<int (*)()>(dlsym(handle, "openblas_get_num_threads"));
+      candidate.set = reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"));
+      const bool ownPool = parallel != nullptr && candidate.get != nullptr && candidate.set != nullptr && parallel() == 1;
+      // Drops the reference RTLD_NOLOAD took; the library stays loaded by what loaded it.
+      dlclose(handle);
+      if (!ownPool) return 0;
+      *static_cast<OpenblasPool*>(data) = candidate;
+      return 1;
+    }, &found);
+    return found;
+  }();
+  return pool;
+}
+
+}  // namespace
+
+static napi_value OpenblasThreads(napi_env env, napi_callback_info info) {
+  return guarded(env, "openblasThreads", [&] {
+    const OpenblasPool& pool = openblasPool();
+    return pool.get == nullptr ? makeNull(env) : makeNumber(env, pool.get());
+  });
+}
+
+static napi_value SetOpenblasThreads(napi_env env, napi_callback_info info) {
+  return guarded(env, "setOpenblasThreads", [&] {
+    Args args(env, info);
+    const int64_t n = getInt64(env, args[0], "setOpenblasThreads");
+    const OpenblasPool& pool = openblasPool();
+    if (pool.set == nullptr) throw JsError{"setOpenblasThreads: the loaded BLAS has no OpenBLAS thread pool of its own"};
+    if (n < 1) throw JsError{"setOpenblasThreads: expected a positive count, got " + std::to_string(n)};
+    pool.set(static_cast<int>(n));
+    return makeUndefined(env);
+  });
+}
+
 static napi_value Version(napi_env env, napi_callback_info info) {
   return guarded(env, "version", [&] { return makeString(env, TORCH_VERSION); });
 }
@@ -750,6 +808,8 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "setRngState", SetRngState);
   exportFunction(env, exports, "setNumThreads", SetNumThreads);
   exportFunction(env, exports, "getNumThreads", GetNumThreads);
+  exportFunction(env, exports, "openblasThreads", OpenblasThreads);
+  exportFunction(env, exports, "setOpenblasThreads", SetOpenblasThreads);
   exportFunction(env, exports, "version", Version);
   exportFunction(env, exports, "enterAutocast", EnterAutocast);
   exportFunction(env, exports, "exitAutocast", ExitAutocast);

@@ -22,7 +22,7 @@ import { applyClusterEnvironment, describeClusterEnvironment, elasticRestartRun,
 
 function envCommand(): Command {
   return new Command('env')
-    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs and how they wait, the devices, and time a 1024^3 matmul')
+    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, how they wait and whether they adapt to the load, the devices, and time a 1024^3 matmul')
     .action(() => {
       const a = torch.randn([1024, 1024]);
       const b = torch.randn([1024, 1024]);
@@ -33,9 +33,11 @@ function envCommand(): Command {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       console.log(JSON.stringify({
         libtorch: torch.version(),
-        // The intra-op threads of a CPU run in each precision, and how they wait (torch.waitPolicy).
+        // The intra-op threads of a CPU run in each precision on an idle machine, how they wait
+        // (torch.waitPolicy), and whether they follow the machine's load (torch.threadGovernor).
         threads: { fp32: torch.runThreads('fp32', 'cpu'), bf16: torch.runThreads('bf16', 'cpu') },
         waitPolicy: torch.waitPolicy,
+        adaptiveThreads: torch.threadGovernor(),
         cpuBf16: torch.cpuHasBf16(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),

@@ -366,6 +366,8 @@ export class GaussianDiffusion {
     let img = options.noise ?? torch.randn(shape, { device: options.device });
     if (img.shape.join() !== shape.join()) throw new Error(`sample loop: noise shape [${img.shape}] must equal shape [${shape}]`);
     for (let i = this.numTimesteps - 1; i >= 0; i--) {
+      // One sampling batch can take minutes: the thread governor looks at the load between its steps.
+      torch.adaptThreads();
       const x = img;
       const out = torch.noGrad(() => torch.scope(() => step(x, torch.full([shape[0]!], i, { dtype: 'int64', device: x.device }))));
       yield out;

@@ -88,8 +88,7 @@ export function generateLatents(options: GenerateOptions): Tensor {
   const diffusionSteps = options.diffusion?.diffusionSteps ?? 1000;
   const ddpm = method === 'ddpm' || method === 'ddim';
   const steps = options.steps ?? 250;
-  const batch = options.labels instanceof torch.Tensor ? options.labels.size(0) : options.labels.length;
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: options.model.matmulMacs?.(cfgScale > 1 ? 2 * batch : batch) });
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const network = floatOutputs(options.model, precision);
   // One autocast region for the whole loop, so that each weight is cast to bfloat16 once.
   return torch.noGrad(() => torch.scope(() => torch.withPrecision(precision, device, () => {

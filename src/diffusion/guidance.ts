@@ -15,8 +15,6 @@ export interface ConditionalNetwork {
   /** The channels the official forward_with_cfg guides (3 in SiT and DiT); 'all' when absent. */
   readonly cfgChannels?: number | 'all';
   readonly training?: boolean;
-  /** The typical matmul's multiply-adds in a forward of `batch` (SiT, DiT): it sets a bf16 run's threads (torch.usePrecision). */
-  matmulMacs?(batch: number): number;
 }
 
 export interface GuidanceOptions {

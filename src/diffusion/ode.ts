@@ -74,6 +74,8 @@ function fixedGrid(f: OdeFunc, y0: Tensor, grid: readonly number[], method: 'eul
   const out = [y0];
   let y = y0;
   for (let i = 0; i + 1 < grid.length; i++) {
+    // One sampling batch can take minutes: the thread governor looks at the load between its steps.
+    torch.adaptThreads();
     const t0 = grid[i]!;
     const dt = Math.fround(grid[i + 1]! - t0);
     const yi = y;
@@ -131,6 +133,7 @@ function dopri5(f: OdeFunc, y0: Tensor, grid: readonly number[], atol: number, r
   const out = [y0];
   for (let i = 1; i < grid.length; i++) {
     while (grid[i]! > state.t1) {
+      torch.adaptThreads();
       const next = torch.scope(() => step(state));
       if (next.interp !== state.interp) release(state);
       state = next;

@@ -31,6 +31,8 @@ export function sdeint(drift: SdeField, diffusion: SdeField, init: Tensor, optio
   const samples: Tensor[] = [];
   let x = init;
   for (const ti of grid.slice(0, -1)) {
+    // One sampling batch can take minutes: the thread governor looks at the load between its steps.
+    torch.adaptThreads();
     const xi = x;
     x = torch.scope(() => {
       const dw = torch.randn(xi.shape).to({ dtype: xi.dtype, device: xi.device }).mul(sqrtDt);

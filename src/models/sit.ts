@@ -252,14 +252,6 @@ export class DiT extends nn.Module {
   }
 
   /**
-   * Multiply-adds of this network's typical matmul in a forward of `batch` latents: every token of
-   * the batch through a width x width weight (what torch.usePrecision's thread choice reads).
-   */
-  matmulMacs(batch: number): number {
-    return torch.transformerMatmulMacs(batch * this.xEmbedder.numPatches, this.config.hiddenSize);
-  }
-
-  /**
    * The reference initialisation, drawing random numbers in upstream's order (so a seed gives
    * PyTorch's weights): xavier-uniform Linear weights and zero biases, the sin-cos position
    * embedding, the patch embedding initialised like a Linear, N(0, 0.02) label and timestep

@@ -1,8 +1,9 @@
 // Progress of a long loop: a cli-progress bar on a terminal, and plain periodic lines otherwise
 // (log files, CI), both showing step/total, rate, ETA and the latest losses. It also notices, once,
-// when the steps become much slower than the run's own warm-up rate (slowdownWatch).
+// when the steps become much slower than the run's own warm-up rate (slowdownWatch), and its
+// updates are the thread governor's clock (torch.adaptThreads) in the trainers and samplers.
 import cliProgress from 'cli-progress';
-import { getNumThreads } from '../torch/index.js';
+import { adaptThreads, getNumThreads } from '../torch/index.js';
 
 export type ProgressFields = Record<string, number | string>;
 
@@ -120,6 +121,7 @@ export function progress(options: ProgressOptions): Progress {
         step = s;
         fields = f;
         watch(s, now());
+        adaptThreads();
         bar.update(s, status());
       },
       stop() {
@@ -143,6 +145,7 @@ export function progress(options: ProgressOptions): Progress {
       step = s;
       fields = f;
       watch(s, now());
+      adaptThreads();
       if (now() - lastLine >= intervalSeconds * 1000) printLine();
     },
     // The last step's line, unless its update printed it already.

@@ -61,7 +61,7 @@ export interface SampleImagesResult { sampleDir: string; npz: string | null; gri
  */
 export function sampleLatents(options: SampleLatentsOptions, indices: readonly number[], seed: number): Tensor {
   const { model, method, cfgScale = 1, guidanceLow = 0, guidanceHigh = 1, device = 'cpu' } = options;
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: model.matmulMacs(cfgScale > 1 ? 2 * indices.length : indices.length) });
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   const c = model.config;
   const shape = [c.inChannels, c.inputSize, c.inputSize];
   const labels = sampleLabels(indices, c.numClasses, options.labelSampling ?? 'balanced', seed, shape);
@@ -177,7 +177,7 @@ export async function sampleImages(options: SampleImagesOptions): Promise<Sample
   const iterations = Math.ceil(numSamples / globalBatch);
   const rankSeed = options.seed * worldSize + rank;
   const name = (index: number): string => join(sampleDir, `${String(index).padStart(6, '0')}.png`);
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device, { matmulMacs: model.matmulMacs((options.cfgScale ?? 1) > 1 ? 2 * batchSize : batchSize) });
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
   model.to(device).eval();
   vae.to(device).eval();
   claimSampleDir(sampleDir, samplingSettings(options, precision, worldSize), rank, distributed, log);

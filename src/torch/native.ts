@@ -51,6 +51,13 @@ export interface Native {
   setRngState(state: Handle, cudaDevice?: number): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  /**
+   * The threads of OpenBLAS's own pool, where libtorch's BLAS is OpenBLAS's pthread build (float32
+   * matmuls run there, not on libtorch's threads); null for any other BLAS.
+   */
+  openblasThreads(): number | null;
+  /** Sets them (openblas_set_num_threads); throws where openblasThreads() is null. */
+  setOpenblasThreads(n: number): void;
   /** torch.autocast's __enter__ on 'cpu' or 'cuda': sets the state and counts a nesting level. */
   enterAutocast(device: 'cpu' | 'cuda', enabled: boolean, dtype: number): void;
   /** __exit__: restores the given state; leaving the outermost level frees the cast-weight cache. */
@@ -97,24 +104,32 @@ export interface Native {
   exitWithParent(ppid: number): boolean;
 }
 
+/** What reals exports before libtorch loads, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (waitPolicy). */
+export const DEFAULT_WAIT_ENV = { GOMP_SPINCOUNT: '20000' } as const;
+
 /**
  * How OpenMP's threads wait between parallel regions, and who chose it. libtorch's intra-op pool
- * and oneDNN's are libgomp's, which spins at the end of every parallel region before it sleeps
- * (300,000 turns by default). On a machine where another process holds a core, a spinning thread
- * never yields its time slice, and a step of thousands of small regions waits on it every time:
- * a tiny SiT trained 12x slower next to one busy loop on 2 cores. Waiting passively (a futex
- * sleep) lets the woken thread preempt the other process at once (bench/README.md, the thread
- * policy). libgomp reads the setting once, when it loads, so it is set before the addon loads;
- * a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+ * and oneDNN's are libgomp's, which by default spins 300,000 turns at the end of every parallel
+ * region before it sleeps. On a machine where another process holds a core, a spinning thread
+ * keeps its time slice from it, and a step of thousands of small regions waits on it every time:
+ * a tiny SiT trained 12x slower next to one busy loop on 2 cores. Waiting passively (a futex sleep)
+ * avoids that but makes every wake-up slow: on an idle machine small steps took 1.4-1.7x as long.
+ * reals bounds the spin to 20,000 turns (fast wake-ups on an idle machine, bench/README.md's thread
+ * policy) and leaves the busy machine to the thread governor (threads.ts), which drops to one
+ * thread, where nothing waits, while other processes take the CPUs. libgomp reads the setting once,
+ * when it loads, so it is set before the addon loads; a user's own OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT is left alone.
  */
 export const waitPolicy: { value: string; source: 'reals default' | 'OMP_WAIT_POLICY' | 'GOMP_SPINCOUNT' } = (() => {
+  const set = (name: string): boolean => (process.env[name] ?? '') !== '';
   // Child processes (the ranks of reals launch) inherit the variable; the marker says whose it is.
-  const inherited = process.env.REALS_DEFAULT_WAIT_POLICY === '1' && process.env.OMP_WAIT_POLICY === 'PASSIVE';
-  if (!inherited && (process.env.OMP_WAIT_POLICY ?? '') !== '') return { value: process.env.OMP_WAIT_POLICY!.toUpperCase(), source: 'OMP_WAIT_POLICY' as const };
-  if (!inherited && (process.env.GOMP_SPINCOUNT ?? '') !== '') return { value: `spin ${process.env.GOMP_SPINCOUNT}`, source: 'GOMP_SPINCOUNT' as const };
-  process.env.OMP_WAIT_POLICY = 'PASSIVE';
+  const inherited = process.env.REALS_DEFAULT_WAIT_POLICY === '1' && !set('OMP_WAIT_POLICY') &&
+    process.env.GOMP_SPINCOUNT === DEFAULT_WAIT_ENV.GOMP_SPINCOUNT;
+  if (!inherited && set('OMP_WAIT_POLICY')) return { value: process.env.OMP_WAIT_POLICY!.toUpperCase(), source: 'OMP_WAIT_POLICY' as const };
+  if (!inherited && set('GOMP_SPINCOUNT')) return { value: `spin ${process.env.GOMP_SPINCOUNT}`, source: 'GOMP_SPINCOUNT' as const };
+  Object.assign(process.env, DEFAULT_WAIT_ENV);
   process.env.REALS_DEFAULT_WAIT_POLICY = '1';
-  return { value: 'PASSIVE', source: 'reals default' as const };
+  return { value: `spin ${DEFAULT_WAIT_ENV.GOMP_SPINCOUNT}`, source: 'reals default' as const };
 })();
 
 function load(): Native {

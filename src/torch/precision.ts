@@ -4,7 +4,8 @@
 // state and everything outside the region stay float32, as PyTorch's mixed precision.
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { autocast, autocastDeviceType, chosenThreads, LIBTORCH_DEFAULT_THREADS, setRunThreads } from './cuda.js';
+import { autocast, autocastDeviceType, chosenThreads, LIBTORCH_DEFAULT_THREADS } from './cuda.js';
+import { setGovernedThreads } from './threads.js';
 import type { Device } from './tensor.js';
 
 export const PRECISIONS = ['fp32', 'bf16', 'auto'] as const;
@@ -41,52 +42,29 @@ export function resolvePrecision(precision: Precision, device: Device): Resolved
   return autocastDeviceType(device) === 'cuda' || cpuHasBf16() ? 'bf16' : 'fp32';
 }
 
-/** What a run's steps compute, where it decides the threads (runThreads). */
-export interface RunWork {
-  /**
-   * Multiply-adds of the run's typical matmul: for a transformer, the tokens of one forward's batch
-   * times its width squared (transformerMatmulMacs).
-   */
-  matmulMacs?: number;
-}
-
-/**
- * Below this many multiply-adds in a run's typical matmul, a bf16 run is faster on one intra-op
- * thread than on two: waking and joining the second thread at each of the step's parallel regions
- * costs more than it saves. Measured on 2 vCPUs (bench/README.md, the thread policy): the tiny
- * walkthrough SiT (512 tokens x 128^2 = 8.4M) trains 1.25-1.5x faster on one thread, idle or
- * loaded; SiT-S/2 sampling at batch 1 (256 x 384^2 = 38M) 1.3-1.8x faster on two.
- */
-export const SMALL_MATMUL_MACS = 16e6;
-
-/** A transformer's typical matmul: `tokens` rows (the whole batch's) through a `width` x `width` weight. */
-export function transformerMatmulMacs(tokens: number, width: number): number {
-  return tokens * width * width;
-}
-
 /**
  * The intra-op threads of a run in `precision` on `device`: the count the caller chose
  * (torch.setNumThreads, OMP_NUM_THREADS, MKL_NUM_THREADS), else on the CPU in bf16 every CPU this
  * process may run on (os.availableParallelism()), because oneDNN's bfloat16 matmuls and
- * convolutions run on these threads, or one where the run's matmuls are small (SMALL_MATMUL_MACS);
- * otherwise libtorch's default (OMP_NUM_THREADS, else its physical cores), because float32 matmuls
- * run in the BLAS's own pool, which already takes every CPU, and a second full pool contends with it.
+ * convolutions run on these threads; otherwise libtorch's default (OMP_NUM_THREADS, else its
+ * physical cores), because float32 matmuls run in the BLAS's own pool, which already takes every
+ * CPU, and a second full pool contends with it. This is the run's full count: while other
+ * processes take CPUs, the thread governor (threads.ts) runs it on fewer.
  */
-export function runThreads(precision: ResolvedPrecision, device: Device, work: RunWork = {}): number {
+export function runThreads(precision: ResolvedPrecision, device: Device): number {
   const chosen = chosenThreads();
   if (chosen !== undefined) return chosen;
-  if (precision !== 'bf16' || autocastDeviceType(device) !== 'cpu') return LIBTORCH_DEFAULT_THREADS;
-  return work.matmulMacs !== undefined && work.matmulMacs < SMALL_MATMUL_MACS ? 1 : availableParallelism();
+  return precision === 'bf16' && autocastDeviceType(device) === 'cpu' ? availableParallelism() : LIBTORCH_DEFAULT_THREADS;
 }
 
 /**
- * resolvePrecision, and runThreads for the run. The trainers, samplers, latent caching, heads and
- * evaluator call it as their run starts; the generator's trainer and samplers say how large their
- * matmuls are.
+ * resolvePrecision, and runThreads for the run, governed by the machine's load where reals chose
+ * them (setGovernedThreads). The trainers, samplers, latent caching, heads and evaluator call it
+ * as their run starts.
  */
-export function usePrecision(precision: Precision, device: Device, work: RunWork = {}): ResolvedPrecision {
+export function usePrecision(precision: Precision, device: Device): ResolvedPrecision {
   const resolved = resolvePrecision(precision, device);
-  setRunThreads(runThreads(resolved, device, work));
+  setGovernedThreads(runThreads(resolved, device), device);
   return resolved;
 }
 

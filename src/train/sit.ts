@@ -162,8 +162,7 @@ export async function trainGenerator(options: GeneratorTrainOptions): Promise<Ge
     throw new Error(`--global-batch-size ${data.batchSize * worldSize}: the data gives no full batch of ${data.batchSize} on each of the ${worldSize} rank(s); lower it, or give more images`);
   }
   const transport = createTransport(options.transport);
-  const precision = torch.usePrecision(options.precision ?? 'fp32', device,
-    { matmulMacs: torch.transformerMatmulMacs(data.batchSize * (c.inputSize / c.patchSize) ** 2, c.hiddenSize) });
+  const precision = torch.usePrecision(options.precision ?? 'fp32', device);
 
   torch.manualSeed((options.seed ?? 0) * worldSize + rank);
   // Under DDP every rank starts from rank 0's initialisation (DistributedDataParallel copies it).

@@ -76,15 +76,20 @@ test('generateLatents names what is wrong', () => {
   assert.throws(() => generateLatents({ ...options('ode', 1), model: dit }), /output shape \[2,8,4,4\] must equal input shape \[2,4,4,4\]/);
 });
 
-test('a bf16 run sets its threads from the model\'s matmuls: one for a tiny SiT (guided batch doubled), every CPU for a wide one', () => {
-  const model = tiny(SiT);
-  // 4 tokens of width 16, doubled by guidance.
-  assert.equal(model.matmulMacs(3), 3 * 4 * 16 * 16);
-  const chosen = process.env.OMP_NUM_THREADS === undefined ? undefined : Number(process.env.OMP_NUM_THREADS);
-  generateLatents({ model, labels: [0, 1, 2], shape: [4, 4, 4], seed: 0, method: 'ode', steps: 2, cfgScale: 2, precision: 'bf16' }).dispose();
-  assert.equal(torch.getNumThreads(), chosen ?? 1);
-  const wide = new SiT({ depth: 1, hiddenSize: 512, patchSize: 2, numHeads: 4, inputSize: 16, inChannels: 4, numClasses: 3 }).eval();
-  assert.ok(wide.matmulMacs(1) > torch.SMALL_MATMUL_MACS, 'the wide SiT is above the small-matmul bound');
-  generateLatents({ model: wide, labels: [0], shape: [4, 16, 16], seed: 0, method: 'ode', steps: 2, precision: 'bf16' }).dispose();
-  assert.equal(torch.getNumThreads(), chosen ?? torch.runThreads('bf16', 'cpu'));
+test('a run sets its threads for its precision (torch.usePrecision): every CPU in bf16, libtorch\'s default in fp32', () => {
+  // The governor off: the counts are then the runs' full ones, whatever else runs on the machine.
+  const adaptive = process.env.REALS_ADAPTIVE_THREADS;
+  process.env.REALS_ADAPTIVE_THREADS = '0';
+  try {
+    const model = tiny(SiT);
+    const neither = Math.max(torch.runThreads('bf16', 'cpu'), torch.runThreads('fp32', 'cpu')) + 1;
+    for (const precision of ['bf16', 'fp32'] as const) {
+      torch.native.setNumThreads(neither);
+      generateLatents({ model, labels: [0, 1, 2], shape: [4, 4, 4], seed: 0, method: 'ode', steps: 2, cfgScale: 2, precision }).dispose();
+      assert.equal(torch.getNumThreads(), torch.runThreads(precision, 'cpu'), precision);
+    }
+  } finally {
+    if (adaptive === undefined) delete process.env.REALS_ADAPTIVE_THREADS;
+    else process.env.REALS_ADAPTIVE_THREADS = adaptive;
+  }
 });

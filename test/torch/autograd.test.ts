@@ -303,9 +303,9 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
   'engine, modes, RNG state, dtype helpers (the ops callOp reaches are checked through their wrappers)': [
     'torch.Tensor', 'torch.callOp', 'torch.op', 'torch.opId', 'torch.hasOp', 'torch.autocast', 'torch.noGrad', 'torch.enableGrad',
     'torch.isGradEnabled', 'torch.setGradEnabled', 'torch.scope', 'torch.keep', 'torch.slice', 'torch.version',
-    'torch.getNumThreads', 'torch.setNumThreads', 'torch.manualSeed', 'torch.getRngState', 'torch.setRngState',
+    'torch.getNumThreads', 'torch.setNumThreads', 'torch.adaptThreads', 'torch.threadGovernor', 'torch.manualSeed', 'torch.getRngState', 'torch.setRngState',
     'torch.dtypeCode', 'torch.dtypeFromCode', 'torch.isFloatingPoint', 'torch.typedArrayFromBuffer',
-    'torch.autocastDeviceType', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.transformerMatmulMacs', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
+    'torch.autocastDeviceType', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
   ],
 };
 

@@ -14,4 +14,5 @@ for (let i = 0; i < regions; i++) {
   const used = process.cpuUsage(before);
   spinMs += (used.user + used.system) / 1000;
 }
-console.log(JSON.stringify({ waitPolicy: torch.waitPolicy, env: process.env.OMP_WAIT_POLICY ?? null, spinMsPerRegion: spinMs / regions }));
+const env = { OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? null, GOMP_SPINCOUNT: process.env.GOMP_SPINCOUNT ?? null };
+console.log(JSON.stringify({ waitPolicy: torch.waitPolicy, env, spinMsPerRegion: spinMs / regions }));

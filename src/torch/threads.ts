@@ -1,0 +1,182 @@
+// The thread governor: a CPU run's threads follow the machine's load. On an idle machine every CPU
+// with bounded spinning is the fastest setting; with another process on a core, one thread is
+// (bench/README.md, the thread policy: no fixed setting is within 1.2x of the best in both). So
+// every GOVERNOR_WINDOW_MS of wall time the governor measures the CPU time the other processes
+// used, drops a run to the cores they leave free at once, and gives it its full count back after
+// GOVERNOR_QUIET_MS of quiet. It sets libtorch's intra-op threads and OpenBLAS's own pool (where
+// float32 matmuls run), only where reals chose the counts.
+import { cpus } from 'node:os';
+import { autocastDeviceType, chosenThreads, setRunThreads } from './cuda.js';
+import { native } from './native.js';
+import type { Device } from './tensor.js';
+
+/** Wall time between two looks at the machine's load. */
+export const GOVERNOR_WINDOW_MS = 500;
+/** How long the machine must stay quiet before a reduced run takes its full count again. */
+export const GOVERNOR_QUIET_MS = 2000;
+/** The environment variable that turns the governor off ('0') for runs that need a fixed count. */
+export const ADAPTIVE_THREADS_ENV = 'REALS_ADAPTIVE_THREADS';
+
+/** Cumulative CPU times at one moment, in milliseconds. */
+export interface LoadSample {
+  /** Wall clock. */
+  time: number;
+  /** Busy time of the whole machine, summed over its CPUs (user, nice, sys, irq). */
+  machineBusy: number;
+  /** This process's CPU time, all its threads. */
+  ownBusy: number;
+}
+
+export interface GovernorState {
+  /** Where the current window starts. */
+  since: LoadSample;
+  /** The cores the run may use while other processes take the rest; undefined on a quiet machine. */
+  limit?: number;
+  /** While limited: when the quiet windows in a row began. */
+  quietSince?: number;
+}
+
+/**
+ * The governor's decision, from the window since `state.since` to `sample` (none before
+ * GOVERNOR_WINDOW_MS have passed): the other processes' CPU time over the wall time is the cores
+ * they use, and the cores they leave free (rounded, so that half a core of theirs leaves a core
+ * free) below what the run wants (`want`: its full thread count) limit it to those at once. A limit
+ * only falls while the machine stays busy, and goes once it has been quiet for GOVERNOR_QUIET_MS.
+ */
+export function nextGovernorState(state: GovernorState, sample: LoadSample, machine: { cpus: number; want: number }): GovernorState {
+  const wall = sample.time - state.since.time;
+  if (wall < GOVERNOR_WINDOW_MS) return state;
+  const others = (sample.machineBusy - state.since.machineBusy - (sample.ownBusy - state.since.ownBusy)) / wall;
+  const free = Math.max(1, Math.floor(machine.cpus - others + 0.5));
+  if (free < machine.want) return { since: sample, limit: Math.min(free, state.limit ?? free) };
+  if (state.limit === undefined) return { since: sample };
+  const quietSince = state.quietSince ?? state.since.time;
+  return sample.time - quietSince >= GOVERNOR_QUIET_MS ? { since: sample } : { since: sample, limit: state.limit, quietSince };
+}
+
+/** What the governor reads and sets: the real ones below, fakes in tests. */
+export interface GovernorIo {
+  now(): number;
+  sample(): LoadSample;
+  /** The CPUs machineBusy sums over. */
+  cpus: number;
+  /** Sets libtorch's intra-op threads. */
+  setIntraOp(n: number): void;
+  /** OpenBLAS's own pool where the governor may set it: its count when it loaded, and the setter. */
+  openblas?: { atLoad: number; set(n: number): void };
+}
+
+export interface Governor {
+  /** A run starts with `intraOp` threads as its full count: sets them, less the limit in force. */
+  start(intraOp: number): void;
+  /** Once a window has passed: samples the load and sets the counts where the limit changed. */
+  tick(): void;
+  /** Governing ends: OpenBLAS's pool gets its count back; libtorch's threads are the caller's. */
+  stop(): void;
+  /** The cores the run may use now, undefined while the machine is quiet. */
+  limit(): number | undefined;
+}
+
+export function createGovernor(io: GovernorIo): Governor {
+  let run: number | undefined;
+  let state: GovernorState | undefined;
+  let openblasNow = io.openblas?.atLoad;
+  const setOpenblas = (n: number): void => {
+    if (io.openblas === undefined || openblasNow === n) return;
+    io.openblas.set(n);
+    openblasNow = n;
+  };
+  const apply = (intraOp: number): void => {
+    const limit = state?.limit ?? Infinity;
+    if (io.openblas !== undefined) setOpenblas(Math.min(io.openblas.atLoad, limit));
+    io.setIntraOp(Math.min(intraOp, limit));
+  };
+  return {
+    start(intraOp) {
+      run = intraOp;
+      state ??= { since: io.sample() };
+      apply(intraOp);
+    },
+    tick() {
+      if (run === undefined || state === undefined || io.now() - state.since.time < GOVERNOR_WINDOW_MS) return;
+      const previous = state.limit;
+      state = nextGovernorState(state, io.sample(), { cpus: io.cpus, want: Math.max(run, io.openblas?.atLoad ?? 1) });
+      if (state.limit !== previous) apply(run);
+    },
+    stop() {
+      run = undefined;
+      if (io.openblas !== undefined) setOpenblas(io.openblas.atLoad);
+    },
+    limit: () => state?.limit,
+  };
+}
+
+function sampleLoad(): LoadSample {
+  let machineBusy = 0;
+  for (const { times } of cpus()) machineBusy += times.user + times.nice + times.sys + times.irq;
+  const own = process.cpuUsage();
+  return { time: performance.now(), machineBusy, ownBusy: (own.user + own.system) / 1000 };
+}
+
+const machineCpus = cpus().length;
+/** OpenBLAS's pool when it loaded (read once, as OpenBLAS does), unless the user sized it. */
+const openblasAtLoad = native.openblasThreads();
+const openblasChosen = ['OPENBLAS_NUM_THREADS', 'GOTO_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
+
+const governor = createGovernor({
+  now: () => performance.now(),
+  sample: sampleLoad,
+  cpus: machineCpus,
+  setIntraOp: setRunThreads,
+  openblas: openblasAtLoad === null || openblasChosen !== undefined ? undefined : { atLoad: openblasAtLoad, set: (n) => native.setOpenblasThreads(n) },
+});
+
+/** Why the governor leaves a run on `device` (any CPU run when omitted) alone, or undefined where it governs it. */
+function governorOff(device?: Device): string | undefined {
+  const setting = process.env[ADAPTIVE_THREADS_ENV] ?? '';
+  if (setting !== '' && setting !== '0' && setting !== '1') throw new Error(`${ADAPTIVE_THREADS_ENV}: expected 0 (off) or 1 (on), got '${setting}'`);
+  if (setting === '0') return `${ADAPTIVE_THREADS_ENV}=0`;
+  if (chosenThreads() !== undefined) return 'the thread count was chosen (OMP_NUM_THREADS, MKL_NUM_THREADS, torch.setNumThreads or --threads)';
+  if (machineCpus < 2) return 'fewer than 2 CPUs';
+  if (device !== undefined && autocastDeviceType(device) === 'cuda') return 'a CUDA run';
+  return undefined;
+}
+
+/**
+ * Sets a run's intra-op threads (usePrecision): `intraOp` where the governor is off, else `intraOp`
+ * less the governor's limit in force, and from then on as the load goes (adaptThreads).
+ */
+export function setGovernedThreads(intraOp: number, device: Device): void {
+  if (governorOff(device) === undefined) {
+    governor.start(intraOp);
+    return;
+  }
+  governor.stop();
+  setRunThreads(intraOp);
+}
+
+/**
+ * The governor's clock: long loops call it often (the progress bars every step, the samplers'
+ * loops every step); it returns at once unless a window has passed and a run is governed.
+ */
+export function adaptThreads(): void {
+  // A count chosen after the run started (torch.setNumThreads) ends governing.
+  if (chosenThreads() !== undefined) governor.stop();
+  else governor.tick();
+}
+
+/** What `reals env` prints: whether CPU runs' threads adapt to the load, and why (not). */
+export function threadGovernor(): { adaptive: boolean; why: string; openblas: string; limit?: number } {
+  const off = governorOff();
+  const openblas = openblasAtLoad === null ? 'not governed: the BLAS has no OpenBLAS thread pool of its own'
+    : openblasChosen !== undefined ? `not governed: ${openblasChosen} is set`
+    : `governed with the intra-op threads (${openblasAtLoad} at load)`;
+  if (off !== undefined) return { adaptive: false, why: off, openblas: `not governed: ${off}` };
+  return {
+    adaptive: true,
+    why: `reals chose the threads: every ${GOVERNOR_WINDOW_MS} ms a CPU run takes the cores other processes leave free, ` +
+      `and its full count after ${GOVERNOR_QUIET_MS / 1000} s of quiet (${ADAPTIVE_THREADS_ENV}=0 turns it off)`,
+    openblas,
+    limit: governor.limit(),
+  };
+}
