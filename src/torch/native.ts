@@ -113,7 +113,7 @@ export const DEFAULT_WAIT_ENV = { GOMP_SPINCOUNT: '20000' } as const;
  * region before it sleeps. On a machine where another process holds a core, a spinning thread
  * keeps its time slice from it, and a step of thousands of small regions waits on it every time:
  * a tiny SiT trained 12x slower next to one busy loop on 2 cores. Waiting passively (a futex sleep)
- * avoids that but makes every wake-up slow: on an idle machine small steps took 1.4-1.7x as long.
+ * avoids that but makes every wake-up slow: on an idle machine small steps took 1.7-2.3x as long.
  * reals bounds the spin to 20,000 turns (fast wake-ups on an idle machine, bench/README.md's thread
  * policy) and leaves the busy machine to the thread governor (threads.ts), which drops to one
  * thread, where nothing waits, while other processes take the CPUs. libgomp reads the setting once,
