@@ -5,7 +5,7 @@
 // used, drops a run to the cores they leave free at once, and gives it its full count back after
 // GOVERNOR_QUIET_MS of quiet. It sets libtorch's intra-op threads and OpenBLAS's own pool (where
 // float32 matmuls run), only where reals chose the counts.
-import { cpus } from 'node:os';
+import { cpus, getPriority } from 'node:os';
 import { autocastDeviceType, chosenThreads, setRunThreads } from './cuda.js';
 import { native } from './native.js';
 import type { Device } from './tensor.js';
@@ -21,7 +21,7 @@ export const ADAPTIVE_THREADS_ENV = 'REALS_ADAPTIVE_THREADS';
 export interface LoadSample {
   /** Wall clock. */
   time: number;
-  /** Busy time of the whole machine, summed over its CPUs (user, nice, sys, irq). */
+  /** Busy time of the whole machine, summed over its CPUs (user, sys, irq; nice too when this process is niced itself). */
   machineBusy: number;
   /** This process's CPU time, all its threads. */
   ownBusy: number;
@@ -112,8 +112,11 @@ export function createGovernor(io: GovernorIo): Governor {
 }
 
 function sampleLoad(): LoadSample {
+  // A niced process (a background study, a build under nice 10) gets about a tenth of a core
+  // against one of normal priority (the scheduler's weights), so it is load only to a niced run.
+  const countNice = getPriority() > 0;
   let machineBusy = 0;
-  for (const { times } of cpus()) machineBusy += times.user + times.nice + times.sys + times.irq;
+  for (const { times } of cpus()) machineBusy += times.user + (countNice ? times.nice : 0) + times.sys + times.irq;
   const own = process.cpuUsage();
   return { time: performance.now(), machineBusy, ownBusy: (own.user + own.system) / 1000 };
 }
