@@ -322,8 +322,10 @@ export async function runTrainLinear(trainOptions: TrainLinearOptions): Promise<
   const n = data.images.size(0);
   const heldOut = Math.floor(n * options.holdout);
   if (heldOut < 1 || n - heldOut < 1) throw new Error(`--holdout ${options.holdout} of ${n} images leaves no training or no held-out image`);
-  // A linear head on one layer with the CLS token: what the alignment MLPs give (DINOv2's depth heads' layout).
-  const head = new LinearSegmentationHead({ inChannels: [source.featureDim, source.featureDim], inIndex: [0, 1], clsToken: true, numClasses: data.numClasses });
+  // A linear head on one layer with the CLS token where the source has one: what the alignment MLPs give (DINOv2's depth heads' layout).
+  const head = new LinearSegmentationHead(source.clsToken
+    ? { inChannels: [source.featureDim, source.featureDim], inIndex: [0, 1], clsToken: true, numClasses: data.numClasses }
+    : { inChannels: [source.featureDim], inIndex: [0], clsToken: false, numClasses: data.numClasses });
   // The features in `precision`; the head is fitted on them in float32.
   const precision = torch.usePrecision(options.precision, DEVICE);
   const chunks = torch.noGrad(() => {
@@ -334,10 +336,10 @@ export async function runTrainLinear(trainOptions: TrainLinearOptions): Promise<
     }
     return out;
   });
-  const layers = [{ patch: torch.cat(chunks.map((c) => c.patch)), cls: torch.cat(chunks.map((c) => c.cls!)) }];
+  const layers = [{ patch: torch.cat(chunks.map((c) => c.patch)), cls: source.clsToken ? torch.cat(chunks.map((c) => c.cls!)) : null }];
   const split = (t: Tensor, from: number, to: number): Tensor => t.slice(0, from, to);
-  const trainLayers = layers.map((l) => ({ patch: split(l.patch, heldOut, n), cls: split(l.cls!, heldOut, n) }));
-  const testLayers = layers.map((l) => ({ patch: split(l.patch, 0, heldOut), cls: split(l.cls!, 0, heldOut) }));
+  const trainLayers = layers.map((l) => ({ patch: split(l.patch, heldOut, n), cls: l.cls === null ? null : split(l.cls, heldOut, n) }));
+  const testLayers = layers.map((l) => ({ patch: split(l.patch, 0, heldOut), cls: l.cls === null ? null : split(l.cls, 0, heldOut) }));
   fitSegmentationHead(head, trainLayers, split(data.masks, heldOut, n), {
     steps: options.steps, batchSize: options.batchSize, lr: options.lr,
     onStep: (step, loss) => { if ((step + 1) % 50 === 0 || step + 1 === options.steps) (options.log ?? console.log)(`step ${step + 1}/${options.steps} loss ${loss.toFixed(4)}`); },

@@ -25,6 +25,8 @@ export interface FeatureSource {
   name: string;
   featureDim: number;
   maxLayers?: number;
+  /** Whether each layer has a CLS token (alignment MLPs without MLP_cls, as the vf loss trains them, have none). */
+  clsToken: boolean;
   /** Whether `layers` reads the decoded image (otherwise only z). */
   readsImage: boolean;
   layers(z: Tensor, decoded: Tensor, head: DenseHead): LayerFeatures[];
@@ -32,7 +34,7 @@ export interface FeatureSource {
 
 function mlpSource(mlps: AlignmentHeads): FeatureSource {
   return {
-    name: 'the alignment MLPs', featureDim: mlps.config.featureDim, maxLayers: 1, readsImage: false,
+    name: 'the alignment MLPs', featureDim: mlps.config.featureDim, maxLayers: 1, clsToken: mlps.config.clsHead, readsImage: false,
     layers: (z) => {
       const { patch, cls } = mlps.forward(z);
       return [layerFromTokens(patch, cls, [z.size(2), z.size(3)])];
@@ -42,7 +44,7 @@ function mlpSource(mlps: AlignmentHeads): FeatureSource {
 
 /** The latent itself as a feature map (CLS: its mean), for a head on a plain VAE's latents. */
 export function latentSource(channels: number): FeatureSource {
-  return { name: 'the latents', featureDim: channels, maxLayers: 1, readsImage: false, layers: (z) => [{ patch: z, cls: z.mean([2, 3]) }] };
+  return { name: 'the latents', featureDim: channels, maxLayers: 1, clsToken: true, readsImage: false, layers: (z) => [{ patch: z, cls: z.mean([2, 3]) }] };
 }
 
 // dinov2/hub/depthers.py: the blocks the "linear4" depth heads read.
@@ -51,7 +53,7 @@ const DEPTH_LINEAR4_BLOCKS: Record<number, number[]> = { 12: [2, 5, 8, 11], 24: 
 function dinoSource(dino: DinoVisionTransformer, inputSize: number): FeatureSource {
   const depth = dino.config.depth;
   return {
-    name: 'DINOv2', featureDim: dino.config.embedDim, readsImage: true,
+    name: 'DINOv2', featureDim: dino.config.embedDim, clsToken: true, readsImage: true,
     layers: (_z, decoded, head) => {
       const count = layersRead(head);
       const segmentation = head instanceof LinearSegmentationHead;
