@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import {
   ALIGN_ARM_NAMES, ALIGN_STUDY_PROFILES, ALIGN_TEACHERS, CHANNEL_STUDY_PROFILES, readAlignCellFolders, runAlignCell, trainStageOneVae, writeAlignStudyReport,
-  type AlignArm, type AlignStudyProfileName, type AlignTeacher, DEFAULT_CELLS, DEFAULT_LATENT_CHANNELS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier, writeChannelStudyReport,
+  type AlignArm, type AlignStudyProfileName, type AlignTeacher, ALIGN_LOSSES, DEFAULT_CELLS, DEMO_PROFILES, PROTOCOLS, TEACHER_KINDS, mergeDemoRuns, runChannelCell, runDemo, studyClassifier, writeChannelStudyReport,
   type ChannelStudyProfileName, type DemoCells, type ProfileName,
 } from '../demo/index.js';
 import { integer, list, number, oneOf } from './parse.js';
@@ -16,8 +16,9 @@ interface DemoFlags {
   seeds?: number[];
   teacher: DemoCells['teachers'];
   protocol: DemoCells['protocols'];
+  loss: DemoCells['losses'];
   alignWeight: number[];
-  latentChannels: number;
+  latentChannels?: number;
   precision?: Precision;
 }
 
@@ -30,21 +31,24 @@ export function demoCommand(): Command {
     .option('--out <dir>', 'output folder (report.md, report.html, figures/, the runs)', 'demo-out')
     .option('--threads <n>', 'torch threads for every step (default: all CPUs in bf16 steps, libtorch\'s default in fp32 ones; 1 per run when runs share the machine)', integer(1))
     .option('--seeds <list>', 'comma-separated seeds in place of the profile\'s (quick: 0; full: 0,1,2)', list(integer(0)))
-    .option('--teacher <list>', `teachers to align to: ${TEACHER_KINDS.join(', ')} (self-supervised, or the supervised ablation)`,
-      list(oneOf(TEACHER_KINDS)), DEFAULT_CELLS.teachers)
+    .option('--teacher <list>', `teachers to align to: ${TEACHER_KINDS.join(', ')} (a self-supervised ViT, the supervised ablation, ` +
+      `or the training-free HOG teacher that the alignment study found a win with)`, list(oneOf(TEACHER_KINDS)), DEFAULT_CELLS.teachers)
     .option('--protocol <list>', `${PROTOCOLS.join(', ')}: fine-tune the stage-1 VAE (the paper's), or train the ReaLS VAE from scratch`,
       list(oneOf(PROTOCOLS)), DEFAULT_CELLS.protocols)
-    .option('--align-weight <list>', 'alignment loss weights (--patch-weight and --cls-weight of align train), one ReaLS VAE each',
+    .option('--loss <list>', `alignment losses: ${ALIGN_LOSSES.join(', ')} (ReaLS's cosine, one ReaLS VAE per --align-weight; ` +
+      'or VA-VAE\'s vf loss with its adaptive weight, one ReaLS VAE)', list(oneOf(ALIGN_LOSSES)), DEFAULT_CELLS.losses)
+    .option('--align-weight <list>', 'cos alignment weights (--patch-weight and --cls-weight of align train), one ReaLS VAE each',
       list(number(0)), DEFAULT_CELLS.alignWeights)
-    .option('--latent-channels <n>', 'latent channels of every VAE (VA-VAE\'s reconstruction-generation dilemma grows from 4 to 32)',
-      integer(1), DEFAULT_LATENT_CHANNELS)
+    .option('--latent-channels <n>', 'latent channels of every VAE (VA-VAE\'s reconstruction-generation dilemma grows from 4 to 32; ' +
+      `default: the profile's, ${[...new Set(Object.values(DEMO_PROFILES).map((p) => p.vae.latentChannels))].join(' or ')})`, integer(1))
     .addOption(new Option('--precision <p>', 'every training, sampling and readout step in fp32, bf16 or auto (default: the commands\' own, auto)')
       .choices([...PRECISIONS]))
     .action(async (flags: DemoFlags) => {
       const profile = DEMO_PROFILES[flags.profile];
       await runDemo({
-        profile: { ...profile, vae: { ...profile.vae, latentChannels: flags.latentChannels } }, out: flags.out, threads: flags.threads, seeds: flags.seeds, precision: flags.precision,
-        cells: { teachers: flags.teacher, protocols: flags.protocol, alignWeights: flags.alignWeight },
+        profile: { ...profile, vae: { ...profile.vae, latentChannels: flags.latentChannels ?? profile.vae.latentChannels } },
+        out: flags.out, threads: flags.threads, seeds: flags.seeds, precision: flags.precision,
+        cells: { teachers: flags.teacher, protocols: flags.protocol, alignWeights: flags.alignWeight, losses: flags.loss },
       });
     });
   demo.addCommand(new Command('merge')

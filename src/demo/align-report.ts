@@ -55,7 +55,7 @@ function columns(steps: readonly number[]): Column[] {
 }
 
 /** One (channels, arm, teacher) with its cells by seed. */
-interface Group { channels: number; arm: AlignCellMetrics['arm']; teacher: string; cells: Map<number, AlignCellMetrics> }
+export interface Group { channels: number; arm: AlignCellMetrics['arm']; teacher: string; cells: Map<number, AlignCellMetrics> }
 
 function groupCells(cells: readonly AlignCellMetrics[]): Group[] {
   const groups = new Map<string, Group>();
@@ -80,8 +80,27 @@ function byColumn(group: Group, col: Column): Map<number, number> {
   return new Map([...group.cells].map(([seed, m]) => [seed, col.value(m)]));
 }
 
+/** One arm (with its teacher) at one width, its control, and its paired differences from that control by column label (`FID @1400`). */
+export interface ArmDifferences { group: Group; control: Group; differences: Map<string, PairedDifference> }
+
+/** Every arm of `cells` that has a control of its width, against that control: the rows of the README's paired table. */
+export function armDifferences(cells: readonly AlignCellMetrics[]): ArmDifferences[] {
+  const cols = columns(cells[0]!.curve.map((p) => p.step));
+  const groups = groupCells(cells);
+  const controls = new Map(groups.filter((g) => g.arm === 'control').map((g) => [g.channels, g]));
+  return groups.filter((g) => g.arm !== 'control' && controls.has(g.channels)).map((group) => {
+    const control = controls.get(group.channels)!;
+    const differences = new Map<string, PairedDifference>();
+    for (const col of cols) {
+      const d = pairedDifference(byColumn(group, col), byColumn(control, col), col.better);
+      if (d !== null) differences.set(col.label, d);
+    }
+    return { group, control, differences };
+  });
+}
+
 /** The lines of the measures in `columns` whose paired interval excludes 0, for each arm. */
-function beyondInterval(rows: { group: Group; differences: Map<string, PairedDifference> }[], columns: Column[]): string[] {
+function beyondInterval(rows: ArmDifferences[], columns: Column[]): string[] {
   const lines: string[] = [];
   for (const { group, differences } of rows) {
     for (const col of columns) {
@@ -97,7 +116,7 @@ function beyondInterval(rows: { group: Group; differences: Map<string, PairedDif
 }
 
 /** The findings: each arm's FID intervals that exclude 0, in words, then the other measures'. */
-function findings(rows: { group: Group; control: Group; differences: Map<string, PairedDifference> }[], fidColumns: Column[], otherColumns: Column[]): string[] {
+function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Column[]): string[] {
   const lines = beyondInterval(rows, fidColumns);
   const others = beyondInterval(rows, otherColumns);
   const otherLines = others.length === 0 ? [] : ['', 'The other measures whose paired 95% interval excludes 0:', '', ...others];
@@ -118,16 +137,7 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
   const cols = columns(steps);
   const fidColumns = cols.filter((c) => c.label.startsWith('FID @'));
   const groups = groupCells(cells);
-  const controls = new Map(groups.filter((g) => g.arm === 'control').map((g) => [g.channels, g]));
-  const rows = groups.filter((g) => g.arm !== 'control' && controls.has(g.channels)).map((group) => {
-    const control = controls.get(group.channels)!;
-    const differences = new Map<string, PairedDifference>();
-    for (const col of cols) {
-      const d = pairedDifference(byColumn(group, col), byColumn(control, col), col.better);
-      if (d !== null) differences.set(col.label, d);
-    }
-    return { group, control, differences };
-  });
+  const rows = armDifferences(cells);
 
   const meanTable = [
     `| C | arm | seeds | ${cols.map((c) => c.label).join(' | ')} |`,

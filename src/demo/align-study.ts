@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as torch from '../torch/index.js';
 import { runAlignTrain, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
-import { commandWords, finalLoss, vaeTrainOptions } from './pipeline.js';
+import { VF_ALIGN_OPTIONS, commandWords, finalLoss, vaeTrainOptions } from './pipeline.js';
 import {
   CHANNEL_STUDY_PROFILES, STUDY_PRECISION, cellEnvironment, convertStage, readJson, scoreLatentSpace, stageRunner, studyClassifier, studyConfigs, summary,
   trainResumable, trainStageOneVae, writeJsonAtomic, type ChannelCellMetrics, type ChannelStudyProfile, type ClassifierRecord, type LatentSpaceScores,
@@ -59,7 +59,7 @@ export const ALIGN_ARMS = {
   },
   vf: {
     description: 'VA-VAE\'s vision-foundation loss (margin cosine + distance matrices, adaptive weight 0.1), no CLS term', teacherFree: false,
-    options: () => ({ alignLoss: 'vf', clsWeight: 0 }),
+    options: () => VF_ALIGN_OPTIONS,
   },
   patch: {
     description: 'patch-only cos alignment to spatially normalised teacher tokens (iREPA\'s targets), no CLS term', teacherFree: false,
@@ -164,9 +164,9 @@ export async function runAlignCell(options: AlignCellOptions): Promise<{ path: s
   const finetune: AlignTrainRunOptions = {
     ...vaeTrainOptions({
       alignWeight: profile.alignWeight, startFrom: stageOne.vaePath, profile: { vae: { ...base.vae, latentChannels: channels }, finetune: profile.finetune },
-      teacher: { configPath: teacher.dinoModel, checkpoint: teacher.dinoCkpt ?? '' }, teacherInput: STUDY_IMAGE_SIZE, vaeConfigPath, resultsDir, seed,
+      teacher: { configPath: teacher.dinoModel, checkpoint: teacher.dinoCkpt }, teacherInput: STUDY_IMAGE_SIZE, vaeConfigPath, resultsDir, seed,
     }),
-    dinoCkpt: teacher.dinoCkpt ?? undefined, ckptEvery: Math.max(1, Math.floor(profile.finetune.steps / 2)), precision: STUDY_PRECISION,
+    ckptEvery: Math.max(1, Math.floor(profile.finetune.steps / 2)), precision: STUDY_PRECISION,
     ...armOptions,
   };
   const tuned = await stage('vae-finetune', `fine-tune the stage-1 VAE: ${arm}${ALIGN_ARMS[arm].teacherFree ? '' : ` with the ${teacher.name} teacher`}`,

@@ -5,14 +5,15 @@ export {
   DEMO_PROFILES, DEFAULT_CELLS, type ProfileName, type DemoOptions, type VaeTrainSpec, type TeacherFiles,
 } from './pipeline.js';
 export {
-  SAMPLERS, RESULT_FILES, TEACHER_KINDS, PROTOCOLS, DEFAULT_LATENT_CHANNELS, latentSpaces, baselineOf, type DemoProfile, type DemoResult, type DemoCells, type LatentSpace,
+  SAMPLERS, RESULT_FILES, TEACHER_KINDS, PROTOCOLS, ALIGN_LOSSES, DEFAULT_LATENT_CHANNELS, latentSpaces, baselineOf, type DemoProfile, type DemoResult, type DemoCells, type LatentSpace,
   type LatentSpaceResult, type CurvePoint, type TeacherRecord, type TeacherKind, type Protocol, type StepRecord, type SamplerName,
   type SampleScores, type ReconstructionScores, type HeadScores,
 } from './results.js';
 export {
-  writeReport, tableRows, seedValues, compare, describeComparison, headlineSentence, headlineSpace, curveStepsOf, formatValues, demoCommandLine,
+  writeReport, tableRows, seedValues, compare, describeComparison, headlineSentence, headlineSpace, findingSentence, curveStepsOf, formatValues, demoCommandLine,
   type TableRow, type Comparison,
 } from './report.js';
+export { ALIGNMENT_FINDING, isFindingRegime, type StudyFinding } from './study-finding.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
 export { FashionClassifier, trainClassifier, classifierExtractor, type ClassifierOptions, type ClassifierResult } from './classifier.js';
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';
@@ -26,5 +27,5 @@ export {
   runAlignCell, alignCellName, teacherUse, ALIGN_STUDY_PROFILES, ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS,
   type AlignStudyProfile, type AlignStudyProfileName, type AlignArm, type AlignTeacher, type AlignCellMetrics, type AlignCellOptions, type TeacherUse,
 } from './align-study.js';
-export { writeAlignStudyReport, readAlignCells, readAlignCellFolders } from './align-report.js';
-export { pairedDifference, studentTQuantile, studentTCdf, formatPaired, intervalVerdict, type PairedDifference } from './paired.js';
+export { writeAlignStudyReport, readAlignCells, readAlignCellFolders, armDifferences, type ArmDifferences } from './align-report.js';
+export { pairedDifference, pairedInterval, studentTQuantile, studentTCdf, formatPaired, intervalVerdict, type PairedDifference } from './paired.js';

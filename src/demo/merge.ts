@@ -6,13 +6,20 @@
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { writeReport } from './report.js';
-import { PROTOCOLS, TEACHER_KINDS, latentSpaces, type DemoCells, type DemoResult } from './results.js';
+import { ALIGN_LOSSES, DEFAULT_LATENT_CHANNELS, PROTOCOLS, TEACHER_KINDS, latentSpaces, type DemoCells, type DemoResult } from './results.js';
 
-/** The metrics.json of a demo run folder. */
+/**
+ * The metrics.json of a demo run folder. A run from before the vf loss and `--latent-channels`
+ * recorded no losses and no width: its ReaLS spaces are cos ones, its VAEs SD-VAE's 4 channels wide.
+ */
 export function readDemoResult(dir: string): DemoResult {
   const path = join(dir, 'metrics.json');
   if (!existsSync(path)) throw new Error(`${dir}: no metrics.json (not a finished reals demo run)`);
-  return JSON.parse(readFileSync(path, 'utf8')) as DemoResult;
+  const result = JSON.parse(readFileSync(path, 'utf8')) as DemoResult;
+  result.cells.losses ??= ['cos'];
+  for (const space of result.spaces) space.loss ??= space.role === 'reals' ? 'cos' : null;
+  result.profile.vae.latentChannels ??= DEFAULT_LATENT_CHANNELS;
+  return result;
 }
 
 function sameJson(a: unknown, b: unknown): boolean {
@@ -42,6 +49,7 @@ export async function mergeDemoRuns(dirs: readonly string[], out: string): Promi
     teachers: TEACHER_KINDS.filter((t) => sources.some((s) => s.result.cells.teachers.includes(t))),
     protocols: PROTOCOLS.filter((p) => sources.some((s) => s.result.cells.protocols.includes(p))),
     alignWeights: [...new Set(sources.flatMap((s) => s.result.cells.alignWeights))].sort((a, b) => a - b),
+    losses: ALIGN_LOSSES.filter((l) => sources.some((s) => s.result.cells.losses.includes(l))),
   };
   const spaces = latentSpaces(cells).filter((space) => sources.some((s) => s.result.spaces.some((x) => x.id === space.id)));
   const seeds = [...new Set(sources.flatMap((s) => s.result.profile.seeds))].sort((a, b) => a - b);

@@ -83,13 +83,22 @@ export function pairedDifference(candidate: ReadonlyMap<number, number>, control
   const seeds = [...candidate.keys()].filter((s) => control.has(s)).sort((a, b) => a - b);
   if (seeds.length === 0) return null;
   const differences = seeds.map((s) => candidate.get(s)! - control.get(s)!);
-  const m = mean(differences);
-  const sd = std(differences);
-  const half = seeds.length < 2 ? null : studentTQuantile(0.975, seeds.length - 1) * sd / Math.sqrt(seeds.length);
+  const difference = { seeds, differences, mean: mean(differences), std: std(differences) };
   return {
-    seeds, differences, mean: m, std: sd, interval: half === null ? null : [m - half, m + half],
+    ...difference, interval: pairedInterval(difference, 0.95),
     wins: seeds.filter((_, i) => (better === 'lower' ? differences[i]! < 0 : differences[i]! > 0)),
   };
+}
+
+/**
+ * The Student-t interval of the mean difference at confidence `level` (0.95: the tables'; 1 - 0.05 / k:
+ * Bonferroni-corrected for k comparisons); null with fewer than two pairs.
+ */
+export function pairedInterval(difference: Pick<PairedDifference, 'seeds' | 'mean' | 'std'>, level: number): [number, number] | null {
+  const n = difference.seeds.length;
+  if (n < 2) return null;
+  const half = studentTQuantile(1 - (1 - level) / 2, n - 1) * difference.std / Math.sqrt(n);
+  return [difference.mean - half, difference.mean + half];
 }
 
 /** Whether the interval lies wholly on the winning side of 0 (1), wholly on the losing side (-1), or spans it (0). */

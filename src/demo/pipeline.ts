@@ -5,8 +5,9 @@
 // effect of alignment from the effect of more training). Every latent space gets the same SiT
 // budget; its checkpoints at several fractions of the steps are sampled and scored, so the claim
 // (a better FID at equal SiT steps) is measured as a curve. The ReaLS variants form a grid
-// (teacher × protocol × alignment weight, `DemoCells`), which is also what the reproduction study
-// (docs/reproduction.md) runs.
+// (teacher × protocol × loss × alignment weight, `DemoCells`), which is also what the reproduction
+// study (docs/reproduction.md) runs. The default is the regime where the alignment study found a
+// win (study-finding.ts): 8 latent channels, the training-free HOG teacher, VA-VAE's vf loss.
 //
 // Every step of the method calls the library pipeline that a command runs (teacher train, align
 // train/convert, sit train, sample ode/sde, heads train-linear), and the report gives the command
@@ -22,8 +23,9 @@ import { loadNpz } from '../io/index.js';
 import { AutoencoderKL, configToDiffusers, type AutoencoderKLConfig } from '../models/autoencoder-kl.js';
 import { FASHION_MNIST_CLASSES, FashionMNIST } from '../data/index.js';
 import { DinoVisionTransformer } from '../models/dinov2.js';
+import { HOG_TEACHER_NAME, HogTeacher } from '../models/hog.js';
 import { computeStatistics, frechetDistance, precisionRecall } from '../eval/index.js';
-import { linearProbe } from '../eval/linear-probe.js';
+import { linearProbe, type ProbedTeacher } from '../eval/linear-probe.js';
 import { CheckpointManager, resolveResume } from '../train/index.js';
 import { parseMetrics, saveImageGrid } from '../runlog/index.js';
 import { sampleLabel } from '../sampling/labels.js';
@@ -54,6 +56,8 @@ const SIT_EVAL_FRACTIONS = [0.25, 0.5, 1];
  * the reproduction study ran them (docs/reproduction.md).
  */
 const SSL_TEACHER = { lr: 1e-3, localCrops: 6, teacherTemp: 0.04, warmupTeacherTemp: 0.04, momentumTeacher: 0.98, layerwiseDecay: 0.9, patchEmbedLrMult: 0.2 };
+/** The alignment study's width, where its VAE-alignment win is (study-finding.ts); 4 is SD-VAE's. */
+const DEMO_LATENT_CHANNELS = 8;
 
 export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
   /** Seconds: only shows that every step runs, for two seeds, and that the report holds the run's numbers. */
@@ -62,7 +66,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 4, batchSize: 16 },
     sslTeacher: { ...SSL_TEACHER, steps: 3, batchSize: 8, localCrops: 2 },
     classifier: { ...TEACHER_BASE.classifier, steps: 4, batchSize: 16 },
-    vae: { steps: 4, batchSize: 8, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
+    vae: { steps: 4, batchSize: 8, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEMO_LATENT_CHANNELS },
     finetune: { steps: 4, lr: 2e-4 },
     statsImages: 32,
     sit: { steps: 4, batchSize: 16, lr: 1e-3, depth: 2, hiddenSize: 64, numHeads: 2, emaDecay: 0.9 },
@@ -76,7 +80,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 300, batchSize: 64 },
     sslTeacher: { ...SSL_TEACHER, steps: 200, batchSize: 64 },
     classifier: { ...TEACHER_BASE.classifier, steps: 400, batchSize: 64 },
-    vae: { steps: 400, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
+    vae: { steps: 400, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEMO_LATENT_CHANNELS },
     finetune: { steps: 400, lr: 2e-4 },
     statsImages: 2000,
     sit: { steps: 1400, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.995 },
@@ -90,7 +94,7 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
     teacher: { ...TEACHER_BASE.teacher, steps: 1000, batchSize: 64 },
     sslTeacher: { ...SSL_TEACHER, steps: 1000, batchSize: 64 },
     classifier: { ...TEACHER_BASE.classifier, steps: 1000, batchSize: 64 },
-    vae: { steps: 2000, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEFAULT_LATENT_CHANNELS },
+    vae: { steps: 2000, batchSize: 16, lr: 1e-3, blockOutChannels: [16, 32, 32], latentChannels: DEMO_LATENT_CHANNELS },
     finetune: { steps: 2000, lr: 2e-4 },
     statsImages: 10000,
     sit: { steps: 7000, batchSize: 32, lr: 1e-3, depth: 4, hiddenSize: 96, numHeads: 4, emaDecay: 0.999 },
@@ -102,8 +106,18 @@ export const DEMO_PROFILES: Record<'test' | 'quick' | 'full', DemoProfile> = {
 
 export type ProfileName = keyof typeof DEMO_PROFILES;
 
-/** The demo's default latent spaces: pretrained, control, and one ReaLS VAE (docs/reproduction.md says why these). */
-export const DEFAULT_CELLS: DemoCells = { teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.25] };
+/**
+ * The demo's default latent spaces: pretrained, control, and one ReaLS VAE, fine-tuned with VA-VAE's
+ * vf loss and the HOG teacher: the alignment study's win (study-finding.ts). alignWeights is the
+ * weight of cos variants (`--loss cos`), the reproduction study's best (docs/reproduction.md).
+ */
+export const DEFAULT_CELLS: DemoCells = { teachers: ['hog'], protocols: ['finetune'], alignWeights: [0.25], losses: ['vf'] };
+
+/**
+ * `reals align train`'s settings that make VA-VAE's vf loss out of a cos run's (margin cosine and
+ * distance matrices with the adaptive weight, no CLS term): the demo's vf spaces and the alignment study's vf arm.
+ */
+export const VF_ALIGN_OPTIONS: Pick<AlignTrainRunOptions, 'alignLoss' | 'clsWeight'> = { alignLoss: 'vf', clsWeight: 0 };
 
 // --- the command lines of the steps -------------------------------------------------------------------
 
@@ -153,11 +167,11 @@ export function writeVaeConfig(path: string, blockOutChannels: number[], latentC
   writeJson(path, configToDiffusers(new AutoencoderKL(vaeConfig).config));
 }
 
-/** The teacher files `--dino-model`/`--dino-ckpt` read. */
-export interface TeacherFiles { configPath: string; checkpoint: string }
+/** The teacher files `--dino-model`/`--dino-ckpt` read (HOG: `hog`, and no checkpoint). */
+export interface TeacherFiles { configPath: string; checkpoint: string | null }
 
 export interface VaeTrainSpec {
-  /** Alignment weight on both terms (--patch-weight, --cls-weight); 0 trains a plain VAE. */
+  /** Alignment weight on both cos terms (--patch-weight, --cls-weight); 0 trains a plain VAE (or, with VF_ALIGN_OPTIONS, one aligned by the vf loss). */
   alignWeight: number;
   /** Stage 2: the stage-1 diffusers folder to fine-tune (--vae-ckpt); null trains from scratch (stage 1 or the from-scratch protocol). */
   startFrom: string | null;
@@ -179,7 +193,7 @@ export function vaeTrainOptions(spec: VaeTrainSpec): AlignTrainRunOptions {
   const steps = spec.startFrom === null ? vae.steps : finetune.steps;
   const lr = spec.startFrom === null ? vae.lr : finetune.lr;
   return {
-    dataPath: 'fashion-mnist', imageSize: 32, dinoModel: spec.teacher.configPath, dinoCkpt: spec.teacher.checkpoint,
+    dataPath: 'fashion-mnist', imageSize: 32, dinoModel: spec.teacher.configPath, dinoCkpt: spec.teacher.checkpoint ?? undefined,
     dinoInputSize: spec.teacherInput, vaeConfig: spec.vaeConfigPath, vaeCkpt: spec.startFrom ?? undefined,
     lpipsWeight: 0, discStart: steps + 1, patchWeight: spec.alignWeight, clsWeight: spec.alignWeight, mlpHidden: 128, lr, batchSize: vae.batchSize,
     maxEpoch: 1000, maxSteps: steps, numWorkers: 0, resultsDir: spec.resultsDir, seed: spec.seed,
@@ -328,14 +342,16 @@ export interface DemoOptions {
 
 /** The demo's teacher side: 32x32 Fashion-MNIST images in, patch 4 (8x8 tokens, one per latent position of the f4 VAE). */
 const TEACHER_INPUT = 32;
+const TEACHER_PATCH = 4;
 
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const { out } = options;
   const profile = options.seeds === undefined ? options.profile : { ...options.profile, seeds: options.seeds };
   const cells = options.cells ?? DEFAULT_CELLS;
-  if (cells.teachers.length === 0 || cells.protocols.length === 0 || cells.alignWeights.length === 0) {
-    throw new Error('demo: the cells need at least one teacher, one protocol and one alignment weight');
+  if (cells.teachers.length === 0 || cells.protocols.length === 0 || cells.losses.length === 0) {
+    throw new Error('demo: the cells need at least one teacher, one protocol and one loss');
   }
+  if (cells.losses.includes('cos') && cells.alignWeights.length === 0) throw new Error('demo: the cos loss needs at least one alignment weight');
   const spaces = latentSpaces(cells);
   const log = options.log ?? ((line: string) => console.log(line));
   if (options.threads !== undefined) torch.setNumThreads(options.threads);
@@ -344,7 +360,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const precision = options.precision === undefined ? {} : { precision: options.precision };
   const started = performance.now();
   mkdirSync(out, { recursive: true });
-  for (const name of ['teacher', 'teacher-ssl', 'classifier', 'figures', 'configs', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
+  for (const name of ['teacher', 'teacher-ssl', 'teacher-hog', 'classifier', 'figures', 'configs', ...profile.seeds.map((s) => `seed-${s}`)]) rmSync(join(out, name), { recursive: true, force: true });
   mkdirSync(join(out, 'figures'), { recursive: true });
   const steps: StepRecord[] = [];
   /** Times `fn` as the step `name`, recording the command line (`words` after `reals`) that reproduces it. */
@@ -385,9 +401,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const dir = join(out, `seed-${seed}`, space.id);
     mkdirSync(dir, { recursive: true });
     const teacher = teachers[space.teacher ?? cells.teachers[0]!]!;
+    // A vf space: no cos term (weight 0) and VA-VAE's loss with its adaptive weight.
     const train = {
-      ...vaeTrainOptions({ alignWeight: space.alignWeight, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed }),
-      ...precision,
+      ...vaeTrainOptions({ alignWeight: space.alignWeight ?? 0, startFrom, profile, teacher, teacherInput: TEACHER_INPUT, vaeConfigPath, resultsDir: join(dir, 'vae'), seed }),
+      ...(space.loss === 'vf' ? VF_ALIGN_OPTIONS : {}), ...precision,
     };
     await step(`train the ${space.label}, seed ${seed}`, commandWords(['align', 'train'], train), () => runAlignTrain({ ...train, log }));
     const vaePath = join(dir, 'vae-diffusers');
@@ -496,27 +513,43 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   return result;
 }
 
-/** The linear-probe accuracy of a teacher's frozen features, and of a randomly initialised backbone of its config. */
-async function probeTeacher(configPath: string, checkpoint: string, profile: DemoProfile): Promise<Pick<TeacherRecord, 'probeAccuracy' | 'randomProbeAccuracy'>> {
-  const config = resolveDinoConfig(configPath);
-  const probe = (backbone: DinoVisionTransformer) => linearProbe({
+/** The accuracy of a linear probe on a frozen teacher's features: trained on the profile's count of train images, scored on as many test images. */
+async function probeAccuracy(backbone: ProbedTeacher, profile: DemoProfile): Promise<number> {
+  const probe = await linearProbe({
     backbone, train: new FashionMNIST({ channels: 3 }), test: new FashionMNIST({ channels: 3, train: false }),
     trainImages: profile.testImages, testImages: profile.testImages, inputSize: TEACHER_INPUT, seed: 0,
   });
-  const trained = await probe(new DinoVisionTransformer(config).loadCheckpoint(checkpoint));
+  return probe.accuracy;
+}
+
+/** The linear-probe accuracy of a ViT teacher's frozen features, and of a randomly initialised backbone of its config. */
+async function probeTeacher(configPath: string, checkpoint: string, profile: DemoProfile): Promise<Pick<TeacherRecord, 'probeAccuracy' | 'randomProbeAccuracy'>> {
+  const config = resolveDinoConfig(configPath);
+  const trained = await probeAccuracy(new DinoVisionTransformer(config).loadCheckpoint(checkpoint), profile);
   torch.manualSeed(0);
-  const random = await probe(new DinoVisionTransformer(config));
-  return { probeAccuracy: trained.accuracy, randomProbeAccuracy: random.accuracy };
+  const random = await probeAccuracy(new DinoVisionTransformer(config), profile);
+  return { probeAccuracy: trained, randomProbeAccuracy: random };
 }
 
 type StepRunner = <T>(name: string, words: readonly string[] | null, fn: () => Promise<T> | T) => Promise<T>;
 
-/** Trains the teacher of `kind` once for the whole run (fixed seed 0), with its linear-probe accuracy. */
+/** Trains the teacher of `kind` once for the whole run (fixed seed 0), with its linear-probe accuracy; HOG has nothing to train. */
 async function trainDemoTeacher(
   kind: TeacherKind, profile: DemoProfile, out: string, step: StepRunner, log: (line: string) => void, precision: { precision?: torch.Precision },
 ): Promise<TeacherRecord> {
+  if (kind === 'hog') {
+    const dir = join(out, 'teacher-hog');
+    mkdirSync(dir, { recursive: true });
+    const accuracy = await step('linear probe of the HOG teacher (training-free: histograms of oriented gradients on the latent grid\'s cells)', null,
+      () => probeAccuracy({ hog: new HogTeacher(), patchSize: TEACHER_PATCH }, profile));
+    const record: TeacherRecord = {
+      kind, testAccuracy: null, probeAccuracy: accuracy, randomProbeAccuracy: null, params: 0, checkpoint: null, configPath: HOG_TEACHER_NAME,
+    };
+    writeJson(join(dir, 'result.json'), record);
+    return record;
+  }
   const t = profile.teacher;
-  const config = { imgSize: 32, patchSize: 4, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads };
+  const config = { imgSize: TEACHER_INPUT, patchSize: TEACHER_PATCH, embedDim: t.embedDim, depth: t.depth, numHeads: t.numHeads };
   if (kind === 'supervised') {
     const dir = join(out, 'teacher');
     const teacher = await step('train the supervised ViT teacher (DINOv2 architecture, the ablation\'s stand-in for DINOv2)', null, () => trainTeacher({

@@ -2,14 +2,16 @@
 // numbers as the JSON files beside them), with the FID-over-SiT-steps and loss curves drawn from the
 // runs' files, the sample grids and reconstructions, the command line of each step and its time.
 // It opens with one sentence: whether ReaLS beat the control on FID at equal SiT steps, and
-// whether the difference lies beyond the seed spread.
+// whether the difference lies beyond the seed spread; in the alignment study's winning regime
+// (study-finding.ts), first what the study found there.
 import { readdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
 import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, savePlot, type PlotSeries } from '../runlog/index.js';
 import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../pipelines/report.js';
-import { DEFAULT_LATENT_CHANNELS, SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult } from './results.js';
+import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult, type TeacherRecord } from './results.js';
+import { ALIGNMENT_FINDING, isFindingRegime } from './study-finding.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
@@ -91,7 +93,26 @@ export function headlineSpace(spaces: readonly LatentSpace[]): LatentSpace | nul
   return reals.find((s) => s.protocol === 'finetune') ?? reals[0] ?? null;
 }
 
-/** The opening sentence: did the headline ReaLS space beat its baseline on FID at equal SiT steps, and beyond the seed spread? */
+/** A signed number as the study's tables print it: `+0.20`, `−1.53` (a minus sign). */
+function signed(value: number): string {
+  return `${value >= 0 ? '+' : '−'}${Math.abs(value).toFixed(2)}`;
+}
+
+/** The alignment study's finding in words (ALIGNMENT_FINDING). */
+export function findingSentence(): string {
+  const f = ALIGNMENT_FINDING;
+  const interval = ([low, high]: [number, number]) => `[${signed(low)}, ${signed(high)}]`;
+  return `**The alignment study (docs/study/alignment/ in the repository) found one win on its primary endpoint: at ${f.channels} latent channels, ` +
+    `fine-tuning the VAE with VA-VAE's vf loss and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
+    `(the same fine-tuning without alignment) at ${f.sitSteps.toLocaleString('en-US')} SiT steps: paired difference ${signed(f.fidDifference)}, ` +
+    `95% interval ${interval(f.interval)}, lower on ${f.wins} of ${f.seeds} seeds. The effect is small: Bonferroni-corrected for the ${f.arms} arms compared ` +
+    `there, the interval is ${interval(f.correctedInterval)} and spans 0.**`;
+}
+
+/**
+ * The opening sentence: did the headline ReaLS space beat its baseline on FID at equal SiT steps, and
+ * beyond the seed spread? In the alignment study's winning regime, the study's finding comes first.
+ */
 export function headlineSentence(result: DemoResult): string {
   const space = headlineSpace(result.spaces);
   if (space === null) return 'This run trained no ReaLS VAE.';
@@ -102,7 +123,8 @@ export function headlineSentence(result: DemoResult): string {
     const [mine, theirs] = [seedValues(result, space.id, row), seedValues(result, baseline.id, row)];
     return { name: i === 0 ? 'ODE' : 'SDE', mine, theirs, comparison: compare(mine, theirs, 'lower') };
   });
-  const seeds = result.profile.seeds.length;
+  const { profile } = result;
+  const seeds = profile.seeds.length;
   const winners = parts.filter((p) => p.comparison.better);
   const them = `the ${baseline.id === 'control' ? 'control' : baseline.label} on FID`;
   const verdict = winners.length === 2 ? `beat ${them}` : winners.length === 0 ? `did not beat ${them}` : `beat ${them} with the ${winners[0]!.name} sampler only`;
@@ -112,8 +134,13 @@ export function headlineSentence(result: DemoResult): string {
     : parts[0]!.comparison.beyondSpread === parts[1]!.comparison.beyondSpread
       ? `both differences are ${parts[0]!.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread (${seeds} seeds)`
       : parts.map((p) => `the ${p.name} difference is ${p.comparison.beyondSpread ? 'beyond' : 'within'} the seed spread`).join(', ') + ` (${seeds} seeds)`;
-  return `**At equal SiT steps (${result.profile.sit.steps.toLocaleString('en-US')}), ${space.label} ${verdict}: ` +
-    `${numbers}; ${spread}.**`;
+  const atEqualSteps = `equal SiT steps (${profile.sit.steps.toLocaleString('en-US')}), ${space.label} ${verdict}: ${numbers}`;
+  if (!isFindingRegime(space, profile.vae.latentChannels)) return `**At ${atEqualSteps}; ${spread}.**`;
+  const f = ALIGNMENT_FINDING;
+  const smaller = profile.samples < f.samples && seeds < f.seeds ? 'smaller ' : '';
+  return `${findingSentence()} This run, ${seeds === 1 ? 'one seed' : `${seeds} seeds`} at the \`${profile.name}\` profile's ${smaller}budget ` +
+    `(${profile.samples.toLocaleString('en-US')} samples per checkpoint, against the study's ${f.samples.toLocaleString('en-US')} on each of ${f.seeds} paired seeds), ` +
+    `cannot confirm or refute it: at ${atEqualSteps}${seeds < 2 ? '' : `; ${spread}`}.`;
 }
 
 /** The SiT steps whose checkpoints were scored. */
@@ -192,13 +219,10 @@ export async function writeReport(result: DemoResult): Promise<void> {
     return { space, baseline, cells, wins, compared, beyond };
   });
 
-  const teacherLines = Object.values(result.teachers).map((t) => (t.kind === 'ssl'
-    ? `**Self-supervised teacher** (the default; \`reals teacher train\`, DINO/iBOT self-distillation with KoLeo, no labels): ` +
-      `linear-probe accuracy ${t.probeAccuracy.toFixed(3)} on frozen features (a randomly initialised backbone: ${t.randomProbeAccuracy.toFixed(3)}), ` +
-      `${t.params.toLocaleString('en-US')} parameters.`
-    : `**Supervised teacher** (the ablation; trained as a Fashion-MNIST classifier, so class labels reach the latents through it): ` +
-      `test accuracy ${t.testAccuracy!.toFixed(3)}, linear-probe accuracy ${t.probeAccuracy.toFixed(3)} (random backbone: ${t.randomProbeAccuracy.toFixed(3)}).`));
+  const teacherLines = Object.values(result.teachers).map((record) => teacherLine(record));
   const t = profile.teacher;
+  const hasVitTeacher = Object.values(result.teachers).some((record) => record.kind !== 'hog');
+  const alignment = (s: LatentSpace) => (s.loss === 'vf' ? 'VA-VAE\'s vf loss with its adaptive weight' : `alignment weight ${s.alignWeight}`);
   const firstSeed = seeds[0]!;
   const blocks: Block[] = [
     { kind: 'h', level: 1, text: 'reals demo: ReaLS on Fashion-MNIST' },
@@ -213,13 +237,13 @@ export async function writeReport(result: DemoResult): Promise<void> {
       kind: 'list', items: spaces.map((s) => `\`${s.id}\`: ${s.label}` + (s.role === 'pretrained'
         ? ` — ${profile.vae.steps} steps from scratch at lr ${profile.vae.lr}, no alignment: the stand-in for the pretrained SD-VAE the paper starts from.`
         : s.protocol === 'finetune'
-          ? ` — the stage-1 VAE fine-tuned for ${profile.finetune.steps} more steps at lr ${profile.finetune.lr}, alignment weight ${s.alignWeight}` +
+          ? ` — the stage-1 VAE fine-tuned for ${profile.finetune.steps} more steps at lr ${profile.finetune.lr}, ${alignment(s)}` +
             `${s.role === 'control' ? ' (the control: the same fine-tuning without alignment, separating the effect of alignment from that of more training)' : ''}.`
-          : ` — ${profile.vae.steps} steps from scratch with alignment weight ${s.alignWeight}, compared with the stage-1 VAE (the same steps without alignment).`)),
+          : ` — ${profile.vae.steps} steps from scratch with ${alignment(s)}, compared with the stage-1 VAE (the same steps without alignment).`)),
     },
     {
       kind: 'p', text: `Every VAE of a seed has the same architecture (${profile.vae.latentChannels} latent channels), data order and seed, and is trained by the same \`reals align train\`; ` +
-        `the alignment weight is \`--patch-weight\`/\`--cls-weight\`. A SiT of the same size is trained on each latent space for ${profile.sit.steps} steps, ` +
+        `the alignment weight is \`--patch-weight\`/\`--cls-weight\`${spaces.some((s) => s.loss === 'vf') ? ' (the vf loss: `--align-loss vf`, no CLS term, VA-VAE\'s adaptive weight)' : ''}. A SiT of the same size is trained on each latent space for ${profile.sit.steps} steps, ` +
         `and its checkpoints at steps ${curveStepsOf(result).join(', ')} are sampled and scored. ${seeds.length > 1 ? 'Cells: mean ± standard deviation over the seeds.' : ''}`,
     },
     { kind: 'table', header: ['metric', ...spaces.map((s) => `\`${s.id}\``), 'better'], rows: rows.map((row) => [row.label, ...spaces.map((s) => cellOf(s.id, row)), row.better]) },
@@ -253,9 +277,11 @@ export async function writeReport(result: DemoResult): Promise<void> {
     { kind: 'h', level: 2, text: 'What stands in for what' },
     {
       kind: 'list', items: [
-        `**Teachers.** DINOv2's weights cannot be downloaded here, so the frozen teacher is DINOv2's architecture (\`DinoVisionTransformer\`, ` +
-        `patch 4 on the 32x32 images, width ${t.embedDim}, depth ${t.depth}) trained on Fashion-MNIST. It is saved in torch-hub naming and read by ` +
-        '`--dino-model`/`--dino-ckpt` as a DINOv2 checkpoint would be.',
+        hasVitTeacher
+          ? `**Teachers.** DINOv2's weights cannot be downloaded here, so the frozen ViT teacher is DINOv2's architecture (\`DinoVisionTransformer\`, ` +
+            `patch 4 on the 32x32 images, width ${t.embedDim}, depth ${t.depth}) trained on Fashion-MNIST. It is saved in torch-hub naming and read by ` +
+            '`--dino-model`/`--dino-ckpt` as a DINOv2 checkpoint would be.'
+          : '**Teachers.** DINOv2\'s weights cannot be downloaded here; the HOG teacher needs none.',
         ...teacherLines,
         '**Losses.** No LPIPS (its VGG weights cannot be downloaded) and no PatchGAN term (`--disc-start` after the last step): the VAEs train on MSE + KL (+ alignment).',
         `**Metrics.** FID, rFID, precision and recall (k = 3) are computed as the ADM evaluator does, but in the 128-d feature space of a separately trained ` +
@@ -312,6 +338,23 @@ function webPageBlocks(result: DemoResult): Block[] {
 export function demoCommandLine(result: Pick<DemoResult, 'profile' | 'cells' | 'out'>): string {
   const { cells } = result;
   return `reals demo --profile ${result.profile.name} --seeds ${result.profile.seeds.join(',')} --teacher ${cells.teachers.join(',')} ` +
-    `--protocol ${cells.protocols.join(',')} --align-weight ${cells.alignWeights.join(',')}` +
-    `${result.profile.vae.latentChannels === DEFAULT_LATENT_CHANNELS ? '' : ` --latent-channels ${result.profile.vae.latentChannels}`} --out ${result.out}`;
+    `--protocol ${cells.protocols.join(',')} --loss ${cells.losses.join(',')} --align-weight ${cells.alignWeights.join(',')} ` +
+    `--latent-channels ${result.profile.vae.latentChannels} --out ${result.out}`;
+}
+
+/** The report's line on one teacher: what it is, and its linear-probe accuracy. */
+function teacherLine(t: TeacherRecord): string {
+  const probe = `linear-probe accuracy ${t.probeAccuracy.toFixed(3)}`;
+  const random = `a randomly initialised backbone: ${t.randomProbeAccuracy?.toFixed(3)}`;
+  switch (t.kind) {
+    case 'ssl':
+      return '**Self-supervised teacher** (`reals teacher train`, DINO/iBOT self-distillation with KoLeo, no labels): ' +
+        `${probe} on frozen features (${random}), ${t.params.toLocaleString('en-US')} parameters.`;
+    case 'supervised':
+      return '**Supervised teacher** (the ablation; trained as a Fashion-MNIST classifier, so class labels reach the latents through it): ' +
+        `test accuracy ${t.testAccuracy?.toFixed(3)}, ${probe} (${random}).`;
+    case 'hog':
+      return '**HOG teacher** (`--dino-model hog`, the alignment study\'s: histograms of oriented gradients on the 4-pixel cells of the latent grid, ' +
+        `nothing trained and no weights; its CLS stand-in is the mean token): ${probe} on its features.`;
+  }
 }

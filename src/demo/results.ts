@@ -1,5 +1,6 @@
 // What a demo run records: its profile, the latent spaces it compared, each one's scores, its steps
 // and their times, and the files the scores are written to (the report reads the same values).
+import type { AlignLossKind } from '../models/alignment.js';
 
 export interface DemoProfile {
   name: string;
@@ -19,7 +20,7 @@ export interface DemoProfile {
   /** Stage 1: the plain VAE trained from scratch (the stand-in for the pretrained SD-VAE); also each from-scratch ReaLS VAE. */
   vae: {
     steps: number; batchSize: number; lr: number; blockOutChannels: number[];
-    /** The latents' width (`reals demo --latent-channels`); DEFAULT_LATENT_CHANNELS in every profile. */
+    /** The latents' width (`reals demo --latent-channels`): 8 in every profile, the alignment study's regime (study-finding.ts). */
     latentChannels: number;
   };
   /** Stage 2: the fine-tuning of the stage-1 VAE, with (ReaLS) and without (control) the alignment loss. */
@@ -38,20 +39,28 @@ export interface DemoProfile {
   head: { images: number; steps: number };
 }
 
-/** The profiles' latent width: SD-VAE's 4. */
+/** SD-VAE's latent width, 4: writeVaeConfig's default, and the width of demo runs that recorded none (before `--latent-channels`). */
 export const DEFAULT_LATENT_CHANNELS = 4;
 
-export type TeacherKind = 'ssl' | 'supervised';
-export const TEACHER_KINDS: readonly TeacherKind[] = ['ssl', 'supervised'];
+/** ssl: `reals teacher train`'s ViT; supervised: the ablation's ViT classifier; hog: the training-free HOG teacher (`--dino-model hog`). */
+export type TeacherKind = 'ssl' | 'supervised' | 'hog';
+export const TEACHER_KINDS: readonly TeacherKind[] = ['ssl', 'supervised', 'hog'];
+/** The alignment losses: ReaLS's cosine (`cos`), or VA-VAE's vision-foundation loss (`vf`, `--align-loss vf`). */
+export const ALIGN_LOSSES: readonly AlignLossKind[] = ['cos', 'vf'];
 /** finetune: the paper's (stage-1 VAE fine-tuned with the alignment loss); scratch: a ReaLS VAE trained from scratch. */
 export type Protocol = 'finetune' | 'scratch';
 export const PROTOCOLS: readonly Protocol[] = ['finetune', 'scratch'];
 
-/** Which latent spaces a run compares: every ReaLS variant is a teacher × protocol × alignment weight. */
+/**
+ * Which latent spaces a run compares: every ReaLS variant is a teacher × protocol × loss, and a cos
+ * variant also an alignment weight (a vf variant has VA-VAE's adaptive weight, so one per teacher × protocol).
+ */
 export interface DemoCells {
   teachers: TeacherKind[];
   protocols: Protocol[];
+  /** The weights of the cos variants. */
   alignWeights: number[];
+  losses: AlignLossKind[];
 }
 
 /**
@@ -64,7 +73,10 @@ export interface LatentSpace {
   role: 'pretrained' | 'control' | 'reals';
   protocol: Protocol | null;
   teacher: TeacherKind | null;
-  alignWeight: number;
+  /** The alignment loss of a ReaLS VAE; null for the pretrained VAE and the control, which have none. */
+  loss: AlignLossKind | null;
+  /** --patch-weight and --cls-weight: 0 without alignment; null with the vf loss, whose weight is VA-VAE's adaptive one. */
+  alignWeight: number | null;
 }
 
 export type SamplerName = 'ode' | 'sde';
@@ -95,14 +107,17 @@ export interface LatentSpaceResult {
 
 export interface TeacherRecord {
   kind: TeacherKind;
-  /** Supervised: test accuracy of its own classification layer; self-supervised: null. */
+  /** Supervised: test accuracy of its own classification layer; self-supervised and HOG: null. */
   testAccuracy: number | null;
-  /** Linear probe on its frozen features (CLS + mean patch token), trained on train images, scored on test images. */
+  /** Linear probe on its frozen features (CLS + mean patch token; HOG's CLS is its mean token), trained on train images, scored on test images. */
   probeAccuracy: number;
-  /** The same probe on a randomly initialised backbone of the same config. */
-  randomProbeAccuracy: number;
+  /** The same probe on a randomly initialised backbone of the same config; null for HOG, which has no weights. */
+  randomProbeAccuracy: number | null;
+  /** 0 for HOG. */
   params: number;
-  checkpoint: string;
+  /** `--dino-ckpt`; null for HOG. */
+  checkpoint: string | null;
+  /** `--dino-model`: the ViT's config.json, or `hog`. */
   configPath: string;
 }
 
@@ -134,19 +149,36 @@ function weightWord(weight: number): string {
   return String(weight).replace('.', 'p');
 }
 
-/** The latent spaces of `cells`, the pretrained one first and (when fine-tuning) the control second. */
+/** How labels name each teacher. */
+const TEACHER_NAMES: Record<TeacherKind, string> = { ssl: 'self-supervised', supervised: 'supervised', hog: 'HOG' };
+
+/**
+ * The latent spaces of `cells`, the pretrained one first and (when fine-tuning) the control second;
+ * then per protocol and teacher the cos spaces (`reals-finetune-ssl-w0p25`), one per weight, and the vf one (`reals-finetune-hog-vf`).
+ */
 export function latentSpaces(cells: DemoCells): LatentSpace[] {
-  const spaces: LatentSpace[] = [{ id: 'pretrained', label: 'pretrained VAE (stage 1)', role: 'pretrained', protocol: null, teacher: null, alignWeight: 0 }];
+  const spaces: LatentSpace[] = [
+    { id: 'pretrained', label: 'pretrained VAE (stage 1)', role: 'pretrained', protocol: null, teacher: null, loss: null, alignWeight: 0 },
+  ];
   if (cells.protocols.includes('finetune')) {
-    spaces.push({ id: 'control', label: 'control (stage 1 fine-tuned, no alignment)', role: 'control', protocol: 'finetune', teacher: null, alignWeight: 0 });
+    spaces.push({ id: 'control', label: 'control (stage 1 fine-tuned, no alignment)', role: 'control', protocol: 'finetune', teacher: null, loss: null, alignWeight: 0 });
   }
   for (const protocol of PROTOCOLS.filter((p) => cells.protocols.includes(p))) {
+    const how = protocol === 'finetune' ? 'fine-tuned' : 'from scratch';
     for (const teacher of TEACHER_KINDS.filter((t) => cells.teachers.includes(t))) {
-      for (const alignWeight of cells.alignWeights) {
-        const how = protocol === 'finetune' ? 'fine-tuned' : 'from scratch';
+      const reals = { role: 'reals', protocol, teacher } as const;
+      if (cells.losses.includes('cos')) {
+        for (const alignWeight of cells.alignWeights) {
+          spaces.push({
+            ...reals, id: `reals-${protocol}-${teacher}-w${weightWord(alignWeight)}`, loss: 'cos', alignWeight,
+            label: `ReaLS (${how}, ${TEACHER_NAMES[teacher]} teacher, weight ${alignWeight})`,
+          });
+        }
+      }
+      if (cells.losses.includes('vf')) {
         spaces.push({
-          id: `reals-${protocol}-${teacher}-w${weightWord(alignWeight)}`, role: 'reals', protocol, teacher, alignWeight,
-          label: `ReaLS (${how}, ${teacher === 'ssl' ? 'self-supervised' : 'supervised'} teacher, weight ${alignWeight})`,
+          ...reals, id: `reals-${protocol}-${teacher}-vf`, loss: 'vf', alignWeight: null,
+          label: `ReaLS (${how}, ${TEACHER_NAMES[teacher]} teacher, VA-VAE's vf loss)`,
         });
       }
     }

@@ -184,7 +184,7 @@ test('a SiT narrower than its tokens (patch^2 x channels) gets one warning namin
 
 test('reals demo --latent-channels 16 runs every latent space at 16 channels; the report says so and repeats the flag', { timeout: 300_000 }, withTmp('width-demo', async (out) => {
   const help = demoCommand().helpInformation();
-  assert.match(help, /--latent-channels <n> .*\(default: 4\)/s);
+  assert.match(help, /--latent-channels <n> .*default: the profile's, 8\)/s);
   await buildProgram().parseAsync(['node', 'reals', 'demo', '--profile', 'test', '--seeds', '0', '--latent-channels', '16', '--out', out]);
   const result = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as DemoResult;
   assert.equal(result.spaces.length, 3, 'pretrained, control and ReaLS');

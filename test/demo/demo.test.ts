@@ -7,25 +7,35 @@ import sharp from 'sharp';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.js';
 import {
-  DEMO_PROFILES, RESULT_FILES, baselineOf, compare, curveStepsOf, describeComparison, formatValues, headlineSentence, latentSpaces, mergeDemoRuns,
-  onlyRunDir, runDemo, tableRows, type DemoCells, type DemoResult, type TableRow,
+  ALIGNMENT_FINDING, DEFAULT_CELLS, DEMO_PROFILES, RESULT_FILES, baselineOf, compare, curveStepsOf, demoCommandLine, describeComparison, findingSentence,
+  formatValues, headlineSentence, latentSpaces, mergeDemoRuns, onlyRunDir, readDemoResult, runDemo, tableRows, type DemoCells, type DemoResult, type TableRow,
 } from '../../src/demo/index.js';
 import { parseFlags } from '../../src/cli/parse.js';
 import { loadCheckpoint, resolveResume } from '../../src/train/index.js';
 
-// Every teacher, both protocols: six latent spaces over two seeds.
-const CELLS: DemoCells = { teachers: ['ssl', 'supervised'], protocols: ['finetune', 'scratch'], alignWeights: [0.5] };
+// Both ViT teachers, both protocols, the cos loss: six latent spaces over two seeds.
+const CELLS: DemoCells = { teachers: ['ssl', 'supervised'], protocols: ['finetune', 'scratch'], alignWeights: [0.5], losses: ['cos'] };
 let out: string;
 let result: DemoResult;
 let report: string;
+// The default cells (the HOG teacher, the vf loss), one seed.
+let defaultOut: string;
+let defaultResult: DemoResult;
+let defaultReport: string;
 
 before(async () => {
   out = mkdtempSync(join(tmpdir(), 'reals-demo-'));
   result = await runDemo({ profile: DEMO_PROFILES.test, cells: CELLS, out, log: () => {} });
   report = readFileSync(join(out, 'report.md'), 'utf8');
+  defaultOut = mkdtempSync(join(tmpdir(), 'reals-demo-default-'));
+  defaultResult = await runDemo({ profile: DEMO_PROFILES.test, seeds: [0], out: defaultOut, log: () => {} });
+  defaultReport = readFileSync(join(defaultOut, 'report.md'), 'utf8');
 });
 
-after(() => rmSync(out, { recursive: true, force: true }));
+after(() => {
+  rmSync(out, { recursive: true, force: true });
+  rmSync(defaultOut, { recursive: true, force: true });
+});
 
 /** The cells of the Markdown table rows whose first cell is `label`: the main table's, the comparison's, then the per-seed table's. */
 function tableRowsOf(markdown: string, label: string): string[][] {
@@ -86,7 +96,7 @@ test('the run compares the pretrained VAE, the control and a ReaLS VAE per teach
   assert.deepEqual(result.spaces.map((s) => s.id), [
     'pretrained', 'control', 'reals-finetune-ssl-w0p5', 'reals-finetune-supervised-w0p5', 'reals-scratch-ssl-w0p5', 'reals-scratch-supervised-w0p5',
   ]);
-  assert.deepEqual(latentSpaces({ teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.5] }).map((s) => s.role), ['pretrained', 'control', 'reals']);
+  assert.deepEqual(latentSpaces({ teachers: ['ssl'], protocols: ['finetune'], alignWeights: [0.5], losses: ['cos'] }).map((s) => s.role), ['pretrained', 'control', 'reals']);
   // Scored at each fraction of the SiT steps, the last being the final step.
   assert.deepEqual(curveStepsOf(result), DEMO_PROFILES.test.sitEvalFractions.map((f) => f * DEMO_PROFILES.test.sit.steps));
   // A fine-tuning run starts from the stage-1 diffusers folder and trains for the stage-2 steps; the control without alignment.
@@ -101,6 +111,76 @@ test('the run compares the pretrained VAE, the control and a ReaLS VAE per teach
     'ReaLS and the control differ only in the alignment weight');
   const scratch = commands.find((c) => c.startsWith('reals align train') && c.includes('/reals-scratch-ssl-w0p5/'))!;
   assert.doesNotMatch(scratch, /--vae-ckpt/);
+});
+
+test('a vf space per teacher and protocol, beside one cos space per weight; cos ids stay as the committed runs name them', () => {
+  const spaces = latentSpaces({ teachers: ['hog', 'ssl'], protocols: ['finetune', 'scratch'], alignWeights: [0.25, 1], losses: ['vf', 'cos'] });
+  assert.deepEqual(spaces.map((s) => s.id), [
+    'pretrained', 'control',
+    'reals-finetune-ssl-w0p25', 'reals-finetune-ssl-w1', 'reals-finetune-ssl-vf', 'reals-finetune-hog-w0p25', 'reals-finetune-hog-w1', 'reals-finetune-hog-vf',
+    'reals-scratch-ssl-w0p25', 'reals-scratch-ssl-w1', 'reals-scratch-ssl-vf', 'reals-scratch-hog-w0p25', 'reals-scratch-hog-w1', 'reals-scratch-hog-vf',
+  ]);
+  const vf = spaces.find((s) => s.id === 'reals-finetune-hog-vf')!;
+  assert.deepEqual(vf, {
+    id: 'reals-finetune-hog-vf', label: 'ReaLS (fine-tuned, HOG teacher, VA-VAE\'s vf loss)', role: 'reals', protocol: 'finetune', teacher: 'hog', loss: 'vf', alignWeight: null,
+  });
+  assert.equal(spaces.find((s) => s.id === 'reals-scratch-ssl-w1')!.label, 'ReaLS (from scratch, self-supervised teacher, weight 1)');
+  assert.deepEqual(spaces.slice(0, 2).map((s) => s.loss), [null, null]);
+  // vf alone needs no weight.
+  assert.deepEqual(latentSpaces({ ...DEFAULT_CELLS, alignWeights: [] }).map((s) => s.id), ['pretrained', 'control', 'reals-finetune-hog-vf']);
+});
+
+test('the default run aligns to the untrained HOG teacher with the vf loss, and its control differs only in the loss', () => {
+  assert.deepEqual(defaultResult.cells, DEFAULT_CELLS);
+  assert.deepEqual(defaultResult.spaces.map((s) => s.id), ['pretrained', 'control', 'reals-finetune-hog-vf']);
+  assert.equal(defaultResult.profile.vae.latentChannels, 8);
+  const hog = defaultResult.teachers.hog!;
+  assert.deepEqual({ ...hog, probeAccuracy: 0 }, {
+    kind: 'hog', testAccuracy: null, probeAccuracy: 0, randomProbeAccuracy: null, params: 0, checkpoint: null, configPath: 'hog',
+  });
+  assert.ok(hog.probeAccuracy > 0.1, `HOG's linear probe beats chance: ${hog.probeAccuracy}`);
+  assert.deepEqual(readJson(join(defaultOut, 'teacher-hog', 'result.json')), hog);
+  assert.ok(defaultReport.includes(`**HOG teacher** (\`--dino-model hog\``) && defaultReport.includes(`linear-probe accuracy ${hog.probeAccuracy.toFixed(3)} on its features`));
+  assert.ok(!defaultResult.steps.some((s) => s.command?.startsWith('reals teacher train')), 'nothing trains a HOG teacher');
+  const commands = defaultResult.steps.map((s) => s.command ?? '').filter((c) => c.startsWith('reals align train'));
+  const control = commands.find((c) => c.includes('/control/'))!;
+  const vf = commands.find((c) => c.includes('/reals-finetune-hog-vf/'))!;
+  assert.match(vf, /--dino-model hog /);
+  assert.doesNotMatch(vf, /--dino-ckpt/);
+  assert.match(vf, /--patch-weight 0 --cls-weight 0 .*--align-loss vf/);
+  assert.equal(vf.replace(/reals-finetune-hog-vf/g, 'X').replace(' --align-loss vf', ''), control.replace(/control/g, 'X'),
+    'the vf space and the control differ only in --align-loss vf');
+  // The alignment MLPs of the vf loss have no CLS head: the linear head and the page's readout read the patch tokens alone.
+  assert.ok(defaultResult.runs['0']!['reals-finetune-hog-vf']!.headMlp!.mIoU >= 0);
+  assert.ok(defaultResult.webPage !== null && 'dir' in defaultResult.webPage, JSON.stringify(defaultResult.webPage));
+  assert.ok(existsSync(join(defaultResult.webPage.dir, 'models', 'readout.onnx')));
+  assert.ok(defaultReport.includes(`# this whole run: reals demo --profile test --seeds 0 --teacher hog --protocol finetune --loss vf --align-weight 0.25 --latent-channels 8 --out ${defaultOut}`));
+});
+
+test('in the alignment study\'s regime the headline states the study\'s finding first, then this run\'s numbers as neither confirming nor refuting it', () => {
+  const firstParagraph = defaultReport.split('\n\n')[1]!;
+  assert.equal(firstParagraph, headlineSentence(defaultResult));
+  const f = ALIGNMENT_FINDING;
+  const finding = findingSentence();
+  assert.ok(firstParagraph.startsWith(finding), firstParagraph);
+  for (const words of ['at 8 latent channels', 'VA-VAE\'s vf loss and the training-free HOG teacher', '0.83 lower FID than the fair control', '1,400 SiT steps',
+    'paired difference −0.83', '95% interval [−1.53, −0.13]', 'lower on 5 of 6 seeds', 'Bonferroni-corrected for the 4 arms', '[−1.86, +0.20] and spans 0']) {
+    assert.ok(finding.includes(words), `the finding lacks "${words}": ${finding}`);
+  }
+  assert.ok(finding.includes(`${f.wins} of ${f.seeds} seeds`));
+  const rows = tableRows(curveStepsOf(defaultResult));
+  const fid = (space: string, label: string) => fileValue(defaultOut, 0, space, rows.find((r) => r.label === label)!)!.toFixed(2);
+  const odeLabel = rows.find((r) => r.label.startsWith('ODE samples: FID') && r.label.endsWith('(final)'))!.label;
+  const numbers = `${fid('reals-finetune-hog-vf', odeLabel)} vs ${fid('control', odeLabel)} (ODE) and ${fid('reals-finetune-hog-vf', 'SDE samples: FID (final)')} vs ` +
+    `${fid('control', 'SDE samples: FID (final)')} (SDE)`;
+  assert.ok(firstParagraph.endsWith(`${numbers}.`), firstParagraph);
+  assert.ok(firstParagraph.includes('This run, one seed at the `test` profile\'s smaller budget (20 samples per checkpoint, against the study\'s 2,000 on each of 6 paired seeds), ' +
+    'cannot confirm or refute it: at equal SiT steps (4), ReaLS (fine-tuned, HOG teacher, VA-VAE\'s vf loss) '), firstParagraph);
+  // Out of the regime (here 4 latent channels), the sentence of any other cell.
+  const narrow = { ...defaultResult, profile: { ...defaultResult.profile, vae: { ...defaultResult.profile.vae, latentChannels: 4 } } };
+  assert.match(headlineSentence(narrow), /^\*\*At equal SiT steps \(4\), ReaLS \(fine-tuned, HOG teacher, VA-VAE's vf loss\) (beat|did not beat) the control on FID/);
+  assert.ok(!headlineSentence(narrow).includes('alignment study'));
+  assert.ok(!headlineSentence(result).includes('alignment study'));
 });
 
 test('every number of the tables equals the value in the run\'s result files', () => {
@@ -199,7 +279,7 @@ test('the reproduce section lists reals commands that exist and whose flags pars
   }
   assert.ok(report.includes(`reals serve ${result.webPage.dir}`) && report.includes('(web/index.html)'));
   for (const step of result.steps) assert.ok(report.includes(`| ${step.name} | ${step.seconds.toFixed(1)} s |`), step.name);
-  assert.ok(code.includes(`# this whole run: reals demo --profile test --seeds 0,1 --teacher ssl,supervised --protocol finetune,scratch --align-weight 0.5 --out ${out}`));
+  assert.ok(code.includes(`# this whole run: reals demo --profile test --seeds 0,1 --teacher ssl,supervised --protocol finetune,scratch --loss cos --align-weight 0.5 --latent-channels 8 --out ${out}`));
 });
 
 test('demo merge joins runs of other seeds and refuses a latent space whose numbers differ', async () => {
@@ -229,6 +309,32 @@ test('demo merge joins runs of other seeds and refuses a latent space whose numb
   }
 });
 
+test('a metrics.json from before the vf loss reads as cos (and SD-VAE\'s 4 channels where it recorded no width), alone and merged', async () => {
+  // A committed run of the reproduction study.
+  const committed = readDemoResult(join('docs', 'study', 'ssl'));
+  assert.deepEqual(committed.cells.losses, ['cos']);
+  assert.deepEqual(committed.spaces.map((s) => s.loss), [null, null, 'cos', 'cos', 'cos', 'cos']);
+  assert.deepEqual(committed.spaces.map((s) => s.id), latentSpaces(committed.cells).map((s) => s.id));
+  assert.equal(committed.profile.vae.latentChannels, 4);
+  assert.match(demoCommandLine(committed), / --protocol finetune,scratch --loss cos --align-weight 0.25,1 --latent-channels 4 --out /);
+  const work = mkdtempSync(join(tmpdir(), 'reals-demo-old-'));
+  try {
+    const old = join(work, 'old');
+    cpSync(out, old, { recursive: true });
+    const stripped = JSON.parse(readFileSync(join(old, 'metrics.json'), 'utf8')) as DemoResult;
+    const { losses: _, ...cells } = stripped.cells;
+    const spaces = stripped.spaces.map(({ loss: __, ...space }) => space);
+    writeFileSync(join(old, 'metrics.json'), JSON.stringify({ ...stripped, cells, spaces }));
+    assert.ok(!readFileSync(join(old, 'metrics.json'), 'utf8').includes('"loss'));
+    const merged = await mergeDemoRuns([old], join(work, 'merged'));
+    assert.deepEqual(merged.cells.losses, ['cos']);
+    assert.deepEqual(merged.spaces, result.spaces);
+    checkTables(join(work, 'merged'), readFileSync(join(work, 'merged', 'report.md'), 'utf8'), merged);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
 test('reals demo merge takes its own --out after the run folders', async () => {
   const program = buildProgram();
   const merge = program.commands.find((c) => c.name() === 'demo')!.commands.find((c) => c.name() === 'merge')!;
@@ -242,5 +348,8 @@ test('a command line with a bad flag does not parse', () => {
   const train = program.commands.find((c) => c.name() === 'align')!.commands.find((c) => c.name() === 'train')!;
   assert.throws(() => parseFlags(train, ['--data-path', 'fashion-mnist', '--dino-ckpt', 'x', '--max-steps', 'many']), /max-steps/);
   const demo = program.commands.find((c) => c.name() === 'demo')!;
-  assert.throws(() => parseFlags(demo, ['--teacher', 'ssl,dino']), /--teacher.*expected one of ssl, supervised, got 'dino'/);
+  assert.throws(() => parseFlags(demo, ['--teacher', 'ssl,dino']), /--teacher.*expected one of ssl, supervised, hog, got 'dino'/);
+  assert.throws(() => parseFlags(demo, ['--loss', 'vf,l2']), /--loss.*expected one of cos, vf, got 'l2'/);
+  const defaults = parseFlags<{ loss: string[]; teacher: string[]; latentChannels?: number }>(demo, []);
+  assert.deepEqual([defaults.loss, defaults.teacher, defaults.latentChannels], [['vf'], ['hog'], undefined]);
 });

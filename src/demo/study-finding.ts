@@ -1,0 +1,40 @@
+// The alignment study's one win on its primary endpoint (docs/study/alignment/: PROTOCOL.md, and
+// README.md written from the committed cell files), which the demo's default runs and its headline
+// states. The numbers are as the study's tables print them; test/demo/study-finding.test.ts
+// recomputes each one from the cell files and fails when they differ.
+import type { AlignLossKind } from '../models/alignment.js';
+import type { LatentSpace, Protocol, TeacherKind } from './results.js';
+
+export interface StudyFinding {
+  /** The regime: the VAE's latent channels, how ReaLS trains it, the teacher and the alignment loss. */
+  channels: number;
+  protocol: Protocol;
+  teacher: TeacherKind;
+  loss: AlignLossKind;
+  /** The primary endpoint: FID of the ODE samples at the SiT's last checkpoint, scored on `samples` samples. */
+  sitSteps: number;
+  samples: number;
+  /** The paired seeds, and those where the arm's FID was lower than the control's. */
+  seeds: number;
+  wins: number;
+  /** Arm minus control, mean over the paired seeds, and its Student-t 95% interval (2 decimals, as the tables). */
+  fidDifference: number;
+  interval: [number, number];
+  /** The arms compared with the control at that endpoint, and the interval Bonferroni-corrected for them (95% / arms). */
+  arms: number;
+  correctedInterval: [number, number];
+}
+
+export const ALIGNMENT_FINDING: StudyFinding = {
+  channels: 8, protocol: 'finetune', teacher: 'hog', loss: 'vf',
+  sitSteps: 1400, samples: 2000,
+  seeds: 6, wins: 5,
+  fidDifference: -0.83, interval: [-1.53, -0.13],
+  arms: 4, correctedInterval: [-1.86, 0.2],
+};
+
+/** Whether `space`, in VAEs of `latentChannels`, is the finding's regime. */
+export function isFindingRegime(space: LatentSpace, latentChannels: number): boolean {
+  const f = ALIGNMENT_FINDING;
+  return latentChannels === f.channels && space.protocol === f.protocol && space.teacher === f.teacher && space.loss === f.loss;
+}

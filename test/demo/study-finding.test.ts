@@ -1,0 +1,45 @@
+// The alignment study's finding that the demo's headline states (src/demo/study-finding.ts),
+// recomputed from the committed cell files with the study's own tables' code: a new or changed
+// cell that moves a number makes this fail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import {
+  ALIGNMENT_FINDING, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
+  readAlignCells,
+} from '../../src/demo/index.js';
+
+const STUDY = join('docs', 'study', 'alignment');
+
+test('the finding equals the paired difference of the committed cells at the primary endpoint, with its Bonferroni correction', () => {
+  const f = ALIGNMENT_FINDING;
+  const cells = readAlignCells([STUDY]);
+  const profile = cells[0]!.profile;
+  // The primary endpoint is the SiT's last checkpoint.
+  assert.equal(profile.base.sit.steps, f.sitSteps);
+  assert.equal(cells[0]!.curve.at(-1)!.step, f.sitSteps);
+  assert.equal(profile.base.samples, f.samples);
+  const rows = armDifferences(cells);
+  const row = rows.find((r) => r.group.channels === f.channels && r.group.arm === f.loss && r.group.teacher === f.teacher);
+  assert.ok(row !== undefined, `no ${f.loss} (${f.teacher}) cells at C=${f.channels} in ${STUDY}`);
+  const d = row.differences.get(`FID @${f.sitSteps}`)!;
+  const round = (values: readonly number[]) => values.map((v) => v.toFixed(2));
+  assert.deepEqual(round([d.mean, ...d.interval!]), round([f.fidDifference, ...f.interval]));
+  assert.deepEqual([d.seeds.length, d.wins.length], [f.seeds, f.wins]);
+  assert.equal(intervalVerdict(d, 'lower'), 1, 'a win: the interval lies below 0');
+  // The arms compared with the control at that width: those with this teacher and the teacher-free ones.
+  const arms = rows.filter((r) => r.group.channels === f.channels && (r.group.teacher === f.teacher || ALIGN_ARMS[r.group.arm].teacherFree));
+  assert.equal(arms.length, f.arms, arms.map((r) => `${r.group.arm} (${r.group.teacher})`).join(', '));
+  const corrected = pairedInterval(d, 1 - 0.05 / f.arms)!;
+  assert.deepEqual(round(corrected), round(f.correctedInterval));
+  assert.ok(corrected[0] < 0 && corrected[1] > 0, 'the corrected interval spans 0');
+});
+
+test('the demo\'s default, and no other loss, teacher or width, runs the finding\'s regime', () => {
+  const space = headlineSpace(latentSpaces(DEFAULT_CELLS))!;
+  for (const profile of Object.values(DEMO_PROFILES)) assert.ok(isFindingRegime(space, profile.vae.latentChannels), profile.name);
+  assert.ok(!isFindingRegime(space, 4));
+  assert.ok(!isFindingRegime(headlineSpace(latentSpaces({ ...DEFAULT_CELLS, losses: ['cos'] }))!, 8));
+  assert.ok(!isFindingRegime(headlineSpace(latentSpaces({ ...DEFAULT_CELLS, teachers: ['ssl'] }))!, 8));
+  assert.ok(!isFindingRegime(headlineSpace(latentSpaces({ ...DEFAULT_CELLS, protocols: ['scratch'] }))!, 8));
+});
