@@ -11,9 +11,13 @@
 //   dV = P^T dO,  dP = dO V^T,  dS = P (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.
 // The products are register-tiled FMAs on 16-lane float32 vectors, compiled for AVX-512 (other CPUs
 // keep the math path, as for activations.cc); the bfloat16 forward uses AVX512-BF16 dot products
-// where the CPU has them. Under create_graph the backward is differentiable libtorch ops. With
-// AMX, oneDNN's matmuls make the math path faster in bfloat16, so F.scaledDotProductAttention
-// sends bfloat16 here only without it (amxMatmuls below, bench/README.md).
+// where the CPU has them. Under create_graph the backward is differentiable libtorch ops. The
+// kernel is not always the faster path (bench/README.md): with AMX, oneDNN's matmuls make the math
+// path faster in bfloat16 (amxMatmuls below); on an AVX512-BF16 CPU (AMD EPYC) its float32
+// backward lost to oneDNN's bfloat16 products (61 against 42 ms for SiT-B/2's [8, 12, 256, 64]);
+// and below a tile of queries or keys its per-(batch, head) work outweighs what it saves (the tiny
+// SiT's [32, 4, 16, 32]: 3 against 0.6 ms). So F.scaledDotProductAttention sends here float32 and,
+// without AMX, a bfloat16 forward that needs no gradient, each with at least kMinFusedTokens.
 #include "common.h"
 
 #include "simd.h"
@@ -537,6 +541,8 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
 
 // Whether the kernel takes q, k, v (after autocast's cast): CPU, AVX-512, one dtype of float32 or
 // bfloat16, at least 3-D, E = value's E a multiple of 16 up to 128, matching batch dims.
+constexpr int64_t kMinFusedTokens = 64;
+
 bool fusable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (!cpuHasKernel()) return false;
   for (const at::Tensor* t : {&q, &k, &v}) {
@@ -549,10 +555,10 @@ bool fusable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   return q.sizes().slice(0, q.dim() - 2) == k.sizes().slice(0, k.dim() - 2) && q.sizes().slice(0, q.dim() - 2) == v.sizes().slice(0, v.dim() - 2);
 }
 
-// attention(q, k, v, scale, everyDtype): the fused output, or null where the kernel does not take
-// the inputs or, for bfloat16 unless everyDtype (the tests), where oneDNN has AMX (amxMatmuls);
-// the caller then runs the math path. Under CPU autocast float32 inputs are cast to its dtype, as
-// the math path's matmuls would be.
+// attention(q, k, v, scale, forceKernel): the fused output, or null where the kernel does not
+// take the inputs or, unless forceKernel (the tests), is not the faster path (the header); the
+// caller then runs the math path. Under CPU autocast float32 inputs are cast to its dtype, as the
+// math path's matmuls would be.
 napi_value AttentionCall(napi_env env, napi_callback_info info) {
   Args args(env, info);
   return guarded(env, "attention", [&]() -> napi_value {
@@ -566,17 +572,21 @@ napi_value AttentionCall(napi_env env, napi_callback_info info) {
         if (t->device().is_cpu() && t->scalar_type() == at::kFloat) *t = t->to(lower);
       }
     }
-    const bool everyDtype = args[4] != nullptr && typeOf(env, args[4]) == napi_boolean && getBool(env, args[4], "attention(everyDtype)");
-    if (!fusable(q, k, v) || (q.scalar_type() == at::kBFloat16 && amxMatmuls() && !everyDtype)) return makeNull(env);
+    const bool forceKernel = args[4] != nullptr && typeOf(env, args[4]) == napi_boolean && getBool(env, args[4], "attention(forceKernel)");
+    if (!fusable(q, k, v)) return makeNull(env);
+    const bool needsGrad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    const bool faster = q.size(-2) >= kMinFusedTokens && k.size(-2) >= kMinFusedTokens &&
+                        (q.scalar_type() == at::kFloat || (!amxMatmuls() && !needsGrad));
+    if (!faster && !forceKernel) return makeNull(env);
     const std::vector<int64_t> outShape = q.sizes().vec();
     const at::Tensor q4 = asHeads(q), k4 = asHeads(k), v4 = asHeads(v);
-    const bool needsGrad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
     const at::Tensor out = needsGrad ? FusedAttention::apply(q4, k4, v4, scale) : fusedForward(q4, k4, v4, scale, false).first;
     return wrapTensor(env, q.dim() == 4 ? out : out.reshape(outShape));
   });
 }
 
-// fusedAttention(dtype): whether F.scaledDotProductAttention runs the kernel for 'float32' or 'bfloat16' here.
+// fusedAttention(dtype): whether F.scaledDotProductAttention may run the kernel for 'float32' or
+// 'bfloat16' here (bfloat16: forwards without a gradient), given at least kMinFusedTokens.
 napi_value FusedAttentionCall(napi_env env, napi_callback_info info) {
   Args args(env, info);
   return guarded(env, "fusedAttention", [&]() -> napi_value {

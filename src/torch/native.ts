@@ -81,14 +81,14 @@ export interface Native {
   geluTanh(x: Handle): Handle;
   /** silu(x): the addon's fused kernel for bfloat16 tensors on AVX-512 CPUs, libtorch's otherwise. */
   silu(x: Handle): Handle;
-  /** Whether F.scaledDotProductAttention runs the addon's fused kernel for this dtype here (AVX-512; bfloat16 only without AMX matmuls). */
+  /** Whether F.scaledDotProductAttention may run the addon's fused kernel for this dtype here (AVX-512; bfloat16 only without AMX matmuls, and only forwards without a gradient), for 64 or more queries and keys. */
   fusedAttention(dtype: 'float32' | 'bfloat16'): boolean;
   /**
    * softmax(q k^T * scale) v by the addon's fused kernel (native/src/attention.cc), or null where it does not take
-   * the inputs (another device or dtype, E not a multiple of 16 up to 128, no AVX-512) or, for bfloat16 unless
-   * everyDtype, where oneDNN's AMX matmuls make the math path faster.
+   * the inputs (another device or dtype, E not a multiple of 16 up to 128, no AVX-512) or, unless forceKernel (the
+   * tests), where the math path is faster: fewer than 64 queries or keys, bfloat16 with AMX matmuls or needing a gradient.
    */
-  attention(q: Handle, k: Handle, v: Handle, scale: number, everyDtype?: boolean): Handle | null;
+  attention(q: Handle, k: Handle, v: Handle, scale: number, forceKernel?: boolean): Handle | null;
   newGroup(
     backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number,
     hostStore: boolean, storePrefix: string,

@@ -122,7 +122,7 @@ test('fused attention: strided inputs (the heads of a qkv projection), autocast,
   close(autocast, math(q, k, v), 2 ** -6 * math(q, k, v).abs().max().item(), 'autocast');
   // create_graph: the gradient is itself differentiable (libtorch ops), and equals the math path's.
   const second = (attention: (x: T, y: T, z: T) => T): T => {
-    const leaf = q.narrow(2, 0, 16).contiguous().requiresGrad_();
+    const leaf = q.narrow(2, 0, 64).contiguous().requiresGrad_();
     const [first] = torch.autograd.grad(attention(leaf, k, v).square().sum(), leaf, { createGraph: true });
     return torch.autograd.grad(first!.square().sum(), leaf)[0]!;
   };
@@ -137,6 +137,13 @@ test('fused attention: strided inputs (the heads of a qkv projection), autocast,
   const [qb, kb, vb] = [q, k, v].map((t) => t.bfloat16()) as [T, T, T];
   const expected = native.fusedAttention('bfloat16') ? kernel(qb, kb, vb, e ** -0.5) : math(qb, kb, vb);
   assert.equal(F.scaledDotProductAttention(qb, kb, vb).float().sub(expected.float()).abs().max().item(), 0, 'bfloat16 dispatch');
+  // Where the math path is faster: a bfloat16 forward that needs a gradient, fewer than 64 queries or keys.
+  const qg = qb.detach().requiresGrad_();
+  assert.equal(native.attention(qg._handle, kb._handle, vb._handle, e ** -0.5), null, 'bfloat16 with a gradient: math path');
+  if (native.fusedAttention('float32')) assert.notEqual(native.attention(qg._handle, kb._handle, vb._handle, e ** -0.5, true), null, 'forceKernel');
+  for (const [x, y] of [[q.narrow(2, 0, 63), k], [q, k.narrow(2, 0, 63)]] as [T, T][]) {
+    assert.equal(native.attention(x._handle, y._handle, y === k ? v._handle : v.narrow(2, 0, 63)._handle, 0.125), null, 'under 64 tokens: math path');
+  }
   if (!native.fusedAttention('float32')) assert.equal(native.attention(q._handle, k._handle, v._handle, 0.125, true), null, 'no AVX-512: math path');
   assert.throws(() => native.fusedAttention('float64' as 'float32'), /fusedAttention: dtype must be 'float32' or 'bfloat16', got 'float64'/);
 });
