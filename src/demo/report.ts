@@ -11,7 +11,7 @@ import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, savePlot, type PlotSeries } from '../runlog/index.js';
 import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../pipelines/report.js';
 import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult, type TeacherRecord } from './results.js';
-import { ALIGNMENT_FINDING, isFindingRegime } from './study-finding.js';
+import { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_REPLICATION, isFindingRegime } from './study-finding.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
@@ -105,8 +105,16 @@ export function findingSentence(): string {
   return `**The alignment study (docs/study/alignment/ in the repository) found one win on its primary endpoint: at ${f.channels} latent channels, ` +
     `fine-tuning the VAE with VA-VAE's vf loss and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
     `(the same fine-tuning without alignment) at ${f.sitSteps.toLocaleString('en-US')} SiT steps: paired difference ${signed(f.fidDifference)}, ` +
-    `95% interval ${interval(f.interval)}, lower on ${f.wins} of ${f.seeds} seeds. The effect is small: Bonferroni-corrected for the ${f.arms} arms compared ` +
-    `there, the interval is ${interval(f.correctedInterval)} and spans 0.**`;
+    `95% interval ${interval(f.interval)}, lower on ${f.wins} of ${f.seeds} seeds (on an ${ALIGNMENT_FINDING_CPU}). The effect is small: Bonferroni-corrected for the ${f.arms} arms compared ` +
+    `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()}`;
+}
+
+/** The replication on the other CPU (ALIGNMENT_REPLICATION), as far as it has run. */
+function replicationSentence(): string {
+  const r = ALIGNMENT_REPLICATION;
+  const interval = r.interval === null ? '' : `, 95% interval [${signed(r.interval[0])}, ${signed(r.interval[1])}]`;
+  return `Its replication on an ${r.cpu} (the same commands, scored by that CPU's own evaluation classifier; ${r.seeds} of ${ALIGNMENT_FINDING.seeds} ` +
+    `paired seeds so far): paired difference ${signed(r.fidDifference)}${interval}, lower on ${r.wins} of ${r.seeds}.`;
 }
 
 /**

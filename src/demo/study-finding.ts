@@ -25,6 +25,9 @@ export interface StudyFinding {
   correctedInterval: [number, number];
 }
 
+/** Where the finding's cells ran (their environment.cpu): a cell reruns to the last digit on that CPU model only. */
+export const ALIGNMENT_FINDING_CPU = 'Intel Xeon';
+
 export const ALIGNMENT_FINDING: StudyFinding = {
   channels: 8, protocol: 'finetune', teacher: 'hog', loss: 'vf',
   sitSteps: 1400, samples: 2000,
@@ -38,3 +41,21 @@ export function isFindingRegime(space: LatentSpace, latentChannels: number): boo
   const f = ALIGNMENT_FINDING;
   return latentChannels === f.channels && space.protocol === f.protocol && space.teacher === f.teacher && space.loss === f.loss;
 }
+
+/**
+ * The replication of the finding's comparison on the other CPU the project runs on
+ * (docs/study/alignment/epyc/, PROTOCOL.md's addendum): the same commands, scored by that CPU's own
+ * evaluation classifier, never pooled with the first set. `seeds` counts the pairs finished so far.
+ */
+export interface StudyReplication {
+  cpu: string;
+  seeds: number;
+  wins: number;
+  fidDifference: number;
+  /** The Student-t 95% interval; null with fewer than 2 pairs. */
+  interval: [number, number] | null;
+}
+
+export const ALIGNMENT_REPLICATION: StudyReplication = {
+  cpu: 'AMD EPYC', seeds: 2, wins: 2, fidDifference: -0.65, interval: [-4.47, 3.18],
+};

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  ALIGNMENT_FINDING, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
   readAlignCells,
 } from '../../src/demo/index.js';
 
@@ -33,6 +33,22 @@ test('the finding equals the paired difference of the committed cells at the pri
   const corrected = pairedInterval(d, 1 - 0.05 / f.arms)!;
   assert.deepEqual(round(corrected), round(f.correctedInterval));
   assert.ok(corrected[0] < 0 && corrected[1] > 0, 'the corrected interval spans 0');
+});
+
+test('the finding\'s cells ran on its CPU, and the replication equals the paired difference of the other CPU\'s cells so far', () => {
+  const f = ALIGNMENT_FINDING;
+  const r = ALIGNMENT_REPLICATION;
+  // lscpu's model name, without the trademark signs: "Intel(R) Xeon(R) Processor" is an Intel Xeon.
+  const cpuOf = (cell: { environment: { cpu: string } }) => cell.environment.cpu.replaceAll('(R)', '');
+  for (const cell of readAlignCells([STUDY])) assert.ok(cpuOf(cell).startsWith(ALIGNMENT_FINDING_CPU), cell.environment.cpu);
+  const cells = readAlignCells([join(STUDY, 'epyc')]);
+  for (const cell of cells) assert.ok(cpuOf(cell).startsWith(r.cpu), cell.environment.cpu);
+  const row = armDifferences(cells).find((x) => x.group.channels === f.channels && x.group.arm === f.loss && x.group.teacher === f.teacher)!;
+  const d = row.differences.get(`FID @${f.sitSteps}`)!;
+  const round = (values: readonly number[]) => values.map((v) => v.toFixed(2));
+  assert.deepEqual(round([d.mean]), round([r.fidDifference]));
+  assert.deepEqual(d.interval === null ? null : round(d.interval), r.interval === null ? null : round(r.interval));
+  assert.deepEqual([d.seeds.length, d.wins.length], [r.seeds, r.wins]);
 });
 
 test('the demo\'s default, and no other loss, teacher or width, runs the finding\'s regime', () => {
