@@ -3,7 +3,7 @@
 // when the steps become much slower than the run's own warm-up rate (slowdownWatch), and its
 // updates are the thread governor's clock (torch.adaptThreads) in the trainers and samplers.
 import cliProgress from 'cli-progress';
-import { adaptThreads, getNumThreads } from '../torch/index.js';
+import { adaptThreads, getNumThreads, threadGovernor } from '../torch/index.js';
 
 export type ProgressFields = Record<string, number | string>;
 
@@ -58,9 +58,10 @@ const WATCH_SLOWDOWN = 3;
 /**
  * Watches the time per step: the first window after a few skipped steps is the run's warm-up rate;
  * once two later windows in a row take WATCH_SLOWDOWN times as long, `note` gets one line saying
- * so, with the setting that helps. Returns the function to call with each step count and time.
+ * so, with the setting that helps (none about threads where the thread governor, `adaptive`, already
+ * keeps the run to the cores others leave free). Returns the function to call with each step count and time.
  */
-export function slowdownWatch(label: string, threads: number, note: (line: string) => void): (step: number, time: number) => void {
+export function slowdownWatch(label: string, threads: number, note: (line: string) => void, adaptive = false): (step: number, time: number) => void {
   let windowStart: { step: number; time: number } | undefined;
   let warmup: number | undefined;
   let slowWindows = 0;
@@ -81,9 +82,11 @@ export function slowdownWatch(label: string, threads: number, note: (line: strin
     slowWindows = perStep > WATCH_SLOWDOWN * warmup ? slowWindows + 1 : 0;
     if (slowWindows < 2) return;
     noted = true;
-    const advice = threads > 1
-      ? `another process is probably using the CPUs; OMP_NUM_THREADS=1 runs this one on one core without waiting for the others (bench/README.md, the thread policy)`
-      : 'another process is probably using the CPU';
+    const advice = adaptive
+      ? 'another process is probably using the CPUs; this run already keeps to the cores it leaves free (the thread governor), so the time goes to that process'
+      : threads > 1
+        ? `another process is probably using the CPUs; OMP_NUM_THREADS=1 runs this one on one core without waiting for the others (bench/README.md, the thread policy)`
+        : 'another process is probably using the CPU';
     note(`${label}: steps now take ${(perStep / warmup).toFixed(1)}x as long as at the start (${perStep.toFixed(0)} vs ${warmup.toFixed(0)} ms): ${advice}`);
   };
 }
@@ -95,7 +98,8 @@ export function progress(options: ProgressOptions): Progress {
   const startTime = now();
   let step = start;
   let fields: ProgressFields = {};
-  const watch = slowdownWatch(label, options.threads ?? getNumThreads(), (line) => stream.write(`${stream.isTTY ? '\n' : ''}${line}\n`));
+  const watch = slowdownWatch(label, options.threads ?? getNumThreads(), (line) => stream.write(`${stream.isTTY ? '\n' : ''}${line}\n`),
+    options.threads === undefined && threadGovernor().adaptive);
 
   // What both forms show after step/total: rate(s), elapsed time, ETA, the fields (named apart
   // from cli-progress's own tokens such as {eta}).

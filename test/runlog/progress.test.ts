@@ -103,6 +103,14 @@ test('slowdownWatch notes once when two windows in a row take 3x the warm-up rat
   for (let s = 14; s <= 40; s++) { time += 50; oneThread(s, time); }
   assert.equal(single.length, 1);
   assert.doesNotMatch(single[0]!, /OMP_NUM_THREADS/, 'one thread already: no thread advice');
+  const governed: string[] = [];
+  const adaptive = slowdownWatch('sit', 2, (line) => governed.push(line), true);
+  time = 0;
+  for (let s = 1; s <= 13; s++) { time += 10; adaptive(s, time); }
+  for (let s = 14; s <= 40; s++) { time += 50; adaptive(s, time); }
+  assert.equal(governed.length, 1);
+  assert.doesNotMatch(governed[0]!, /OMP_NUM_THREADS/, 'the governor already drops threads: no thread advice');
+  assert.match(governed[0]!, /thread governor/);
 });
 
 test('progress passes each step to the slowdown watch: the note reaches the stream', () => {
