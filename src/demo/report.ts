@@ -113,8 +113,10 @@ export function findingSentence(): string {
 function replicationSentence(): string {
   const r = ALIGNMENT_REPLICATION;
   const interval = r.interval === null ? '' : `, 95% interval [${signed(r.interval[0])}, ${signed(r.interval[1])}]`;
-  return `Its replication on an ${r.cpu} (the same commands, scored by that CPU's own evaluation classifier; ${r.seeds} of ${ALIGNMENT_FINDING.seeds} ` +
-    `paired seeds so far): paired difference ${signed(r.fidDifference)}${interval}, lower on ${r.wins} of ${r.seeds}.`;
+  const seeds = `${r.seeds} of ${ALIGNMENT_FINDING.seeds} paired seeds${r.seeds < ALIGNMENT_FINDING.seeds ? ' so far' : ''}`;
+  const verdict = r.interval !== null && r.interval[1] < 0 ? ': its interval, too, lies below 0 (one comparison, so no correction applies)' : '';
+  return `Its replication on an ${r.cpu} (the same commands, scored by that CPU's own evaluation classifier; ${seeds}): ` +
+    `paired difference ${signed(r.fidDifference)}${interval}, lower on ${r.wins} of ${r.seeds}${verdict}.`;
 }
 
 /**
