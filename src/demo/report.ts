@@ -98,10 +98,14 @@ function signed(value: number): string {
   return `${value >= 0 ? '+' : '−'}${Math.abs(value).toFixed(2)}`;
 }
 
+/** An interval as the study's tables print it: `[−1.53, −0.13]`. */
+function interval([low, high]: [number, number]): string {
+  return `[${signed(low)}, ${signed(high)}]`;
+}
+
 /** The alignment study's finding in words (ALIGNMENT_FINDING). */
 export function findingSentence(): string {
   const f = ALIGNMENT_FINDING;
-  const interval = ([low, high]: [number, number]) => `[${signed(low)}, ${signed(high)}]`;
   return `**The alignment study (docs/study/alignment/ in the repository) found one win on its primary endpoint: at ${f.channels} latent channels, ` +
     `fine-tuning the VAE with VA-VAE's vf loss and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
     `(the same fine-tuning without alignment) at ${f.sitSteps.toLocaleString('en-US')} SiT steps: paired difference ${signed(f.fidDifference)}, ` +
@@ -112,11 +116,11 @@ export function findingSentence(): string {
 /** The replication on the other CPU (ALIGNMENT_REPLICATION), as far as it has run. */
 function replicationSentence(): string {
   const r = ALIGNMENT_REPLICATION;
-  const interval = r.interval === null ? '' : `, 95% interval [${signed(r.interval[0])}, ${signed(r.interval[1])}]`;
+  const within = r.interval === null ? '' : `, 95% interval ${interval(r.interval)}`;
   const seeds = `${r.seeds} of ${ALIGNMENT_FINDING.seeds} paired seeds${r.seeds < ALIGNMENT_FINDING.seeds ? ' so far' : ''}`;
   const verdict = r.interval !== null && r.interval[1] < 0 ? ': its interval, too, lies below 0 (one comparison, so no correction applies)' : '';
   return `Its replication on an ${r.cpu} (the same commands, scored by that CPU's own evaluation classifier; ${seeds}): ` +
-    `paired difference ${signed(r.fidDifference)}${interval}, lower on ${r.wins} of ${r.seeds}${verdict}.`;
+    `paired difference ${signed(r.fidDifference)}${within}, lower on ${r.wins} of ${r.seeds}${verdict}.`;
 }
 
 /**
