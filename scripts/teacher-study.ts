@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions } from '../src/pipelines/teacher.js';
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
+import { sourceCommit } from '../src/demo/study.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'docs/study/teachers');
@@ -44,7 +45,8 @@ interface TeacherRecord {
   /** 1-minute load average when the probe started and ended. */
   load: [number, number];
   date: string;
-  commit: string;
+  /** The checkout's commit, `-dirty` when tracked files differ (older records: `git rev-parse HEAD`). */
+  commit: string | null;
 }
 
 function sha256(path: string): string {
@@ -128,7 +130,7 @@ async function measure(name: string): Promise<void> {
     dinoModel: teacher.dinoModel.startsWith(ROOT) ? teacher.dinoModel.slice(ROOT.length + 1) : teacher.dinoModel,
     checkpoint: teacher.dinoCkpt === undefined ? null : { path: teacher.dinoCkpt.slice(ROOT.length + 1), sha256: sha256(teacher.dinoCkpt) },
     probeSettings: PROBE, result, probeSeconds, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, load: [loadStart, loadavg()[0]!],
-    date: new Date().toISOString(), commit: spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim(),
+    date: new Date().toISOString(), commit: sourceCommit(),
   };
   mkdirSync(OUT, { recursive: true });
   writeFileSync(join(OUT, fileName(name)), `${JSON.stringify(record, null, 2)}\n`);

@@ -4,7 +4,7 @@
 // from the control of the same channels (within a seed), with their Student-t 95% intervals and
 // the seeds it won. Cells of another profile or classifier than the first file's are refused.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { savePlot, type PlotSeries } from '../runlog/images.js';
 import { formatValues, mean } from './report.js';
 import { formatPaired, intervalVerdict, pairedDifference, type PairedDifference } from './paired.js';
@@ -129,6 +129,17 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
 }
 
 /** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
+/**
+ * The study's PROTOCOL.md as a link from `out`: in it, or in one of the two folders above (a CPU's
+ * own set of cells sits in a subfolder of the study); named in words where there is none.
+ */
+function protocolLink(out: string): string {
+  for (let up = 0, dir = resolve(out); up <= 2; up += 1, dir = dirname(dir)) {
+    if (existsSync(join(dir, 'PROTOCOL.md'))) return `[PROTOCOL.md](${'../'.repeat(up)}PROTOCOL.md)`;
+  }
+  return 'docs/study/alignment/PROTOCOL.md in the reals repository';
+}
+
 export async function writeAlignStudyReport(out: string, dirs: readonly string[] = [out]): Promise<{ cells: number }> {
   const cells = readAlignCells(dirs);
   if (cells.length === 0) throw new Error(`${dirs.join(', ')}: no alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)`);
@@ -172,7 +183,7 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
     '# Alignment study: results',
     '',
     `Written by \`reals demo align-report\` from the ${cells.length} cell files in this folder (profile \`${profile.name}\`); the protocol is`,
-    '[PROTOCOL.md](PROTOCOL.md). Every arm fine-tunes the same stage-1 VAE of its seed for',
+    `${protocolLink(out)}. Every arm fine-tunes the same stage-1 VAE of its seed for`,
     `${profile.finetune.steps} steps (lr ${profile.finetune.lr}); FID, precision and recall: ${profile.base.samples.toLocaleString('en-US')} ODE samples of the SiT at each step against`,
     `${profile.base.referenceImages.toLocaleString('en-US')} test images, in the features of one classifier (sha256 ${classifier.sha256.slice(0, 16)}…, accuracy ${classifier.testAccuracy.toFixed(4)}).`,
     '',

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as torch from '../torch/index.js';
 import { runAlignTrain, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
@@ -83,12 +84,25 @@ function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-/** The files of `teacher` under the study's work folder; an error saying how to make them when they are not there. */
-export function teacherUse(teacher: AlignTeacher | 'none', work: string): TeacherUse {
+/**
+ * Where the study keeps the self-supervised teacher's export once the long run has made it. The run
+ * takes hours and machines do not keep their work folders, so the 0.8 MB export is committed and
+ * every `ssl` cell uses the same teacher (its sha256 is in each cell).
+ */
+export const SSL_TEACHER_DIR = fileURLToPath(new URL('../../docs/study/teachers/ssl-long', import.meta.url));
+
+/**
+ * The files of `teacher`: the supervised one under the study's work folder; the self-supervised one
+ * in `sslDir` (the committed export), else the long run's own export in the work folder. An error
+ * says how to make them when they are not there.
+ */
+export function teacherUse(teacher: AlignTeacher | 'none', work: string, sslDir = SSL_TEACHER_DIR): TeacherUse {
   if (teacher === 'none' || teacher === 'hog') return { name: teacher, dinoModel: HOG_TEACHER_NAME, dinoCkpt: null, sha256: null };
   const [dir, make] = teacher === 'supervised'
     ? [join(work, 'teachers', 'supervised'), 'node --import tsx scripts/teacher-study.ts measure supervised']
-    : [join(work, 'teacher-long', '000-teacher', 'teacher'), 'bash scripts/teacher-long.sh (it exports the teacher at its last step)'];
+    : existsSync(join(sslDir, 'dino-teacher.safetensors'))
+      ? [sslDir, `it is committed there; restore it with git checkout -- ${sslDir}`]
+      : [join(work, 'teacher-long', '000-teacher', 'teacher'), 'bash scripts/teacher-long.sh (it exports the teacher at its last step)'];
   const dinoModel = join(dir, 'dino-model.json');
   const dinoCkpt = join(dir, 'dino-teacher.safetensors');
   for (const path of [dinoModel, dinoCkpt]) if (!existsSync(path)) throw new Error(`${path}: the ${teacher} teacher is not there; ${make} makes it`);

@@ -19,7 +19,7 @@ export { FashionClassifier, trainClassifier, classifierExtractor, type Classifie
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';
 export { mergeDemoRuns, readDemoResult } from './merge.js';
 export {
-  runChannelCell, trainStageOneVae, studyClassifier, cellName, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
+  runChannelCell, trainStageOneVae, studyClassifier, cellName, sourceCommit, CHANNEL_STUDY_PROFILES, STUDY_CHANNELS, STUDY_SEEDS,
   type ChannelStudyProfile, type ChannelStudyProfileName, type ChannelCellMetrics, type ChannelCellOptions, type ClassifierRecord,
 } from './study.js';
 export { writeChannelStudyReport, readChannelCells } from './study-report.js';

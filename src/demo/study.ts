@@ -8,9 +8,11 @@
 // with the demo's option builders, in float32 on one thread so that a rerun gives the same
 // numbers. It is resumable: each finished stage leaves a JSON record in the work folder, a killed
 // training run resumes from its last checkpoint, and a cell whose metrics file exists is skipped.
+import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as torch from '../torch/index.js';
 import * as nn from '../nn/index.js';
 import { loadSafetensors } from '../io/index.js';
@@ -96,7 +98,8 @@ export interface ChannelCellMetrics {
   curve: (SampleScores & { step: number })[];
   /** Each stage: the command that runs it alone (null: no command, the study's own code), its wall and CPU seconds. */
   stages: { name: string; command: string | null; seconds: number; cpuSeconds: number }[];
-  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: typeof STUDY_PRECISION };
+  /** `commit`: the checkout's commit (`-dirty` when tracked files differ from it), null outside a git checkout; absent in cells that ran before it was recorded. */
+  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: typeof STUDY_PRECISION; commit?: string | null };
   /** The sum of the stages' wall seconds (a resumed cell counts each stage once); on a shared machine far more than cpuSeconds. */
   wallSeconds: number;
   /** The sum of the stages' CPU seconds (user + system, this process): what the cell costs. Absent in c4-seed0 and c32-seed0, which ran before it was recorded. */
@@ -183,6 +186,18 @@ export async function trainResumable(resultsDir: string, finalStep: number, trai
 
 function packageVersion(): string {
   return readJson<{ version: string }>(new URL('../../package.json', import.meta.url).pathname).version;
+}
+
+/**
+ * The commit of the checkout this code runs from, with `-dirty` when tracked files differ from it;
+ * null outside a git checkout (an installed package). A cell reruns to the last digit only at its commit.
+ */
+export function sourceCommit(): string | null {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  // An installed package inside someone's repository is not that repository's commit.
+  if (!existsSync(join(root, '.git'))) return null;
+  const run = spawnSync('git', ['describe', '--always', '--dirty', '--abbrev=40'], { cwd: root, encoding: 'utf8' });
+  return run.status === 0 ? run.stdout.trim() : null;
 }
 
 /** What one stage of a cell cost, and the command that runs it alone (null: the study's own code). */
@@ -356,7 +371,10 @@ export async function scoreLatentSpace(options: {
 
 /** The environment a cell ran in, for its metrics file. */
 export function cellEnvironment(): ChannelCellMetrics['environment'] {
-  return { reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision: STUDY_PRECISION };
+  return {
+    reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision: STUDY_PRECISION,
+    commit: sourceCommit(),
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
 // the arm's flags differing, are skipped once done, and are tabled as paired differences from the
 // control (checked against the numbers in the files); the Student-t quantiles against SciPy's.
 import { test } from 'node:test';
+import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -111,6 +112,11 @@ test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s
     mkdirSync(merged);
     await writeAlignStudyReport(merged, [a, b]);
     assert.equal(readFileSync(join(merged, 'README.md'), 'utf8'), readme);
+    assert.ok(readme.includes('the protocol is\ndocs/study/alignment/PROTOCOL.md in the reals repository.'), readme.slice(0, 300));
+    // A protocol in the folder above is linked relative to the report (a CPU's own set of cells).
+    writeFileSync(join(root, 'PROTOCOL.md'), '# protocol\n');
+    await writeAlignStudyReport(merged, [a, b]);
+    assert.ok(readFileSync(join(merged, 'README.md'), 'utf8').includes('the protocol is\n[PROTOCOL.md](../PROTOCOL.md).'));
     const demoRun = join(root, 'demo-run');
     mkdirSync(demoRun);
     writeFileSync(join(demoRun, 'metrics.json'), '{}');
@@ -125,5 +131,28 @@ test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s
 
 test('a teacher whose files are missing is refused with the command that makes it', () => {
   assert.throws(() => teacherUse('supervised', '/nonexistent-work'), /teachers\/supervised\/dino-model\.json: the supervised teacher is not there; node --import tsx scripts\/teacher-study\.ts measure supervised/);
-  assert.throws(() => teacherUse('ssl', '/nonexistent-work'), /teacher-long\/000-teacher\/teacher\/dino-model\.json: .*scripts\/teacher-long\.sh/);
+  assert.throws(() => teacherUse('ssl', '/nonexistent-work', '/nonexistent-export'), /teacher-long\/000-teacher\/teacher\/dino-model\.json: .*scripts\/teacher-long\.sh/);
+});
+
+test('the self-supervised teacher is the committed export when there is one, else the long run\'s own', () => {
+  const root = mkdtempSync(join(tmpdir(), 'reals-ssl-teacher-'));
+  try {
+    const committed = join(root, 'committed');
+    const work = join(root, 'work');
+    const runExport = join(work, 'teacher-long', '000-teacher', 'teacher');
+    for (const [dir, bytes] of [[committed, 'committed'], [runExport, 'run']] as const) {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'dino-model.json'), '{}');
+      writeFileSync(join(dir, 'dino-teacher.safetensors'), bytes);
+    }
+    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+    assert.deepEqual(teacherUse('ssl', work, committed), {
+      name: 'ssl', dinoModel: join(committed, 'dino-model.json'), dinoCkpt: join(committed, 'dino-teacher.safetensors'), sha256: sha('committed'),
+    });
+    assert.equal(teacherUse('ssl', work, join(root, 'none')).sha256, sha('run'));
+    rmSync(join(committed, 'dino-model.json'));
+    assert.throws(() => teacherUse('ssl', work, committed), /committed\/dino-model\.json: the ssl teacher is not there; it is committed there/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

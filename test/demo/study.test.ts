@@ -3,6 +3,7 @@
 // and a cell rerun from scratch equal to the first to the last digit, and the table over cells.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +58,10 @@ test('a channel-study cell writes its metrics, is skipped once done, resumes or 
     assert.equal(commands.filter((c) => /^reals (align train|sit train|sample ode) /.test(c) && c.includes(' --precision fp32')).length, 6);
     assert.equal(m.environment.precision, 'fp32');
     assert.equal(m.environment.threads, 1);
+    // This checkout's commit, as git names it (the tests run from a clone).
+    const head = spawnSync('git', ['describe', '--always', '--dirty', '--abbrev=40'], { encoding: 'utf8' }).stdout.trim();
+    assert.match(head, /^[0-9a-f]{40}(-dirty)?$/);
+    assert.equal(m.environment.commit, head);
     assert.ok(m.wallSeconds > 0 && m.cpuSeconds! > 0);
 
     // Done: a second run reads the file and runs nothing.
