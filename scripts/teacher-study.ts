@@ -1,8 +1,10 @@
 // The teacher study (docs/study/teachers/README.md, issue 26 item 2): each teacher's linear probe
 // and LDS with `reals teacher probe`'s library function at the settings fixed in PROBE, before any
 // teacher is used for alignment; one JSON file per measurement, and the table made from them.
-//   node --import tsx scripts/teacher-study.ts measure hog|supervised|ssl-200|ssl-long@STEP
-//   node --import tsx scripts/teacher-study.ts table
+//   node --import tsx scripts/teacher-study.ts measure hog|supervised|ssl-200|ssl-long@STEP [--out DIR]
+//   node --import tsx scripts/teacher-study.ts table [--out DIR]
+// --out (default docs/study/teachers): another CPU model's measurements go in a folder of their own
+// (docs/study/teachers/epyc), since its probes, the random init's among them, differ in the last bits.
 // ssl-200 is the demo's self-supervised teacher (scripts/teacher-long.sh's settings with a 200-step
 // target); ssl-long@STEP is the long run's checkpoint at STEP (scripts/teacher-long.sh);
 // supervised is the demo's stand-in (src/demo/teacher.ts) at the quick profile's settings.
@@ -10,15 +12,16 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions } from '../src/pipelines/teacher.js';
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
 import { sourceCommit } from '../src/demo/study.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const OUT = join(ROOT, 'docs/study/teachers');
+const DEFAULT_OUT = join(ROOT, 'docs/study/teachers');
 const WORK = join(ROOT, 'study-work/teachers');
 const LONG_RUN = join(ROOT, 'study-work/teacher-long/000-teacher');
 const VIT_TINY = 'configs/teacher/vit-tiny.json';
@@ -119,7 +122,7 @@ function fileName(teacher: string): string {
   return `${teacher.replace('@', '-')}.json`;
 }
 
-async function measure(name: string): Promise<void> {
+async function measure(name: string, out: string): Promise<void> {
   const teacher = await prepare(name);
   const loadStart = loadavg()[0]!;
   const started = performance.now();
@@ -132,15 +135,15 @@ async function measure(name: string): Promise<void> {
     probeSettings: PROBE, result, probeSeconds, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, load: [loadStart, loadavg()[0]!],
     date: new Date().toISOString(), commit: sourceCommit(),
   };
-  mkdirSync(OUT, { recursive: true });
-  writeFileSync(join(OUT, fileName(name)), `${JSON.stringify(record, null, 2)}\n`);
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, fileName(name)), `${JSON.stringify(record, null, 2)}\n`);
   console.log(`${name}: probe ${result.accuracy.toFixed(3)}, LDS ${result.lds.toFixed(3)} (random init: ${result.randomInitAccuracy?.toFixed(3) ?? 'none'}, ${result.ldsRandomInit?.toFixed(3) ?? 'none'})`);
 }
 
 const ORDER = ['hog', 'random', 'supervised', 'ssl-200', 'ssl-long'];
 
-function table(): void {
-  const records = readdirSync(OUT).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(OUT, f), 'utf8')) as TeacherRecord);
+function table(out: string): void {
+  const records = readdirSync(out).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(out, f), 'utf8')) as TeacherRecord);
   // Every ViT teacher is vit-tiny's config, and its random init is the config under manualSeed(PROBE.seed): one row, the same in every file.
   const vits = records.filter((r) => r.result.randomInitAccuracy !== null);
   const randoms = new Set(vits.map((r) => JSON.stringify([r.result.randomInitAccuracy, r.result.ldsRandomInit, r.result.ldsRandomInitStd])));
@@ -202,10 +205,12 @@ At its target the run exports the EMA teacher to \`study-work/teacher-long/000-t
 demo could ship if the table shows it clearly better than its random init; the same command
 reproduces it (fp32 on one thread: the same bits on the same CPU, float32 rounding apart elsewhere).
 `;
-  writeFileSync(join(OUT, 'README.md'), text);
+  writeFileSync(join(out, 'README.md'), text);
 }
 
-const [command, teacher] = process.argv.slice(2);
-if (command === 'measure' && teacher !== undefined) await measure(teacher);
-else if (command === 'table') table();
-else throw new Error('usage: node --import tsx scripts/teacher-study.ts measure hog|supervised|ssl-200|ssl-long@STEP | table');
+const { positionals, values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string', default: DEFAULT_OUT } } });
+const [command, teacher] = positionals;
+const out = resolve(values.out);
+if (command === 'measure' && teacher !== undefined) await measure(teacher, out);
+else if (command === 'table') table(out);
+else throw new Error('usage: node --import tsx scripts/teacher-study.ts measure hog|supervised|ssl-200|ssl-long@STEP [--out DIR] | table [--out DIR]');
