@@ -61,14 +61,9 @@ async function child(item: string, precision: 'auto' | 'fp32' | 'bf16', rounds: 
   if (spec === undefined) throw new Error(`bench:policy: unknown item ${item}`);
   const resolved = torch.usePrecision(precision, 'cpu');
   torch.manualSeed(0);
-  const run = WORKLOADS[item]!({ batch: spec.batch, device: 'cpu', precision: resolved });
-  // Step by step, with the governor's look at the load between steps, as in the trainers.
-  const round = async (): Promise<void> => {
-    for (let i = 0; i < spec.iterations; i++) {
-      await run(1);
-      torch.adaptThreads();
-    }
-  };
+  // The workloads give the governor its look at the load after each step, as the trainers do.
+  const run = WORKLOADS[item]!({ batch: spec.batch, device: 'cpu', precision: resolved, afterStep: torch.adaptThreads });
+  const round = async (): Promise<void> => { await run(spec.iterations); };
   const warmupStart = performance.now();
   do await round(); while (performance.now() - warmupStart < WARMUP_MS);
   const times: number[] = [];

@@ -8,7 +8,13 @@
 // run in --precision (default auto: bf16 where the hardware has it, as the trainers and samplers
 // default), TS and PyTorch alike, and in bf16 also PyTorch in float32, its default. Without --threads
 // each side runs its default thread count (PyTorch in the item's precision TS's). `--load N` runs N
-// busy loops beside the whole run (bench/load.ts), to measure the machine as users have it: busy. See bench/README.md.
+// busy loops beside the whole run (bench/load.ts), to measure the machine as users have it: busy.
+// Both sides run fixed, equal counts: reals' thread governor is off unless the caller sets
+// REALS_ADAPTIVE_THREADS=1 (`REALS_ADAPTIVE_THREADS=1 npm run bench -- --load 1`). Then TS runs
+// as users run it on a busy machine: the governor gives it the cores the other processes leave
+// free, looking at the load after each step of the training, sampling and model items as the
+// trainers' progress bars and the samplers do, and not while a reference side runs (its CPU time
+// is the bench's, not the machine's); the threads lines say "governed, at most N". See bench/README.md.
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -41,10 +47,12 @@ if (threadsFlag !== undefined && process.env.OPENBLAS_NUM_THREADS === undefined)
   process.env.OPENBLAS_NUM_THREADS = String(threadsFlag);
 }
 // TS and PyTorch time the same work on the same threads, so reals' thread governor (which would
-// give TS fewer threads while the busy loops run) is off unless the caller set it; bench:policy
-// measures it.
+// give TS fewer threads while the busy loops run) is off unless the caller set it: with
+// REALS_ADAPTIVE_THREADS=1 TS runs governed, as users run it; bench:policy compares the settings.
 process.env.REALS_ADAPTIVE_THREADS ??= '0';
 const torch = await import('../src/torch/index.js');
+const { governorPaused } = await import('../src/torch/threads.js');
+const { threadsLine: describeThreads, tsThreads } = await import('./threads.js');
 const { WORKLOADS, TINY_SIT, sitForwardFlops } = await import('./workloads.js');
 const { SIT_CONFIGS } = await import('../src/models/index.js');
 const { startPytorch, startCpp } = await import('./workers.js');
@@ -259,10 +267,13 @@ async function main(): Promise<void> {
   // --threads N: N on every side. Without it, each side runs its default: TS reals' threads for the
   // item's precision (torch.runThreads: all CPUs in bf16 on the CPU), PyTorch in that precision the
   // same count, so that the two time the same work, and PyTorch fp32 (and C++) libtorch's default.
+  // With REALS_ADAPTIVE_THREADS=1 (and no --threads) TS runs governed: an item's count is its most.
   if (threadsFlag !== undefined) torch.setNumThreads(threadsFlag);
+  const governed = !onCuda && torch.threadGovernor().adaptive;
   const defaultThreads = torch.runThreads('fp32', device);
   const itemThreads = (item: Item): number => torch.runThreads(itemPrecision(item), device);
-  const sideThreads = (item: Item, side: Side): number => (side === 'ts' || side === 'pytorch' ? itemThreads(item) : defaultThreads);
+  const sideThreads = (item: Item, side: Side): number | string => (side === 'ts' ? tsThreads(itemThreads(item), governed)
+    : side === 'pytorch' ? itemThreads(item) : defaultThreads);
   torch.manualSeed(0);
 
   // One PyTorch process per thread count: set_num_threads restarts libtorch's pools, so it is not switched between samples.
@@ -270,7 +281,7 @@ async function main(): Promise<void> {
   const pytorchAt = async (threads: number): Promise<PytorchWorker> => {
     let worker = pytorchWorkers.get(threads);
     if (worker === undefined) {
-      worker = await startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads, device);
+      worker = await governorPaused(() => startPytorch(process.env.PYTHON ?? '/usr/bin/python3', threads, device));
       if (worker.threads !== threads) throw new Error(`bench: PyTorch runs ${worker.threads} threads, asked for ${threads}`);
       pytorchWorkers.set(threads, worker);
     }
@@ -280,10 +291,11 @@ async function main(): Promise<void> {
   const cpp: CppWorker | undefined = items.some((item) => item.sides.includes('cpp'))
     ? await startCpp(process.env.CXX ?? 'g++', defaultThreads)
     : undefined;
-  if (cpp !== undefined && cpp.threads !== defaultThreads) throw new Error(`bench: C++ runs ${cpp.threads} threads, TS ${defaultThreads}`);
-  const threadsLine = threadsFlag !== undefined ? `threads ${threadsFlag} on every side`
-    : `threads: each side's default (TS and PyTorch ${torch.runThreads(precision, device)} in ${precision} rows, ` +
-      `${defaultThreads} in fp32 rows; PyTorch fp32${cpp ? ' and C++' : ''} ${defaultThreads})`;
+  if (cpp !== undefined && cpp.threads !== defaultThreads) throw new Error(`bench: C++ runs ${cpp.threads} threads, asked for ${defaultThreads}`);
+  const threadsLine = describeThreads({
+    ...(threadsFlag === undefined ? {} : { fixed: threadsFlag }), governed, precision,
+    precisionThreads: torch.runThreads(precision, device), fp32Threads: defaultThreads, cpp: cpp !== undefined,
+  });
 
   const machine = {
     type: 'machine',
@@ -316,7 +328,7 @@ async function main(): Promise<void> {
   /** Times `item` on its sides, prints its JSON lines and returns its table row. */
   const measure = async (item: Item): Promise<string[]> => {
     torch.usePrecision(itemPrecision(item), device);
-    const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device, precision: itemPrecision(item) });
+    const tsRun = WORKLOADS[item.name]!({ batch: item.batch ?? 0, device, precision: itemPrecision(item), afterStep: torch.adaptThreads });
     const sameThreads = await pytorchAt(itemThreads(item));
     const samplers: Record<Side, () => Promise<Sample>> = {
       ts: async () => {
@@ -328,9 +340,9 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage(cpuStart);
         return { wall: wall / item.iterations, cpu: (cpu.user + cpu.system) / 1e6 / item.iterations };
       },
-      pytorch: () => sameThreads.sample(item.name, item.iterations, item.batch, itemPrecision(item)),
-      pytorchFp32: () => pytorch.sample(item.name, item.iterations, item.batch, 'fp32'),
-      cpp: () => cpp!.sample(item.name, item.iterations),
+      pytorch: () => governorPaused(() => sameThreads.sample(item.name, item.iterations, item.batch, itemPrecision(item))),
+      pytorchFp32: () => governorPaused(() => pytorch.sample(item.name, item.iterations, item.batch, 'fp32')),
+      cpp: () => governorPaused(() => cpp!.sample(item.name, item.iterations)),
     };
     const samples: Record<Side, Sample[]> = { ts: [], pytorch: [], pytorchFp32: [], cpp: [] };
     for (let w = 0; w < item.warmup; w++) for (const side of item.sides) await samplers[side]();
@@ -347,6 +359,8 @@ async function main(): Promise<void> {
       console.log(JSON.stringify({
         type: 'result', item: item.name, what: item.what, side, threads: sideThreads(item, side), unit: 'seconds/iteration', iterationsPerSample: item.iterations,
         wall, cpu, shown: { unit: item.unit, ...shown[side] }, samples: samples[side],
+        // The cores the governor left TS when its samples ended (null: its full count).
+        ...(side === 'ts' && governed ? { governorLimitAtEnd: torch.threadGovernor().limit ?? null } : {}),
       }));
     }
     const ratioCells: Record<string, string> = {};
@@ -381,7 +395,7 @@ async function main(): Promise<void> {
       };
       projections.push(`inception.forward: ${FID_SAMPLES / 1000}K-sample FID/sFID/IS/precision/recall features (reference batch ` +
         `statistics cached) at the measured median rate, batch ${item.batch} (ADM's evaluator uses 64): ` +
-        `TS ${duration('ts')}, PyTorch ${duration('pytorch')}, on ${itemThreads(item)} thread(s)`);
+        `TS ${duration('ts')}, PyTorch ${duration('pytorch')}, on ${itemThreads(item)} thread(s)${governed ? ' (TS governed, at most these)' : ''}`);
       console.log(JSON.stringify({ type: 'projection', item: item.name, samples: FID_SAMPLES,
         seconds: Object.fromEntries(item.sides.map((side) => [side, FID_SAMPLES / shown[side]!.median])) }));
     }

@@ -27,7 +27,18 @@ export type Run = (iterations: number) => void | Promise<void>;
  * them). bf16 runs the forwards under autocast as the trainers and samplers do: the losses on
  * float32 outputs, backward and the optimizer outside the region.
  */
-export interface Setup { batch: number; device: torch.Device; precision: torch.ResolvedPrecision }
+export interface Setup {
+  batch: number;
+  device: torch.Device;
+  precision: torch.ResolvedPrecision;
+  /**
+   * Called after each iteration of the workloads that stand for a step of a loop (the training
+   * steps, the model forwards of an evaluation or caching batch, the samplers): torch.adaptThreads
+   * in the bench, the thread governor's look at the load that the trainers' progress bars and the
+   * samplers' loops give it. A no-op while the governor is off.
+   */
+  afterStep: () => void;
+}
 
 function addNew({ device }: Setup): Run {
   const a = torch.randn([16], { device });
@@ -132,7 +143,7 @@ function conv2dForwardBackward({ device }: Setup): Run {
   };
 }
 
-function mlpStep({ device }: Setup): Run {
+function mlpStep({ device, afterStep }: Setup): Run {
   const model = new nn.Sequential(
     new nn.Linear(784, 512), new nn.GELU(), new nn.Linear(512, 512), new nn.GELU(), new nn.Linear(512, 10),
   ).to(device);
@@ -146,14 +157,18 @@ function mlpStep({ device }: Setup): Run {
         optimizer.step();
         optimizer.zeroGrad();
       });
+      afterStep();
     }
   };
 }
 
 /** Runs `forward` once per iteration without autograd in `precision`, freeing everything it creates. */
-function inference({ device, precision }: Setup, forward: () => unknown): Run {
+function inference({ device, precision, afterStep }: Setup, forward: () => unknown): Run {
   return (iterations) => torch.noGrad(() => torch.withPrecision(precision, device, () => {
-    for (let i = 0; i < iterations; i++) torch.scope(() => { forward(); });
+    for (let i = 0; i < iterations; i++) {
+      torch.scope(() => { forward(); });
+      afterStep();
+    }
   }));
 }
 
@@ -197,12 +212,12 @@ function sitForward(setup: Setup): Run {
 export const TINY_SIT: SiTConfig = { depth: 4, hiddenSize: 128, patchSize: 2, numHeads: 4, inputSize: 8, numClasses: 5 };
 
 function sitSample(cfgScale: number, config: SiTConfig = SIT_CONFIGS['SiT-S/2'], steps = 51): (setup: Setup) => Run {
-  return ({ batch, device, precision }) => {
+  return ({ batch, device, precision, afterStep }) => {
     const model = new SiT(config).eval().to(device);
     const labels = Array.from({ length: batch }, (_, i) => (i * 97) % (config.numClasses ?? 1000));
     const side = config.inputSize ?? 32;
     // generateLatents opens the autocast region itself (around the whole loop).
-    return inference({ batch, device, precision: 'fp32' }, () => generateLatents({
+    return inference({ batch, device, precision: 'fp32', afterStep }, () => generateLatents({
       model, labels, shape: [4, side, side], seed: 0, method: 'ode', steps, ode: { samplingMethod: 'euler' },
       cfgScale, guidanceLow: 0, guidanceHigh: 1, device, precision,
     }));
@@ -243,7 +258,7 @@ const ALIGN_DINO_INPUT = 112;
  * DINOv2's tokens of the resized images, VAE encode, posterior sample, decode, MSE + KL + alignment
  * loss with the default weights, backward, Adam (betas 0.5, 0.9), zeroGrad, EMA of VAE and heads.
  */
-function alignStep({ batch, device, precision }: Setup): Run {
+function alignStep({ batch, device, precision, afterStep }: Setup): Run {
   const w = ALIGN_LOSS_DEFAULTS;
   const vae = new AutoencoderKL(ALIGN_VAE).train().to(device);
   const dino = new DinoVisionTransformer({ ...DINOV2_CONFIGS['dinov2_vits14']!, depth: 4 }).requiresGrad_(false).eval().to(device);
@@ -281,13 +296,14 @@ function alignStep({ batch, device, precision }: Setup): Run {
       opt.step();
       opt.zeroGrad();
       for (const ema of emaUpdaters) ema.update();
+      afterStep();
     }
   };
 }
 
 /** One step of trainGenerator: transport loss (Linear, velocity), backward, AdamW (lr 1e-4, wd 0), zeroGrad, EMA. */
 function sitTrainStep(config: SiTConfig): (setup: Setup) => Run {
-  return ({ batch, device, precision }) => {
+  return ({ batch, device, precision, afterStep }) => {
     const model = new SiT(config).train().to(device);
     const ema = new SiT(config).requiresGrad_(false).eval().to(device);
     const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
@@ -307,6 +323,7 @@ function sitTrainStep(config: SiTConfig): (setup: Setup) => Run {
         opt.step();
         opt.zeroGrad();
         emaUpdater.update();
+        afterStep();
       }
     };
   };

@@ -73,6 +73,13 @@ export interface Governor {
   tick(): void;
   /** Governing ends: OpenBLAS's pool gets its count back; libtorch's threads are the caller's. */
   stop(): void;
+  /**
+   * The clock stops while the run waits on another process's work (the reference sides of
+   * `npm run bench`): the CPU time the machine spends until resume() is no load the run meets.
+   */
+  pause(): void;
+  /** The clock goes on: the window in progress continues as though the pause had not been. */
+  resume(): void;
   /** The cores the run may use now, undefined while the machine is quiet. */
   limit(): number | undefined;
 }
@@ -81,6 +88,7 @@ export function createGovernor(io: GovernorIo): Governor {
   let run: number | undefined;
   let state: GovernorState | undefined;
   let openblasNow = io.openblas?.atLoad;
+  let pausedAt: LoadSample | undefined;
   const setOpenblas = (n: number): void => {
     if (io.openblas === undefined || openblasNow === n) return;
     io.openblas.set(n);
@@ -98,7 +106,7 @@ export function createGovernor(io: GovernorIo): Governor {
       apply(intraOp);
     },
     tick() {
-      if (run === undefined || state === undefined || io.now() - state.since.time < GOVERNOR_WINDOW_MS) return;
+      if (run === undefined || state === undefined || pausedAt !== undefined || io.now() - state.since.time < GOVERNOR_WINDOW_MS) return;
       const previous = state.limit;
       state = nextGovernorState(state, io.sample(), { cpus: io.cpus, want: Math.max(run, io.openblas?.atLoad ?? 1) });
       if (state.limit !== previous) apply(run);
@@ -106,6 +114,24 @@ export function createGovernor(io: GovernorIo): Governor {
     stop() {
       run = undefined;
       if (io.openblas !== undefined) setOpenblas(io.openblas.atLoad);
+    },
+    pause() {
+      pausedAt ??= io.sample();
+    },
+    resume() {
+      if (pausedAt === undefined) return;
+      const now = io.sample();
+      // A window that began before the pause moves later by the pause's wall and CPU times.
+      if (state !== undefined && state.since.time <= pausedAt.time) {
+        const { since, quietSince } = state;
+        const wall = now.time - pausedAt.time;
+        state = {
+          ...state,
+          since: { time: since.time + wall, machineBusy: since.machineBusy + now.machineBusy - pausedAt.machineBusy, ownBusy: since.ownBusy + now.ownBusy - pausedAt.ownBusy },
+          ...(quietSince === undefined ? {} : { quietSince: quietSince + wall }),
+        };
+      }
+      pausedAt = undefined;
     },
     limit: () => state?.limit,
   };
@@ -166,6 +192,19 @@ export function adaptThreads(): void {
   // A count chosen after the run started (torch.setNumThreads) ends governing.
   if (chosenThreads() !== undefined) governor.stop();
   else governor.tick();
+}
+
+/**
+ * Runs `work`, which another process does while this one waits (the reference sides of
+ * `npm run bench`), with the governor's clock stopped: that process's CPU time is no load of the run's.
+ */
+export async function governorPaused<T>(work: () => Promise<T>): Promise<T> {
+  governor.pause();
+  try {
+    return await work();
+  } finally {
+    governor.resume();
+  }
 }
 
 /** What `reals env` prints: whether CPU runs' threads adapt to the load, and why (not). */

@@ -109,6 +109,36 @@ test('the governor: a float32 run (one intra-op thread) gives up OpenBLAS\'s poo
   assert.equal(otherBlas.governor.limit(), undefined);
 });
 
+test('the governor: what the machine does while paused (a bench\'s reference side) is no load; the window goes on after resume()', () => {
+  const { governor, calls, pass } = fakeGovernor(true);
+  governor.start(2);
+  calls.splice(0);
+  pass(GOVERNOR_WINDOW_MS - 100, 0);
+  governor.pause();
+  // Another process takes a core meanwhile: without the pause, that window would be busy.
+  pass(GOVERNOR_WINDOW_MS, 1);
+  governor.tick();
+  governor.resume();
+  assert.deepEqual(calls.splice(0), [], 'no look while paused');
+  pass(100, 0);
+  governor.tick();
+  assert.deepEqual(calls.splice(0), [], 'a quiet window of run time: the full count stays');
+  assert.equal(governor.limit(), undefined);
+  pass(GOVERNOR_WINDOW_MS, 1);
+  governor.tick();
+  assert.equal(governor.limit(), 1, 'load while the run runs still counts');
+  // A pause does not count as quiet time either.
+  governor.pause();
+  pass(GOVERNOR_QUIET_MS, 0);
+  governor.resume();
+  pass(GOVERNOR_QUIET_MS / 2, 0);
+  governor.tick();
+  assert.equal(governor.limit(), 1);
+  pass(GOVERNOR_QUIET_MS / 2, 0);
+  governor.tick();
+  assert.equal(governor.limit(), undefined);
+});
+
 test('the addon finds OpenBLAS\'s own thread pool where libtorch\'s BLAS is its pthread build, and sets it', (t) => {
   if (!existsSync('/proc/self/maps')) return t.skip('no /proc/self/maps to see which BLAS is loaded');
   const pthreadBuild = /openblas-pthread\/|libopenblasp-/.test(readFileSync('/proc/self/maps', 'utf8'));
