@@ -204,6 +204,9 @@ At its target the run exports the EMA teacher to \`study-work/teacher-long/000-t
 (\`dino-model.json\`, \`dino-teacher.safetensors\`: 208,000 float32 parameters, 0.8 MB), the file the
 demo could ship if the table shows it clearly better than its random init; the same command
 reproduces it (fp32 on one thread: the same bits on the same CPU, float32 rounding apart elsewhere).
+The alignment study's \`ssl\` cells use the copy of that export committed in
+\`docs/study/teachers/ssl-long/\` once there is one (\`SSL_TEACHER_DIR\` in src/demo/align-study.ts;
+the protocol's addendum of 2026-12-07), so that every cell, in any session, aligns to the same teacher.
 `;
   writeFileSync(join(out, 'README.md'), text);
 }
