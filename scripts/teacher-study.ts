@@ -19,6 +19,7 @@ import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions }
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
 import { sourceCommit } from '../src/demo/study.js';
+import { cpuFamilyModel } from '../src/torch/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_OUT = join(ROOT, 'docs/study/teachers');
@@ -44,6 +45,8 @@ interface TeacherRecord {
   result: TeacherProbeResult;
   probeSeconds: number;
   cpu: string;
+  /** torch.cpuFamilyModel(); absent in the records made before it was kept. */
+  cpuFamilyModel?: string | null;
   cores: number;
   /** 1-minute load average when the probe started and ended. */
   load: [number, number];
@@ -132,7 +135,7 @@ async function measure(name: string, out: string): Promise<void> {
     teacher: name, description: teacher.description, steps: teacher.steps, trainSeconds: teacher.trainSeconds,
     dinoModel: teacher.dinoModel.startsWith(ROOT) ? teacher.dinoModel.slice(ROOT.length + 1) : teacher.dinoModel,
     checkpoint: teacher.dinoCkpt === undefined ? null : { path: teacher.dinoCkpt.slice(ROOT.length + 1), sha256: sha256(teacher.dinoCkpt) },
-    probeSettings: PROBE, result, probeSeconds, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, load: [loadStart, loadavg()[0]!],
+    probeSettings: PROBE, result, probeSeconds, cpu: cpus()[0]?.model ?? 'unknown', cpuFamilyModel: cpuFamilyModel(), cores: cpus().length, load: [loadStart, loadavg()[0]!],
     date: new Date().toISOString(), commit: sourceCommit(),
   };
   mkdirSync(out, { recursive: true });

@@ -6,7 +6,8 @@
 # tolerance that holds on one CPU only, on whichever machine CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX512_CORE_BF16
+# Fixed thread counts, as in `npm test`: tests compare reruns to the last bit (README, Threads).
+export OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 REALS_ADAPTIVE_THREADS=0
 node --import tsx --test --test-concurrency=1 \
   test/torch/*.test.ts test/nn/*.test.ts test/optim/*.test.ts test/models/*.test.ts \
   test/diffusion/*.test.ts test/onnx/*.test.ts test/train/precision.test.ts

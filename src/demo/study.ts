@@ -98,8 +98,13 @@ export interface ChannelCellMetrics {
   curve: (SampleScores & { step: number })[];
   /** Each stage: the command that runs it alone (null: no command, the study's own code), its wall and CPU seconds. */
   stages: { name: string; command: string | null; seconds: number; cpuSeconds: number }[];
-  /** `commit`: the checkout's commit (`-dirty` when tracked files differ from it), null outside a git checkout; absent in cells that ran before it was recorded. */
-  environment: { reals: string; node: string; libtorch: string; cpu: string; threads: number; precision: typeof STUDY_PRECISION; commit?: string | null };
+  /**
+   * `cpuFamilyModel` (torch.cpuFamilyModel) and `commit` (the checkout's, `-dirty` when tracked files
+   * differ from it; null outside a git checkout) are absent in cells that ran before they were recorded.
+   */
+  environment: {
+    reals: string; node: string; libtorch: string; cpu: string; cpuFamilyModel?: string | null; threads: number; precision: typeof STUDY_PRECISION; commit?: string | null;
+  };
   /** The sum of the stages' wall seconds (a resumed cell counts each stage once); on a shared machine far more than cpuSeconds. */
   wallSeconds: number;
   /** The sum of the stages' CPU seconds (user + system, this process): what the cell costs. Absent in c4-seed0 and c32-seed0, which ran before it was recorded. */
@@ -372,8 +377,8 @@ export async function scoreLatentSpace(options: {
 /** The environment a cell ran in, for its metrics file. */
 export function cellEnvironment(): ChannelCellMetrics['environment'] {
   return {
-    reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', threads: torch.getNumThreads(), precision: STUDY_PRECISION,
-    commit: sourceCommit(),
+    reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', cpuFamilyModel: torch.cpuFamilyModel(),
+    threads: torch.getNumThreads(), precision: STUDY_PRECISION, commit: sourceCommit(),
   };
 }
 

@@ -18,19 +18,34 @@ const BF16_CPU_FLAGS = ['amx_bf16', 'avx512_bf16'];
 
 let cpuBf16: boolean | undefined;
 
+/** The first CPU's `key` line of /proc/cpuinfo, its value trimmed; null where there is no such file or line. */
+function cpuinfoField(key: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return null;
+  }
+  const line = text.split('\n').find((l) => l.slice(0, l.indexOf(':')).trim() === key);
+  return line === undefined ? null : line.slice(line.indexOf(':') + 1).trim();
+}
+
 /** Whether this CPU reports amx_bf16 or avx512_bf16 in /proc/cpuinfo (false where there is no such file). */
 export function cpuHasBf16(): boolean {
   if (cpuBf16 === undefined) {
-    let flags: string[] = [];
-    try {
-      const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-      flags = line === undefined ? [] : line.slice(line.indexOf(':') + 1).trim().split(/\s+/);
-    } catch {
-      flags = [];
-    }
+    const flags = cpuinfoField('flags')?.split(/\s+/) ?? [];
     cpuBf16 = BF16_CPU_FLAGS.some((flag) => flags.includes(flag));
   }
   return cpuBf16;
+}
+
+/**
+ * The x86 family and model numbers, e.g. 'family 26 model 2' (a Zen 5 EPYC), null where
+ * /proc/cpuinfo has none. One model name ("AMD EPYC") covers CPUs whose kernels round differently.
+ */
+export function cpuFamilyModel(): string | null {
+  const [family, model] = [cpuinfoField('cpu family'), cpuinfoField('model')];
+  return family === null || model === null ? null : `family ${family} model ${model}`;
 }
 
 /** 'auto' becomes bf16 on CUDA and on CPUs with bfloat16 units (cpuHasBf16), fp32 elsewhere; the others stay. */

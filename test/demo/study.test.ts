@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as torch from '../../src/torch/index.js';
 import { CheckpointManager } from '../../src/train/index.js';
 import sharp from 'sharp';
 import { CHANNEL_STUDY_PROFILES, onlyRunDir, runChannelCell, writeChannelStudyReport, type ChannelCellMetrics } from '../../src/demo/index.js';
@@ -62,6 +63,7 @@ test('a channel-study cell writes its metrics, is skipped once done, resumes or 
     const head = spawnSync('git', ['describe', '--always', '--dirty', '--abbrev=40'], { encoding: 'utf8' }).stdout.trim();
     assert.match(head, /^[0-9a-f]{40}(-dirty)?$/);
     assert.equal(m.environment.commit, head);
+    assert.equal(m.environment.cpuFamilyModel, torch.cpuFamilyModel());
     assert.ok(m.wallSeconds > 0 && m.cpuSeconds! > 0);
 
     // Done: a second run reads the file and runs nothing.

@@ -98,8 +98,11 @@ test('iFID and rFID of a tiny VAE equal the step-by-step PyTorch + scipy referen
   assert.ok(Math.abs(result.meanNeighbourDistance - pipeline.mean_neighbour_distance) < 1e-5 * pipeline.mean_neighbour_distance);
   assert.ok(result.ifid > result.rfid, 'midpoints between images are further from the data than reconstructions');
   const again = await interpolatedFid({ vae, dataset: images, count: 12, extractor, batchSize: 12, seed: 3 });
-  // Another batching and order of the same images: the same sets, so the same numbers up to summation order.
-  assert.ok(Math.abs(again.ifid - result.ifid) < 1e-9 * result.ifid, `${again.ifid} vs ${result.ifid}`);
+  // Another batching and order of the same images: the same sets, so the same numbers up to summation
+  // order. The float32 features' last bits may depend on the batch (kernels chosen by shape), which
+  // moved the iFID by 1.1e-9 of it on a Zen 5 EPYC; 1e-6 leaves a factor of ~1000 for other CPUs and
+  // still fails a different pairing or set of images, which moves it by percents.
+  assert.ok(Math.abs(again.ifid - result.ifid) < 1e-6 * result.ifid, `${again.ifid} vs ${result.ifid}`);
   const atZero = await interpolatedFid({ vae, dataset: images, count: 12, extractor, t: 0 });
   assert.ok(Math.abs(atZero.ifid - atZero.rfid) < 1e-12, `t = 0: ${atZero.ifid} vs ${atZero.rfid}`);
 });

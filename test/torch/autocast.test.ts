@@ -134,6 +134,15 @@ test('cpuHasBf16 reads the amx_bf16 and avx512_bf16 flags of /proc/cpuinfo', asy
   assert.equal(torch.cpuHasBf16(), flags.includes('amx_bf16') || flags.includes('avx512_bf16'));
 });
 
+test('cpuFamilyModel names the x86 family and model numbers of /proc/cpuinfo, as lscpu does', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const lscpu = spawnSync('lscpu', [], { encoding: 'utf8' });
+  if (lscpu.status !== 0) return;
+  const field = (name: string) => new RegExp(`^${name}:\\s*(\\S+)$`, 'm').exec(lscpu.stdout)?.[1];
+  const [family, model] = [field('CPU family'), field('Model')];
+  assert.equal(torch.cpuFamilyModel(), family === undefined || model === undefined ? null : `family ${family} model ${model}`);
+});
+
 test('withPrecision runs fp32 without autocast and bf16 under the device type\'s autocast', () => {
   const a = torch.randn([3, 3]);
   assert.equal(torch.withPrecision('fp32', 'cpu', () => a.matmul(a)).dtype, 'float32');

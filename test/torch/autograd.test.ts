@@ -305,7 +305,7 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'torch.isGradEnabled', 'torch.setGradEnabled', 'torch.scope', 'torch.keep', 'torch.slice', 'torch.version',
     'torch.getNumThreads', 'torch.setNumThreads', 'torch.adaptThreads', 'torch.threadGovernor', 'torch.manualSeed', 'torch.getRngState', 'torch.setRngState',
     'torch.dtypeCode', 'torch.dtypeFromCode', 'torch.isFloatingPoint', 'torch.typedArrayFromBuffer',
-    'torch.autocastDeviceType', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
+    'torch.autocastDeviceType', 'torch.cpuFamilyModel', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
   ],
 };
 
