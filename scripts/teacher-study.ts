@@ -4,7 +4,7 @@
 //   node --import tsx scripts/teacher-study.ts measure hog|supervised|ssl-200|ssl-long@STEP [--out DIR]
 //   node --import tsx scripts/teacher-study.ts table [--out DIR]
 // --out (default docs/study/teachers): another CPU model's measurements go in a folder of their own
-// (docs/study/teachers/epyc), since its probes, the random init's among them, differ in the last bits.
+// (docs/study/teachers/epyc-zen5), since its probes, the random init's among them, differ in the last bits.
 // ssl-200 is the demo's self-supervised teacher (scripts/teacher-long.sh's settings with a 200-step
 // target); ssl-long@STEP is the long run's checkpoint at STEP (scripts/teacher-long.sh);
 // supervised is the demo's stand-in (src/demo/teacher.ts) at the quick profile's settings.

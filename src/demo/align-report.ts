@@ -128,7 +128,6 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
   return [...lines, ...otherLines];
 }
 
-/** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
 /**
  * The study's PROTOCOL.md as a link from `out`: in it, or in one of the two folders above (a CPU's
  * own set of cells sits in a subfolder of the study); named in words where there is none.
@@ -140,6 +139,7 @@ function protocolLink(out: string): string {
   return 'docs/study/alignment/PROTOCOL.md in the reals repository';
 }
 
+/** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
 export async function writeAlignStudyReport(out: string, dirs: readonly string[] = [out]): Promise<{ cells: number }> {
   const cells = readAlignCells(dirs);
   if (cells.length === 0) throw new Error(`${dirs.join(', ')}: no alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)`);

@@ -18,22 +18,27 @@ const BF16_CPU_FLAGS = ['amx_bf16', 'avx512_bf16'];
 
 let cpuBf16: boolean | undefined;
 
-/** The first CPU's `key` line of /proc/cpuinfo, its value trimmed; null where there is no such file or line. */
-function cpuinfoField(key: string): string | null {
+/** The first CPU's fields of /proc/cpuinfo (`flags`, `cpu family`, ...), values trimmed; empty where there is no such file. */
+function firstCpuInfo(): Map<string, string> {
   let text: string;
   try {
     text = readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
-    return null;
+    return new Map();
   }
-  const line = text.split('\n').find((l) => l.slice(0, l.indexOf(':')).trim() === key);
-  return line === undefined ? null : line.slice(line.indexOf(':') + 1).trim();
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') break;
+    const colon = line.indexOf(':');
+    if (colon >= 0) fields.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+  }
+  return fields;
 }
 
 /** Whether this CPU reports amx_bf16 or avx512_bf16 in /proc/cpuinfo (false where there is no such file). */
 export function cpuHasBf16(): boolean {
   if (cpuBf16 === undefined) {
-    const flags = cpuinfoField('flags')?.split(/\s+/) ?? [];
+    const flags = firstCpuInfo().get('flags')?.split(/\s+/) ?? [];
     cpuBf16 = BF16_CPU_FLAGS.some((flag) => flags.includes(flag));
   }
   return cpuBf16;
@@ -44,8 +49,9 @@ export function cpuHasBf16(): boolean {
  * /proc/cpuinfo has none. One model name ("AMD EPYC") covers CPUs whose kernels round differently.
  */
 export function cpuFamilyModel(): string | null {
-  const [family, model] = [cpuinfoField('cpu family'), cpuinfoField('model')];
-  return family === null || model === null ? null : `family ${family} model ${model}`;
+  const info = firstCpuInfo();
+  const [family, model] = [info.get('cpu family'), info.get('model')];
+  return family === undefined || model === undefined ? null : `family ${family} model ${model}`;
 }
 
 /** 'auto' becomes bf16 on CUDA and on CPUs with bfloat16 units (cpuHasBf16), fp32 elsewhere; the others stay. */
