@@ -9,7 +9,6 @@
 // target); ssl-long@STEP is the long run's checkpoint at STEP (scripts/teacher-long.sh);
 // supervised is the demo's stand-in (src/demo/teacher.ts) at the quick profile's settings.
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -19,6 +18,7 @@ import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions }
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
 import { sourceCommit } from '../src/demo/study.js';
+import { fileSha256 } from '../src/io/index.js';
 import { cpuFamilyModel } from '../src/torch/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -53,10 +53,6 @@ interface TeacherRecord {
   date: string;
   /** The checkout's commit, `-dirty` when tracked files differ (older records: `git rev-parse HEAD`). */
   commit: string | null;
-}
-
-function sha256(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 /** Seconds of the first `upTo` steps of a teacher train run, summed from metrics.jsonl's per-record steps_per_sec. */
@@ -134,7 +130,7 @@ async function measure(name: string, out: string): Promise<void> {
   const record: TeacherRecord = {
     teacher: name, description: teacher.description, steps: teacher.steps, trainSeconds: teacher.trainSeconds,
     dinoModel: teacher.dinoModel.startsWith(ROOT) ? teacher.dinoModel.slice(ROOT.length + 1) : teacher.dinoModel,
-    checkpoint: teacher.dinoCkpt === undefined ? null : { path: teacher.dinoCkpt.slice(ROOT.length + 1), sha256: sha256(teacher.dinoCkpt) },
+    checkpoint: teacher.dinoCkpt === undefined ? null : { path: teacher.dinoCkpt.slice(ROOT.length + 1), sha256: fileSha256(teacher.dinoCkpt) },
     probeSettings: PROBE, result, probeSeconds, cpu: cpus()[0]?.model ?? 'unknown', cpuFamilyModel: cpuFamilyModel(), cores: cpus().length, load: [loadStart, loadavg()[0]!],
     date: new Date().toISOString(), commit: sourceCommit(),
   };

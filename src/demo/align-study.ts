@@ -5,13 +5,13 @@
 // (rFID, iFID, a SiT on the latents, FID / precision / recall at four checkpoints). Every arm of a
 // seed fine-tunes the same VAE with the same steps, lr, batch, data order and seed; only the loss
 // changes. The control is that fine-tuning with no alignment term.
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../torch/index.js';
 import { runAlignTrain, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
+import { fileSha256 } from '../io/index.js';
 import { VF_ALIGN_OPTIONS, commandWords, finalLoss, vaeTrainOptions } from './pipeline.js';
 import {
   CHANNEL_STUDY_PROFILES, STUDY_PRECISION, cellEnvironment, convertStage, readJson, scoreLatentSpace, stageRunner, studyClassifier, studyConfigs, summary,
@@ -80,10 +80,6 @@ export type AlignTeacher = typeof ALIGN_TEACHERS[number];
 
 export interface TeacherUse { name: AlignTeacher | 'none'; dinoModel: string; dinoCkpt: string | null; sha256: string | null }
 
-function sha256(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
-
 /**
  * Where the study keeps the self-supervised teacher's export once the long run has made it. The run
  * takes hours and machines do not keep their work folders, so the 0.8 MB export is committed and
@@ -106,7 +102,7 @@ export function teacherUse(teacher: AlignTeacher | 'none', work: string, sslDir 
   const dinoModel = join(dir, 'dino-model.json');
   const dinoCkpt = join(dir, 'dino-teacher.safetensors');
   for (const path of [dinoModel, dinoCkpt]) if (!existsSync(path)) throw new Error(`${path}: the ${teacher} teacher is not there; ${make} makes it`);
-  return { name: teacher, dinoModel, dinoCkpt, sha256: sha256(dinoCkpt) };
+  return { name: teacher, dinoModel, dinoCkpt, sha256: fileSha256(dinoCkpt) };
 }
 
 /** The prefix of stage 1's records in a cell's stages. */

@@ -1,6 +1,7 @@
 // Positioned file reads and atomic writes for formats whose files pass 2 GiB (safetensors, PyTorch
 // archives): positions are plain numbers (exact to 2^53) and no single call moves more than 1 GiB,
 // below the 2 GiB that one read(2)/write(2) through Node may move.
+import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
@@ -61,6 +62,21 @@ export function readAt(fd: number, position: number, length: number, path: strin
   }
   return out;
 }
+
+/** SHA-256 (hex) of a regular file's bytes, read 16 MiB at a time. */
+export function fileSha256(path: string): string {
+  const hash = createHash('sha256');
+  const fd = openRegularFile(path);
+  try {
+    const size = fstatSync(fd).size;
+    for (let position = 0; position < size; position += HASH_CHUNK) hash.update(readAt(fd, position, Math.min(HASH_CHUNK, size - position), path));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+const HASH_CHUNK = 16 << 20;
 
 /** Appends all of `data` at the current position of `fd`; an error names `path` when given. */
 export function writeAll(fd: number, data: Uint8Array, path?: string): void {

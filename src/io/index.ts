@@ -5,5 +5,5 @@ export { load, type LoadOptions } from './torch-load.js';
 export {
   CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME, loadDiffusersWeights, saveDiffusersWeights, readJsonFile, writeJsonFileAtomic,
 } from './diffusers.js';
-export { makeDirs, ensureWritableDir, checkWritableDir, namingPath } from './file.js';
+export { makeDirs, ensureWritableDir, checkWritableDir, namingPath, fileSha256 } from './file.js';
 export { NpzFile, NpzWriter, loadNpz, saveNpz, loadNpy, saveNpy, parseNpyHeader, encodeNpyHeader, type NpyHeader } from './npz.js';

@@ -1,12 +1,13 @@
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { checkWritableDir, ensureWritableDir, makeDirs, load } from '../../src/io/index.js';
-import { readAt, writeAll } from '../../src/io/file.js';
+import { fileSha256, readAt, writeAll } from '../../src/io/file.js';
 import { buildProgram } from '../../src/cli/main.js';
 
 const { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } = fs;
@@ -116,5 +117,21 @@ test('the checkpoint and array loaders read regular files only: a FIFO or /dev/z
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fileSha256 hashes the bytes of a file across its read chunks, and refuses a folder', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-sha-'));
+  try {
+    const path = join(dir, 'blob');
+    // 16 MiB + 3 bytes: two chunks, the second short; the digest is Node's of the whole buffer.
+    const bytes = new Uint8Array((16 << 20) + 3).map((_, i) => (i * 2654435761) >>> 24);
+    writeFileSync(path, bytes);
+    assert.equal(fileSha256(path), createHash('sha256').update(bytes).digest('hex'));
+    writeFileSync(path, '');
+    assert.equal(fileSha256(path), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+    assert.throws(() => fileSha256(dir), /reals-sha-.*: not a regular file \(a folder\)$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
