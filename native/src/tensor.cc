@@ -586,27 +586,52 @@ struct OpenblasPool {
   void (*set)(int) = nullptr;
 };
 
+// Calls `visit` with a handle of each loaded shared library until it returns true.
+template <class Visit>
+void visitLoadedLibraries(Visit visit) {
+  dl_iterate_phdr([](dl_phdr_info* info, size_t, void* data) {
+    if (info->dlpi_name == nullptr || info->dlpi_name[0] == '\0') return 0;
+    void* handle = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr) return 0;
+    const bool done = (*static_cast<Visit*>(data))(handle);
+    // Drops the reference RTLD_NOLOAD took; the library stays loaded by what loaded it.
+    dlclose(handle);
+    return done ? 1 : 0;
+  }, &visit);
+}
+
 const OpenblasPool& openblasPool() {
   static const OpenblasPool pool = [] {
     OpenblasPool found;
-    dl_iterate_phdr([](dl_phdr_info* info, size_t, void* data) {
-      if (info->dlpi_name == nullptr || info->dlpi_name[0] == '\0') return 0;
-      void* handle = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
-      if (handle == nullptr) return 0;
+    visitLoadedLibraries([&found](void* handle) {
       auto parallel = reinterpret_cast<int (*)()>(dlsym(handle, "openblas_get_parallel"));
       OpenblasPool candidate;
       candidate.get = reinterpret_cast<int (*)()>(dlsym(handle, "openblas_get_num_threads"));
       candidate.set = reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"));
-      const bool ownPool = parallel != nullptr && candidate.get != nullptr && candidate.set != nullptr && parallel() == 1;
-      // Drops the reference RTLD_NOLOAD took; the library stays loaded by what loaded it.
-      dlclose(handle);
-      if (!ownPool) return 0;
-      *static_cast<OpenblasPool*>(data) = candidate;
-      return 1;
-    }, &found);
+      if (parallel == nullptr || candidate.get == nullptr || candidate.set == nullptr || parallel() != 1) return false;
+      found = candidate;
+      return true;
+    });
     return found;
   }();
   return pool;
+}
+
+// The kernel set OpenBLAS chose for this CPU (openblas_get_corename: "Haswell", "SkylakeX",
+// "Cooperlake", ...; OPENBLAS_CORETYPE forces one). It decides how float32 matmul sums are ordered,
+// so it names which runs reproduce each other's bits.
+std::string openblasCoreName() {
+  static const std::string name = [] {
+    std::string found;
+    visitLoadedLibraries([&found](void* handle) {
+      auto corename = reinterpret_cast<char* (*)()>(dlsym(handle, "openblas_get_corename"));
+      if (corename == nullptr) return false;
+      found = corename();
+      return true;
+    });
+    return found;
+  }();
+  return name;
 }
 
 }  // namespace
@@ -615,6 +640,13 @@ static napi_value OpenblasThreads(napi_env env, napi_callback_info info) {
   return guarded(env, "openblasThreads", [&] {
     const OpenblasPool& pool = openblasPool();
     return pool.get == nullptr ? makeNull(env) : makeNumber(env, pool.get());
+  });
+}
+
+static napi_value OpenblasCoreName(napi_env env, napi_callback_info info) {
+  return guarded(env, "openblasCoreName", [&] {
+    const std::string name = openblasCoreName();
+    return name.empty() ? makeNull(env) : makeString(env, name);
   });
 }
 
@@ -809,6 +841,7 @@ void initTensor(napi_env env, napi_value exports) {
   exportFunction(env, exports, "setNumThreads", SetNumThreads);
   exportFunction(env, exports, "getNumThreads", GetNumThreads);
   exportFunction(env, exports, "openblasThreads", OpenblasThreads);
+  exportFunction(env, exports, "openblasCoreName", OpenblasCoreName);
   exportFunction(env, exports, "setOpenblasThreads", SetOpenblasThreads);
   exportFunction(env, exports, "version", Version);
   exportFunction(env, exports, "enterAutocast", EnterAutocast);

@@ -39,6 +39,7 @@ function envCommand(): Command {
         waitPolicy: torch.waitPolicy,
         adaptiveThreads: torch.threadGovernor(),
         cpuBf16: torch.cpuHasBf16(),
+        openblasCore: torch.openblasCoreName(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),
         matmul1024Gflops: Number(((2 * 1024 ** 3 * reps) / seconds / 1e9).toFixed(1)),

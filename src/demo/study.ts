@@ -99,11 +99,12 @@ export interface ChannelCellMetrics {
   /** Each stage: the command that runs it alone (null: no command, the study's own code), its wall and CPU seconds. */
   stages: { name: string; command: string | null; seconds: number; cpuSeconds: number }[];
   /**
-   * `cpuFamilyModel` (torch.cpuFamilyModel) and `commit` (the checkout's, `-dirty` when tracked files
-   * differ from it; null outside a git checkout) are absent in cells that ran before they were recorded.
+   * `cpuFamilyModel` (torch.cpuFamilyModel), `openblasCore` (torch.openblasCoreName: the float32
+   * matmul kernels) and `commit` (the checkout's, `-dirty` when tracked files differ from it; null
+   * outside a git checkout) are absent in cells that ran before they were recorded.
    */
   environment: {
-    reals: string; node: string; libtorch: string; cpu: string; cpuFamilyModel?: string | null; threads: number; precision: typeof STUDY_PRECISION; commit?: string | null;
+    reals: string; node: string; libtorch: string; cpu: string; cpuFamilyModel?: string | null; openblasCore?: string | null; threads: number; precision: typeof STUDY_PRECISION; commit?: string | null;
   };
   /** The sum of the stages' wall seconds (a resumed cell counts each stage once); on a shared machine far more than cpuSeconds. */
   wallSeconds: number;
@@ -377,7 +378,7 @@ export async function scoreLatentSpace(options: {
 /** The environment a cell ran in, for its metrics file. */
 export function cellEnvironment(): ChannelCellMetrics['environment'] {
   return {
-    reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', cpuFamilyModel: torch.cpuFamilyModel(),
+    reals: packageVersion(), node: process.version, libtorch: torch.version(), cpu: cpus()[0]?.model ?? 'unknown', cpuFamilyModel: torch.cpuFamilyModel(), openblasCore: torch.openblasCoreName(),
     threads: torch.getNumThreads(), precision: STUDY_PRECISION, commit: sourceCommit(),
   };
 }

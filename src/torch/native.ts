@@ -58,6 +58,8 @@ export interface Native {
   openblasThreads(): number | null;
   /** Sets them (openblas_set_num_threads); throws where openblasThreads() is null. */
   setOpenblasThreads(n: number): void;
+  /** OpenBLAS's kernel set for this CPU (openblas_get_corename, e.g. 'Haswell'); null for any other BLAS. */
+  openblasCoreName(): string | null;
   /** torch.autocast's __enter__ on 'cpu' or 'cuda': sets the state and counts a nesting level. */
   enterAutocast(device: 'cpu' | 'cuda', enabled: boolean, dtype: number): void;
   /** __exit__: restores the given state; leaving the outermost level frees the cast-weight cache. */

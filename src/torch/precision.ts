@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { autocast, autocastDeviceType, chosenThreads, LIBTORCH_DEFAULT_THREADS } from './cuda.js';
+import { native } from './native.js';
 import { setGovernedThreads } from './threads.js';
 import type { Device } from './tensor.js';
 
@@ -52,6 +53,16 @@ export function cpuFamilyModel(): string | null {
   const info = firstCpuInfo();
   const [family, model] = [info.get('cpu family'), info.get('model')];
   return family === undefined || model === undefined ? null : `family ${family} model ${model}`;
+}
+
+/**
+ * The kernel set OpenBLAS runs float32 matmuls with ('Haswell', 'SkylakeX', 'Cooperlake', ...), null
+ * for another BLAS. OpenBLAS picks it by CPU and OPENBLAS_CORETYPE overrides it; CPUs that get the
+ * same set order their float32 sums alike, so it, more than the CPU's name, says which runs can
+ * reproduce each other to the last bit.
+ */
+export function openblasCoreName(): string | null {
+  return native.openblasCoreName();
 }
 
 /** 'auto' becomes bf16 on CUDA and on CPUs with bfloat16 units (cpuHasBf16), fp32 elsewhere; the others stay. */

@@ -64,6 +64,7 @@ test('a channel-study cell writes its metrics, is skipped once done, resumes or 
     assert.match(head, /^[0-9a-f]{40}(-dirty)?$/);
     assert.equal(m.environment.commit, head);
     assert.equal(m.environment.cpuFamilyModel, torch.cpuFamilyModel());
+    assert.equal(m.environment.openblasCore, torch.openblasCoreName());
     assert.ok(m.wallSeconds > 0 && m.cpuSeconds! > 0);
 
     // Done: a second run reads the file and runs nothing.

@@ -171,6 +171,7 @@ function cleanEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 interface EnvOutput {
+  openblasCore: string | null;
   waitPolicy: { value: string; source: string };
   adaptiveThreads: { adaptive: boolean; why: string; openblas: string };
 }
@@ -202,6 +203,20 @@ test('reals env prints the wait policy in force and whether the threads adapt to
   const bad = spawnSync(process.execPath, [REALS, 'env'], { encoding: 'utf8', env: cleanEnv({ REALS_ADAPTIVE_THREADS: 'yes' }), timeout: 120_000 });
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /REALS_ADAPTIVE_THREADS: expected 0 \(off\) or 1 \(on\), got 'yes'/);
+});
+
+test('reals env names the kernel set OpenBLAS picked for this CPU, and OPENBLAS_CORETYPE forces another', (t) => {
+  if (!existsSync('/proc/self/maps')) return t.skip('no /proc/self/maps to see which BLAS is loaded');
+  if (!/openblas/i.test(readFileSync('/proc/self/maps', 'utf8'))) {
+    assert.equal(torch.openblasCoreName(), null);
+    return;
+  }
+  const own = torch.openblasCoreName();
+  assert.match(own ?? '', /^[A-Za-z0-9]+$/);
+  if (process.env.OPENBLAS_CORETYPE === undefined) assert.equal(realsEnv({}).openblasCore, own);
+  // Naming a kernel set runs none of its code, so these hold on a CPU without AVX-512 too.
+  assert.equal(realsEnv({ OPENBLAS_CORETYPE: 'Haswell' }).openblasCore, 'Haswell');
+  assert.equal(realsEnv({ OPENBLAS_CORETYPE: 'SkylakeX' }).openblasCore, 'SkylakeX');
 });
 
 interface GovernedRun { full: number; fewest: number; openblas: number | null; fewestOpenblas: number | null }
