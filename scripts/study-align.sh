@@ -16,8 +16,9 @@ seeds=${3:-0 1 2 3 4 5}
 out=$(realpath -m "${STUDY_OUT:-docs/study/alignment}")
 work=$(realpath -m "${STUDY_WORK:-study-work}")
 mkdir -p "$out"
+source scripts/study-env.sh
 node bin/reals.js demo channels-classifier --work "$work"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 STUDY_WORK="$work"
+export STUDY_WORK="$work"
 cell() { # width arm teacher seed
   local name="c$1-$2-$3-seed$4"
   case $2 in control|eq) name="c$1-$2-seed$4" ;; esac

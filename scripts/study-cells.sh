@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs study cells two at a time (one per core; STUDY_JOBS sets how many), under nice, one thread
-# each. Each line of stdin is one cell: its metrics file, then the arguments of `reals demo` that
-# write it, e.g.
+# Runs study cells two at a time (one per core; STUDY_JOBS sets how many), under nice, with the
+# study's computation (scripts/study-env.sh: one thread, OpenBLAS's SkylakeX kernels). Each line
+# of stdin is one cell: its metrics file, then the arguments of `reals demo` that write it, e.g.
 #   docs/study/channels/c8-seed0.json channels --channels 8 --seed 0
 # A cell whose metrics file exists is skipped, and a killed one resumes from its last finished
 # stage, so running the same lines again continues the study. Each running cell's PID is in
@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 : "${STUDY_WORK:?STUDY_WORK: the work folder}"
 mkdir -p "$STUDY_WORK/logs"
 touch /tmp/study-pids
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 STUDY_WORK STUDY_COMMIT="${STUDY_COMMIT:-0}"
+source scripts/study-env.sh
+export STUDY_WORK STUDY_COMMIT="${STUDY_COMMIT:-0}"
 xargs -P "${STUDY_JOBS:-2}" -L 1 bash -c '
   file=$0
   [ -f "$file" ] && exit 0

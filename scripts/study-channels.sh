@@ -16,6 +16,7 @@ channels=${2:-4 32 8 16}
 out=$(realpath -m "${STUDY_OUT:-docs/study/channels}")
 work=$(realpath -m "${STUDY_WORK:-study-work}")
 mkdir -p "$out"
+source scripts/study-env.sh
 # The evaluation classifier first, alone, so that the two cells that start together do not both train it.
 node bin/reals.js demo channels-classifier --work "$work"
 for seed in $seeds; do for c in $channels; do

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { runTeacherProbe, type TeacherProbeResult, type TeacherProbeRunOptions } from '../src/pipelines/teacher.js';
 import { DEMO_PROFILES } from '../src/demo/pipeline.js';
 import { trainTeacher } from '../src/demo/teacher.js';
-import { sourceCommit } from '../src/demo/study.js';
+import { pinStudyComputation, sourceCommit } from '../src/demo/study.js';
 import { fileSha256 } from '../src/io/index.js';
 import { cpuFamilyModel } from '../src/torch/index.js';
 
@@ -122,6 +122,7 @@ function fileName(teacher: string): string {
 }
 
 async function measure(name: string, out: string): Promise<void> {
+  pinStudyComputation();
   const teacher = await prepare(name);
   const loadStart = loadavg()[0]!;
   const started = performance.now();

@@ -8,13 +8,12 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as torch from '../torch/index.js';
 import { runAlignTrain, type AlignTrainRunOptions } from '../pipelines/align.js';
 import { HOG_TEACHER_NAME } from '../models/hog.js';
 import { fileSha256 } from '../io/index.js';
 import { VF_ALIGN_OPTIONS, commandWords, finalLoss, vaeTrainOptions } from './pipeline.js';
 import {
-  CHANNEL_STUDY_PROFILES, STUDY_PRECISION, cellEnvironment, convertStage, readJson, scoreLatentSpace, stageRunner, studyClassifier, studyConfigs, summary,
+  CHANNEL_STUDY_PROFILES, STUDY_PRECISION, cellEnvironment, pinStudyComputation, convertStage, readJson, scoreLatentSpace, stageRunner, studyClassifier, studyConfigs, summary,
   trainResumable, trainStageOneVae, writeJsonAtomic, type ChannelCellMetrics, type ChannelStudyProfile, type ClassifierRecord, type LatentSpaceScores,
   type StageRecord,
 } from './study.js';
@@ -160,7 +159,7 @@ export async function runAlignCell(options: AlignCellOptions): Promise<{ path: s
     log(`${path} exists: cell ${name} is done`);
     return { path, skipped: true, metrics: readJson<AlignCellMetrics>(path) };
   }
-  torch.setNumThreads(1);
+  pinStudyComputation();
   mkdirSync(options.out, { recursive: true });
   const classifier = await studyClassifier(base, options.work, log);
   const stageOne = await trainStageOneVae({ profile: base, channels, seed, work: options.work, log });

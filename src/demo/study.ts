@@ -375,6 +375,16 @@ export async function scoreLatentSpace(options: {
   return { reconstruction, sit: { steps: profile.sit.steps, finalLoss: sitRun.finalLoss }, curve };
 }
 
+/**
+ * The computation every study cell runs, fixed with its protocol: one thread, and attention on the
+ * math path, as when the first cells ran (the fused kernel came later and orders float32 sums
+ * differently, so with it the same command would train other bits).
+ */
+export function pinStudyComputation(): void {
+  torch.setNumThreads(1);
+  torch.nnFunctional.enableFusedAttention(false);
+}
+
 /** The environment a cell ran in, for its metrics file. */
 export function cellEnvironment(): ChannelCellMetrics['environment'] {
   return {
@@ -396,7 +406,7 @@ export async function runChannelCell(options: ChannelCellOptions): Promise<{ pat
     log(`${path} exists: cell ${name} is done`);
     return { path, skipped: true, metrics: readJson<ChannelCellMetrics>(path) };
   }
-  torch.setNumThreads(1);
+  pinStudyComputation();
   const dir = join(options.work, profile.name, name);
   mkdirSync(options.out, { recursive: true });
   const classifier = await studyClassifier(profile, options.work, log);

@@ -173,14 +173,28 @@ export function pixelUnshuffle(input: Tensor, downscaleFactor: number): Tensor {
 export function cosineSimilarity(x1: Tensor, x2: Tensor, dim = 1, eps = 1e-8): Tensor { return O.cosineSimilarity(x1, x2, dim, eps); }
 
 const HAS_SDPA = hasOp('aten::scaled_dot_product_attention');
+let fusedAttention = true;
+
+/**
+ * Whether F.scaledDotProductAttention may run the addon's fused kernel (default true), as PyTorch's
+ * torch.backends.cuda.enable_flash_sdp: false keeps every call on the math path, whose float32 sums
+ * are ordered as before the kernel existed, so that runs recorded then reproduce to the last bit.
+ */
+export function enableFusedAttention(enabled: boolean): void {
+  fusedAttention = enabled;
+}
+
+export function fusedAttentionEnabled(): boolean {
+  return fusedAttention;
+}
 
 /**
  * F.scaled_dot_product_attention(q, k, v) over [..., L, E]: libtorch's fused kernel when this
  * libtorch has it (2.0+); else, without a mask, causality or dropout, the addon's fused kernel where
  * it takes the inputs and is the faster path (CPU tensors with E a multiple of 16 up to 128 and 64
  * or more queries and keys, on AVX-512: float32, and bfloat16 forwards without a gradient where
- * oneDNN has no AMX; native/src/attention.cc); otherwise the
- * exact composition softmax(q k^T * scale + mask) v.
+ * oneDNN has no AMX; native/src/attention.cc; enableFusedAttention(false) turns it off); otherwise
+ * the exact composition softmax(q k^T * scale + mask) v.
  */
 export function scaledDotProductAttention(
   query: Tensor, key: Tensor, value: Tensor,
@@ -191,7 +205,7 @@ export function scaledDotProductAttention(
   if (HAS_SDPA) return O.sdpa(query, key, value, o.attnMask ?? null, dropoutP, isCausal, o.scale ?? null);
   const e = query.size(-1);
   const scale = o.scale ?? 1 / Math.sqrt(e);
-  if (!o.attnMask && !isCausal && dropoutP === 0) {
+  if (fusedAttention && !o.attnMask && !isCausal && dropoutP === 0) {
     const fused = native.attention(query._handle, key._handle, value._handle, scale);
     if (fused !== null) return new Tensor(fused);
   }
