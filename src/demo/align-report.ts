@@ -2,7 +2,8 @@
 // reads the committed cell files of one or more folders and writes README.md and alignment.png:
 // the means of every (channels, arm, teacher) over its seeds, and each arm's paired differences
 // from the control of the same channels (within a seed), with their Student-t 95% intervals and
-// the seeds it won. Cells of another profile or classifier than the first file's are refused.
+// the seeds it won. Cells of another profile or classifier than the first file's are refused, and
+// so are two cells of one width and seed whose stage-1 VAEs differ (their arms would not pair).
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { savePlot, type PlotSeries } from '../runlog/images.js';
@@ -12,12 +13,16 @@ import { ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS, STAGE_ONE, alignCellName, 
 
 const CELL_FILE = new RegExp(`^c\\d+-(${ALIGN_ARM_NAMES.join('|')})(-(${ALIGN_TEACHERS.join('|')}))?-seed\\d+\\.json$`);
 
-/** The cell files of `dirs`, each checked against its name and against the first file's profile and classifier. */
+/**
+ * The cell files of `dirs`, each checked against its name, against the first file's profile and
+ * classifier, and against the stage-1 VAE of the other cells of its width and seed.
+ */
 export function readAlignCells(dirs: readonly string[]): AlignCellMetrics[] {
   const files = dirs.flatMap((dir) => readdirSync(dir).filter((name) => CELL_FILE.test(name)).map((name) => join(dir, name)));
   const cells = files.map((path) => ({ path, metrics: JSON.parse(readFileSync(path, 'utf8')) as AlignCellMetrics }));
   const first = cells[0];
   const seen = new Map<string, string>();
+  const stageOnes = new Map<string, { path: string; stageOne: AlignCellMetrics['stageOne'] }>();
   for (const { path, metrics: m } of cells) {
     const name = alignCellName(m.channels, m.arm, m.teacher.name, m.seed);
     if (m.study !== 'alignment' || basename(path) !== `${name}.json`) throw new Error(`${path}: holds cell ${name} of study ${m.study}`);
@@ -25,6 +30,12 @@ export function readAlignCells(dirs: readonly string[]): AlignCellMetrics[] {
     seen.set(name, path);
     if (JSON.stringify(m.profile) !== JSON.stringify(first!.metrics.profile)) throw new Error(`${path}: another profile than ${first!.path}'s`);
     if (m.classifier.sha256 !== first!.metrics.classifier.sha256) throw new Error(`${path}: classifier ${m.classifier.sha256} is not ${first!.path}'s ${first!.metrics.classifier.sha256}`);
+    const widthSeed = `C=${m.channels} seed ${m.seed}`;
+    const other = stageOnes.get(widthSeed);
+    if (other === undefined) stageOnes.set(widthSeed, { path, stageOne: m.stageOne });
+    else if (JSON.stringify(m.stageOne) !== JSON.stringify(other.stageOne)) {
+      throw new Error(`${path}: stage-1 VAE ${JSON.stringify(m.stageOne)} is not ${other.path}'s ${JSON.stringify(other.stageOne)} (${widthSeed}): its arms would not pair`);
+    }
   }
   return cells.map((c) => c.metrics);
 }

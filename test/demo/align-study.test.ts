@@ -9,7 +9,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, readAlignCellFolders, runAlignCell, studentTCdf, studentTQuantile,
+  ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, readAlignCellFolders, readAlignCells, runAlignCell, studentTCdf, studentTQuantile,
   teacherUse, writeAlignStudyReport, type AlignCellMetrics,
 } from '../../src/demo/index.js';
 
@@ -124,6 +124,11 @@ test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s
     assert.throws(() => readAlignCellFolders([a, demoRun]), /demo-run is not a folder of alignment cells/);
     // The same cell in two folders is refused.
     await assert.rejects(writeAlignStudyReport(merged, [a, out]), /is also in/);
+    // So is an arm whose stage-1 VAE is not its control's (another kernel set trains other bits).
+    const stray = JSON.parse(readFileSync(join(a, 'c4-cos-hog-seed0.json'), 'utf8')) as AlignCellMetrics;
+    stray.stageOne.finalLoss *= 1 + 2 ** -40;
+    writeFileSync(join(a, 'c4-cos-hog-seed0.json'), JSON.stringify(stray));
+    assert.throws(() => readAlignCells([a]), /c4-cos-hog-seed0\.json: stage-1 VAE .* is not .*c4-control-seed0\.json's .* \(C=4 seed 0\): its arms would not pair$/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
