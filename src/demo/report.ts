@@ -113,13 +113,13 @@ export function findingSentence(): string {
     `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()}`;
 }
 
-/** The replication on the other CPU (ALIGNMENT_REPLICATION), as far as it has run. */
+/** The replication with another CPU's kernels (ALIGNMENT_REPLICATION), as far as it has run. */
 function replicationSentence(): string {
   const r = ALIGNMENT_REPLICATION;
   const within = r.interval === null ? '' : `, 95% interval ${interval(r.interval)}`;
   const seeds = `${r.seeds} of ${ALIGNMENT_FINDING.seeds} paired seeds${r.seeds < ALIGNMENT_FINDING.seeds ? ' so far' : ''}`;
   const verdict = r.interval !== null && r.interval[1] < 0 ? ': its interval, too, lies below 0 (one comparison, so no correction applies)' : '';
-  return `Its replication on an ${r.cpu} (the same commands, scored by that CPU's own evaluation classifier; ${seeds}): ` +
+  return `Its replication on an ${r.cpu} (the same commands with the matmul kernels OpenBLAS picks there, so other bits throughout, scored by the classifier they train; ${seeds}): ` +
     `paired difference ${signed(r.fidDifference)}${within}, lower on ${r.wins} of ${r.seeds}${verdict}.`;
 }
 

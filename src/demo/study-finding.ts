@@ -25,8 +25,15 @@ export interface StudyFinding {
   correctedInterval: [number, number];
 }
 
-/** Where the finding's cells ran (their environment.cpu): a cell reruns to the last digit on that CPU model only. */
+/** Where the finding's cells ran (their environment.cpu). */
 export const ALIGNMENT_FINDING_CPU = 'Intel Xeon';
+
+/**
+ * The OpenBLAS kernel set of every cell of the finding's set (environment.openblasCore; the cells
+ * from before it was recorded ran on that Xeon, which picks it). It orders the float32 matmul sums,
+ * so with it (scripts/study-env.sh) any CPU with AVX-512 reruns those cells, and adds to them.
+ */
+export const ALIGNMENT_FINDING_OPENBLAS = 'SkylakeX';
 
 export const ALIGNMENT_FINDING: StudyFinding = {
   channels: 8, protocol: 'finetune', teacher: 'hog', loss: 'vf',
@@ -43,9 +50,10 @@ export function isFindingRegime(space: LatentSpace, latentChannels: number): boo
 }
 
 /**
- * The replication of the finding's comparison on the other CPU the project runs on
- * (docs/study/alignment/epyc/, PROTOCOL.md's addendum): the same commands, scored by that CPU's own
- * evaluation classifier, never pooled with the first set. `seeds` counts the pairs finished so far.
+ * The replication of the finding's comparison on an AMD EPYC (docs/study/alignment/epyc/,
+ * PROTOCOL.md's addenda): the same commands with the kernels OpenBLAS picks there (Cooperlake), so
+ * other bits throughout, scored by the classifier they train; never pooled with the first set.
+ * `seeds` counts the pairs finished so far.
  */
 export interface StudyReplication {
   cpu: string;

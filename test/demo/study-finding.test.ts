@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
   readAlignCells,
 } from '../../src/demo/index.js';
 
@@ -35,12 +35,18 @@ test('the finding equals the paired difference of the committed cells at the pri
   assert.ok(corrected[0] < 0 && corrected[1] > 0, 'the corrected interval spans 0');
 });
 
-test('the finding\'s cells ran on its CPU, and the replication equals the paired difference of the other CPU\'s cells so far', () => {
+test('the finding\'s cells ran on its CPU, every cell of its set with its kernels, and the replication equals the paired difference of the other CPU\'s cells so far', () => {
   const f = ALIGNMENT_FINDING;
   const r = ALIGNMENT_REPLICATION;
   // lscpu's model name, without the trademark signs: "Intel(R) Xeon(R) Processor" is an Intel Xeon.
   const cpuOf = (cell: { environment: { cpu: string } }) => cell.environment.cpu.replaceAll('(R)', '');
-  for (const cell of readAlignCells([STUDY])) assert.ok(cpuOf(cell).startsWith(ALIGNMENT_FINDING_CPU), cell.environment.cpu);
+  for (const cell of readAlignCells([STUDY])) {
+    const finding = cell.channels === f.channels && (cell.arm === 'control' || (cell.arm === f.loss && cell.teacher.name === f.teacher));
+    if (finding) assert.ok(cpuOf(cell).startsWith(ALIGNMENT_FINDING_CPU), cell.environment.cpu);
+    // Cells from before the kernel set was recorded ran on the Xeon, which picks it.
+    const kernels = cell.environment.openblasCore ?? (cpuOf(cell).startsWith(ALIGNMENT_FINDING_CPU) ? ALIGNMENT_FINDING_OPENBLAS : null);
+    assert.equal(kernels, ALIGNMENT_FINDING_OPENBLAS, `C=${cell.channels} ${cell.arm} seed ${cell.seed}: ${cell.environment.cpu}`);
+  }
   const cells = readAlignCells([join(STUDY, 'epyc')]);
   for (const cell of cells) assert.ok(cpuOf(cell).startsWith(r.cpu), cell.environment.cpu);
   const row = armDifferences(cells).find((x) => x.group.channels === f.channels && x.group.arm === f.loss && x.group.teacher === f.teacher)!;
