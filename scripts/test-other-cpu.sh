@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The numerical tests again, with the kernels another x86-64 CPU would get: OpenBLAS's Haswell
-# kernels (what it picks on an AMD EPYC; they reproduce the EPYC's float32 rounding exactly),
-# ATen's AVX2 kernels, and oneDNN without AMX (AVX512-BF16 only, as on an EPYC). Parity tolerances
-# must follow from the computation, not from the CPU that wrote the fixtures; this catches a
-# tolerance that holds on one CPU only, on whichever machine CI runs.
+# The numerical tests again, with the kernels another x86-64 machine may run: OpenBLAS's Haswell
+# kernels (AVX2: what a CPU without AVX-512 gets, and what some environments force with
+# OPENBLAS_CORETYPE), ATen's AVX2 kernels, and oneDNN without AMX (AVX512-BF16 only, as on an EPYC).
+# Parity tolerances must follow from the computation, not from the machine that wrote the
+# fixtures; this catches a tolerance that holds on one machine only, on whichever one CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Fixed thread counts, as in `npm test`: tests compare reruns to the last bit (README, Threads).

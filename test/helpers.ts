@@ -75,8 +75,8 @@ export const F32_UNIT_ROUNDOFF = 2 ** -24;
  * `layers` such sums in sequence add in quadrature (independent roundings; normalised layers keep
  * the gain near 1). The factor 8 covers the largest of ~1e5 outputs (4.5 sigma) twice over.
  * Measured: the small diffusers VAE of test/models/autoencoder-kl.test.ts (3x3 convs over up to 64
- * channels, values of order 1) differs by up to 4.2e-6 between OpenBLAS's Haswell kernels (what an
- * AMD EPYC runs) and its SkylakeX ones; float32Tolerance(576, 16) is 4.6e-5. An activation scaled
+ * channels, values of order 1) differs by up to 4.2e-6 between OpenBLAS's Haswell kernels (AVX2)
+ * and its SkylakeX ones (AVX-512); float32Tolerance(576, 16) is 4.6e-5. An activation scaled
  * by 1.001 in one place is off by 2e-3, a wrong weight or attention scale by more.
  */
 export function float32Tolerance(length: number, layers = 1): number {
