@@ -74,5 +74,6 @@ void initOps(napi_env env, napi_value exports);
 void initDistributed(napi_env env, napi_value exports);
 void initActivations(napi_env env, napi_value exports);
 void initAttention(napi_env env, napi_value exports);
+void initOptim(napi_env env, napi_value exports);
 
 }  // namespace reals

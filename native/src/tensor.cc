@@ -859,13 +859,17 @@ void initTensor(napi_env env, napi_value exports) {
 // freed, but in this process it keeps mapping fresh pages for tensors of a few MB (measured: a
 // 1M-element SiLU 2.3 ms against PyTorch's 0.7, a GroupNorm 6.5 ms against 0.8; with the
 // thresholds fixed, 0.8 and 1.0). glibc's dynamic ceiling, 32 MiB, is below the activations of a
-// VAE at 256 px (32-64 MiB at batch 1), so tensors under 256 MiB stay on the heap, up to 512 MiB
-// of it held free at the heap's top; larger ones are mapped and go back to the OS when freed. A
-// MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is left as the user set it.
+// VAE at 256 px (32-64 MiB at batch 1), so tensors under 256 MiB stay on the heap; larger ones are
+// mapped and go back to the OS when freed. The heap's free top is kept (trimming off): a training
+// step frees its gradients in one burst (zeroGrad), and SiT-B/2's 496 MiB of them had made glibc
+// trim above a 512 MiB threshold and fault the pages in again at the next step, 130K page faults
+// and a third of the step on a Zen 5 EPYC (bench/README.md, issue 30); the step reaches that peak
+// again anyway. A MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is left as
+// the user set it.
 static void tuneMalloc() {
 #if defined(__GLIBC__)
   if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, -1);  // -1: never (mallopt(3))
 #endif
 }
 
@@ -914,5 +918,6 @@ NAPI_MODULE_INIT() {
   reals::initDistributed(env, exports);
   reals::initActivations(env, exports);
   reals::initAttention(env, exports);
+  reals::initOptim(env, exports);
   return exports;
 }

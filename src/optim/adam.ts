@@ -48,17 +48,23 @@ export class Adam extends Optimizer<AdamOptions, AdamState> {
   protected override updateParam(param: Tensor, grad: Tensor, state: AdamState, group: ParamGroup<AdamOptions>): void {
     const { lr, eps, weightDecay } = group;
     const [beta1, beta2] = group.betas;
-    let g = group.maximize ? grad.neg() : grad;
     state.step += 1;
+    const biasCorrection1 = 1 - beta1 ** state.step;
+    const biasCorrection2 = 1 - beta2 ** state.step;
+    const stepSize = lr / biasCorrection1;
+    // float32 CPU parameters (without amsgrad) take one pass of the addon's kernel: the same operations.
+    if (!group.amsgrad && torch.fusedAdamStep(param, grad, state.exp_avg, state.exp_avg_sq, {
+      paramFactor: this.decoupledWeightDecay ? 1 - lr * weightDecay : 1, l2: this.decoupledWeightDecay ? 0 : weightDecay,
+      maximize: group.maximize, beta1, beta2, stepSize, biasCorrection2Sqrt: Math.sqrt(biasCorrection2), eps,
+    })) return;
+
+    let g = group.maximize ? grad.neg() : grad;
     if (this.decoupledWeightDecay) param.mul_(1 - lr * weightDecay);
     else if (weightDecay !== 0) g = g.add(param, weightDecay);
 
     state.exp_avg.mul_(beta1).add_(g, 1 - beta1);
     state.exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2);
 
-    const biasCorrection1 = 1 - beta1 ** state.step;
-    const biasCorrection2 = 1 - beta2 ** state.step;
-    const stepSize = lr / biasCorrection1;
     let secondMoment = state.exp_avg_sq;
     if (group.amsgrad) {
       const max = state.max_exp_avg_sq;

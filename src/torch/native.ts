@@ -91,6 +91,14 @@ export interface Native {
    * tests), where the math path is faster: fewer than 64 queries or keys, bfloat16 with AMX matmuls or needing a gradient.
    */
   attention(q: Handle, k: Handle, v: Handle, scale: number, forceKernel?: boolean): Handle | null;
+  /**
+   * One Adam/AdamW update in place by the addon's one-pass kernel (native/src/optim.cc): true, or false (nothing
+   * done) where it does not take the tensors (not all float32, contiguous, on the CPU, of one shape; no AVX-512).
+   */
+  adamStep(
+    param: Handle, grad: Handle, expAvg: Handle, expAvgSq: Handle, paramFactor: number, l2: number, maximize: boolean,
+    beta1: number, beta2: number, stepSize: number, biasCorrection2Sqrt: number, eps: number,
+  ): boolean;
   newGroup(
     backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number,
     hostStore: boolean, storePrefix: string,

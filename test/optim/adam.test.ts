@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import { Adam, AdamW, clipGradNorm, type AdamOptions, type OptimizerStateDict } from '../../src/optim/index.js';
-import { assertClose, float32Tolerance, loadFixture, maxRelError } from '../helpers.js';
+import { assertClose, F32_UNIT_ROUNDOFF, float32Tolerance, loadFixture, maxRelError } from '../helpers.js';
 
 type Tensor = torch.Tensor;
 const F = torch.nnFunctional;
@@ -128,4 +128,58 @@ for (const dtype of ['float32', 'float64'] as const) {
     const atol = dtype === 'float32' ? 20 * 0.02 * float32Tolerance(32, 4) : tol * 1e-6;
     params.forEach((p, i) => assertClose(p.detach(), c.final[i]!, tol, atol, `param ${i}`));
   });
+}
+
+// src/optim/adam.ts sends contiguous float32 CPU parameters through the addon's one-pass kernel
+// (native/src/optim.cc) and other layouts through libtorch's ops, so a parameter and its transposed
+// copy (a non-contiguous view of the same values) take the two paths with the same numbers.
+test('the one-pass kernel gives what the op-by-op path gives (AdamW with decay; Adam with L2, maximize; 20 steps, a tail)', () => {
+  const [rows, cols] = [37, 29]; // 1,073 elements: 67 vectors of 16 and a partial one
+  const cases = [
+    (p: Tensor[]): Adam => new AdamW(p, { lr: 0.01, weightDecay: 0.1, eps: 1e-3 }),
+    (p: Tensor[]): Adam => new Adam(p, { lr: 0.01, weightDecay: 0.2, maximize: true, betas: [0.8, 0.99] }),
+  ];
+  const steps = 20;
+  for (const make of cases) {
+    torch.manualSeed(5);
+    const init = torch.randn([rows, cols]);
+    const fusedParam = init.clone().requiresGrad_();
+    const opsParam = init.t().contiguous().t().requiresGrad_();
+    assert.ok(!opsParam.isContiguous());
+    const fused = make([fusedParam]);
+    const ops = make([opsParam]);
+    for (let step = 0; step < steps; step++) {
+      // Gradients of two scales, so that the second moment spans several binades and eps matters.
+      const grad = torch.randn([rows, cols]).mul(step % 3 === 0 ? 1e-3 : 1);
+      fusedParam.grad = grad.clone();
+      opsParam.grad = grad.t().contiguous().t();
+      fused.step();
+      ops.step();
+    }
+    const name = fused.constructor.name;
+    // Both run the same float32 operations; libtorch may contract a multiply-add that the kernel
+    // rounds twice, or the other way (its kernels differ by CPU), a rounding (2^-24 relative) of a
+    // moment per step; the moments forget at rate beta, so 4 roundings per step bound them. The
+    // parameter moves by lr * m / denom <= about lr per step, each step adding at most a rounding
+    // of the parameter (|p| < 8: 2^-21) and 8 roundings of that move.
+    const fusedState = fused.state.get(fusedParam)!;
+    const opsState = ops.state.get(opsParam)!;
+    // exp_avg's terms cancel where it is near 0, so its bound is relative to its largest value.
+    const momentScale = opsState.exp_avg.abs().max().item();
+    assertClose(fusedState.exp_avg, opsState.exp_avg, 0, steps * 4 * F32_UNIT_ROUNDOFF * momentScale, `${name} exp_avg`);
+    assertClose(fusedState.exp_avg_sq, opsState.exp_avg_sq, steps * 4 * F32_UNIT_ROUNDOFF, 0, `${name} exp_avg_sq`);
+    assertClose(fusedParam.detach(), opsParam.detach(), 0, steps * (2 ** -21 + 8 * F32_UNIT_ROUNDOFF * 0.01), `${name} param`);
+    // The kernel ran where the CPU has AVX-512, and took only the contiguous parameter.
+    if (torch.native.fusedActivations()) {
+      const { exp_avg: m, exp_avg_sq: v } = fusedState;
+      const scalars = { paramFactor: 1, l2: 0, maximize: false, beta1: 0.9, beta2: 0.999, stepSize: 0, biasCorrection2Sqrt: 1, eps: 1 };
+      assert.equal(torch.fusedAdamStep(fusedParam.detach(), grad(fusedParam), m, v, scalars), true);
+      assert.equal(torch.fusedAdamStep(opsParam.detach(), grad(opsParam), opsState.exp_avg, opsState.exp_avg_sq, scalars), false);
+    }
+  }
+});
+
+function grad(param: Tensor): Tensor {
+  if (param.grad === null) throw new Error('the test set a gradient');
+  return param.grad;
 }
