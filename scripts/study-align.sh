@@ -36,7 +36,8 @@ by_pairs() { # teacher arm...
     for arm in "$@"; do for s in "${seed_list[@]:i:2}"; do cell "$c" "$arm" "$teacher" "$s"; done; done
   done
 }
-for teacher in $teachers; do for c in $widths; do
+# Width by width (the protocol's addendum of 2026-12-07 15:33: every teacher at C = 8 before C = 4).
+for c in $widths; do for teacher in $teachers; do
   # The teacher-free arms (control, eq) once per width and seed, beside the first teacher's cells.
   if [ "$teacher" = "$first" ]; then by_pairs "$teacher" control cos; else by_pairs "$teacher" cos; fi
   by_pairs "$teacher" vf patch
