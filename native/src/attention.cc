@@ -10,14 +10,14 @@
 // from the saved log-sum-exp per query (FlashAttention-2): with D = rowsum(dO o),
 //   dV = P^T dO,  dP = dO V^T,  dS = P (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.
 // The products are register-tiled FMAs on 16-lane float32 vectors, compiled for AVX-512 (other CPUs
-// keep the math path, as for activations.cc); the bfloat16 forward uses AVX512-BF16 dot products
-// where the CPU has them. Under create_graph the backward is differentiable libtorch ops. The
-// kernel is not always the faster path (bench/README.md): with AMX, oneDNN's matmuls make the math
-// path faster in bfloat16 (amxMatmuls below); on an AVX512-BF16 CPU (AMD EPYC) its float32
-// backward lost to oneDNN's bfloat16 products (61 against 42 ms for SiT-B/2's [8, 12, 256, 64]);
-// and below a tile of queries or keys its per-(batch, head) work outweighs what it saves (the tiny
-// SiT's [32, 4, 16, 32]: 3 against 0.6 ms). So F.scaledDotProductAttention sends here float32 and,
-// without AMX, a bfloat16 forward that needs no gradient, each with at least kMinFusedTokens.
+// keep the math path, as for activations.cc); bfloat16, forward and backward, uses AVX512-BF16 dot
+// products where the CPU has them (the backward's float32 FMAs lost to oneDNN's bfloat16 products
+// on an AMD EPYC, 61 against 42 ms for SiT-B/2's [8, 12, 256, 64]). Under create_graph the backward
+// is differentiable libtorch ops. The kernel is not always the faster path (bench/README.md): with
+// AMX, oneDNN's matmuls make the math path faster in bfloat16 (amxMatmuls below); and below a tile
+// of queries or keys its per-(batch, head) work outweighs what it saves (the tiny SiT's
+// [32, 4, 16, 32]: 3 against 0.6 ms). So F.scaledDotProductAttention sends here float32 and, without
+// AMX, bfloat16, each with at least kMinFusedTokens queries and keys.
 #include "common.h"
 
 #include "simd.h"
@@ -269,10 +269,10 @@ REALS_AVX512_BF16 inline void productTileBf16(const uint32_t* a, const uint32_t*
   }
 }
 
-// C[r][0..E) += sum over the tile's key pairs j of W[r][j] . B[j][0..E): W is [rows][kTile / 2]
+// C[r][0..E) += sum over the tile's row pairs j of W(r, j) . B[j][0..E): W(r, j) = w[r * wRow + j * wCol]
 // words, B [kTile / 2][E] words.
 template <int kHeadVectors>
-REALS_AVX512_BF16 inline void accumulateTileBf16(float* c, int rows, const uint32_t* w, const uint32_t* b) {
+REALS_AVX512_BF16 inline void accumulateTileBf16(float* c, int rows, const uint32_t* w, int64_t wRow, int64_t wCol, const uint32_t* b) {
   constexpr int kE = kHeadVectors * kLanes;
   constexpr int kRows = kHeadVectors <= 4 ? 4 : 2;
   constexpr int kPairs = kTile / 2;
@@ -288,7 +288,7 @@ REALS_AVX512_BF16 inline void accumulateTileBf16(float* c, int rows, const uint3
       for (int v = 0; v < kHeadVectors; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + j * kE + v * kLanes);
 #pragma GCC unroll 4
       for (int i = 0; i < kRows; ++i) {
-        const __m512bh s = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[(r0 + i) * kPairs + j]));
+        const __m512bh s = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[(r0 + i) * wRow + j * wCol]));
 #pragma GCC unroll 8
         for (int v = 0; v < kHeadVectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], s, bv[v]);
       }
@@ -297,6 +297,48 @@ REALS_AVX512_BF16 inline void accumulateTileBf16(float* c, int rows, const uint3
     for (int i = 0; i < kRows; ++i)
 #pragma GCC unroll 8
       for (int v = 0; v < kHeadVectors; ++v) _mm512_storeu_ps(c + (r0 + i) * kE + v * kLanes, acc[i][v]);
+  }
+}
+
+// A bfloat16 slice's first `rows` rows as the words of AVX512-BF16, into zeroed memory: transposed,
+// out[p][c] = (x[c][2p], x[c][2p + 1]) ([E / 2][ld], the right operand of productTileBf16), or
+// interleaved, out[j][e] = (x[2j][e], x[2j + 1][e]) ([rows / 2][E], that of accumulateTileBf16).
+template <int kHeadVectors>
+void readPairsTransposed(const Slice<at::BFloat16>& x, int64_t rows, uint32_t* out, int64_t ld) {
+  constexpr int kPairs = kHeadVectors * kLanes / 2;
+  for (int64_t c = 0; c < rows; ++c) {
+    uint32_t row[kPairs];
+    std::memcpy(row, x.data + c * x.rowStride, sizeof row);
+    for (int p = 0; p < kPairs; ++p) out[p * ld + c] = row[p];
+  }
+}
+template <int kHeadVectors>
+REALS_AVX512_BF16 void readPairsInterleaved(const Slice<at::BFloat16>& x, int64_t rows, uint32_t* out) {
+  constexpr int kE = kHeadVectors * kLanes;
+  for (int64_t j = 0; j < rows; j += 2) {
+    for (int vec = 0; vec < kHeadVectors; ++vec) {
+      Bf16Bits even, odd{};
+      std::memcpy(&even, x.data + j * x.rowStride + vec * kLanes, sizeof even);
+      if (j + 1 < rows) std::memcpy(&odd, x.data + (j + 1) * x.rowStride + vec * kLanes, sizeof odd);
+      const Bits words = __builtin_convertvector(even, Bits) | (__builtin_convertvector(odd, Bits) << 16);
+      std::memcpy(out + (j / 2) * kE + vec * kLanes, &words, sizeof words);
+    }
+  }
+}
+
+// The rows of x ([kTile][kTile] float32) rounded to bfloat16, as row words out[r][j] = (x[r][2j],
+// x[r][2j + 1]) (W of accumulateTileBf16 with wRow kTile / 2, wCol 1) or, for the transposed
+// product, as row-pair words out[j][c] = (x[2j][c], x[2j + 1][c]) (wRow 1, wCol kTile).
+REALS_AVX512_BF16 inline void roundRows(const float* x, uint32_t* out) {
+  at::BFloat16* halves = reinterpret_cast<at::BFloat16*>(out);
+  for (int i = 0; i < kTile * kTile; i += kLanes) storeFloats(halves + i, loadFloats(x + i));
+}
+REALS_AVX512_BF16 inline void roundRowPairs(const float* x, uint32_t* out) {
+  for (int j = 0; j < kTile / 2; ++j) {
+    for (int c = 0; c < kTile; c += kLanes) {
+      const Bits words = bfloat16Bits(loadFloats(x + 2 * j * kTile + c)) | (bfloat16Bits(loadFloats(x + (2 * j + 1) * kTile + c)) << 16);
+      std::memcpy(out + j * kTile + c, &words, sizeof words);
+    }
   }
 }
 
@@ -311,21 +353,9 @@ REALS_AVX512_BF16 void forwardSliceBf16(const Heads<at::BFloat16>& q, const Head
   const int64_t ldT = keyRows + kLanes;  // see backwardSlice
   // keyPairs[p][c] is the word (k[c][2p], k[c][2p + 1]), valuePairs[j][e] the word (v[2j][e], v[2j + 1][e]).
   std::vector<uint32_t> keyPairs(kPairs * ldT, 0u), valuePairs(keyRows / 2 * kE, 0u);
-  const Slice<at::BFloat16> keys = k.slice(bh), vals = v.slice(bh), queries = q.slice(bh);
-  for (int64_t c = 0; c < k.rows; ++c) {
-    uint32_t row[kPairs];
-    std::memcpy(row, keys.data + c * keys.rowStride, sizeof row);
-    for (int p = 0; p < kPairs; ++p) keyPairs[p * ldT + c] = row[p];
-  }
-  for (int64_t j = 0; j < k.rows; j += 2) {
-    for (int vec = 0; vec < kHeadVectors; ++vec) {
-      Bf16Bits even, odd{};
-      std::memcpy(&even, vals.data + j * vals.rowStride + vec * kLanes, sizeof even);
-      if (j + 1 < k.rows) std::memcpy(&odd, vals.data + (j + 1) * vals.rowStride + vec * kLanes, sizeof odd);
-      const Bits words = __builtin_convertvector(even, Bits) | (__builtin_convertvector(odd, Bits) << 16);
-      std::memcpy(valuePairs.data() + (j / 2) * kE + vec * kLanes, &words, sizeof words);
-    }
-  }
+  const Slice<at::BFloat16> queries = q.slice(bh);
+  readPairsTransposed<kHeadVectors>(k.slice(bh), k.rows, keyPairs.data(), ldT);
+  readPairsInterleaved<kHeadVectors>(v.slice(bh), k.rows, valuePairs.data());
   alignas(64) uint32_t queryPairs[kTile * kPairs], probPairs[kTile * kTile / 2];
   alignas(64) float scores[kTile * kTile], acc[kTile * kE];
   float rowMax[kTile], rowSum[kTile], inverse[kTile];
@@ -343,7 +373,7 @@ REALS_AVX512_BF16 void forwardSliceBf16(const Heads<at::BFloat16>& q, const Head
       // Rows past `count` hold the zero scores of the zero query padding: probabilities of 0 are harmless.
       at::BFloat16* probs = reinterpret_cast<at::BFloat16*>(probPairs);
       for (int i = 0; i < kTile * kTile; i += kLanes) storeFloats(probs + i, count == kTile || i < count * kTile ? loadFloats(scores + i) : Floats{});
-      accumulateTileBf16<kHeadVectors>(acc, kTile, probPairs, valuePairs.data() + keyBegin / 2 * kE);
+      accumulateTileBf16<kHeadVectors>(acc, kTile, probPairs, kTile / 2, 1, valuePairs.data() + keyBegin / 2 * kE);
     }
     for (int r = 0; r < count; ++r) {
       inverse[r] = 1.0f / rowSum[r];
@@ -351,6 +381,71 @@ REALS_AVX512_BF16 void forwardSliceBf16(const Heads<at::BFloat16>& q, const Head
     }
     out.template write<kHeadVectors>(bh, begin, count, acc, inverse, 1.0f);
   }
+}
+
+// backwardSlice for bfloat16 on CPUs with AVX512-BF16: the five products on dot products of the
+// bfloat16 inputs and of P and dS rounded to bfloat16 (as the forward rounds P), P recomputed and
+// dS formed in float32 between them; the gradients summed in float32 and rounded once.
+template <int kHeadVectors>
+REALS_AVX512_BF16 void backwardSliceBf16(const Heads<at::BFloat16>& q, const Heads<at::BFloat16>& k, const Heads<at::BFloat16>& v,
+                                         const Heads<at::BFloat16>& o, const Heads<at::BFloat16>& gradOut, const float* lse,
+                                         MutableHeads<at::BFloat16>& gradQ, MutableHeads<at::BFloat16>& gradK,
+                                         MutableHeads<at::BFloat16>& gradV, int64_t bh, float scale) {
+  constexpr int kE = kHeadVectors * kLanes, kPairs = kE / 2;
+  const int64_t queryRows = tilesOf(q.rows) * kTile, keyRows = tilesOf(k.rows) * kTile;
+  const int64_t ldT = keyRows + kLanes;  // see backwardSlice
+  // q and dO as rows of words (a bfloat16 row is its own pairs: the left operand of productTileBf16)
+  // and interleaved; k and v transposed; k interleaved. Zero past the rows.
+  std::vector<uint32_t> queryWords(queryRows * kPairs, 0u), queryPairs(queryRows / 2 * kE, 0u), gradWords(queryRows * kPairs, 0u),
+      gradPairs(queryRows / 2 * kE, 0u), keyPairsT(kPairs * ldT, 0u), valuePairsT(kPairs * ldT, 0u), keyPairs(keyRows / 2 * kE, 0u);
+  std::vector<float> dq(queryRows * kE, 0.0f), dk(keyRows * kE, 0.0f), dv(keyRows * kE, 0.0f), delta(queryRows, 0.0f), rowLse(queryRows, 0.0f);
+  const Slice<at::BFloat16> qSlice = q.slice(bh), kSlice = k.slice(bh), oSlice = o.slice(bh), gSlice = gradOut.slice(bh);
+  for (int64_t r = 0; r < q.rows; ++r) {
+    std::memcpy(queryWords.data() + r * kPairs, qSlice.data + r * qSlice.rowStride, kE * sizeof(at::BFloat16));
+    std::memcpy(gradWords.data() + r * kPairs, gSlice.data + r * gSlice.rowStride, kE * sizeof(at::BFloat16));
+    Floats d{};
+    for (int e = 0; e < kE; e += kLanes) d += loadFloats(oSlice.data + r * oSlice.rowStride + e) * loadFloats(gSlice.data + r * gSlice.rowStride + e);
+    float total = 0.0f;
+    for (int lane = 0; lane < kLanes; ++lane) total += d[lane];
+    delta[r] = total;
+    rowLse[r] = lse[bh * q.rows + r];
+  }
+  readPairsInterleaved<kHeadVectors>(qSlice, q.rows, queryPairs.data());
+  readPairsInterleaved<kHeadVectors>(gSlice, q.rows, gradPairs.data());
+  readPairsTransposed<kHeadVectors>(kSlice, k.rows, keyPairsT.data(), ldT);
+  readPairsTransposed<kHeadVectors>(v.slice(bh), k.rows, valuePairsT.data(), ldT);
+  readPairsInterleaved<kHeadVectors>(kSlice, k.rows, keyPairs.data());
+  alignas(64) float probs[kTile * kTile], gradScores[kTile * kTile];
+  alignas(64) uint32_t probPairs[kTile * kTile / 2], gradScorePairs[kTile * kTile / 2], gradScoreWords[kTile * kTile / 2];
+  for (int64_t keyBegin = 0; keyBegin < keyRows; keyBegin += kTile) {
+    const int valid = static_cast<int>(std::min<int64_t>(kTile, k.rows - keyBegin));
+    for (int64_t queryBegin = 0; queryBegin < queryRows; queryBegin += kTile) {
+      // As in backwardSlice, padded query rows have zero gradient rows and padded keys P = 0.
+      productTileBf16<kHeadVectors>(queryWords.data() + queryBegin * kPairs, keyPairsT.data() + keyBegin, ldT, probs, kTile);
+      for (int r = 0; r < kTile; ++r) {
+        float* row = probs + r * kTile;
+        const float shift = rowLse[queryBegin + r];
+        for (int c = 0; c < kTile; c += kLanes) storeFloats(row + c, keysOnly(expOf(loadFloats(row + c) * scale - shift), c, valid, 0.0f));
+      }
+      roundRowPairs(probs, probPairs);
+      accumulateTileBf16<kHeadVectors>(dv.data() + keyBegin * kE, kTile, probPairs, 1, kTile, gradPairs.data() + queryBegin / 2 * kE);
+      productTileBf16<kHeadVectors>(gradWords.data() + queryBegin * kPairs, valuePairsT.data() + keyBegin, ldT, gradScores, kTile);
+      for (int r = 0; r < kTile; ++r) {
+        const float d = delta[queryBegin + r];
+        for (int c = 0; c < kTile; c += kLanes) {
+          storeFloats(gradScores + r * kTile + c, loadFloats(probs + r * kTile + c) * (loadFloats(gradScores + r * kTile + c) - d));
+        }
+      }
+      roundRows(gradScores, gradScoreWords);
+      roundRowPairs(gradScores, gradScorePairs);
+      accumulateTileBf16<kHeadVectors>(dq.data() + queryBegin * kE, kTile, gradScoreWords, kTile / 2, 1, keyPairs.data() + keyBegin / 2 * kE);
+      accumulateTileBf16<kHeadVectors>(dk.data() + keyBegin * kE, kTile, gradScorePairs, 1, kTile, queryPairs.data() + queryBegin / 2 * kE);
+    }
+  }
+  // The scores were scale q k^T of the unscaled inputs, so dq and dk both take the scale.
+  gradQ.template write<kHeadVectors>(bh, 0, static_cast<int>(q.rows), dq.data(), nullptr, scale);
+  gradK.template write<kHeadVectors>(bh, 0, static_cast<int>(k.rows), dk.data(), nullptr, scale);
+  gradV.template write<kHeadVectors>(bh, 0, static_cast<int>(k.rows), dv.data(), nullptr, 1.0f);
 }
 
 #undef REALS_AVX512_BF16
@@ -531,6 +626,12 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
       MutableHeads<T> dqh(gradQ), dkh(gradK), dvh(gradV);
       at::parallel_for(0, slices, 1, [&](int64_t begin, int64_t end) {
         for (int64_t bh = begin; bh < end; ++bh) {
+          if constexpr (std::is_same_v<T, at::BFloat16>) {
+            if (cpuHasBf16Dots()) {
+              backwardSliceBf16<decltype(vectors)::value>(qh, kh, vh, oh, gh, lsePtr, dqh, dkh, dvh, bh, static_cast<float>(scale));
+              continue;
+            }
+          }
           backwardSlice<decltype(vectors)::value>(qh, kh, vh, oh, gh, lsePtr, dqh, dkh, dvh, bh, static_cast<float>(scale));
         }
       });
@@ -575,8 +676,7 @@ napi_value AttentionCall(napi_env env, napi_callback_info info) {
     const bool forceKernel = args[4] != nullptr && typeOf(env, args[4]) == napi_boolean && getBool(env, args[4], "attention(forceKernel)");
     if (!fusable(q, k, v)) return makeNull(env);
     const bool needsGrad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-    const bool faster = q.size(-2) >= kMinFusedTokens && k.size(-2) >= kMinFusedTokens &&
-                        (q.scalar_type() == at::kFloat || (!amxMatmuls() && !needsGrad));
+    const bool faster = q.size(-2) >= kMinFusedTokens && k.size(-2) >= kMinFusedTokens && (q.scalar_type() == at::kFloat || !amxMatmuls());
     if (!faster && !forceKernel) return makeNull(env);
     const std::vector<int64_t> outShape = q.sizes().vec();
     const at::Tensor q4 = asHeads(q), k4 = asHeads(k), v4 = asHeads(v);
@@ -586,7 +686,7 @@ napi_value AttentionCall(napi_env env, napi_callback_info info) {
 }
 
 // fusedAttention(dtype): whether F.scaledDotProductAttention may run the kernel for 'float32' or
-// 'bfloat16' here (bfloat16: forwards without a gradient), given at least kMinFusedTokens.
+// 'bfloat16' here, given at least kMinFusedTokens.
 napi_value FusedAttentionCall(napi_env env, napi_callback_info info) {
   Args args(env, info);
   return guarded(env, "fusedAttention", [&]() -> napi_value {

@@ -50,11 +50,15 @@ inline __attribute__((always_inline)) Floats loadFloats(const at::BFloat16* p) {
   std::memcpy(&h, p, sizeof h);
   return (Floats)(__builtin_convertvector(h, Bits) << 16);
 }
-// Round to nearest even, NaN to the quiet NaN 0x7fc0: c10::BFloat16's conversion.
-inline __attribute__((always_inline)) void storeFloats(at::BFloat16* p, Floats v) {
+// The bfloat16 bits of v in the low halves: round to nearest even, NaN to the quiet NaN 0x7fc0,
+// c10::BFloat16's conversion.
+inline __attribute__((always_inline)) Bits bfloat16Bits(Floats v) {
   const Bits bits = (Bits)v;
   const Bits rounded = (bits + (((bits >> 16) & 1u) + 0x7fffu)) >> 16;
-  const Bf16Bits h = __builtin_convertvector(v != v ? Bits{} + 0x7fc0u : rounded, Bf16Bits);
+  return v != v ? Bits{} + 0x7fc0u : rounded;
+}
+inline __attribute__((always_inline)) void storeFloats(at::BFloat16* p, Floats v) {
+  const Bf16Bits h = __builtin_convertvector(bfloat16Bits(v), Bf16Bits);
   std::memcpy(p, &h, sizeof h);
 }
 

@@ -192,8 +192,8 @@ export function fusedAttentionEnabled(): boolean {
  * F.scaled_dot_product_attention(q, k, v) over [..., L, E]: libtorch's fused kernel when this
  * libtorch has it (2.0+); else, without a mask, causality or dropout, the addon's fused kernel where
  * it takes the inputs and is the faster path (CPU tensors with E a multiple of 16 up to 128 and 64
- * or more queries and keys, on AVX-512: float32, and bfloat16 forwards without a gradient where
- * oneDNN has no AMX; native/src/attention.cc; enableFusedAttention(false) turns it off); otherwise
+ * or more queries and keys, on AVX-512: float32, and bfloat16 where oneDNN has no AMX;
+ * native/src/attention.cc; enableFusedAttention(false) turns it off); otherwise
  * the exact composition softmax(q k^T * scale + mask) v.
  */
 export function scaledDotProductAttention(

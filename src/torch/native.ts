@@ -83,7 +83,7 @@ export interface Native {
   geluTanh(x: Handle): Handle;
   /** silu(x): the addon's fused kernel for bfloat16 tensors on AVX-512 CPUs, libtorch's otherwise. */
   silu(x: Handle): Handle;
-  /** Whether F.scaledDotProductAttention may run the addon's fused kernel for this dtype here (AVX-512; bfloat16 only without AMX matmuls, and only forwards without a gradient), for 64 or more queries and keys. */
+  /** Whether F.scaledDotProductAttention may run the addon's fused kernel for this dtype here (AVX-512; bfloat16 only without AMX matmuls), for 64 or more queries and keys. */
   fusedAttention(dtype: 'float32' | 'bfloat16'): boolean;
   /**
    * softmax(q k^T * scale) v by the addon's fused kernel (native/src/attention.cc), or null where it does not take

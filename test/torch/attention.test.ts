@@ -62,8 +62,10 @@ const reference = (c: AttentionCase, what: (typeof RESULTS)[number]): T =>
 /**
  * The largest error over the bound per result: float32 accumulation of the E-term scores and the
  * S- and L-term sums, n = 4 (E + S + L) roundings of u, each carried through the score magnitude
- * (1 + max |s|); bfloat16 adds the output's rounding (2^-9 relative, twice for slack) and, in the
- * gradients, the saved bfloat16 output in rowsum(dO o), which the magnitudes also bound (2^-8).
+ * (1 + max |s|); bfloat16 adds the result's rounding (2^-9 relative, twice for slack) and, on the
+ * magnitudes, two bfloat16 roundings (2^-9 each) of a factor of the terms: P, rounded for its
+ * products, in out and dV (twice for slack); in dQ and dK the saved output in rowsum(dO o) and dS,
+ * rounded for its products (on CPUs with AVX512-BF16).
  */
 function boundRatios(c: AttentionCase, r: Results, dtype: 'float32' | 'bfloat16'): Record<string, number> {
   const { terms, scoreMagnitude } = magnitudes(c);
@@ -92,11 +94,13 @@ test('fused attention: float32 and bfloat16 within the bounds of their roundings
       const wrong = boundRatios(c, attend(c, dtype, c.scale * off), dtype);
       assert.ok(!within(wrong), `${c.name}, ${dtype}: a scale off by ${off} passed ${JSON.stringify(wrong)}`);
     }
-    // bfloat16: at least as accurate as PyTorch's own bfloat16 attention (the math path under autocast).
+    // bfloat16: as accurate as PyTorch's own bfloat16 attention (the math path under autocast), which
+    // rounds P and dS to bfloat16 too; the same roundings in another order move the largest error by
+    // a few percent either way (the kernel's grad_k of 'heads 64, tails' is 1.03 of PyTorch's).
     const ours = attend(c, 'bfloat16', c.scale);
     for (const what of RESULTS) {
       const error = ours[what].double().sub(reference(c, what)).abs().max().item();
-      assert.ok(error <= c.pytorch_bf16_error[what], `${c.name}: bfloat16 ${what} error ${error} vs PyTorch's ${c.pytorch_bf16_error[what]}`);
+      assert.ok(error <= 1.1 * c.pytorch_bf16_error[what], `${c.name}: bfloat16 ${what} error ${error} vs PyTorch's ${c.pytorch_bf16_error[what]}`);
     }
   }
 });
@@ -137,10 +141,11 @@ test('fused attention: strided inputs (the heads of a qkv projection), autocast,
   const [qb, kb, vb] = [q, k, v].map((t) => t.bfloat16()) as [T, T, T];
   const expected = native.fusedAttention('bfloat16') ? kernel(qb, kb, vb, e ** -0.5) : math(qb, kb, vb);
   assert.equal(F.scaledDotProductAttention(qb, kb, vb).float().sub(expected.float()).abs().max().item(), 0, 'bfloat16 dispatch');
-  // Where the math path is faster: a bfloat16 forward that needs a gradient, fewer than 64 queries or keys.
+  // bfloat16 with a gradient goes the same way; forceKernel runs the kernel wherever it takes the inputs.
   const qg = qb.detach().requiresGrad_();
-  assert.equal(native.attention(qg._handle, kb._handle, vb._handle, e ** -0.5), null, 'bfloat16 with a gradient: math path');
+  assert.equal(native.attention(qg._handle, kb._handle, vb._handle, e ** -0.5) !== null, native.fusedAttention('bfloat16'), 'bfloat16 with a gradient');
   if (native.fusedAttention('float32')) assert.notEqual(native.attention(qg._handle, kb._handle, vb._handle, e ** -0.5, true), null, 'forceKernel');
+  // Where the math path is faster: fewer than 64 queries or keys.
   for (const [x, y] of [[q.narrow(2, 0, 63), k], [q, k.narrow(2, 0, 63)]] as [T, T][]) {
     assert.equal(native.attention(x._handle, y._handle, y === k ? v._handle : v.narrow(2, 0, 63)._handle, 0.125), null, 'under 64 tokens: math path');
   }
