@@ -13,7 +13,10 @@ export {
   writeReport, tableRows, seedValues, compare, describeComparison, headlineSentence, headlineSpace, findingSentence, curveStepsOf, formatValues, demoCommandLine,
   type TableRow, type Comparison,
 } from './report.js';
-export { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_REPLICATION, isFindingRegime, type StudyFinding, type StudyReplication } from './study-finding.js';
+export {
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, isFindingRegime, type StudyFinding, type StudyReplication,
+  type StudyTeacherResult,
+} from './study-finding.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
 export { FashionClassifier, trainClassifier, classifierExtractor, type ClassifierOptions, type ClassifierResult } from './classifier.js';
 export { trainSupervised, fashionMnistTensors, predictInBatches, type SupervisedOptions, type SupervisedRunOptions, type SupervisedResult } from './supervised.js';

@@ -11,7 +11,7 @@ import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, savePlot, type PlotSeries } from '../runlog/index.js';
 import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../pipelines/report.js';
 import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult, type TeacherRecord } from './results.js';
-import { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_REPLICATION, isFindingRegime } from './study-finding.js';
+import { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, isFindingRegime } from './study-finding.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
@@ -106,11 +106,20 @@ function interval([low, high]: [number, number]): string {
 /** The alignment study's finding in words (ALIGNMENT_FINDING). */
 export function findingSentence(): string {
   const f = ALIGNMENT_FINDING;
-  return `**The alignment study (docs/study/alignment/ in the repository) found one win on its primary endpoint: at ${f.channels} latent channels, ` +
-    `fine-tuning the VAE with VA-VAE's vf loss and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
+  return `**The alignment study (docs/study/alignment/ in the repository) found VA-VAE's vf loss winning on its primary endpoint: at ${f.channels} latent channels, ` +
+    `fine-tuning the VAE with it and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
     `(the same fine-tuning without alignment) at ${f.sitSteps.toLocaleString('en-US')} SiT steps: paired difference ${signed(f.fidDifference)}, ` +
     `95% interval ${interval(f.interval)}, lower on ${f.wins} of ${f.seeds} seeds (on an ${ALIGNMENT_FINDING_CPU}). The effect is small: Bonferroni-corrected for the ${f.arms} arms compared ` +
-    `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()}`;
+    `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()} ${teachersSentence()}`;
+}
+
+const TEACHER_NAMES = { supervised: 'the supervised ViT', ssl: 'the self-supervised ViT' } as const;
+
+/** The finding's loss with the other teachers (ALIGNMENT_FINDING_TEACHERS). */
+function teachersSentence(): string {
+  const results = ALIGNMENT_FINDING_TEACHERS.map((t) => `${TEACHER_NAMES[t.teacher]} ${signed(t.fidDifference)}, 95% interval ${interval(t.interval)}, ` +
+    `lower on ${t.wins} of ${t.seeds} seeds (${t.interval[1] < 0 ? 'below 0' : 'spanning 0'})`);
+  return `The same loss with the study's ViT teachers, against the same controls: ${results.join('; ')}.`;
 }
 
 /** The replication with another CPU's kernels (ALIGNMENT_REPLICATION), as far as it has run. */

@@ -67,3 +67,21 @@ export interface StudyReplication {
 export const ALIGNMENT_REPLICATION: StudyReplication = {
   cpu: 'AMD EPYC', seeds: 6, wins: 5, fidDifference: -0.79, interval: [-1.41, -0.17],
 };
+
+/**
+ * The finding's loss with the study's other teachers (docs/study/alignment/, the same width, arm
+ * and controls; cells from a Zen 5 EPYC with the finding's kernels): each arm minus control at the
+ * primary endpoint, as the study's tables print it.
+ */
+export interface StudyTeacherResult {
+  teacher: Exclude<TeacherKind, 'hog'>;
+  seeds: number;
+  wins: number;
+  fidDifference: number;
+  interval: [number, number];
+}
+
+export const ALIGNMENT_FINDING_TEACHERS: readonly StudyTeacherResult[] = [
+  { teacher: 'supervised', seeds: 6, wins: 5, fidDifference: -1.13, interval: [-2.21, -0.05] },
+  { teacher: 'ssl', seeds: 6, wins: 5, fidDifference: -1.38, interval: [-3.62, 0.86] },
+];

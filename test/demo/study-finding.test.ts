@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
   readAlignCells,
 } from '../../src/demo/index.js';
 
@@ -33,6 +33,20 @@ test('the finding equals the paired difference of the committed cells at the pri
   const corrected = pairedInterval(d, 1 - 0.05 / f.arms)!;
   assert.deepEqual(round(corrected), round(f.correctedInterval));
   assert.ok(corrected[0] < 0 && corrected[1] > 0, 'the corrected interval spans 0');
+});
+
+test('the finding\'s loss with the other teachers equals the paired differences of their committed cells at the primary endpoint', () => {
+  const f = ALIGNMENT_FINDING;
+  const rows = armDifferences(readAlignCells([STUDY]));
+  const round = (values: readonly number[]) => values.map((v) => v.toFixed(2));
+  assert.deepEqual(ALIGNMENT_FINDING_TEACHERS.map((t) => t.teacher), ['supervised', 'ssl']);
+  for (const t of ALIGNMENT_FINDING_TEACHERS) {
+    const row = rows.find((r) => r.group.channels === f.channels && r.group.arm === f.loss && r.group.teacher === t.teacher);
+    assert.ok(row !== undefined, `no ${f.loss} (${t.teacher}) cells at C=${f.channels}`);
+    const d = row.differences.get(`FID @${f.sitSteps}`)!;
+    assert.deepEqual(round([d.mean, ...d.interval!]), round([t.fidDifference, ...t.interval]), t.teacher);
+    assert.deepEqual([d.seeds.length, d.wins.length], [t.seeds, t.wins], t.teacher);
+  }
 });
 
 test('the finding\'s cells ran on its CPU, every cell of its set with its kernels, and the replication equals the paired difference of the other CPU\'s cells so far', () => {
