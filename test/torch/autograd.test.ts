@@ -306,7 +306,9 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'torch.getNumThreads', 'torch.setNumThreads', 'torch.adaptThreads', 'torch.threadGovernor', 'torch.manualSeed', 'torch.getRngState', 'torch.setRngState',
     'torch.dtypeCode', 'torch.dtypeFromCode', 'torch.isFloatingPoint', 'torch.typedArrayFromBuffer',
     'torch.autocastDeviceType', 'torch.cpuFamilyModel', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
+    'torch.openblasCoreName', 'F.enableFusedAttention', 'F.fusedAttentionEnabled',
   ],
+  'optimizer updates (in place, outside autograd; test/optim/adam.test.ts checks them)': ['torch.fusedAdamStep'],
 };
 
 function wrapperNames(): string[] {
