@@ -103,14 +103,9 @@ struct Silu {
 
 constexpr int64_t kGrain = 32768;
 
-bool cpuHasKernels() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
 template <typename Activation>
 bool fusable(const at::Tensor& x) {
-  return cpuHasKernels() && x.device().is_cpu() &&
+  return cpuHasAvx512() && x.device().is_cpu() &&
          (x.scalar_type() == at::kBFloat16 || (Activation::kFusesFloat32 && x.scalar_type() == at::kFloat));
 }
 
@@ -168,7 +163,7 @@ napi_value ActivationCall(napi_env env, napi_callback_info info) {
   });
 }
 
-napi_value FusedActivationsCall(napi_env env, napi_callback_info) { return makeBool(env, cpuHasKernels()); }
+napi_value FusedActivationsCall(napi_env env, napi_callback_info) { return makeBool(env, cpuHasAvx512()); }
 
 }  // namespace
 

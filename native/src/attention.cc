@@ -532,11 +532,6 @@ void dispatch(at::ScalarType dtype, int64_t headDim, Body&& body) {
   }
 }
 
-bool cpuHasKernel() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
 bool cpuHasBf16Dots() {
   static const bool has = __builtin_cpu_supports("avx512bf16");
   return has;
@@ -645,7 +640,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
 constexpr int64_t kMinFusedTokens = 64;
 
 bool fusable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!cpuHasKernel()) return false;
+  if (!cpuHasAvx512()) return false;
   for (const at::Tensor* t : {&q, &k, &v}) {
     if (!t->device().is_cpu() || t->scalar_type() != q.scalar_type() || t->dim() < 3 || t->dim() != q.dim()) return false;
   }
@@ -692,7 +687,7 @@ napi_value FusedAttentionCall(napi_env env, napi_callback_info info) {
   return guarded(env, "fusedAttention", [&]() -> napi_value {
     const std::string dtype = getString(env, args[0], "fusedAttention(dtype)");
     if (dtype != "float32" && dtype != "bfloat16") throw JsError{"fusedAttention: dtype must be 'float32' or 'bfloat16', got '" + dtype + "'"};
-    return makeBool(env, cpuHasKernel() && (dtype == "float32" || !amxMatmuls()));
+    return makeBool(env, cpuHasAvx512() && (dtype == "float32" || !amxMatmuls()));
   });
 }
 

@@ -77,13 +77,8 @@ REALS_AVX512 void adamRange(float* param, const float* grad, float* expAvg, floa
 
 #undef REALS_AVX512
 
-bool cpuHasKernel() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
 bool fusable(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& expAvg, const at::Tensor& expAvgSq) {
-  if (!cpuHasKernel()) return false;
+  if (!cpuHasAvx512()) return false;
   for (const at::Tensor* t : {&param, &grad, &expAvg, &expAvgSq}) {
     if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() || t->is_sparse() || t->numel() != param.numel()) return false;
   }

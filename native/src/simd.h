@@ -1,5 +1,5 @@
 // 16-lane float vectors (GCC vector extensions) for the addon's CPU kernels (activations.cc,
-// attention.cc): exp, and float32/bfloat16 loads and stores. The functions are always inlined, so
+// attention.cc, optim.cc): exp, and float32/bfloat16 loads and stores. The functions are always inlined, so
 // they compile for the target of the kernel that calls them (AVX-512 there).
 #pragma once
 #include <ATen/ATen.h>
@@ -8,6 +8,12 @@
 #include <cstring>
 
 namespace reals {
+
+// Whether the CPU runs the AVX-512 kernels the files above compile with target attributes.
+inline bool cpuHasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
 
 constexpr int kLanes = 16;
 typedef float Floats __attribute__((vector_size(kLanes * sizeof(float))));
