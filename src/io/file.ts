@@ -199,6 +199,18 @@ export function ensureWritableDir(dir: string, what = 'folder'): void {
  * nearest folder that exists. For a check before any work, when bad input must write nothing.
  */
 export function checkWritableDir(dir: string, what = 'folder'): void {
+  // Ranks that check one folder at once make and remove it under each other: a folder seen a moment
+  // ago can be gone (ENOENT), so that is tried again, a bounded number of times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return checkWritableDirOnce(dir, what);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 20) throw error;
+    }
+  }
+}
+
+function checkWritableDirOnce(dir: string, what: string): void {
   const target = resolve(dir);
   let first: string | null = null;
   for (let at = target; ; at = dirname(at)) {

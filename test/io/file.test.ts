@@ -4,13 +4,16 @@ import fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { checkWritableDir, ensureWritableDir, makeDirs, load } from '../../src/io/index.js';
 import { fileSha256, readAt, writeAll } from '../../src/io/file.js';
 import { buildProgram } from '../../src/cli/main.js';
 
 const { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } = fs;
+const HERE = dirname(fileURLToPath(import.meta.url));
 
 test('an output folder under /proc (where recursive mkdirSync spins) fails at once, naming the flag, the folder and why', () => {
   const start = performance.now();
@@ -92,6 +95,26 @@ test('checkWritableDir checks a folder could be made and written, and leaves not
     checkWritableDir(dir, '--output-dir');
     assert.deepEqual(fs.readdirSync(dir), []);
     assert.throws(() => checkWritableDir('/proc/reals-x/y', '--output-dir'), /^Error: --output-dir \/proc\/reals-x\/y: cannot create the folder \/proc\/reals-x: ENOENT/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ranks checking one missing folder at once (each makes and removes it) all pass: a folder gone between two looks is looked at again', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'reals-file-'));
+  const results = join(dir, 'results');
+  const script = `import { checkWritableDir } from ${JSON.stringify(pathToFileURL(join(HERE, '../../src/io/index.js')).href)};
+for (let i = 0; i < 3000; i++) checkWritableDir(process.argv[1], '--results-dir');`;
+  try {
+    const runs = await Promise.all([0, 1, 2].map(() => new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, results], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+      child.on('close', (code) => resolve(`exit ${code}${stderr.split('\n').find((line) => line.startsWith('Error')) ?? ''}`));
+    })));
+    assert.deepEqual(runs, ['exit 0', 'exit 0', 'exit 0']);
+    // One rank's probe file can keep another from removing the folder it made: at most that, empty.
+    assert.deepEqual(fs.readdirSync(dir).filter((name) => name !== 'results' || fs.readdirSync(results).length > 0), []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
