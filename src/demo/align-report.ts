@@ -8,7 +8,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { savePlot, type PlotSeries } from '../runlog/images.js';
 import { formatValues, mean } from './report.js';
-import { formatPaired, intervalVerdict, pairedDifference, type PairedDifference } from './paired.js';
+import { formatPaired, intervalVerdict, pairedDifference, pairedInterval, type PairedDifference } from './paired.js';
 import { ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS, STAGE_ONE, alignCellName, type AlignCellMetrics } from './align-study.js';
 
 const CELL_FILE = new RegExp(`^c\\d+-(${ALIGN_ARM_NAMES.join('|')})(-(${ALIGN_TEACHERS.join('|')}))?-seed\\d+\\.json$`);
@@ -139,6 +139,45 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
   return [...lines, ...otherLines];
 }
 
+/** `mean [low, high] wins/seeds` of a paired FID difference; bold when its interval lies below 0. */
+function gridEntry(d: PairedDifference | undefined): string {
+  if (d === undefined) return '';
+  const signed = (v: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
+  const text = `${signed(d.mean)}${d.interval === null ? '' : ` [${signed(d.interval[0])}, ${signed(d.interval[1])}]`}`;
+  return `${intervalVerdict(d, 'lower') === 1 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
+}
+
+/**
+ * The primary endpoint (`label`: FID at the last checkpoint) of every arm at each width, the teacher
+ * arms as a grid of arm by teacher, and the same comparisons Bonferroni-corrected for their number
+ * at that width (those with two or more paired seeds).
+ */
+function primaryEndpointGrids(rows: readonly ArmDifferences[], label: string): string[] {
+  const lines: string[] = [];
+  for (const channels of [...new Set(rows.map((r) => r.group.channels))]) {
+    const atWidth = rows.filter((r) => r.group.channels === channels);
+    const teachers = ALIGN_TEACHERS.filter((t) => atWidth.some((r) => r.group.teacher === t && !ALIGN_ARMS[r.group.arm].teacherFree));
+    const teacherArms = ALIGN_ARM_NAMES.filter((arm) => !ALIGN_ARMS[arm].teacherFree && atWidth.some((r) => r.group.arm === arm));
+    const entry = (arm: string, teacher: string) => gridEntry(atWidth.find((r) => r.group.arm === arm && r.group.teacher === teacher)?.differences.get(label));
+    lines.push(`### C = ${channels}`, '');
+    if (teacherArms.length > 0) {
+      lines.push(`| arm − control | ${teachers.join(' | ')} |`, `|---|${teachers.map(() => '---').join('|')}|`,
+        ...teacherArms.map((arm) => `| ${arm} | ${teachers.map((t) => entry(arm, t)).join(' | ')} |`), '');
+    }
+    for (const r of atWidth.filter((row) => ALIGN_ARMS[row.group.arm].teacherFree)) lines.push(`- ${r.group.arm} (no teacher): ${gridEntry(r.differences.get(label))}`);
+    const compared = atWidth.map((r) => ({ r, d: r.differences.get(label) })).filter(({ d }) => d !== undefined && d.seeds.length >= 2);
+    if (compared.length > 0) {
+      const level = 1 - 0.05 / compared.length;
+      const excluding = compared.map(({ r, d }) => ({ r, interval: pairedInterval(d!, level)! })).filter(({ interval }) => interval[1] < 0 || interval[0] > 0);
+      const percent = `${(level * 100).toFixed(2).replace(/\.?0+$/, '')}%`;
+      lines.push(`- Bonferroni-corrected for the ${compared.length} comparison${compared.length === 1 ? '' : 's'} at C = ${channels} (${percent} intervals): ` +
+        (excluding.length === 0 ? 'none excludes 0.' : excluding.map(({ r, interval }) => `${groupLabel(r.group)} [${interval.map((v) => v.toFixed(2)).join(', ')}]`).join('; ') + ' exclude 0.'));
+    }
+    lines.push('');
+  }
+  return lines;
+}
+
 /**
  * The study's PROTOCOL.md as a link from `out`: in it, or in one of the two folders above (a CPU's
  * own set of cells sits in a subfolder of the study); named in words where there is none.
@@ -207,6 +246,11 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
     '',
     ...findings(rows, fidColumns, cols.filter((c) => !fidColumns.includes(c))),
     '',
+    `## ${lastFid.label}, the primary endpoint, by teacher`,
+    '',
+    'Arm minus control, mean [Student-t 95% interval] and the seeds where the arm was lower of the paired seeds; bold where the interval lies below 0.',
+    '',
+    ...primaryEndpointGrids(rows, lastFid.label),
     '![FID against SiT steps for each arm](alignment.png)',
     '',
     '## Means over seeds',

@@ -134,6 +134,39 @@ test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s
   }
 });
 
+test('the report\'s primary-endpoint grid: each committed arm and teacher at C = 8 against the control, recomputed from the cell files, and the Bonferroni correction over that width\'s comparisons', async () => {
+  const study = join('docs', 'study', 'alignment');
+  const out = mkdtempSync(join(tmpdir(), 'reals-align-grid-'));
+  try {
+    const cells = readAlignCells([study]);
+    await writeAlignStudyReport(out, [study]);
+    const readme = readFileSync(join(out, 'README.md'), 'utf8');
+    const grid = readme.slice(readme.indexOf('### C = 8'));
+    const fid = (name: string) => {
+      const bySeed = new Map(cells.filter((m) => `c${m.channels}-${m.arm}${m.teacher.name === 'none' ? '' : `-${m.teacher.name}`}` === name).map((m) => [m.seed, m.curve.at(-1)!.fid]));
+      assert.ok(bySeed.size > 0, name);
+      return bySeed;
+    };
+    const signed = (v: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
+    const entry = (name: string) => {
+      const d = pairedDifference(fid(name), fid('c8-control'), 'lower')!;
+      const text = `${signed(d.mean)} [${signed(d.interval![0])}, ${signed(d.interval![1])}]`;
+      return `${d.interval![1] < 0 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
+    };
+    const teachers = ['hog', 'supervised', 'ssl'];
+    assert.ok(grid.startsWith(`### C = 8\n\n| arm − control | ${teachers.join(' | ')} |\n`), grid.slice(0, 200));
+    for (const arm of ['cos', 'vf', 'patch']) {
+      assert.ok(grid.includes(`\n| ${arm} | ${teachers.map((t) => entry(`c8-${arm}-${t}`)).join(' | ')} |\n`), `${arm}: ${grid.slice(0, 900)}`);
+    }
+    assert.ok(grid.includes(`\n- eq (no teacher): ${entry('c8-eq')}\n`));
+    // The winning rows print bold; the correction is over the ten comparisons at C = 8 (99.5%), and none survives it.
+    assert.match(grid, /\| vf \| \*\*−0\.83 \[−1\.53, −0\.13\]\*\* 5\/6 \|/);
+    assert.ok(grid.includes('- Bonferroni-corrected for the 10 comparisons at C = 8 (99.5% intervals): none excludes 0.'), grid);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test('a teacher whose files are missing is refused with the command that makes it', () => {
   assert.throws(() => teacherUse('supervised', '/nonexistent-work'), /teachers\/supervised\/dino-model\.json: the supervised teacher is not there; node --import tsx scripts\/teacher-study\.ts measure supervised/);
   assert.throws(() => teacherUse('ssl', '/nonexistent-work', '/nonexistent-export'), /teacher-long\/000-teacher\/teacher\/dino-model\.json: .*scripts\/teacher-long\.sh/);
