@@ -7,7 +7,7 @@
 # over all of them; a run whose metrics.json exists is kept.
 # Part 2: the latent-channel cells (scripts/study-channels.sh); part 3: the alignment cells
 # (scripts/study-align.sh), both into docs/study/ (--commit commits each cell's file when done).
-# About 3 + 1.5 + 13 CPU-hours (docs/reproduction.md, "Running every cell").
+# About 3 + 1.5 + 11 CPU-hours (docs/reproduction.md, "Running every cell").
 #   bash scripts/reproduce.sh [--commit] [OUT [TEACHERS [SEEDS]]]    part 1's defaults: study, "ssl supervised", "0 1 2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
