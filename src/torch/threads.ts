@@ -5,6 +5,7 @@
 // used, drops a run to the cores they leave free at once, and gives it its full count back after
 // GOVERNOR_QUIET_MS of quiet. It sets libtorch's intra-op threads and OpenBLAS's own pool (where
 // float32 matmuls run), only where reals chose the counts.
+import { readFileSync } from 'node:fs';
 import { cpus, getPriority } from 'node:os';
 import { autocastDeviceType, chosenThreads, setRunThreads } from './cuda.js';
 import { native } from './native.js';
@@ -21,7 +22,7 @@ export const ADAPTIVE_THREADS_ENV = 'REALS_ADAPTIVE_THREADS';
 export interface LoadSample {
   /** Wall clock. */
   time: number;
-  /** Busy time of the whole machine, summed over its CPUs (user, sys, irq; nice too when this process is niced itself). */
+  /** Busy time of the whole machine, summed over its CPUs (user, sys, irq; nice too where nicedTimeIsLoad). */
   machineBusy: number;
   /** This process's CPU time, all its threads. */
   ownBusy: number;
@@ -137,10 +138,31 @@ export function createGovernor(io: GovernorIo): Governor {
   };
 }
 
+/**
+ * Whether the kernel schedules each session as a group (CONFIG_SCHED_AUTOGROUP, on by default in
+ * many desktop kernels): groups then share the CPUs as equals, and a process's nice weighs only
+ * against the processes of its own session.
+ */
+const autogroups = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Whether other processes' niced CPU time is load to a run of priority `priority`. A niced process
+ * (a background study, a build under nice 10) gets about a tenth of a core against one of normal
+ * priority, so it is load only to a niced run; but where the kernel groups sessions (`autogroups`)
+ * one started from another terminal or under setsid takes its group's full share, nice or not.
+ */
+export function nicedTimeIsLoad(priority: number, autogroups: boolean): boolean {
+  return priority > 0 || autogroups;
+}
+
 function sampleLoad(): LoadSample {
-  // A niced process (a background study, a build under nice 10) gets about a tenth of a core
-  // against one of normal priority (the scheduler's weights), so it is load only to a niced run.
-  const countNice = getPriority() > 0;
+  const countNice = nicedTimeIsLoad(getPriority(), autogroups);
   let machineBusy = 0;
   for (const { times } of cpus()) machineBusy += times.user + (countNice ? times.nice : 0) + times.sys + times.irq;
   const own = process.cpuUsage();
@@ -217,7 +239,8 @@ export function threadGovernor(): { adaptive: boolean; why: string; openblas: st
   return {
     adaptive: true,
     why: `reals chose the threads: every ${GOVERNOR_WINDOW_MS} ms a CPU run takes the cores other processes leave free, ` +
-      `and its full count after ${GOVERNOR_QUIET_MS / 1000} s of quiet (${ADAPTIVE_THREADS_ENV}=0 turns it off)`,
+      `and its full count after ${GOVERNOR_QUIET_MS / 1000} s of quiet (${ADAPTIVE_THREADS_ENV}=0 turns it off); ` +
+      `niced processes ${nicedTimeIsLoad(getPriority(), autogroups) ? `count as load (${getPriority() > 0 ? 'this process is niced too' : 'the kernel schedules each session as a group, so nice yields only within one'})` : 'do not count: they yield to this one'}`,
     openblas,
     limit: governor.limit(),
   };

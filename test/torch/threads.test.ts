@@ -2,12 +2,12 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism, cpus, getPriority } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
 import {
-  createGovernor, GOVERNOR_QUIET_MS, GOVERNOR_WINDOW_MS, nextGovernorState, type GovernorIo, type GovernorState, type LoadSample,
+  createGovernor, GOVERNOR_QUIET_MS, GOVERNOR_WINDOW_MS, nextGovernorState, nicedTimeIsLoad, type GovernorIo, type GovernorState, type LoadSample,
 } from '../../src/torch/threads.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -188,7 +188,13 @@ test('reals env prints the wait policy in force and whether the threads adapt to
   const fresh = realsEnv({});
   assert.deepEqual(fresh.waitPolicy, { value: 'spin 20000', source: 'reals default' });
   assert.equal(fresh.adaptiveThreads.adaptive, multiCpu);
-  if (multiCpu) assert.match(fresh.adaptiveThreads.why, /^reals chose the threads: every 500 ms .* after 2 s of quiet \(REALS_ADAPTIVE_THREADS=0 turns it off\)$/);
+  if (multiCpu) {
+    assert.match(fresh.adaptiveThreads.why, /^reals chose the threads: every 500 ms .* after 2 s of quiet \(REALS_ADAPTIVE_THREADS=0 turns it off\); niced processes /);
+    const expected = getPriority() > 0 ? 'niced processes count as load (this process is niced too)'
+      : kernelGroupsSessions() ? 'niced processes count as load (the kernel schedules each session as a group, so nice yields only within one)'
+      : 'niced processes do not count: they yield to this one';
+    assert.ok(fresh.adaptiveThreads.why.endsWith(expected), fresh.adaptiveThreads.why);
+  }
   if (multiCpu && openblas !== null) assert.equal(fresh.adaptiveThreads.openblas, `governed with the intra-op threads (${openblas} at load)`);
 
   assert.deepEqual(realsEnv({ OMP_WAIT_POLICY: 'passive' }).waitPolicy, { value: 'PASSIVE', source: 'OMP_WAIT_POLICY' });
@@ -247,6 +253,35 @@ test('next to a busy loop, a run whose threads reals chose drops to one (and Ope
       assert.equal(fixed.fewest, fixed.full, JSON.stringify(env));
       assert.equal(fixed.fewestOpenblas, fixed.openblas, JSON.stringify(env));
     }
+  } finally {
+    loop.kill();
+  }
+});
+
+/** Whether the kernel schedules each session as a group (CONFIG_SCHED_AUTOGROUP, switched on). */
+function kernelGroupsSessions(): boolean {
+  try {
+    return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
+}
+
+test('niced processes are load to a niced run, and to any run where the kernel schedules each session as a group', () => {
+  assert.equal(nicedTimeIsLoad(0, false), false);
+  assert.equal(nicedTimeIsLoad(10, false), true);
+  assert.equal(nicedTimeIsLoad(0, true), true);
+  assert.equal(nicedTimeIsLoad(10, true), true);
+});
+
+test('a busy loop under nice 10 in a session of its own: the run drops to one thread where sessions are scheduled as groups, and keeps its count where nice yields', async (t) => {
+  if (availableParallelism() < 2 || cpus().length < 2) return t.skip('one CPU: nothing to adapt');
+  const autogroups = kernelGroupsSessions();
+  // detached: setsid, so the loop is a session (and, with autogroups, a scheduling group) of its own.
+  const loop = spawn('nice', ['-n', '10', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore', detached: true });
+  try {
+    const governed = await governedRun({});
+    assert.equal(governed.fewest, autogroups ? 1 : governed.full, `autogroups ${autogroups}: ${JSON.stringify(governed)}`);
   } finally {
     loop.kill();
   }
