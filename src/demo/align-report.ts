@@ -139,11 +139,19 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
   return [...lines, ...otherLines];
 }
 
+/** A FID difference with its sign, as the grids print it: `+0.25`, `−1.13`. */
+function signedFid(v: number): string {
+  return `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
+}
+
+function gridInterval([low, high]: [number, number]): string {
+  return `[${signedFid(low)}, ${signedFid(high)}]`;
+}
+
 /** `mean [low, high] wins/seeds` of a paired FID difference; bold when its interval lies below 0. */
 function gridEntry(d: PairedDifference | undefined): string {
   if (d === undefined) return '';
-  const signed = (v: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
-  const text = `${signed(d.mean)}${d.interval === null ? '' : ` [${signed(d.interval[0])}, ${signed(d.interval[1])}]`}`;
+  const text = `${signedFid(d.mean)}${d.interval === null ? '' : ` ${gridInterval(d.interval)}`}`;
   return `${intervalVerdict(d, 'lower') === 1 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
 }
 
@@ -171,7 +179,8 @@ function primaryEndpointGrids(rows: readonly ArmDifferences[], label: string): s
       const excluding = compared.map(({ r, d }) => ({ r, interval: pairedInterval(d!, level)! })).filter(({ interval }) => interval[1] < 0 || interval[0] > 0);
       const percent = `${(level * 100).toFixed(2).replace(/\.?0+$/, '')}%`;
       lines.push(`- Bonferroni-corrected for the ${compared.length} comparison${compared.length === 1 ? '' : 's'} at C = ${channels} (${percent} intervals): ` +
-        (excluding.length === 0 ? 'none excludes 0.' : excluding.map(({ r, interval }) => `${groupLabel(r.group)} [${interval.map((v) => v.toFixed(2)).join(', ')}]`).join('; ') + ' exclude 0.'));
+        (excluding.length === 0 ? 'none excludes 0.'
+          : `${excluding.map(({ r, interval }) => `${groupLabel(r.group)} ${gridInterval(interval)}`).join('; ')} ${excluding.length === 1 ? 'excludes' : 'exclude'} 0.`));
     }
     lines.push('');
   }

@@ -9,7 +9,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, readAlignCellFolders, readAlignCells, runAlignCell, studentTCdf, studentTQuantile,
+  ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, pairedInterval, readAlignCellFolders, readAlignCells, runAlignCell, studentTCdf, studentTQuantile,
   teacherUse, writeAlignStudyReport, type AlignCellMetrics,
 } from '../../src/demo/index.js';
 
@@ -162,6 +162,16 @@ test('the report\'s primary-endpoint grid: each committed arm and teacher at C =
     // The winning rows print bold; the correction is over the ten comparisons at C = 8 (99.5%), and none survives it.
     assert.match(grid, /\| vf \| \*\*−0\.83 \[−1\.53, −0\.13\]\*\* 5\/6 \|/);
     assert.ok(grid.includes('- Bonferroni-corrected for the 10 comparisons at C = 8 (99.5% intervals): none excludes 0.'), grid);
+    // At C = 4, EQ-VAE loses beyond even the corrected interval, over however many comparisons C = 4 holds.
+    const atFour = readme.slice(readme.indexOf('### C = 4'), readme.indexOf('### C = 8'));
+    const eqFour = pairedDifference(fid('c4-eq'), fid('c4-control'), 'lower')!;
+    // The comparisons the report corrects for: every arm and teacher with two or more seeds at C = 4.
+    const seedsOf = new Map<string, number>();
+    for (const m of cells.filter((cell) => cell.channels === 4 && cell.arm !== 'control')) seedsOf.set(`${m.arm} ${m.teacher.name}`, (seedsOf.get(`${m.arm} ${m.teacher.name}`) ?? 0) + 1);
+    const comparisons = [...seedsOf.values()].filter((n) => n >= 2).length;
+    const corrected = pairedInterval(eqFour, 1 - 0.05 / comparisons)!;
+    assert.ok(corrected[0] > 0, 'eq loses beyond the corrected interval');
+    assert.ok(atFour.includes(`at C = 4 (`) && atFour.includes(`eq [${signed(corrected[0])}, ${signed(corrected[1])}] excludes 0.`), atFour);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
