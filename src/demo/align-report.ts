@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { savePlot, type PlotSeries } from '../runlog/images.js';
-import { formatValues, mean } from './report.js';
+import { formatValues, interval, mean, signed } from './report.js';
 import { formatPaired, intervalVerdict, pairedDifference, pairedInterval, type PairedDifference } from './paired.js';
 import { ALIGN_ARMS, ALIGN_ARM_NAMES, ALIGN_TEACHERS, STAGE_ONE, alignCellName, type AlignCellMetrics } from './align-study.js';
 
@@ -139,19 +139,10 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
   return [...lines, ...otherLines];
 }
 
-/** A FID difference with its sign, as the grids print it: `+0.25`, `−1.13`. */
-function signedFid(v: number): string {
-  return `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
-}
-
-function gridInterval([low, high]: [number, number]): string {
-  return `[${signedFid(low)}, ${signedFid(high)}]`;
-}
-
 /** `mean [low, high] wins/seeds` of a paired FID difference; bold when its interval lies below 0. */
 function gridEntry(d: PairedDifference | undefined): string {
   if (d === undefined) return '';
-  const text = `${signedFid(d.mean)}${d.interval === null ? '' : ` ${gridInterval(d.interval)}`}`;
+  const text = `${signed(d.mean)}${d.interval === null ? '' : ` ${interval(d.interval)}`}`;
   return `${intervalVerdict(d, 'lower') === 1 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
 }
 
@@ -176,11 +167,11 @@ function primaryEndpointGrids(rows: readonly ArmDifferences[], label: string): s
     const compared = atWidth.map((r) => ({ r, d: r.differences.get(label) })).filter(({ d }) => d !== undefined && d.seeds.length >= 2);
     if (compared.length > 0) {
       const level = 1 - 0.05 / compared.length;
-      const excluding = compared.map(({ r, d }) => ({ r, interval: pairedInterval(d!, level)! })).filter(({ interval }) => interval[1] < 0 || interval[0] > 0);
+      const excluding = compared.map(({ r, d }) => ({ r, corrected: pairedInterval(d!, level)! })).filter(({ corrected }) => corrected[1] < 0 || corrected[0] > 0);
       const percent = `${(level * 100).toFixed(2).replace(/\.?0+$/, '')}%`;
       lines.push(`- Bonferroni-corrected for the ${compared.length} comparison${compared.length === 1 ? '' : 's'} at C = ${channels} (${percent} intervals): ` +
         (excluding.length === 0 ? 'none excludes 0.'
-          : `${excluding.map(({ r, interval }) => `${groupLabel(r.group)} ${gridInterval(interval)}`).join('; ')} ${excluding.length === 1 ? 'excludes' : 'exclude'} 0.`));
+          : `${excluding.map(({ r, corrected }) => `${groupLabel(r.group)} ${interval(corrected)}`).join('; ')} ${excluding.length === 1 ? 'excludes' : 'exclude'} 0.`));
     }
     lines.push('');
   }

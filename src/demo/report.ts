@@ -94,12 +94,12 @@ export function headlineSpace(spaces: readonly LatentSpace[]): LatentSpace | nul
 }
 
 /** A signed number as the study's tables print it: `+0.20`, `−1.53` (a minus sign). */
-function signed(value: number): string {
+export function signed(value: number): string {
   return `${value >= 0 ? '+' : '−'}${Math.abs(value).toFixed(2)}`;
 }
 
 /** An interval as the study's tables print it: `[−1.53, −0.13]`. */
-function interval([low, high]: [number, number]): string {
+export function interval([low, high]: [number, number]): string {
   return `[${signed(low)}, ${signed(high)}]`;
 }
 

@@ -161,6 +161,12 @@ export function nicedTimeIsLoad(priority: number, autogroups: boolean): boolean 
   return priority > 0 || autogroups;
 }
 
+/** What the governor does with niced processes, and why, for `reals env`. */
+function niceRule(): string {
+  if (getPriority() > 0) return 'count as load (this process is niced too)';
+  return autogroups ? 'count as load (the kernel schedules each session as a group, so nice yields only within one)' : 'do not count: they yield to this one';
+}
+
 function sampleLoad(): LoadSample {
   const countNice = nicedTimeIsLoad(getPriority(), autogroups);
   let machineBusy = 0;
@@ -240,7 +246,7 @@ export function threadGovernor(): { adaptive: boolean; why: string; openblas: st
     adaptive: true,
     why: `reals chose the threads: every ${GOVERNOR_WINDOW_MS} ms a CPU run takes the cores other processes leave free, ` +
       `and its full count after ${GOVERNOR_QUIET_MS / 1000} s of quiet (${ADAPTIVE_THREADS_ENV}=0 turns it off); ` +
-      `niced processes ${nicedTimeIsLoad(getPriority(), autogroups) ? `count as load (${getPriority() > 0 ? 'this process is niced too' : 'the kernel schedules each session as a group, so nice yields only within one'})` : 'do not count: they yield to this one'}`,
+      `niced processes ${niceRule()}`,
     openblas,
     limit: governor.limit(),
   };
