@@ -54,7 +54,7 @@ export function demoCommand(): Command {
   demo.addCommand(new Command('merge')
     .description('one report over several finished demo runs of the same profile (their seeds and latent spaces together), or over folders of alignment-study cells')
     .argument('<runs...>', 'demo output folders (each with metrics.json), or folders of alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)')
-    .requiredOption('--out <dir>', 'folder of the merged report.md, report.html and metrics.json (demo runs) or README.md and alignment.png (cells)')
+    .requiredOption('--out <dir>', 'folder of the merged report.md, report.html and metrics.json (demo runs) or README.md and alignment-c<C>.png (cells)')
     .action(async (runs: string[], flags: { out: string }) => {
       const cellFolders = readAlignCellFolders(runs);
       if (cellFolders !== null) {
@@ -111,11 +111,11 @@ export function demoCommand(): Command {
       await runAlignCell({ profile, channels: flags.channels, arm: flags.arm, teacher: flags.teacher, seed: flags.seed, work: flags.work, out: flags.out });
     }));
   demo.addCommand(new Command('align-report')
-    .description('the alignment study\'s tables and plot: README.md and alignment.png from the cell files of --out (paired differences from the control, 95% intervals)')
-    .option('--out <dir>', 'folder of the cell files, and of README.md and alignment.png', 'docs/study/alignment')
+    .description('the alignment study\'s tables and plots: README.md and a plot a width (alignment-c<C>.png) from the cell files of --out (paired differences from the control, 95% intervals)')
+    .option('--out <dir>', 'folder of the cell files, and of README.md and the plots', 'docs/study/alignment')
     .action(async (flags: { out: string }) => {
       const { cells } = await writeAlignStudyReport(flags.out);
-      console.log(`${flags.out}/README.md and alignment.png from ${cells} cells`);
+      console.log(`${flags.out}/README.md and its plots from ${cells} cells`);
     }));
   return demo;
 }

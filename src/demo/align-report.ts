@@ -1,5 +1,5 @@
-// The alignment study's tables and plot (`reals demo align-report`, and `reals demo merge --cells`):
-// reads the committed cell files of one or more folders and writes README.md and alignment.png:
+// The alignment study's tables and plots (`reals demo align-report`, and `reals demo merge --cells`):
+// reads the committed cell files of one or more folders and writes README.md and alignment-c<C>.png:
 // the means of every (channels, arm, teacher) over its seeds, and each arm's paired differences
 // from the control of the same channels (within a seed), with their Student-t 95% intervals and
 // the seeds it won. Cells of another profile or classifier than the first file's are refused, and
@@ -189,7 +189,7 @@ function protocolLink(out: string): string {
   return 'docs/study/alignment/PROTOCOL.md in the reals repository';
 }
 
-/** Writes `<out>/README.md` and `<out>/alignment.png` from the cell files of `dirs` (default: `out` alone). */
+/** Writes `<out>/README.md` and a plot a width, `<out>/alignment-c<C>.png`, from the cell files of `dirs` (default: `out` alone). */
 export async function writeAlignStudyReport(out: string, dirs: readonly string[] = [out]): Promise<{ cells: number }> {
   const cells = readAlignCells(dirs);
   if (cells.length === 0) throw new Error(`${dirs.join(', ')}: no alignment cell files (c<C>-<arm>[-<teacher>]-seed<S>.json)`);
@@ -218,11 +218,21 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
     }),
   ];
 
-  const series: PlotSeries[] = groups.map((g) => ({
-    name: `C=${g.channels} ${groupLabel(g)}`,
-    points: steps.map((step, i): [number, number] => [step, mean([...g.cells.values()].map((m) => m.curve[i]!.fid))]),
-  }));
-  await savePlot(join(out, 'alignment.png'), series, { title: 'FID against SiT steps, each arm (mean over its seeds)', xLabel: 'SiT training steps' });
+  // One plot a width: each arm's paired FID difference from the control at every SiT checkpoint.
+  const plots: string[] = [];
+  for (const channels of [...new Set(rows.map((r) => r.group.channels))]) {
+    const series: PlotSeries[] = rows.filter((r) => r.group.channels === channels).map((r) => ({
+      name: groupLabel(r.group),
+      points: fidColumns.flatMap((col, i): [number, number][] => {
+        const d = r.differences.get(col.label);
+        return d === undefined ? [] : [[steps[i]!, d.mean]];
+      }),
+    })).filter((s) => s.points.length > 0);
+    if (series.length === 0) continue;
+    const file = `alignment-c${channels}.png`;
+    await savePlot(join(out, file), series, { title: `C = ${channels}: FID, arm minus control (mean over paired seeds; below 0 is better)`, xLabel: 'SiT training steps' });
+    plots.push(`![C = ${channels}: each arm's FID minus the control's against SiT steps](${file})`, '');
+  }
 
   const cpuMinutes = cells.map((c) => c.cpuSeconds / 60);
   const stageOneMinutes = cells.map((c) => c.stages.filter((s) => s.name.startsWith(STAGE_ONE)).reduce((sum, s) => sum + s.cpuSeconds, 0) / 60);
@@ -251,8 +261,7 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
     'Arm minus control, mean [Student-t 95% interval] and the seeds where the arm was lower of the paired seeds; bold where the interval lies below 0.',
     '',
     ...primaryEndpointGrids(rows, lastFid.label),
-    '![FID against SiT steps for each arm](alignment.png)',
-    '',
+    ...plots,
     '## Means over seeds',
     '',
     ...meanTable,

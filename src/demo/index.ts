@@ -14,8 +14,8 @@ export {
   type TableRow, type Comparison,
 } from './report.js';
 export {
-  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, isFindingRegime, type StudyFinding, type StudyReplication,
-  type StudyTeacherResult,
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_LOSS_RESULTS, ALIGNMENT_REPLICATION, isFindingRegime, type StudyFinding, type StudyReplication,
+  type StudyLossResult,
 } from './study-finding.js';
 export { trainTeacher, type TeacherOptions, type TeacherResult } from './teacher.js';
 export { FashionClassifier, trainClassifier, classifierExtractor, type ClassifierOptions, type ClassifierResult } from './classifier.js';

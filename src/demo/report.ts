@@ -11,7 +11,7 @@ import { FASHION_MNIST_CLASSES } from '../data/index.js';
 import { formatDuration, savePlot, type PlotSeries } from '../runlog/index.js';
 import { metricPoints, readMetrics, toHtml, toMarkdown, type Block } from '../pipelines/report.js';
 import { SAMPLERS, baselineOf, type DemoResult, type LatentSpace, type LatentSpaceResult, type TeacherRecord } from './results.js';
-import { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, isFindingRegime } from './study-finding.js';
+import { ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_LOSS_RESULTS, ALIGNMENT_REPLICATION, isFindingRegime } from './study-finding.js';
 
 /** A row of the tables: how to read its value from one latent space's results, and which way is better. */
 export interface TableRow {
@@ -110,16 +110,22 @@ export function findingSentence(): string {
     `fine-tuning the VAE with it and the training-free HOG teacher gave ${Math.abs(f.fidDifference).toFixed(2)} lower FID than the fair control ` +
     `(the same fine-tuning without alignment) at ${f.sitSteps.toLocaleString('en-US')} SiT steps: paired difference ${signed(f.fidDifference)}, ` +
     `95% interval ${interval(f.interval)}, lower on ${f.wins} of ${f.seeds} seeds (on an ${ALIGNMENT_FINDING_CPU}). The effect is small: Bonferroni-corrected for the ${f.arms} arms compared ` +
-    `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()} ${teachersSentence()}`;
+    `there, the interval is ${interval(f.correctedInterval)} and spans 0.** ${replicationSentence()} ${otherCellsSentence()}`;
 }
 
-const TEACHER_NAMES = { supervised: 'the supervised ViT', ssl: 'the self-supervised ViT' } as const;
+const TEACHER_NAMES = { hog: 'HOG', supervised: 'the supervised ViT', ssl: 'the self-supervised ViT' } as const;
 
-/** The finding's loss with the other teachers (ALIGNMENT_FINDING_TEACHERS). */
-function teachersSentence(): string {
-  const results = ALIGNMENT_FINDING_TEACHERS.map((t) => `${TEACHER_NAMES[t.teacher]} ${signed(t.fidDifference)}, 95% interval ${interval(t.interval)}, ` +
-    `lower on ${t.wins} of ${t.seeds} seeds (${t.interval[1] < 0 ? 'below 0' : 'spanning 0'})`);
-  return `The same loss with the study's ViT teachers, against the same controls: ${results.join('; ')}.`;
+/** The finding's loss in the study's other cells of its arm (ALIGNMENT_FINDING_LOSS_RESULTS), width by width. */
+function otherCellsSentence(): string {
+  const results = ALIGNMENT_FINDING_LOSS_RESULTS;
+  const widths = [...new Set(results.map((r) => r.channels))].map((channels) => {
+    const atWidth = results.filter((r) => r.channels === channels).map((r) => `${TEACHER_NAMES[r.teacher]} ${signed(r.fidDifference)}, ` +
+      `95% interval ${interval(r.interval)}, lower on ${r.wins} of ${r.seeds} seeds (${r.interval[1] < 0 ? 'below 0' : 'spanning 0'})`);
+    return `at ${channels} channels${channels === 4 ? ' (the paper\'s width)' : ''}, ${atWidth.join('; ')}`;
+  });
+  const below = results.filter((r) => r.fidDifference < 0).length;
+  return `The same loss in the study's other cells, each against its own width's controls: ${widths.join('; ')}. ` +
+    `${below === results.length ? `All ${below}` : `${below} of the ${results.length}`} means ${below === 1 ? 'is' : 'are'} below 0, as the finding's is.`;
 }
 
 /** The replication with another CPU's kernels (ALIGNMENT_REPLICATION), as far as it has run. */

@@ -69,19 +69,24 @@ export const ALIGNMENT_REPLICATION: StudyReplication = {
 };
 
 /**
- * The finding's loss with the study's other teachers (docs/study/alignment/, the same width, arm
- * and controls; cells from a Zen 5 EPYC with the finding's kernels): each arm minus control at the
- * primary endpoint, as the study's tables print it.
+ * The finding's loss in the study's other cells of that arm (docs/study/alignment/: the other
+ * teachers at the finding's width, and every teacher at 4 channels, the paper's width; cells from a
+ * Zen 5 EPYC with the finding's kernels): each arm minus the control of its width at the primary
+ * endpoint, as the study's tables print it.
  */
-export interface StudyTeacherResult {
-  teacher: Exclude<TeacherKind, 'hog'>;
+export interface StudyLossResult {
+  channels: number;
+  teacher: TeacherKind;
   seeds: number;
   wins: number;
   fidDifference: number;
   interval: [number, number];
 }
 
-export const ALIGNMENT_FINDING_TEACHERS: readonly StudyTeacherResult[] = [
-  { teacher: 'supervised', seeds: 6, wins: 5, fidDifference: -1.13, interval: [-2.21, -0.05] },
-  { teacher: 'ssl', seeds: 6, wins: 5, fidDifference: -1.38, interval: [-3.62, 0.86] },
+export const ALIGNMENT_FINDING_LOSS_RESULTS: readonly StudyLossResult[] = [
+  { channels: 8, teacher: 'supervised', seeds: 6, wins: 5, fidDifference: -1.13, interval: [-2.21, -0.05] },
+  { channels: 8, teacher: 'ssl', seeds: 6, wins: 5, fidDifference: -1.38, interval: [-3.62, 0.86] },
+  { channels: 4, teacher: 'hog', seeds: 6, wins: 5, fidDifference: -0.62, interval: [-1.68, 0.45] },
+  { channels: 4, teacher: 'supervised', seeds: 6, wins: 4, fidDifference: -0.57, interval: [-2.04, 0.90] },
+  { channels: 4, teacher: 'ssl', seeds: 6, wins: 5, fidDifference: -1.72, interval: [-3.12, -0.32] },
 ];

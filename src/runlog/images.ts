@@ -100,7 +100,9 @@ function escapeXml(text: string): string {
 export async function savePlot(path: string, series: PlotSeries[], options: PlotOptions = {}): Promise<void> {
   // The legend's column is as wide as its longest name (about 7 px a character at 12 px), the plot keeps 630 px.
   const legendWidth = Math.max(170, 50 + 7 * Math.max(...series.map((s) => s.name.length)));
-  const { title = '', logY = false, width = 630 + legendWidth, height = 450, xLabel = 'step' } = options;
+  const { title = '', logY = false, width = 630 + legendWidth, xLabel = 'step' } = options;
+  // Tall enough for every legend row (20 px each).
+  const height = Math.max(options.height ?? 450, MARGIN.top + 20 * series.length + 20);
   const points = series.flatMap((s) => s.points);
   if (points.length === 0) throw new Error(`savePlot(${path}): no points to plot`);
   for (const s of series) {

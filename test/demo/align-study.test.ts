@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import {
   ALIGN_STUDY_PROFILES, formatPaired, intervalVerdict, pairedDifference, pairedInterval, readAlignCellFolders, readAlignCells, runAlignCell, studentTCdf, studentTQuantile,
   teacherUse, writeAlignStudyReport, type AlignCellMetrics,
@@ -134,14 +135,13 @@ test('alignment cells share their seed\'s stage-1 VAE, differ only in the arm\'s
   }
 });
 
-test('the report\'s primary-endpoint grid: each committed arm and teacher at C = 8 against the control, recomputed from the cell files, and the Bonferroni correction over that width\'s comparisons', async () => {
+test('the report\'s primary-endpoint grids: each arm and teacher at C = 4 and C = 8 against the control, recomputed from the cell files, and the Bonferroni correction over each width\'s ten comparisons', async () => {
   const study = join('docs', 'study', 'alignment');
   const out = mkdtempSync(join(tmpdir(), 'reals-align-grid-'));
   try {
     const cells = readAlignCells([study]);
     await writeAlignStudyReport(out, [study]);
     const readme = readFileSync(join(out, 'README.md'), 'utf8');
-    const grid = readme.slice(readme.indexOf('### C = 8'));
     const fid = (name: string) => {
       const bySeed = new Map(cells.filter((m) => `c${m.channels}-${m.arm}${m.teacher.name === 'none' ? '' : `-${m.teacher.name}`}` === name).map((m) => [m.seed, m.curve.at(-1)!.fid]));
       assert.ok(bySeed.size > 0, name);
@@ -149,29 +149,38 @@ test('the report\'s primary-endpoint grid: each committed arm and teacher at C =
     };
     const signed = (v: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
     const entry = (name: string) => {
-      const d = pairedDifference(fid(name), fid('c8-control'), 'lower')!;
+      const d = pairedDifference(fid(name), fid(`${name.slice(0, 2)}-control`), 'lower')!;
       const text = `${signed(d.mean)} [${signed(d.interval![0])}, ${signed(d.interval![1])}]`;
       return `${d.interval![1] < 0 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
     };
     const teachers = ['hog', 'supervised', 'ssl'];
-    assert.ok(grid.startsWith(`### C = 8\n\n| arm − control | ${teachers.join(' | ')} |\n`), grid.slice(0, 200));
-    for (const arm of ['cos', 'vf', 'patch']) {
-      assert.ok(grid.includes(`\n| ${arm} | ${teachers.map((t) => entry(`c8-${arm}-${t}`)).join(' | ')} |\n`), `${arm}: ${grid.slice(0, 900)}`);
+    // Both widths are complete: every arm with every teacher, 6 seeds each.
+    for (const width of ['c4', 'c8']) {
+      const grid = readme.slice(readme.indexOf(`### C = ${width.slice(1)}`));
+      assert.ok(grid.startsWith(`### C = ${width.slice(1)}\n\n| arm − control | ${teachers.join(' | ')} |\n`), grid.slice(0, 200));
+      for (const arm of ['cos', 'vf', 'patch']) {
+        for (const t of teachers) assert.equal(fid(`${width}-${arm}-${t}`).size, 6, `${width}-${arm}-${t}`);
+        assert.ok(grid.includes(`\n| ${arm} | ${teachers.map((t) => entry(`${width}-${arm}-${t}`)).join(' | ')} |\n`), `${width} ${arm}: ${grid.slice(0, 900)}`);
+      }
+      assert.ok(grid.includes(`\n- eq (no teacher): ${entry(`${width}-eq`)}\n`));
     }
-    assert.ok(grid.includes(`\n- eq (no teacher): ${entry('c8-eq')}\n`));
+    // A plot a width, linked from the report: 10 arms each (the PNG is tall enough for their legend).
+    for (const width of [4, 8]) {
+      assert.ok(readme.includes(`](alignment-c${width}.png)`));
+      const plot = await sharp(join(out, `alignment-c${width}.png`)).metadata();
+      assert.equal(plot.format, 'png');
+      assert.ok(plot.height! >= 40 + 10 * 20 + 20, String(plot.height));
+    }
+    const grid = readme.slice(readme.indexOf('### C = 8'));
     // The winning rows print bold; the correction is over the ten comparisons at C = 8 (99.5%), and none survives it.
     assert.match(grid, /\| vf \| \*\*−0\.83 \[−1\.53, −0\.13\]\*\* 5\/6 \|/);
     assert.ok(grid.includes('- Bonferroni-corrected for the 10 comparisons at C = 8 (99.5% intervals): none excludes 0.'), grid);
-    // At C = 4, EQ-VAE loses beyond even the corrected interval, over however many comparisons C = 4 holds.
+    // At C = 4, EQ-VAE loses beyond even the corrected interval (the ten comparisons there: 99.5%).
     const atFour = readme.slice(readme.indexOf('### C = 4'), readme.indexOf('### C = 8'));
-    const eqFour = pairedDifference(fid('c4-eq'), fid('c4-control'), 'lower')!;
-    // The comparisons the report corrects for: every arm and teacher with two or more seeds at C = 4.
-    const seedsOf = new Map<string, number>();
-    for (const m of cells.filter((cell) => cell.channels === 4 && cell.arm !== 'control')) seedsOf.set(`${m.arm} ${m.teacher.name}`, (seedsOf.get(`${m.arm} ${m.teacher.name}`) ?? 0) + 1);
-    const comparisons = [...seedsOf.values()].filter((n) => n >= 2).length;
-    const corrected = pairedInterval(eqFour, 1 - 0.05 / comparisons)!;
+    const corrected = pairedInterval(pairedDifference(fid('c4-eq'), fid('c4-control'), 'lower')!, 1 - 0.05 / 10)!;
     assert.ok(corrected[0] > 0, 'eq loses beyond the corrected interval');
-    assert.ok(atFour.includes(`at C = 4 (`) && atFour.includes(`eq [${signed(corrected[0])}, ${signed(corrected[1])}] excludes 0.`), atFour);
+    assert.ok(atFour.includes('- Bonferroni-corrected for the 10 comparisons at C = 4 (99.5% intervals): ') &&
+      atFour.includes(`eq [${signed(corrected[0])}, ${signed(corrected[1])}]`), atFour);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

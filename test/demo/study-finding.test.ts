@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_TEACHERS, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
+  ALIGNMENT_FINDING, ALIGNMENT_FINDING_CPU, ALIGNMENT_FINDING_OPENBLAS, ALIGNMENT_FINDING_LOSS_RESULTS, ALIGNMENT_REPLICATION, ALIGN_ARMS, DEFAULT_CELLS, DEMO_PROFILES, armDifferences, headlineSpace, intervalVerdict, isFindingRegime, latentSpaces, pairedInterval,
   readAlignCells,
 } from '../../src/demo/index.js';
 
@@ -35,17 +35,20 @@ test('the finding equals the paired difference of the committed cells at the pri
   assert.ok(corrected[0] < 0 && corrected[1] > 0, 'the corrected interval spans 0');
 });
 
-test('the finding\'s loss with the other teachers equals the paired differences of their committed cells at the primary endpoint', () => {
+test('the finding\'s loss in the study\'s other cells equals their paired differences at the primary endpoint: every teacher at both widths', () => {
   const f = ALIGNMENT_FINDING;
   const rows = armDifferences(readAlignCells([STUDY]));
   const round = (values: readonly number[]) => values.map((v) => v.toFixed(2));
-  assert.deepEqual(ALIGNMENT_FINDING_TEACHERS.map((t) => t.teacher), ['supervised', 'ssl']);
-  for (const t of ALIGNMENT_FINDING_TEACHERS) {
-    const row = rows.find((r) => r.group.channels === f.channels && r.group.arm === f.loss && r.group.teacher === t.teacher);
-    assert.ok(row !== undefined, `no ${f.loss} (${t.teacher}) cells at C=${f.channels}`);
+  const listed = ALIGNMENT_FINDING_LOSS_RESULTS.map((r) => `${r.channels} ${r.teacher}`);
+  assert.deepEqual(listed, ['8 supervised', '8 ssl', '4 hog', '4 supervised', '4 ssl']);
+  // Every row of the finding's arm in the study is the finding or listed.
+  const rowsOfArm = rows.filter((r) => r.group.arm === f.loss).map((r) => `${r.group.channels} ${r.group.teacher}`);
+  assert.deepEqual(rowsOfArm.filter((name) => name !== `${f.channels} ${f.teacher}`).sort(), [...listed].sort());
+  for (const t of ALIGNMENT_FINDING_LOSS_RESULTS) {
+    const row = rows.find((r) => r.group.channels === t.channels && r.group.arm === f.loss && r.group.teacher === t.teacher)!;
     const d = row.differences.get(`FID @${f.sitSteps}`)!;
-    assert.deepEqual(round([d.mean, ...d.interval!]), round([t.fidDifference, ...t.interval]), t.teacher);
-    assert.deepEqual([d.seeds.length, d.wins.length], [t.seeds, t.wins], t.teacher);
+    assert.deepEqual(round([d.mean, ...d.interval!]), round([t.fidDifference, ...t.interval]), `${t.channels} ${t.teacher}`);
+    assert.deepEqual([d.seeds.length, d.wins.length], [t.seeds, t.wins], `${t.channels} ${t.teacher}`);
   }
 });
 

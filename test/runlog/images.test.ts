@@ -118,6 +118,10 @@ test('savePlot draws each series in its colour, along its curve, with a legend',
   await savePlot(join(dir, 'log.png'), [{ name: 'loss', points: [[0, 1e-3], [10, 1]] }], { logY: true });
   const log = await sharp(join(dir, 'log.png')).metadata();
   assert.deepEqual([log.width, log.height], [800, 450]);
+  // A legend longer than the plot is tall makes the picture taller: 30 rows of 20 px below the 40 px title.
+  const many = Array.from({ length: 30 }, (_, i) => ({ name: `series ${i}`, points: [[0, i], [1, i + 1]] as [number, number][] }));
+  await savePlot(join(dir, 'many.png'), many);
+  assert.equal((await sharp(join(dir, 'many.png')).metadata()).height, 40 + 30 * 20 + 20);
   await assert.rejects(savePlot(path, [{ name: 'loss', points: [[0, 0], [1, 1]] }], { logY: true }), /"loss" has value 0 at step 0, which a log scale cannot show/);
   await assert.rejects(savePlot(path, [{ name: 'loss', points: [[0, NaN]] }]), /"loss" has a non-finite point \(0, NaN\)/);
   await assert.rejects(savePlot(path, [{ name: 'loss', points: [] }]), /no points/);
