@@ -61,14 +61,18 @@ for channels in sorted({key[0] for key in cells}):
     if control is None:
         continue
     arms = sorted((key for key in cells if key[0] == channels and key[1] != 'control'), key=lambda k: (k[1], k[2]))
+    if not arms:
+        continue
     print(f'## C = {channels}: FID, arm minus control (paired over seeds)\n')
     print('| arm (teacher) | ' + ' | '.join(f'@{s}' for s in steps) + ' |')
     print('|---|' + '---|' * len(steps))
     for key in arms:
         print(f'| {key[1]} ({key[2]}) | ' + ' | '.join(entry(paired(cells[key], control, i)) for i in range(len(steps))) + ' |')
     compared = [key for key in arms if len(set(cells[key]) & set(control)) >= 2]
+    if not compared:
+        continue
     level = 1 - 0.05 / len(compared)
     corrected = [(key, paired(cells[key], control, len(steps) - 1, level)[1]) for key in compared]
     excluding = [f'{k[1]} ({k[2]}) [{signed(i[0])}, {signed(i[1])}]' for k, i in corrected if i[1] < 0 or i[0] > 0]
-    print(f'\nBonferroni-corrected for the {len(compared)} comparisons at @{steps[-1]} ({100 * level:.2f}% intervals): '
+    print(f'\nBonferroni-corrected for the {len(compared)} comparison{"" if len(compared) == 1 else "s"} at @{steps[-1]} ({100 * level:.2f}% intervals): '
           + (f"{'; '.join(excluding)} {'excludes' if len(excluding) == 1 else 'exclude'} 0." if excluding else 'none excludes 0.') + '\n')
