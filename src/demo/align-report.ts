@@ -139,6 +139,13 @@ function findings(rows: ArmDifferences[], fidColumns: Column[], otherColumns: Co
   return [...lines, ...otherLines];
 }
 
+/** The rows of each width, in the order the widths first appear. */
+function byWidth(rows: readonly ArmDifferences[]): Map<number, ArmDifferences[]> {
+  const widths = new Map<number, ArmDifferences[]>();
+  for (const r of rows) widths.set(r.group.channels, [...(widths.get(r.group.channels) ?? []), r]);
+  return widths;
+}
+
 /** `mean [low, high] wins/seeds` of a paired FID difference; bold when its interval lies below 0. */
 function gridEntry(d: PairedDifference | undefined): string {
   if (d === undefined) return '';
@@ -153,8 +160,7 @@ function gridEntry(d: PairedDifference | undefined): string {
  */
 function primaryEndpointGrids(rows: readonly ArmDifferences[], label: string): string[] {
   const lines: string[] = [];
-  for (const channels of [...new Set(rows.map((r) => r.group.channels))]) {
-    const atWidth = rows.filter((r) => r.group.channels === channels);
+  for (const [channels, atWidth] of byWidth(rows)) {
     const teachers = ALIGN_TEACHERS.filter((t) => atWidth.some((r) => r.group.teacher === t && !ALIGN_ARMS[r.group.arm].teacherFree));
     const teacherArms = ALIGN_ARM_NAMES.filter((arm) => !ALIGN_ARMS[arm].teacherFree && atWidth.some((r) => r.group.arm === arm));
     const entry = (arm: string, teacher: string) => gridEntry(atWidth.find((r) => r.group.arm === arm && r.group.teacher === teacher)?.differences.get(label));
@@ -220,8 +226,8 @@ export async function writeAlignStudyReport(out: string, dirs: readonly string[]
 
   // One plot a width: each arm's paired FID difference from the control at every SiT checkpoint.
   const plots: string[] = [];
-  for (const channels of [...new Set(rows.map((r) => r.group.channels))]) {
-    const series: PlotSeries[] = rows.filter((r) => r.group.channels === channels).map((r) => ({
+  for (const [channels, atWidth] of byWidth(rows)) {
+    const series: PlotSeries[] = atWidth.map((r) => ({
       name: groupLabel(r.group),
       points: fidColumns.flatMap((col, i): [number, number][] => {
         const d = r.differences.get(col.label);

@@ -149,7 +149,7 @@ test('the report\'s primary-endpoint grids: each arm and teacher at C = 4 and C 
     };
     const signed = (v: number) => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(2)}`;
     const entry = (name: string) => {
-      const d = pairedDifference(fid(name), fid(`${name.slice(0, 2)}-control`), 'lower')!;
+      const d = pairedDifference(fid(name), fid(`${name.split('-')[0]}-control`), 'lower')!;
       const text = `${signed(d.mean)} [${signed(d.interval![0])}, ${signed(d.interval![1])}]`;
       return `${d.interval![1] < 0 ? `**${text}**` : text} ${d.wins.length}/${d.seeds.length}`;
     };
