@@ -1,4 +1,4 @@
-// One Adam/AdamW update of a float32 parameter as one pass over memory, on the CPU. The
+// One Adam/AdamW update, and one EMA update, of a float32 parameter as one pass over memory, on the CPU. The
 // per-parameter loop of src/optim/adam.ts (PyTorch's `_single_tensor_adam[w]`) runs nine libtorch
 // ops per parameter, each a pass over parameter-sized tensors (two of them allocate one): for
 // SiT-B/2's 130M parameters 0.35 s of CPU per step on one Zen 5 EPYC thread, 7% of its training
@@ -6,8 +6,11 @@
 // float32 operations in the same order as those ops (as libtorch's vectorized kernels: add with
 // alpha and addcmul as fused multiply-adds, every other operation rounded on its own), which gave
 // the op-by-op results bit for bit there (test/optim/adam.test.ts bounds the difference by the
-// roundings that other kernels may contract). Compiled for AVX-512 and used where the CPU has it,
-// as activations.cc; elsewhere, and for other dtypes, devices, layouts and amsgrad, adam.ts runs the ops.
+// roundings that other kernels may contract). The EMA of DiT's update_ema, ema.mul_(decay).add_(param,
+// 1 - decay), is two passes over the averaged copy in libtorch (0.06-0.09 s a step for SiT-B/2 on the
+// Zen 5); the kernel does both ops' float32 operations in one. Compiled for AVX-512 and used where the
+// CPU has it, as activations.cc; elsewhere, and for other dtypes, devices, layouts and amsgrad, adam.ts
+// and ema.ts run the ops.
 #include "common.h"
 
 #include "simd.h"
@@ -16,6 +19,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace reals {
 namespace {
@@ -75,14 +79,28 @@ REALS_AVX512 void adamRange(float* param, const float* grad, float* expAvg, floa
   std::copy(p, p + rest, param + i), std::copy(m, m + rest, expAvg + i), std::copy(v, v + rest, expAvgSq + i);
 }
 
+// ema.mul_(decay).add_(param, oneMinusDecay): a product rounded on its own, then libtorch's add with
+// alpha, vec::fmadd(param, alpha, ema).
+REALS_AVX512 void emaRange(float* ema, const float* param, int64_t begin, int64_t end, float decay, float oneMinusDecay) {
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) storeFloats(ema + i, fma(loadFloats(param + i), Floats{} + oneMinusDecay, loadFloats(ema + i) * decay));
+  if (i == end) return;
+  alignas(64) float e[kLanes] = {}, p[kLanes] = {};
+  std::copy(ema + i, ema + end, e), std::copy(param + i, param + end, p);
+  storeFloats(e, fma(loadFloats(p), Floats{} + oneMinusDecay, loadFloats(e) * decay));
+  std::copy(e, e + (end - i), ema + i);
+}
+
 #undef REALS_AVX512
 
-bool fusable(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& expAvg, const at::Tensor& expAvgSq) {
+// Whether the kernels take these tensors: float32, contiguous, on the CPU, of one shape, on a CPU with AVX-512.
+bool fusable(std::initializer_list<const at::Tensor*> tensors) {
   if (!cpuHasAvx512()) return false;
-  for (const at::Tensor* t : {&param, &grad, &expAvg, &expAvgSq}) {
-    if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() || t->is_sparse() || t->numel() != param.numel()) return false;
+  const at::Tensor& first = **tensors.begin();
+  for (const at::Tensor* t : tensors) {
+    if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() || t->is_sparse() || t->sizes() != first.sizes()) return false;
   }
-  return grad.sizes() == param.sizes() && expAvg.sizes() == param.sizes() && expAvgSq.sizes() == param.sizes();
+  return true;
 }
 
 // adamStep(param, grad, expAvg, expAvgSq, paramFactor, l2, maximize, beta1, beta2, stepSize,
@@ -95,7 +113,7 @@ napi_value AdamStepCall(napi_env env, napi_callback_info info) {
     const at::Tensor& grad = unwrapTensor(env, args[1], "adamStep(grad)");
     const at::Tensor& expAvg = unwrapTensor(env, args[2], "adamStep(expAvg)");
     const at::Tensor& expAvgSq = unwrapTensor(env, args[3], "adamStep(expAvgSq)");
-    if (!fusable(param, grad, expAvg, expAvgSq)) return makeBool(env, false);
+    if (!fusable({&param, &grad, &expAvg, &expAvgSq})) return makeBool(env, false);
     const double beta1 = getDouble(env, args[7], "adamStep(beta1)"), beta2 = getDouble(env, args[8], "adamStep(beta2)");
     const AdamScalars s{
         static_cast<float>(getDouble(env, args[4], "adamStep(paramFactor)")),
@@ -118,10 +136,29 @@ napi_value AdamStepCall(napi_env env, napi_callback_info info) {
   });
 }
 
+// emaStep(ema, param, decay): ema = decay * ema + (1 - decay) * param in place, true; or false,
+// untouched, where the kernel does not take the tensors (as adamStep).
+napi_value EmaStepCall(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  return guarded(env, "emaStep", [&]() -> napi_value {
+    const at::Tensor& ema = unwrapTensor(env, args[0], "emaStep(ema)");
+    const at::Tensor& param = unwrapTensor(env, args[1], "emaStep(param)");
+    if (!fusable({&ema, &param})) return makeBool(env, false);
+    const double decay = getDouble(env, args[2], "emaStep(decay)");
+    float* e = ema.data_ptr<float>();
+    const float* p = param.data_ptr<float>();
+    at::parallel_for(0, (ema.numel() + kLanes - 1) / kLanes, 4096, [&](int64_t begin, int64_t end) {
+      emaRange(e, p, begin * kLanes, std::min(end * kLanes, ema.numel()), static_cast<float>(decay), static_cast<float>(1 - decay));
+    });
+    return makeBool(env, true);
+  });
+}
+
 }  // namespace
 
 void initOptim(napi_env env, napi_value exports) {
   exportFunction(env, exports, "adamStep", AdamStepCall);
+  exportFunction(env, exports, "emaStep", EmaStepCall);
 }
 
 }  // namespace reals

@@ -59,7 +59,7 @@ export class EMA {
 
   /** ema = decay * ema + (1 - decay) * model for parameters; buffers are copied. */
   update(decay = this.decay): void {
-    this.apply((e, p) => e.mul_(decay).add_(p, 1 - decay));
+    this.apply((e, p) => torch.fusedEmaStep(e, p, decay) || e.mul_(decay).add_(p, 1 - decay));
   }
 
   /**

@@ -16,5 +16,5 @@ export { adaptThreads, threadGovernor } from './threads.js';
 export type { Precision, ResolvedPrecision } from './precision.js';
 export { native, waitPolicy } from './native.js';
 export { checkDevice } from './device.js';
-export { fusedAdamStep } from './fused-adam.js';
-export type { AdamStepScalars } from './fused-adam.js';
+export { fusedAdamStep, fusedEmaStep } from './fused-optim.js';
+export type { AdamStepScalars } from './fused-optim.js';

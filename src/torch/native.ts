@@ -99,6 +99,8 @@ export interface Native {
     param: Handle, grad: Handle, expAvg: Handle, expAvgSq: Handle, paramFactor: number, l2: number, maximize: boolean,
     beta1: number, beta2: number, stepSize: number, biasCorrection2Sqrt: number, eps: number,
   ): boolean;
+  /** ema = decay * ema + (1 - decay) * param in place by the same kernel file: true, or false (nothing done) where it does not take the tensors (as adamStep). */
+  emaStep(ema: Handle, param: Handle, decay: number): boolean;
   newGroup(
     backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number, rendezvousTimeoutMs: number,
     hostStore: boolean, storePrefix: string,

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as torch from '../../src/torch/index.js';
 import { EMA } from '../../src/optim/index.js';
+import { assertClose, F32_UNIT_ROUNDOFF } from '../helpers.js';
 
 type Tensor = torch.Tensor;
 
@@ -57,4 +58,32 @@ test('EMA refuses ema and model tensors that do not correspond', () => {
   assert.throws(() => new EMA([w], [w, b]).update(), /EMA: the ema parameters lack \[1\]/);
   assert.throws(() => new EMA([w], fakeModule(w, b, rm)), /EMA: give two tensor lists or two objects/);
   assert.throws(() => new EMA([w], [w], { decay: 1.5 }), /EMA: decay must be in \[0, 1\], got 1.5/);
+});
+
+// src/optim/ema.ts sends contiguous float32 CPU tensors through the addon's one-pass kernel
+// (native/src/optim.cc) and other layouts through libtorch's mul_ and add_, so a tensor and its
+// transposed copy (a non-contiguous view of the same values) take the two paths with the same numbers.
+test('the one-pass EMA kernel gives what mul_ and add_ give (20 updates of two decays, a tail)', () => {
+  const [rows, cols] = [37, 29]; // 1,073 elements: 67 vectors of 16 and a partial one
+  torch.manualSeed(3);
+  const start = torch.randn([rows, cols]);
+  const fusedEma = start.clone();
+  const opsEma = start.t().contiguous().t();
+  assert.ok(!opsEma.isContiguous());
+  const steps = 20;
+  for (let step = 0; step < steps; step++) {
+    const param = torch.randn([rows, cols]).mul(4);
+    const decay = step % 2 === 0 ? 0.9999 : 0.75;
+    new EMA([fusedEma], [param]).update(decay);
+    new EMA([opsEma], [param.t().contiguous().t()]).update(decay);
+  }
+  // The same float32 operations; libtorch may contract the tail's multiply-add that the kernel rounds
+  // twice, or the other way: a rounding of a value below 4 (|randn| * 4 < 20 here: 2^-24 * 32) per update.
+  assertClose(fusedEma, opsEma, 0, steps * 32 * F32_UNIT_ROUNDOFF, 'ema');
+  const differs = fusedEma.sub(start).abs().max().item();
+  assert.ok(differs > 1, `the EMA moved (max change ${differs})`);
+  if (torch.native.fusedActivations()) {
+    assert.equal(torch.fusedEmaStep(fusedEma, start, 0.5), true);
+    assert.equal(torch.fusedEmaStep(opsEma, start, 0.5), false);
+  }
 });

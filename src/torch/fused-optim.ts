@@ -1,5 +1,6 @@
-// The addon's one-pass Adam/AdamW update (native/src/optim.cc), for src/optim/adam.ts: the same
-// float32 operations as its op-by-op path, with each element read and written once.
+// The addon's one-pass Adam/AdamW and EMA updates (native/src/optim.cc), for src/optim/adam.ts and
+// src/optim/ema.ts: the same float32 operations as their op-by-op paths, with each element read and
+// written once.
 import { native } from './native.js';
 import type { Tensor } from './tensor.js';
 
@@ -29,4 +30,12 @@ export function fusedAdamStep(param: Tensor, grad: Tensor, expAvg: Tensor, expAv
     param._handle, grad._handle, expAvg._handle, expAvgSq._handle, s.paramFactor, s.l2, s.maximize,
     s.beta1, s.beta2, s.stepSize, s.biasCorrection2Sqrt, s.eps,
   );
+}
+
+/**
+ * ema = decay * ema + (1 - decay) * param in place, as ema.mul_(decay).add_(param, 1 - decay), and
+ * true; or false, untouched, where the kernel does not take them (as fusedAdamStep).
+ */
+export function fusedEmaStep(ema: Tensor, param: Tensor, decay: number): boolean {
+  return native.emaStep(ema._handle, param._handle, decay);
 }
