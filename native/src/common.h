@@ -75,5 +75,6 @@ void initDistributed(napi_env env, napi_value exports);
 void initActivations(napi_env env, napi_value exports);
 void initAttention(napi_env env, napi_value exports);
 void initOptim(napi_env env, napi_value exports);
+void initAdaLN(napi_env env, napi_value exports);
 
 }  // namespace reals

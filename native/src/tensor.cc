@@ -919,5 +919,6 @@ NAPI_MODULE_INIT() {
   reals::initActivations(env, exports);
   reals::initAttention(env, exports);
   reals::initOptim(env, exports);
+  reals::initAdaLN(env, exports);
   return exports;
 }

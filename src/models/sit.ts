@@ -15,10 +15,6 @@ import { childPath, exportModule, registerExporter } from '../onnx/modules.js';
 
 const { F, init } = nn;
 
-function modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
-  return x.mul(scale.unsqueeze(1).add(1)).add(shift.unsqueeze(1));
-}
-
 // --- timm's PatchEmbed, Attention and Mlp, as models.py constructs them ------------------------
 
 /** Non-overlapping p x p patches of [N, C, H, W] projected to [N, T, D] tokens by a stride-p conv. */
@@ -140,8 +136,9 @@ export class SiTBlock extends nn.Module {
   override forward(x: Tensor, c: Tensor): Tensor {
     const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = this.adaLNModulation.forward(c).chunk(6, 1) as
       [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
-    const h = x.add(gateMsa.unsqueeze(1).mul(this.attn.forward(modulate(this.norm1.forward(x), shiftMsa, scaleMsa))));
-    return h.add(gateMlp.unsqueeze(1).mul(this.mlp.forward(modulate(this.norm2.forward(h), shiftMlp, scaleMlp))));
+    // x + gate * branch(modulate(norm(x), shift, scale)), the elementwise parts fused where the addon can (src/torch/fused-adaln.ts).
+    const h = torch.gatedResidual(x, gateMsa, this.attn.forward(torch.modulatedLayerNorm(x, shiftMsa, scaleMsa, this.norm1.eps)));
+    return torch.gatedResidual(h, gateMlp, this.mlp.forward(torch.modulatedLayerNorm(h, shiftMlp, scaleMlp, this.norm2.eps)));
   }
 }
 
@@ -160,7 +157,7 @@ export class FinalLayer extends nn.Module {
 
   override forward(x: Tensor, c: Tensor): Tensor {
     const [shift, scale] = this.adaLNModulation.forward(c).chunk(2, 1) as [Tensor, Tensor];
-    return this.linear.forward(modulate(this.normFinal.forward(x), shift, scale));
+    return this.linear.forward(torch.modulatedLayerNorm(x, shift, scale, this.normFinal.eps));
   }
 }
 

@@ -17,4 +17,5 @@ export type { Precision, ResolvedPrecision } from './precision.js';
 export { native, waitPolicy } from './native.js';
 export { checkDevice } from './device.js';
 export { fusedAdamStep, fusedEmaStep } from './fused-optim.js';
+export { modulatedLayerNorm, gatedResidual } from './fused-adaln.js';
 export type { AdamStepScalars } from './fused-optim.js';

@@ -99,6 +99,14 @@ export interface Native {
     param: Handle, grad: Handle, expAvg: Handle, expAvgSq: Handle, paramFactor: number, l2: number, maximize: boolean,
     beta1: number, beta2: number, stepSize: number, biasCorrection2Sqrt: number, eps: number,
   ): boolean;
+  /**
+   * layer_norm(x) * (1 + scale) + shift by the addon's one-pass kernel (native/src/adaln.cc), bfloat16 under CPU bfloat16
+   * autocast, or null where it does not take the inputs (x not a float32 [N, T, D] CPU tensor, D not a multiple of
+   * 16, shift or scale not [N, D] float32 or bfloat16, no AVX-512).
+   */
+  modulatedLayerNorm(x: Handle, shift: Handle, scale: Handle, eps: number): Handle | null;
+  /** x + gate * y by the same kernel file, or null where it does not take the inputs (as modulatedLayerNorm; y float32 or bfloat16 like x). */
+  gatedResidual(x: Handle, gate: Handle, y: Handle): Handle | null;
   /** ema = decay * ema + (1 - decay) * param in place by the same kernel file: true, or false (nothing done) where it does not take the tensors (as adamStep). */
   emaStep(ema: Handle, param: Handle, decay: number): boolean;
   newGroup(

@@ -248,6 +248,9 @@ const CASES: GradCase[] = [
   { op: 'F.pixelUnshuffle', inputs: () => [x([1, 2, 4, 4])], fn: (a) => F.pixelUnshuffle(a, 2) },
   { op: 'F.cosineSimilarity', inputs: () => [x([3, 4]), x([3, 4])], fn: (a, b) => F.cosineSimilarity(a, b) },
   { op: 'F.scaledDotProductAttention', inputs: () => [x([2, 3, 4]), x([2, 5, 4]), x([2, 5, 3])], fn: (q, k, v) => F.scaledDotProductAttention(q, k, v) },
+  // float64 takes the op path; test/torch/adaln.test.ts checks the kernels' gradients.
+  { op: 'torch.modulatedLayerNorm', inputs: () => [x([2, 3, 4]), x([2, 4]), x([2, 4])], fn: (a, shift, scale) => torch.modulatedLayerNorm(a, shift, scale, 1e-6) },
+  { op: 'torch.gatedResidual', inputs: () => [x([2, 3, 4]), x([2, 4]), x([2, 3, 4])], fn: (a, gate, y) => torch.gatedResidual(a, gate, y) },
   { op: 'F.scaledDotProductAttention', name: 'bool mask', inputs: () => [x([1, 3, 2]), x([1, 4, 2]), x([1, 4, 2])], fn: (q, k, v) => F.scaledDotProductAttention(q, k, v, { attnMask: mask([[true, false, true, true], [false, true, true, false], [true, true, false, false]]) }) },
   { op: 'F.scaledDotProductAttention', name: 'float mask (differentiated), scale 0.3', inputs: () => [x([1, 3, 2]), x([1, 3, 2]), x([1, 3, 2]), x([3, 3])], fn: (q, k, v, m) => F.scaledDotProductAttention(q, k, v, { attnMask: m, scale: 0.3 }) },
   { op: 'F.scaledDotProductAttention', name: 'causal', inputs: () => [x([2, 1, 4, 3]), x([2, 1, 4, 3]), x([2, 1, 4, 3])], fn: (q, k, v) => F.scaledDotProductAttention(q, k, v, { isCausal: true }) },
@@ -308,7 +311,7 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'torch.autocastDeviceType', 'torch.cpuFamilyModel', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
     'torch.openblasCoreName', 'F.enableFusedAttention', 'F.fusedAttentionEnabled',
   ],
-  'optimizer updates (in place, outside autograd; test/optim/adam.test.ts checks them)': ['torch.fusedAdamStep'],
+  'optimizer updates (in place, outside autograd; test/optim/adam.test.ts and ema.test.ts check them)': ['torch.fusedAdamStep', 'torch.fusedEmaStep'],
 };
 
 function wrapperNames(): string[] {
