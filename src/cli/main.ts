@@ -22,7 +22,7 @@ import { applyClusterEnvironment, describeClusterEnvironment, elasticRestartRun,
 
 function envCommand(): Command {
   return new Command('env')
-    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, how they wait and whether they adapt to the load, the devices, and time a 1024^3 matmul')
+    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, how they wait and whether they adapt to the load, which of the addon\'s CPU kernels run here, the devices, and time a 1024^3 matmul')
     .action(() => {
       const a = torch.randn([1024, 1024]);
       const b = torch.randn([1024, 1024]);
@@ -40,6 +40,8 @@ function envCommand(): Command {
         adaptiveThreads: torch.threadGovernor(),
         cpuBf16: torch.cpuHasBf16(),
         openblasCore: torch.openblasCoreName(),
+        // The addon's own CPU kernels that run here (the rest is libtorch's).
+        cpuKernels: torch.cpuKernels(),
         cuda: torch.cuda.isAvailable(),
         cudaDevices: torch.cuda.deviceCount(),
         matmul1024Gflops: Number(((2 * 1024 ** 3 * reps) / seconds / 1e9).toFixed(1)),

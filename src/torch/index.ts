@@ -11,7 +11,7 @@ export * as nnFunctional from './functional.js';
 export * as distributed from './distributed.js';
 export { cuda, setNumThreads, getNumThreads, version, autocast, autocastDeviceType } from './cuda.js';
 export type { AutocastDevice, AutocastOptions } from './cuda.js';
-export { PRECISIONS, cpuFamilyModel, cpuHasBf16, openblasCoreName, resolvePrecision, runThreads, usePrecision, withPrecision } from './precision.js';
+export { PRECISIONS, cpuFamilyModel, cpuHasBf16, cpuKernels, openblasCoreName, resolvePrecision, runThreads, usePrecision, withPrecision } from './precision.js';
 export { adaptThreads, threadGovernor } from './threads.js';
 export type { Precision, ResolvedPrecision } from './precision.js';
 export { native, waitPolicy } from './native.js';

@@ -65,6 +65,20 @@ export function openblasCoreName(): string | null {
   return native.openblasCoreName();
 }
 
+/**
+ * Which of the addon's own CPU kernels run on this machine (bench/README.md measures each): all need
+ * AVX-512; attention in bfloat16 also needs oneDNN without AMX matmuls (with AMX libtorch's path is
+ * the faster). Where one does not run, the same function runs libtorch's ops.
+ */
+export function cpuKernels(): { gelu: boolean; siluBf16: boolean; attention: { float32: boolean; bfloat16: boolean }; adaLN: boolean; adamEma: boolean } {
+  const avx512 = native.fusedActivations();
+  return {
+    gelu: avx512, siluBf16: avx512,
+    attention: { float32: native.fusedAttention('float32'), bfloat16: native.fusedAttention('bfloat16') },
+    adaLN: avx512, adamEma: avx512,
+  };
+}
+
 /** 'auto' becomes bf16 on CUDA and on CPUs with bfloat16 units (cpuHasBf16), fp32 elsewhere; the others stay. */
 export function resolvePrecision(precision: Precision, device: Device): ResolvedPrecision {
   if (!(PRECISIONS as readonly string[]).includes(precision)) {

@@ -308,7 +308,7 @@ const NOT_DIFFERENTIABLE: Record<string, string[]> = {
     'torch.isGradEnabled', 'torch.setGradEnabled', 'torch.scope', 'torch.keep', 'torch.slice', 'torch.version',
     'torch.getNumThreads', 'torch.setNumThreads', 'torch.adaptThreads', 'torch.threadGovernor', 'torch.manualSeed', 'torch.getRngState', 'torch.setRngState',
     'torch.dtypeCode', 'torch.dtypeFromCode', 'torch.isFloatingPoint', 'torch.typedArrayFromBuffer',
-    'torch.autocastDeviceType', 'torch.cpuFamilyModel', 'torch.cpuHasBf16', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
+    'torch.autocastDeviceType', 'torch.cpuFamilyModel', 'torch.cpuHasBf16', 'torch.cpuKernels', 'torch.resolvePrecision', 'torch.runThreads', 'torch.usePrecision', 'torch.withPrecision', 'torch.checkDevice',
     'torch.openblasCoreName', 'F.enableFusedAttention', 'F.fusedAttentionEnabled',
   ],
   'optimizer updates (in place, outside autograd; test/optim/adam.test.ts and ema.test.ts check them)': ['torch.fusedAdamStep', 'torch.fusedEmaStep'],

@@ -172,6 +172,7 @@ function cleanEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 
 interface EnvOutput {
   openblasCore: string | null;
+  cpuKernels: ReturnType<typeof torch.cpuKernels>;
   waitPolicy: { value: string; source: string };
   adaptiveThreads: { adaptive: boolean; why: string; openblas: string };
 }
@@ -187,6 +188,10 @@ test('reals env prints the wait policy in force and whether the threads adapt to
   const openblas = torch.native.openblasThreads();
   const fresh = realsEnv({});
   assert.deepEqual(fresh.waitPolicy, { value: 'spin 20000', source: 'reals default' });
+  // The addon's kernels as this process sees them; where the CPU has AVX-512 the adaLN ones take a float32 [N, T, D].
+  assert.deepEqual(fresh.cpuKernels, torch.cpuKernels());
+  const x = torch.zeros([1, 2, 16]);
+  assert.equal(torch.native.gatedResidual(x._handle, torch.zeros([1, 16])._handle, x._handle) !== null, fresh.cpuKernels.adaLN);
   assert.equal(fresh.adaptiveThreads.adaptive, multiCpu);
   if (multiCpu) {
     assert.match(fresh.adaptiveThreads.why, /^reals chose the threads: every 500 ms .* after 2 s of quiet \(REALS_ADAPTIVE_THREADS=0 turns it off\); niced processes /);
