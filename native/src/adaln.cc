@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <vector>
 
 namespace reals {
 namespace {
@@ -132,15 +133,19 @@ REALS_AVX512 void gateBackwardBf16(const float* dh, const float* g, const at::BF
 constexpr int64_t kGrain = 32768;
 constexpr int64_t kRowsPerBlock = 32;
 
-// The [N, D] gradient of a per-sample vector from the per-block partial sums, in dtype.
-at::Tensor sumBlocks(const at::Tensor& partial, int64_t samples, at::ScalarType dtype) {
-  return partial.view({samples, -1, partial.size(-1)}).sum(1).to(dtype);
+int64_t blockCount(int64_t samples, int64_t tokens) { return samples * ((tokens + kRowsPerBlock - 1) / kRowsPerBlock); }
+
+// The per-sample sums of the per-block partial sums [blocks, ...]: [N, ...].
+at::Tensor sumBlocks(const at::Tensor& partial, int64_t samples) {
+  std::vector<int64_t> shape{samples, -1};
+  for (int64_t i = 1; i < partial.dim(); ++i) shape.push_back(partial.size(i));
+  return partial.view(shape).sum(1);
 }
 
 // Calls body(sample, firstRow, endRow, block) for every block of kRowsPerBlock rows of each sample, in parallel.
 template <typename Body>
 void forEachBlock(int64_t samples, int64_t tokens, int64_t dim, Body&& body) {
-  const int64_t blocksPerSample = (tokens + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t blocksPerSample = blockCount(1, tokens);
   const int64_t grain = std::max<int64_t>(1, kGrain / (kRowsPerBlock * dim));
   at::parallel_for(0, samples * blocksPerSample, grain, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
@@ -149,8 +154,6 @@ void forEachBlock(int64_t samples, int64_t tokens, int64_t dim, Body&& body) {
     }
   });
 }
-
-int64_t blockCount(int64_t samples, int64_t tokens) { return samples * ((tokens + kRowsPerBlock - 1) / kRowsPerBlock); }
 
 at::Tensor asFloatRows(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
@@ -174,14 +177,17 @@ torch::autograd::tensor_list gatedResidualGradsOps(const at::Tensor& gate, const
 }
 
 struct ModulateResult {
-  at::Tensor y, mean, rstd;
+  at::Tensor y, factor, mean, rstd;
 };
 
-ModulateResult modulateForward(const at::Tensor& x, const at::Tensor& factor, const at::Tensor& shift, double eps, at::ScalarType outDtype) {
+// The forward of both paths: y in bfloat16 (bf16Out) or float32, and what the backward needs (factor = 1 + scale in float32).
+ModulateResult modulateForward(const at::Tensor& input, const at::Tensor& shift, const at::Tensor& scale, double eps, bool bf16Out) {
+  const at::Tensor x = input.contiguous(), shiftRows = asFloatRows(shift);
+  const at::ScalarType outDtype = bf16Out ? at::kBFloat16 : at::kFloat;
   const int64_t samples = x.size(0), tokens = x.size(1), dim = x.size(2), rows = samples * tokens;
-  ModulateResult r{at::empty(x.sizes(), x.options().dtype(outDtype)), at::empty({rows}, x.options()), at::empty({rows}, x.options())};
+  ModulateResult r{at::empty(x.sizes(), x.options().dtype(outDtype)), asFloatRows(scale) + 1, at::empty({rows}, x.options()), at::empty({rows}, x.options())};
   const float* xp = x.data_ptr<float>();
-  const float *a = factor.data_ptr<float>(), *b = shift.data_ptr<float>();
+  const float *a = r.factor.data_ptr<float>(), *b = shiftRows.data_ptr<float>();
   float *m = r.mean.data_ptr<float>(), *s = r.rstd.data_ptr<float>();
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / dim), [&](int64_t begin, int64_t end) {
     if (outDtype == at::kBFloat16) modulateBf16(xp, a, b, r.y.data_ptr<at::BFloat16>(), m, s, tokens, dim, static_cast<float>(eps), begin, end);
@@ -193,9 +199,8 @@ ModulateResult modulateForward(const at::Tensor& x, const at::Tensor& factor, co
 struct ModulatedLayerNorm : public torch::autograd::Function<ModulatedLayerNorm> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
                             bool bf16Out) {
-    const at::Tensor factor = asFloatRows(scale) + 1;
-    ModulateResult r = modulateForward(x.contiguous(), factor, asFloatRows(shift), eps, bf16Out ? at::kBFloat16 : at::kFloat);
-    ctx->save_for_backward({x, shift, scale, factor, r.mean, r.rstd});
+    ModulateResult r = modulateForward(x, shift, scale, eps, bf16Out);
+    ctx->save_for_backward({x, shift, scale, r.factor, r.mean, r.rstd});
     ctx->saved_data["eps"] = eps;
     return r.y;
   }
@@ -220,7 +225,7 @@ struct ModulatedLayerNorm : public torch::autograd::Function<ModulatedLayerNorm>
       if (bf16Grad) modulateBackwardBf16(xp, dy.data_ptr<at::BFloat16>(), a + n * dim, m, s, dxp, gradScale, gradScale + dim, dim, first, end);
       else modulateBackwardFloat(xp, dy.data_ptr<float>(), a + n * dim, m, s, dxp, gradScale, gradScale + dim, dim, first, end);
     });
-    const at::Tensor sums = partial.view({samples, -1, 2, dim}).sum(1);
+    const at::Tensor sums = sumBlocks(partial, samples);
     return {dx, sums.select(1, 1).to(shift.scalar_type()), sums.select(1, 0).to(scale.scalar_type()), at::Tensor(), at::Tensor()};
   }
 };
@@ -229,9 +234,11 @@ struct GatedResidual : public torch::autograd::Function<GatedResidual> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
     const at::Tensor gateRows = asFloatRows(gate);
     ctx->save_for_backward({gate, y, gateRows});
-    return gateForward(x.contiguous(), gateRows, y.contiguous());
+    return gateForward(x, gateRows, y);
   }
-  static at::Tensor gateForward(const at::Tensor& x, const at::Tensor& gateRows, const at::Tensor& y) {
+  // The forward of both paths, with gate in float32 rows.
+  static at::Tensor gateForward(const at::Tensor& input, const at::Tensor& gateRows, const at::Tensor& other) {
+    const at::Tensor x = input.contiguous(), y = other.contiguous();
     const int64_t tokens = x.size(1), dim = x.size(2), rows = x.size(0) * tokens;
     at::Tensor h = at::empty_like(x, at::MemoryFormat::Contiguous);
     const float *xp = x.data_ptr<float>(), *g = gateRows.data_ptr<float>();
@@ -257,7 +264,7 @@ struct GatedResidual : public torch::autograd::Function<GatedResidual> {
       if (y.scalar_type() == at::kBFloat16) gateBackwardBf16(dhp, g + n * dim, y.data_ptr<at::BFloat16>(), dy.data_ptr<at::BFloat16>(), pp + block * dim, dim, first, end);
       else gateBackwardFloat(dhp, g + n * dim, y.data_ptr<float>(), dy.data_ptr<float>(), pp + block * dim, dim, first, end);
     });
-    return {grads[0], sumBlocks(partial, samples, gate.scalar_type()), dy};
+    return {grads[0], sumBlocks(partial, samples).to(gate.scalar_type()), dy};
   }
 };
 
@@ -292,7 +299,7 @@ napi_value ModulatedLayerNormCall(napi_env env, napi_callback_info info) {
     if (!fusable(x, {&shift, &scale}, nullptr)) return makeNull(env);
     const bool bf16Out = at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
     if (needsGrad({&x, &shift, &scale})) return wrapTensor(env, ModulatedLayerNorm::apply(x, shift, scale, eps, bf16Out));
-    return wrapTensor(env, modulateForward(x.contiguous(), asFloatRows(scale) + 1, asFloatRows(shift), eps, bf16Out ? at::kBFloat16 : at::kFloat).y);
+    return wrapTensor(env, modulateForward(x, shift, scale, eps, bf16Out).y);
   });
 }
 
@@ -305,7 +312,7 @@ napi_value GatedResidualCall(napi_env env, napi_callback_info info) {
     const at::Tensor& y = unwrapTensor(env, args[2], "gatedResidual(y)");
     if (!fusable(x, {&gate}, &y)) return makeNull(env);
     if (needsGrad({&x, &gate, &y})) return wrapTensor(env, GatedResidual::apply(x, gate, y));
-    return wrapTensor(env, GatedResidual::gateForward(x.contiguous(), asFloatRows(gate), y.contiguous()));
+    return wrapTensor(env, GatedResidual::gateForward(x, asFloatRows(gate), y));
   });
 }
 
