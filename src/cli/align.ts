@@ -34,7 +34,7 @@ export function alignTrainCommand(): Command {
     .option('--max-epoch <n>', 'epochs to train', integer(1), d.maxEpoch)
     .option('--max-steps <n>', 'stop after this many steps if earlier', integer(1))
     .option('--batch-size <n>', 'images per batch per process', integer(1), d.batchSize)
-    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: the usable CPUs - 1, 1 to 8)', integer(0))
     .option('--results-dir <dir>', 'runs go to <results-dir>/NNN-align', d.resultsDir)
     .option('--resume <path>', 'continue from a checkpoint file, a run folder or its checkpoints folder')
     .option('--seed <n>', 'global seed (rank r uses seed * world + r)', integer(0), d.seed)
@@ -98,7 +98,7 @@ export function alignConvertCommand(): Command {
     .option('--image-size <n>', 'side of the ADM center crop of folder images (default: the run\'s --image-size)', integer(1))
     .option('--batch-size <n>', 'images per encoder call', integer(1), c.batchSize)
     .option('--seed <n>', 'seeds the subset and the posterior samples', integer(0), c.seed)
-    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: the usable CPUs - 1, 1 to 8)', integer(0))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .action(async (flags: AlignConvertRunOptions) => {
       await runAlignConvert(flags);

@@ -24,7 +24,7 @@ export function classifierTrainCommand(): Command {
     .option('--ckpt-every <n>', 'steps between checkpoints in --out/checkpoints (the last step is saved too)', integer(1), CLASSIFIER_CKPT_EVERY)
     .option('--log-every <n>', 'steps between metrics.jsonl records (default: 50 records over the run)', integer(1))
     .option('--resume <path>', 'continue exactly from a checkpoint file, the run folder or its checkpoints folder, with the flags the run started with (--steps and --lr may change)')
-    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, 1 to 8)', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: the usable CPUs - 1, 1 to 8)', integer(0))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .action(async (flags: ClassifierTrainRunOptions) => {
       await runClassifierTrain(resumeFlags(command, flags, ['lr']));

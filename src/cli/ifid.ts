@@ -21,7 +21,7 @@ export function ifidCommand(): Command {
       .choices(['linear', 'slerp']).default(d.interpolation))
     .option('--batch-size <n>', 'images per VAE call', integer(1), d.batchSize)
     .option('--seed <n>', 'seeds the subset of images', integer(0), d.seed)
-    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: the usable CPUs - 1, 1 to 8)', integer(0))
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)
     .option('--json <file>', 'also write the result there', outputFile)
     .action(async (flags: IfidRunOptions & { json?: string }) => {

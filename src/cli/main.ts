@@ -22,7 +22,7 @@ import { applyClusterEnvironment, describeClusterEnvironment, elasticRestartRun,
 
 function envCommand(): Command {
   return new Command('env')
-    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs, how they wait and whether they adapt to the load, which of the addon\'s CPU kernels run here, the devices, and time a 1024^3 matmul')
+    .description('print the libtorch build, the threads of fp32 and bf16 CPU runs and the CPUs they may use (affinity, cgroup CPU quota), how they wait and whether they adapt to the load, which of the addon\'s CPU kernels run here, the devices, and time a 1024^3 matmul')
     .action(() => {
       const a = torch.randn([1024, 1024]);
       const b = torch.randn([1024, 1024]);
@@ -36,6 +36,8 @@ function envCommand(): Command {
         // The intra-op threads of a CPU run in each precision on an idle machine, how they wait
         // (torch.waitPolicy), and whether they follow the machine's load (torch.threadGovernor).
         threads: { fp32: torch.runThreads('fp32', 'cpu'), bf16: torch.runThreads('bf16', 'cpu') },
+        // The CPUs a run may use: those it may run on, within its control group's CPU quota.
+        cpus: torch.cpuBudget,
         waitPolicy: torch.waitPolicy,
         adaptiveThreads: torch.threadGovernor(),
         cpuBf16: torch.cpuHasBf16(),

@@ -60,7 +60,7 @@ export function teacherTrainCommand(): Command {
     .option('--ckpt-every <n>', 'steps between checkpoints', integer(1), r.ckptEvery)
     .option('--keep-last <n>', 'keep only the newest n checkpoints', integer(1))
     .option('--log-every <n>', 'steps between metrics.jsonl / TensorBoard records', integer(1), r.logEvery)
-    .option('--num-workers <n>', 'image decoding threads (default: cores - 1, at most 8)', integer(0))
+    .option('--num-workers <n>', 'image decoding threads (default: the usable CPUs - 1, 1 to 8)', integer(0))
     .option('--probe-images <n>', 'linear probe at the end on n train and n test images (Fashion-MNIST\'s test set, or 20% of a folder held out); 0: none', integer(0), r.probeImages)
     .option('--out <dir>', 'folder of the exported teacher: dino-model.json and dino-teacher.safetensors (default: <run>/teacher)')
     .option('--device <device>', 'cpu or cuda[:N] (default: cuda when available)', device)

@@ -5,7 +5,6 @@
 // counted, with one warning per epoch that names a few; a folder where most files cannot be read
 // stops the run with one error instead of training on what is left.
 import { Worker } from 'node:worker_threads';
-import { availableParallelism } from 'node:os';
 import { dirname, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as torch from '../torch/index.js';
@@ -45,7 +44,7 @@ export interface DataLoaderOptions {
   dropLast?: boolean;
   /** Mirror each item left-right with probability 1/2, decided by (seed, epoch, index) (default true). */
   randomFlip?: boolean;
-  /** Decoding threads for image files; 0 decodes on the calling thread (default: cores - 1, 1 to 8). */
+  /** Decoding threads for image files; 0 decodes on the calling thread (default: torch.cpuBudget.cpus - 1, 1 to 8). */
   numWorkers?: number;
   /** Batches decoded ahead of the one being consumed (default 2). */
   prefetch?: number;
@@ -127,7 +126,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.batchSize = options.batchSize;
     this.sampler = new DistributedSampler(dataset.length, options);
     this.randomFlip = options.randomFlip ?? true;
-    this.numWorkers = isFileDataset(dataset) ? options.numWorkers ?? Math.min(8, Math.max(1, availableParallelism() - 1)) : 0;
+    this.numWorkers = isFileDataset(dataset) ? options.numWorkers ?? Math.min(8, Math.max(1, torch.cpuBudget.cpus - 1)) : 0;
     this.prefetch = Math.max(1, options.prefetch ?? 2);
     this.itemShape = isFileDataset(dataset) ? [3, dataset.resolution, dataset.resolution] : dataset.itemShape;
   }

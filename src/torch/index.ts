@@ -13,6 +13,8 @@ export { cuda, setNumThreads, getNumThreads, version, autocast, autocastDeviceTy
 export type { AutocastDevice, AutocastOptions } from './cuda.js';
 export { PRECISIONS, cpuFamilyModel, cpuHasBf16, cpuKernels, openblasCoreName, resolvePrecision, runThreads, usePrecision, withPrecision } from './precision.js';
 export { adaptThreads, threadGovernor } from './threads.js';
+export { cpuBudget } from './cpu-budget.js';
+export type { CpuBudget, CpuQuota } from './cpu-budget.js';
 export type { Precision, ResolvedPrecision } from './precision.js';
 export { native, waitPolicy } from './native.js';
 export { checkDevice } from './device.js';

@@ -3,7 +3,7 @@
 // matmul units) and fp32 elsewhere. Only the ops autocast lists run in bfloat16: weights, optimizer
 // state and everything outside the region stay float32, as PyTorch's mixed precision.
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { cpuBudget } from './cpu-budget.js';
 import { autocast, autocastDeviceType, chosenThreads, LIBTORCH_DEFAULT_THREADS } from './cuda.js';
 import { native } from './native.js';
 import { setGovernedThreads } from './threads.js';
@@ -91,16 +91,16 @@ export function resolvePrecision(precision: Precision, device: Device): Resolved
 /**
  * The intra-op threads of a run in `precision` on `device`: the count the caller chose
  * (torch.setNumThreads, OMP_NUM_THREADS, MKL_NUM_THREADS), else on the CPU in bf16 every CPU this
- * process may run on (os.availableParallelism()), because oneDNN's bfloat16 matmuls and
- * convolutions run on these threads; otherwise libtorch's default (OMP_NUM_THREADS, else its
- * physical cores), because float32 matmuls run in the BLAS's own pool, which already takes every
- * CPU, and a second full pool contends with it. This is the run's full count: while other
- * processes take CPUs, the thread governor (threads.ts) runs it on fewer.
+ * process may use (cpuBudget: the CPUs it may run on, within its control group's CPU quota),
+ * because oneDNN's bfloat16 matmuls and convolutions run on these threads; otherwise libtorch's
+ * default (its physical cores) within the same budget, because float32 matmuls run in the BLAS's
+ * own pool, which already takes every CPU, and a second full pool contends with it. This is the
+ * run's full count: while other processes take CPUs, the thread governor (threads.ts) runs it on fewer.
  */
 export function runThreads(precision: ResolvedPrecision, device: Device): number {
   const chosen = chosenThreads();
   if (chosen !== undefined) return chosen;
-  return precision === 'bf16' && autocastDeviceType(device) === 'cpu' ? availableParallelism() : LIBTORCH_DEFAULT_THREADS;
+  return precision === 'bf16' && autocastDeviceType(device) === 'cpu' ? cpuBudget.cpus : Math.min(LIBTORCH_DEFAULT_THREADS, cpuBudget.cpus);
 }
 
 /**

@@ -7,6 +7,7 @@
 // float32 matmuls run), only where reals chose the counts.
 import { readFileSync } from 'node:fs';
 import { cpus, getPriority } from 'node:os';
+import { cpuBudget } from './cpu-budget.js';
 import { autocastDeviceType, chosenThreads, setRunThreads } from './cuda.js';
 import { native } from './native.js';
 import type { Device } from './tensor.js';
@@ -63,8 +64,8 @@ export interface GovernorIo {
   cpus: number;
   /** Sets libtorch's intra-op threads. */
   setIntraOp(n: number): void;
-  /** OpenBLAS's own pool where the governor may set it: its count when it loaded, and the setter. */
-  openblas?: { atLoad: number; set(n: number): void };
+  /** OpenBLAS's own pool where the governor may set it: its full count (as it loaded, within cpuBudget), and the setter. */
+  openblas?: { full: number; set(n: number): void };
 }
 
 export interface Governor {
@@ -88,7 +89,7 @@ export interface Governor {
 export function createGovernor(io: GovernorIo): Governor {
   let run: number | undefined;
   let state: GovernorState | undefined;
-  let openblasNow = io.openblas?.atLoad;
+  let openblasNow = io.openblas?.full;
   let pausedAt: LoadSample | undefined;
   const setOpenblas = (n: number): void => {
     if (io.openblas === undefined || openblasNow === n) return;
@@ -97,7 +98,7 @@ export function createGovernor(io: GovernorIo): Governor {
   };
   const apply = (intraOp: number): void => {
     const limit = state?.limit ?? Infinity;
-    if (io.openblas !== undefined) setOpenblas(Math.min(io.openblas.atLoad, limit));
+    if (io.openblas !== undefined) setOpenblas(Math.min(io.openblas.full, limit));
     io.setIntraOp(Math.min(intraOp, limit));
   };
   return {
@@ -109,12 +110,12 @@ export function createGovernor(io: GovernorIo): Governor {
     tick() {
       if (run === undefined || state === undefined || pausedAt !== undefined || io.now() - state.since.time < GOVERNOR_WINDOW_MS) return;
       const previous = state.limit;
-      state = nextGovernorState(state, io.sample(), { cpus: io.cpus, want: Math.max(run, io.openblas?.atLoad ?? 1) });
+      state = nextGovernorState(state, io.sample(), { cpus: io.cpus, want: Math.max(run, io.openblas?.full ?? 1) });
       if (state.limit !== previous) apply(run);
     },
     stop() {
       run = undefined;
-      if (io.openblas !== undefined) setOpenblas(io.openblas.atLoad);
+      if (io.openblas !== undefined) setOpenblas(io.openblas.full);
     },
     pause() {
       pausedAt ??= io.sample();
@@ -179,13 +180,18 @@ const machineCpus = cpus().length;
 /** OpenBLAS's pool when it loaded (read once, as OpenBLAS does), unless the user sized it. */
 const openblasAtLoad = native.openblasThreads();
 const openblasChosen = ['OPENBLAS_NUM_THREADS', 'GOTO_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
+/** OpenBLAS counted the CPUs, not the control group's quota: where reals sizes the pool, no more than cpuBudget. */
+const openblasFull = openblasAtLoad === null ? null : Math.min(openblasAtLoad, cpuBudget.cpus);
+if (openblasFull !== null && openblasFull !== openblasAtLoad && openblasChosen === undefined && chosenThreads() === undefined) {
+  native.setOpenblasThreads(openblasFull);
+}
 
 const governor = createGovernor({
   now: () => performance.now(),
   sample: sampleLoad,
   cpus: machineCpus,
   setIntraOp: setRunThreads,
-  openblas: openblasAtLoad === null || openblasChosen !== undefined ? undefined : { atLoad: openblasAtLoad, set: (n) => native.setOpenblasThreads(n) },
+  openblas: openblasFull === null || openblasChosen !== undefined ? undefined : { full: openblasFull, set: (n) => native.setOpenblasThreads(n) },
 });
 
 /** Why the governor leaves a run on `device` (any CPU run when omitted) alone, or undefined where it governs it. */
@@ -240,7 +246,7 @@ export function threadGovernor(): { adaptive: boolean; why: string; openblas: st
   const off = governorOff();
   const openblas = openblasAtLoad === null ? 'not governed: the BLAS has no OpenBLAS thread pool of its own'
     : openblasChosen !== undefined ? `not governed: ${openblasChosen} is set`
-    : `governed with the intra-op threads (${openblasAtLoad} at load)`;
+    : `governed with the intra-op threads (${openblasAtLoad} at load${openblasFull === openblasAtLoad ? '' : `, ${openblasFull} within the CPU quota`})`;
   if (off !== undefined) return { adaptive: false, why: off, openblas: `not governed: ${off}` };
   return {
     adaptive: true,

@@ -81,11 +81,13 @@ function childThreads(env: Record<string, string>): Record<string, number> {
   return JSON.parse(stdout) as Record<string, number>;
 }
 
-test('usePrecision: a CPU run in bf16 takes every CPU, fp32 and CUDA runs libtorch\'s default; a count the caller chose stays', () => {
-  const cpus = availableParallelism();
+test('usePrecision: a CPU run in bf16 takes every CPU it may use, fp32 and CUDA runs libtorch\'s default within them; a count the caller chose stays', () => {
+  const cpus = torch.cpuBudget.cpus;
+  assert.ok(cpus >= 1 && cpus <= availableParallelism(), `${cpus} of ${availableParallelism()}`);
   const fresh = childThreads({});
+  const libtorchDefault = Math.min(fresh.atLoad ?? NaN, cpus);
   assert.deepEqual(fresh, {
-    atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: fresh.atLoad, bf16Cuda: fresh.atLoad, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1,
+    atLoad: fresh.atLoad, bf16Cpu: cpus, fp32Cpu: libtorchDefault, bf16Cuda: libtorchDefault, bf16AfterSetNumThreads1: 1, runThreadsBf16AfterSetNumThreads1: 1,
   });
   assert.equal(torch.runThreads('bf16', 'cpu'), cpus);
   assert.equal(torch.runThreads('bf16', 'cuda'), torch.runThreads('fp32', 'cpu'));

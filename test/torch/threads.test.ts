@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, cpus, getPriority } from 'node:os';
+import { cpus, getPriority } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as torch from '../../src/torch/index.js';
@@ -54,7 +54,7 @@ function fakeGovernor(openblas: boolean): { governor: ReturnType<typeof createGo
     sample: () => ({ time, machineBusy, ownBusy }),
     cpus: 2,
     setIntraOp: (n) => calls.push(`intraOp ${n}`),
-    openblas: openblas ? { atLoad: 2, set: (n) => calls.push(`openblas ${n}`) } : undefined,
+    openblas: openblas ? { full: 2, set: (n) => calls.push(`openblas ${n}`) } : undefined,
   };
   return {
     governor: createGovernor(io),
@@ -245,14 +245,14 @@ async function governedRun(env: Record<string, string>): Promise<GovernedRun> {
 }
 
 test('next to a busy loop, a run whose threads reals chose drops to one (and OpenBLAS\'s pool too); a chosen count or REALS_ADAPTIVE_THREADS=0 stays', async (t) => {
-  if (availableParallelism() < 2 || cpus().length < 2) return t.skip('one CPU: nothing to adapt');
+  if (torch.cpuBudget.cpus < 2 || cpus().length < 2) return t.skip('one usable CPU: nothing to adapt');
   const loop = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
   try {
     const governed = await governedRun({});
-    assert.equal(governed.full, availableParallelism());
+    assert.equal(governed.full, torch.cpuBudget.cpus);
     assert.equal(governed.fewest, 1, 'one thread while the loop runs');
     if (governed.openblas !== null) assert.equal(governed.fewestOpenblas, 1);
-    const fixedCounts: Record<string, string>[] = [{ REALS_ADAPTIVE_THREADS: '0' }, { OMP_NUM_THREADS: String(availableParallelism()) }];
+    const fixedCounts: Record<string, string>[] = [{ REALS_ADAPTIVE_THREADS: '0' }, { OMP_NUM_THREADS: String(torch.cpuBudget.cpus) }];
     for (const env of fixedCounts) {
       const fixed = await governedRun(env);
       assert.equal(fixed.fewest, fixed.full, JSON.stringify(env));
@@ -280,7 +280,7 @@ test('niced processes are load to a niced run, and to any run where the kernel s
 });
 
 test('a busy loop under nice 10 in a session of its own: the run drops to one thread where sessions are scheduled as groups, and keeps its count where nice yields', async (t) => {
-  if (availableParallelism() < 2 || cpus().length < 2) return t.skip('one CPU: nothing to adapt');
+  if (torch.cpuBudget.cpus < 2 || cpus().length < 2) return t.skip('one usable CPU: nothing to adapt');
   const autogroups = kernelGroupsSessions();
   // detached: setsid, so the loop is a session (and, with autogroups, a scheduling group) of its own.
   const loop = spawn('nice', ['-n', '10', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore', detached: true });
