@@ -76,5 +76,6 @@ void initActivations(napi_env env, napi_value exports);
 void initAttention(napi_env env, napi_value exports);
 void initOptim(napi_env env, napi_value exports);
 void initAdaLN(napi_env env, napi_value exports);
+void initGroupNorm(napi_env env, napi_value exports);
 
 }  // namespace reals

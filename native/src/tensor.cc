@@ -920,5 +920,6 @@ NAPI_MODULE_INIT() {
   reals::initAttention(env, exports);
   reals::initOptim(env, exports);
   reals::initAdaLN(env, exports);
+  reals::initGroupNorm(env, exports);
   return exports;
 }

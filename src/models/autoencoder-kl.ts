@@ -146,6 +146,11 @@ function parseLatentStats(json: unknown, file: string, latentChannels: number): 
 // Every GroupNorm of diffusers' VAE (resnets, attention, conv_norm_out) uses this eps.
 const EPS = 1e-6;
 
+/** diffusers' nonlinearity(norm(x)) (SiLU; actFn 'swish' is the same function), fused where the addon's kernel takes it. */
+function normSilu(norm: nn.GroupNorm, x: Tensor): Tensor {
+  return F.groupNormSilu(x, norm.numGroups, norm.weight, norm.bias, norm.eps);
+}
+
 /** resnet.py's ResnetBlock2D as the VAE builds it: no time embedding, dropout 0, output scale 1. */
 class ResnetBlock2D extends nn.Module {
   readonly norm1: nn.GroupNorm;
@@ -164,8 +169,8 @@ class ResnetBlock2D extends nn.Module {
   }
 
   override forward(input: Tensor): Tensor {
-    let hidden = this.conv1.forward(F.silu(this.norm1.forward(input)));
-    hidden = this.conv2.forward(F.silu(this.norm2.forward(hidden)));
+    let hidden = this.conv1.forward(normSilu(this.norm1, input));
+    hidden = this.conv2.forward(normSilu(this.norm2, hidden));
     const shortcut = this.convShortcut === null ? input : this.convShortcut.forward(input);
     return shortcut.add(hidden);
   }
@@ -316,7 +321,7 @@ class Encoder extends nn.Module {
     for (const block of this.downBlocks) hidden = block.forward(hidden);
     hidden = this.midBlock.forward(hidden);
     // diffusers' conv_act is nn.SiLU() whatever act_fn says.
-    return this.convOut.forward(F.silu(this.convNormOut.forward(hidden)));
+    return this.convOut.forward(normSilu(this.convNormOut, hidden));
   }
 }
 
@@ -346,7 +351,7 @@ class Decoder extends nn.Module {
   override forward(input: Tensor): Tensor {
     let hidden = this.midBlock.forward(this.convIn.forward(input));
     for (const block of this.upBlocks) hidden = block.forward(hidden);
-    return this.convOut.forward(F.silu(this.convNormOut.forward(hidden)));
+    return this.convOut.forward(normSilu(this.convNormOut, hidden));
   }
 }
 

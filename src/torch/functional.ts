@@ -98,6 +98,15 @@ export function groupNorm(input: Tensor, numGroups: number, weight: Tensor | nul
   const mixed = weight !== null && weight.dtype === 'float32' && input.dtype !== 'float32';
   return O.groupNorm(mixed ? input.float() : input, numGroups, weight, bias, eps, true);
 }
+/**
+ * silu(F.group_norm(...)): the VAE's norm and nonlinearity. Under CPU bfloat16 autocast, with no
+ * gradient wanted, one pass of the addon (native/src/groupnorm.cc) returns it in bfloat16, as the
+ * conv it feeds would cast it; elsewhere the two functions above and below run.
+ */
+export function groupNormSilu(input: Tensor, numGroups: number, weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
+  const fused = native.groupNormSilu(input._handle, numGroups, weight?._handle ?? null, bias?._handle ?? null, eps);
+  return fused !== null ? new Tensor(fused) : silu(groupNorm(input, numGroups, weight, bias, eps));
+}
 /** F.batch_norm: updates runningMean/runningVar in place when training. */
 export function batchNorm(
   input: Tensor, runningMean: Tensor | null, runningVar: Tensor | null,

@@ -107,6 +107,12 @@ export interface Native {
   modulatedLayerNorm(x: Handle, shift: Handle, scale: Handle, eps: number): Handle | null;
   /** x + gate * y by the same kernel file, or null where it does not take the inputs (as modulatedLayerNorm; y float32 or bfloat16 like x). */
   gatedResidual(x: Handle, gate: Handle, y: Handle): Handle | null;
+  /**
+   * silu(group_norm(x)) in bfloat16 by the addon's one kernel (native/src/groupnorm.cc), or null where it does not take
+   * the call (x not a bfloat16 [N, C, ...] CPU tensor, C not a multiple of groups, weight or bias not float32 [C], not
+   * under CPU bfloat16 autocast, a gradient wanted, no AVX-512).
+   */
+  groupNormSilu(x: Handle, groups: number, weight: Handle | null, bias: Handle | null, eps: number): Handle | null;
   /** ema = decay * ema + (1 - decay) * param in place by the same kernel file: true, or false (nothing done) where it does not take the tensors (as adamStep). */
   emaStep(ema: Handle, param: Handle, decay: number): boolean;
   newGroup(

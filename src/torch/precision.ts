@@ -70,12 +70,14 @@ export function openblasCoreName(): string | null {
  * AVX-512; attention in bfloat16 also needs oneDNN without AMX matmuls (with AMX libtorch's path is
  * the faster). Where one does not run, the same function runs libtorch's ops.
  */
-export function cpuKernels(): { gelu: boolean; siluBf16: boolean; attention: { float32: boolean; bfloat16: boolean }; adaLN: boolean; adamEma: boolean } {
+export function cpuKernels(): {
+  gelu: boolean; siluBf16: boolean; attention: { float32: boolean; bfloat16: boolean }; adaLN: boolean; groupNormSiluBf16: boolean; adamEma: boolean;
+} {
   const avx512 = native.fusedActivations();
   return {
     gelu: avx512, siluBf16: avx512,
     attention: { float32: native.fusedAttention('float32'), bfloat16: native.fusedAttention('bfloat16') },
-    adaLN: avx512, adamEma: avx512,
+    adaLN: avx512, groupNormSiluBf16: avx512, adamEma: avx512,
   };
 }
 

@@ -213,6 +213,7 @@ const CASES: GradCase[] = [
   { op: 'F.layerNorm', inputs: () => [x([2, 2, 3]), x([2, 3]), x([2, 3])], fn: (a, w, b) => F.layerNorm(a, [2, 3], w, b) },
   { op: 'F.layerNorm', name: 'no affine', inputs: () => [x([3, 4])], fn: (a) => F.layerNorm(a, [4]) },
   { op: 'F.groupNorm', inputs: () => [x([2, 4, 2, 2]), x([4]), x([4])], fn: (a, w, b) => F.groupNorm(a, 2, w, b) },
+  { op: 'F.groupNormSilu', inputs: () => [x([2, 4, 2, 2]), x([4]), x([4])], fn: (a, w, b) => F.groupNormSilu(a, 2, w, b) },
   { op: 'F.batchNorm', name: 'training', inputs: () => [x([3, 2, 2, 2]), x([2]), x([2])], fn: (a, w, b) => F.batchNorm(a, torch.zeros([2], { dtype: 'float64' }), torch.ones([2], { dtype: 'float64' }), { weight: w, bias: b, training: true }) },
   { op: 'F.batchNorm', name: 'eval, running stats', inputs: () => [x([3, 2, 2]), x([2]), x([2])], fn: (a, w, b) => F.batchNorm(a, torch.tensor([0.1, -0.2], { dtype: 'float64' }), torch.tensor([0.5, 2], { dtype: 'float64' }), { weight: w, bias: b }) },
   { op: 'F.gelu', name: 'erf', inputs: () => [x([6], -3, 3)], fn: (a) => F.gelu(a) },

@@ -173,6 +173,7 @@ function cleanEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 interface EnvOutput {
   openblasCore: string | null;
   cpuKernels: ReturnType<typeof torch.cpuKernels>;
+  cpus: typeof torch.cpuBudget;
   waitPolicy: { value: string; source: string };
   adaptiveThreads: { adaptive: boolean; why: string; openblas: string };
 }
@@ -190,6 +191,8 @@ test('reals env prints the wait policy in force and whether the threads adapt to
   assert.deepEqual(fresh.waitPolicy, { value: 'spin 20000', source: 'reals default' });
   // The addon's kernels as this process sees them; where the CPU has AVX-512 the adaLN ones take a float32 [N, T, D].
   assert.deepEqual(fresh.cpuKernels, torch.cpuKernels());
+  // The CPUs a run may use, as this process reads them (test/torch/cpu-budget.test.ts runs one under a quota).
+  assert.deepEqual(fresh.cpus, torch.cpuBudget);
   const x = torch.zeros([1, 2, 16]);
   assert.equal(torch.native.gatedResidual(x._handle, torch.zeros([1, 16])._handle, x._handle) !== null, fresh.cpuKernels.adaLN);
   assert.equal(fresh.adaptiveThreads.adaptive, multiCpu);
