@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startLoad } from './load.js';
+import { readCpuQuota } from '../src/torch/cpu-budget.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -113,8 +114,9 @@ async function main(): Promise<void> {
   });
   const stopLoad = startLoad(load, 3600);
   try {
+    const quota = readCpuQuota();
     console.log(`# bench:policy ${new Date().toISOString()} ${cpus()[0]?.model} x${cpus().length}, load processes ${load}, loadavg ${loadavg()[0]!.toFixed(2)}` +
-      `${flags['no-amx'] ? ', oneDNN without AMX (DNNL_MAX_CPU_ISA=AVX512_CORE_BF16)' : ''}`);
+      `${quota === undefined ? '' : `, CPU quota ${quota.cpus} (${quota.file})`}${flags['no-amx'] ? ', oneDNN without AMX (DNNL_MAX_CPU_ISA=AVX512_CORE_BF16)' : ''}`);
     for (const item of items) {
       const rows: { name: string; seconds: number; precision: string }[] = [];
       for (const setting of settings) {

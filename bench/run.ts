@@ -302,6 +302,8 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     cpu: cpus()[0]?.model ?? 'unknown',
     logicalCores: cpus().length,
+    // The CPUs this process may use: the affinity count within the control group's CPU quota.
+    cpuBudget: torch.cpuBudget,
     memoryGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version,
     libtorch: torch.version(),
