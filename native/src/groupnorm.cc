@@ -73,18 +73,19 @@ REALS_AVX512 void groupNormSiluGroup(const at::BFloat16* x, at::BFloat16* y, int
   });
   const float rstd = static_cast<float>(1.0 / std::sqrt(squares / count + eps));
   for (int64_t c = 0; c < channels; ++c) {
-    // (x - mean) rstd w + b = x a + (b - mean a)
+    // (x - mean) (rstd w) + b: centred first, so that a mean far from zero cancels in x - mean
+    // (exact for nearby values) and not in a rounded x rstd w.
     const float a = rstd * (weight == nullptr ? 1.0f : weight[c]);
-    const float b = (bias == nullptr ? 0.0f : bias[c]) - mean * a;
+    const float b = bias == nullptr ? 0.0f : bias[c];
     const at::BFloat16* xc = x + c * spatial;
     at::BFloat16* yc = y + c * spatial;
     int64_t i = 0;
     for (; i + kLanes <= spatial; i += kLanes) {
-      const Floats v = loadFloats(xc + i) * a + b;
+      const Floats v = (loadFloats(xc + i) - mean) * a + b;
       storeFloats(yc + i, v / (1.0f + expOf(-v)));
     }
     if (i < spatial) {
-      const Floats v = loadUpTo(xc, i, spatial) * a + b;
+      const Floats v = (loadUpTo(xc, i, spatial) - mean) * a + b;
       at::BFloat16 out[kLanes];
       storeFloats(out, v / (1.0f + expOf(-v)));
       std::memcpy(yc + i, out, (spatial - i) * sizeof(at::BFloat16));
