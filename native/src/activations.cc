@@ -158,7 +158,7 @@ napi_value ActivationCall(napi_env env, napi_callback_info info) {
   return guarded(env, Activation::kName, [&]() -> napi_value {
     const at::Tensor& x = unwrapTensor(env, args[0], Activation::kInput);
     if (!fusable<Activation>(x)) return wrapTensor(env, Activation::libtorch(x));
-    if (at::GradMode::is_enabled() && x.requires_grad()) return wrapTensor(env, Fused<Activation>::apply(x));
+    if (gradWanted({&x})) return wrapTensor(env, Fused<Activation>::apply(x));
     return wrapTensor(env, fused<Activation>(x));
   });
 }

@@ -20,7 +20,6 @@
 #include "simd.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -31,12 +30,6 @@ namespace reals {
 namespace {
 
 #define REALS_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
-
-inline __attribute__((always_inline)) float sumLanes(Floats v) {
-  float s = 0.0f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 
 // Rows of modulatedLayerNorm: y = (x - mean) * rstd * factor + shift, factor = 1 + scale of the row's
 // sample, with the row's mean and rstd saved for the backward.
@@ -282,11 +275,6 @@ bool fusable(const at::Tensor& x, std::initializer_list<const at::Tensor*> perSa
   return y == nullptr || (y->device().is_cpu() && isFloatOrBf16(*y) && y->sizes() == x.sizes());
 }
 
-bool needsGrad(std::initializer_list<const at::Tensor*> tensors) {
-  if (!at::GradMode::is_enabled()) return false;
-  return std::any_of(tensors.begin(), tensors.end(), [](const at::Tensor* t) { return t->requires_grad(); });
-}
-
 // modulatedLayerNorm(x, shift, scale, eps): the fused result, or null where the kernel does not take
 // the inputs (the caller runs the op path).
 napi_value ModulatedLayerNormCall(napi_env env, napi_callback_info info) {
@@ -297,8 +285,8 @@ napi_value ModulatedLayerNormCall(napi_env env, napi_callback_info info) {
     const at::Tensor& scale = unwrapTensor(env, args[2], "modulatedLayerNorm(scale)");
     const double eps = getDouble(env, args[3], "modulatedLayerNorm(eps)");
     if (!fusable(x, {&shift, &scale}, nullptr)) return makeNull(env);
-    const bool bf16Out = at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
-    if (needsGrad({&x, &shift, &scale})) return wrapTensor(env, ModulatedLayerNorm::apply(x, shift, scale, eps, bf16Out));
+    const bool bf16Out = cpuBf16Autocast();
+    if (gradWanted({&x, &shift, &scale})) return wrapTensor(env, ModulatedLayerNorm::apply(x, shift, scale, eps, bf16Out));
     return wrapTensor(env, modulateForward(x, shift, scale, eps, bf16Out).y);
   });
 }
@@ -311,7 +299,7 @@ napi_value GatedResidualCall(napi_env env, napi_callback_info info) {
     const at::Tensor& gate = unwrapTensor(env, args[1], "gatedResidual(gate)");
     const at::Tensor& y = unwrapTensor(env, args[2], "gatedResidual(y)");
     if (!fusable(x, {&gate}, &y)) return makeNull(env);
-    if (needsGrad({&x, &gate, &y})) return wrapTensor(env, GatedResidual::apply(x, gate, y));
+    if (gradWanted({&x, &gate, &y})) return wrapTensor(env, GatedResidual::apply(x, gate, y));
     return wrapTensor(env, GatedResidual::gateForward(x, asFloatRows(gate), y));
   });
 }

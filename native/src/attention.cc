@@ -191,9 +191,7 @@ REALS_AVX512 inline void onlineSoftmax(float* scores, int count, int valid, floa
       storeFloats(row + c, p);
       sum += p;
     }
-    float total = 0.0f;
-    for (int lane = 0; lane < kLanes; ++lane) total += sum[lane];
-    rowSum[r] = rowSum[r] * rescale + total;
+    rowSum[r] = rowSum[r] * rescale + sumLanes(sum);
     rowMax[r] = newMax;
     if (rescale != 1.0f) {
       for (int e = 0; e < kE; e += kLanes) storeFloats(acc + r * kE + e, loadFloats(acc + r * kE + e) * rescale);
@@ -405,9 +403,7 @@ REALS_AVX512_BF16 void backwardSliceBf16(const Heads<at::BFloat16>& q, const Hea
     std::memcpy(gradWords.data() + r * kPairs, gSlice.data + r * gSlice.rowStride, kE * sizeof(at::BFloat16));
     Floats d{};
     for (int e = 0; e < kE; e += kLanes) d += loadFloats(oSlice.data + r * oSlice.rowStride + e) * loadFloats(gSlice.data + r * gSlice.rowStride + e);
-    float total = 0.0f;
-    for (int lane = 0; lane < kLanes; ++lane) total += d[lane];
-    delta[r] = total;
+    delta[r] = sumLanes(d);
     rowLse[r] = lse[bh * q.rows + r];
   }
   readPairsInterleaved<kHeadVectors>(qSlice, q.rows, queryPairs.data());
@@ -471,9 +467,7 @@ REALS_AVX512 void backwardSlice(const Heads<T>& q, const Heads<T>& k, const Head
     for (int r = 0; r < kTile && begin + r < q.rows; ++r) {
       Floats d{};
       for (int e = 0; e < kE; e += kLanes) d += loadFloats(outRows + r * kE + e) * loadFloats(dO.data() + (begin + r) * kE + e);
-      float total = 0.0f;
-      for (int lane = 0; lane < kLanes; ++lane) total += d[lane];
-      delta[begin + r] = total;
+      delta[begin + r] = sumLanes(d);
       rowLse[begin + r] = lse[bh * q.rows + begin + r];
     }
   }
@@ -670,7 +664,7 @@ napi_value AttentionCall(napi_env env, napi_callback_info info) {
     }
     const bool forceKernel = args[4] != nullptr && typeOf(env, args[4]) == napi_boolean && getBool(env, args[4], "attention(forceKernel)");
     if (!fusable(q, k, v)) return makeNull(env);
-    const bool needsGrad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    const bool needsGrad = gradWanted({&q, &k, &v});
     const bool faster = q.size(-2) >= kMinFusedTokens && k.size(-2) >= kMinFusedTokens && (q.scalar_type() == at::kFloat || !amxMatmuls());
     if (!faster && !forceKernel) return makeNull(env);
     const std::vector<int64_t> outShape = q.sizes().vec();

@@ -1,8 +1,11 @@
 // Shared pieces of the addon: the tensor handle, N-API helpers, error translation.
 #pragma once
+#include <ATen/autocast_mode.h>
 #include <node_api.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -68,6 +71,15 @@ struct Args {
 };
 
 void exportFunction(napi_env env, napi_value exports, const char* name, napi_callback cb);
+
+// Whether autograd will want gradients of any of these tensors (null entries are none): the fused
+// kernels then run as autograd Functions, else as plain forwards.
+inline bool gradWanted(std::initializer_list<const at::Tensor*> tensors) {
+  return at::GradMode::is_enabled() && std::any_of(tensors.begin(), tensors.end(), [](const at::Tensor* t) { return t != nullptr && t->requires_grad(); });
+}
+
+// Whether CPU autocast to bfloat16 is on: the kernels that feed an autocast Linear or conv return bfloat16 then.
+inline bool cpuBf16Autocast() { return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16; }
 
 void initTensor(napi_env env, napi_value exports);
 void initOps(napi_env env, napi_value exports);

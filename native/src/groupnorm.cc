@@ -15,7 +15,6 @@
 #include "simd.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -27,12 +26,6 @@ namespace {
 #define REALS_AVX512 __attribute__((target("avx512f")))
 
 constexpr int64_t kBlock = 1024;  // elements summed in float32 before the sum goes to double
-
-inline __attribute__((always_inline)) double sumLanes(Floats v) {
-  double s = 0.0;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 
 // The 16 values at x[i..) as float32, zeros past `end` (the tail of a range).
 inline __attribute__((always_inline)) Floats loadUpTo(const at::BFloat16* x, int64_t i, int64_t end) {
@@ -55,7 +48,7 @@ inline __attribute__((always_inline)) double sumOver(const at::BFloat16* x, int6
       const Ints lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
       block += lanes < static_cast<int32_t>(end - i) ? f(loadUpTo(x, i, end)) : Floats{};
     }
-    total += sumLanes(block);
+    total += sumLanes<double>(block);
   }
   return total;
 }
@@ -102,13 +95,12 @@ constexpr int64_t kGrain = 32768;
 bool fusable(const at::Tensor& x, int64_t groups, const at::Tensor* weight, const at::Tensor* bias) {
   if (!cpuHasAvx512() || !x.device().is_cpu() || x.scalar_type() != at::kBFloat16 || x.dim() < 2 || x.numel() == 0) return false;
   if (groups < 1 || x.size(1) % groups != 0) return false;
-  if (!at::autocast::is_cpu_enabled() || at::autocast::get_autocast_cpu_dtype() != at::kBFloat16) return false;
+  if (!cpuBf16Autocast()) return false;
   for (const at::Tensor* p : {weight, bias}) {
     if (p == nullptr) continue;
     if (!p->device().is_cpu() || p->scalar_type() != at::kFloat || p->dim() != 1 || p->size(0) != x.size(1)) return false;
   }
-  if (!at::GradMode::is_enabled()) return true;
-  return !x.requires_grad() && (weight == nullptr || !weight->requires_grad()) && (bias == nullptr || !bias->requires_grad());
+  return !gradWanted({&x, weight, bias});
 }
 
 // groupNormSilu(x, groups, weight, bias, eps): silu(group_norm(x)) in bfloat16, or null where the

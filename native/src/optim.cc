@@ -93,6 +93,13 @@ REALS_AVX512 void emaRange(float* ema, const float* param, int64_t begin, int64_
 
 #undef REALS_AVX512
 
+// body(begin, end) over [0, n) in parallel, in chunks of whole vectors, so that only the tensor's last
+// vector is partial.
+template <typename Body>
+void forEachVectorChunk(int64_t n, Body&& body) {
+  at::parallel_for(0, (n + kLanes - 1) / kLanes, 4096, [&](int64_t begin, int64_t end) { body(begin * kLanes, std::min(end * kLanes, n)); });
+}
+
 // Whether the kernels take these tensors: float32, contiguous, on the CPU, of one shape, on a CPU with AVX-512.
 bool fusable(std::initializer_list<const at::Tensor*> tensors) {
   if (!cpuHasAvx512()) return false;
@@ -128,10 +135,7 @@ napi_value AdamStepCall(napi_env env, napi_callback_info info) {
     const float* g = grad.data_ptr<float>();
     float* m = expAvg.data_ptr<float>();
     float* v = expAvgSq.data_ptr<float>();
-    // Chunks of whole vectors, so that only the tensor's last vector is partial.
-    at::parallel_for(0, (param.numel() + kLanes - 1) / kLanes, 4096, [&](int64_t begin, int64_t end) {
-      adamRange(p, g, m, v, begin * kLanes, std::min(end * kLanes, param.numel()), s);
-    });
+    forEachVectorChunk(param.numel(), [&](int64_t begin, int64_t end) { adamRange(p, g, m, v, begin, end, s); });
     return makeBool(env, true);
   });
 }
@@ -147,9 +151,7 @@ napi_value EmaStepCall(napi_env env, napi_callback_info info) {
     const double decay = getDouble(env, args[2], "emaStep(decay)");
     float* e = ema.data_ptr<float>();
     const float* p = param.data_ptr<float>();
-    at::parallel_for(0, (ema.numel() + kLanes - 1) / kLanes, 4096, [&](int64_t begin, int64_t end) {
-      emaRange(e, p, begin * kLanes, std::min(end * kLanes, ema.numel()), static_cast<float>(decay), static_cast<float>(1 - decay));
-    });
+    forEachVectorChunk(ema.numel(), [&](int64_t begin, int64_t end) { emaRange(e, p, begin, end, static_cast<float>(decay), static_cast<float>(1 - decay)); });
     return makeBool(env, true);
   });
 }

@@ -44,6 +44,14 @@ inline __attribute__((always_inline)) Floats expOf(Floats v) {
   return unclamped > 88.0f ? Floats{} + __builtin_inff() : p * (Floats)scale;
 }
 
+// The sum of v's lanes, first to last, in Acc (float, or double where the lanes hold long sums).
+template <typename Acc = float>
+inline __attribute__((always_inline)) Acc sumLanes(Floats v) {
+  Acc s = 0;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
 inline __attribute__((always_inline)) Floats loadFloats(const float* p) {
   Floats v;
   std::memcpy(&v, p, sizeof v);
